@@ -1,0 +1,152 @@
+// bench/common/bench_utils.cuh: GPU timing and roofline counters for the Google Benchmark
+// programs under bench/.
+//
+// - GPU time comes from a cudaEvent pair around the launches (UseManualTime), never from the
+//   host clock. Before each timed batch, L2 is flushed by writing a buffer of 2× the L2 size,
+//   so memory-bound numbers are DRAM numbers.
+// - Every program measures a device-to-device copy (bytes read + written, 1 GiB) once at start;
+//   report_bytes() reports GB/s and the fraction of that same-run copy ceiling ("copy_frac").
+// - Use QUAMBA_BENCH_MAIN() instead of BENCHMARK_MAIN().
+#pragma once
+
+#include <benchmark/benchmark.h>
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "common/cuda_utils.cuh"
+
+namespace quamba::bench {
+
+inline double& copy_gbps() {
+  static double v = 0.0;
+  return v;
+}
+
+class L2Flusher {
+ public:
+  L2Flusher() {
+    int dev = 0, l2 = 0;
+    QUAMBA_CUDA_CHECK(cudaGetDevice(&dev));
+    QUAMBA_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
+    bytes_ = static_cast<size_t>(l2) * 2;
+    QUAMBA_CUDA_CHECK(cudaMalloc(&buf_, bytes_));
+  }
+  ~L2Flusher() { cudaFree(buf_); }
+  void flush(cudaStream_t s = 0) { QUAMBA_CUDA_CHECK(cudaMemsetAsync(buf_, 0x11, bytes_, s)); }
+  static L2Flusher& get() {
+    static L2Flusher f;
+    return f;
+  }
+
+ private:
+  void* buf_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Times `launch(i)` for i in [0, inner) per benchmark iteration with one event pair, after an
+// L2 flush, and reports the per-launch time. `launch` returns the library's Status (or void).
+// A warm-up batch runs first (module load, first-touch).
+template <typename Launch>
+void time_gpu(benchmark::State& state, Launch&& launch, int inner = 1, bool flush = true, cudaStream_t s = 0) {
+  cudaEvent_t a, b;
+  QUAMBA_CUDA_CHECK(cudaEventCreate(&a));
+  QUAMBA_CUDA_CHECK(cudaEventCreate(&b));
+  for (int i = 0; i < inner; ++i) launch(i);
+  QUAMBA_CUDA_CHECK(cudaStreamSynchronize(s));
+  QUAMBA_CUDA_CHECK(cudaGetLastError());
+  for (auto _ : state) {
+    if (flush) L2Flusher::get().flush(s);
+    QUAMBA_CUDA_CHECK(cudaEventRecord(a, s));
+    for (int i = 0; i < inner; ++i) launch(i);
+    QUAMBA_CUDA_CHECK(cudaEventRecord(b, s));
+    QUAMBA_CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    QUAMBA_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    state.SetIterationTime(ms * 1e-3 / inner);
+  }
+  QUAMBA_CUDA_CHECK(cudaGetLastError());
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+}
+
+// Bytes moved per launch (fewest: each input read once, each output written once).
+inline void report_bytes(benchmark::State& state, double bytes) {
+  state.counters["GB/s"] = benchmark::Counter(bytes, benchmark::Counter::kIsIterationInvariantRate,
+                                              benchmark::Counter::kIs1000);
+  state.counters["bytes"] = bytes;
+  if (copy_gbps() > 0) {
+    // copy_frac is computed from the per-iteration time by the reporter: GB/s / copy GB/s.
+    state.counters["copy_frac"] = benchmark::Counter(bytes / (copy_gbps() * 1e9),
+                                                     benchmark::Counter::kIsIterationInvariantRate);
+  }
+}
+
+// Integer or floating-point operations per launch.
+inline void report_ops(benchmark::State& state, double ops) {
+  state.counters["TOPS"] = benchmark::Counter(ops * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// Measures a 1 GiB device-to-device copy (read + write bytes) and stores it in copy_gbps().
+inline double measure_copy_gbps() {
+  const size_t bytes = size_t(1) << 30;
+  void *src = nullptr, *dst = nullptr;
+  QUAMBA_CUDA_CHECK(cudaMalloc(&src, bytes));
+  QUAMBA_CUDA_CHECK(cudaMalloc(&dst, bytes));
+  QUAMBA_CUDA_CHECK(cudaMemset(src, 1, bytes));
+  cudaEvent_t a, b;
+  QUAMBA_CUDA_CHECK(cudaEventCreate(&a));
+  QUAMBA_CUDA_CHECK(cudaEventCreate(&b));
+  float best = 1e30f;
+  for (int r = 0; r < 12; ++r) {
+    QUAMBA_CUDA_CHECK(cudaEventRecord(a));
+    QUAMBA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice));
+    QUAMBA_CUDA_CHECK(cudaEventRecord(b));
+    QUAMBA_CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    QUAMBA_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    if (r >= 2 && ms < best) best = ms;
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  cudaFree(src);
+  cudaFree(dst);
+  copy_gbps() = 2.0 * bytes / (best * 1e-3) / 1e9;
+  return copy_gbps();
+}
+
+// Registered in every program so the copy ceiling appears in each table.
+inline void BM_DeviceCopy(benchmark::State& state) {
+  const size_t bytes = static_cast<size_t>(state.range(0));
+  test::DeviceBuffer<char> src(bytes), dst(bytes);
+  QUAMBA_CUDA_CHECK(cudaMemset(src.get(), 1, bytes));
+  time_gpu(state, [&](int) { QUAMBA_CUDA_CHECK(cudaMemcpyAsync(dst.get(), src.get(), bytes, cudaMemcpyDeviceToDevice)); });
+  report_bytes(state, 2.0 * bytes);
+}
+
+inline int bench_main(int argc, char** argv) {
+  if (!test::has_cuda_device()) {
+    std::fprintf(stderr, "no CUDA device: benchmarks need a GPU\n");
+    return 1;
+  }
+  cudaDeviceProp p{};
+  QUAMBA_CUDA_CHECK(cudaGetDeviceProperties(&p, 0));
+  const double gbps = measure_copy_gbps();
+  benchmark::AddCustomContext("gpu", p.name);
+  benchmark::AddCustomContext("sm", std::to_string(p.major * 10 + p.minor));
+  benchmark::AddCustomContext("copy_GBps", std::to_string(gbps));
+  benchmark::RegisterBenchmark("DeviceCopy", BM_DeviceCopy)->Arg(64 << 20)->Arg(256 << 20)
+      ->UseManualTime()->Unit(benchmark::kMicrosecond);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
+
+}  // namespace quamba::bench
+
+#define QUAMBA_BENCH_MAIN() \
+  int main(int argc, char** argv) { return ::quamba::bench::bench_main(argc, argv); }

@@ -1,0 +1,32 @@
+// quamba/reference/embedding.hpp: token embedding gather (host reference).
+//
+// table: (V, D) row-major; ids: M token ids; out: (M, D). An id outside [0, V) returns
+// kErrorOutOfRange and leaves `out` partially written only up to the first bad row.
+#pragma once
+
+#include <cstdint>
+
+#include "quamba/core/status.hpp"
+#include "quamba/core/tensor_view.hpp"
+
+namespace quamba::reference {
+
+template <typename TIn, typename TOut, typename Convert>
+Status embedding(TensorView<const TIn, 2> table, const int32_t* ids, int64_t M, TensorView<TOut, 2> out,
+                 Convert&& convert) {
+  const int64_t V = table.size(0), D = table.size(1);
+  if (table.data == nullptr || (M > 0 && ids == nullptr) || out.data == nullptr || out.size(0) != M ||
+      out.size(1) != D)
+    return Status::kErrorInvalidArgument;
+  for (int64_t m = 0; m < M; ++m) {
+    if (ids[m] < 0 || ids[m] >= V) return Status::kErrorOutOfRange;
+    for (int64_t d = 0; d < D; ++d) out(m, d) = convert(table(ids[m], d));
+  }
+  return Status::kSuccess;
+}
+
+inline Status embedding(TensorView<const float, 2> table, const int32_t* ids, int64_t M, TensorView<float, 2> out) {
+  return embedding(table, ids, M, out, [](float v) { return v; });
+}
+
+}  // namespace quamba::reference
