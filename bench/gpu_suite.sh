@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Builds quamba, runs the whole test suite, compute-sanitizer and the benchmarks on a GPU
+# machine, in one go. Logs go to $LOGDIR (default: gpu-logs/), one file per stage:
+#   build.log  ctest.log  sanitizer.log  bench.log (+ bench_<family>.json)
+# Usage: bench/gpu_suite.sh [stages...]   stages: build test sanitize bench (default: all)
+#   BENCH_FILTER=regex      passed to --benchmark_filter
+#   SANITIZE_TOOLS="memcheck racecheck initcheck synccheck"
+#   SANITIZE_FILTER=pattern passed to --gtest_filter under the sanitizer
+#   SANITIZE_TIMEOUT=seconds per binary and tool (default 240)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+LOGDIR=${LOGDIR:-gpu-logs}
+BUILD=${BUILD:-build-gpu}
+mkdir -p "$LOGDIR"
+stages=("$@")
+[ ${#stages[@]} -gt 0 ] || stages=(build test sanitize bench)
+has() { for s in "${stages[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
+rc=0
+
+if has build; then
+  { nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total --format=csv; nvcc --version | tail -2; cmake --version | head -1; } > "$LOGDIR/build.log" 2>&1
+  cmake -S . -B "$BUILD" -G Ninja -DQUAMBA_BUILD_TESTS=ON -DQUAMBA_BUILD_BENCH=ON -DQUAMBA_BUILD_EXAMPLES=ON \
+    >> "$LOGDIR/build.log" 2>&1 && cmake --build "$BUILD" -j16 -k 0 >> "$LOGDIR/build.log" 2>&1 || { rc=1; echo "BUILD FAILED"; grep -E "error|Error" "$LOGDIR/build.log" | head -40; }
+fi
+
+if has test; then
+  ctest --test-dir "$BUILD" -j8 --output-on-failure --timeout 600 > "$LOGDIR/ctest.log" 2>&1 || rc=1
+  grep -E "tests passed|tests failed|Skipped|Failed|\*\*\*" "$LOGDIR/ctest.log" | tail -40
+fi
+
+if has sanitize; then
+  : > "$LOGDIR/sanitizer.log"
+  tools=${SANITIZE_TOOLS:-memcheck racecheck initcheck synccheck}
+  for t in "$BUILD"/tests/gpu_test_*; do
+    [ -x "$t" ] || continue
+    for tool in $tools; do
+      echo "=== $tool $(basename "$t")" >> "$LOGDIR/sanitizer.log"
+      timeout "${SANITIZE_TIMEOUT:-240}" compute-sanitizer --tool "$tool" --error-exitcode 99 \
+        "$t" --gtest_brief=1 ${SANITIZE_FILTER:+--gtest_filter=$SANITIZE_FILTER} >> "$LOGDIR/sanitizer.log" 2>&1
+      r=$?
+      echo "=== exit $r" >> "$LOGDIR/sanitizer.log"
+      echo "sanitizer $tool $(basename "$t"): exit $r"
+      [ $r -eq 0 ] || rc=1
+    done
+  done
+fi
+
+if has bench; then
+  : > "$LOGDIR/bench.log"
+  for b in "$BUILD"/bench/quamba_bench_*; do
+    [ -x "$b" ] || continue
+    name=$(basename "$b")
+    echo "=== $name" | tee -a "$LOGDIR/bench.log"
+    "$b" --benchmark_min_time=0.05 ${BENCH_FILTER:+--benchmark_filter=$BENCH_FILTER} \
+      --benchmark_out="$LOGDIR/${name#quamba_}.json" --benchmark_out_format=json >> "$LOGDIR/bench.log" 2>&1 || rc=1
+  done
+fi
+exit $rc
