@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -22,6 +23,11 @@
 
 using namespace quamba;
 using namespace quamba::reference;
+
+namespace quamba {
+// Statuses print by name in assertion messages.
+inline void PrintTo(Status s, std::ostream* os) { *os << to_string(s); }
+}  // namespace quamba
 
 namespace {
 

@@ -101,7 +101,12 @@ inline std::vector<float> dequant3(TensorView<const int8_t, 3> v, float s) {
 
 inline Status selective_scan_i8(const ScanArgsI8& q) {
   const int64_t B = q.u.size(0), L = q.u.size(1), E = q.u.size(2), N = q.Bm.size(2);
-  if (!q.u.data || !q.delta.data || !q.Bm.data || !q.Cm.data || !q.A_log || !q.y.data || N <= 0 || E <= 0)
+  // Shapes are checked here, before the dequantized copies are re-viewed as (B, L, E|N).
+  auto same3 = [&](const auto& v, int64_t d2) {
+    return v.data && v.size(0) == B && v.size(1) == L && v.size(2) == d2;
+  };
+  if (!q.u.data || !q.A_log || !q.y.data || !same3(q.delta, E) || !same3(q.Bm, N) || !same3(q.Cm, N) ||
+      !same3(q.y, E) || (q.z.data && !same3(q.z, E)) || N <= 0 || E <= 0)
     return Status::kErrorInvalidArgument;
   const auto u = detail::dequant3(q.u, q.s_u), dt = detail::dequant3(q.delta, q.s_delta);
   const auto Bm = detail::dequant3(q.Bm, q.s_B), Cm = detail::dequant3(q.Cm, q.s_C);
@@ -133,10 +138,18 @@ inline Status selective_scan_i8(const ScanArgsI8& q) {
 // optional) selects each sequence's slot. Inputs are the L = 1 views (B, 1, ·) of ScanArgs.
 inline Status selective_state_update(ScanArgs a, float* states, int64_t num_slots, const int32_t* state_idx) {
   const int64_t B = a.u.size(0), E = a.u.size(2), N = a.Bm.size(2);
-  if (!states || a.u.size(1) != 1) return Status::kErrorInvalidArgument;
+  // Batch extents are checked before slicing per sequence; the rest is checked per slice.
+  auto one_token = [&](const auto& v) { return v.data && v.size(0) == B && v.size(1) == 1; };
+  if (!states || !one_token(a.u) || !one_token(a.delta) || !one_token(a.Bm) || !one_token(a.Cm) ||
+      !one_token(a.y) || (a.z.data && !one_token(a.z)))
+    return Status::kErrorInvalidArgument;
+  // Every slot is validated before any state is touched.
   for (int64_t b = 0; b < B; ++b) {
     const int64_t slot = state_idx ? state_idx[b] : b;
     if (slot < 0 || slot >= num_slots) return Status::kErrorOutOfRange;
+  }
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t slot = state_idx ? state_idx[b] : b;
     ScanArgs one = a;
     one.u = a.u.slice(0, b, 1);
     one.delta = a.delta.slice(0, b, 1);
