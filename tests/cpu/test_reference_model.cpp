@@ -468,7 +468,11 @@ TEST(ReferenceModel, BadInputReturnsStatus) {
     EXPECT_EQ(quantize_model(m72, s, recipe_quamba(), &qo), Status::kErrorNotSupported);
     EXPECT_EQ(quantize_model(m72, s, recipe_naive(), &qo), Status::kSuccess);
     CalibrationStats st;
-    EXPECT_EQ(calibrate(m72, {{1, 2, 3}}, CalibrationOptions{}, &st), Status::kErrorNotSupported);
+    ASSERT_EQ(calibrate(m72, {{1, 2, 3}}, CalibrationOptions{}, &st), Status::kSuccess);
+    EXPECT_FALSE(st.rotated_observed);
+    EXPECT_EQ(scales_from_calibration(st, recipe_quamba(), 0.99999, &s), Status::kErrorNotSupported);
+    EXPECT_EQ(scales_from_calibration(st, recipe_naive(), 0.99999, &s), Status::kSuccess);
+    EXPECT_EQ(quantize_model(m72, s, recipe_naive(), &qo), Status::kSuccess);
   }
   CalibrationStats st;
   EXPECT_EQ(calibrate(m, {}, CalibrationOptions{}, &st), Status::kErrorInvalidArgument);

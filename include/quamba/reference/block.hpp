@@ -268,8 +268,10 @@ inline Status block_f32(const ModelConfig& c, const LayerWeights& w, const Block
   auto y_v = make_view(static_cast<const float*>(y.data()), M, E);
   if (obs) {
     observe_rows(obs->o_plain, y_v, B, L, len);
+  }
+  if (obs && hadamard_size_supported(E)) {
     // s_o is observed in the rotated domain: yh = H·y/√E, which is what out_proj sees once the
-    // Hadamard is folded into W_out.
+    // Hadamard is folded into W_out. (Without a Hadamard of size E only o_plain is observed.)
     std::vector<float> yh(M * E);
     QUAMBA_RETURN_IF_ERROR(hadamard_transform(y_v, static_cast<float>(1.0 / std::sqrt(static_cast<double>(E))),
                                               make_view(yh.data(), M, E)));

@@ -373,18 +373,20 @@ struct CalibrationOptions {
 struct CalibrationStats {
   std::vector<LayerObservers> layers;
   int64_t samples = 0, tokens = 0;
+  bool rotated_observed = false;  // false when E has no supported Hadamard size
 };
 
 // Runs the fp32 model over each sequence (one sample = one sequence, prefilled from a fresh
 // state) and records every observer of SPEC §2's table; out_proj inputs are observed after
-// the Hadamard rotation (o_rotated) and before it (o_plain).
+// the Hadamard rotation (o_rotated, only when E is a supported Hadamard size) and before it
+// (o_plain).
 inline Status calibrate(const ModelWeights& m, const std::vector<std::vector<int32_t>>& sequences,
                         const CalibrationOptions& opt, CalibrationStats* out) {
   if (!out || sequences.empty() || !(opt.percentile >= 0.0 && opt.percentile <= 1.0))
     return Status::kErrorInvalidArgument;
   QUAMBA_RETURN_IF_ERROR(validate_model(m));
-  if (!hadamard_size_supported(m.config.d_inner)) return Status::kErrorNotSupported;
   CalibrationStats st;
+  st.rotated_observed = hadamard_size_supported(m.config.d_inner);
   st.layers.resize(m.config.n_layer);
   for (auto& l : st.layers) l.u_ema.alpha = opt.percentile;
   for (const auto& seq : sequences) {
@@ -405,7 +407,8 @@ inline Status calibrate(const ModelWeights& m, const std::vector<std::vector<int
 // every tensor; s_u from the chosen observer of u; s_o from the rotated or the plain y.
 inline Status scales_from_calibration(const CalibrationStats& st, const QuantRecipe& recipe, double percentile,
                                       ModelScales* out) {
-  if (!out || st.layers.empty()) return Status::kErrorInvalidArgument;
+  if (!out || st.layers.empty() || !(percentile >= 0.0 && percentile <= 1.0)) return Status::kErrorInvalidArgument;
+  if (recipe.use_hadamard && !st.rotated_observed) return Status::kErrorNotSupported;
   ModelScales s;
   for (const auto& l : st.layers) {
     LayerActScales a;
