@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -70,9 +71,9 @@ int parse(int argc, char** argv, Options* o) {
 }
 
 std::vector<int32_t> random_tokens(size_t n, uint64_t seed) {
-  ref::detail::InitRng rng{seed};
+  std::mt19937_64 rng(seed);
   std::vector<int32_t> v(n);
-  for (auto& t : v) t = static_cast<int32_t>(rng.next() % kVocab);
+  for (auto& t : v) t = static_cast<int32_t>(rng() % kVocab);
   return v;
 }
 
@@ -180,7 +181,7 @@ int main(int argc, char** argv) {
     }
     ref::ModelScales scales;
     ref::QuantizedModel q;
-    if (Status s = ref::scales_from_calibration(stats, v.recipe, 0.99999, &scales); s != Status::kSuccess)
+    if (Status s = ref::scales_from_calibration(stats, v.recipe, &scales); s != Status::kSuccess)
       return fail("scales", s);
     if (Status s = ref::quantize_model(model, scales, v.recipe, &q); s != Status::kSuccess) return fail("quantize", s);
     std::vector<float> logits;

@@ -54,7 +54,7 @@ CalibrationStats calibrate_on_random(const ModelWeights& m, uint64_t salt, int n
 
 QuantizedModel make_quantized(const ModelWeights& m, const CalibrationStats& st, const QuantRecipe& r) {
   ModelScales s;
-  EXPECT_EQ(scales_from_calibration(st, r, 0.99999, &s), Status::kSuccess);
+  EXPECT_EQ(scales_from_calibration(st, r, &s), Status::kSuccess);
   QuantizedModel q;
   EXPECT_EQ(quantize_model(m, s, r, &q), Status::kSuccess);
   return q;
@@ -229,11 +229,29 @@ void check_batch(const Model& m, uint64_t salt, const char* what) {
   }
 }
 
+// A sequence with no valid token in the batch keeps its (zero) state and gets a zero last row.
+template <typename Model, typename ConvT>
+void check_empty_sequence(const Model& m, const char* what) {
+  const int64_t V = m.config.vocab;
+  const int32_t lengths[2] = {5, 0};
+  ModelCache<ConvT> c;
+  ASSERT_EQ(init_cache(m.config, 2, &c), Status::kSuccess);
+  const auto last = run_prefill(m, random_ids(10, 33), 2, 5, lengths, &c, true);
+  for (int64_t v = 0; v < V; ++v) ASSERT_EQ(last[V + v], 0.0f) << what;
+  for (size_t i = 0; i < c.ssm_state.size(); ++i) {
+    const size_t cn = c.conv_state[i].size() / 2, sn = c.ssm_state[i].size() / 2;
+    for (size_t j = 0; j < cn; ++j) ASSERT_EQ(c.conv_state[i][cn + j], ConvT(0)) << what;
+    for (size_t j = 0; j < sn; ++j) ASSERT_EQ(c.ssm_state[i][sn + j], 0.0f) << what;
+  }
+}
+
 TEST(ReferenceModel, RaggedBatchEqualsEachSequenceAlone) {
   const auto m = make_model(config_paley(), 7);
   check_batch<ModelWeights, float>(m, 31, "fp32");
+  check_empty_sequence<ModelWeights, float>(m, "fp32");
   const auto q = make_quantized(m, calibrate_on_random(m, 8), recipe_quamba());
   check_batch<QuantizedModel, int8_t>(q, 32, "W8A8");
+  check_empty_sequence<QuantizedModel, int8_t>(q, "W8A8");
 }
 
 // ---- W8A8 accuracy against fp32 ---------------------------------------------------------------
@@ -365,9 +383,9 @@ TEST(ReferenceModel, CalibrationObservers) {
     }
   }
   ModelScales s;
-  ASSERT_EQ(scales_from_calibration(st, {true, UScale::kPercentileExact}, 0.99999, &s), Status::kSuccess);
+  ASSERT_EQ(scales_from_calibration(st, {true, UScale::kPercentileExact}, &s), Status::kSuccess);
   ModelScales sa;
-  ASSERT_EQ(scales_from_calibration(st, {false, UScale::kAbsmax}, 0.99999, &sa), Status::kSuccess);
+  ASSERT_EQ(scales_from_calibration(st, {false, UScale::kAbsmax}, &sa), Status::kSuccess);
   for (size_t i = 0; i < s.layers.size(); ++i) {
     EXPECT_LE(s.layers[i].s_u, sa.layers[i].s_u);
     EXPECT_FLOAT_EQ(sa.layers[i].s_u, st.layers[i].u.value / 127.0f);
@@ -470,8 +488,8 @@ TEST(ReferenceModel, BadInputReturnsStatus) {
     CalibrationStats st;
     ASSERT_EQ(calibrate(m72, {{1, 2, 3}}, CalibrationOptions{}, &st), Status::kSuccess);
     EXPECT_FALSE(st.rotated_observed);
-    EXPECT_EQ(scales_from_calibration(st, recipe_quamba(), 0.99999, &s), Status::kErrorNotSupported);
-    EXPECT_EQ(scales_from_calibration(st, recipe_naive(), 0.99999, &s), Status::kSuccess);
+    EXPECT_EQ(scales_from_calibration(st, recipe_quamba(), &s), Status::kErrorNotSupported);
+    EXPECT_EQ(scales_from_calibration(st, recipe_naive(), &s), Status::kSuccess);
     EXPECT_EQ(quantize_model(m72, s, recipe_naive(), &qo), Status::kSuccess);
   }
   CalibrationStats st;

@@ -373,6 +373,7 @@ struct CalibrationOptions {
 struct CalibrationStats {
   std::vector<LayerObservers> layers;
   int64_t samples = 0, tokens = 0;
+  double percentile = 0.99999;    // α of the EMA observer, reused for the exact quantile
   bool rotated_observed = false;  // false when E has no supported Hadamard size
 };
 
@@ -387,6 +388,7 @@ inline Status calibrate(const ModelWeights& m, const std::vector<std::vector<int
   QUAMBA_RETURN_IF_ERROR(validate_model(m));
   CalibrationStats st;
   st.rotated_observed = hadamard_size_supported(m.config.d_inner);
+  st.percentile = opt.percentile;
   st.layers.resize(m.config.n_layer);
   for (auto& l : st.layers) l.u_ema.alpha = opt.percentile;
   for (const auto& seq : sequences) {
@@ -404,10 +406,10 @@ inline Status calibrate(const ModelWeights& m, const std::vector<std::vector<int
 }
 
 // Picks the scales of each layer from the observers according to the recipe: s = max/127 for
-// every tensor; s_u from the chosen observer of u; s_o from the rotated or the plain y.
-inline Status scales_from_calibration(const CalibrationStats& st, const QuantRecipe& recipe, double percentile,
-                                      ModelScales* out) {
-  if (!out || st.layers.empty() || !(percentile >= 0.0 && percentile <= 1.0)) return Status::kErrorInvalidArgument;
+// every tensor; s_u from the chosen observer of u (the quantiles at st.percentile); s_o from the
+// rotated y (use_hadamard; kErrorNotSupported if it was not observed) or the plain y.
+inline Status scales_from_calibration(const CalibrationStats& st, const QuantRecipe& recipe, ModelScales* out) {
+  if (!out || st.layers.empty()) return Status::kErrorInvalidArgument;
   if (recipe.use_hadamard && !st.rotated_observed) return Status::kErrorNotSupported;
   ModelScales s;
   for (const auto& l : st.layers) {
@@ -420,7 +422,7 @@ inline Status scales_from_calibration(const CalibrationStats& st, const QuantRec
       u = l.u_ema.value;
     } else if (recipe.u_scale == UScale::kPercentileExact) {
       if (l.u_values.empty()) return Status::kErrorInvalidArgument;  // calibrated without keep_u_values
-      QUAMBA_RETURN_IF_ERROR(abs_quantile(l.u_values, percentile, &u));
+      QUAMBA_RETURN_IF_ERROR(abs_quantile(l.u_values, st.percentile, &u));
     }
     a.s_u = scale_from_absmax(u);
     a.s_xd = scale_from_absmax(l.xd.value);
