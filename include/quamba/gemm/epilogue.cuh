@@ -1,0 +1,85 @@
+// quamba/gemm/epilogue.cuh: epilogue descriptors of the int8 GEMM family.
+//
+// Every int8 GEMM / GEMV in quamba::gemm produces an exact int32 accumulator acc(m, n) =
+// Σ_k A(m, k)·W(n, k) and hands it, with its coordinates, to one of the descriptors below.
+// A descriptor is a small by-value struct (fp32 scalars and nullable device pointers) that
+// states its formula and evaluates it in exactly the fp32 order of the host reference
+// (reference/gemm.hpp epilogue_value), so integer outputs are bit-exact and fp32 outputs equal:
+//   v = float(acc) * alpha [* col_scale[n]] [+ bias[n]] [+ residual(m, n)]
+// Units: alpha is a product of scales prepared once on the host (reference::dequant_alpha /
+// requant_alpha); col_scale and bias are (N) fp32; residual is an (M, N) fp32 matrix with row
+// stride ldr in elements.
+#pragma once
+
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "quamba/core/macros.hpp"
+#include "quamba/core/numeric.hpp"
+#include "quamba/core/status.hpp"
+#include "quamba/core/tensor_view.hpp"
+
+namespace quamba::gemm {
+
+// q(m, n) = saturate_round_i8(float(acc) * alpha [* col_scale[n]])   (int8 out)
+struct Requant {
+  using Output = int8_t;
+  float alpha = 1.0f;
+  const float* col_scale = nullptr;  // (N), optional
+
+  QUAMBA_HD int8_t apply(int32_t acc, int64_t /*m*/, int64_t n) const {
+    float v = static_cast<float>(acc) * alpha;
+    if (col_scale) v *= col_scale[n];
+    return saturate_round_i8(v);
+  }
+  // Requant has no per-(m, n) input, hence nothing to validate for it but col_scale's presence.
+  Status validate(int64_t /*M*/, int64_t /*N*/) const { return Status::kSuccess; }
+};
+
+// y(m, n) = float(acc) * alpha [* col_scale[n]] [+ bias[n]] [+ residual(m, n)]   (OutT = float
+// or __half; the __half value is the fp32 value rounded to nearest even)
+template <typename OutT>
+struct Dequant {
+  static_assert(std::is_same_v<OutT, float> || std::is_same_v<OutT, __half>, "Dequant outputs float or __half");
+  using Output = OutT;
+  float alpha = 1.0f;
+  const float* col_scale = nullptr;  // (N), optional
+  const float* bias = nullptr;       // (N), optional
+  const float* residual = nullptr;   // (M, N) row stride ldr, optional; may alias nothing else
+  int64_t ldr = 0;                   // residual row stride in elements
+
+  QUAMBA_HD float value(int32_t acc, int64_t m, int64_t n) const {
+    float v = static_cast<float>(acc) * alpha;
+    if (col_scale) v *= col_scale[n];
+    if (bias) v += bias[n];
+    if (residual) v += residual[m * ldr + n];
+    return v;
+  }
+  QUAMBA_HD OutT apply(int32_t acc, int64_t m, int64_t n) const {
+    if constexpr (std::is_same_v<OutT, float>) {
+      return value(acc, m, n);
+    } else {
+      // Bit-level rounding shared with the reference (float_to_half_bits), so half outputs are
+      // exactly the reference's fp32 value rounded, on host and device alike.
+      return __ushort_as_half(float_to_half_bits(value(acc, m, n)));
+    }
+  }
+  Status validate(int64_t /*M*/, int64_t N) const {
+    if (residual && ldr < N) return Status::kErrorInvalidArgument;
+    return Status::kSuccess;
+  }
+};
+
+using DequantF32 = Dequant<float>;
+using DequantF16 = Dequant<__half>;
+
+// Raw int32 accumulator out (no epilogue): acc(m, n). Used by tests and the cuBLASLt baseline.
+struct Identity {
+  using Output = int32_t;
+  QUAMBA_HD int32_t apply(int32_t acc, int64_t, int64_t) const { return acc; }
+  Status validate(int64_t, int64_t) const { return Status::kSuccess; }
+};
+
+}  // namespace quamba::gemm

@@ -1,0 +1,98 @@
+// quamba/gemm/gemm.cuh: the int8 GEMM family's entry point (W8A8 linear layers).
+//
+//   C(M, N) = epilogue( A(M, K) · W(N, K)ᵀ )
+//   A int8 (M, K) row stride lda; W int8 (N, K) row-major, row stride ldw; C (M, N) row stride
+//   ldc, dtype of the epilogue (Requant: int8, DequantF32: fp32, DequantF16: __half,
+//   Identity: int32). All strides in elements. Rules: gemm/params.cuh; epilogues:
+//   gemm/epilogue.cuh. Results are bit-exact against reference/gemm.hpp on every path.
+//
+// Paths (GemmPath):
+//   kGemv   M <= 16: weight-streaming dp4a kernel (gemm/gemv.cuh), any sm >= 80.
+//   kSm80   mma.sync.m16n8k32 tensor-core kernel (gemm/gemm_sm80.cuh), any sm >= 80.
+//   kSm90a  wgmma + TMA kernel (gemm/gemm_sm90.cuh), sm_90 built as 90a only.
+//   kAuto   kGemv for M <= 16, else kSm90a where available (see sm90a_dispatch_enabled()),
+//           else kSm80 with a tile chosen by shape.
+// workspace_size() is 0 for every path; run() never allocates or synchronizes.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+
+#include "quamba/core/arch.hpp"
+#include "quamba/core/status.hpp"
+#include "quamba/gemm/epilogue.cuh"
+#include "quamba/gemm/gemm_sm80.cuh"
+#include "quamba/gemm/gemm_sm90.cuh"
+#include "quamba/gemm/gemv.cuh"
+#include "quamba/gemm/params.cuh"
+
+namespace quamba::gemm {
+
+enum class GemmPath { kAuto, kGemv, kSm80, kSm90a };
+
+inline const char* to_string(GemmPath p) {
+  switch (p) {
+    case GemmPath::kAuto: return "auto";
+    case GemmPath::kGemv: return "gemv";
+    case GemmPath::kSm80: return "sm80";
+    case GemmPath::kSm90a: return "sm90a";
+  }
+  return "unknown";
+}
+
+// Host-only validation for a path (kAuto: the rules every path shares). Touches no device state:
+// the architecture is checked by run().
+template <typename Epilogue>
+Status can_implement(const GemmParams<Epilogue>& p, GemmPath path = GemmPath::kAuto) {
+  switch (path) {
+    case GemmPath::kAuto: return can_implement_sm80<Sm80Tile64x64>(p);
+    case GemmPath::kGemv: return can_implement_gemv(p);
+    case GemmPath::kSm80: return can_implement_sm80<Sm80Tile64x64>(p);
+    case GemmPath::kSm90a: return can_implement_sm90a(p);
+  }
+  return Status::kErrorNotSupported;
+}
+
+template <typename Epilogue>
+size_t workspace_size(const GemmParams<Epilogue>&, GemmPath = GemmPath::kAuto) {
+  return 0;
+}
+
+#if QUAMBA_HAS_CUDA_COMPILER
+
+// The 128x128 tile when it still gives at least one wave of CTAs, else the 64x64 tile.
+template <typename Epilogue>
+Status run_sm80_auto(const GemmParams<Epilogue>& p, int sm_count, cudaStream_t stream) {
+  const int64_t big_tiles = ((p.M + 127) / 128) * ((p.N + 127) / 128);
+  if (big_tiles >= sm_count) return run_sm80<Sm80Tile128x128>(p, stream);
+  return run_sm80<Sm80Tile64x64>(p, stream);
+}
+
+template <typename Epilogue>
+Status run(const GemmParams<Epilogue>& p, void* /*workspace*/, cudaStream_t stream,
+           GemmPath path = GemmPath::kAuto) {
+  QUAMBA_RETURN_IF_ERROR(can_implement(p, path));
+  if (p.M == 0) return Status::kSuccess;
+  DeviceInfo info;
+  QUAMBA_RETURN_IF_ERROR(query_device(&info));
+  if (info.arch < kMinSupportedArch) return Status::kErrorArchNotSupported;
+  if (path == GemmPath::kAuto) {
+    if (p.M <= kGemvMaxM) path = GemmPath::kGemv;
+    else if (info.arch == 90 && sm90a_dispatch_enabled() && ok(can_implement_sm90a(p))) path = GemmPath::kSm90a;
+    else path = GemmPath::kSm80;
+  }
+  switch (path) {
+    case GemmPath::kGemv: return run_gemv(p, stream);
+    case GemmPath::kSm80: return run_sm80_auto(p, info.sm_count, stream);
+    case GemmPath::kSm90a:
+      if (info.arch != 90) return Status::kErrorArchNotSupported;
+      return run_sm90a(p, stream);
+    case GemmPath::kAuto: break;
+  }
+  return Status::kErrorNotSupported;
+}
+
+#endif  // QUAMBA_HAS_CUDA_COMPILER
+
+}  // namespace quamba::gemm

@@ -1,0 +1,236 @@
+// quamba/gemm/gemm_sm80.cuh: int8 tensor-core GEMM with mma.sync (sm_80, 86, 87, 89, and the
+// fallback on sm_90 and later).
+//
+//   C(M, N) = epilogue( A(M, K) · W(N, K)ᵀ ),  A, W int8 K-major, exact int32 accumulation.
+// Shapes, strides and alignment: see gemm/params.cuh (K % 16 == 0, lda/ldw % 16 == 0, 16-byte
+// aligned A and W; any M, N). One CTA computes a kBM x kBN tile of C; kStages K-tiles of 64 bytes
+// of A and W are kept in flight in shared memory with cp.async; warps read their fragments with
+// ldmatrix and issue mma.sync.m16n8k32.s8 into int32 registers; the epilogue evaluates the
+// descriptor per element and writes C directly from registers.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "quamba/core/cuda_check.hpp"
+#include "quamba/core/status.hpp"
+#include "quamba/gemm/epilogue.cuh"
+#include "quamba/gemm/params.cuh"
+#include "quamba/gemm/ptx.cuh"
+
+namespace quamba::gemm {
+
+// Tile shape of one CTA (kBM x kBN, K-tile fixed at 64 bytes), its warp grid and pipeline depth.
+template <int kBM_, int kBN_, int kWarpsM_, int kWarpsN_, int kStages_>
+struct Sm80Traits {
+  static constexpr int kBM = kBM_;
+  static constexpr int kBN = kBN_;
+  // 64-byte K-tile: four 16-byte chunks per row, which the XOR swizzle below makes
+  // bank-conflict-free for both the cp.async writes and the ldmatrix reads.
+  static constexpr int kBK = 64;
+  static constexpr int kWarpsM = kWarpsM_;
+  static constexpr int kWarpsN = kWarpsN_;
+  static constexpr int kStages = kStages_;
+  static constexpr int kWarps = kWarpsM * kWarpsN;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kWarpM = kBM / kWarpsM;  // rows of C per warp
+  static constexpr int kWarpN = kBN / kWarpsN;  // columns of C per warp
+  static constexpr int kMmaM = kWarpM / 16;     // m16 fragments per warp
+  static constexpr int kMmaN = kWarpN / 8;      // n8 fragments per warp
+  static constexpr int kChunksPerRow = kBK / 16;
+  static constexpr int kAChunks = kBM * kChunksPerRow;  // 16-byte cp.async per stage for A
+  static constexpr int kBChunks = kBN * kChunksPerRow;
+  static constexpr int kStageBytes = (kBM + kBN) * kBK;
+  static constexpr int kSmemBytes = kStages * kStageBytes;
+
+  static_assert(kBM % (16 * kWarpsM) == 0, "warp tile M must be a multiple of 16");
+  static_assert(kBN % (16 * kWarpsN) == 0, "warp tile N must be a multiple of 16 (B is read in n16 pairs)");
+  static_assert(kAChunks % kThreads == 0 && kBChunks % kThreads == 0, "every thread copies whole chunks");
+  static_assert(kStages >= 2, "a pipeline needs at least two stages");
+  static_assert(kSmemBytes <= 99 * 1024, "must fit sm_86/89 (99 KiB of shared memory per block)");
+};
+
+// 128x128 tile, 8 warps of 64x32, 4 stages (64 KiB): enough reuse per smem byte for the large
+// Mamba GEMMs (M >= 512) on every sm_8x part.
+using Sm80Tile128x128 = Sm80Traits<128, 128, 2, 4, 4>;
+// 64x64 tile, 4 warps of 32x32, 4 stages (32 KiB): more CTAs for narrow N (x_proj) or small M.
+using Sm80Tile64x64 = Sm80Traits<64, 64, 2, 2, 4>;
+
+template <typename Traits>
+constexpr const char* sm80_name() {
+  if constexpr (std::is_same_v<Traits, Sm80Tile128x128>) return "sm80_128x128x64_w2x4_s4";
+  else if constexpr (std::is_same_v<Traits, Sm80Tile64x64>) return "sm80_64x64x64_w2x2_s4";
+  else return "sm80_custom";
+}
+
+namespace detail {
+
+#if QUAMBA_HAS_CUDA_COMPILER
+
+// Byte offset of 16-byte chunk c (0..3) of row r in a [rows][64 B] tile. Rows r and r+1 share a
+// 128-byte line (all 32 banks); XOR-ing the chunk with (r/2)%4 places the 8 rows that one
+// ldmatrix phase reads (same logical chunk, rows r0..r0+7) in 8 distinct 16-byte bank groups.
+QUAMBA_DEVICE uint32_t swizzle64(int r, int c) {
+  return static_cast<uint32_t>(r * 64 + ((c ^ ((r >> 1) & 3)) << 4));
+}
+
+template <typename Output, typename Epilogue>
+QUAMBA_DEVICE void store_pair(const GemmParams<Epilogue>& p, bool pair_ok, int64_t m, int64_t n, int32_t a0,
+                              int32_t a1) {
+  if (m >= p.M || n >= p.N) return;
+  Output* dst = p.C + m * p.ldc + n;
+  if (pair_ok && n + 1 < p.N) {
+    ptx::store2(dst, p.epilogue.apply(a0, m, n), p.epilogue.apply(a1, m, n + 1));
+  } else {
+    dst[0] = p.epilogue.apply(a0, m, n);
+    if (n + 1 < p.N) dst[1] = p.epilogue.apply(a1, m, n + 1);
+  }
+}
+
+template <typename Traits, typename Epilogue>
+__global__ void __launch_bounds__(Traits::kThreads) gemm_sm80_kernel(GemmParams<Epilogue> p, bool pair_ok) {
+  using Output = typename Epilogue::Output;
+  constexpr int kBM = Traits::kBM, kBN = Traits::kBN, kBK = Traits::kBK, kStages = Traits::kStages;
+  extern __shared__ __align__(128) uint8_t smem[];
+  const uint32_t smem_base = ptx::smem_u32(smem);
+
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  const int warp_m0 = (warp % Traits::kWarpsM) * Traits::kWarpM;
+  const int warp_n0 = (warp / Traits::kWarpsM) * Traits::kWarpN;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * kBM;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.y) * kBN;
+  const int K = static_cast<int>(p.K);
+  const int k_tiles = (K + kBK - 1) / kBK;
+
+  // Rows past M or N and chunks past K are zero-filled, so they contribute 0 to the sums;
+  // their (unread) source address is clamped to the matrix base.
+  auto load_stage = [&](int stage, int k_tile) {
+    const uint32_t sA = smem_base + stage * Traits::kStageBytes;
+    const uint32_t sB = sA + kBM * kBK;
+    const int k0 = k_tile * kBK;
+#pragma unroll
+    for (int i = 0; i < Traits::kAChunks / Traits::kThreads; ++i) {
+      const int q = tid + i * Traits::kThreads;
+      const int r = q / Traits::kChunksPerRow, c = q % Traits::kChunksPerRow;
+      const int64_t gm = m0 + r;
+      const int gk = k0 + c * 16;
+      const bool ok = gm < p.M && gk < K;
+      ptx::cp_async_16(sA + swizzle64(r, c), ok ? p.A + gm * p.lda + gk : p.A, ok);
+    }
+#pragma unroll
+    for (int i = 0; i < Traits::kBChunks / Traits::kThreads; ++i) {
+      const int q = tid + i * Traits::kThreads;
+      const int r = q / Traits::kChunksPerRow, c = q % Traits::kChunksPerRow;
+      const int64_t gn = n0 + r;
+      const int gk = k0 + c * 16;
+      const bool ok = gn < p.N && gk < K;
+      ptx::cp_async_16(sB + swizzle64(r, c), ok ? p.W + gn * p.ldw + gk : p.W, ok);
+    }
+  };
+
+  int32_t acc[Traits::kMmaM][Traits::kMmaN][4];
+#pragma unroll
+  for (int i = 0; i < Traits::kMmaM; ++i)
+#pragma unroll
+    for (int j = 0; j < Traits::kMmaN; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0;
+
+  // Prologue: kStages-1 tiles in flight. A group is committed even when empty so that the
+  // wait_group count below always refers to the same tile.
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < k_tiles) load_stage(s, s);
+    ptx::cp_async_commit();
+  }
+
+  // ldmatrix source rows of this lane. A: matrices (rows 0-7,k0-15) (rows 8-15,k0-15)
+  // (rows 0-7,k16-31) (rows 8-15,k16-31) -> a0..a3. B: (n0-7,k0-15) (n0-7,k16-31) (n8-15,k0-15)
+  // (n8-15,k16-31) -> b0,b1 of the first n8 fragment, b0,b1 of the second.
+  const int a_row = (lane & 7) + ((lane >> 3) & 1) * 8;
+  const int a_chunk = lane >> 4;
+  const int b_row = (lane & 7) + (lane >> 4) * 8;
+  const int b_chunk = (lane >> 3) & 1;
+
+  for (int kt = 0; kt < k_tiles; ++kt) {
+    // Tile kt has landed for this thread; the barrier makes every thread's copies visible and
+    // guarantees that all warps are done with the stage the next load overwrites (kt-1's).
+    ptx::cp_async_wait<kStages - 2>();
+    __syncthreads();
+    const int next = kt + kStages - 1;
+    if (next < k_tiles) load_stage(next % kStages, next);
+    ptx::cp_async_commit();
+
+    const uint32_t sA = smem_base + (kt % kStages) * Traits::kStageBytes;
+    const uint32_t sB = sA + kBM * kBK;
+#pragma unroll
+    for (int kk = 0; kk < kBK / 32; ++kk) {
+      uint32_t af[Traits::kMmaM][4];
+      uint32_t bf[Traits::kMmaN][2];
+#pragma unroll
+      for (int i = 0; i < Traits::kMmaM; ++i)
+        ptx::ldmatrix_x4(af[i], sA + swizzle64(warp_m0 + i * 16 + a_row, kk * 2 + a_chunk));
+#pragma unroll
+      for (int j = 0; j < Traits::kMmaN / 2; ++j) {
+        uint32_t t[4];
+        ptx::ldmatrix_x4(t, sB + swizzle64(warp_n0 + j * 16 + b_row, kk * 2 + b_chunk));
+        bf[2 * j][0] = t[0];
+        bf[2 * j][1] = t[1];
+        bf[2 * j + 1][0] = t[2];
+        bf[2 * j + 1][1] = t[3];
+      }
+#pragma unroll
+      for (int i = 0; i < Traits::kMmaM; ++i)
+#pragma unroll
+        for (int j = 0; j < Traits::kMmaN; ++j) ptx::mma_s8_16832(acc[i][j], af[i], bf[j][0], bf[j][1]);
+    }
+  }
+  ptx::cp_async_wait<0>();
+
+  // Epilogue straight from the accumulator fragments: each thread owns column pairs (2t, 2t+1)
+  // of rows g and g+8 of every m16n8 fragment.
+  const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int i = 0; i < Traits::kMmaM; ++i)
+#pragma unroll
+    for (int j = 0; j < Traits::kMmaN; ++j) {
+      const int64_t m = m0 + warp_m0 + i * 16 + g;
+      const int64_t n = n0 + warp_n0 + j * 8 + 2 * t;
+      store_pair<Output>(p, pair_ok, m, n, acc[i][j][0], acc[i][j][1]);
+      store_pair<Output>(p, pair_ok, m + 8, n, acc[i][j][2], acc[i][j][3]);
+    }
+}
+
+#endif  // QUAMBA_HAS_CUDA_COMPILER
+
+}  // namespace detail
+
+template <typename Traits, typename Epilogue>
+Status can_implement_sm80(const GemmParams<Epilogue>& p) {
+  QUAMBA_RETURN_IF_ERROR(check_params(p));
+  if ((p.N + Traits::kBN - 1) / Traits::kBN > 65535) return Status::kErrorNotSupported;  // grid.y
+  return Status::kSuccess;
+}
+
+#if QUAMBA_HAS_CUDA_COMPILER
+// Launches the mma.sync kernel with tile Traits; needs sm_80 or newer (the caller checks).
+template <typename Traits, typename Epilogue>
+Status run_sm80(const GemmParams<Epilogue>& p, cudaStream_t stream) {
+  QUAMBA_RETURN_IF_ERROR(can_implement_sm80<Traits>(p));
+  if (p.M == 0) return Status::kSuccess;
+  using Output = typename Epilogue::Output;
+  auto kernel = detail::gemm_sm80_kernel<Traits, Epilogue>;
+  QUAMBA_RETURN_IF_CUDA_ERROR(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
+  const bool pair_ok = p.ldc % 2 == 0 && is_aligned(p.C, 2 * sizeof(Output));
+  const dim3 grid(static_cast<unsigned>((p.M + Traits::kBM - 1) / Traits::kBM),
+                  static_cast<unsigned>((p.N + Traits::kBN - 1) / Traits::kBN));
+  kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p, pair_ok);
+  return last_launch_status();
+}
+#endif
+
+}  // namespace quamba::gemm

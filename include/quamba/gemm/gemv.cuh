@@ -1,0 +1,220 @@
+// quamba/gemm/gemv.cuh: int8 GEMV / small-M GEMM (M = 1..16) for decode.
+//
+//   C(M, N) = epilogue( A(M, K) · W(N, K)ᵀ ),  same Params, alignment rules and epilogues as the
+//   tensor-core GEMM (gemm/params.cuh), M <= kGemvMaxM.
+// At decode time the GEMM is a stream over the weight: every byte of W is read exactly once, with
+// 16-byte non-L1-allocating loads, and multiplied with the M activation rows (re-read by every
+// block, so they live in L1/L2) using dp4a. Threads are organised in groups; a group owns
+// kRowsPerGroup output channels and splits their K among its threads (split-K inside the block,
+// no workspace); the partial sums are reduced with shuffles (and shared memory when a group spans
+// several warps). int32 sums are exact, so the result is bit-identical to the GEMM's.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "quamba/core/cuda_check.hpp"
+#include "quamba/core/static_switch.hpp"
+#include "quamba/core/status.hpp"
+#include "quamba/gemm/epilogue.cuh"
+#include "quamba/gemm/params.cuh"
+#include "quamba/gemm/ptx.cuh"
+
+namespace quamba::gemm {
+
+inline constexpr int kGemvMaxM = 16;
+
+// kMaxM: activation rows handled (runtime M <= kMaxM). kGroupThreads threads share the K of
+// kRowsPerGroup weight rows; kGroups groups per block; kUnroll 16-byte chunks per thread and row
+// are loaded before any is consumed (bytes in flight per thread = 16·kUnroll·kRowsPerGroup).
+template <int kMaxM_, int kGroupThreads_, int kGroups_, int kRowsPerGroup_, int kUnroll_>
+struct GemvTraits {
+  static constexpr int kMaxM = kMaxM_;
+  static constexpr int kGroupThreads = kGroupThreads_;
+  static constexpr int kGroups = kGroups_;
+  static constexpr int kRowsPerGroup = kRowsPerGroup_;
+  static constexpr int kUnroll = kUnroll_;
+  static constexpr int kThreads = kGroupThreads * kGroups;
+  static constexpr int kWarps = kThreads / 32;
+  static constexpr int kRowsPerBlock = kGroups * kRowsPerGroup;
+  static constexpr bool kGroupInWarp = kGroupThreads <= 32;
+  static constexpr int kOutputs = kMaxM * kRowsPerGroup;  // sums per group
+  static_assert(kMaxM >= 1 && kMaxM <= kGemvMaxM, "GEMV handles at most 16 rows of A");
+  static_assert(kThreads % 32 == 0 && kThreads <= 1024, "whole warps");
+  static_assert(kGroupInWarp ? (32 % kGroupThreads == 0) : (kGroupThreads % 32 == 0 && kGroups == 1),
+                "a group is a power-of-two slice of a warp, or the whole block");
+};
+
+// The three shapes of decode. Evidence for the choices: bench_gemm GemvM1/* rows.
+// Wide: many long rows (in_proj, out_proj, lm_head): 4 rows per 128-thread block, 2 chunks per
+// thread and row in flight: 128 B per thread keeps enough bytes in flight to cover DRAM latency.
+template <int kMaxM> using GemvWide = GemvTraits<kMaxM, 128, 1, 4, 2>;
+// SplitK: few long rows (x_proj: N = R + 32 <= 192, K = E up to 5120): one row per 256-thread
+// block so that N blocks still cover the machine and all of a row is requested in one round.
+template <int kMaxM> using GemvSplitK = GemvTraits<kMaxM, 256, 1, 1, 2>;
+// Narrow: many short rows (dt_proj: K = R = 48..160, i.e. <= 10 chunks): 8 threads per row pair.
+template <int kMaxM> using GemvNarrow = GemvTraits<kMaxM, 8, 16, 2, 2>;
+
+enum class GemvKind { kWide, kSplitK, kNarrow };
+
+inline const char* to_string(GemvKind k) {
+  switch (k) {
+    case GemvKind::kWide: return "gemv_wide_g128x1_r4_u2";
+    case GemvKind::kSplitK: return "gemv_splitk_g256x1_r1_u2";
+    case GemvKind::kNarrow: return "gemv_narrow_g8x16_r2_u2";
+  }
+  return "gemv_unknown";
+}
+
+// Shape heuristic (host, no device query).
+inline GemvKind select_gemv(int64_t N, int64_t K) {
+  if (K / 16 <= 16) return GemvKind::kNarrow;
+  if (N <= 1024) return GemvKind::kSplitK;
+  return GemvKind::kWide;
+}
+
+namespace detail {
+
+#if QUAMBA_HAS_CUDA_COMPILER
+
+QUAMBA_DEVICE int dot16(const int4& a, const int4& w, int acc) {
+  acc = __dp4a(a.x, w.x, acc);
+  acc = __dp4a(a.y, w.y, acc);
+  acc = __dp4a(a.z, w.z, acc);
+  return __dp4a(a.w, w.w, acc);
+}
+
+template <typename Traits, typename Epilogue>
+__global__ void __launch_bounds__(Traits::kThreads) gemv_kernel(GemmParams<Epilogue> p) {
+  constexpr int kG = Traits::kGroupThreads, kR = Traits::kRowsPerGroup, kU = Traits::kUnroll;
+  constexpr int kMaxM = Traits::kMaxM;
+  const int tid = threadIdx.x;
+  const int group = tid / kG, gl = tid % kG;
+  const int M = static_cast<int>(p.M);
+  const int chunks = static_cast<int>(p.K / 16);
+  const int64_t n_first = static_cast<int64_t>(blockIdx.x) * Traits::kRowsPerBlock + group * kR;
+
+  // Rows past N read row N-1 (valid memory) and are never stored: keeps the loads unpredicated.
+  const int4* wrow[kR];
+#pragma unroll
+  for (int r = 0; r < kR; ++r) {
+    const int64_t n = n_first + r < p.N ? n_first + r : p.N - 1;
+    wrow[r] = reinterpret_cast<const int4*>(p.W + n * p.ldw);
+  }
+  const int4* arow = reinterpret_cast<const int4*>(p.A);
+  const int64_t lda16 = p.lda / 16;
+
+  int acc[kMaxM][kR];
+#pragma unroll
+  for (int m = 0; m < kMaxM; ++m)
+#pragma unroll
+    for (int r = 0; r < kR; ++r) acc[m][r] = 0;
+
+  for (int c0 = gl; c0 < chunks; c0 += kG * kU) {
+    int4 w[kU][kR];
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int c = c0 + u * kG;
+#pragma unroll
+      for (int r = 0; r < kR; ++r) w[u][r] = c < chunks ? ptx::ld_stream_16(wrow[r] + c) : make_int4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int c = c0 + u * kG;
+      if (c < chunks) {
+#pragma unroll
+        for (int m = 0; m < kMaxM; ++m) {
+          if (m < M) {
+            const int4 a = __ldg(arow + m * lda16 + c);
+#pragma unroll
+            for (int r = 0; r < kR; ++r) acc[m][r] = dot16(a, w[u][r], acc[m][r]);
+          }
+        }
+      }
+    }
+  }
+
+  // Butterfly within the group (or the whole warp): every lane ends with the warp's sums.
+  constexpr int kWidth = Traits::kGroupInWarp ? kG : 32;
+#pragma unroll
+  for (int off = kWidth / 2; off >= 1; off /= 2)
+#pragma unroll
+    for (int m = 0; m < kMaxM; ++m)
+#pragma unroll
+      for (int r = 0; r < kR; ++r) acc[m][r] += __shfl_xor_sync(0xffffffffu, acc[m][r], off);
+
+  if constexpr (Traits::kGroupInWarp) {
+    // Spread the stores over the group's lanes (static register indices: no local memory).
+#pragma unroll
+    for (int idx = 0; idx < Traits::kOutputs; ++idx) {
+      const int m = idx / kR, r = idx % kR;
+      const int64_t n = n_first + r;
+      if (idx % kG == gl && m < M && n < p.N) p.C[m * p.ldc + n] = p.epilogue.apply(acc[m][r], m, n);
+    }
+  } else {
+    __shared__ int partial[Traits::kWarps][Traits::kOutputs];
+    const int warp = tid >> 5, lane = tid & 31;
+    if (lane == 0) {
+#pragma unroll
+      for (int m = 0; m < kMaxM; ++m)
+#pragma unroll
+        for (int r = 0; r < kR; ++r) partial[warp][m * kR + r] = acc[m][r];
+    }
+    __syncthreads();
+    for (int idx = tid; idx < Traits::kOutputs; idx += Traits::kThreads) {
+      const int m = idx / kR, r = idx % kR;
+      const int64_t n = n_first + r;
+      if (m < M && n < p.N) {
+        int s = 0;
+#pragma unroll
+        for (int w = 0; w < Traits::kWarps; ++w) s += partial[w][idx];
+        p.C[m * p.ldc + n] = p.epilogue.apply(s, m, n);
+      }
+    }
+  }
+}
+
+#endif  // QUAMBA_HAS_CUDA_COMPILER
+
+}  // namespace detail
+
+template <typename Epilogue>
+Status can_implement_gemv(const GemmParams<Epilogue>& p) {
+  QUAMBA_RETURN_IF_ERROR(check_params(p));
+  if (p.M > kGemvMaxM) return Status::kErrorNotSupported;
+  return Status::kSuccess;
+}
+
+#if QUAMBA_HAS_CUDA_COMPILER
+// Launches one GEMV variant (kMaxM rounded up from M to a power of two).
+template <template <int> class Variant, typename Epilogue>
+Status run_gemv_variant(const GemmParams<Epilogue>& p, cudaStream_t stream) {
+  QUAMBA_RETURN_IF_ERROR(can_implement_gemv(p));
+  if (p.M == 0) return Status::kSuccess;
+  const int max_m = p.M <= 1 ? 1 : p.M <= 2 ? 2 : p.M <= 4 ? 4 : p.M <= 8 ? 8 : 16;
+  return dispatch_int<1, 2, 4, 8, 16>(max_m, [&](auto kMaxM) {
+    using Traits = Variant<decltype(kMaxM)::value>;
+    const unsigned blocks = static_cast<unsigned>((p.N + Traits::kRowsPerBlock - 1) / Traits::kRowsPerBlock);
+    detail::gemv_kernel<Traits, Epilogue><<<blocks, Traits::kThreads, 0, stream>>>(p);
+    return last_launch_status();
+  });
+}
+
+template <typename Epilogue>
+Status run_gemv(const GemmParams<Epilogue>& p, cudaStream_t stream, GemvKind kind) {
+  switch (kind) {
+    case GemvKind::kWide: return run_gemv_variant<GemvWide>(p, stream);
+    case GemvKind::kSplitK: return run_gemv_variant<GemvSplitK>(p, stream);
+    case GemvKind::kNarrow: return run_gemv_variant<GemvNarrow>(p, stream);
+  }
+  return Status::kErrorNotSupported;
+}
+
+template <typename Epilogue>
+Status run_gemv(const GemmParams<Epilogue>& p, cudaStream_t stream) {
+  return run_gemv(p, stream, select_gemv(p.N, p.K));
+}
+#endif
+
+}  // namespace quamba::gemm

@@ -1,0 +1,535 @@
+// int8 GEMM family (quamba/gemm): every path and every epilogue against the host reference
+// (reference/gemm.hpp: gemm_i8_i32 + epilogue_value), bit-exact; cuBLAS baselines; bad input.
+//
+// Large shapes (lm_head: N = 50280) are checked on a sample of rows and columns that always
+// includes the first/last rows and columns and every tile boundary; the whole output is still
+// checked for "every element written, nothing outside written" through poisoning.
+#include <gtest/gtest.h>
+
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/compare.hpp"
+#include "common/cuda_utils.cuh"
+#include "common/random.hpp"
+#include "quamba/core/arch.hpp"
+#include "quamba/gemm/cublas_baseline.cuh"
+#include "quamba/gemm/gemm.cuh"
+#include "quamba/reference/gemm.hpp"
+
+namespace {
+
+using namespace quamba;
+using quamba::test::DeviceBuffer;
+
+// Full-range int8 (both -128 and 127), 8 bytes per draw: the lm_head weight has 128 M elements.
+std::vector<int8_t> random_bytes(size_t n, std::mt19937_64& rng) {
+  std::vector<int8_t> v(n);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const uint64_t r = rng();
+    std::memcpy(&v[i], &r, 8);
+  }
+  for (; i < n; ++i) v[i] = static_cast<int8_t>(rng() & 0xff);
+  return v;
+}
+
+// Sorted, unique sample of [0, n): everything when n <= full, else the ends, the neighbourhoods
+// of every multiple of 64 up to 256 and of the last tile boundaries, and `extra` random indices.
+std::vector<int64_t> sample_indices(int64_t n, int64_t full, int extra, std::mt19937_64& rng) {
+  std::set<int64_t> s;
+  if (n <= full) {
+    for (int64_t i = 0; i < n; ++i) s.insert(i);
+  } else {
+    for (int64_t i = 0; i < 9; ++i) { s.insert(i); s.insert(n - 1 - i); }
+    for (int64_t b : {15, 16, 17, 31, 32, 63, 64, 65, 127, 128, 129, 191, 192, 255, 256})
+      if (b < n) s.insert(b);
+    const int64_t last128 = (n - 1) / 128 * 128, last64 = (n - 1) / 64 * 64;
+    for (int64_t b : {last128 - 1, last128, last64 - 1, last64})
+      if (b >= 0 && b < n) s.insert(b);
+    std::uniform_int_distribution<int64_t> d(0, n - 1);
+    for (int i = 0; i < extra; ++i) s.insert(d(rng));
+  }
+  return {s.begin(), s.end()};
+}
+
+struct Weights {
+  int64_t N = 0, K = 0, ldw = 0;
+  std::vector<int8_t> host;  // N x ldw
+  DeviceBuffer<int8_t> dev;
+  std::vector<float> col_scale, bias;  // (N)
+  DeviceBuffer<float> d_col_scale, d_bias;
+
+  Weights(int64_t n, int64_t k, int64_t ld, uint64_t seed) : N(n), K(k), ldw(ld) {
+    auto rng = test::make_rng(seed);
+    host = random_bytes(static_cast<size_t>(N * ldw), rng);
+    dev.upload(host);
+    col_scale = test::random_floats(N, rng, 0.5f, 1.5f);
+    bias = test::random_floats(N, rng, -4.f, 4.f);
+    d_col_scale.upload(col_scale);
+    d_bias.upload(bias);
+  }
+};
+
+// One A (M x lda, possibly a strided view of a wider buffer) against one Weights, with the
+// reference accumulators on the sampled rows x columns.
+struct Problem {
+  const Weights* w = nullptr;
+  int64_t M = 0, lda = 0, ldr = 0;
+  std::vector<int8_t> A;
+  DeviceBuffer<int8_t> dA;
+  std::vector<float> residual;  // M x ldr
+  DeviceBuffer<float> d_residual;
+  std::vector<int64_t> rows, cols;
+  std::vector<int32_t> acc;  // rows.size() x cols.size()
+  float acc_rms = 1.f;       // typical |acc|, to scale alpha so outputs spread over int8
+
+  Problem(const Weights& weights, int64_t m, int64_t ld, uint64_t seed) : w(&weights), M(m), lda(ld) {
+    auto rng = test::make_rng(seed);
+    A = random_bytes(static_cast<size_t>(std::max<int64_t>(M, 1) * lda), rng);
+    dA.upload(A);
+    ldr = w->N + 3;
+    residual = test::random_floats(static_cast<size_t>(std::max<int64_t>(M, 1) * ldr), rng, -8.f, 8.f);
+    d_residual.upload(residual);
+    rows = sample_indices(M, 24, 6, rng);
+    cols = sample_indices(w->N, 300, 64, rng);
+    // Reference on the gathered sub-problem: same A rows, same W rows, exact int32.
+    const int64_t R = static_cast<int64_t>(rows.size()), C = static_cast<int64_t>(cols.size()), K = w->K;
+    std::vector<int8_t> As(R * K), Ws(C * K);
+    for (int64_t i = 0; i < R; ++i) std::memcpy(&As[i * K], &A[rows[i] * lda], K);
+    for (int64_t j = 0; j < C; ++j) std::memcpy(&Ws[j * K], &w->host[cols[j] * w->ldw], K);
+    acc.assign(R * C, 0);
+    if (R > 0)
+      EXPECT_EQ(reference::gemm_i8_i32(make_view<const int8_t>(As.data(), R, K), make_view<const int8_t>(Ws.data(), C, K),
+                                       make_view(acc.data(), R, C)),
+                Status::kSuccess);
+    double ss = 0;
+    for (int32_t a : acc) ss += double(a) * a;
+    acc_rms = acc.empty() ? 1.f : static_cast<float>(std::sqrt(ss / acc.size()) + 1.0);
+  }
+};
+
+// Which optional epilogue parts are present.
+struct EpiConfig {
+  bool col_scale = false, bias = false, residual = false;
+  std::string name() const {
+    std::string s;
+    if (col_scale) s += "+col_scale";
+    if (bias) s += "+bias";
+    if (residual) s += "+residual";
+    return s.empty() ? "plain" : s;
+  }
+};
+
+template <typename Epi>
+Epi make_epilogue(const Problem& p, const EpiConfig& cfg, float alpha) {
+  Epi e{};
+  if constexpr (std::is_same_v<Epi, gemm::Requant>) {
+    e.alpha = alpha;
+    e.col_scale = cfg.col_scale ? p.w->d_col_scale.get() : nullptr;
+  } else if constexpr (std::is_same_v<Epi, gemm::Identity>) {
+  } else {
+    e.alpha = alpha;
+    e.col_scale = cfg.col_scale ? p.w->d_col_scale.get() : nullptr;
+    e.bias = cfg.bias ? p.w->d_bias.get() : nullptr;
+    e.residual = cfg.residual ? p.d_residual.get() : nullptr;
+    e.ldr = p.ldr;
+  }
+  return e;
+}
+
+enum class Runner { kAuto, kGemv, kSm80Tile128, kSm80Tile64, kSm90a };
+
+const char* runner_name(Runner r) {
+  switch (r) {
+    case Runner::kAuto: return "auto";
+    case Runner::kGemv: return "gemv";
+    case Runner::kSm80Tile128: return gemm::sm80_name<gemm::Sm80Tile128x128>();
+    case Runner::kSm80Tile64: return gemm::sm80_name<gemm::Sm80Tile64x64>();
+    case Runner::kSm90a: return "sm90a";
+  }
+  return "?";
+}
+
+template <typename Epi>
+Status run_with(Runner r, const gemm::GemmParams<Epi>& p) {
+  switch (r) {
+    case Runner::kAuto: return gemm::run(p, nullptr, 0);
+    case Runner::kGemv: return gemm::run(p, nullptr, 0, gemm::GemmPath::kGemv);
+    case Runner::kSm80Tile128: return gemm::run_sm80<gemm::Sm80Tile128x128>(p, 0);
+    case Runner::kSm80Tile64: return gemm::run_sm80<gemm::Sm80Tile64x64>(p, 0);
+    case Runner::kSm90a: return gemm::run(p, nullptr, 0, gemm::GemmPath::kSm90a);
+  }
+  return Status::kErrorInternal;
+}
+
+// The sm90a kernel exists only on arch 90 builds with 90a; it is exercised wherever it can run.
+bool sm90a_runnable() {
+  static const bool v = [] {
+    if (test::device_arch() != 90) return false;
+    gemm::GemmParams<gemm::Identity> p;
+    alignas(16) static int8_t dummy[16];
+    static int32_t out[1];
+    p.M = 128; p.N = 128; p.K = 64; p.A = dummy; p.W = dummy; p.C = out; p.lda = p.ldw = 64; p.ldc = 128;
+    return gemm::can_implement(p, gemm::GemmPath::kSm90a) == Status::kSuccess;
+  }();
+  return v;
+}
+
+std::vector<Runner> runners_for(int64_t M) {
+  std::vector<Runner> v{Runner::kAuto, Runner::kSm80Tile128, Runner::kSm80Tile64};
+  if (M <= gemm::kGemvMaxM) v.push_back(Runner::kGemv);
+  if (sm90a_runnable()) v.push_back(Runner::kSm90a);
+  return v;
+}
+
+template <typename T>
+std::string bits_str(T v) {
+  if constexpr (std::is_same_v<T, __half>) return std::to_string(half_bits_to_float(__half_as_ushort(v)));
+  else return std::to_string(+v);
+}
+
+// Runs `r` with epilogue Epi on p, checks sampled values bit-exactly against the reference, every
+// in-range element written, and the padding columns [N, ldc) untouched.
+template <typename Epi>
+void check(const Problem& p, Runner r, const EpiConfig& cfg, const std::string& label) {
+  using Out = typename Epi::Output;
+  const int64_t M = p.M, N = p.w->N, K = p.w->K;
+  const int64_t ldc = N + 5;  // odd pitch on purpose: exercises the unpaired store path
+  const float alpha = std::is_same_v<Epi, gemm::Requant> ? 90.f / p.acc_rms : 3.f / p.acc_rms;
+  const std::string what = label + " " + runner_name(r) + " " + cfg.name() + " M=" + std::to_string(M) +
+                           " N=" + std::to_string(N) + " K=" + std::to_string(K);
+  SCOPED_TRACE(what);
+
+  gemm::GemmParams<Epi> prm;
+  prm.M = M; prm.N = N; prm.K = K;
+  prm.A = p.dA.get(); prm.lda = p.lda;
+  prm.W = p.w->dev.get(); prm.ldw = p.w->ldw;
+  prm.ldc = ldc;
+  prm.epilogue = make_epilogue<Epi>(p, cfg, alpha);
+
+  const size_t c_elems = static_cast<size_t>(std::max<int64_t>(M, 1) * ldc);
+  DeviceBuffer<Out> dC(c_elems);
+  prm.C = dC.get();
+  const int poisons[2] = {0x5A, 0xA5};
+  std::vector<Out> out[2];
+  const int runs = (std::is_same_v<Out, float> || std::is_same_v<Out, __half>) ? 1 : 2;
+  for (int run = 0; run < runs; ++run) {
+    dC.poison(runs == 1 ? 0xFF : poisons[run]);
+    ASSERT_EQ(run_with(r, prm), Status::kSuccess) << what;
+    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+    out[run] = dC.download();
+  }
+  const std::vector<Out>& got = out[0];
+
+  // Coverage: every (m, n < N) written; (m, n >= N) untouched.
+  size_t unwritten = 0, overrun = 0;
+  int64_t first_unwritten = -1;
+  std::vector<Out> poison_val(1);
+  {
+    std::vector<uint8_t> pb(sizeof(Out), static_cast<uint8_t>(runs == 1 ? 0xFF : poisons[0]));
+    std::memcpy(&poison_val[0], pb.data(), sizeof(Out));
+  }
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < ldc; ++n) {
+      const size_t i = static_cast<size_t>(m * ldc + n);
+      bool written;
+      if (runs == 2) written = std::memcmp(&out[0][i], &out[1][i], sizeof(Out)) == 0;
+      else written = std::memcmp(&got[i], &poison_val[0], sizeof(Out)) != 0;
+      if (n < N && !written) { if (unwritten++ == 0) first_unwritten = i; }
+      if (n >= N && written) ++overrun;
+    }
+  EXPECT_EQ(unwritten, 0u) << what << ": first unwritten at m=" << (first_unwritten / ldc)
+                           << " n=" << (first_unwritten % ldc);
+  EXPECT_EQ(overrun, 0u) << what << ": elements written in the padding columns [N, ldc)";
+
+  // Values on the sample.
+  reference::EpilogueRef ref;
+  ref.alpha = alpha;
+  ref.col_scale = cfg.col_scale ? p.w->col_scale.data() : nullptr;
+  ref.bias = cfg.bias ? p.w->bias.data() : nullptr;
+  if (cfg.residual) {
+    const int64_t shape[2] = {std::max<int64_t>(M, 1), N}, stride[2] = {p.ldr, 1};
+    ref.residual = make_strided_view<const float, 2>(p.residual.data(), shape, stride);
+  }
+  size_t bad = 0;
+  std::string first;
+  for (size_t i = 0; i < p.rows.size(); ++i)
+    for (size_t j = 0; j < p.cols.size(); ++j) {
+      const int64_t m = p.rows[i], n = p.cols[j];
+      const int32_t a = p.acc[i * p.cols.size() + j];
+      const Out g = got[static_cast<size_t>(m * ldc + n)];
+      bool same;
+      std::string want;
+      if constexpr (std::is_same_v<Epi, gemm::Identity>) {
+        same = g == a; want = std::to_string(a);
+      } else if constexpr (std::is_same_v<Epi, gemm::Requant>) {
+        const int8_t q = saturate_round_i8(reference::epilogue_value(ref, a, m, n));
+        same = g == q; want = std::to_string(+q);
+      } else if constexpr (std::is_same_v<Out, float>) {
+        const float v = reference::epilogue_value(ref, a, m, n);
+        same = float_bits(g) == float_bits(v); want = std::to_string(v);
+      } else {
+        const uint16_t h = float_to_half_bits(reference::epilogue_value(ref, a, m, n));
+        same = __half_as_ushort(g) == h; want = std::to_string(half_bits_to_float(h));
+      }
+      if (!same) {
+        if (bad < 5)
+          first += "\n  (m=" + std::to_string(m) + ", n=" + std::to_string(n) + ") got " + bits_str(g) + " want " +
+                   want + " acc " + std::to_string(a);
+        ++bad;
+      }
+    }
+  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << p.rows.size() * p.cols.size() << " sampled outputs differ"
+                     << first;
+}
+
+// ---- epilogue variants on a tail-heavy shape --------------------------------------------------
+
+struct VariantShape { int64_t M, N, K; };
+
+class GemmEpilogue : public ::testing::TestWithParam<VariantShape> {};
+
+TEST_P(GemmEpilogue, AllVariantsAllPaths) {
+  QUAMBA_REQUIRE_GPU();
+  const auto s = GetParam();
+  // A cut from a wider buffer (lda = K + 32) and W with a padded pitch (ldw = K + 16).
+  Weights w(s.N, s.K, s.K + 16, 1000 + s.N * 7 + s.K);
+  Problem p(w, s.M, s.K + 32, 2000 + s.M);
+  for (Runner r : runners_for(s.M)) {
+    check<gemm::Identity>(p, r, {}, "identity");
+    check<gemm::Requant>(p, r, {}, "requant");
+    check<gemm::Requant>(p, r, {true, false, false}, "requant");
+    check<gemm::DequantF32>(p, r, {}, "dequant_f32");
+    check<gemm::DequantF32>(p, r, {true, false, false}, "dequant_f32");
+    check<gemm::DequantF32>(p, r, {false, true, false}, "dequant_f32");
+    check<gemm::DequantF32>(p, r, {false, false, true}, "dequant_f32");
+    check<gemm::DequantF32>(p, r, {true, true, true}, "dequant_f32");
+    check<gemm::DequantF16>(p, r, {}, "dequant_f16");
+    check<gemm::DequantF16>(p, r, {true, true, true}, "dequant_f16");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, GemmEpilogue,
+                         ::testing::Values(VariantShape{1, 200, 96}, VariantShape{3, 77, 48},
+                                           VariantShape{16, 264, 1040}, VariantShape{17, 200, 96},
+                                           VariantShape{130, 200, 96}, VariantShape{151, 1000, 336},
+                                           VariantShape{372, 136, 16}),
+                         [](const auto& info) {
+                           return "M" + std::to_string(info.param.M) + "_N" + std::to_string(info.param.N) + "_K" +
+                                  std::to_string(info.param.K);
+                         });
+
+// ---- the Mamba layer shapes ----------------------------------------------------------------------
+
+class GemmMamba : public ::testing::TestWithParam<int> {};
+
+TEST_P(GemmMamba, AllLayers) {
+  QUAMBA_REQUIRE_GPU();
+  const int64_t D = GetParam(), E = 2 * D, R = (D + 15) / 16;
+  struct Layer { const char* name; int64_t K, N; };
+  const Layer layers[] = {{"in_proj", D, 2 * E}, {"x_proj", E, R + 32}, {"dt_proj", R, E}, {"out_proj", E, D},
+                          {"lm_head", D, 50280}};
+  for (const Layer& L : layers) {
+    Weights w(L.N, L.K, L.K, 3000 + D * 13 + L.N);
+    for (int64_t M : {1, 3, 17, 130}) {
+      // in_proj reads the normalized activations directly; the others read strided views
+      // (x of xz has pitch 2E; dt of xdbl has pitch R + 32 rounded to 16).
+      const int64_t lda = std::string(L.name) == "dt_proj" ? (R + 32 + 15) / 16 * 16 : L.K;
+      Problem p(w, M, std::max(lda, L.K), 4000 + M + D);
+      for (Runner r : runners_for(M)) {
+        const std::string label = std::string(L.name) + " D=" + std::to_string(D);
+        if (std::string(L.name) == "out_proj") check<gemm::DequantF32>(p, r, {false, false, true}, label);
+        else if (std::string(L.name) == "lm_head") check<gemm::DequantF16>(p, r, {}, label);
+        else check<gemm::Requant>(p, r, {}, label);
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(D, GemmMamba, ::testing::Values(768, 1024, 1536, 2048, 2560),
+                         [](const auto& info) { return "D" + std::to_string(info.param); });
+
+TEST(GemmMambaOddM, InProjM2049) {
+  QUAMBA_REQUIRE_GPU();
+  Weights w(3072, 768, 768, 77);
+  Problem p(w, 2049, 768, 78);
+  for (Runner r : runners_for(p.M)) {
+    check<gemm::Requant>(p, r, {}, "in_proj D=768");
+    check<gemm::DequantF16>(p, r, {true, true, true}, "in_proj D=768");
+  }
+}
+
+// The x = xz[..., :E] view: A is the left half of an (M, 2E) buffer.
+TEST(GemmStrided, XzLeftHalf) {
+  QUAMBA_REQUIRE_GPU();
+  const int64_t E = 1536, R = 48;
+  Weights w(R + 32, E, E, 91);
+  Problem p(w, 130, 2 * E, 92);
+  for (Runner r : runners_for(p.M)) check<gemm::Requant>(p, r, {true, false, false}, "x_proj on xz view");
+  Problem p1(w, 1, 2 * E, 93);
+  for (Runner r : runners_for(p1.M)) check<gemm::Requant>(p1, r, {}, "x_proj on xz view");
+}
+
+// GEMV and GEMM agree bit for bit on M = 1..16 (decode vs prefill).
+TEST(GemmConsistency, GemvEqualsTensorCore) {
+  QUAMBA_REQUIRE_GPU();
+  Weights w(520, 2560, 2560, 5);
+  for (int64_t M : {1, 2, 5, 8, 9, 16}) {
+    Problem p(w, M, 2560, 6 + M);
+    DeviceBuffer<int8_t> c1(M * 520), c2(M * 520);
+    gemm::GemmParams<gemm::Requant> prm;
+    prm.M = M; prm.N = 520; prm.K = 2560; prm.A = p.dA.get(); prm.lda = 2560; prm.W = w.dev.get(); prm.ldw = 2560;
+    prm.ldc = 520; prm.epilogue.alpha = 60.f / p.acc_rms;
+    prm.C = c1.get();
+    ASSERT_EQ(gemm::run(prm, nullptr, 0, gemm::GemmPath::kGemv), Status::kSuccess);
+    prm.C = c2.get();
+    ASSERT_EQ(gemm::run(prm, nullptr, 0, gemm::GemmPath::kSm80), Status::kSuccess);
+    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+    const auto a = c1.download(), b = c2.download();
+    EXPECT_TRUE(test::all_equal(a.data(), b.data(), a.size(), "gemv vs sm80 M=" + std::to_string(M)));
+  }
+}
+
+TEST(GemmSm90a, ForcedPathOnHopper) {
+  QUAMBA_REQUIRE_GPU();
+  if (test::device_arch() != 90) GTEST_SKIP() << "sm90a path needs an sm_90 device";
+  if (!sm90a_runnable()) GTEST_SKIP() << "sm90a kernel not built/available in this configuration";
+  Weights w(10240, 2560, 2560, 8);
+  Problem p(w, 2048, 2560, 9);
+  check<gemm::Requant>(p, Runner::kSm90a, {}, "in_proj D=2560");
+  check<gemm::DequantF32>(p, Runner::kSm90a, {true, true, true}, "in_proj D=2560");
+}
+
+// ---- bad input (host-only validation: runs without a GPU too) ------------------------------------
+
+TEST(GemmValidation, StatusCodes) {
+  alignas(16) static int8_t buf[4096];
+  static int8_t out8[4096];
+  auto base = [&] {
+    gemm::GemmParams<gemm::Requant> p;
+    p.M = 4; p.N = 32; p.K = 64; p.A = buf; p.lda = 64; p.W = buf; p.ldw = 64; p.C = out8; p.ldc = 32;
+    return p;
+  };
+  for (auto path : {gemm::GemmPath::kAuto, gemm::GemmPath::kGemv, gemm::GemmPath::kSm80}) {
+    SCOPED_TRACE(gemm::to_string(path));
+    auto p = base();
+    EXPECT_EQ(gemm::can_implement(p, path), Status::kSuccess);
+    p = base(); p.K = 24; p.lda = 32; p.ldw = 32;
+    EXPECT_EQ(gemm::can_implement(p, path), Status::kErrorNotSupported) << "K % 16 != 0";
+    EXPECT_EQ(gemm::run(p, nullptr, 0, path), Status::kErrorNotSupported);
+    p = base(); p.A = buf + 1;
+    EXPECT_EQ(gemm::can_implement(p, path), Status::kErrorMisaligned);
+    EXPECT_EQ(gemm::run(p, nullptr, 0, path), Status::kErrorMisaligned);
+    p = base(); p.W = buf + 8;
+    EXPECT_EQ(gemm::can_implement(p, path), Status::kErrorMisaligned);
+    p = base(); p.lda = 72;
+    EXPECT_EQ(gemm::can_implement(p, path), Status::kErrorMisaligned);
+    p = base(); p.ldw = 72;
+    EXPECT_EQ(gemm::can_implement(p, path), Status::kErrorMisaligned);
+    p = base(); p.A = nullptr;
+    EXPECT_EQ(gemm::can_implement(p, path), Status::kErrorInvalidArgument);
+    EXPECT_EQ(gemm::run(p, nullptr, 0, path), Status::kErrorInvalidArgument);
+    p = base(); p.W = nullptr;
+    EXPECT_EQ(gemm::can_implement(p, path), Status::kErrorInvalidArgument);
+    p = base(); p.C = nullptr;
+    EXPECT_EQ(gemm::can_implement(p, path), Status::kErrorInvalidArgument);
+    p = base(); p.N = 0;
+    EXPECT_EQ(gemm::can_implement(p, path), Status::kErrorInvalidArgument);
+    p = base(); p.M = -1;
+    EXPECT_EQ(gemm::can_implement(p, path), Status::kErrorInvalidArgument);
+    p = base(); p.lda = 48;
+    EXPECT_EQ(gemm::can_implement(p, path), Status::kErrorInvalidArgument) << "lda < K";
+    p = base(); p.ldc = 31;
+    EXPECT_EQ(gemm::can_implement(p, path), Status::kErrorInvalidArgument) << "ldc < N";
+    p = base(); p.K = 131072; p.lda = p.ldw = 131072;
+    EXPECT_EQ(gemm::can_implement(p, path), Status::kErrorNotSupported) << "int32 overflow bound";
+  }
+  auto p = base();
+  p.M = 17;
+  EXPECT_EQ(gemm::can_implement(p, gemm::GemmPath::kGemv), Status::kErrorNotSupported) << "GEMV is M <= 16";
+  gemm::GemmParams<gemm::DequantF32> d;
+  d.M = 4; d.N = 32; d.K = 64; d.A = buf; d.lda = 64; d.W = buf; d.ldw = 64; d.ldc = 32;
+  static float outf[256];
+  d.C = outf;
+  d.epilogue.residual = outf;
+  d.epilogue.ldr = 16;
+  EXPECT_EQ(gemm::can_implement(d), Status::kErrorInvalidArgument) << "residual pitch < N";
+  d.epilogue.ldr = 32;
+  EXPECT_EQ(gemm::can_implement(d), Status::kSuccess);
+}
+
+TEST(GemmValidation, EmptyM) {
+  QUAMBA_REQUIRE_GPU();
+  alignas(16) static int8_t buf[64];
+  gemm::GemmParams<gemm::Requant> p;
+  p.M = 0; p.N = 32; p.K = 16; p.A = buf; p.lda = 16; p.W = buf; p.ldw = 16; p.C = buf; p.ldc = 32;
+  EXPECT_EQ(gemm::run(p, nullptr, 0), Status::kSuccess);
+}
+
+// ---- cuBLAS baselines -------------------------------------------------------------------------
+
+TEST(GemmCublas, F16AgainstReference) {
+  QUAMBA_REQUIRE_GPU();
+  const int64_t M = 37, N = 200, K = 320;
+  auto rng = test::make_rng(11);
+  auto a = test::random_floats(M * K, rng), w = test::random_floats(N * K, rng);
+  std::vector<__half> ah(M * K), wh(N * K);
+  for (size_t i = 0; i < a.size(); ++i) { a[i] = round_to_half(a[i]); ah[i] = __float2half(a[i]); }
+  for (size_t i = 0; i < w.size(); ++i) { w[i] = round_to_half(w[i]); wh[i] = __float2half(w[i]); }
+  std::vector<float> ref(M * N);
+  ASSERT_EQ(reference::gemm_f32(make_view<const float>(a.data(), M, K), make_view<const float>(w.data(), N, K),
+                                make_view(ref.data(), M, N)),
+            Status::kSuccess);
+  DeviceBuffer<__half> dA(ah), dW(wh), dC(M * N);
+  dC.poison();
+  cublasHandle_t h;
+  ASSERT_EQ(cublasCreate(&h), CUBLAS_STATUS_SUCCESS);
+  gemm::GemmF16Params p;
+  p.M = M; p.N = N; p.K = K; p.A = dA.get(); p.lda = K; p.W = dW.get(); p.ldw = K; p.C = dC.get(); p.ldc = N;
+  ASSERT_EQ(gemm::gemm_f16_cublas(h, p, 0), Status::kSuccess);
+  QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+  const auto c = dC.download();
+  std::vector<float> got(c.size());
+  for (size_t i = 0; i < c.size(); ++i) got[i] = __half2float(c[i]);
+  // Sums of 320 products of |x| <= 1: fp16 output rounding dominates (relative 2^-11).
+  EXPECT_TRUE(test::all_close(got, ref, test::Tolerance{1e-2, 2e-3}, "cublas f16"));
+  p.A = nullptr;
+  EXPECT_EQ(gemm::gemm_f16_cublas(h, p, 0), Status::kErrorInvalidArgument);
+  cublasDestroy(h);
+}
+
+TEST(GemmCublas, LtInt8Exact) {
+  QUAMBA_REQUIRE_GPU();
+  Weights w(264, 1024, 1024, 12);
+  Problem p(w, 130, 1024, 13);
+  cublasLtHandle_t lt;
+  ASSERT_EQ(cublasLtCreate(&lt), CUBLAS_STATUS_SUCCESS);
+  gemm::CublasLtI8Gemm g;
+  const size_t ws_limit = 32 << 20;
+  ASSERT_EQ(g.init(lt, p.M, w.N, w.K, p.lda, w.ldw, w.N, ws_limit), Status::kSuccess);
+  DeviceBuffer<char> ws(std::max<size_t>(g.workspace_bytes(), 1));
+  DeviceBuffer<int32_t> dC(p.M * w.N);
+  dC.poison();
+  ASSERT_EQ(g.run(lt, p.dA.get(), w.dev.get(), dC.get(), ws.get(), ws.size(), 0), Status::kSuccess);
+  QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+  const auto c = dC.download();
+  size_t bad = 0;
+  for (size_t i = 0; i < p.rows.size(); ++i)
+    for (size_t j = 0; j < p.cols.size(); ++j)
+      bad += c[p.rows[i] * w.N + p.cols[j]] != p.acc[i * p.cols.size() + j];
+  EXPECT_EQ(bad, 0u);
+  g.destroy();
+  cublasLtDestroy(lt);
+}
+
+}  // namespace
