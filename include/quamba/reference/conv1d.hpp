@@ -107,9 +107,13 @@ Status conv1d_update_impl(TensorView<const T, 2> x, TensorView<T, 3> state, cons
   if (!x.data || !state.data || !out.data || out.size(0) != B || out.size(1) != C || state.size(1) != C)
     return Status::kErrorInvalidArgument;
   if (K < 2 || K > kMaxConvWidth || state.size(2) != K) return Status::kErrorNotSupported;
+  // Every slot is validated before any state is touched.
   for (int64_t b = 0; b < B; ++b) {
     const int64_t slot = state_idx ? state_idx[b] : b;
     if (slot < 0 || slot >= state.size(0)) return Status::kErrorOutOfRange;
+  }
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t slot = state_idx ? state_idx[b] : b;
     for (int64_t c = 0; c < C; ++c) {
       T win[kMaxConvWidth];
       for (int k = 0; k + 1 < K; ++k) win[k] = state(slot, c, k + 1);
