@@ -1,0 +1,6 @@
+// quamba/scan/scan.cuh: the selective scan family, prefill (selective_scan.cuh) and decode
+// (state_update.cuh). See each header's brief for shapes, dtypes and requirements.
+#pragma once
+
+#include "quamba/scan/selective_scan.cuh"
+#include "quamba/scan/state_update.cuh"

@@ -1,0 +1,58 @@
+// quamba/scan/scan_common.cuh: device helpers shared by the prefill scan and the decode update.
+//
+// Element conversion (int8 / fp16 -> fp32), the Mamba softplus (threshold 20), SiLU, the
+// decay exponential as one MUFU ex2 with log2(e) folded into A, and cp.async wrappers.
+// Everything here is fp32 arithmetic; the numeric contract is SPEC §2 step 6.
+#pragma once
+
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "quamba/core/macros.hpp"
+#include "quamba/core/numeric.hpp"
+
+namespace quamba::scan {
+
+inline constexpr float kLog2e = 1.4426950408889634f;
+
+namespace detail {
+
+QUAMBA_DEVICE float to_float(int8_t v) { return static_cast<float>(v); }
+QUAMBA_DEVICE float to_float(__half v) { return __half2float(v); }
+QUAMBA_DEVICE float to_float(float v) { return v; }
+
+// exp2 as a single ex2.approx (rel. error ~2^-22): the decay exponential is the op the prefill
+// is bound by, so it must be exactly one MUFU instruction. ftz is harmless: a decay below
+// 2^-126 is zero for any state magnitude we keep.
+QUAMBA_DEVICE float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// Mamba softplus with threshold 20. Per (token, channel), not per state, so its two MUFU ops
+// are 1/N of the decay exponentials; __logf(1+e) loses only absolute accuracy near 0 (~1e-7),
+// which is what matters for δ.
+QUAMBA_DEVICE float softplus(float v) { return v > kSoftplusThreshold ? v : __logf(1.0f + __expf(v)); }
+
+QUAMBA_DEVICE float silu(float v) { return v / (1.0f + __expf(-v)); }
+
+// A·log2(e) for the int8 recipe: A = -exp(s_A · A_log_q).
+QUAMBA_DEVICE float a_log2_from_i8(int8_t q, float s_A) { return -expf(dequantize_i8(q, s_A)) * kLog2e; }
+
+// 16-byte global -> shared copy that bypasses L1 (streamed once). src_bytes = 0 zero-fills the
+// destination without reading global memory (tail tokens past L).
+QUAMBA_DEVICE void cp_async_16(void* smem, const void* gmem, bool valid) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int n = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
+}
+QUAMBA_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int kPending>
+QUAMBA_DEVICE void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+}
+
+}  // namespace detail
+}  // namespace quamba::scan

@@ -1,0 +1,205 @@
+// quamba/scan/state_update.cuh: decode step of the selective scan (one token per sequence).
+//
+// Shapes (strides in ELEMENTS; channel stride must be 1):
+//   u, delta, z   (B, E)     int8 (DecodeParamsI8) or fp16 (DecodeParamsF16); z optional.
+//                            Typically the L = 1 rows of the block's activations (any batch stride).
+//   Bm, Cm        (B, N)     slices of x_proj's output row (any batch stride).
+//   A_log / A     (E, N)     int8 with s_A (A = -exp(s_A·A_log_q)) or fp32 A.
+//   D, delta_bias (E)        optional.
+//   states        (S, E, N)  fp32, contiguous, 16-byte aligned, updated in place.
+//   state_idx     (B)        int32 optional: slot of each sequence (default: slot b). A slot
+//                            outside [0, S) cannot be reported from the device: that sequence's
+//                            state is left untouched and its y row is written as NaN.
+//   y             (B, E)     fp16 out: (s·C + D·u)·silu(z).
+// Numerics exactly as the prefill (selective_scan.cuh): softplus threshold 20, the same ex2 of
+// δ·A·log2e, so a prefill followed by decode steps matches a longer prefill to fp32 rounding.
+// Design: memory bound on the state (E·N·4 bytes read + written per sequence; 655 KB at
+// E = 5120, N = 16). One thread owns 4 consecutive states of one channel (a float4), N/4
+// threads a channel, so a warp streams contiguous 512-byte runs of the state; the N/4 partial
+// dot products meet in a shuffle reduction. Inputs are tiny and L1/L2-cached.
+// N ∈ {16, 32, 64}; else kErrorNotSupported. No workspace.
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "quamba/core/cuda_check.hpp"
+#include "quamba/core/numeric.hpp"
+#include "quamba/core/static_switch.hpp"
+#include "quamba/core/status.hpp"
+#include "quamba/core/tensor_view.hpp"
+#include "quamba/scan/scan_common.cuh"
+
+namespace quamba::scan {
+
+struct DecodeParamsI8 {
+  TensorView<const int8_t, 2> u, delta, z, Bm, Cm;  // z.data may be null
+  float s_u = 1, s_delta = 1, s_z = 1, s_B = 1, s_C = 1;
+  const int8_t* A_log = nullptr;
+  float s_A = 1;
+  const int8_t* D = nullptr;
+  float s_D = 1;
+  const int8_t* delta_bias = nullptr;
+  float s_delta_bias = 1;
+  float* states = nullptr;             // (num_slots, E, N)
+  int64_t num_slots = 0;
+  const int32_t* state_idx = nullptr;  // (B) optional
+  TensorView<__half, 2> y;             // (B, E)
+};
+
+struct DecodeParamsF16 {
+  TensorView<const __half, 2> u, delta, z, Bm, Cm;
+  const float* A = nullptr;
+  const float* D = nullptr;
+  const float* delta_bias = nullptr;
+  float* states = nullptr;
+  int64_t num_slots = 0;
+  const int32_t* state_idx = nullptr;
+  TensorView<__half, 2> y;
+};
+
+template <int kDState_>
+struct DecodeTraits {
+  static constexpr int kDState = kDState_;
+  static constexpr int kStatesPerThread = 4;  // one float4 of state
+  static constexpr int kThreadsPerChannel = kDState / kStatesPerThread;
+  static constexpr int kThreads = 256;
+  static constexpr int kChannelsPerBlock = kThreads / kThreadsPerChannel;
+  static_assert(kDState % 4 == 0 && 32 % kThreadsPerChannel == 0, "a channel's threads sit in one warp");
+};
+
+namespace detail {
+
+template <class P>
+struct DecodeIo;
+
+template <>
+struct DecodeIo<DecodeParamsI8> {
+  using In = int8_t;
+  static QUAMBA_DEVICE float a_log2(const DecodeParamsI8& p, int64_t i) { return a_log2_from_i8(p.A_log[i], p.s_A); }
+  static QUAMBA_DEVICE float d(const DecodeParamsI8& p, int64_t e) { return p.D ? dequantize_i8(p.D[e], p.s_D) : 0.f; }
+  static QUAMBA_DEVICE float bias(const DecodeParamsI8& p, int64_t e) {
+    return p.delta_bias ? dequantize_i8(p.delta_bias[e], p.s_delta_bias) : 0.f;
+  }
+  static QUAMBA_DEVICE float s_u(const DecodeParamsI8& p) { return p.s_u; }
+  static QUAMBA_DEVICE float s_delta(const DecodeParamsI8& p) { return p.s_delta; }
+  static QUAMBA_DEVICE float s_z(const DecodeParamsI8& p) { return p.s_z; }
+  static QUAMBA_DEVICE float s_B(const DecodeParamsI8& p) { return p.s_B; }
+  static QUAMBA_DEVICE float s_C(const DecodeParamsI8& p) { return p.s_C; }
+  static const void* weights(const DecodeParamsI8& p) { return p.A_log; }
+};
+
+template <>
+struct DecodeIo<DecodeParamsF16> {
+  using In = __half;
+  static QUAMBA_DEVICE float a_log2(const DecodeParamsF16& p, int64_t i) { return p.A[i] * kLog2e; }
+  static QUAMBA_DEVICE float d(const DecodeParamsF16& p, int64_t e) { return p.D ? p.D[e] : 0.f; }
+  static QUAMBA_DEVICE float bias(const DecodeParamsF16& p, int64_t e) { return p.delta_bias ? p.delta_bias[e] : 0.f; }
+  static QUAMBA_DEVICE float s_u(const DecodeParamsF16&) { return 1.f; }
+  static QUAMBA_DEVICE float s_delta(const DecodeParamsF16&) { return 1.f; }
+  static QUAMBA_DEVICE float s_z(const DecodeParamsF16&) { return 1.f; }
+  static QUAMBA_DEVICE float s_B(const DecodeParamsF16&) { return 1.f; }
+  static QUAMBA_DEVICE float s_C(const DecodeParamsF16&) { return 1.f; }
+  static const void* weights(const DecodeParamsF16& p) { return p.A; }
+};
+
+template <class Traits, class Params>
+__global__ void __launch_bounds__(Traits::kThreads) decode_kernel(const Params p) {
+  using Io = DecodeIo<Params>;
+  constexpr int N = Traits::kDState, G = Traits::kThreadsPerChannel;
+  const int64_t E = p.u.shape[1];
+  const int64_t b = blockIdx.y;
+  const int64_t ch = static_cast<int64_t>(blockIdx.x) * Traits::kChannelsPerBlock + threadIdx.x / G;
+  const int q = threadIdx.x % G;
+  // A channel's G threads are G aligned lanes of one warp; E is whole channels, so a group is
+  // either entirely in range or entirely out, and the shuffles below only name live lanes.
+  if (ch >= E) return;
+  const int lane = threadIdx.x & 31;
+  const unsigned group_mask = G == 32 ? 0xffffffffu : (((1u << G) - 1u) << (lane & ~(G - 1)));
+
+  const int64_t slot = p.state_idx ? static_cast<int64_t>(p.state_idx[b]) : b;
+  const bool valid = slot >= 0 && slot < p.num_slots;
+
+  const float uf = to_float(p.u.data[b * p.u.stride[0] + ch]) * Io::s_u(p);
+  const float dr = to_float(p.delta.data[b * p.delta.stride[0] + ch]) * Io::s_delta(p) + Io::bias(p, ch);
+  const float dl = softplus(dr);
+  const float du = dl * uf;
+
+  float acc = 0.f;
+  if (valid) {
+    float4* sp = reinterpret_cast<float4*>(p.states + (slot * E + ch) * N + 4 * q);
+    float4 s4 = *sp;
+    float* s = reinterpret_cast<float*>(&s4);
+    const int64_t bn = b * p.Bm.stride[0] + 4 * q, cn = b * p.Cm.stride[0] + 4 * q;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float a = ex2(dl * Io::a_log2(p, ch * N + 4 * q + j));
+      const float Bv = to_float(p.Bm.data[bn + j]) * Io::s_B(p);
+      const float Cv = to_float(p.Cm.data[cn + j]) * Io::s_C(p);
+      s[j] = fmaf(a, s[j], du * Bv);
+      acc = fmaf(s[j], Cv, acc);
+    }
+    *sp = s4;
+  }
+#pragma unroll
+  for (int off = G / 2; off > 0; off >>= 1) acc += __shfl_xor_sync(group_mask, acc, off, G);
+  if (q == 0) {
+    float out = acc + Io::d(p, ch) * uf;
+    if (p.z.data) out *= silu(to_float(p.z.data[b * p.z.stride[0] + ch]) * Io::s_z(p));
+    p.y.data[b * p.y.stride[0] + ch] = valid ? __float2half_rn(out) : __float2half_rn(__int_as_float(0x7fc00000));
+  }
+}
+
+template <class V>
+bool view2(const V& v, int64_t B, int64_t C) {
+  return v.data != nullptr && v.shape[0] == B && v.shape[1] == C && v.stride[1] == 1 && v.stride[0] >= 0;
+}
+
+template <class Params>
+Status check_decode(const Params& p) {
+  if (!p.u.data || !p.delta.data || !p.Bm.data || !p.Cm.data || !p.y.data || !p.states ||
+      !DecodeIo<Params>::weights(p))
+    return Status::kErrorInvalidArgument;
+  const int64_t B = p.u.shape[0], E = p.u.shape[1], N = p.Bm.shape[1];
+  if (B <= 0 || E <= 0 || N <= 0 || p.num_slots <= 0) return Status::kErrorInvalidArgument;
+  if (!view2(p.u, B, E) || !view2(p.delta, B, E) || !view2(p.Bm, B, N) || !view2(p.Cm, B, N) ||
+      !view2(p.y, B, E) || (p.z.data && !view2(p.z, B, E)))
+    return Status::kErrorInvalidArgument;
+  if (!p.state_idx && p.num_slots < B) return Status::kErrorInvalidArgument;
+  if (N != 16 && N != 32 && N != 64) return Status::kErrorNotSupported;
+  if (B > 65535) return Status::kErrorNotSupported;
+  if (!is_aligned(p.states, 16)) return Status::kErrorMisaligned;
+  return Status::kSuccess;
+}
+
+}  // namespace detail
+
+template <class Traits, class Params>
+Status launch_decode(const Params& p, cudaStream_t stream) {
+  if (p.Bm.shape[1] != Traits::kDState) return Status::kErrorNotSupported;
+  const int64_t E = p.u.shape[1];
+  const dim3 grid(static_cast<unsigned>((E + Traits::kChannelsPerBlock - 1) / Traits::kChannelsPerBlock),
+                  static_cast<unsigned>(p.u.shape[0]));
+  detail::decode_kernel<Traits, Params><<<grid, Traits::kThreads, 0, stream>>>(p);
+  return last_launch_status();
+}
+
+inline Status can_implement(const DecodeParamsI8& p) { return detail::check_decode(p); }
+inline Status can_implement(const DecodeParamsF16& p) { return detail::check_decode(p); }
+inline size_t workspace_size(const DecodeParamsI8&) { return 0; }
+inline size_t workspace_size(const DecodeParamsF16&) { return 0; }
+
+template <class Params>
+Status run_decode(const Params& p, cudaStream_t stream) {
+  QUAMBA_RETURN_IF_ERROR(detail::check_decode(p));
+  return dispatch_int<16, 32, 64>(static_cast<int>(p.Bm.shape[1]),
+                                  [&](auto n) { return launch_decode<DecodeTraits<decltype(n)::value>>(p, stream); });
+}
+
+inline Status run(const DecodeParamsI8& p, void* /*workspace*/, cudaStream_t stream) { return run_decode(p, stream); }
+inline Status run(const DecodeParamsF16& p, void* /*workspace*/, cudaStream_t stream) { return run_decode(p, stream); }
+
+}  // namespace quamba::scan

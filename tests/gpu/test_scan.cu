@@ -1,0 +1,656 @@
+// Selective scan kernels (quamba/scan) against the host reference (quamba/reference/scan.hpp):
+// W8A8 and fp16 prefill, decode state update, chunked prefill, prefill + decode consistency,
+// state_idx, strided views, poisoned outputs, bad-input Status.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/compare.hpp"
+#include "common/cuda_utils.cuh"
+#include "common/random.hpp"
+#include "quamba/core/numeric.hpp"
+#include "quamba/reference/scan.hpp"
+#include "quamba/scan/scan.cuh"
+
+namespace {
+
+using quamba::Status;
+using quamba::TensorView;
+using quamba::test::DeviceBuffer;
+namespace qs = quamba::scan;
+namespace ref = quamba::reference;
+
+// A (B, L, C) tensor living inside a wider host/device buffer: token stride `pitch`, element
+// offset `offset`, batch stride L·pitch + `gap`. T is int8_t or uint16_t (fp16 bits).
+template <typename T>
+struct Strided3 {
+  int64_t B = 0, L = 0, C = 0, pitch = 0, offset = 0, bstride = 0;
+  std::vector<T> host;
+  DeviceBuffer<T> dev;
+
+  void init(int64_t b, int64_t l, int64_t c, int64_t pitch_, int64_t offset_, int64_t gap) {
+    B = b; L = l; C = c; pitch = pitch_; offset = offset_;
+    bstride = L * pitch + gap;
+    host.assign(static_cast<size_t>(B * bstride + 64), T{});
+  }
+  int64_t index(int64_t b, int64_t t, int64_t c) const { return offset + b * bstride + t * pitch + c; }
+  template <typename U>
+  TensorView<U, 3> view(U* base) const {
+    return quamba::make_strided_view<U, 3>(base + offset, {B, L, C}, {bstride, pitch, 1});
+  }
+};
+
+template <typename T>
+void fill_i8(Strided3<T>& s, std::mt19937_64& rng, int lo, int hi) {
+  auto v = quamba::test::random_int8(s.host.size(), rng, lo, hi);
+  for (size_t i = 0; i < v.size(); ++i) s.host[i] = static_cast<T>(v[i]);
+}
+
+// ----- W8A8 prefill ----------------------------------------------------------------------------
+
+struct Case {
+  int64_t B, L, E, N;
+  bool z = true, D = true, bias = true, init = true, strided = true;
+  float s_delta = 1.0f / 32;  // δraw in [-4, 4)
+  float s_A = 0.0218f;        // A = -exp([0,127]·s_A) ∈ [-16, -1]
+  int A_lo = 0;
+  uint64_t seed = 1;
+  std::string name() const {
+    return "B" + std::to_string(B) + " L" + std::to_string(L) + " E" + std::to_string(E) + " N" + std::to_string(N) +
+           (z ? " z" : "") + (D ? " D" : "") + (bias ? " bias" : "") + (init ? " init" : "") +
+           (strided ? " strided" : "");
+  }
+};
+
+// Host + device data of one W8A8 prefill problem, laid out as the block lays it out when
+// `strided`: z = xz[..., E:] (token stride 2E), B/C = xdbl[..., R:R+N], xdbl[..., R+N:] with
+// R = 32, y inside a wider buffer.
+struct I8Problem {
+  Case c;
+  Strided3<int8_t> u, dt, xz, xdbl;
+  Strided3<uint16_t> y;
+  std::vector<int8_t> A_log, D, bias;
+  std::vector<float> init;
+  DeviceBuffer<int8_t> dA, dD, dbias;
+  DeviceBuffer<float> dinit, dfinal;
+  float s_u = 1.0f / 64, s_z = 1.0f / 32, s_B = 1.0f / 64, s_C = 1.0f / 80, s_D = 1.0f / 64, s_bias = 1.0f / 40;
+  static constexpr int64_t kR = 32;
+
+  explicit I8Problem(const Case& cs) : c(cs) {
+    auto rng = quamba::test::make_rng(cs.seed);
+    const int64_t B = c.B, L = c.L, E = c.E, N = c.N;
+    const bool st = c.strided;
+    u.init(B, L, E, st ? E + 32 : E, st ? 16 : 0, st ? 48 : 0);
+    dt.init(B, L, E, E, 0, 0);
+    xz.init(B, L, E, 2 * E, E, 0);  // z view; x half is filler
+    xdbl.init(B, L, N, st ? kR + 2 * N : N, st ? kR : 0, st ? 16 : 0);  // B view
+    y.init(B, L, E, st ? E + 16 : E, st ? 8 : 0, st ? 32 : 0);
+    fill_i8(u, rng, -128, 127);
+    fill_i8(dt, rng, -128, 127);
+    fill_i8(xz, rng, -128, 127);
+    fill_i8(xdbl, rng, -128, 127);
+    if (!st) {  // contiguous C needs its own buffer: reuse xdbl's layout with a second tensor
+      cbuf.init(B, L, N, N, 0, 0);
+      fill_i8(cbuf, rng, -128, 127);
+    }
+    A_log = quamba::test::random_int8(static_cast<size_t>(E * N), rng, c.A_lo, 127);
+    D = quamba::test::random_int8(static_cast<size_t>(E), rng);
+    bias = quamba::test::random_int8(static_cast<size_t>(E), rng);
+    init = quamba::test::random_floats(static_cast<size_t>(B * E * N), rng, -2.f, 2.f);
+    u.dev.upload(u.host);
+    dt.dev.upload(dt.host);
+    xz.dev.upload(xz.host);
+    xdbl.dev.upload(xdbl.host);
+    if (!st) cbuf.dev.upload(cbuf.host);
+    dA.upload(A_log);
+    dD.upload(D);
+    dbias.upload(bias);
+    dinit.upload(init);
+    dfinal.resize(static_cast<size_t>(B * E * N));
+    y.dev.resize(y.host.size());
+  }
+  Strided3<int8_t> cbuf;
+
+  // The C view: xdbl[..., R+N:] when strided, else its own contiguous tensor.
+  template <typename U>
+  TensorView<U, 3> c_view(U* xdbl_base, U* cbuf_base) const {
+    if (c.strided) {
+      auto v = xdbl.view(xdbl_base);
+      v.data += c.N;
+      return v;
+    }
+    return cbuf.view(cbuf_base);
+  }
+
+  qs::PrefillParamsI8 params() {
+    qs::PrefillParamsI8 p;
+    p.u = u.view<const int8_t>(u.dev.get());
+    p.delta = dt.view<const int8_t>(dt.dev.get());
+    if (c.z) p.z = xz.view<const int8_t>(xz.dev.get());
+    p.Bm = xdbl.view<const int8_t>(xdbl.dev.get());
+    p.Cm = c_view<const int8_t>(xdbl.dev.get(), cbuf.dev.get());
+    p.s_u = s_u; p.s_delta = c.s_delta; p.s_z = s_z; p.s_B = s_B; p.s_C = s_C;
+    p.A_log = dA.get(); p.s_A = c.s_A;
+    if (c.D) { p.D = dD.get(); p.s_D = s_D; }
+    if (c.bias) { p.delta_bias = dbias.get(); p.s_delta_bias = s_bias; }
+    if (c.init) p.initial_state = dinit.get();
+    p.final_state = dfinal.get();
+    p.y = y.view<__half>(reinterpret_cast<__half*>(y.dev.get()));
+    return p;
+  }
+
+  ref::ScanArgsI8 ref_args(std::vector<float>& yref, std::vector<float>& fref) const {
+    ref::ScanArgsI8 a;
+    a.u = u.view<const int8_t>(u.host.data());
+    a.delta = dt.view<const int8_t>(dt.host.data());
+    if (c.z) a.z = xz.view<const int8_t>(xz.host.data());
+    a.Bm = xdbl.view<const int8_t>(xdbl.host.data());
+    a.Cm = c_view<const int8_t>(xdbl.host.data(), cbuf.host.data());
+    a.s_u = s_u; a.s_delta = c.s_delta; a.s_z = s_z; a.s_B = s_B; a.s_C = s_C;
+    a.A_log = A_log.data(); a.s_A = c.s_A;
+    if (c.D) { a.D = D.data(); a.s_D = s_D; }
+    if (c.bias) { a.delta_bias = bias.data(); a.s_delta_bias = s_bias; }
+    if (c.init) a.initial_state = init.data();
+    yref.assign(static_cast<size_t>(c.B * c.L * c.E), 0.f);
+    fref.assign(static_cast<size_t>(c.B * c.E * c.N), 0.f);
+    a.final_state = fref.data();
+    a.y = quamba::make_view(yref.data(), c.B, c.L, c.E);
+    return a;
+  }
+};
+
+// Checks every element of the y view against yref (B, L, E) contiguous, and that the padding
+// around the view still holds the poison.
+::testing::AssertionResult check_y(const Strided3<uint16_t>& y, const std::vector<uint16_t>& got,
+                                   const std::vector<float>& yref, quamba::test::Tolerance tol,
+                                   const std::string& what, int64_t t_begin = 0, int64_t t_count = -1) {
+  if (t_count < 0) t_count = y.L - t_begin;
+  std::vector<float> g, r;
+  g.reserve(static_cast<size_t>(y.B * t_count * y.C));
+  r.reserve(g.capacity());
+  for (int64_t b = 0; b < y.B; ++b)
+    for (int64_t t = t_begin; t < t_begin + t_count; ++t)
+      for (int64_t c = 0; c < y.C; ++c) {
+        g.push_back(quamba::half_bits_to_float(got[static_cast<size_t>(y.index(b, t, c))]));
+        r.push_back(yref[static_cast<size_t>((b * y.L + t) * y.C + c)]);
+      }
+  auto res = quamba::test::all_close(g, r, tol, what + " y (flat index b·L·E + t·E + e over the checked tokens)");
+  if (!res) return res;
+  // Poison outside the view must survive (no out-of-bounds writes).
+  std::vector<char> inside(got.size(), 0);
+  for (int64_t b = 0; b < y.B; ++b)
+    for (int64_t t = 0; t < y.L; ++t)
+      for (int64_t c = 0; c < y.C; ++c) inside[static_cast<size_t>(y.index(b, t, c))] = 1;
+  for (size_t i = 0; i < got.size(); ++i)
+    if (!inside[i] && got[i] != 0xFFFFu)
+      return ::testing::AssertionFailure() << what << ": write outside the y view at buffer index " << i;
+  return ::testing::AssertionSuccess();
+}
+
+void run_i8_case(const Case& cs) {
+  SCOPED_TRACE(cs.name());
+  I8Problem pr(cs);
+  auto p = pr.params();
+  ASSERT_EQ(qs::can_implement(p), Status::kSuccess);
+  pr.y.dev.poison(0xFF);
+  pr.dfinal.poison(0xFF);
+  ASSERT_EQ(qs::run(p, nullptr, 0), Status::kSuccess);
+  QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<float> yref, fref;
+  ASSERT_EQ(ref::selective_scan_i8(pr.ref_args(yref, fref)), Status::kSuccess);
+  EXPECT_TRUE(check_y(pr.y, pr.y.dev.download(), yref, quamba::test::kTolScan, cs.name()));
+  EXPECT_TRUE(quamba::test::all_close(pr.dfinal.download(), fref, quamba::test::kTolScan, cs.name() + " final_state"));
+}
+
+TEST(ScanPrefillI8, LengthSweep) {
+  QUAMBA_REQUIRE_GPU();
+  uint64_t seed = 100;
+  for (int64_t L : {1, 2, 3, 8, 127, 128, 129, 151, 372, 1134, 2047, 2049, 4096, 8193}) {
+    Case c{1, L, 64, 16};
+    c.seed = seed++;
+    run_i8_case(c);
+  }
+}
+
+TEST(ScanPrefillI8, BatchAndStateSizes) {
+  QUAMBA_REQUIRE_GPU();
+  uint64_t seed = 200;
+  for (int64_t N : {16, 32, 64})
+    for (int64_t L : {1, 3, 129, 2049}) {
+      Case c{3, L, 48 + 16 * (N / 16), N};  // E = 64, 80, 112
+      c.seed = seed++;
+      run_i8_case(c);
+    }
+}
+
+TEST(ScanPrefillI8, OptionalInputs) {
+  QUAMBA_REQUIRE_GPU();
+  uint64_t seed = 300;
+  for (int mask = 0; mask < 32; ++mask) {
+    Case c{2, 151, 32, 16};
+    c.z = mask & 1; c.D = mask & 2; c.bias = mask & 4; c.init = mask & 8; c.strided = mask & 16;
+    c.seed = seed++;
+    run_i8_case(c);
+  }
+}
+
+TEST(ScanPrefillI8, WideModel) {
+  QUAMBA_REQUIRE_GPU();
+  Case c{1, 129, 5120, 16};
+  c.seed = 400;
+  run_i8_case(c);
+}
+
+TEST(ScanPrefillI8, ExtremeDeltaAndLargeA) {
+  QUAMBA_REQUIRE_GPU();
+  // δraw up to 40 (softplus is the identity above 20), |A| up to exp(127·0.06) ≈ 2000.
+  for (int k = 0; k < 2; ++k) {
+    Case c{2, 300, 64, 16};
+    c.s_delta = 40.0f / 127;
+    c.bias = false;
+    c.s_A = k ? 0.06f : 0.0218f;
+    c.A_lo = k ? 60 : 0;
+    c.seed = 500 + k;
+    run_i8_case(c);
+  }
+  Case c{1, 257, 64, 32};
+  c.s_A = 0.06f;
+  c.seed = 510;
+  run_i8_case(c);
+}
+
+// A prefill split in two (state carried through final_state -> initial_state) equals one.
+TEST(ScanPrefillI8, ChunkedEqualsWhole) {
+  QUAMBA_REQUIRE_GPU();
+  for (auto [L, L1] : std::vector<std::pair<int64_t, int64_t>>{{129, 100}, {300, 128}, {2049, 1}, {1000, 777}}) {
+    Case c{3, L, 64, 16};
+    c.seed = 600 + L1;
+    SCOPED_TRACE(c.name() + " split at " + std::to_string(L1));
+    I8Problem pr(c);
+    std::vector<float> yref, fref;
+    ASSERT_EQ(ref::selective_scan_i8(pr.ref_args(yref, fref)), Status::kSuccess);
+    auto whole = pr.params();
+    DeviceBuffer<float> mid(static_cast<size_t>(c.B * c.E * c.N));
+    mid.poison(0xFF);
+    pr.y.dev.poison(0xFF);
+    pr.dfinal.poison(0xFF);
+    auto p1 = whole;
+    auto p2 = whole;
+    for (auto* p : {&p1, &p2}) {
+      const int64_t begin = p == &p1 ? 0 : L1, count = p == &p1 ? L1 : L - L1;
+      p->u = whole.u.slice(1, begin, count);
+      p->delta = whole.delta.slice(1, begin, count);
+      p->z = whole.z.slice(1, begin, count);
+      p->Bm = whole.Bm.slice(1, begin, count);
+      p->Cm = whole.Cm.slice(1, begin, count);
+      p->y = whole.y.slice(1, begin, count);
+    }
+    p1.final_state = mid.get();
+    p2.initial_state = mid.get();
+    ASSERT_EQ(qs::run(p1, nullptr, 0), Status::kSuccess);
+    ASSERT_EQ(qs::run(p2, nullptr, 0), Status::kSuccess);
+    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+    EXPECT_TRUE(check_y(pr.y, pr.y.dev.download(), yref, quamba::test::kTolScan, "chunked"));
+    EXPECT_TRUE(quamba::test::all_close(pr.dfinal.download(), fref, quamba::test::kTolScan, "chunked final_state"));
+  }
+}
+
+// In-place state: final_state may alias initial_state.
+TEST(ScanPrefillI8, InPlaceState) {
+  QUAMBA_REQUIRE_GPU();
+  Case c{2, 200, 32, 16};
+  c.seed = 700;
+  I8Problem pr(c);
+  std::vector<float> yref, fref;
+  ASSERT_EQ(ref::selective_scan_i8(pr.ref_args(yref, fref)), Status::kSuccess);
+  auto p = pr.params();
+  p.final_state = pr.dinit.get();
+  pr.y.dev.poison(0xFF);
+  ASSERT_EQ(qs::run(p, nullptr, 0), Status::kSuccess);
+  QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+  EXPECT_TRUE(check_y(pr.y, pr.y.dev.download(), yref, quamba::test::kTolScan, "in-place"));
+  EXPECT_TRUE(quamba::test::all_close(pr.dinit.download(), fref, quamba::test::kTolScan, "in-place state"));
+}
+
+// ----- decode ---------------------------------------------------------------------------------
+
+// Decode view of token t of a (B, L, C) strided tensor: (B, C) with the batch stride.
+template <typename U>
+TensorView<U, 2> token_view(const TensorView<U, 3>& v, int64_t t) {
+  return quamba::make_strided_view<U, 2>(v.data + t * v.stride[1], {v.shape[0], v.shape[2]}, {v.stride[0], 1});
+}
+
+// Prefill of L0 tokens, then decode steps for tokens L0..L-1, equals the prefill of L tokens.
+TEST(ScanDecodeI8, PrefillThenDecodeEqualsLongerPrefill) {
+  QUAMBA_REQUIRE_GPU();
+  for (int64_t N : {16, 32, 64})
+    for (auto [L, L0] : std::vector<std::pair<int64_t, int64_t>>{{10, 3}, {140, 129}, {5, 1}}) {
+      Case c{3, L, 64, N};
+      c.seed = 800 + L + N;
+      SCOPED_TRACE(c.name() + " prefill " + std::to_string(L0));
+      I8Problem pr(c);
+      std::vector<float> yref, fref;
+      ASSERT_EQ(ref::selective_scan_i8(pr.ref_args(yref, fref)), Status::kSuccess);
+      auto whole = pr.params();
+      pr.y.dev.poison(0xFF);
+      DeviceBuffer<float> states(static_cast<size_t>(c.B * c.E * c.N));
+      states.poison(0xFF);
+      auto p1 = whole;
+      p1.u = whole.u.slice(1, 0, L0);
+      p1.delta = whole.delta.slice(1, 0, L0);
+      p1.z = whole.z.slice(1, 0, L0);
+      p1.Bm = whole.Bm.slice(1, 0, L0);
+      p1.Cm = whole.Cm.slice(1, 0, L0);
+      p1.y = whole.y.slice(1, 0, L0);
+      p1.final_state = states.get();
+      ASSERT_EQ(qs::run(p1, nullptr, 0), Status::kSuccess);
+      for (int64_t t = L0; t < L; ++t) {
+        qs::DecodeParamsI8 d;
+        d.u = token_view(whole.u, t);
+        d.delta = token_view(whole.delta, t);
+        d.z = token_view(whole.z, t);
+        d.Bm = token_view(whole.Bm, t);
+        d.Cm = token_view(whole.Cm, t);
+        d.s_u = whole.s_u; d.s_delta = whole.s_delta; d.s_z = whole.s_z; d.s_B = whole.s_B; d.s_C = whole.s_C;
+        d.A_log = whole.A_log; d.s_A = whole.s_A;
+        d.D = whole.D; d.s_D = whole.s_D;
+        d.delta_bias = whole.delta_bias; d.s_delta_bias = whole.s_delta_bias;
+        d.states = states.get();
+        d.num_slots = c.B;
+        d.y = token_view(whole.y, t);
+        ASSERT_EQ(qs::can_implement(d), Status::kSuccess);
+        ASSERT_EQ(qs::run(d, nullptr, 0), Status::kSuccess);
+      }
+      QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+      EXPECT_TRUE(check_y(pr.y, pr.y.dev.download(), yref, quamba::test::kTolScan, "prefill+decode"));
+      EXPECT_TRUE(quamba::test::all_close(states.download(), fref, quamba::test::kTolScan, "prefill+decode state"));
+    }
+}
+
+// Decode with state_idx into a pool of slots; an out-of-range slot leaves its state alone and
+// writes NaN.
+TEST(ScanDecodeI8, StateIndex) {
+  QUAMBA_REQUIRE_GPU();
+  for (int64_t E : {64, 5120}) {
+    const int64_t B = 4, N = 16, S = 6;
+    auto rng = quamba::test::make_rng(900 + E);
+    auto u = quamba::test::random_int8(B * E, rng), dt = quamba::test::random_int8(B * E, rng);
+    auto z = quamba::test::random_int8(B * E, rng), Bm = quamba::test::random_int8(B * N, rng);
+    auto Cm = quamba::test::random_int8(B * N, rng), A = quamba::test::random_int8(E * N, rng, 0, 127);
+    auto D = quamba::test::random_int8(E, rng), bias = quamba::test::random_int8(E, rng);
+    auto states = quamba::test::random_floats(S * E * N, rng, -2.f, 2.f);
+    const std::vector<int32_t> idx = {5, 0, -1, 2};
+    DeviceBuffer<int8_t> du(u), ddt(dt), dz(z), dB(Bm), dC(Cm), dA(A), dD(D), dbias(bias);
+    DeviceBuffer<float> dstates(states);
+    DeviceBuffer<int32_t> didx(idx);
+    DeviceBuffer<uint16_t> dy(static_cast<size_t>(B * E));
+    dy.poison(0xFF);
+    qs::DecodeParamsI8 p;
+    p.u = quamba::make_view<const int8_t>(du.get(), B, E);
+    p.delta = quamba::make_view<const int8_t>(ddt.get(), B, E);
+    p.z = quamba::make_view<const int8_t>(dz.get(), B, E);
+    p.Bm = quamba::make_view<const int8_t>(dB.get(), B, N);
+    p.Cm = quamba::make_view<const int8_t>(dC.get(), B, N);
+    p.s_u = 1.f / 64; p.s_delta = 1.f / 32; p.s_z = 1.f / 32; p.s_B = 1.f / 64; p.s_C = 1.f / 64;
+    p.A_log = dA.get(); p.s_A = 0.0218f;
+    p.D = dD.get(); p.s_D = 1.f / 64;
+    p.delta_bias = dbias.get(); p.s_delta_bias = 1.f / 40;
+    p.states = dstates.get();
+    p.num_slots = S;
+    p.state_idx = didx.get();
+    p.y = quamba::make_view(reinterpret_cast<__half*>(dy.get()), B, E);
+    ASSERT_EQ(qs::can_implement(p), Status::kSuccess);
+    ASSERT_EQ(qs::run(p, nullptr, 0), Status::kSuccess);
+    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+    std::vector<float> yref(static_cast<size_t>(B * E), 0.f), sref = states;
+    for (int64_t b = 0; b < B; ++b) {
+      if (idx[b] < 0) continue;
+      ref::ScanArgsI8 a;
+      a.u = quamba::make_view<const int8_t>(u.data() + b * E, 1, 1, E);
+      a.delta = quamba::make_view<const int8_t>(dt.data() + b * E, 1, 1, E);
+      a.z = quamba::make_view<const int8_t>(z.data() + b * E, 1, 1, E);
+      a.Bm = quamba::make_view<const int8_t>(Bm.data() + b * N, 1, 1, N);
+      a.Cm = quamba::make_view<const int8_t>(Cm.data() + b * N, 1, 1, N);
+      a.s_u = p.s_u; a.s_delta = p.s_delta; a.s_z = p.s_z; a.s_B = p.s_B; a.s_C = p.s_C;
+      a.A_log = A.data(); a.s_A = p.s_A;
+      a.D = D.data(); a.s_D = p.s_D;
+      a.delta_bias = bias.data(); a.s_delta_bias = p.s_delta_bias;
+      a.initial_state = sref.data() + idx[b] * E * N;
+      a.final_state = sref.data() + idx[b] * E * N;
+      a.y = quamba::make_view(yref.data() + b * E, 1, 1, E);
+      ASSERT_EQ(ref::selective_scan_i8(a), Status::kSuccess);
+    }
+    const auto y = dy.download();
+    std::vector<float> g, r;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t e = 0; e < E; ++e) {
+        const float v = quamba::half_bits_to_float(y[b * E + e]);
+        if (idx[b] < 0) {
+          ASSERT_TRUE(std::isnan(v)) << "invalid slot must give NaN y at b=" << b << " e=" << e;
+        } else {
+          g.push_back(v);
+          r.push_back(yref[b * E + e]);
+        }
+      }
+    EXPECT_TRUE(quamba::test::all_close(g, r, quamba::test::kTolScan, "decode y"));
+    // Slots 1, 3 and 4 are not named by state_idx and must be untouched (sref keeps them).
+    EXPECT_TRUE(quamba::test::all_close(dstates.download(), sref, quamba::test::kTolScan, "decode states"));
+  }
+}
+
+// ----- fp16 variants ----------------------------------------------------------------------------
+
+struct F16Problem {
+  int64_t B, L, E, N;
+  Strided3<uint16_t> u, dt, xz, xdbl, y;
+  std::vector<float> A, D, bias, init;
+  DeviceBuffer<float> dA, dD, dbias, dinit, dfinal;
+
+  F16Problem(int64_t b, int64_t l, int64_t e, int64_t n, uint64_t seed) : B(b), L(l), E(e), N(n) {
+    auto rng = quamba::test::make_rng(seed);
+    u.init(B, L, E, E + 8, 8, 16);
+    dt.init(B, L, E, E, 0, 0);
+    xz.init(B, L, E, 2 * E, E, 0);
+    xdbl.init(B, L, N, 32 + 2 * N, 32, 8);
+    y.init(B, L, E, E, 0, 0);
+    auto fill = [&](Strided3<uint16_t>& s, float lo, float hi) {
+      auto v = quamba::test::random_floats(s.host.size(), rng, lo, hi);
+      for (size_t i = 0; i < v.size(); ++i) s.host[i] = quamba::float_to_half_bits(v[i]);
+      s.dev.upload(s.host);
+    };
+    fill(u, -2, 2);
+    fill(dt, -4, 3);
+    fill(xz, -4, 4);
+    fill(xdbl, -2, 2);
+    A = quamba::test::random_floats(static_cast<size_t>(E * N), rng, -16.f, -0.5f);
+    D = quamba::test::random_floats(static_cast<size_t>(E), rng, -1.f, 1.f);
+    bias = quamba::test::random_floats(static_cast<size_t>(E), rng, -2.f, 1.f);
+    init = quamba::test::random_floats(static_cast<size_t>(B * E * N), rng, -2.f, 2.f);
+    dA.upload(A); dD.upload(D); dbias.upload(bias); dinit.upload(init);
+    dfinal.resize(static_cast<size_t>(B * E * N));
+    y.dev.resize(y.host.size());
+  }
+
+  qs::PrefillParamsF16 params() {
+    auto h = [](uint16_t* p) { return reinterpret_cast<const __half*>(p); };
+    qs::PrefillParamsF16 p;
+    p.u = u.view(h(u.dev.get()));
+    p.delta = dt.view(h(dt.dev.get()));
+    p.z = xz.view(h(xz.dev.get()));
+    p.Bm = xdbl.view(h(xdbl.dev.get()));
+    p.Cm = p.Bm;
+    p.Cm.data += N;
+    p.A = dA.get(); p.D = dD.get(); p.delta_bias = dbias.get();
+    p.initial_state = dinit.get();
+    p.final_state = dfinal.get();
+    p.y = y.view(reinterpret_cast<__half*>(y.dev.get()));
+    return p;
+  }
+
+  // The reference on the fp16 values widened to fp32 (exact).
+  void reference(std::vector<float>& yref, std::vector<float>& fref) const {
+    auto widen = [](const Strided3<uint16_t>& s) {
+      std::vector<float> f(s.host.size());
+      for (size_t i = 0; i < f.size(); ++i) f[i] = quamba::half_bits_to_float(s.host[i]);
+      return f;
+    };
+    const auto fu = widen(u), fdt = widen(dt), fxz = widen(xz), fx = widen(xdbl);
+    ref::ScanArgs a;
+    a.u = u.view<const float>(fu.data());
+    a.delta = dt.view<const float>(fdt.data());
+    a.z = xz.view<const float>(fxz.data());
+    a.Bm = xdbl.view<const float>(fx.data());
+    a.Cm = a.Bm;
+    a.Cm.data += N;
+    a.A = A.data(); a.D = D.data(); a.delta_bias = bias.data();
+    a.initial_state = init.data();
+    yref.assign(static_cast<size_t>(B * L * E), 0.f);
+    fref.assign(static_cast<size_t>(B * E * N), 0.f);
+    a.final_state = fref.data();
+    a.y = quamba::make_view(yref.data(), B, L, E);
+    ASSERT_EQ(ref::selective_scan<float>(a), Status::kSuccess);
+  }
+};
+
+TEST(ScanPrefillF16, Sweep) {
+  QUAMBA_REQUIRE_GPU();
+  uint64_t seed = 1000;
+  for (int64_t N : {16, 32, 64})
+    for (int64_t L : {1, 2, 129, 2049}) {
+      const int64_t B = L > 1000 ? 1 : 2;
+      SCOPED_TRACE("fp16 B" + std::to_string(B) + " L" + std::to_string(L) + " N" + std::to_string(N));
+      F16Problem pr(B, L, 64, N, seed++);
+      auto p = pr.params();
+      ASSERT_EQ(qs::can_implement(p), Status::kSuccess);
+      pr.y.dev.poison(0xFF);
+      pr.dfinal.poison(0xFF);
+      ASSERT_EQ(qs::run(p, nullptr, 0), Status::kSuccess);
+      QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+      std::vector<float> yref, fref;
+      pr.reference(yref, fref);
+      EXPECT_TRUE(check_y(pr.y, pr.y.dev.download(), yref, quamba::test::kTolScan, "fp16"));
+      EXPECT_TRUE(quamba::test::all_close(pr.dfinal.download(), fref, quamba::test::kTolScan, "fp16 final_state"));
+    }
+}
+
+TEST(ScanDecodeF16, PrefillThenDecodeEqualsLongerPrefill) {
+  QUAMBA_REQUIRE_GPU();
+  const int64_t B = 2, L = 12, L0 = 9, E = 48 * 4, N = 16;
+  F16Problem pr(B, L, E, N, 1100);
+  std::vector<float> yref, fref;
+  pr.reference(yref, fref);
+  auto whole = pr.params();
+  pr.y.dev.poison(0xFF);
+  auto p1 = whole;
+  p1.u = whole.u.slice(1, 0, L0);
+  p1.delta = whole.delta.slice(1, 0, L0);
+  p1.z = whole.z.slice(1, 0, L0);
+  p1.Bm = whole.Bm.slice(1, 0, L0);
+  p1.Cm = whole.Cm.slice(1, 0, L0);
+  p1.y = whole.y.slice(1, 0, L0);
+  DeviceBuffer<float> states(static_cast<size_t>(B * E * N));
+  p1.final_state = states.get();
+  ASSERT_EQ(qs::run(p1, nullptr, 0), Status::kSuccess);
+  for (int64_t t = L0; t < L; ++t) {
+    qs::DecodeParamsF16 d;
+    d.u = token_view(whole.u, t);
+    d.delta = token_view(whole.delta, t);
+    d.z = token_view(whole.z, t);
+    d.Bm = token_view(whole.Bm, t);
+    d.Cm = token_view(whole.Cm, t);
+    d.A = whole.A; d.D = whole.D; d.delta_bias = whole.delta_bias;
+    d.states = states.get();
+    d.num_slots = B;
+    d.y = token_view(whole.y, t);
+    ASSERT_EQ(qs::run(d, nullptr, 0), Status::kSuccess);
+  }
+  QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+  EXPECT_TRUE(check_y(pr.y, pr.y.dev.download(), yref, quamba::test::kTolScan, "fp16 prefill+decode"));
+  EXPECT_TRUE(quamba::test::all_close(states.download(), fref, quamba::test::kTolScan, "fp16 prefill+decode state"));
+}
+
+// ----- bad input (host-only: can_implement never touches the device) ----------------------------
+
+TEST(ScanValidation, PrefillStatus) {
+  alignas(16) static int8_t buf[4096];
+  alignas(16) static uint16_t ybuf[4096];
+  auto good = [&] {
+    qs::PrefillParamsI8 p;
+    p.u = quamba::make_view<const int8_t>(buf, 1, 4, 32);
+    p.delta = p.u;
+    p.z = p.u;
+    p.Bm = quamba::make_view<const int8_t>(buf, 1, 4, 16);
+    p.Cm = p.Bm;
+    p.A_log = buf;
+    p.y = quamba::make_view(reinterpret_cast<__half*>(ybuf), 1, 4, 32);
+    return p;
+  };
+  EXPECT_EQ(qs::can_implement(good()), Status::kSuccess);
+  EXPECT_EQ(qs::workspace_size(good()), 0u);
+  {
+    auto p = good();
+    p.Bm = quamba::make_view<const int8_t>(buf, 1, 4, 48);
+    p.Cm = p.Bm;
+    EXPECT_EQ(qs::can_implement(p), Status::kErrorNotSupported) << "N = 48";
+  }
+  {
+    auto p = good();
+    p.u = quamba::make_view<const int8_t>(buf, 1, 4, 40);
+    p.delta = p.u; p.z = p.u;
+    p.y = quamba::make_view(reinterpret_cast<__half*>(ybuf), 1, 4, 40);
+    EXPECT_EQ(qs::can_implement(p), Status::kErrorNotSupported) << "E = 40";
+  }
+  { auto p = good(); p.u.data = nullptr; EXPECT_EQ(qs::can_implement(p), Status::kErrorInvalidArgument); }
+  { auto p = good(); p.Cm.data = nullptr; EXPECT_EQ(qs::can_implement(p), Status::kErrorInvalidArgument); }
+  { auto p = good(); p.A_log = nullptr; EXPECT_EQ(qs::can_implement(p), Status::kErrorInvalidArgument); }
+  { auto p = good(); p.y.data = nullptr; EXPECT_EQ(qs::can_implement(p), Status::kErrorInvalidArgument); }
+  { auto p = good(); p.delta.shape[1] = 5; EXPECT_EQ(qs::can_implement(p), Status::kErrorInvalidArgument); }
+  { auto p = good(); p.u.stride[2] = 2; EXPECT_EQ(qs::can_implement(p), Status::kErrorInvalidArgument); }
+  { auto p = good(); p.u.data = buf + 1; EXPECT_EQ(qs::can_implement(p), Status::kErrorMisaligned); }
+  { auto p = good(); p.Bm.data = buf + 4; EXPECT_EQ(qs::can_implement(p), Status::kErrorMisaligned); }
+  { auto p = good(); p.z.stride[1] = 40; EXPECT_EQ(qs::can_implement(p), Status::kErrorMisaligned); }
+  { auto p = good(); p.y.data += 1; EXPECT_EQ(qs::can_implement(p), Status::kErrorMisaligned); }
+  {
+    auto p = good();
+    for (auto* v : {&p.u, &p.delta, &p.z}) v->shape[1] = 0;
+    p.Bm.shape[1] = 0; p.Cm.shape[1] = 0; p.y.shape[1] = 0;
+    EXPECT_EQ(qs::can_implement(p), Status::kErrorInvalidArgument) << "L = 0";
+  }
+  // run() validates before launching, so no device is needed to see the error.
+  { auto p = good(); p.u.data = nullptr; EXPECT_EQ(qs::run(p, nullptr, 0), Status::kErrorInvalidArgument); }
+}
+
+TEST(ScanValidation, DecodeStatus) {
+  alignas(16) static int8_t buf[4096];
+  alignas(16) static float st[4096];
+  alignas(16) static uint16_t ybuf[4096];
+  auto good = [&] {
+    qs::DecodeParamsI8 p;
+    p.u = quamba::make_view<const int8_t>(buf, 2, 24);
+    p.delta = p.u;
+    p.Bm = quamba::make_view<const int8_t>(buf, 2, 16);
+    p.Cm = p.Bm;
+    p.A_log = buf;
+    p.states = st;
+    p.num_slots = 2;
+    p.y = quamba::make_view(reinterpret_cast<__half*>(ybuf), 2, 24);
+    return p;
+  };
+  EXPECT_EQ(qs::can_implement(good()), Status::kSuccess);
+  {
+    auto p = good();
+    p.Bm = quamba::make_view<const int8_t>(buf, 2, 48);
+    p.Cm = p.Bm;
+    EXPECT_EQ(qs::can_implement(p), Status::kErrorNotSupported) << "N = 48";
+  }
+  { auto p = good(); p.states = nullptr; EXPECT_EQ(qs::can_implement(p), Status::kErrorInvalidArgument); }
+  { auto p = good(); p.states = st + 1; EXPECT_EQ(qs::can_implement(p), Status::kErrorMisaligned); }
+  { auto p = good(); p.num_slots = 1; EXPECT_EQ(qs::can_implement(p), Status::kErrorInvalidArgument) << "slots < B"; }
+  { auto p = good(); p.z = quamba::make_view<const int8_t>(buf, 2, 23); EXPECT_EQ(qs::can_implement(p), Status::kErrorInvalidArgument); }
+  { auto p = good(); p.A_log = nullptr; EXPECT_EQ(qs::run(p, nullptr, 0), Status::kErrorInvalidArgument); }
+}
+
+}  // namespace
