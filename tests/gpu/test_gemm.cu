@@ -172,16 +172,9 @@ Status run_with(Runner r, const gemm::GemmParams<Epi>& p) {
   return Status::kErrorInternal;
 }
 
-// The sm90a kernel exists only on arch 90 builds with 90a; it is exercised wherever it can run.
+// The sm90a kernel exists only on sm_90 devices with a 90a build; it is exercised wherever it can run.
 bool sm90a_runnable() {
-  static const bool v = [] {
-    if (test::device_arch() != 90) return false;
-    gemm::GemmParams<gemm::Identity> p;
-    alignas(16) static int8_t dummy[16];
-    static int32_t out[1];
-    p.M = 128; p.N = 128; p.K = 64; p.A = dummy; p.W = dummy; p.C = out; p.lda = p.ldw = 64; p.ldc = 128;
-    return gemm::can_implement(p, gemm::GemmPath::kSm90a) == Status::kSuccess;
-  }();
+  static const bool v = gemm::sm90a_available<gemm::Identity>();
   return v;
 }
 
@@ -204,7 +197,8 @@ template <typename Epi>
 void check(const Problem& p, Runner r, const EpiConfig& cfg, const std::string& label) {
   using Out = typename Epi::Output;
   const int64_t M = p.M, N = p.w->N, K = p.w->K;
-  const int64_t ldc = N + 5;  // odd pitch on purpose: exercises the unpaired store path
+  // An odd pitch forces the one-element store path, an even one the paired stores.
+  const int64_t ldc = N + (cfg.col_scale ? 5 : 8);
   const float alpha = std::is_same_v<Epi, gemm::Requant> ? 90.f / p.acc_rms : 3.f / p.acc_rms;
   const std::string what = label + " " + runner_name(r) + " " + cfg.name() + " M=" + std::to_string(M) +
                            " N=" + std::to_string(N) + " K=" + std::to_string(K);

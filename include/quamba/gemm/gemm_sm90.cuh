@@ -1,25 +1,304 @@
-// quamba/gemm/gemm_sm90.cuh: int8 GEMM for sm_90a (wgmma + TMA). Placeholder: not implemented yet.
+// quamba/gemm/gemm_sm90.cuh: int8 GEMM for sm_90a: TMA + mbarrier pipeline + wgmma, warp-specialized.
+//
+//   C(M, N) = epilogue( A(M, K) · W(N, K)ᵀ ), same Params, rules and epilogues as every path
+//   (gemm/params.cuh, gemm/epilogue.cuh); bit-exact against the reference.
+// One CTA = 3 warpgroups: warpgroup 0 is the producer (one thread issues TMA loads of 128-byte
+// K-slices of A and W into a kStages ring, each stage guarded by a "full" mbarrier with a
+// transaction count and an "empty" mbarrier released by the consumers); warpgroups 1 and 2 each
+// own 64 rows of the 128 x 128 C tile and issue wgmma.m64n128k32.s32.s8.s8 from shared memory
+// (both operands K-major, 128-byte swizzle, the layout TMA writes), keeping one K-slice of
+// wgmma in flight. TMA zero-fills out-of-bounds boxes, which handles the M, N and K tails.
+// The tensor maps are built on the host with cuTensorMapEncodeTiled obtained through the runtime's
+// driver entry point, so no -lcuda is needed.
+//
+// Device code exists only when compiled for sm_90a (QUAMBA_SM90A_ENABLED); otherwise the kernel
+// traps. run_sm90a() therefore refuses (kErrorArchNotSupported) unless the device is sm_90 and the
+// kernel image loaded for it was built from compute_90 PTX or newer (cudaFuncGetAttributes); a
+// build for plain "90" (not "90a") is not detectable from the host and is unsupported.
+// Not selected by GemmPath::kAuto yet (sm90a_dispatch_enabled() == false): force it with
+// GemmPath::kSm90a until its tests have passed on the target card.
 #pragma once
 
+#include <cuda.h>
 #include <cuda_runtime.h>
+#include <cudaTypedefs.h>
+
+#include <cstdint>
 
 #include "quamba/core/arch.hpp"
+#include "quamba/core/cuda_check.hpp"
 #include "quamba/core/status.hpp"
+#include "quamba/gemm/epilogue.cuh"
+#include "quamba/gemm/gemm_sm80.cuh"
 #include "quamba/gemm/params.cuh"
 
 namespace quamba::gemm {
 
 inline constexpr bool sm90a_dispatch_enabled() { return false; }
 
+template <int kStages_>
+struct Sm90aTraits {
+  static constexpr int kBM = 128;  // two consumer warpgroups x m64
+  static constexpr int kBN = 128;  // wgmma n128: 64 int32 accumulators per thread
+  static constexpr int kBK = 128;  // bytes of K per stage = one 128-byte swizzle row
+  static constexpr int kStages = kStages_;
+  static constexpr int kConsumerWarpgroups = 2;
+  static constexpr int kThreads = 128 * (1 + kConsumerWarpgroups);
+  static constexpr int kStageBytesA = kBM * kBK;
+  static constexpr int kStageBytesB = kBN * kBK;
+  // +1024: the dynamic smem base is rounded up to 1024 B, the period of the 128-byte swizzle, so
+  // the wgmma descriptors can use base offset 0.
+  static constexpr int kSmemBytes = kStages * (kStageBytesA + kStageBytesB) + 2 * kStages * 8 + 1024;
+  static_assert(kSmemBytes <= 227 * 1024, "H100 allows 227 KiB of shared memory per block");
+};
+
+// 5 stages x 32 KiB: one CTA per SM, 4 K-slices in flight while one is consumed.
+using Sm90aTile128x128 = Sm90aTraits<5>;
+
+namespace detail {
+
+#if QUAMBA_HAS_CUDA_COMPILER
+
+QUAMBA_DEVICE void mbar_init(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+QUAMBA_DEVICE void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+QUAMBA_DEVICE void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+QUAMBA_DEVICE void mbar_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.b32 %0, 1, 0, p;\n"
+        "}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+QUAMBA_DEVICE void tma_load_2d(uint32_t dst, const CUtensorMap* map, int c_inner, int c_row, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c_inner), "r"(c_row), "r"(bar)
+      : "memory");
+}
+QUAMBA_DEVICE void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+QUAMBA_DEVICE void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int kPending>
+QUAMBA_DEVICE void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
+}
+// Keeps the compiler from moving accumulator reads/writes across wgmma issue/wait points.
+QUAMBA_DEVICE void fence_operands(int32_t (&d)[64]) {
+#pragma unroll
+  for (int i = 0; i < 64; ++i) asm volatile("" : "+r"(d[i])::"memory");
+}
+
+// Shared-memory matrix descriptor: K-major operand, rows of 128 bytes, 128-byte swizzle;
+// 8-row core groups are 1024 bytes apart (stride byte offset); the leading byte offset is unused
+// for swizzled K-major layouts (1 by convention).
+QUAMBA_DEVICE uint64_t smem_desc_sw128(uint32_t smem_addr) {
+  return static_cast<uint64_t>((smem_addr & 0x3FFFF) >> 4) | (static_cast<uint64_t>(1) << 16) |
+         (static_cast<uint64_t>(1024 >> 4) << 32) | (static_cast<uint64_t>(1) << 62);
+}
+
+// D(64 x 128, s32) (+)= A(64 x 32, s8, smem) · B(128 x 32, s8, smem)ᵀ; accumulate = 0 overwrites D.
+QUAMBA_DEVICE void wgmma_m64n128k32_s8(int32_t (&d)[64], uint64_t desc_a, uint64_t desc_b, int accumulate) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+      "}, %64, %65, p;\n"
+      "}\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
+        "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
+        "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]),
+        "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]),
+        "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]),
+        "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]),
+        "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]),
+        "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+}
+
+template <typename Traits, typename Epilogue>
+__global__ void __launch_bounds__(Traits::kThreads, 1)
+    gemm_sm90a_kernel(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,
+                      GemmParams<Epilogue> p, bool pair_ok) {
+#if QUAMBA_SM90A_ENABLED
+  using Output = typename Epilogue::Output;
+  constexpr int kStages = Traits::kStages;
+  extern __shared__ uint8_t smem_raw[];
+  const uint32_t raw = ptx::smem_u32(smem_raw);
+  const uint32_t sA = (raw + 1023u) & ~1023u;
+  const uint32_t sB = sA + kStages * Traits::kStageBytesA;
+  const uint32_t full_bar = sB + kStages * Traits::kStageBytesB;  // kStages x 8 bytes
+  const uint32_t empty_bar = full_bar + kStages * 8;
+
+  const int tid = threadIdx.x;
+  const int warpgroup = tid / 128;
+  const int m0 = blockIdx.x * Traits::kBM;
+  const int n0 = blockIdx.y * Traits::kBN;
+  const int k_tiles = static_cast<int>((p.K + Traits::kBK - 1) / Traits::kBK);
+  constexpr int kConsumerWarps = Traits::kConsumerWarpgroups * 4;
+
+  if (tid == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(full_bar + 8 * s, 1);                 // the producer's arrive.expect_tx
+      mbar_init(empty_bar + 8 * s, kConsumerWarps);   // one arrive per consumer warp
+    }
+    // Make the initialized barriers visible to the async (TMA) proxy.
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  if (warpgroup == 0) {
+    if (tid == 0) {
+      for (int kt = 0; kt < k_tiles; ++kt) {
+        const int s = kt % kStages;
+        // A fresh barrier counts its "previous" phase (parity 1) as complete, so the first
+        // kStages waits return at once.
+        mbar_wait(empty_bar + 8 * s, ((kt / kStages) & 1) ^ 1);
+        mbar_arrive_expect_tx(full_bar + 8 * s, Traits::kStageBytesA + Traits::kStageBytesB);
+        tma_load_2d(sA + s * Traits::kStageBytesA, &tma_a, kt * Traits::kBK, m0, full_bar + 8 * s);
+        tma_load_2d(sB + s * Traits::kStageBytesB, &tma_w, kt * Traits::kBK, n0, full_bar + 8 * s);
+      }
+    }
+    return;
+  }
+
+  const int consumer = warpgroup - 1;  // rows [64·consumer, 64·consumer + 64) of the tile
+  const int lane = tid & 31;
+  int32_t acc[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) acc[i] = 0;
+
+  for (int kt = 0; kt < k_tiles; ++kt) {
+    const int s = kt % kStages;
+    mbar_wait(full_bar + 8 * s, (kt / kStages) & 1);
+    const uint32_t a_base = sA + s * Traits::kStageBytesA + consumer * 64 * Traits::kBK;
+    const uint32_t b_base = sB + s * Traits::kStageBytesB;
+    fence_operands(acc);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < Traits::kBK / 32; ++kk)
+      wgmma_m64n128k32_s8(acc, smem_desc_sw128(a_base + kk * 32), smem_desc_sw128(b_base + kk * 32), 1);
+    wgmma_commit();
+    // Slice kt-1's wgmmas are complete once at most one group (kt's) is pending: release its stage.
+    wgmma_wait<1>();
+    fence_operands(acc);
+    if (kt > 0 && lane == 0) mbar_arrive(empty_bar + 8 * ((kt - 1) % kStages));
+  }
+  wgmma_wait<0>();
+  fence_operands(acc);
+
+  // Accumulator layout of m64nN: warp w of the warpgroup owns rows 16w..16w+15; register 4j+e
+  // holds row g (+8 for e >= 2), column 8j + 2t (+1 for odd e), g = lane/4, t = lane%4.
+  const int w = (tid % 128) / 32;
+  const int g = lane >> 2, t = lane & 3;
+  const int64_t row = static_cast<int64_t>(m0) + consumer * 64 + w * 16 + g;
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    const int64_t col = static_cast<int64_t>(n0) + 8 * j + 2 * t;
+    store_pair<Output>(p, pair_ok, row, col, acc[4 * j], acc[4 * j + 1]);
+    store_pair<Output>(p, pair_ok, row + 8, col, acc[4 * j + 2], acc[4 * j + 3]);
+  }
+#else
+  __trap();  // built without sm_90a: never produce silent garbage
+#endif
+}
+
+#endif  // QUAMBA_HAS_CUDA_COMPILER
+
+// cuTensorMapEncodeTiled through the runtime (no link against libcuda).
+inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+#if CUDART_VERSION >= 12050
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) != cudaSuccess)
+      f = nullptr;
+#else
+    if (cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &f, cudaEnableDefault, &q) != cudaSuccess) f = nullptr;
+#endif
+    return q == cudaDriverEntryPointSuccess ? reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f) : nullptr;
+  }();
+  return fn;
+}
+
+// 2-D int8 tensor map over a row-major (rows, inner) matrix with row pitch `pitch` bytes; boxes of
+// box_rows x 128 bytes, 128-byte swizzle, zero fill outside the matrix.
+inline Status make_tensor_map_i8(CUtensorMap* map, const int8_t* base, int64_t inner, int64_t rows, int64_t pitch,
+                                 int box_rows) {
+  auto encode = tensor_map_encoder();
+  if (encode == nullptr) return Status::kErrorCuda;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(inner), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(pitch)};
+  const cuuint32_t box[2] = {128u, static_cast<cuuint32_t>(box_rows)};
+  const cuuint32_t elem_strides[2] = {1u, 1u};
+  const CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<int8_t*>(base), dims, strides, box,
+                            elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS ? Status::kSuccess : Status::kErrorCuda;
+}
+
+}  // namespace detail
+
 template <typename Epilogue>
 Status can_implement_sm90a(const GemmParams<Epilogue>& p) {
   QUAMBA_RETURN_IF_ERROR(check_params(p));
-  return Status::kErrorNotSupported;
+  // TMA: 32-bit box coordinates; pitch < 2^40 (always true here).
+  if (p.M >= (int64_t(1) << 31) - 256 || p.N >= (int64_t(1) << 31) - 256 || p.K >= (int64_t(1) << 31))
+    return Status::kErrorNotSupported;
+  if ((p.N + 127) / 128 > 65535) return Status::kErrorNotSupported;  // grid.y
+  return Status::kSuccess;
 }
 
-template <typename Epilogue>
-Status run_sm90a(const GemmParams<Epilogue>& p, cudaStream_t) {
-  return can_implement_sm90a(p);
+#if QUAMBA_HAS_CUDA_COMPILER
+
+// True when the current device is sm_90 and the kernel image it would run came from compute_90+
+// code (a 90a build); false on other devices or when only older code was compiled in.
+template <typename Epilogue, typename Traits = Sm90aTile128x128>
+bool sm90a_available() {
+  if (current_arch() != 90) return false;
+  cudaFuncAttributes attr{};
+  if (cudaFuncGetAttributes(&attr, detail::gemm_sm90a_kernel<Traits, Epilogue>) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return attr.ptxVersion >= 90 && attr.binaryVersion >= 90;
 }
+
+template <typename Epilogue, typename Traits = Sm90aTile128x128>
+Status run_sm90a(const GemmParams<Epilogue>& p, cudaStream_t stream) {
+  QUAMBA_RETURN_IF_ERROR(can_implement_sm90a(p));
+  if (p.M == 0) return Status::kSuccess;
+  if (!sm90a_available<Epilogue, Traits>()) return Status::kErrorArchNotSupported;
+  CUtensorMap tma_a, tma_w;
+  QUAMBA_RETURN_IF_ERROR(detail::make_tensor_map_i8(&tma_a, p.A, p.K, p.M, p.lda, Traits::kBM));
+  QUAMBA_RETURN_IF_ERROR(detail::make_tensor_map_i8(&tma_w, p.W, p.K, p.N, p.ldw, Traits::kBN));
+  auto kernel = detail::gemm_sm90a_kernel<Traits, Epilogue>;
+  QUAMBA_RETURN_IF_CUDA_ERROR(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
+  using Output = typename Epilogue::Output;
+  const bool pair_ok = p.ldc % 2 == 0 && is_aligned(p.C, 2 * sizeof(Output));
+  const dim3 grid(static_cast<unsigned>((p.M + Traits::kBM - 1) / Traits::kBM),
+                  static_cast<unsigned>((p.N + Traits::kBN - 1) / Traits::kBN));
+  kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(tma_a, tma_w, p, pair_ok);
+  return last_launch_status();
+}
+
+#endif  // QUAMBA_HAS_CUDA_COMPILER
 
 }  // namespace quamba::gemm
