@@ -1,0 +1,451 @@
+// quamba/hadamard/hadamard.cuh: the Walsh–Hadamard rotation of rows (SPEC §2, "Hadamard on the
+// SSM output"), with an optional fused int8 quantization.
+//
+// For each of `rows` rows r:    v = x[r, 0:n]  (row r starts at x + r·x_row_stride, elements)
+//   float outputs:  out[r, i] = scale · (H_n · v)_i              (scale = 1/√n: orthonormal map)
+//   int8 outputs:   out[r, i] = q8((H_n · v)_i · scale)          (scale = hadamard_quant_factor)
+// q8 = quantize_i8 (round half to even, saturate to [-128, 127], NaN → 0). Sums are fp32.
+// H_n is exactly reference::HadamardEntries: n = m·2^k, m ∈ {1, 12, 20, 28},
+//   H_n = H_m ⊗ H_{2^k},  element index i = i_m·2^k + i_p.
+// Supported n: every such n with 1 ≤ n ≤ 32768 (1536 = 12·128, 2048, 3072 = 12·256, 4096,
+// 5120 = 20·256 natively; never zero-padded). Anything else → kErrorNotSupported.
+// Variants (dtype in → dtype out): fp16 → int8, fp32 → int8 (the online rotation of y before
+// out_proj), fp16 → fp16 (fp16 model path), fp32 → fp32 (offline fold of W_out rows).
+//
+// Rules checked by can_implement (which never touches the device):
+//   x, out non-null (kErrorInvalidArgument); rows ≥ 0 (rows = 0 is a no-op);
+//   x_row_stride ≥ n and out_row_stride ≥ n when rows > 1 (kErrorInvalidArgument);
+//   x and x_row_stride aligned to the input access width kInAlignBytes(n) =
+//   min(16, min(8, 2^k)·sizeof(in)) bytes, out aligned to sizeof(out) (kErrorMisaligned).
+//   out may equal x for an in-place fp16→fp16 / fp32→fp32 call with equal strides (every block
+//   reads all its rows before it writes any); partial overlap is not allowed.
+// Device limit checked by run: the row is staged in shared memory as fp32 (4·n bytes per
+// block); above 48 KiB the kernel opts in, and where the device's opt-in limit is smaller (sm_86
+// and sm_89: 99 KiB, so n ≥ 28672) run returns kErrorNotSupported.
+// workspace_size is 0. run never allocates and never synchronizes.
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "quamba/core/cuda_check.hpp"
+#include "quamba/core/macros.hpp"
+#include "quamba/core/numeric.hpp"
+#include "quamba/core/static_switch.hpp"
+#include "quamba/core/status.hpp"
+#include "quamba/core/tensor_view.hpp"
+#include "quamba/hadamard/hadamard_table.cuh"
+#include "quamba/reference/hadamard.hpp"
+
+namespace quamba::hadamard {
+
+inline constexpr int64_t kMaxN = 32768;
+
+// ---- layer 1: Params ---------------------------------------------------------------------------
+
+// InT ∈ {__half, float}; OutT ∈ {int8_t, __half, float}; fp16 → fp32 and fp32 → fp16 are not
+// offered. Strides in elements.
+template <typename InT, typename OutT>
+struct HadamardParams {
+  const InT* x = nullptr;
+  OutT* out = nullptr;
+  int64_t rows = 0;            // M
+  int64_t n = 0;               // row length (Hadamard size)
+  int64_t x_row_stride = 0;    // elements between consecutive input rows (≥ n)
+  int64_t out_row_stride = 0;  // elements between consecutive output rows (≥ n)
+  float scale = 0.0f;          // float out: multiplier; int8 out: quantization factor
+};
+
+// Float-output scale of the orthonormal rotation, 1/√n rounded once to fp32 (as the reference).
+inline float orthonormal_scale(int64_t n) { return static_cast<float>(1.0 / std::sqrt(static_cast<double>(n))); }
+
+// int8-output factor (1/√n)·inv_s, the single fp32 number the reference multiplies by.
+inline float quant_factor(int64_t n, float inv_s) { return reference::hadamard_quant_factor(n, inv_s); }
+
+// ---- layer 2: Traits ---------------------------------------------------------------------------
+//
+// One thread block owns kRows whole rows (kRows·n ≈ 2048 elements for small n, one row from
+// n = 2048 up) and stages them in shared memory as fp32. Steps (bits of i_p = index within a
+// 2^k block, butterflies on different bits commute so any order gives H_{2^k}):
+//   load   each thread reads a run of kVec = min(8, 2^k) contiguous elements (one 16-byte load for
+//          fp16, two for fp32: coalesced, the row is read exactly once), does bits [0, log kVec)
+//          in registers and bits [log kVec, 5) with warp shuffles (xor of lane bits 0..1: a lane's
+//          run index IS the next bits of i_p), then writes its run to smem.
+//   pow2   bits [5, k) in phases of ≤ 5 bits: a thread takes 2^b elements at stride 2^lo and
+//          butterflies them in registers. Consecutive lanes take consecutive low indices
+//          (lo ≥ 5), so each scalar smem access of a warp hits 32 distinct banks: no conflicts.
+//   mix    (m > 1) a thread takes the m elements i_m·2^k + p, i_m < m, of one position p and
+//          applies H_m in registers: y_i = 2·Σ_{H[i][j]=+1} x_j − Σ x (or the − set, whichever is
+//          smaller), about m/2 adds per output instead of m − 1: this product, not memory, is
+//          what bounds the instruction issue at m = 20, 28.
+//   store  the last phase (mix, or the last pow2 phase when m = 1) scales/quantizes straight to
+//          global: lanes write consecutive p, so every warp store covers whole 32-byte sectors
+//          (int8: 32 B, fp16: 64 B, fp32: 128 B) and no extra smem round trip is needed.
+// For m = 1 and k ≤ 5 everything fits in registers + shuffles and no smem is used.
+//
+// Resources: registers hold at most max(kVec, 32, 2m) floats per thread (pow2 phase 32 floats,
+// mix phase m inputs + m outputs = 56 at m = 28), so every config stays far below the
+// __launch_bounds__ ceiling (64 regs at 1024 threads) without spills; smem = 4·kRows·n bytes
+// (n = 5120: 20 KiB, 320 threads → 6 blocks = 1920 threads per SM on sm_90, thread-bound).
+template <typename InT, typename OutT, int kM_, int kLogP_>
+struct HadamardTraits {
+  static constexpr int kM = kM_;
+  static constexpr int kLogP = kLogP_;
+  static constexpr int kP = 1 << kLogP;
+  static constexpr int kN = kM * kP;
+  static_assert(kM == 1 || kM == 12 || kM == 20 || kM == 28, "m must be 1, 12, 20 or 28");
+  static_assert(kLogP >= 0 && kN <= kMaxN, "n must be at most kMaxN");
+
+  static constexpr int kLogVec = kLogP < 3 ? kLogP : 3;
+  static constexpr int kVec = 1 << kLogVec;            // elements per thread run in the load step
+  static constexpr int kRegBits = kLogP < 5 ? kLogP : 5;  // i_p bits finished in the load step
+  static constexpr int kShflBits = kRegBits - kLogVec;    // of which by warp shuffle
+  static constexpr bool kUseSmem = !(kM == 1 && kLogP <= 5);
+
+  // ~2048 elements per block so tiny n still gives blocks of useful size.
+  static constexpr int kRows = kN >= 2048 ? 1 : 2048 / kN;
+  static constexpr int kBlockElems = kRows * kN;
+  static constexpr int kVecsPerRow = kN / kVec;
+  static constexpr int kVecs = kRows * kVecsPerRow;
+  // Two runs per thread in the load step (n = 5120: 320 threads): enough loads in flight per
+  // thread, enough threads per block for the phases; at most 1024.
+  static constexpr int kThreadsRaw = ((kVecs / 2 + 31) / 32) * 32;
+  static constexpr int kThreads = kThreadsRaw < 32 ? 32 : (kThreadsRaw > 1024 ? 1024 : kThreadsRaw);
+  static constexpr int kLoadIters = (kVecs + kThreads - 1) / kThreads;
+  static constexpr size_t kSmemBytes = kUseSmem ? sizeof(float) * static_cast<size_t>(kBlockElems) : 0;
+
+  static_assert(kThreads % 32 == 0, "shuffles need whole warps");
+  static_assert(kVecsPerRow % (1 << kShflBits) == 0, "a shuffle partner must lie in the same row");
+
+  static std::string name() {
+    const char* in = std::is_same_v<InT, float> ? "f32" : "f16";
+    const char* out = std::is_same_v<OutT, int8_t> ? "i8" : (std::is_same_v<OutT, float> ? "f32" : "f16");
+    return std::string(in) + "to" + out + "_m" + std::to_string(kM) + "_p" + std::to_string(kP) + "_t" +
+           std::to_string(kThreads) + "_r" + std::to_string(kRows);
+  }
+};
+
+namespace detail {
+
+template <typename T> struct Raw;
+template <> struct Raw<__half> { using type = uint16_t; };
+template <> struct Raw<float> { using type = float; };
+
+QUAMBA_DEVICE float to_float(uint16_t h) { return __half2float(__ushort_as_half(h)); }
+QUAMBA_DEVICE float to_float(float f) { return f; }
+
+// quantize_i8 in one conversion: cvt.rni.sat.s8.f32 rounds half to even, saturates to
+// [-128, 127] and maps NaN to 0, exactly the core quantizer's contract (rintf + clamp + F2I
+// would cost three ops on the quarter-rate conversion pipe per element).
+QUAMBA_DEVICE int8_t quantize_i8_cvt(float v, float scale) {
+  unsigned short r;
+  asm("cvt.rni.sat.s8.f32 %0, %1;" : "=h"(r) : "f"(v * scale));
+  return static_cast<int8_t>(r & 0xff);
+}
+QUAMBA_DEVICE void store_one(int8_t* p, float v, float scale) { *p = quantize_i8_cvt(v, scale); }
+QUAMBA_DEVICE void store_one(__half* p, float v, float scale) { *p = __float2half_rn(v * scale); }
+QUAMBA_DEVICE void store_one(float* p, float v, float scale) { *p = v * scale; }
+
+// kVec contiguous elements as fp32, in accesses of up to 16 bytes.
+template <typename InT, int kVec>
+QUAMBA_DEVICE void load_run(const InT* src, float (&a)[kVec]) {
+  using R = typename Raw<InT>::type;
+  constexpr int kAcc = kVec < kVec16<R> ? kVec : kVec16<R>;
+  using V = Vec<R, kAcc>;
+  const V* p = reinterpret_cast<const V*>(src);
+#pragma unroll
+  for (int c = 0; c < kVec / kAcc; ++c) {
+    const V v = p[c];
+#pragma unroll
+    for (int e = 0; e < kAcc; ++e) a[c * kAcc + e] = to_float(v[e]);
+  }
+}
+
+// In-register Sylvester butterflies over all log2(kR) index bits: (u, w) → (u + w, u − w).
+template <int kR>
+QUAMBA_DEVICE void butterfly(float (&a)[kR]) {
+#pragma unroll
+  for (int h = 1; h < kR; h <<= 1)
+#pragma unroll
+    for (int i = 0; i < kR; ++i)
+      if ((i & h) == 0) {
+        const float u = a[i], w = a[i + h];
+        a[i] = u + w;
+        a[i + h] = u - w;
+      }
+}
+
+// First column j of row kI with H_m[kI][j] = kSign (-1 when none).
+template <int kM>
+constexpr int first_with_sign(int i, int sign) {
+  for (int j = 0; j < kM; ++j)
+    if (SmallHadamard<kM>::kTable.h[i][j] == sign) return j;
+  return -1;
+}
+template <int kM, int kI, int kSign>
+inline constexpr int kFirstWithSign = first_with_sign<kM>(kI, kSign);
+
+template <int kM, int kI, int kSign, int kFirst, int kJ>
+QUAMBA_DEVICE void add_if_sign(float& s, const float (&x)[kM]) {
+  if constexpr (kJ != kFirst && kSmallHadamardEntry<kM, kI, kJ> == kSign) s += x[kJ];
+}
+
+// Σ_{j: H_m[kI][j] = kSign} x_j, with every index and sign a template constant (at least one
+// such j exists: the caller never asks for an empty set).
+template <int kM, int kI, int kSign, int... kJ>
+QUAMBA_DEVICE float signed_set_sum(const float (&x)[kM], std::integer_sequence<int, kJ...>) {
+  constexpr int kFirst = kFirstWithSign<kM, kI, kSign>;
+  static_assert(kFirst >= 0, "empty sign set");
+  float s = x[kFirst];
+  (add_if_sign<kM, kI, kSign, kFirst, kJ>(s, x), ...);
+  return s;
+}
+
+// y_kI = (H_m x)_kI = 2·Σ_{+} x − total  or  total − 2·Σ_{−} x, using the smaller set.
+template <int kM, int kI>
+QUAMBA_DEVICE float small_row(const float (&x)[kM], float total) {
+  constexpr int kPos = kSmallHadamardRowPositives<kM, kI>;
+  if constexpr (2 * kPos <= kM) {
+    if constexpr (kPos == 0) return -total;
+    else return fmaf(2.0f, signed_set_sum<kM, kI, 1>(x, std::make_integer_sequence<int, kM>{}), -total);
+  } else {
+    if constexpr (kPos == kM) return total;
+    else return fmaf(-2.0f, signed_set_sum<kM, kI, -1>(x, std::make_integer_sequence<int, kM>{}), total);
+  }
+}
+
+template <int kM, int... kI>
+QUAMBA_DEVICE void small_product(const float (&x)[kM], float (&y)[kM], std::integer_sequence<int, kI...>) {
+  float total = x[0];
+#pragma unroll
+  for (int j = 1; j < kM; ++j) total += x[j];
+  ((y[kI] = small_row<kM, kI>(x, total)), ...);
+}
+
+// Power-of-two phases over i_p bits [kLo, kLogP), ≤ 5 bits each, on the smem-resident rows.
+// The last one writes global memory when there is no m-part.
+template <typename Tr, int kLo, typename InT, typename OutT>
+QUAMBA_DEVICE void pow2_phases(float* s, const HadamardParams<InT, OutT>& p, int64_t row0) {
+  if constexpr (kLo < Tr::kLogP) {
+    constexpr int kB = (Tr::kLogP - kLo) < 5 ? (Tr::kLogP - kLo) : 5;
+    constexpr int kR = 1 << kB;
+    constexpr bool kLast = (kLo + kB == Tr::kLogP) && Tr::kM == 1;
+    constexpr int kItemsPerRow = Tr::kN >> kB;
+    constexpr int kItems = Tr::kRows * kItemsPerRow;
+    for (int g = threadIdx.x; g < kItems; g += Tr::kThreads) {
+      const int rl = g / kItemsPerRow;
+      const int r = g - rl * kItemsPerRow;
+      const int low = r & ((1 << kLo) - 1);
+      const int high = r >> kLo;
+      const int e0 = (high << (kLo + kB)) + low;  // stays inside one 2^k block: 2^(kLo+kB) | 2^k
+      float* base = s + rl * Tr::kN + e0;
+      float a[kR];
+#pragma unroll
+      for (int j = 0; j < kR; ++j) a[j] = base[j << kLo];
+      butterfly(a);
+      if constexpr (kLast) {
+        const int64_t row = row0 + rl;
+        if (row < p.rows) {
+          OutT* o = p.out + row * p.out_row_stride + e0;
+#pragma unroll
+          for (int j = 0; j < kR; ++j) store_one(o + (j << kLo), a[j], p.scale);
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < kR; ++j) base[j << kLo] = a[j];
+      }
+    }
+    if constexpr (!kLast) {
+      __syncthreads();  // the next phase reads elements other threads wrote
+      pow2_phases<Tr, kLo + kB>(s, p, row0);
+    }
+  }
+}
+
+template <typename Tr, typename InT, typename OutT>
+__global__ void __launch_bounds__(Tr::kThreads) hadamard_kernel(HadamardParams<InT, OutT> p) {
+  extern __shared__ float4 smem_f4[];  // float4: 16-byte alignment for the vector stores
+  float* s = reinterpret_cast<float*>(smem_f4);
+  const int t = threadIdx.x;
+  const int lane = t & 31;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * Tr::kRows;
+
+  // Load step. The trip count is uniform across the block so all 32 lanes reach every shuffle.
+#pragma unroll
+  for (int it = 0; it < Tr::kLoadIters; ++it) {
+    const int g = it * Tr::kThreads + t;
+    const int rl = g / Tr::kVecsPerRow;
+    const int e = (g - rl * Tr::kVecsPerRow) * Tr::kVec;
+    const int64_t row = row0 + rl;
+    const bool in_block = g < Tr::kVecs;
+    const bool valid = in_block && row < p.rows;
+    float a[Tr::kVec];
+    if (valid) {
+      load_run<InT, Tr::kVec>(p.x + row * p.x_row_stride + e, a);
+    } else {
+#pragma unroll
+      for (int v = 0; v < Tr::kVec; ++v) a[v] = 0.0f;  // rows past M: defined values, never stored
+    }
+    butterfly(a);
+    // Run g's index bits [0, kShflBits) are i_p bits [kLogVec, kRegBits); kVecsPerRow is a
+    // multiple of 2^kShflBits so the partner lane holds the same row and the same 2^k block.
+#pragma unroll
+    for (int sb = 0; sb < Tr::kShflBits; ++sb) {
+      const int mask = 1 << sb;
+      // Lower lane: a + other; upper lane: other − a. One FFMA with a ±1 factor, no select.
+      const float sign = (lane & mask) ? -1.0f : 1.0f;
+#pragma unroll
+      for (int v = 0; v < Tr::kVec; ++v) {
+        const float other = __shfl_xor_sync(0xffffffffu, a[v], mask);
+        a[v] = fmaf(sign, a[v], other);
+      }
+    }
+    if constexpr (Tr::kUseSmem) {
+      if (in_block) {
+        float* d = s + g * Tr::kVec;
+        if constexpr (Tr::kVec >= 4) {
+#pragma unroll
+          for (int v = 0; v < Tr::kVec; v += 4)
+            *reinterpret_cast<float4*>(d + v) = make_float4(a[v], a[v + 1], a[v + 2], a[v + 3]);
+        } else {
+#pragma unroll
+          for (int v = 0; v < Tr::kVec; ++v) d[v] = a[v];
+        }
+      }
+    } else {
+      if (valid) {
+        OutT* o = p.out + row * p.out_row_stride + e;
+#pragma unroll
+        for (int v = 0; v < Tr::kVec; ++v) store_one(o + v, a[v], p.scale);
+      }
+    }
+  }
+  if constexpr (Tr::kUseSmem) {
+    __syncthreads();
+    pow2_phases<Tr, Tr::kRegBits>(s, p, row0);
+    if constexpr (Tr::kM > 1) {
+      // pow2_phases ended with a barrier after its last smem writes (or did nothing).
+      constexpr int kItems = Tr::kRows * Tr::kP;
+      for (int g = t; g < kItems; g += Tr::kThreads) {
+        const int rl = g / Tr::kP;
+        const int pp = g - rl * Tr::kP;
+        const int64_t row = row0 + rl;
+        if (row >= p.rows) continue;
+        const float* base = s + rl * Tr::kN + pp;
+        float x[Tr::kM], y[Tr::kM];
+#pragma unroll
+        for (int j = 0; j < Tr::kM; ++j) x[j] = base[j * Tr::kP];
+        small_product<Tr::kM>(x, y, std::make_integer_sequence<int, Tr::kM>{});
+        OutT* o = p.out + row * p.out_row_stride + pp;
+#pragma unroll
+        for (int i = 0; i < Tr::kM; ++i) store_one(o + i * Tr::kP, y[i], p.scale);
+      }
+    }
+  }
+}
+
+}  // namespace detail
+
+// ---- layer 3: launch ---------------------------------------------------------------------------
+
+template <typename InT, typename OutT, int kM, int kLogP>
+Status launch(const HadamardParams<InT, OutT>& p, cudaStream_t stream) {
+  using Tr = HadamardTraits<InT, OutT, kM, kLogP>;
+  if (p.rows == 0) return Status::kSuccess;
+  const int64_t blocks = (p.rows + Tr::kRows - 1) / Tr::kRows;
+  if (blocks > 0x7fffffff) return Status::kErrorNotSupported;
+  auto kernel = detail::hadamard_kernel<Tr, InT, OutT>;
+  if constexpr (Tr::kSmemBytes > 48 * 1024) {
+    int dev = 0, optin = 0;
+    QUAMBA_RETURN_IF_CUDA_ERROR(cudaGetDevice(&dev));
+    QUAMBA_RETURN_IF_CUDA_ERROR(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    if (static_cast<size_t>(optin) < Tr::kSmemBytes) return Status::kErrorNotSupported;
+    QUAMBA_RETURN_IF_CUDA_ERROR(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Tr::kSmemBytes)));
+  }
+  kernel<<<static_cast<unsigned>(blocks), Tr::kThreads, Tr::kSmemBytes, stream>>>(p);
+  return last_launch_status();
+}
+
+// Runtime n → (m, k) template values. Ranges end at kMaxN: 2^15, 12·2^11, 20·2^10, 28·2^10.
+template <typename Body>
+Status dispatch_size(int64_t n, Body&& body) {
+  if (n <= 0 || n > kMaxN) return Status::kErrorNotSupported;
+  int m = 0, k = 0;
+  QUAMBA_RETURN_IF_ERROR(reference::hadamard_factor(n, &m, &k));
+  switch (m) {
+    case 1:
+      return dispatch_int<0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15>(
+          k, [&](auto K) { return body(std::integral_constant<int, 1>{}, K); });
+    case 12:
+      return dispatch_int<0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11>(
+          k, [&](auto K) { return body(std::integral_constant<int, 12>{}, K); });
+    case 20:
+      return dispatch_int<0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10>(
+          k, [&](auto K) { return body(std::integral_constant<int, 20>{}, K); });
+    case 28:
+      return dispatch_int<0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10>(
+          k, [&](auto K) { return body(std::integral_constant<int, 28>{}, K); });
+    default:
+      return Status::kErrorNotSupported;
+  }
+}
+
+// ---- layer 4: API ------------------------------------------------------------------------------
+
+// Input access width in bytes for size n (the alignment rule for x and x_row_stride).
+template <typename InT>
+inline int64_t in_align_bytes(int64_t n) {
+  int m = 0, k = 0;
+  if (reference::hadamard_factor(n, &m, &k) != Status::kSuccess) return static_cast<int64_t>(sizeof(InT));
+  const int64_t vec = k >= 3 ? 8 : (int64_t(1) << k);
+  const int64_t bytes = vec * static_cast<int64_t>(sizeof(InT));
+  return bytes < 16 ? bytes : 16;
+}
+
+template <typename InT, typename OutT>
+Status can_implement(const HadamardParams<InT, OutT>& p) {
+  static_assert((std::is_same_v<InT, __half> && (std::is_same_v<OutT, int8_t> || std::is_same_v<OutT, __half>)) ||
+                    (std::is_same_v<InT, float> && (std::is_same_v<OutT, int8_t> || std::is_same_v<OutT, float>)),
+                "variants: f16→i8, f32→i8, f16→f16, f32→f32");
+  if (p.x == nullptr || p.out == nullptr) return Status::kErrorInvalidArgument;
+  if (p.rows < 0) return Status::kErrorInvalidArgument;
+  if (p.n <= 0 || p.n > kMaxN || !reference::hadamard_size_supported(p.n)) return Status::kErrorNotSupported;
+  if (p.rows > 1 && (p.x_row_stride < p.n || p.out_row_stride < p.n)) return Status::kErrorInvalidArgument;
+  const int64_t a = in_align_bytes<InT>(p.n);
+  if (!is_aligned(p.x, a) || (p.rows > 1 && (p.x_row_stride * static_cast<int64_t>(sizeof(InT))) % a != 0))
+    return Status::kErrorMisaligned;
+  if (!is_aligned(p.out, sizeof(OutT))) return Status::kErrorMisaligned;
+  return Status::kSuccess;
+}
+
+template <typename InT, typename OutT>
+size_t workspace_size(const HadamardParams<InT, OutT>&) {
+  return 0;
+}
+
+template <typename InT, typename OutT>
+Status run(const HadamardParams<InT, OutT>& p, void* /*workspace*/ = nullptr, cudaStream_t stream = nullptr) {
+  QUAMBA_RETURN_IF_ERROR(can_implement(p));
+  return dispatch_size(p.n, [&](auto M, auto K) { return launch<InT, OutT, M.value, K.value>(p, stream); });
+}
+
+// The Traits name of the variant run() picks for n ("" when unsupported); for benchmarks.
+template <typename InT, typename OutT>
+std::string variant_name(int64_t n) {
+  std::string s;
+  dispatch_size(n, [&](auto M, auto K) {
+    s = HadamardTraits<InT, OutT, M.value, K.value>::name();
+    return Status::kSuccess;
+  });
+  return s;
+}
+
+}  // namespace quamba::hadamard

@@ -1,0 +1,500 @@
+// Walsh–Hadamard rotation kernels (quamba/hadamard/hadamard.cuh) against the dense host
+// reference (quamba/reference/hadamard.hpp).
+//
+// Every size class 2^k (k = 0..15), 12·2^k, 20·2^k, 28·2^k up to 32768; M ∈ {1, 3, 17, 64};
+// compact and strided rows; all four variants; poisoned outputs (every in-row element written,
+// every padding element untouched). The reference is O(n²) per row, so big shapes are checked on
+// a sample of rows and output columns (the sample always includes the first and last row and
+// the first and last columns of each 2^k block boundary region).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "common/compare.hpp"
+#include "common/cuda_utils.cuh"
+#include "common/random.hpp"
+#include "quamba/hadamard/hadamard.cuh"
+#include "quamba/reference/hadamard.hpp"
+
+namespace {
+
+using quamba::Status;
+using quamba::hadamard::HadamardParams;
+namespace qh = quamba::hadamard;
+namespace ref = quamba::reference;
+
+std::vector<int64_t> all_sizes() {
+  std::vector<int64_t> s;
+  for (int k = 0; k <= 15; ++k) s.push_back(int64_t(1) << k);
+  for (int m : {12, 20, 28})
+    for (int64_t n = m; n <= qh::kMaxN; n *= 2) s.push_back(n);
+  return s;
+}
+
+// ---- the small factors ---------------------------------------------------------------------
+
+TEST(HadamardTable, MatchesReferenceOnHost) {
+  for (int m : {1, 12, 20, 28}) {
+    const auto want = ref::detail::small_hadamard(m);
+    const qh::SmallHadamardTable got = qh::make_small_hadamard(m);
+    ASSERT_EQ(got.m, m);
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < m; ++j)
+        ASSERT_EQ(int(got.h[i][j]), int(want[size_t(i * m + j)])) << "H_" << m << " at (" << i << ", " << j << ")";
+    // And the compile-time instances are the same tables.
+    const qh::SmallHadamardTable* inst = m == 1    ? &qh::SmallHadamard<1>::kTable
+                                         : m == 12 ? &qh::SmallHadamard<12>::kTable
+                                         : m == 20 ? &qh::SmallHadamard<20>::kTable
+                                                   : &qh::SmallHadamard<28>::kTable;
+    EXPECT_EQ(std::memcmp(inst, &got, sizeof(got)), 0) << "H_" << m;
+    // H·Hᵀ = m·I.
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < m; ++j) {
+        int dot = 0;
+        for (int c = 0; c < m; ++c) dot += got.h[i][c] * got.h[j][c];
+        ASSERT_EQ(dot, i == j ? m : 0) << "H_" << m << " rows " << i << ", " << j;
+      }
+  }
+  EXPECT_EQ(qh::make_small_hadamard(7).m, 0);
+}
+
+// Writes H_m as device code sees it (through the same template constants the kernels use).
+template <int kM, int... kIJ>
+__device__ void write_table(int8_t* out, std::integer_sequence<int, kIJ...>) {
+  ((out[kIJ] = static_cast<int8_t>(qh::kSmallHadamardEntry<kM, kIJ / kM, kIJ % kM>)), ...);
+}
+template <int kM>
+__global__ void table_kernel(int8_t* out) {
+  if (threadIdx.x == 0 && blockIdx.x == 0) write_table<kM>(out, std::make_integer_sequence<int, kM * kM>{});
+}
+
+template <int kM>
+void check_device_table() {
+  quamba::test::DeviceBuffer<int8_t> d(kM * kM);
+  d.poison(0x5A);
+  table_kernel<kM><<<1, 32>>>(d.get());
+  QUAMBA_CUDA_CHECK(cudaGetLastError());
+  QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+  const auto got = d.download();
+  const auto want = ref::detail::small_hadamard(kM);
+  EXPECT_TRUE(quamba::test::all_equal(got.data(), want.data(), want.size(), "device H_" + std::to_string(kM)));
+}
+
+TEST(HadamardTable, DeviceViewMatchesReference) {
+  QUAMBA_REQUIRE_GPU();
+  check_device_table<1>();
+  check_device_table<12>();
+  check_device_table<20>();
+  check_device_table<28>();
+}
+
+// The kernels' one-instruction quantizer equals the core quantize_i8 bit for bit (ties to even,
+// saturation, NaN → 0, ±Inf).
+__global__ void quantize_kernel(const float* v, float scale, int n, int8_t* out) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = qh::detail::quantize_i8_cvt(v[i], scale);
+}
+
+TEST(HadamardQuantizer, MatchesCoreQuantizer) {
+  QUAMBA_REQUIRE_GPU();
+  std::vector<float> v = {0.5f, 1.5f, 2.5f, -0.5f, -1.5f, -2.5f, 126.5f, 127.5f, -127.5f, -128.5f, 1e30f, -1e30f,
+                          INFINITY, -INFINITY, NAN, -0.0f, 0.49999997f, 3.5f, -3.5f, 200.f, -200.f};
+  auto rng = quamba::test::make_rng(11);
+  auto r = quamba::test::random_floats(4000, rng, -300.f, 300.f);
+  v.insert(v.end(), r.begin(), r.end());
+  for (int i = -300; i <= 300; ++i) v.push_back(float(i) + 0.5f);  // every tie in range and beyond
+  for (float scale : {1.0f, 0.37f, 42.3f}) {
+    quamba::test::DeviceBuffer<float> dv(v);
+    quamba::test::DeviceBuffer<int8_t> dq(v.size());
+    dq.poison(0x5A);
+    quantize_kernel<<<int((v.size() + 127) / 128), 128>>>(dv.get(), scale, int(v.size()), dq.get());
+    QUAMBA_CUDA_CHECK(cudaGetLastError());
+    const auto got = dq.download();
+    std::vector<int8_t> want(v.size());
+    for (size_t i = 0; i < v.size(); ++i) want[i] = quamba::quantize_i8(v[i], scale);
+    EXPECT_TRUE(quamba::test::all_equal(got.data(), want.data(), v.size(), "scale " + std::to_string(scale)));
+  }
+}
+
+// ---- validation (host only: can_implement and run's early returns never touch the device) --
+
+TEST(HadamardValidate, SupportedAndUnsupportedSizes) {
+  alignas(16) static float xin[64];
+  alignas(16) static int8_t qout[64];
+  HadamardParams<float, int8_t> p;
+  p.x = xin;
+  p.out = qout;
+  p.rows = 1;
+  p.x_row_stride = p.out_row_stride = 1 << 20;
+  p.scale = 1.0f;
+  for (int64_t n : all_sizes()) {
+    p.n = n;
+    EXPECT_EQ(qh::can_implement(p), Status::kSuccess) << "n=" << n;
+  }
+  for (int64_t n : {24, 40, 48, 56, 1536, 5120, 3072})  {
+    p.n = n;
+    EXPECT_EQ(qh::can_implement(p), Status::kSuccess) << "n=" << n;
+  }
+  for (int64_t n : {0, -4, 3, 5, 6, 7, 9, 36, 44, 60, 5000, 65536, 49152, 40960, 57344, 100000}) {
+    p.n = n;
+    EXPECT_EQ(qh::can_implement(p), Status::kErrorNotSupported) << "n=" << n;
+    EXPECT_EQ(qh::run(p), Status::kErrorNotSupported) << "n=" << n;
+  }
+}
+
+TEST(HadamardValidate, BadArguments) {
+  alignas(16) static __half hin[256];
+  alignas(16) static int8_t qout[256];
+  HadamardParams<__half, int8_t> p;
+  p.x = hin;
+  p.out = qout;
+  p.rows = 2;
+  p.n = 64;
+  p.x_row_stride = 64;
+  p.out_row_stride = 64;
+  p.scale = 1.0f;
+  ASSERT_EQ(qh::can_implement(p), Status::kSuccess);
+  EXPECT_EQ(qh::workspace_size(p), 0u);
+
+  auto q = p;
+  q.x = nullptr;
+  EXPECT_EQ(qh::can_implement(q), Status::kErrorInvalidArgument);
+  EXPECT_EQ(qh::run(q), Status::kErrorInvalidArgument);
+  q = p;
+  q.out = nullptr;
+  EXPECT_EQ(qh::run(q), Status::kErrorInvalidArgument);
+  q = p;
+  q.rows = -1;
+  EXPECT_EQ(qh::run(q), Status::kErrorInvalidArgument);
+  q = p;
+  q.x_row_stride = 63;
+  EXPECT_EQ(qh::run(q), Status::kErrorInvalidArgument);
+  q = p;
+  q.out_row_stride = 32;
+  EXPECT_EQ(qh::run(q), Status::kErrorInvalidArgument);
+  // One row: strides are never used.
+  q = p;
+  q.rows = 1;
+  q.x_row_stride = 0;
+  q.out_row_stride = 0;
+  EXPECT_EQ(qh::can_implement(q), Status::kSuccess);
+
+  // Input access width: 16 bytes for fp16 once 2^k ≥ 8.
+  EXPECT_EQ(qh::in_align_bytes<__half>(64), 16);
+  EXPECT_EQ(qh::in_align_bytes<float>(64), 16);
+  EXPECT_EQ(qh::in_align_bytes<__half>(12), 2);
+  EXPECT_EQ(qh::in_align_bytes<__half>(48), 8);
+  EXPECT_EQ(qh::in_align_bytes<float>(40), 8);   // 40 = 20·2: runs of 2
+  EXPECT_EQ(qh::in_align_bytes<float>(80), 16);
+  q = p;
+  q.x = hin + 4;  // 8-byte aligned only
+  EXPECT_EQ(qh::run(q), Status::kErrorMisaligned);
+  q = p;
+  q.x_row_stride = 68;  // 136 bytes: not a multiple of 16
+  EXPECT_EQ(qh::run(q), Status::kErrorMisaligned);
+  q = p;
+  q.x_row_stride = 72;  // 144 bytes: fine
+  EXPECT_EQ(qh::can_implement(q), Status::kSuccess);
+  // n = 12 (2^k = 1): element accesses, any alignment of a __half works.
+  q = p;
+  q.n = 12;
+  q.x = hin + 1;
+  q.x_row_stride = 13;
+  q.out_row_stride = 12;
+  EXPECT_EQ(qh::can_implement(q), Status::kSuccess);
+
+  HadamardParams<float, float> f;
+  alignas(16) static float fin[256], fout[256];
+  f.x = fin;
+  f.out = fout;
+  f.rows = 1;
+  f.n = 32;
+  f.scale = 1.0f;
+  EXPECT_EQ(qh::can_implement(f), Status::kSuccess);
+  f.out = reinterpret_cast<float*>(reinterpret_cast<char*>(fout) + 2);
+  EXPECT_EQ(qh::can_implement(f), Status::kErrorMisaligned);
+
+  // rows = 0 is a no-op that never launches.
+  q = p;
+  q.rows = 0;
+  EXPECT_EQ(qh::run(q), Status::kSuccess);
+}
+
+// ---- numerical sweep ---------------------------------------------------------------------------
+
+template <typename T> struct DevOf { using type = T; };
+template <> struct DevOf<__half> { using type = uint16_t; };
+
+template <typename T> float to_f(T v) { return static_cast<float>(v); }
+template <> float to_f<uint16_t>(uint16_t v) { return quamba::half_bits_to_float(v); }
+
+// Sampled reference: out(r, i) for the rows in `rows` and columns in `cols`, double sums over the
+// reference's own entries H(i, j), then exactly the reference's final fp32 expression.
+struct Sample {
+  std::vector<int64_t> rows, cols;
+};
+
+Sample make_sample(int64_t M, int64_t n, uint64_t salt) {
+  Sample s;
+  // Full reference cost M·n² entry evaluations; above ~1M switch to a sample.
+  const bool full = M * n * n <= (int64_t(1) << 20);
+  if (full) {
+    for (int64_t r = 0; r < M; ++r) s.rows.push_back(r);
+    for (int64_t i = 0; i < n; ++i) s.cols.push_back(i);
+    return s;
+  }
+  s.rows = {0, M - 1};
+  if (M > 2) s.rows.push_back(M / 2);
+  std::sort(s.rows.begin(), s.rows.end());
+  s.rows.erase(std::unique(s.rows.begin(), s.rows.end()), s.rows.end());
+  const int64_t want_cols = std::max<int64_t>(32, (int64_t(1) << 20) / (n * int64_t(s.rows.size())));
+  if (n <= want_cols) {
+    for (int64_t i = 0; i < n; ++i) s.cols.push_back(i);
+    return s;
+  }
+  auto rng = quamba::test::make_rng(salt);
+  std::uniform_int_distribution<int64_t> d(0, n - 1);
+  for (int64_t i = 0; i < 8 && i < n; ++i) { s.cols.push_back(i); s.cols.push_back(n - 1 - i); }
+  while (int64_t(s.cols.size()) < want_cols) s.cols.push_back(d(rng));
+  std::sort(s.cols.begin(), s.cols.end());
+  s.cols.erase(std::unique(s.cols.begin(), s.cols.end()), s.cols.end());
+  return s;
+}
+
+// Dense reference values at the sample: acc(r, i) = Σ_j H(i, j) x(r, j) in double.
+std::vector<double> sampled_sums(const std::vector<float>& x, int64_t n, const Sample& s) {
+  ref::HadamardEntries h;
+  EXPECT_EQ(h.init(n), Status::kSuccess);
+  std::vector<double> acc;
+  acc.reserve(s.rows.size() * s.cols.size());
+  for (int64_t r : s.rows)
+    for (int64_t i : s.cols) {
+      double a = 0;
+      const float* xr = x.data() + r * n;
+      for (int64_t j = 0; j < n; ++j) a += h(i, j) * static_cast<double>(xr[j]);
+      acc.push_back(a);
+    }
+  return acc;
+}
+
+template <typename InT, typename OutT>
+void sweep_one(int64_t n, int64_t M, bool strided, uint64_t salt) {
+  using DIn = typename DevOf<InT>::type;
+  using DOut = typename DevOf<OutT>::type;
+  constexpr bool kInt8 = std::is_same_v<OutT, int8_t>;
+  const std::string what = std::string("n=") + std::to_string(n) + " M=" + std::to_string(M) +
+                           (strided ? " strided" : " compact");
+  SCOPED_TRACE(what);
+  auto rng = quamba::test::make_rng(salt);
+  const int64_t xs = strided ? n + 8 : n;   // keeps the 16-byte input rule
+  const int64_t os = strided ? n + 3 : n;   // outputs only need natural alignment
+  // Inputs: normal(0, 1); fp16 inputs are rounded first and the reference sees the rounded values.
+  std::vector<float> xf = quamba::test::random_normal(size_t(M * n), rng);
+  std::vector<DIn> xdev(size_t(M * xs));
+  {
+    std::vector<float> junk = quamba::test::random_floats(xdev.size(), rng, -50.f, 50.f);  // padding
+    for (size_t i = 0; i < xdev.size(); ++i) {
+      if constexpr (std::is_same_v<DIn, uint16_t>) xdev[i] = quamba::float_to_half_bits(junk[i]);
+      else xdev[i] = junk[i];
+    }
+  }
+  for (int64_t r = 0; r < M; ++r)
+    for (int64_t j = 0; j < n; ++j) {
+      float& v = xf[size_t(r * n + j)];
+      if constexpr (std::is_same_v<DIn, uint16_t>) {
+        xdev[size_t(r * xs + j)] = quamba::float_to_half_bits(v);
+        v = quamba::round_to_half(v);
+      } else {
+        xdev[size_t(r * xs + j)] = v;
+      }
+    }
+  quamba::test::DeviceBuffer<DIn> dx(xdev);
+  quamba::test::DeviceBuffer<DOut> dout(size_t(M * os));
+
+  const float inv_s = 127.0f / 3.0f;  // ~0.3% of outputs saturate
+  HadamardParams<InT, OutT> p;
+  p.x = reinterpret_cast<const InT*>(dx.get());
+  p.out = reinterpret_cast<OutT*>(dout.get());
+  p.rows = M;
+  p.n = n;
+  p.x_row_stride = xs;
+  p.out_row_stride = os;
+  p.scale = kInt8 ? qh::quant_factor(n, inv_s) : qh::orthonormal_scale(n);
+  ASSERT_EQ(qh::can_implement(p), Status::kSuccess);
+
+  // Two runs with two poison bytes: every in-row element is written (identical results), every
+  // padding element keeps its poison.
+  std::vector<DOut> got[2];
+  const int poison[2] = {0x5A, 0xA5};
+  for (int rep = 0; rep < 2; ++rep) {
+    dout.poison(poison[rep]);
+    ASSERT_EQ(qh::run(p), Status::kSuccess);
+    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+    got[rep] = dout.download();
+    uint8_t pb[sizeof(DOut)];
+    std::memset(pb, poison[rep], sizeof(pb));
+    for (int64_t r = 0; r < M; ++r)
+      for (int64_t j = n; j < os; ++j)
+        ASSERT_EQ(std::memcmp(&got[rep][size_t(r * os + j)], pb, sizeof(DOut)), 0)
+            << "padding overwritten at row " << r << " col " << j;
+  }
+  for (int64_t r = 0; r < M; ++r)
+    for (int64_t j = 0; j < n; ++j) {
+      const size_t o = size_t(r * os + j);
+      ASSERT_EQ(std::memcmp(&got[0][o], &got[1][o], sizeof(DOut)), 0)
+          << "element not written (or nondeterministic) at row " << r << " col " << j;
+      if constexpr (!kInt8) ASSERT_TRUE(std::isfinite(to_f(got[0][o]))) << "row " << r << " col " << j;
+    }
+
+  // Against the reference.
+  const Sample s = make_sample(M, n, salt ^ 0x5151);
+  const bool full = int64_t(s.rows.size()) == M && int64_t(s.cols.size()) == n;
+  std::vector<double> acc;
+  if (full) {
+    // The reference functions themselves.
+    std::vector<float> xc = xf;
+    auto xv = quamba::make_view(static_cast<const float*>(xc.data()), M, n);
+    if constexpr (kInt8) {
+      std::vector<int8_t> q(size_t(M * n));
+      ASSERT_EQ(ref::hadamard_quantize(xv, inv_s, quamba::make_view(q.data(), M, n)), Status::kSuccess);
+      std::vector<int8_t> g(size_t(M * n));
+      for (int64_t r = 0; r < M; ++r)
+        for (int64_t i = 0; i < n; ++i) g[size_t(r * n + i)] = got[0][size_t(r * os + i)];
+      EXPECT_TRUE(quamba::test::int8_close(g.data(), q.data(), g.size(), what));
+    } else {
+      std::vector<float> y(size_t(M * n));
+      ASSERT_EQ(ref::hadamard_transform(xv, p.scale, quamba::make_view(y.data(), M, n)), Status::kSuccess);
+      std::vector<float> g(size_t(M * n));
+      for (int64_t r = 0; r < M; ++r)
+        for (int64_t i = 0; i < n; ++i) g[size_t(r * n + i)] = to_f(got[0][size_t(r * os + i)]);
+      if constexpr (std::is_same_v<OutT, float>) {
+        EXPECT_TRUE(quamba::test::all_close(g, y, quamba::test::kTolF32Reorder, what));
+      } else {
+        for (auto& v : y) v = quamba::round_to_half(v);
+        EXPECT_TRUE(quamba::test::all_close(g, y, quamba::test::kTolF16, what));
+      }
+    }
+    return;
+  }
+  acc = sampled_sums(xf, n, s);
+  std::vector<int8_t> gq, rq;
+  std::vector<float> gf, rf;
+  size_t k = 0;
+  for (int64_t r : s.rows)
+    for (int64_t i : s.cols) {
+      const double a = acc[k++];
+      const DOut v = got[0][size_t(r * os + i)];
+      if constexpr (kInt8) {
+        gq.push_back(v);
+        rq.push_back(quamba::quantize_i8(static_cast<float>(a), p.scale));
+      } else {
+        gf.push_back(to_f(v));
+        float yr = static_cast<float>(a) * p.scale;
+        if constexpr (std::is_same_v<OutT, __half>) yr = quamba::round_to_half(yr);
+        rf.push_back(yr);
+      }
+    }
+  if constexpr (kInt8) {
+    EXPECT_TRUE(quamba::test::int8_close(gq.data(), rq.data(), gq.size(), what + " (sampled)"));
+  } else if constexpr (std::is_same_v<OutT, float>) {
+    EXPECT_TRUE(quamba::test::all_close(gf, rf, quamba::test::kTolF32Reorder, what + " (sampled)"));
+  } else {
+    EXPECT_TRUE(quamba::test::all_close(gf, rf, quamba::test::kTolF16, what + " (sampled)"));
+  }
+}
+
+template <typename InT, typename OutT>
+void sweep_all(uint64_t salt) {
+  uint64_t s = salt;
+  for (int64_t n : all_sizes())
+    for (int64_t M : {1, 3, 17, 64}) {
+      sweep_one<InT, OutT>(n, M, /*strided=*/M == 3 || M == 64, ++s);
+      if (::testing::Test::HasFatalFailure()) return;
+    }
+}
+
+TEST(HadamardSweep, F16ToI8) { QUAMBA_REQUIRE_GPU(); sweep_all<__half, int8_t>(100); }
+TEST(HadamardSweep, F32ToI8) { QUAMBA_REQUIRE_GPU(); sweep_all<float, int8_t>(200); }
+TEST(HadamardSweep, F16ToF16) { QUAMBA_REQUIRE_GPU(); sweep_all<__half, __half>(300); }
+TEST(HadamardSweep, F32ToF32) { QUAMBA_REQUIRE_GPU(); sweep_all<float, float>(400); }
+
+// The model's sizes with many rows (several blocks per SM, the last block partial for kRows > 1).
+TEST(HadamardSweep, ModelSizesManyRows) {
+  QUAMBA_REQUIRE_GPU();
+  uint64_t s = 500;
+  for (int64_t n : {1536, 2048, 3072, 4096, 5120, 768, 320, 96})
+    for (int64_t M : {129, 151, 1134}) {
+      sweep_one<__half, int8_t>(n, M, M != 151, ++s);
+      sweep_one<__half, __half>(n, M, M == 151, ++s);
+      if (HasFatalFailure()) return;
+    }
+}
+
+// ---- orthogonality and the out_proj fold ---------------------------------------------------------
+
+// Rotating the rows of W (out_dim × E) and the activations y (L × E) with the same fp32 map
+// v ↦ H·v/√E preserves every product: W'·y' = W·Hᵀ·H·y/E = W·y. Also ‖H·v/√E‖ = ‖v‖.
+TEST(HadamardFold, WeightsAndActivations) {
+  QUAMBA_REQUIRE_GPU();
+  for (int64_t E : {12, 40, 1536, 2048, 3072, 5120, 7168}) {
+    SCOPED_TRACE("E=" + std::to_string(E));
+    auto rng = quamba::test::make_rng(700 + uint64_t(E));
+    const int64_t out_dim = 24, L = 5;
+    auto W = quamba::test::random_normal(size_t(out_dim * E), rng);
+    auto y = quamba::test::random_normal(size_t(L * E), rng);
+    quamba::test::DeviceBuffer<float> dW(W), dy(y), dW2(W.size()), dy2(y.size());
+    dW2.poison();
+    dy2.poison();
+    HadamardParams<float, float> p;
+    p.n = E;
+    p.scale = qh::orthonormal_scale(E);
+    p.x = dW.get(); p.out = dW2.get(); p.rows = out_dim; p.x_row_stride = p.out_row_stride = E;
+    ASSERT_EQ(qh::run(p), Status::kSuccess);
+    p.x = dy.get(); p.out = dy2.get(); p.rows = L;
+    ASSERT_EQ(qh::run(p), Status::kSuccess);
+    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+    const auto W2 = dW2.download();
+    const auto y2 = dy2.download();
+    for (int64_t o = 0; o < out_dim; ++o) {
+      double n0 = 0, n1 = 0;
+      for (int64_t e = 0; e < E; ++e) { n0 += double(W[o * E + e]) * W[o * E + e]; n1 += double(W2[o * E + e]) * W2[o * E + e]; }
+      ASSERT_NEAR(std::sqrt(n1), std::sqrt(n0), 1e-4 * std::sqrt(n0)) << "norm of W row " << o;
+      for (int64_t l = 0; l < L; ++l) {
+        double a = 0, b = 0, scale = 0;
+        for (int64_t e = 0; e < E; ++e) {
+          a += double(W[o * E + e]) * y[l * E + e];
+          b += double(W2[o * E + e]) * y2[l * E + e];
+          scale += std::fabs(double(W[o * E + e]) * y[l * E + e]);
+        }
+        ASSERT_NEAR(b, a, 1e-5 * scale + 1e-5) << "W'·y' vs W·y at (" << o << ", " << l << ")";
+      }
+    }
+  }
+}
+
+// In place (documented for equal types and strides): same result as out-of-place.
+TEST(HadamardFold, InPlace) {
+  QUAMBA_REQUIRE_GPU();
+  for (int64_t n : {16, 2048, 5120}) {
+    auto rng = quamba::test::make_rng(900 + uint64_t(n));
+    const int64_t M = 7;
+    auto x = quamba::test::random_normal(size_t(M * n), rng);
+    quamba::test::DeviceBuffer<float> a(x), b(x), c(x.size());
+    HadamardParams<float, float> p;
+    p.n = n; p.rows = M; p.x_row_stride = p.out_row_stride = n; p.scale = qh::orthonormal_scale(n);
+    p.x = a.get(); p.out = c.get();
+    ASSERT_EQ(qh::run(p), Status::kSuccess);
+    p.x = b.get(); p.out = b.get();
+    ASSERT_EQ(qh::run(p), Status::kSuccess);
+    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+    const auto oc = c.download(), ob = b.download();
+    EXPECT_TRUE(quamba::test::all_equal(ob.data(), oc.data(), ob.size(), "in place n=" + std::to_string(n)));
+  }
+}
+
+}  // namespace
