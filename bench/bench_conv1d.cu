@@ -243,6 +243,7 @@ int register_all() {
     for (int64_t M : {1, 2048, 8192}) {
       add_prefill<Conv1dI8Traits16x32, int8_t>("i8", mdl, M);
       add_prefill<Conv1dI8Traits16x8, int8_t>("i8", mdl, M);
+      add_prefill<Conv1dI8Traits16x4, int8_t>("i8", mdl, M);
       add_prefill<Conv1dF16Traits8x16, __half>("f16", mdl, M);
     }
     for (int64_t B : {1, 64}) {

@@ -156,9 +156,25 @@ Conv1dParams<T> make_params(const Data<T>& d, const T* x, T* out, const T* sin, 
 
 // Runs one prefill case twice with two poison bytes and checks every element written, the
 // padding untouched, out against the reference and the final state bit-exact.
+// variant: 0 = run() (its own choice), else one named int8 variant through run_with.
 template <typename T>
-void check_prefill(const Case& c, uint64_t salt) {
-  SCOPED_TRACE(describe(c));
+Status launch_prefill(const Conv1dParams<T>& p, int variant) {
+  namespace qc = quamba::conv1d;
+  if constexpr (std::is_same_v<T, int8_t>) {
+    switch (variant) {
+      case 1: return qc::run_with<qc::Conv1dI8Traits16x32>(p, 0);
+      case 2: return qc::run_with<qc::Conv1dI8Traits16x8>(p, 0);
+      case 3: return qc::run_with<qc::Conv1dI8Traits16x4>(p, 0);
+      case 4: return qc::run_with<qc::Conv1dI8Traits4x8>(p, 0);
+      default: break;
+    }
+  }
+  return qc::run(p, nullptr, 0);
+}
+
+template <typename T>
+void check_prefill(const Case& c, uint64_t salt, int variant = 0) {
+  SCOPED_TRACE(describe(c) + " variant=" + std::to_string(variant));
   Data<T> d(c, salt);
   std::vector<float> ref;
   std::vector<T> ref_state;
@@ -169,7 +185,7 @@ void check_prefill(const Case& c, uint64_t salt) {
     out.poison(poison);
     sout.poison(poison);
     auto p = make_params<T>(d, x.get(), out.get(), sin.get(), sout.get(), w.get(), b.get());
-    ASSERT_EQ(quamba::conv1d::run(p, nullptr, 0), Status::kSuccess);
+    ASSERT_EQ(launch_prefill(p, variant), Status::kSuccess);
     QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
     const std::vector<T> o = out.download();
     std::vector<T> dense(ref.size());
@@ -227,6 +243,19 @@ TEST(Conv1dPrefillI8, WidthsOptionalInputsAndPadding) {
           // out_pad 16 keeps the 16-byte path, 4 forces the 4-channel path.
           check_prefill<int8_t>({2, L, C, K, bias, sin, sout, (flags & 1) != 0, (flags & 2) ? 16 : 4}, ++salt);
         }
+}
+
+// Every int8 variant by name (run() picks by problem size, so small tests alone would not
+// reach the long-run variants).
+TEST(Conv1dPrefillI8, EveryVariant) {
+  QUAMBA_REQUIRE_GPU();
+  uint64_t salt = 350;
+  for (int variant : {1, 2, 3, 4})
+    for (int K : {2, 3, 4})
+      for (int64_t L : {1, 3, 4, 5, 31, 33, 129, 372}) {
+        check_prefill<int8_t>({3, L, 96, K, true, true, true, true, 0}, ++salt, variant);
+        check_prefill<int8_t>({1, L, 48, K, K != 3, K == 4, true, false, 16}, ++salt, variant);
+      }
 }
 
 TEST(Conv1dPrefillF16, ShapeSweep) {
@@ -491,6 +520,13 @@ TEST(Conv1dBadInput, PrefillStatus) {
   p.B = 70000;
   p.x_batch_stride = p.out_batch_stride = 0;
   EXPECT_EQ(can_implement(p), Status::kErrorNotSupported) << "B beyond grid.y";
+  // Empty problems succeed without a launch (no device needed).
+  p = good_i8(x, out, w);
+  p.B = 0;
+  EXPECT_EQ(quamba::conv1d::run(p, nullptr, 0), Status::kSuccess) << "B = 0";
+  p = good_i8(x, out, w);
+  p.L = 0;
+  EXPECT_EQ(quamba::conv1d::run(p, nullptr, 0), Status::kSuccess) << "L = 0 without state";
   // A named 16-channel variant refuses a view that only allows 4-channel accesses.
   p = good_i8(x, out, w);
   p.out_token_stride = 68;

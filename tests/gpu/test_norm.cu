@@ -207,6 +207,9 @@ TEST(AddRmsNormBadInput, Status) {
   q = p;
   q.eps = NAN;
   EXPECT_EQ(can_implement(q), Status::kErrorInvalidArgument) << "NaN eps";
+  q = p;
+  q.M = 0;
+  EXPECT_EQ(quamba::norm::run(q, nullptr, 0), Status::kSuccess) << "M = 0 is a no-op";
   // The named 16-byte variant refuses what only the scalar variant can do (no launch happens).
   q = p;
   q.residual = res + 1;
@@ -343,6 +346,10 @@ TEST(EmbeddingBadInput, Status) {
   q = p;
   q.out = out + 2;
   EXPECT_EQ(quamba::norm::run_with<quamba::norm::EmbeddingTraitsVec8>(q, 0), Status::kErrorMisaligned);
+  q = p;
+  q.M = 0;
+  q.ids = nullptr;
+  EXPECT_EQ(quamba::norm::run(q, nullptr, 0), Status::kSuccess) << "M = 0 is a no-op";
 }
 
 }  // namespace

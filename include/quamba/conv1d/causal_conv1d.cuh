@@ -130,6 +130,7 @@ struct Conv1dPrefillTraits {
 // int8: 16 channels = one 16-byte access; 4 channels = the narrowest (one dp4a word).
 using Conv1dI8Traits16x32 = Conv1dPrefillTraits<128, 16, 32>;
 using Conv1dI8Traits16x8 = Conv1dPrefillTraits<128, 16, 8>;
+using Conv1dI8Traits16x4 = Conv1dPrefillTraits<128, 16, 4>;
 using Conv1dI8Traits4x8 = Conv1dPrefillTraits<128, 4, 8>;
 // fp16: 8 halves = one 16-byte access; 1 channel for odd C or unaligned views.
 using Conv1dF16Traits8x16 = Conv1dPrefillTraits<128, 8, 16>;
@@ -520,12 +521,15 @@ template <typename T>
 Status run(const Conv1dParams<T>& p, void* /*workspace*/, cudaStream_t stream) {
   QUAMBA_RETURN_IF_ERROR(can_implement(p));
   if constexpr (detail::kIsI8<T>) {
-    // 32-token runs keep halo re-reads at 3/32; below ~64K threads the shorter run keeps
-    // enough loads in flight per SM to cover DRAM latency.
-    const bool vec16 = detail::prefill_vec_ok(p, 16);
-    const int64_t long_runs = (p.C / 16) * ((p.L + 31) / 32) * p.B;
-    if (!vec16) return run_with<Conv1dI8Traits4x8>(p, stream);
-    return long_runs >= 65536 ? run_with<Conv1dI8Traits16x32>(p, stream) : run_with<Conv1dI8Traits16x8>(p, stream);
+    // 32-token runs keep halo re-reads (served by L2) at 3/32. Below ~64K threads a grid of
+    // long runs cannot keep enough 16-byte loads in flight per SM to cover DRAM latency, so
+    // shorter runs trade halo re-reads for parallelism (8 tokens, then 4 for small problems,
+    // e.g. E = 1536, M = 2048).
+    if (!detail::prefill_vec_ok(p, 16)) return run_with<Conv1dI8Traits4x8>(p, stream);
+    const int64_t vecs = int64_t(p.C / 16) * p.B;
+    if (vecs * ((p.L + 31) / 32) >= 65536) return run_with<Conv1dI8Traits16x32>(p, stream);
+    if (vecs * ((p.L + 7) / 8) >= 32768) return run_with<Conv1dI8Traits16x8>(p, stream);
+    return run_with<Conv1dI8Traits16x4>(p, stream);
   } else {
     return detail::prefill_vec_ok(p, 8) ? run_with<Conv1dF16Traits8x16>(p, stream)
                                         : run_with<Conv1dF16Traits1x16>(p, stream);
