@@ -183,7 +183,9 @@ Status can_implement(const AddRmsNormParams<THidden, TOut>& p) {
   if (p.M < 0 || p.D <= 0) return Status::kErrorInvalidArgument;
   if (p.D > kMaxD) return Status::kErrorNotSupported;
   if (p.M > 0x7fffffff) return Status::kErrorNotSupported;  // one CTA per row, grid.x limit
-  if (p.residual_stride < p.D || p.out_stride < p.D || (p.h && p.h_stride < p.D)) return Status::kErrorInvalidArgument;
+  // Row strides matter only with more than one row.
+  if (p.M > 1 && (p.residual_stride < p.D || p.out_stride < p.D || (p.h && p.h_stride < p.D)))
+    return Status::kErrorInvalidArgument;
   if (!(p.eps >= 0.f)) return Status::kErrorInvalidArgument;
   // Element alignment (a float or half pointer that is not even element-aligned is unusable).
   if (!is_aligned(p.residual, sizeof(float)) || !is_aligned(p.gamma, sizeof(float)) ||
