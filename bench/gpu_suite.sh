@@ -20,7 +20,7 @@ rc=0
 if has build; then
   { nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total --format=csv; nvcc --version | tail -2; cmake --version | head -1; } > "$LOGDIR/build.log" 2>&1
   cmake -S . -B "$BUILD" -G Ninja -DQUAMBA_BUILD_TESTS=ON -DQUAMBA_BUILD_BENCH=ON -DQUAMBA_BUILD_EXAMPLES=ON \
-    >> "$LOGDIR/build.log" 2>&1 && cmake --build "$BUILD" -j16 -k 0 >> "$LOGDIR/build.log" 2>&1 || { rc=1; echo "BUILD FAILED"; grep -E "error|Error" "$LOGDIR/build.log" | head -40; }
+    >> "$LOGDIR/build.log" 2>&1 && cmake --build "$BUILD" -j16 -- -k 0 >> "$LOGDIR/build.log" 2>&1 || { rc=1; echo "BUILD FAILED"; grep -E "error|Error" "$LOGDIR/build.log" | head -40; }
 fi
 
 if has test; then
