@@ -57,7 +57,19 @@ bool verify(const std::vector<float>& x0, const std::vector<typename DevOf<OutT>
   return bad == 0;
 }
 
-template <typename OutT>
+// kRuns = 0: the public run() (dispatch by n). kRuns > 0: the n = 5120 kernel (m = 20, 2^8)
+// with kRuns load runs per thread, to compare block shapes in one run.
+template <typename OutT, int kRuns>
+quamba::Status launch_variant(const qh::HadamardParams<__half, OutT>& p) {
+  if constexpr (kRuns == 0) {
+    return qh::run(p);
+  } else {
+    QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
+    return qh::launch<__half, OutT, 20, 8, kRuns>(p, nullptr);
+  }
+}
+
+template <typename OutT, int kRuns>
 void BM_Hadamard(benchmark::State& state) {
   using InT = __half;
   using DOut = typename DevOf<OutT>::type;
@@ -95,7 +107,7 @@ void BM_Hadamard(benchmark::State& state) {
   p.scale = kInt8 ? qh::quant_factor(n, inv_s) : qh::orthonormal_scale(n);
   p.x = reinterpret_cast<const InT*>(xs[0]->get());
   p.out = reinterpret_cast<OutT*>(os[0]->get());
-  if (qh::run(p) != quamba::Status::kSuccess) {
+  if (launch_variant<OutT, kRuns>(p) != quamba::Status::kSuccess) {
     state.SkipWithError("run() failed");
     return;
   }
@@ -104,14 +116,16 @@ void BM_Hadamard(benchmark::State& state) {
     state.SkipWithError("result differs from the reference");
     return;
   }
-  state.SetLabel(qh::variant_name<InT, OutT>(n) + " sets=" + std::to_string(sets));
+  const std::string name = kRuns == 0 ? qh::variant_name<InT, OutT>(n)
+                                      : qh::HadamardTraits<InT, OutT, 20, 8, (kRuns > 0 ? kRuns : 1)>::name();
+  state.SetLabel(name + " sets=" + std::to_string(sets));
   quamba::bench::time_gpu(
       state,
       [&](int i) {
         auto q = p;
         q.x = reinterpret_cast<const InT*>(xs[size_t(i % sets)]->get());
         q.out = reinterpret_cast<OutT*>(os[size_t(i % sets)]->get());
-        return qh::run(q);
+        return launch_variant<OutT, kRuns>(q);
       },
       /*inner=*/sets);
   quamba::bench::report_bytes(state, double(in_bytes + out_bytes));
@@ -124,8 +138,16 @@ void sizes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"n", "M"})->UseManualTime()->Unit(benchmark::kMicrosecond);
 }
 
-BENCHMARK_TEMPLATE(BM_Hadamard, int8_t)->Name("Hadamard_f16_to_i8")->Apply(sizes);
-BENCHMARK_TEMPLATE(BM_Hadamard, __half)->Name("Hadamard_f16_to_f16")->Apply(sizes);
+void sizes_5120(benchmark::internal::Benchmark* b) {
+  for (int64_t M : {1, 2048, 8192}) b->Args({5120, M});
+  b->ArgNames({"n", "M"})->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 0)->Name("Hadamard_f16_to_i8")->Apply(sizes);
+BENCHMARK_TEMPLATE(BM_Hadamard, __half, 0)->Name("Hadamard_f16_to_f16")->Apply(sizes);
+// Block-shape variants of the n = 5120 kernel (the default is 2 runs per thread).
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 1)->Name("Hadamard_f16_to_i8_runs1")->Apply(sizes_5120);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 4)->Name("Hadamard_f16_to_i8_runs4")->Apply(sizes_5120);
 
 }  // namespace
 

@@ -94,7 +94,7 @@ inline float quant_factor(int64_t n, float inv_s) { return reference::hadamard_q
 // mix phase m inputs + m outputs = 56 at m = 28), so every config stays far below the
 // __launch_bounds__ ceiling (64 regs at 1024 threads) without spills; smem = 4·kRows·n bytes
 // (n = 5120: 20 KiB, 320 threads → 6 blocks = 1920 threads per SM on sm_90, thread-bound).
-template <typename InT, typename OutT, int kM_, int kLogP_>
+template <typename InT, typename OutT, int kM_, int kLogP_, int kRunsPerThread_ = 2>
 struct HadamardTraits {
   static constexpr int kM = kM_;
   static constexpr int kLogP = kLogP_;
@@ -114,9 +114,12 @@ struct HadamardTraits {
   static constexpr int kBlockElems = kRows * kN;
   static constexpr int kVecsPerRow = kN / kVec;
   static constexpr int kVecs = kRows * kVecsPerRow;
-  // Two runs per thread in the load step (n = 5120: 320 threads): enough loads in flight per
-  // thread, enough threads per block for the phases; at most 1024.
-  static constexpr int kThreadsRaw = ((kVecs / 2 + 31) / 32) * 32;
+  // Runs per thread in the load step (default 2; n = 5120: 320 threads): enough loads in flight
+  // per thread, enough threads per block for the phases; at most 1024 threads. The benchmark
+  // times 1, 2 and 4 at n = 5120.
+  static constexpr int kRunsPerThread = kRunsPerThread_;
+  static_assert(kRunsPerThread >= 1, "at least one run per thread");
+  static constexpr int kThreadsRaw = ((kVecs / kRunsPerThread + 31) / 32) * 32;
   static constexpr int kThreads = kThreadsRaw < 32 ? 32 : (kThreadsRaw > 1024 ? 1024 : kThreadsRaw);
   static constexpr int kLoadIters = (kVecs + kThreads - 1) / kThreads;
   static constexpr size_t kSmemBytes = kUseSmem ? sizeof(float) * static_cast<size_t>(kBlockElems) : 0;
@@ -127,7 +130,8 @@ struct HadamardTraits {
   static std::string name() {
     const char* in = std::is_same_v<InT, float> ? "f32" : "f16";
     const char* out = std::is_same_v<OutT, int8_t> ? "i8" : (std::is_same_v<OutT, float> ? "f32" : "f16");
-    return std::string(in) + "to" + out + "_m" + std::to_string(kM) + "_p" + std::to_string(kP) + "_t" +
+    return std::string(in) + "to" + out + "_m" + std::to_string(kM) + "_p" + std::to_string(kP) + "_runs" +
+           std::to_string(kRunsPerThread) + "_t" +
            std::to_string(kThreads) + "_r" + std::to_string(kRows);
   }
 };
@@ -355,9 +359,11 @@ __global__ void __launch_bounds__(Tr::kThreads) hadamard_kernel(HadamardParams<I
 
 // ---- layer 3: launch ---------------------------------------------------------------------------
 
-template <typename InT, typename OutT, int kM, int kLogP>
+// Launches the variant for one (m, k); p must have passed can_implement with n = m·2^k.
+template <typename InT, typename OutT, int kM, int kLogP, int kRunsPerThread = 2>
 Status launch(const HadamardParams<InT, OutT>& p, cudaStream_t stream) {
-  using Tr = HadamardTraits<InT, OutT, kM, kLogP>;
+  using Tr = HadamardTraits<InT, OutT, kM, kLogP, kRunsPerThread>;
+  if (p.n != Tr::kN) return Status::kErrorInvalidArgument;
   if (p.rows == 0) return Status::kSuccess;
   const int64_t blocks = (p.rows + Tr::kRows - 1) / Tr::kRows;
   if (blocks > 0x7fffffff) return Status::kErrorNotSupported;
