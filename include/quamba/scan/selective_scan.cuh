@@ -51,6 +51,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
@@ -218,7 +219,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
   const int tid = threadIdx.x;
   const int64_t b = blockIdx.y;
   const int64_t E = p.u.shape[2];
-  const int64_t L = p.u.shape[1];
+  const int L = static_cast<int>(p.u.shape[1]);  // can_implement: L < 2^31
   const int64_t e0 = static_cast<int64_t>(blockIdx.x) * CH;
 
   for (int idx = tid; idx < CH * N; idx += kThreads) {
@@ -228,25 +229,25 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
     sCarry[idx] = p.initial_state ? p.initial_state[(b * E + e) * N + n] : 0.f;
   }
 
-  auto load_tile = [&](const TensorView<const In, 3>& v, unsigned char* dst, int64_t chunk0) {
+  auto load_tile = [&](const TensorView<const In, 3>& v, unsigned char* dst, int chunk0) {
     for (int s = tid; s < T * kRowSlots; s += kThreads) {
       const int t = s / kRowSlots, r = s % kRowSlots;
-      const int64_t tok = chunk0 + t;
+      const int tok = chunk0 + t;
       const bool live = tok < L;
-      const In* src = live ? v.data + b * v.stride[0] + tok * v.stride[1] + e0 + r * kElemsPerSlot : v.data;
+      const In* src = live ? v.data + b * v.stride[0] + int64_t(tok) * v.stride[1] + e0 + r * kElemsPerSlot : v.data;
       cp_async_16(dst + swizzle_slot(s, K * kRowSlots) * 16, src, live);
     }
   };
-  auto load_bc = [&](const TensorView<const In, 3>& v, unsigned char* dst, int64_t chunk0) {
+  auto load_bc = [&](const TensorView<const In, 3>& v, unsigned char* dst, int chunk0) {
     for (int s = tid; s < T * kBCSlots; s += kThreads) {
       const int t = s / kBCSlots, r = s % kBCSlots;
-      const int64_t tok = chunk0 + t;
+      const int tok = chunk0 + t;
       const bool live = tok < L;
-      const In* src = live ? v.data + b * v.stride[0] + tok * v.stride[1] + r * kElemsPerSlot : v.data;
+      const In* src = live ? v.data + b * v.stride[0] + int64_t(tok) * v.stride[1] + r * kElemsPerSlot : v.data;
       cp_async_16(dst + s * 16, src, live);
     }
   };
-  auto load_chunk = [&](int stage, int64_t chunk0) {
+  auto load_chunk = [&](int stage, int chunk0) {
     unsigned char* base = smem + stage * Traits::kStageBytes;
     load_tile(p.u, base, chunk0);
     load_tile(p.delta, base + Traits::kTileBytes, chunk0);
@@ -263,12 +264,12 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
   const float su = Io::s_u(p), sdt = Io::s_delta(p), sz = Io::s_z(p), sB = Io::s_B(p), sC = Io::s_C(p);
   const int in_byte = chl * Traits::kInBytes;
 
-  const int64_t nchunks = (L + T - 1) / T;
+  const int nchunks = (L + T - 1) / T;
   load_chunk(0, 0);
   cp_async_commit();
-  for (int64_t c = 0; c < nchunks; ++c) {
-    const int64_t chunk0 = c * T;
-    if (c + 1 < nchunks) load_chunk(static_cast<int>((c + 1) & 1), chunk0 + T);
+  for (int c = 0; c < nchunks; ++c) {
+    const int chunk0 = c * T;
+    if (c + 1 < nchunks) load_chunk((c + 1) & 1, chunk0 + T);
     cp_async_commit();  // possibly empty: keeps the wait count uniform
     cp_async_wait<1>();
     __syncthreads();  // chunk c's raw tiles (and, first time, sA2/sCarry) visible to all
@@ -378,9 +379,9 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
 
     for (int s = tid; s < T * kYSlots; s += kThreads) {
       const int t = s / kYSlots, r = s % kYSlots;
-      const int64_t tok = chunk0 + t;
+      const int tok = chunk0 + t;
       if (tok < L) {
-        __half* dst = p.y.data + b * p.y.stride[0] + tok * p.y.stride[1] + e0 + r * 8;
+        __half* dst = p.y.data + b * p.y.stride[0] + int64_t(tok) * p.y.stride[1] + e0 + r * 8;
         *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(sY + swizzle_slot(s, K * kYSlots) * 16);
       }
     }
@@ -418,7 +419,7 @@ Status check_prefill(const Params& p) {
       !view_shape(p.Cm, B, L, N) || !view_shape(p.y, B, L, E) || (p.z.data && !view_shape(p.z, B, L, E)))
     return Status::kErrorInvalidArgument;
   if (N != 16 && N != 32 && N != 64) return Status::kErrorNotSupported;
-  if (E % 16 != 0 || B > 65535 || E / 16 > 0x7fffffff) return Status::kErrorNotSupported;
+  if (E % 16 != 0 || B > 65535 || E / 16 > 0x7fffffff || L > 0x7fffffff - 256) return Status::kErrorNotSupported;
   if (!view_aligned16(p.u) || !view_aligned16(p.delta) || !view_aligned16(p.Bm) || !view_aligned16(p.Cm) ||
       !view_aligned16(p.y) || (p.z.data && !view_aligned16(p.z)))
     return Status::kErrorMisaligned;
@@ -437,8 +438,17 @@ Status launch_prefill(const Params& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(p.u.shape[2] / Traits::kChannels), static_cast<unsigned>(p.u.shape[0]));
   return dispatch_bool(p.z.data != nullptr, [&](auto has_z) {
     auto kernel = detail::prefill_kernel<Traits, Params, decltype(has_z)::value>;
-    QUAMBA_RETURN_IF_CUDA_ERROR(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
+    // The opt-in above 48 KB is per device and per kernel; remembering it keeps a host call off
+    // every launch (it would show up as launch overhead at small L).
+    static std::atomic<unsigned long long> opted_in{0};
+    int dev = 0;
+    QUAMBA_RETURN_IF_CUDA_ERROR(cudaGetDevice(&dev));
+    const unsigned long long bit = dev < 64 ? (1ull << dev) : 0ull;
+    if (Traits::kSmemBytes > 48 * 1024 && (bit == 0 || !(opted_in.load(std::memory_order_relaxed) & bit))) {
+      QUAMBA_RETURN_IF_CUDA_ERROR(
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
+      opted_in.fetch_or(bit, std::memory_order_relaxed);
+    }
     kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p);
     return last_launch_status();
   });

@@ -1,0 +1,240 @@
+// Selective scan benchmarks: W8A8 and fp16 prefill (B = 1, Mamba-2.8b E = 5120 and Mamba-130m
+// E = 1536, N = 16) and the decode state update (E = 5120, batch 1/16/64).
+//
+// Model (prefill): bytes = u, δ, z read once (1 B each int8, 2 B fp16) + B, C rows + y written
+// (fp16), per token; exponentials = B·L·E·N decay exps (the bound: MUFU ex2 at 16/clk/SM).
+// Counters: GB/s and copy_frac (vs the same-run device copy), Gexp/s and exp_frac (vs
+// SMs·16·clock, the special-function ceiling).
+// Decode: bytes = state read + written (E·N·4·2 per sequence) + inputs + y; memory bound.
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "common/bench_utils.cuh"
+#include "common/cuda_utils.cuh"
+#include "common/random.hpp"
+#include "quamba/core/numeric.hpp"
+#include "quamba/reference/scan.hpp"
+#include "quamba/scan/scan.cuh"
+
+namespace {
+
+using quamba::Status;
+namespace qs = quamba::scan;
+using quamba::test::DeviceBuffer;
+
+double exp_ceiling_per_s() {
+  int dev = 0, sms = 0, khz = 0;
+  QUAMBA_CUDA_CHECK(cudaGetDevice(&dev));
+  QUAMBA_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  QUAMBA_CUDA_CHECK(cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, dev));
+  return double(sms) * 16.0 * double(khz) * 1e3;
+}
+
+void report_exps(benchmark::State& state, double exps) {
+  state.counters["Gexp/s"] = benchmark::Counter(exps * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["exp_frac"] =
+      benchmark::Counter(exps / exp_ceiling_per_s(), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+template <class Traits>
+std::string traits_name() {
+  return "S" + std::to_string(Traits::kSegments) + "xK" + std::to_string(Traits::kItems) + "xW" +
+         std::to_string(Traits::kWarps) + "xM" + std::to_string(Traits::kMinBlocks);
+}
+
+constexpr int64_t kR = 160;  // dt_rank of Mamba-2.8b: x_proj output row is (R | B | C)
+
+// Layout as the block has it: u contiguous, δ contiguous, z = xz[..., E:], B/C = xdbl[..., R:].
+struct I8Data {
+  int64_t L, E, N;
+  std::vector<int8_t> u, dt, xz, xdbl, A, D, bias;
+  DeviceBuffer<int8_t> du, ddt, dxz, dxdbl, dA, dD, dbias;
+  DeviceBuffer<__half> dy;
+  I8Data(int64_t l, int64_t e, int64_t n) : L(l), E(e), N(n) {
+    auto rng = quamba::test::make_rng(static_cast<uint64_t>(l * 131 + e));
+    u = quamba::test::random_int8(L * E, rng);
+    dt = quamba::test::random_int8(L * E, rng);
+    xz = quamba::test::random_int8(L * 2 * E, rng);
+    xdbl = quamba::test::random_int8(L * (kR + 2 * N), rng);
+    A = quamba::test::random_int8(E * N, rng, 0, 127);
+    D = quamba::test::random_int8(E, rng);
+    bias = quamba::test::random_int8(E, rng);
+    du.upload(u); ddt.upload(dt); dxz.upload(xz); dxdbl.upload(xdbl); dA.upload(A); dD.upload(D); dbias.upload(bias);
+    dy.resize(static_cast<size_t>(L * E));
+  }
+  template <class T>
+  static quamba::TensorView<const T, 3> v3(const T* p, int64_t L, int64_t C, int64_t pitch) {
+    return quamba::make_strided_view<const T, 3>(p, {1, L, C}, {L * pitch, pitch, 1});
+  }
+  qs::PrefillParamsI8 params() {
+    qs::PrefillParamsI8 p;
+    p.u = v3(du.get(), L, E, E);
+    p.delta = v3(ddt.get(), L, E, E);
+    p.z = v3(dxz.get() + E, L, E, 2 * E);
+    p.Bm = v3(dxdbl.get() + kR, L, N, kR + 2 * N);
+    p.Cm = v3(dxdbl.get() + kR + N, L, N, kR + 2 * N);
+    p.s_u = 1.f / 64; p.s_delta = 1.f / 32; p.s_z = 1.f / 32; p.s_B = 1.f / 64; p.s_C = 1.f / 64;
+    p.A_log = dA.get(); p.s_A = 0.0218f;
+    p.D = dD.get(); p.s_D = 1.f / 64;
+    p.delta_bias = dbias.get(); p.s_delta_bias = 1.f / 40;
+    p.y = quamba::make_view(dy.get(), 1, L, E);
+    return p;
+  }
+  // Verifies channels [e0, e0 + 64) against the reference (the host scan is O(L·E·N)).
+  bool verify(const qs::PrefillParamsI8& p, int64_t e0) {
+    const int64_t C = 64;
+    quamba::reference::ScanArgsI8 a;
+    a.u = v3(u.data() + e0, L, C, E);
+    a.delta = v3(dt.data() + e0, L, C, E);
+    a.z = v3(xz.data() + E + e0, L, C, 2 * E);
+    a.Bm = v3(xdbl.data() + kR, L, N, kR + 2 * N);
+    a.Cm = v3(xdbl.data() + kR + N, L, N, kR + 2 * N);
+    a.s_u = p.s_u; a.s_delta = p.s_delta; a.s_z = p.s_z; a.s_B = p.s_B; a.s_C = p.s_C;
+    a.A_log = A.data() + e0 * N; a.s_A = p.s_A;
+    a.D = D.data() + e0; a.s_D = p.s_D;
+    a.delta_bias = bias.data() + e0; a.s_delta_bias = p.s_delta_bias;
+    std::vector<float> yref(static_cast<size_t>(L * C));
+    a.y = quamba::make_view(yref.data(), 1, L, C);
+    if (quamba::reference::selective_scan_i8(a) != Status::kSuccess) return false;
+    std::vector<uint16_t> y(static_cast<size_t>(L * E));
+    QUAMBA_CUDA_CHECK(cudaMemcpy(y.data(), dy.get(), y.size() * 2, cudaMemcpyDeviceToHost));
+    std::vector<float> g(yref.size());
+    for (int64_t t = 0; t < L; ++t)
+      for (int64_t c = 0; c < C; ++c) g[t * C + c] = quamba::half_bits_to_float(y[t * E + e0 + c]);
+    // Same policy as tests/common/compare.hpp kTolScan (atol 1e-3, rtol 2e-3); the bench does not
+    // link GoogleTest.
+    size_t bad = 0;
+    for (size_t i = 0; i < g.size(); ++i)
+      if (!(std::fabs(g[i] - yref[i]) <= 1e-3 + 2e-3 * std::fabs(yref[i]))) {
+        if (bad++ < 3) std::fprintf(stderr, "verify: y[t=%zu, e=%lld] got %g ref %g\n", i / C, (long long)(e0 + i % C), g[i], yref[i]);
+      }
+    return bad == 0;
+  }
+};
+
+template <class Traits>
+void BM_PrefillI8(benchmark::State& state) {
+  const int64_t E = state.range(0), L = state.range(1), N = Traits::kDState;
+  I8Data d(L, E, N);
+  auto p = d.params();
+  if (qs::can_implement(p) != Status::kSuccess) { state.SkipWithError("can_implement failed"); return; }
+  if (qs::launch_prefill<Traits>(p, 0) != Status::kSuccess) { state.SkipWithError("launch failed"); return; }
+  QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+  if (!d.verify(p, 0) || !d.verify(p, E - 64)) { state.SkipWithError("verification against the reference failed"); return; }
+  quamba::bench::time_gpu(state, [&](int) { return qs::launch_prefill<Traits>(p, 0); });
+  const double bytes = double(L) * (3.0 * E + 2.0 * N + 2.0 * E);
+  quamba::bench::report_bytes(state, bytes);
+  report_exps(state, double(L) * E * N);
+}
+
+template <class Traits>
+void BM_PrefillF16(benchmark::State& state) {
+  const int64_t E = state.range(0), L = state.range(1), N = Traits::kDState;
+  auto rng = quamba::test::make_rng(7);
+  auto halves = [&](size_t n, float lo, float hi) {
+    auto f = quamba::test::random_floats(n, rng, lo, hi);
+    std::vector<uint16_t> h(n);
+    for (size_t i = 0; i < n; ++i) h[i] = quamba::float_to_half_bits(f[i]);
+    return h;
+  };
+  DeviceBuffer<uint16_t> du(halves(L * E, -2, 2)), ddt(halves(L * E, -4, 3)), dxz(halves(L * 2 * E, -4, 4)),
+      dxdbl(halves(L * (kR + 2 * N), -2, 2));
+  DeviceBuffer<float> dA(quamba::test::random_floats(E * N, rng, -16.f, -1.f));
+  DeviceBuffer<float> dD(quamba::test::random_floats(E, rng)), dbias(quamba::test::random_floats(E, rng));
+  DeviceBuffer<__half> dy(static_cast<size_t>(L * E));
+  auto h = [](uint16_t* q) { return reinterpret_cast<const __half*>(q); };
+  qs::PrefillParamsF16 p;
+  p.u = I8Data::v3(h(du.get()), L, E, E);
+  p.delta = I8Data::v3(h(ddt.get()), L, E, E);
+  p.z = I8Data::v3(h(dxz.get()) + E, L, E, 2 * E);
+  p.Bm = I8Data::v3(h(dxdbl.get()) + kR, L, N, kR + 2 * N);
+  p.Cm = I8Data::v3(h(dxdbl.get()) + kR + N, L, N, kR + 2 * N);
+  p.A = dA.get(); p.D = dD.get(); p.delta_bias = dbias.get();
+  p.y = quamba::make_view(dy.get(), 1, L, E);
+  if (qs::can_implement(p) != Status::kSuccess) { state.SkipWithError("can_implement failed"); return; }
+  quamba::bench::time_gpu(state, [&](int) { return qs::launch_prefill<Traits>(p, 0); });
+  const double bytes = double(L) * (2.0 * 3 * E + 4.0 * N + 2.0 * E);
+  quamba::bench::report_bytes(state, bytes);
+  report_exps(state, double(L) * E * N);
+}
+
+void BM_DecodeI8(benchmark::State& state) {
+  const int64_t E = state.range(0), B = state.range(1), N = 16;
+  auto rng = quamba::test::make_rng(11);
+  // Rotate over enough state pools that every launch reads its state from DRAM.
+  const int kPools = 4;
+  DeviceBuffer<int8_t> du(quamba::test::random_int8(B * E, rng)), ddt(quamba::test::random_int8(B * E, rng)),
+      dz(quamba::test::random_int8(B * E, rng)), dBC(quamba::test::random_int8(B * 2 * N, rng)),
+      dA(quamba::test::random_int8(E * N, rng, 0, 127)), dD(quamba::test::random_int8(E, rng)),
+      dbias(quamba::test::random_int8(E, rng));
+  DeviceBuffer<float> states(quamba::test::random_floats(size_t(kPools) * B * E * N, rng, -1.f, 1.f));
+  DeviceBuffer<__half> dy(static_cast<size_t>(B * E));
+  qs::DecodeParamsI8 p;
+  p.u = quamba::make_view<const int8_t>(du.get(), B, E);
+  p.delta = quamba::make_view<const int8_t>(ddt.get(), B, E);
+  p.z = quamba::make_view<const int8_t>(dz.get(), B, E);
+  p.Bm = quamba::make_strided_view<const int8_t, 2>(dBC.get(), {B, N}, {2 * N, 1});
+  p.Cm = quamba::make_strided_view<const int8_t, 2>(dBC.get() + N, {B, N}, {2 * N, 1});
+  p.s_u = 1.f / 64; p.s_delta = 1.f / 32; p.s_z = 1.f / 32; p.s_B = 1.f / 64; p.s_C = 1.f / 64;
+  p.A_log = dA.get(); p.s_A = 0.0218f;
+  p.D = dD.get(); p.s_D = 1.f / 64;
+  p.delta_bias = dbias.get(); p.s_delta_bias = 1.f / 40;
+  p.num_slots = B;
+  p.y = quamba::make_view(dy.get(), B, E);
+  p.states = states.get();
+  if (qs::can_implement(p) != Status::kSuccess) { state.SkipWithError("can_implement failed"); return; }
+  quamba::bench::time_gpu(state, [&](int i) {
+    auto q = p;
+    q.states = states.get() + size_t(i % kPools) * B * E * N;
+    return qs::run(q, nullptr, 0);
+  }, kPools);
+  const double bytes = double(B) * (E * N * 4.0 * 2 + 3.0 * E + 2.0 * N + 2.0 * E);
+  quamba::bench::report_bytes(state, bytes);
+  state.counters["state_GB/s"] = benchmark::Counter(double(B) * E * N * 8.0 * 1e-9,
+                                                    benchmark::Counter::kIsIterationInvariantRate);
+  report_exps(state, double(B) * E * N);
+}
+
+template <class Traits>
+void register_prefill_i8(const char* tag) {
+  const std::string name = std::string("ScanPrefillI8/") + tag + "/" + traits_name<Traits>();
+  auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_PrefillI8<Traits>);
+  b->ArgNames({"E", "L"})->Args({5120, 512})->Args({5120, 2048})->Args({5120, 8192})->Args({1536, 2048});
+  b->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+
+template <class Traits>
+void register_prefill_f16(const char* tag) {
+  const std::string name = std::string("ScanPrefillF16/") + tag + "/" + traits_name<Traits>();
+  auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_PrefillF16<Traits>);
+  b->ArgNames({"E", "L"})->Args({5120, 512})->Args({5120, 2048})->Args({5120, 8192})->Args({1536, 2048});
+  b->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+
+const bool kRegistered = [] {
+  using DefI8 = qs::DefaultPrefillTraits<16, int8_t>::type;
+  using DefF16 = qs::DefaultPrefillTraits<16, __half>::type;
+  register_prefill_i8<DefI8>("default");
+  // Alternatives kept for the choice of default: two blocks/SM with room for 128 registers, and
+  // 256-token chunks (half the shuffle-scan overhead per item, two waves at E = 5120).
+  register_prefill_i8<qs::PrefillTraits<16, 16, 8, 8, 2, int8_t>>("alt");
+  register_prefill_i8<qs::PrefillTraits<16, 16, 16, 8, 2, int8_t>>("alt");
+  register_prefill_i8<qs::PrefillTraits<16, 8, 16, 4, 4, int8_t>>("alt");
+  register_prefill_f16<DefF16>("default");
+  benchmark::RegisterBenchmark("ScanDecodeI8/N16", BM_DecodeI8)
+      ->ArgNames({"E", "B"})
+      ->Args({5120, 1})
+      ->Args({5120, 16})
+      ->Args({5120, 64})
+      ->UseManualTime()
+      ->Unit(benchmark::kMicrosecond);
+  return true;
+}();
+
+}  // namespace
+
+QUAMBA_BENCH_MAIN()
