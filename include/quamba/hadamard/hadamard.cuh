@@ -94,6 +94,9 @@ inline float quant_factor(int64_t n, float inv_s) { return reference::hadamard_q
 // mix phase m inputs + m outputs = 56 at m = 28), so every config stays far below the
 // __launch_bounds__ ceiling (64 regs at 1024 threads) without spills; smem = 4·kRows·n bytes
 // (n = 5120: 20 KiB, 320 threads → 6 blocks = 1920 threads per SM on sm_90, thread-bound).
+// ptxas, sm_90a, fp16→int8, no spills anywhere: n = 5120 (m 20, 2^8) 48 regs; 1536/3072
+// (m 12) 32 regs; 2048 / 4096 (m 1) 48 regs; m = 28 56–68 regs (the 28+28 mix registers);
+// 1024-thread configs (n ≥ 16384, tiny n with many rows) are capped at 64 by the bounds.
 template <typename InT, typename OutT, int kM_, int kLogP_, int kRunsPerThread_ = 2>
 struct HadamardTraits {
   static constexpr int kM = kM_;
