@@ -17,12 +17,16 @@
 //
 // Design (numbers for H100, B = 1, E = 5120, N = 16, L = 2048, int8):
 //   exps: L·E·N = 168M decay exponentials. MUFU ex2 runs 16/clk/SM → 168M / (132·16·1.75 GHz)
-//   ≈ 45 µs; this is the bound. Bytes: 3 int8 streams (u, δ, z) 31 MB + fp16 y 21 MB + B, C
+//   ≈ 45 µs, a floor together with instruction issue (below). Bytes: 3 int8 streams (u, δ, z) 31 MB + fp16 y 21 MB + B, C
 //   ≈ 52 MB ≈ 17 µs at ~3 TB/s, so the kernel is special-function bound, not memory bound.
-//   Each exponential is computed once (log2 e folded into A once per block; one ex2.approx).
-//   Per (token, state) item the thread issues ~7.5 instructions (FMUL δ·A, ex2, FMUL δu·B, the
-//   local aggregate FFMA+FMUL, the apply FFMA, the C-dot FFMA, half an LDS.128), about as many
-//   issue slots as the MUFU time (128 issue/clk vs 16 ex2/clk): ~50-60 µs expected.
+//   Each decay exponential is computed once (log2 e folded into A once per block; one
+//   ex2.approx), plus one ex2 per (lane, state, chunk) for the lane's aggregate decay
+//   exp(A·Σδ): +1/kItems MUFU. Instruction model per (token, state) item: FMUL δ·A, ex2, FMUL
+//   δu·B, FFMA aggregate, FFMA apply, FFMA C-dot, half an LDS.128 ≈ 6.5, plus ~30 per
+//   (lane, state, chunk) for the 4-step shuffle scan, exclusive shift, carry and loads, i.e.
+//   ≈ 10 per item at kItems = 8. Issue limit 128/clk/SM → 168M·10/(132·128·1.75 GHz) ≈ 57 µs;
+//   MUFU limit 168M·1.125/(132·16·1.75 GHz) ≈ 51 µs. Expected 60-90 µs at L = 2048 (≈ 4×
+//   that at L = 8192); the fp16 variant moves 2× the input bytes but stays exp/issue bound.
 //   Parallelism: a block owns 16 channels (one 16-byte int8 row per token) and walks L in chunks
 //   of kChunk = kSegments·kItems tokens, carrying the state. Inside a chunk, each channel is
 //   spread over kSegments lanes of one warp, each lane holding kItems consecutive tokens in
@@ -42,7 +46,7 @@
 //   carried/final state is exact for any L.
 // Why y is not Hadamard-rotated here: the rotation mixes all E channels of a token, while a
 // block holds 16 channels over many tokens; fusing would need a grid-wide exchange of y per
-// token. y leaves as fp16 (2 bytes/element, ~20% of the traffic) and the Hadamard kernel reads
+// token. y leaves as fp16 (~40% of the bytes, but bytes are not the bound) and the Hadamard kernel reads
 // it token-major.
 // Known imbalance: B·E/16 blocks (320 for E = 5120) spread over 132 SMs unevenly (2 or 3 per
 // SM); splitting L across blocks would need a cross-block carry (decoupled look-back).
@@ -225,7 +229,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
   for (int idx = tid; idx < CH * N; idx += kThreads) {
     const int64_t e = e0 + idx / N;
     const int n = idx % N;
-    sA2[idx] = Io::a_log2(p, e * N + n);
+    // Finite clamp: tail tokens use δ = 0, and 0·(-inf) would be NaN instead of decay 1.
+    sA2[idx] = fmaxf(Io::a_log2(p, e * N + n), -3.402823466e38f);
     sCarry[idx] = p.initial_state ? p.initial_state[(b * E + e) * N + n] : 0.f;
   }
 
@@ -296,6 +301,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
     __syncthreads();
 
     float dl[K], du[K], acc[K];
+    float dsum = 0.f;  // Σδ over this lane's items: its aggregate decay is one ex2, not K-1 FMULs
 #pragma unroll
     for (int i = 0; i < K; ++i) {
       const int t = seg * K + i;
@@ -307,6 +313,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
       dl[i] = d;
       du[i] = d * (live ? uf : 0.f);
       acc[i] = 0.f;
+      dsum += d;
     }
 
     const float* Bseg = sBf + seg * P;
@@ -329,13 +336,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
         bb[i + 2] = du[i + 2] * bv.z;
         bb[i + 3] = du[i + 3] * bv.w;
       }
-      // This lane's aggregate over its kItems tokens.
-      float ap = a[0], bp = bb[0];
+      // This lane's aggregate over its kItems tokens: Π exp(δ_i·A) = exp(A·Σδ) costs one more ex2
+      // per kItems items but saves kItems-1 issue slots; issue, not MUFU, is the tighter limit.
+      float ap = ex2(dsum * a2), bp = bb[0];
 #pragma unroll
-      for (int i = 1; i < K; ++i) {
-        bp = fmaf(a[i], bp, bb[i]);
-        ap *= a[i];
-      }
+      for (int i = 1; i < K; ++i) bp = fmaf(a[i], bp, bb[i]);
       // Segment 0 absorbs the state carried into the chunk, so inclusive prefixes are states.
       const float carry = seg == 0 ? sCarry[chl * N + n] : 0.f;
       if (seg == 0) bp = fmaf(ap, carry, bp);
