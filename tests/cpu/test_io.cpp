@@ -383,14 +383,14 @@ TEST(Safetensors, FloatConversionValues) {
     float value;
   };
   const float inf = std::numeric_limits<float>::infinity();
-  const Case f16[] = {{0x3c00, 1.0f},       {0xc000, -2.0f},        {0x7bff, 65504.0f},      {0x0001, std::ldexp(1.0f, -24)},
+  const std::vector<Case> f16 = {{0x3c00, 1.0f},       {0xc000, -2.0f},        {0x7bff, 65504.0f},      {0x0001, std::ldexp(1.0f, -24)},
                       {0x03ff, 1023 * std::ldexp(1.0f, -24)},       {0x0400, std::ldexp(1.0f, -14)},
                       {0x3555, 0.333251953125f}, {0x8000, -0.0f},   {0x7c00, inf},           {0xfc00, -inf}};
-  const Case bf16[] = {{0x3f80, 1.0f},      {0x4049, 3.140625f},    {0xc2f7, -123.5f},       {0x0001, std::ldexp(1.0f, -133)},
+  const std::vector<Case> bf16 = {{0x3f80, 1.0f},      {0x4049, 3.140625f},    {0xc2f7, -123.5f},       {0x0001, std::ldexp(1.0f, -133)},
                        {0x7f7f, 3.38953139e38f}, {0x8000, -0.0f},   {0xff80, -inf}};
-  auto pack = [](const auto& cases, size_t n, uint16_t extra) {
+  auto pack = [](const std::vector<Case>& cases, uint16_t extra) {
     std::vector<uint8_t> b;
-    for (size_t i = 0; i < n; ++i) {
+    for (size_t i = 0; i < cases.size(); ++i) {
       b.push_back(static_cast<uint8_t>(cases[i].bits & 0xff));
       b.push_back(static_cast<uint8_t>(cases[i].bits >> 8));
     }
@@ -398,8 +398,8 @@ TEST(Safetensors, FloatConversionValues) {
     b.push_back(static_cast<uint8_t>(extra >> 8));
     return b;
   };
-  const auto hb = pack(f16, std::size(f16), 0x7e00);
-  const auto bb = pack(bf16, std::size(bf16), 0x7fc0);
+  const auto hb = pack(f16, 0x7e00);
+  const auto bb = pack(bf16, 0x7fc0);
   SafetensorsWriter w;
   ASSERT_EQ(w.add_tensor("h", Dtype::kF16, {static_cast<int64_t>(std::size(f16) + 1)}, hb.data(), hb.size()), Status::kSuccess);
   ASSERT_EQ(w.add_tensor("b", Dtype::kBF16, {static_cast<int64_t>(std::size(bf16) + 1)}, bb.data(), bb.size()), Status::kSuccess);
