@@ -23,6 +23,24 @@
 
 namespace quamba::gemm {
 
+// fp32 multiply and add that the device compiler may not contract into an FMA (nvcc fuses a*b+c
+// by default, which rounds once instead of twice and would break bit-exactness with the host
+// reference, which rounds after every operation).
+QUAMBA_HD float mul_rn(float a, float b) {
+#if QUAMBA_DEVICE_PASS
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+QUAMBA_HD float add_rn(float a, float b) {
+#if QUAMBA_DEVICE_PASS
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
 // q(m, n) = saturate_round_i8(float(acc) * alpha [* col_scale[n]])   (int8 out)
 struct Requant {
   using Output = int8_t;
@@ -30,8 +48,8 @@ struct Requant {
   const float* col_scale = nullptr;  // (N), optional
 
   QUAMBA_HD int8_t apply(int32_t acc, int64_t /*m*/, int64_t n) const {
-    float v = static_cast<float>(acc) * alpha;
-    if (col_scale) v *= col_scale[n];
+    float v = mul_rn(static_cast<float>(acc), alpha);
+    if (col_scale) v = mul_rn(v, col_scale[n]);
     return saturate_round_i8(v);
   }
   // Requant has no per-(m, n) input, hence nothing to validate for it but col_scale's presence.
@@ -51,10 +69,10 @@ struct Dequant {
   int64_t ldr = 0;                   // residual row stride in elements
 
   QUAMBA_HD float value(int32_t acc, int64_t m, int64_t n) const {
-    float v = static_cast<float>(acc) * alpha;
-    if (col_scale) v *= col_scale[n];
-    if (bias) v += bias[n];
-    if (residual) v += residual[m * ldr + n];
+    float v = mul_rn(static_cast<float>(acc), alpha);
+    if (col_scale) v = mul_rn(v, col_scale[n]);
+    if (bias) v = add_rn(v, bias[n]);
+    if (residual) v = add_rn(v, residual[m * ldr + n]);
     return v;
   }
   QUAMBA_HD OutT apply(int32_t acc, int64_t m, int64_t n) const {

@@ -68,9 +68,13 @@ QUAMBA_DEVICE void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
 QUAMBA_DEVICE void mbar_arrive(uint32_t bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
 }
+// Spins on the phase; traps after ~10 s (far beyond any legitimate wait) so that a pipeline bug
+// surfaces as a launch error instead of a hung process.
 QUAMBA_DEVICE void mbar_wait(uint32_t bar, uint32_t parity) {
   uint32_t done = 0;
+  const long long start = clock64();
   do {
+    if (clock64() - start > (20ll << 30)) __trap();
     asm volatile(
         "{\n"
         ".reg .pred p;\n"

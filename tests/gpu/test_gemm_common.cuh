@@ -1,0 +1,302 @@
+// Shared helpers of the int8 GEMM tests (test_gemm.cu, test_gemm_sm90.cu): random problems, the
+// sampled host reference, and a checker for every path and epilogue.
+//
+// Large shapes (lm_head: N = 50280) are checked on a sample of rows and columns that always
+// includes the first/last rows and columns and every tile boundary; the whole output is still
+// checked for "every element written, nothing outside written" through poisoning.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/compare.hpp"
+#include "common/cuda_utils.cuh"
+#include "common/random.hpp"
+#include "quamba/core/arch.hpp"
+#include "quamba/gemm/cublas_baseline.cuh"
+#include "quamba/gemm/gemm.cuh"
+#include "quamba/reference/gemm.hpp"
+
+namespace gemm_test {
+
+using namespace quamba;
+using quamba::test::DeviceBuffer;
+
+// Full-range int8 (both -128 and 127), 8 bytes per draw: the lm_head weight has 128 M elements.
+std::vector<int8_t> random_bytes(size_t n, std::mt19937_64& rng) {
+  std::vector<int8_t> v(n);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const uint64_t r = rng();
+    std::memcpy(&v[i], &r, 8);
+  }
+  for (; i < n; ++i) v[i] = static_cast<int8_t>(rng() & 0xff);
+  return v;
+}
+
+// Sorted, unique sample of [0, n): everything when n <= full, else the ends, the neighbourhoods
+// of every multiple of 64 up to 256 and of the last tile boundaries, and `extra` random indices.
+std::vector<int64_t> sample_indices(int64_t n, int64_t full, int extra, std::mt19937_64& rng) {
+  std::set<int64_t> s;
+  if (n <= full) {
+    for (int64_t i = 0; i < n; ++i) s.insert(i);
+  } else {
+    for (int64_t i = 0; i < 9; ++i) { s.insert(i); s.insert(n - 1 - i); }
+    for (int64_t b : {15, 16, 17, 31, 32, 63, 64, 65, 127, 128, 129, 191, 192, 255, 256})
+      if (b < n) s.insert(b);
+    const int64_t last128 = (n - 1) / 128 * 128, last64 = (n - 1) / 64 * 64;
+    for (int64_t b : {last128 - 1, last128, last64 - 1, last64})
+      if (b >= 0 && b < n) s.insert(b);
+    std::uniform_int_distribution<int64_t> d(0, n - 1);
+    for (int i = 0; i < extra; ++i) s.insert(d(rng));
+  }
+  return {s.begin(), s.end()};
+}
+
+struct Weights {
+  int64_t N = 0, K = 0, ldw = 0;
+  std::vector<int8_t> host;  // N x ldw
+  DeviceBuffer<int8_t> dev;
+  std::vector<float> col_scale, bias;  // (N)
+  DeviceBuffer<float> d_col_scale, d_bias;
+
+  Weights(int64_t n, int64_t k, int64_t ld, uint64_t seed) : N(n), K(k), ldw(ld) {
+    auto rng = test::make_rng(seed);
+    host = random_bytes(static_cast<size_t>(N * ldw), rng);
+    dev.upload(host);
+    col_scale = test::random_floats(N, rng, 0.5f, 1.5f);
+    bias = test::random_floats(N, rng, -4.f, 4.f);
+    d_col_scale.upload(col_scale);
+    d_bias.upload(bias);
+  }
+};
+
+// One A (M x lda, possibly a strided view of a wider buffer) against one Weights, with the
+// reference accumulators on the sampled rows x columns.
+struct Problem {
+  const Weights* w = nullptr;
+  int64_t M = 0, lda = 0, ldr = 0;
+  std::vector<int8_t> A;
+  DeviceBuffer<int8_t> dA;
+  std::vector<float> residual;  // M x ldr
+  DeviceBuffer<float> d_residual;
+  std::vector<int64_t> rows, cols;
+  std::vector<int32_t> acc;  // rows.size() x cols.size()
+  float acc_rms = 1.f;       // typical |acc|, to scale alpha so outputs spread over int8
+
+  Problem(const Weights& weights, int64_t m, int64_t ld, uint64_t seed) : w(&weights), M(m), lda(ld) {
+    auto rng = test::make_rng(seed);
+    A = random_bytes(static_cast<size_t>(std::max<int64_t>(M, 1) * lda), rng);
+    dA.upload(A);
+    ldr = w->N + 3;
+    residual = test::random_floats(static_cast<size_t>(std::max<int64_t>(M, 1) * ldr), rng, -8.f, 8.f);
+    d_residual.upload(residual);
+    rows = sample_indices(M, 24, 6, rng);
+    cols = sample_indices(w->N, 300, 64, rng);
+    // Reference on the gathered sub-problem: same A rows, same W rows, exact int32.
+    const int64_t R = static_cast<int64_t>(rows.size()), C = static_cast<int64_t>(cols.size()), K = w->K;
+    std::vector<int8_t> As(R * K), Ws(C * K);
+    for (int64_t i = 0; i < R; ++i) std::memcpy(&As[i * K], &A[rows[i] * lda], K);
+    for (int64_t j = 0; j < C; ++j) std::memcpy(&Ws[j * K], &w->host[cols[j] * w->ldw], K);
+    acc.assign(R * C, 0);
+    if (R > 0)
+      EXPECT_EQ(reference::gemm_i8_i32(make_view<const int8_t>(As.data(), R, K), make_view<const int8_t>(Ws.data(), C, K),
+                                       make_view(acc.data(), R, C)),
+                Status::kSuccess);
+    double ss = 0;
+    for (int32_t a : acc) ss += double(a) * a;
+    acc_rms = acc.empty() ? 1.f : static_cast<float>(std::sqrt(ss / acc.size()) + 1.0);
+  }
+};
+
+// Which optional epilogue parts are present.
+struct EpiConfig {
+  bool col_scale = false, bias = false, residual = false;
+  std::string name() const {
+    std::string s;
+    if (col_scale) s += "+col_scale";
+    if (bias) s += "+bias";
+    if (residual) s += "+residual";
+    return s.empty() ? "plain" : s;
+  }
+};
+
+template <typename Epi>
+Epi make_epilogue(const Problem& p, const EpiConfig& cfg, float alpha) {
+  Epi e{};
+  if constexpr (std::is_same_v<Epi, gemm::Requant>) {
+    e.alpha = alpha;
+    e.col_scale = cfg.col_scale ? p.w->d_col_scale.get() : nullptr;
+  } else if constexpr (std::is_same_v<Epi, gemm::Identity>) {
+  } else {
+    e.alpha = alpha;
+    e.col_scale = cfg.col_scale ? p.w->d_col_scale.get() : nullptr;
+    e.bias = cfg.bias ? p.w->d_bias.get() : nullptr;
+    e.residual = cfg.residual ? p.d_residual.get() : nullptr;
+    e.ldr = p.ldr;
+  }
+  return e;
+}
+
+enum class Runner { kAuto, kGemv, kGemvWide, kGemvSplitK, kGemvNarrow, kSm80Tile128, kSm80Tile64, kSm90a };
+
+const char* runner_name(Runner r) {
+  switch (r) {
+    case Runner::kAuto: return "auto";
+    case Runner::kGemv: return "gemv";
+    case Runner::kGemvWide: return gemm::to_string(gemm::GemvKind::kWide);
+    case Runner::kGemvSplitK: return gemm::to_string(gemm::GemvKind::kSplitK);
+    case Runner::kGemvNarrow: return gemm::to_string(gemm::GemvKind::kNarrow);
+    case Runner::kSm80Tile128: return gemm::sm80_name<gemm::Sm80Tile128x128>();
+    case Runner::kSm80Tile64: return gemm::sm80_name<gemm::Sm80Tile64x64>();
+    case Runner::kSm90a: return "sm90a";
+  }
+  return "?";
+}
+
+template <typename Epi>
+Status run_with(Runner r, const gemm::GemmParams<Epi>& p) {
+  switch (r) {
+    case Runner::kAuto: return gemm::run(p, nullptr, 0);
+    case Runner::kGemv: return gemm::run(p, nullptr, 0, gemm::GemmPath::kGemv);
+    case Runner::kGemvWide: return gemm::run_gemv(p, 0, gemm::GemvKind::kWide);
+    case Runner::kGemvSplitK: return gemm::run_gemv(p, 0, gemm::GemvKind::kSplitK);
+    case Runner::kGemvNarrow: return gemm::run_gemv(p, 0, gemm::GemvKind::kNarrow);
+    case Runner::kSm80Tile128: return gemm::run_sm80<gemm::Sm80Tile128x128>(p, 0);
+    case Runner::kSm80Tile64: return gemm::run_sm80<gemm::Sm80Tile64x64>(p, 0);
+    case Runner::kSm90a: return gemm::run(p, nullptr, 0, gemm::GemmPath::kSm90a);
+  }
+  return Status::kErrorInternal;
+}
+
+// The sm90a kernel exists only on sm_90 devices with a 90a build; it is exercised wherever it can run.
+bool sm90a_runnable() {
+  static const bool v = gemm::sm90a_available<gemm::Identity>();
+  return v;
+}
+
+// The sm90a runner lives in its own binary (test_gemm_sm90.cu): a pipeline fault there must not
+// take the other paths' tests down with it.
+std::vector<Runner> runners_for(int64_t M) {
+  std::vector<Runner> v{Runner::kAuto, Runner::kSm80Tile128, Runner::kSm80Tile64};
+  if (M <= gemm::kGemvMaxM)
+    v.insert(v.end(), {Runner::kGemv, Runner::kGemvWide, Runner::kGemvSplitK, Runner::kGemvNarrow});
+  return v;
+}
+
+template <typename T>
+std::string bits_str(T v) {
+  if constexpr (std::is_same_v<T, __half>) return std::to_string(half_bits_to_float(__half_as_ushort(v)));
+  else return std::to_string(+v);
+}
+
+// Runs `r` with epilogue Epi on p, checks sampled values bit-exactly against the reference, every
+// in-range element written, and the padding columns [N, ldc) untouched.
+template <typename Epi>
+void check(const Problem& p, Runner r, const EpiConfig& cfg, const std::string& label) {
+  using Out = typename Epi::Output;
+  const int64_t M = p.M, N = p.w->N, K = p.w->K;
+  // An odd pitch forces the one-element store path, an even one the paired stores.
+  const int64_t ldc = N + (cfg.col_scale ? 5 : 8);
+  const float alpha = std::is_same_v<Epi, gemm::Requant> ? 90.f / p.acc_rms : 3.f / p.acc_rms;
+  const std::string what = label + " " + runner_name(r) + " " + cfg.name() + " M=" + std::to_string(M) +
+                           " N=" + std::to_string(N) + " K=" + std::to_string(K);
+  SCOPED_TRACE(what);
+
+  gemm::GemmParams<Epi> prm;
+  prm.M = M; prm.N = N; prm.K = K;
+  prm.A = p.dA.get(); prm.lda = p.lda;
+  prm.W = p.w->dev.get(); prm.ldw = p.w->ldw;
+  prm.ldc = ldc;
+  prm.epilogue = make_epilogue<Epi>(p, cfg, alpha);
+
+  const size_t c_elems = static_cast<size_t>(std::max<int64_t>(M, 1) * ldc);
+  DeviceBuffer<Out> dC(c_elems);
+  prm.C = dC.get();
+  const int poisons[2] = {0x5A, 0xA5};
+  std::vector<Out> out[2];
+  const int runs = (std::is_same_v<Out, float> || std::is_same_v<Out, __half>) ? 1 : 2;
+  for (int run = 0; run < runs; ++run) {
+    dC.poison(runs == 1 ? 0xFF : poisons[run]);
+    ASSERT_EQ(run_with(r, prm), Status::kSuccess) << what;
+    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+    out[run] = dC.download();
+  }
+  const std::vector<Out>& got = out[0];
+
+  // Coverage: every (m, n < N) written; (m, n >= N) untouched.
+  size_t unwritten = 0, overrun = 0;
+  int64_t first_unwritten = -1;
+  std::vector<Out> poison_val(1);
+  {
+    std::vector<uint8_t> pb(sizeof(Out), static_cast<uint8_t>(runs == 1 ? 0xFF : poisons[0]));
+    std::memcpy(&poison_val[0], pb.data(), sizeof(Out));
+  }
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < ldc; ++n) {
+      const size_t i = static_cast<size_t>(m * ldc + n);
+      bool written;
+      if (runs == 2) written = std::memcmp(&out[0][i], &out[1][i], sizeof(Out)) == 0;
+      else written = std::memcmp(&got[i], &poison_val[0], sizeof(Out)) != 0;
+      if (n < N && !written) { if (unwritten++ == 0) first_unwritten = i; }
+      if (n >= N && written) ++overrun;
+    }
+  EXPECT_EQ(unwritten, 0u) << what << ": first unwritten at m=" << (first_unwritten / ldc)
+                           << " n=" << (first_unwritten % ldc);
+  EXPECT_EQ(overrun, 0u) << what << ": elements written in the padding columns [N, ldc)";
+
+  // Values on the sample.
+  reference::EpilogueRef ref;
+  ref.alpha = alpha;
+  ref.col_scale = cfg.col_scale ? p.w->col_scale.data() : nullptr;
+  ref.bias = cfg.bias ? p.w->bias.data() : nullptr;
+  if (cfg.residual) {
+    const int64_t shape[2] = {std::max<int64_t>(M, 1), N}, stride[2] = {p.ldr, 1};
+    ref.residual = make_strided_view<const float, 2>(p.residual.data(), shape, stride);
+  }
+  size_t bad = 0;
+  std::string first;
+  for (size_t i = 0; i < p.rows.size(); ++i)
+    for (size_t j = 0; j < p.cols.size(); ++j) {
+      const int64_t m = p.rows[i], n = p.cols[j];
+      const int32_t a = p.acc[i * p.cols.size() + j];
+      const Out g = got[static_cast<size_t>(m * ldc + n)];
+      bool same;
+      std::string want;
+      if constexpr (std::is_same_v<Epi, gemm::Identity>) {
+        same = g == a; want = std::to_string(a);
+      } else if constexpr (std::is_same_v<Epi, gemm::Requant>) {
+        const int8_t q = saturate_round_i8(reference::epilogue_value(ref, a, m, n));
+        same = g == q; want = std::to_string(+q);
+      } else if constexpr (std::is_same_v<Out, float>) {
+        const float v = reference::epilogue_value(ref, a, m, n);
+        same = float_bits(g) == float_bits(v); want = std::to_string(v);
+      } else {
+        const uint16_t h = float_to_half_bits(reference::epilogue_value(ref, a, m, n));
+        same = __half_as_ushort(g) == h; want = std::to_string(half_bits_to_float(h));
+      }
+      if (!same) {
+        if (bad < 5)
+          first += "\n  (m=" + std::to_string(m) + ", n=" + std::to_string(n) + ") got " + bits_str(g) + " want " +
+                   want + " acc " + std::to_string(a);
+        ++bad;
+      }
+    }
+  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << p.rows.size() * p.cols.size() << " sampled outputs differ"
+                     << first;
+}
+
+}  // namespace gemm_test
