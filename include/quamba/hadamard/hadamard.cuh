@@ -3,7 +3,7 @@
 //
 // For each of `rows` rows r:    v = x[r, 0:n]  (row r starts at x + r·x_row_stride, elements)
 //   float outputs:  out[r, i] = scale · (H_n · v)_i              (scale = 1/√n: orthonormal map)
-//   int8 outputs:   out[r, i] = q8((H_n · v)_i · scale)          (scale = hadamard_quant_factor)
+//   int8 outputs:   out[r, i] = q8((H_n · v)_i · scale)          (scale = quant_factor(n, inv_s))
 // q8 = quantize_i8 (round half to even, saturate to [-128, 127], NaN → 0). Sums are fp32.
 // H_n is exactly reference::HadamardEntries: n = m·2^k, m ∈ {1, 12, 20, 28},
 //   H_n = H_m ⊗ H_{2^k},  element index i = i_m·2^k + i_p.
@@ -15,10 +15,11 @@
 // Rules checked by can_implement (which never touches the device):
 //   x, out non-null (kErrorInvalidArgument); rows ≥ 0 (rows = 0 is a no-op);
 //   x_row_stride ≥ n and out_row_stride ≥ n when rows > 1 (kErrorInvalidArgument);
-//   x and x_row_stride aligned to the input access width kInAlignBytes(n) =
+//   x and x_row_stride aligned to the input access width in_align_bytes<In>(n) =
 //   min(16, min(8, 2^k)·sizeof(in)) bytes, out aligned to sizeof(out) (kErrorMisaligned).
 //   out may equal x for an in-place fp16→fp16 / fp32→fp32 call with equal strides (every block
-//   reads all its rows before it writes any); partial overlap is not allowed.
+//   reads all its rows before it writes any; for n ≤ 32 each thread writes only what it read);
+//   partial overlap is not allowed.
 // Device limit checked by run: the row is staged in shared memory as fp32 (4·n bytes per
 // block); above 48 KiB the kernel opts in, and where the device's opt-in limit is smaller (sm_86
 // and sm_89: 99 KiB, so n ≥ 28672) run returns kErrorNotSupported.
