@@ -164,7 +164,9 @@ struct PrefillTraits {
   static constexpr int kOffY = kOffCf + kBCFloatBytes;
   static constexpr int kOffA2 = kOffY + kChunk * kChannels * 2;
   static constexpr int kOffCarry = kOffA2 + kChannels * kDState * 4;
-  static constexpr int kSmemBytes = kOffCarry + kChannels * kDState * 4;
+  // The carry is double buffered by chunk parity: segment 0 reads chunk c's entry state while
+  // segment kSegments-1 writes chunk c+1's, so no address is read and written between barriers.
+  static constexpr int kSmemBytes = kOffCarry + 2 * kChannels * kDState * 4;
 
   static_assert(kSegments >= 2 && kSegments <= 32 && (kSegments & (kSegments - 1)) == 0,
                 "segments per channel: power of two, 2..32 (shuffle width)");
@@ -280,6 +282,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
     __syncthreads();  // chunk c's raw tiles (and, first time, sA2/sCarry) visible to all
 
     const unsigned char* st = smem + (c & 1) * Traits::kStageBytes;
+    const float* carry_in = sCarry + (c & 1) * CH * N;
+    float* carry_out = sCarry + ((c + 1) & 1) * CH * N;
     {
       // Dequantize B and C once per chunk for all channels; t fastest so the fp32 writes are
       // consecutive within a segment row.
@@ -342,7 +346,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
 #pragma unroll
       for (int i = 1; i < K; ++i) bp = fmaf(a[i], bp, bb[i]);
       // Segment 0 absorbs the state carried into the chunk, so inclusive prefixes are states.
-      const float carry = seg == 0 ? sCarry[chl * N + n] : 0.f;
+      const float carry = seg == 0 ? carry_in[chl * N + n] : 0.f;
       if (seg == 0) bp = fmaf(ap, carry, bp);
 #pragma unroll
       for (int off = 1; off < S; off <<= 1) {
@@ -367,8 +371,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
         s = fmaf(a[i + 3], s, bb[i + 3]);
         acc[i + 3] = fmaf(s, cv.w, acc[i + 3]);
       }
-      // Ordered before the next chunk's read by segment 0 through the block barriers.
-      if (seg == S - 1) sCarry[chl * N + n] = s;
+      // Read by segment 0 in the next chunk, after its block barriers.
+      if (seg == S - 1) carry_out[chl * N + n] = s;
     }
 
 #pragma unroll
@@ -396,7 +400,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
   if (p.final_state) {
     for (int idx = tid; idx < CH * N; idx += kThreads) {
       const int64_t ee = e0 + idx / N;
-      p.final_state[(b * E + ee) * N + idx % N] = sCarry[idx];
+      p.final_state[(b * E + ee) * N + idx % N] = sCarry[(nchunks & 1) * CH * N + idx];
     }
   }
 }
