@@ -97,6 +97,46 @@ TEST(GemmStrided, XzLeftHalf) {
   for (Runner r : runners_for(p1.M)) check<gemm::Requant>(p1, r, {}, "x_proj on xz view");
 }
 
+// out_proj adds into the fp32 residual stream in place: residual == C, ldr == ldc.
+TEST(GemmInPlace, ResidualIsOutput) {
+  QUAMBA_REQUIRE_GPU();
+  for (int64_t M : {1, 7, 130}) {
+    Weights w(200, 96, 96, 30);
+    Problem p(w, M, 96, 31 + M);
+    for (Runner r : runners_for(M)) {
+      SCOPED_TRACE(std::string(runner_name(r)) + " M=" + std::to_string(M));
+      const int64_t ldc = p.ldr;
+      DeviceBuffer<float> C(p.residual);  // starts as the residual, ends as residual + h
+      gemm::GemmParams<gemm::DequantF32> prm;
+      prm.M = M; prm.N = 200; prm.K = 96; prm.A = p.dA.get(); prm.lda = 96; prm.W = w.dev.get(); prm.ldw = 96;
+      prm.C = C.get(); prm.ldc = ldc;
+      prm.epilogue.alpha = 3.f / p.acc_rms;
+      prm.epilogue.bias = w.d_bias.get();
+      prm.epilogue.residual = C.get();
+      prm.epilogue.ldr = ldc;
+      ASSERT_EQ(run_with(r, prm), Status::kSuccess);
+      QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+      const auto got = C.download();
+      reference::EpilogueRef ref;
+      ref.alpha = prm.epilogue.alpha;
+      ref.bias = w.bias.data();
+      const int64_t shape[2] = {M, 200}, stride[2] = {ldc, 1};
+      ref.residual = make_strided_view<const float, 2>(p.residual.data(), shape, stride);
+      size_t bad = 0;
+      for (size_t i = 0; i < p.rows.size(); ++i)
+        for (size_t j = 0; j < p.cols.size(); ++j) {
+          const int64_t m = p.rows[i], n = p.cols[j];
+          const float want = reference::epilogue_value(ref, p.acc[i * p.cols.size() + j], m, n);
+          bad += float_bits(got[m * ldc + n]) != float_bits(want);
+        }
+      EXPECT_EQ(bad, 0u);
+      // Padding columns of the residual buffer are left as they were.
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 200; n < ldc; ++n) ASSERT_EQ(float_bits(got[m * ldc + n]), float_bits(p.residual[m * ldc + n]));
+    }
+  }
+}
+
 // GEMV and GEMM agree bit for bit on M = 1..16 (decode vs prefill).
 TEST(GemmConsistency, GemvEqualsTensorCore) {
   QUAMBA_REQUIRE_GPU();

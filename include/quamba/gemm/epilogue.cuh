@@ -65,7 +65,9 @@ struct Dequant {
   float alpha = 1.0f;
   const float* col_scale = nullptr;  // (N), optional
   const float* bias = nullptr;       // (N), optional
-  const float* residual = nullptr;   // (M, N) row stride ldr, optional; may alias nothing else
+  // (M, N) row stride ldr, optional. May be the fp32 output itself (in-place r += h, ldr == ldc):
+  // every kernel reads residual(m, n) in the same thread, before it writes C(m, n).
+  const float* residual = nullptr;
   int64_t ldr = 0;                   // residual row stride in elements
 
   QUAMBA_HD float value(int32_t acc, int64_t m, int64_t n) const {

@@ -10,7 +10,8 @@
 //   kGemv   M <= 16: weight-streaming dp4a kernel (gemm/gemv.cuh), any sm >= 80.
 //   kSm80   mma.sync.m16n8k32 tensor-core kernel (gemm/gemm_sm80.cuh), any sm >= 80.
 //   kSm90a  wgmma + TMA kernel (gemm/gemm_sm90.cuh), sm_90 built as 90a only.
-//   kAuto   kGemv for M <= 16, else kSm90a where available (see sm90a_dispatch_enabled()),
+//   kAuto   kGemv for M <= 16; else kSm90a for M >= kSm90aMinM on sm_90 with a 90a build once
+//           sm90a_dispatch_enabled() is switched on (gemm_sm90.cuh; off until validated on H100);
 //           else kSm80 with a tile chosen by shape.
 // workspace_size() is 0 for every path; run() never allocates or synchronizes.
 #pragma once
@@ -30,6 +31,9 @@
 namespace quamba::gemm {
 
 enum class GemmPath { kAuto, kGemv, kSm80, kSm90a };
+
+// Below this M the 128-row wgmma tile is mostly padding; the mma.sync 64x64 tile is used instead.
+inline constexpr int64_t kSm90aMinM = 128;
 
 inline const char* to_string(GemmPath p) {
   switch (p) {
@@ -79,7 +83,8 @@ Status run(const GemmParams<Epilogue>& p, void* /*workspace*/, cudaStream_t stre
   if (info.arch < kMinSupportedArch) return Status::kErrorArchNotSupported;
   if (path == GemmPath::kAuto) {
     if (p.M <= kGemvMaxM) path = GemmPath::kGemv;
-    else if (info.arch == 90 && sm90a_dispatch_enabled() && ok(can_implement_sm90a(p))) path = GemmPath::kSm90a;
+    else if (info.arch == 90 && sm90a_dispatch_enabled() && p.M >= kSm90aMinM && sm90a_available<Epilogue>())
+      path = GemmPath::kSm90a;
     else path = GemmPath::kSm80;
   }
   switch (path) {
