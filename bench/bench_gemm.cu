@@ -2,7 +2,8 @@
 // int8 in the same binary.
 //
 // Names: Gemm/<variant>/D<d_model>/<layer>/M<rows>. Variants: auto (the dispatcher), each
-// mma.sync tile (sm80_*), each GEMV (gemv_*, M <= 16), sm90a (when built and on sm_90),
+// mma.sync tile (sm80_*), each GEMV (gemv_*, M <= 16), sm90a (its tile heuristic) and each wgmma
+// tile (sm90a_*; M >= 128, when built with 90a and run on sm_90),
 // cublas_f16 (cublasGemmEx, fp16 in/out, fp32 accumulate), cublaslt_i8 (int8 in, int32 out).
 // Layers (D = d_model, E = 2D, R = ceil(D/16)): in_proj K=D N=2E (requant), x_proj K=E N=R+32
 // (requant), dt_proj K=R N=E (requant), out_proj K=E N=D (dequant fp32 + fp32 residual),
@@ -54,7 +55,7 @@ struct Shape {
   int64_t M, N, K;
 };
 
-enum class Variant { kAuto, kSm80Tile128, kSm80Tile64, kGemvWide, kGemvSplitK, kGemvNarrow, kSm90a, kCublasF16, kCublasLtI8 };
+enum class Variant { kAuto, kSm80Tile128, kSm80Tile64, kGemvWide, kGemvSplitK, kGemvNarrow, kSm90a, kSm90aTile128, kSm90aTile256, kCublasF16, kCublasLtI8 };
 
 const char* variant_name(Variant v) {
   switch (v) {
@@ -65,6 +66,8 @@ const char* variant_name(Variant v) {
     case Variant::kGemvSplitK: return gemm::to_string(gemm::GemvKind::kSplitK);
     case Variant::kGemvNarrow: return gemm::to_string(gemm::GemvKind::kNarrow);
     case Variant::kSm90a: return "sm90a";
+    case Variant::kSm90aTile128: return gemm::sm90a_name<gemm::Sm90aTile128x128>();
+    case Variant::kSm90aTile256: return gemm::sm90a_name<gemm::Sm90aTile128x256>();
     case Variant::kCublasF16: return "cublas_f16";
     case Variant::kCublasLtI8: return "cublaslt_i8";
   }
@@ -81,6 +84,8 @@ Status run_variant(Variant v, const gemm::GemmParams<Epi>& p) {
     case Variant::kGemvSplitK: return gemm::run_gemv(p, 0, gemm::GemvKind::kSplitK);
     case Variant::kGemvNarrow: return gemm::run_gemv(p, 0, gemm::GemvKind::kNarrow);
     case Variant::kSm90a: return gemm::run(p, nullptr, 0, gemm::GemmPath::kSm90a);
+    case Variant::kSm90aTile128: return gemm::run_sm90a<Epi, gemm::Sm90aTile128x128>(p, 0);
+    case Variant::kSm90aTile256: return gemm::run_sm90a<Epi, gemm::Sm90aTile128x256>(p, 0);
     default: return Status::kErrorNotSupported;
   }
 }
@@ -213,7 +218,8 @@ const bool registered = [] {
         s.M = M;
         std::vector<Variant> vs = {Variant::kAuto, Variant::kSm80Tile128, Variant::kSm80Tile64};
         if (M <= gemm::kGemvMaxM) vs.insert(vs.end(), {Variant::kGemvWide, Variant::kGemvSplitK, Variant::kGemvNarrow});
-        vs.insert(vs.end(), {Variant::kSm90a, Variant::kCublasF16, Variant::kCublasLtI8});
+        if (M >= 128) vs.insert(vs.end(), {Variant::kSm90a, Variant::kSm90aTile128, Variant::kSm90aTile256});
+        vs.insert(vs.end(), {Variant::kCublasF16, Variant::kCublasLtI8});
         for (Variant v : vs) {
           const std::string name = std::string("Gemm/") + variant_name(v) + "/D" + std::to_string(D) + "/" + s.layer +
                                    "/M" + std::to_string(M);

@@ -151,7 +151,7 @@ Epi make_epilogue(const Problem& p, const EpiConfig& cfg, float alpha) {
   return e;
 }
 
-enum class Runner { kAuto, kGemv, kGemvWide, kGemvSplitK, kGemvNarrow, kSm80Tile128, kSm80Tile64, kSm90a };
+enum class Runner { kAuto, kGemv, kGemvWide, kGemvSplitK, kGemvNarrow, kSm80Tile128, kSm80Tile64, kSm90a, kSm90aTile128, kSm90aTile256 };
 
 const char* runner_name(Runner r) {
   switch (r) {
@@ -163,6 +163,8 @@ const char* runner_name(Runner r) {
     case Runner::kSm80Tile128: return gemm::sm80_name<gemm::Sm80Tile128x128>();
     case Runner::kSm80Tile64: return gemm::sm80_name<gemm::Sm80Tile64x64>();
     case Runner::kSm90a: return "sm90a";
+    case Runner::kSm90aTile128: return gemm::sm90a_name<gemm::Sm90aTile128x128>();
+    case Runner::kSm90aTile256: return gemm::sm90a_name<gemm::Sm90aTile128x256>();
   }
   return "?";
 }
@@ -178,6 +180,8 @@ Status run_with(Runner r, const gemm::GemmParams<Epi>& p) {
     case Runner::kSm80Tile128: return gemm::run_sm80<gemm::Sm80Tile128x128>(p, 0);
     case Runner::kSm80Tile64: return gemm::run_sm80<gemm::Sm80Tile64x64>(p, 0);
     case Runner::kSm90a: return gemm::run(p, nullptr, 0, gemm::GemmPath::kSm90a);
+    case Runner::kSm90aTile128: return gemm::run_sm90a<Epi, gemm::Sm90aTile128x128>(p, 0);
+    case Runner::kSm90aTile256: return gemm::run_sm90a<Epi, gemm::Sm90aTile128x256>(p, 0);
   }
   return Status::kErrorInternal;
 }

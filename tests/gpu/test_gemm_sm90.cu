@@ -21,12 +21,14 @@ TEST(GemmSm90a, EpilogueVariants) {
                  {256, 256, 256}, {129, 129, 4096}}) {
     Weights w(s[1], s[2], s[2] + 16, 5000 + s[1] + s[2]);
     Problem p(w, s[0], s[2] + 32, 6000 + s[0]);
-    check<gemm::Identity>(p, Runner::kSm90a, {}, "identity");
-    check<gemm::Requant>(p, Runner::kSm90a, {}, "requant");
-    check<gemm::Requant>(p, Runner::kSm90a, {true, false, false}, "requant");
-    check<gemm::DequantF32>(p, Runner::kSm90a, {true, true, true}, "dequant_f32");
-    check<gemm::DequantF32>(p, Runner::kSm90a, {false, false, true}, "dequant_f32");
-    check<gemm::DequantF16>(p, Runner::kSm90a, {true, true, true}, "dequant_f16");
+    for (Runner r : {Runner::kSm90a, Runner::kSm90aTile128, Runner::kSm90aTile256}) {
+      check<gemm::Identity>(p, r, {}, "identity");
+      check<gemm::Requant>(p, r, {}, "requant");
+      check<gemm::Requant>(p, r, {true, false, false}, "requant");
+      check<gemm::DequantF32>(p, r, {true, true, true}, "dequant_f32");
+      check<gemm::DequantF32>(p, r, {false, false, true}, "dequant_f32");
+      check<gemm::DequantF16>(p, r, {true, true, true}, "dequant_f16");
+    }
   }
 }
 
@@ -42,7 +44,7 @@ TEST(GemmSm90a, MambaShapes) {
       for (int64_t M : {1, 17, 130, 2049}) {
         Problem p(w, M, L.K, 8000 + M + D);
         const std::string label = std::string(L.name) + " D=" + std::to_string(D);
-        check<gemm::Requant>(p, Runner::kSm90a, {}, label);
+        for (Runner r : {Runner::kSm90aTile128, Runner::kSm90aTile256}) check<gemm::Requant>(p, r, {}, label);
       }
     }
   }
@@ -52,8 +54,10 @@ TEST(GemmSm90a, InProjM2048) {
   QUAMBA_REQUIRE_SM90A();
   Weights w(10240, 2560, 2560, 8);
   Problem p(w, 2048, 2560, 9);
-  check<gemm::Requant>(p, Runner::kSm90a, {}, "in_proj D=2560");
-  check<gemm::DequantF32>(p, Runner::kSm90a, {true, true, true}, "in_proj D=2560");
+  for (Runner r : {Runner::kSm90a, Runner::kSm90aTile128, Runner::kSm90aTile256}) {
+    check<gemm::Requant>(p, r, {}, "in_proj D=2560");
+    check<gemm::DequantF32>(p, r, {true, true, true}, "in_proj D=2560");
+  }
 }
 
 }  // namespace

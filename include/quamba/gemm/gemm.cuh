@@ -92,7 +92,7 @@ Status run(const GemmParams<Epilogue>& p, void* /*workspace*/, cudaStream_t stre
     case GemmPath::kSm80: return run_sm80_auto(p, info.sm_count, stream);
     case GemmPath::kSm90a:
       if (info.arch != 90) return Status::kErrorArchNotSupported;
-      return run_sm90a(p, stream);
+      return run_sm90a_auto(p, info.sm_count, stream);
     case GemmPath::kAuto: break;
   }
   return Status::kErrorNotSupported;

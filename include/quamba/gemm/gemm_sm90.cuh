@@ -5,7 +5,7 @@
 // One CTA = 3 warpgroups: warpgroup 0 is the producer (one thread issues TMA loads of 128-byte
 // K-slices of A and W into a kStages ring, each stage guarded by a "full" mbarrier with a
 // transaction count and an "empty" mbarrier released by the consumers); warpgroups 1 and 2 each
-// own 64 rows of the 128 x 128 C tile and issue wgmma.m64n128k32.s32.s8.s8 from shared memory
+// own 64 rows of the 128 x kBN C tile (kBN = 128 or 256) and issue wgmma.m64nkBNk32.s32.s8.s8 from shared memory
 // (both operands K-major, 128-byte swizzle, the layout TMA writes), keeping one K-slice of
 // wgmma in flight. TMA zero-fills out-of-bounds boxes, which handles the M, N and K tails.
 // The tensor maps are built on the host with cuTensorMapEncodeTiled obtained through the runtime's
@@ -36,10 +36,11 @@ namespace quamba::gemm {
 
 inline constexpr bool sm90a_dispatch_enabled() { return false; }
 
-template <int kStages_>
+template <int kBN_, int kStages_>
 struct Sm90aTraits {
-  static constexpr int kBM = 128;  // two consumer warpgroups x m64
-  static constexpr int kBN = 128;  // wgmma n128: 64 int32 accumulators per thread
+  static constexpr int kBM = 128;   // two consumer warpgroups x m64
+  static constexpr int kBN = kBN_;  // wgmma n128 / n256: kBN/2 int32 accumulators per thread
+  static constexpr int kAccumulators = kBN / 2;
   static constexpr int kBK = 128;  // bytes of K per stage = one 128-byte swizzle row
   static constexpr int kStages = kStages_;
   static constexpr int kConsumerWarpgroups = 2;
@@ -49,11 +50,22 @@ struct Sm90aTraits {
   // +1024: the dynamic smem base is rounded up to 1024 B, the period of the 128-byte swizzle, so
   // the wgmma descriptors can use base offset 0.
   static constexpr int kSmemBytes = kStages * (kStageBytesA + kStageBytesB) + 2 * kStages * 8 + 1024;
+  static_assert(kBN == 128 || kBN == 256, "wgmma tile width 128 or 256");
   static_assert(kSmemBytes <= 227 * 1024, "H100 allows 227 KiB of shared memory per block");
 };
 
 // 5 stages x 32 KiB: one CTA per SM, 4 K-slices in flight while one is consumed.
-using Sm90aTile128x128 = Sm90aTraits<5>;
+using Sm90aTile128x128 = Sm90aTraits<128, 5>;
+// 4 stages x 48 KiB: 1.5x the MACs per byte of L2 traffic of the 128x128 tile (L2 -> SM bandwidth,
+// not the tensor cores, bounds the smaller tile on H100); 128 accumulators per consumer thread.
+using Sm90aTile128x256 = Sm90aTraits<256, 4>;
+
+template <typename Traits>
+constexpr const char* sm90a_name() {
+  if constexpr (std::is_same_v<Traits, Sm90aTile128x128>) return "sm90a_128x128x128_s5";
+  else if constexpr (std::is_same_v<Traits, Sm90aTile128x256>) return "sm90a_128x256x128_s4";
+  else return "sm90a_custom";
+}
 
 namespace detail {
 
@@ -99,9 +111,10 @@ QUAMBA_DEVICE void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
 }
 // Keeps the compiler from moving accumulator reads/writes across wgmma issue/wait points.
-QUAMBA_DEVICE void fence_operands(int32_t (&d)[64]) {
+template <int kN>
+QUAMBA_DEVICE void fence_operands(int32_t (&d)[kN]) {
 #pragma unroll
-  for (int i = 0; i < 64; ++i) asm volatile("" : "+r"(d[i])::"memory");
+  for (int i = 0; i < kN; ++i) asm volatile("" : "+r"(d[i])::"memory");
 }
 
 // Shared-memory matrix descriptor: K-major operand, rows of 128 bytes, 128-byte swizzle;
@@ -134,6 +147,49 @@ QUAMBA_DEVICE void wgmma_m64n128k32_s8(int32_t (&d)[64], uint64_t desc_a, uint64
         "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]),
         "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
       : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+}
+
+// D(64 x 256, s32) (+)= A(64 x 32) · B(256 x 32)ᵀ.
+QUAMBA_DEVICE void wgmma_m64n256k32_s8(int32_t (&d)[128], uint64_t desc_a, uint64_t desc_b, int accumulate) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %130, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n256k32.s32.s8.s8 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
+      "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
+      "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
+      "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
+      "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
+      "}, %128, %129, p;\n"
+      "}\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
+        "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
+        "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]),
+        "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]),
+        "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]),
+        "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]),
+        "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]),
+        "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63]),
+        "+r"(d[64]), "+r"(d[65]), "+r"(d[66]), "+r"(d[67]), "+r"(d[68]), "+r"(d[69]), "+r"(d[70]), "+r"(d[71]),
+        "+r"(d[72]), "+r"(d[73]), "+r"(d[74]), "+r"(d[75]), "+r"(d[76]), "+r"(d[77]), "+r"(d[78]), "+r"(d[79]),
+        "+r"(d[80]), "+r"(d[81]), "+r"(d[82]), "+r"(d[83]), "+r"(d[84]), "+r"(d[85]), "+r"(d[86]), "+r"(d[87]),
+        "+r"(d[88]), "+r"(d[89]), "+r"(d[90]), "+r"(d[91]), "+r"(d[92]), "+r"(d[93]), "+r"(d[94]), "+r"(d[95]),
+        "+r"(d[96]), "+r"(d[97]), "+r"(d[98]), "+r"(d[99]), "+r"(d[100]), "+r"(d[101]), "+r"(d[102]), "+r"(d[103]),
+        "+r"(d[104]), "+r"(d[105]), "+r"(d[106]), "+r"(d[107]), "+r"(d[108]), "+r"(d[109]), "+r"(d[110]), "+r"(d[111]),
+        "+r"(d[112]), "+r"(d[113]), "+r"(d[114]), "+r"(d[115]), "+r"(d[116]), "+r"(d[117]), "+r"(d[118]), "+r"(d[119]),
+        "+r"(d[120]), "+r"(d[121]), "+r"(d[122]), "+r"(d[123]), "+r"(d[124]), "+r"(d[125]), "+r"(d[126]), "+r"(d[127])
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+}
+
+// The wgmma of a consumer warpgroup for the tile width kBN.
+template <int kBN>
+QUAMBA_DEVICE void wgmma_tile(int32_t (&d)[kBN / 2], uint64_t desc_a, uint64_t desc_b) {
+  if constexpr (kBN == 128) wgmma_m64n128k32_s8(d, desc_a, desc_b, 1);
+  else wgmma_m64n256k32_s8(d, desc_a, desc_b, 1);
 }
 
 template <typename Traits, typename Epilogue>
@@ -184,9 +240,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 
   const int consumer = warpgroup - 1;  // rows [64·consumer, 64·consumer + 64) of the tile
   const int lane = tid & 31;
-  int32_t acc[64];
+  int32_t acc[Traits::kAccumulators];
 #pragma unroll
-  for (int i = 0; i < 64; ++i) acc[i] = 0;
+  for (int i = 0; i < Traits::kAccumulators; ++i) acc[i] = 0;
 
   for (int kt = 0; kt < k_tiles; ++kt) {
     const int s = kt % kStages;
@@ -197,7 +253,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < Traits::kBK / 32; ++kk)
-      wgmma_m64n128k32_s8(acc, smem_desc_sw128(a_base + kk * 32), smem_desc_sw128(b_base + kk * 32), 1);
+      wgmma_tile<Traits::kBN>(acc, smem_desc_sw128(a_base + kk * 32), smem_desc_sw128(b_base + kk * 32));
     wgmma_commit();
     // Slice kt-1's wgmmas are complete once at most one group (kt's) is pending: release its stage.
     wgmma_wait<1>();
@@ -213,7 +269,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   const int g = lane >> 2, t = lane & 3;
   const int64_t row = static_cast<int64_t>(m0) + consumer * 64 + w * 16 + g;
 #pragma unroll
-  for (int j = 0; j < 16; ++j) {
+  for (int j = 0; j < Traits::kBN / 8; ++j) {
     const int64_t col = static_cast<int64_t>(n0) + 8 * j + 2 * t;
     store_pair<Output>(p, pair_ok, row, col, acc[4 * j], acc[4 * j + 1]);
     store_pair<Output>(p, pair_ok, row + 8, col, acc[4 * j + 2], acc[4 * j + 3]);
@@ -265,7 +321,7 @@ Status can_implement_sm90a(const GemmParams<Epilogue>& p) {
   // TMA: 32-bit box coordinates; pitch < 2^40 (always true here).
   if (p.M >= (int64_t(1) << 31) - 256 || p.N >= (int64_t(1) << 31) - 256 || p.K >= (int64_t(1) << 31))
     return Status::kErrorNotSupported;
-  if ((p.N + 127) / 128 > 65535) return Status::kErrorNotSupported;  // grid.y
+  if ((p.N + 127) / 128 > 65535) return Status::kErrorNotSupported;  // grid.y of the narrower tile
   return Status::kSuccess;
 }
 
@@ -301,6 +357,21 @@ Status run_sm90a(const GemmParams<Epilogue>& p, cudaStream_t stream) {
                   static_cast<unsigned>((p.N + Traits::kBN - 1) / Traits::kBN));
   kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(tma_a, tma_w, p, pair_ok);
   return last_launch_status();
+}
+
+// Tile choice: the fraction of the last wave that is busy, times the relative throughput of the
+// tile (128x256 moves 1.5x fewer L2 bytes per MAC; 0.8 for 128x128 is an estimate to be replaced
+// by bench_gemm's sm90a_* rows). E.g. M=2048: in_proj (N=10240) -> 128x256, out_proj (N=2560) ->
+// 128x128 (160 wide tiles would leave 124 of 132 SMs idle in the second wave).
+template <typename Epilogue>
+Status run_sm90a_auto(const GemmParams<Epilogue>& p, int sm_count, cudaStream_t stream) {
+  auto wave_eff = [&](int64_t bn) {
+    const int64_t tiles = ((p.M + 127) / 128) * ((p.N + bn - 1) / bn);
+    const int64_t waves = (tiles + sm_count - 1) / sm_count;
+    return waves == 0 ? 0.0 : double(tiles) / double(waves * sm_count);
+  };
+  if (wave_eff(256) >= 0.8 * wave_eff(128)) return run_sm90a<Epilogue, Sm90aTile128x256>(p, stream);
+  return run_sm90a<Epilogue, Sm90aTile128x128>(p, stream);
 }
 
 #endif  // QUAMBA_HAS_CUDA_COMPILER
