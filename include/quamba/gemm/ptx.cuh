@@ -21,10 +21,10 @@ QUAMBA_DEVICE void cp_async_16(uint32_t smem_addr, const void* gmem, bool pred) 
   const int src_bytes = pred ? 16 : 0;
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr), "l"(gmem), "r"(src_bytes));
 }
-QUAMBA_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+QUAMBA_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int kPending>
 QUAMBA_DEVICE void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 }
 
 // Four 8x8 b16 matrices (= four 8-row x 16-byte int8 blocks); lanes 8i..8i+7 give the row
