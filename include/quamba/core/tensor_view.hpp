@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "quamba/core/macros.hpp"
 
@@ -61,7 +62,9 @@ struct TensorView {
     for (int d = 0; d < Rank; ++d) { v.shape[d] = shape[d]; v.stride[d] = stride[d]; }
     return v;
   }
-  QUAMBA_HD operator TensorView<const T, Rank>() const { return as_const(); }
+  // Only for non-const T: a conversion to the type itself would never be used (nvcc #554).
+  template <typename U = T, typename = std::enable_if_t<!std::is_const_v<U>>>
+  QUAMBA_HD operator TensorView<const U, Rank>() const { return as_const(); }
 
   // Restricts dimension `d` to [begin, begin + count).
   QUAMBA_HD TensorView slice(int d, int64_t begin, int64_t count) const {
