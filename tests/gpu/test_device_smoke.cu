@@ -1,9 +1,9 @@
-// Device presence and architecture query (quamba/core/arch.hpp, cuda_check.hpp).
+// Device presence, architecture query (quamba/core/arch.hpp, cuda_check.hpp), and the umbrella
+// header: every public header compiles together in one CUDA translation unit.
 #include <gtest/gtest.h>
 
 #include "common/cuda_utils.cuh"
-#include "quamba/core/arch.hpp"
-#include "quamba/core/cuda_check.hpp"
+#include "quamba/quamba.cuh"
 
 TEST(DeviceSmoke, ArchQuery) {
   QUAMBA_REQUIRE_GPU();
@@ -13,4 +13,13 @@ TEST(DeviceSmoke, ArchQuery) {
   EXPECT_GT(info.sm_count, 0);
   EXPECT_EQ(quamba::current_arch(), info.arch);
   EXPECT_EQ(quamba::query_device(nullptr), quamba::Status::kErrorInvalidArgument);
+  EXPECT_EQ(quamba::check_min_arch(), info.arch >= 80 ? quamba::Status::kSuccess
+                                                      : quamba::Status::kErrorArchNotSupported);
+}
+
+TEST(DeviceSmoke, LaunchErrorsBecomeStatus) {
+  QUAMBA_REQUIRE_GPU();
+  EXPECT_EQ(quamba::from_cuda(cudaSuccess), quamba::Status::kSuccess);
+  EXPECT_EQ(quamba::from_cuda(cudaErrorInvalidValue), quamba::Status::kErrorCuda);
+  EXPECT_EQ(quamba::last_launch_status(), quamba::Status::kSuccess);
 }
