@@ -283,16 +283,16 @@ std::vector<double> sampled_sums(const std::vector<float>& x, int64_t n, const S
 }
 
 template <typename InT, typename OutT>
-void sweep_one(int64_t n, int64_t M, bool strided, uint64_t salt) {
+void sweep_one(int64_t n, int64_t M, bool strided, uint64_t salt, int64_t out_pad = 3) {
   using DIn = typename DevOf<InT>::type;
   using DOut = typename DevOf<OutT>::type;
   constexpr bool kInt8 = std::is_same_v<OutT, int8_t>;
   const std::string what = std::string("n=") + std::to_string(n) + " M=" + std::to_string(M) +
-                           (strided ? " strided" : " compact");
+                           (strided ? " strided+" + std::to_string(out_pad) : std::string(" compact"));
   SCOPED_TRACE(what);
   auto rng = quamba::test::make_rng(salt);
   const int64_t xs = strided ? n + 8 : n;   // keeps the 16-byte input rule
-  const int64_t os = strided ? n + 3 : n;   // outputs only need natural alignment
+  const int64_t os = strided ? n + out_pad : n;  // outputs only need natural alignment
   // Inputs: normal(0, 1); fp16 inputs are rounded first and the reference sees the rounded values.
   std::vector<float> xf = quamba::test::random_normal(size_t(M * n), rng);
   std::vector<DIn> xdev(size_t(M * xs));
@@ -433,6 +433,23 @@ TEST(HadamardSweep, ModelSizesManyRows) {
       sweep_one<__half, __half>(n, M, M == 151, ++s);
       if (HasFatalFailure()) return;
     }
+}
+
+// Sizes of the staged variant (2^k ∈ {128, 256, 512}) with output strides that keep its paired /
+// 4-wide stores aligned (the other sweeps' strided outputs use n + 3: the element-store
+// fallback), and enough rows that every block of its persistent grid loops over several row
+// groups (an odd M leaves the last group of a 2-row block half empty).
+TEST(HadamardSweep, StagedAlignedStridesManyGroups) {
+  QUAMBA_REQUIRE_GPU();
+  uint64_t s = 800;
+  for (int64_t n : {5120, 1536, 3072, 2560, 10240, 6144, 3584, 7168, 128, 256, 512}) {
+    sweep_one<__half, int8_t>(n, 4099, /*strided=*/true, ++s, /*out_pad=*/16);
+    sweep_one<__half, int8_t>(n, 2, /*strided=*/true, ++s, /*out_pad=*/4);
+    sweep_one<float, int8_t>(n, 301, /*strided=*/true, ++s, /*out_pad=*/8);
+    sweep_one<__half, __half>(n, 301, /*strided=*/true, ++s, /*out_pad=*/8);
+    sweep_one<float, float>(n, 33, /*strided=*/true, ++s, /*out_pad=*/4);
+    if (HasFatalFailure()) return;
+  }
 }
 
 // ---- orthogonality and the out_proj fold ---------------------------------------------------------

@@ -29,6 +29,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -44,6 +45,13 @@
 #include "quamba/core/tensor_view.hpp"
 #include "quamba/hadamard/hadamard_table.cuh"
 #include "quamba/reference/hadamard.hpp"
+
+// #pragma unroll in host-callable code: device passes only (the host compiler would warn).
+#if defined(__CUDA_ARCH__)
+#define QUAMBA_HADAMARD_UNROLL _Pragma("unroll")
+#else
+#define QUAMBA_HADAMARD_UNROLL
+#endif
 
 namespace quamba::hadamard {
 
@@ -137,6 +145,64 @@ struct HadamardTraits {
     return std::string(in) + "to" + out + "_m" + std::to_string(kM) + "_p" + std::to_string(kP) + "_runs" +
            std::to_string(kRunsPerThread) + "_t" +
            std::to_string(kThreads) + "_r" + std::to_string(kRows);
+  }
+};
+
+
+// Staged variant (run() picks it for 2^k ∈ {128, 256, 512} when the rows fit 48 KiB of smem:
+// 1536, 3072, 5120, 2560, 6144, 10240, 3584, 7168, 128, 256, 512). Element index inside a 2^k
+// block: p = bits b0..b(k-1); the k bits split as low = b0..b2 (one 16-byte fp16 run),
+// mid = b3..b(k-3) (kMidBits = k - 5 ∈ {2, 3, 4}), top = b(k-2), b(k-1). Three steps per row,
+// two smem passes, every smem access 8 or 16 bytes:
+//   load   a thread loads 4 runs of 8 (the 4 values of the top bits; 4 16-byte loads issued
+//          before any use) and does the 5 low+top bits in registers (32 values), then stores
+//          float4s. The loads of the block's NEXT rows are issued right after the barrier, so
+//          they are in flight during the mid and mix steps (persistent grid, one row group per
+//          iteration).
+//   mid    a thread takes one float4 (b0, b1) at fixed b2/top/i_m for all 2^kMidBits mid values
+//          and does the mid bits in registers; for m = 1 it scales/quantizes and stores 4
+//          consecutive outputs (one 4-byte int8 store), else writes back.
+//   mix    (m > 1) a thread takes positions p, p+1 of all m sub-blocks (float2 loads) and
+//          applies H_m: for Paley I (m = 12, 20) as 2·(x_i + Σ_{d∈QR} x_{i+d}) − y_0 with the
+//          cyclic sums built from shared pair/quad sums (≈ 7 adds per output at m = 20 instead
+//          of ≈ 10), the scale folded into the final FFMA; stores 2 adjacent outputs at once.
+// smem is swizzled per float4 (XOR of its index bits b2..b4 with one mid/row bit and the two
+// top bits) so every step's quarter-warp (16-byte) / half-warp (8-byte) accesses hit 32
+// distinct banks.
+QUAMBA_HD constexpr bool staged_supported(int m, int log_p) {
+  return log_p >= 7 && log_p <= 9 && (m == 1 || m == 12 || m == 20 || m == 28) &&
+         static_cast<int64_t>(m) * (int64_t(1) << log_p) * 4 <= 48 * 1024;
+}
+
+template <typename InT, typename OutT, int kM_, int kLogP_, int kMinBlocks_ = 1>
+struct HadamardStagedTraits {
+  static constexpr int kM = kM_;
+  static constexpr int kLogP = kLogP_;
+  static constexpr int kP = 1 << kLogP;
+  static constexpr int kN = kM * kP;
+  static_assert(staged_supported(kM, kLogP), "staged variant: 2^k in {128, 256, 512}, rows ≤ 48 KiB");
+  static constexpr int kMidBits = kLogP - 5;
+  static constexpr int kMid = 1 << kMidBits;
+  static constexpr int kLoadItems = kM * kMid;         // per row; 32 elements each
+  static constexpr int kMidItems = kM * 8;             // per row; 4·kMid elements each
+  static constexpr int kMixItems = kM > 1 ? kP / 2 : 0;  // per row; 2·m elements each
+  static constexpr int kItemsMax = kLoadItems > kMidItems ? (kLoadItems > kMixItems ? kLoadItems : kMixItems)
+                                                          : (kMidItems > kMixItems ? kMidItems : kMixItems);
+  // ≥ ~128 threads per block for small rows (n = 1536: 2 rows, 192 threads; n = 5120: 1 row, 160).
+  static constexpr int kRows = kItemsMax >= 128 ? 1 : 256 / kItemsMax;
+  static constexpr int kThreads = ((kRows * kItemsMax + 31) / 32) * 32;
+  static constexpr int kStoreVec = kM > 1 ? 2 : 4;  // outputs per vector store
+  // Resident blocks per SM asked of ptxas (__launch_bounds__ second argument): 1 leaves the
+  // register count free (n = 5120: 126 registers, 3 blocks of 160 threads per SM).
+  static constexpr int kMinBlocks = kMinBlocks_;
+  static constexpr size_t kSmemBytes = sizeof(float) * static_cast<size_t>(kRows) * kN;
+  static_assert(kThreads <= 1024, "block too large");
+
+  static std::string name() {
+    const char* in = std::is_same_v<InT, float> ? "f32" : "f16";
+    const char* out = std::is_same_v<OutT, int8_t> ? "i8" : (std::is_same_v<OutT, float> ? "f32" : "f16");
+    return std::string("staged_") + in + "to" + out + "_m" + std::to_string(kM) + "_p" + std::to_string(kP) + "_t" +
+           std::to_string(kThreads) + "_r" + std::to_string(kRows) + "_b" + std::to_string(kMinBlocks);
   }
 };
 
@@ -359,6 +425,292 @@ __global__ void __launch_bounds__(Tr::kThreads) hadamard_kernel(HadamardParams<I
   }
 }
 
+
+// ---- staged kernel -----------------------------------------------------------------------------
+
+// q8 of an already scaled value (cvt.rni.sat.s8.f32: ties to even, saturate, NaN → 0).
+QUAMBA_DEVICE uint32_t cvt_s8(float v) {
+  unsigned short r;
+  asm("cvt.rni.sat.s8.f32 %0, %1;" : "=h"(r) : "f"(v));
+  return static_cast<uint32_t>(r) & 0xffu;
+}
+
+// Two adjacent outputs (already scaled); vec: the pair is aligned for one access.
+QUAMBA_DEVICE void store2(int8_t* o, float a, float b, bool vec) {
+  const uint32_t qa = cvt_s8(a), qb = cvt_s8(b);
+  if (vec) {
+    *reinterpret_cast<uint16_t*>(o) = static_cast<uint16_t>(qa | (qb << 8));
+  } else {
+    o[0] = static_cast<int8_t>(qa);
+    o[1] = static_cast<int8_t>(qb);
+  }
+}
+QUAMBA_DEVICE void store2(__half* o, float a, float b, bool vec) {
+  const __half2 h = __floats2half2_rn(a, b);
+  if (vec) {
+    *reinterpret_cast<__half2*>(o) = h;
+  } else {
+    o[0] = __low2half(h);
+    o[1] = __high2half(h);
+  }
+}
+QUAMBA_DEVICE void store2(float* o, float a, float b, bool vec) {
+  if (vec) {
+    *reinterpret_cast<float2*>(o) = make_float2(a, b);
+  } else {
+    o[0] = a;
+    o[1] = b;
+  }
+}
+// Four consecutive outputs (m = 1 path), each value times scale.
+QUAMBA_DEVICE void store4(int8_t* o, const float* a, float scale, bool vec) {
+  const uint32_t q0 = cvt_s8(a[0] * scale), q1 = cvt_s8(a[1] * scale), q2 = cvt_s8(a[2] * scale),
+                 q3 = cvt_s8(a[3] * scale);
+  if (vec) {
+    *reinterpret_cast<uint32_t*>(o) = q0 | (q1 << 8) | (q2 << 16) | (q3 << 24);
+  } else {
+    o[0] = static_cast<int8_t>(q0);
+    o[1] = static_cast<int8_t>(q1);
+    o[2] = static_cast<int8_t>(q2);
+    o[3] = static_cast<int8_t>(q3);
+  }
+}
+QUAMBA_DEVICE void store4(__half* o, const float* a, float scale, bool vec) {
+  const __half2 h0 = __floats2half2_rn(a[0] * scale, a[1] * scale);
+  const __half2 h1 = __floats2half2_rn(a[2] * scale, a[3] * scale);
+  if (vec) {
+    uint2 w;
+    w.x = *reinterpret_cast<const uint32_t*>(&h0);
+    w.y = *reinterpret_cast<const uint32_t*>(&h1);
+    *reinterpret_cast<uint2*>(o) = w;
+  } else {
+    o[0] = __low2half(h0);
+    o[1] = __high2half(h0);
+    o[2] = __low2half(h1);
+    o[3] = __high2half(h1);
+  }
+}
+QUAMBA_DEVICE void store4(float* o, const float* a, float scale, bool vec) {
+  if (vec) {
+    *reinterpret_cast<float4*>(o) = make_float4(a[0] * scale, a[1] * scale, a[2] * scale, a[3] * scale);
+  } else {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) o[i] = a[i] * scale;
+  }
+}
+
+// Butterflies over the index bits of a[] from bit kFirstBit up.
+template <int kR, int kFirst>
+QUAMBA_DEVICE void butterfly_from(float (&a)[kR]) {
+#pragma unroll
+  for (int h = kFirst; h < kR; h <<= 1)
+#pragma unroll
+    for (int i = 0; i < kR; ++i)
+      if ((i & h) == 0) {
+        const float u = a[i], w = a[i + h];
+        a[i] = u + w;
+        a[i + h] = u - w;
+      }
+}
+
+// o = scale · H_m x. Paley I (m = q + 1, q = 11, 19): H = I + S, S = [[0, 1ᵀ], [−1, Q]],
+// Q[i][j] = χ(j − i). With x'_a = x_{1+a} (a ∈ Z_q), T = Σ x', QR the quadratic residues:
+//   y_0 = x_0 + T,   y_{1+i} = 2·(x'_i + Σ_{d∈QR} x'_{i+d}) − y_0
+// (the non-residue sum is T − x'_i − Σ_QR). The 10-term (q = 19) / 6-term (q = 11) cyclic
+// window sums share pair and quad sums, so an output costs 2 (q = 19) or 1 (q = 11) adds plus
+// one FFMA that also applies the scale. Host-callable so the identity is testable on the CPU.
+template <int kM>
+QUAMBA_HD void mix_scaled_paley(const float (&x)[kM], float (&o)[kM], float scale) {
+  constexpr int q = kM - 1;
+  static_assert(q == 11 || q == 19, "Paley I orders here: 12, 20");
+  float a[q];
+QUAMBA_HADAMARD_UNROLL
+  for (int i = 0; i < q; ++i) a[i] = x[1 + i] + x[1 + (i + 1) % q];
+  float total;
+  if constexpr (q == 19) {
+    // 1 + QR(19) = {0, 1, 4, 5, 6, 7, 9, 11, 16, 17} = {0,1,16,17} ∪ {4..7} ∪ {9, 11}.
+    float b[q], c[q], d[q];
+QUAMBA_HADAMARD_UNROLL
+    for (int i = 0; i < q; ++i) {
+      b[i] = a[i] + a[(i + 2) % q];       // x'_i..x'_{i+3}
+      c[i] = a[i] + a[(i + 16) % q];      // x'_i, x'_{i+1}, x'_{i+16}, x'_{i+17}
+      d[i] = x[1 + i] + x[1 + (i + 2) % q];  // x'_i, x'_{i+2}
+    }
+    total = ((b[0] + b[4]) + (b[8] + b[12])) + (a[16] + x[1 + 18]);
+    const float w = (x[0] + total) * scale;
+    const float s2 = 2.0f * scale;
+    o[0] = w;
+QUAMBA_HADAMARD_UNROLL
+    for (int i = 0; i < q; ++i) o[1 + i] = fmaf(s2, (c[i] + b[(i + 4) % q]) + d[(i + 9) % q], -w);
+  } else {
+    // 1 + QR(11) = {0, 1, 3, 4, 5, 9} = {0, 1, 3, 4} ∪ {5, 9}.
+    float b[q], e[q];
+QUAMBA_HADAMARD_UNROLL
+    for (int i = 0; i < q; ++i) {
+      b[i] = a[i] + a[(i + 3) % q];          // x'_i, x'_{i+1}, x'_{i+3}, x'_{i+4}
+      e[i] = x[1 + i] + x[1 + (i + 4) % q];  // x'_i, x'_{i+4}
+    }
+    total = ((a[0] + a[2]) + (a[4] + a[6])) + (a[8] + x[1 + 10]);
+    const float w = (x[0] + total) * scale;
+    const float s2 = 2.0f * scale;
+    o[0] = w;
+QUAMBA_HADAMARD_UNROLL
+    for (int i = 0; i < q; ++i) o[1 + i] = fmaf(s2, b[i] + e[(i + 5) % q], -w);
+  }
+}
+
+template <int kM>
+QUAMBA_DEVICE void mix_scaled(const float (&x)[kM], float (&o)[kM], float scale) {
+  if constexpr (kM == 12 || kM == 20) {
+    mix_scaled_paley<kM>(x, o, scale);
+  } else {
+    float y[kM];
+    small_product<kM>(x, y, std::make_integer_sequence<int, kM>{});
+#pragma unroll
+    for (int i = 0; i < kM; ++i) o[i] = y[i] * scale;
+  }
+}
+
+// Float index in the block's smem of element e (a multiple of 2 at least) of local row rl.
+template <typename Tr>
+QUAMBA_DEVICE int staged_smem_index(int rl, int e) {
+  const int pp = e & (Tr::kP - 1);
+  int sw0;
+  if constexpr (Tr::kMidBits >= 3) sw0 = (pp >> 5) & 1;  // b5: the third lane bit of the load step
+  else sw0 = (rl * Tr::kM + (e >> Tr::kLogP)) & 1;        // there the sub-block / row parity
+  const int sw = sw0 | (((pp >> (Tr::kLogP - 2)) & 3) << 1);
+  return rl * Tr::kN + (e ^ (sw << 2));
+}
+
+template <typename Tr, typename InT, typename OutT>
+__global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
+    hadamard_staged_kernel(HadamardParams<InT, OutT> p, int64_t groups, bool vec_out) {
+  extern __shared__ float4 smem_f4[];
+  float* s = reinterpret_cast<float*>(smem_f4);
+  using R = typename Raw<InT>::type;
+  constexpr int kAcc = kVec16<R>;           // elements per 16-byte access (8 fp16, 4 fp32)
+  constexpr int kAccPerRun = 8 / kAcc;      // 1 (fp16) or 2 (fp32)
+  constexpr int kTopStride = Tr::kP / 4;    // elements between the 4 runs of a load item
+  using V = Vec<R, kAcc>;
+  const int t = threadIdx.x;
+
+  // Load role (the same for every row group): run at element l_e + j·kTopStride, j < 4.
+  const bool load_role = t < Tr::kRows * Tr::kLoadItems;
+  const int l_rl = t / Tr::kLoadItems;
+  const int l_g = t - l_rl * Tr::kLoadItems;
+  const int l_e = (l_g >> Tr::kMidBits) * Tr::kP + (l_g & (Tr::kMid - 1)) * 8;
+  V raw[4][kAccPerRun];
+
+  int64_t grp = blockIdx.x;
+  bool have = false;
+  if (grp < groups && load_role) {
+    const int64_t row = grp * Tr::kRows + l_rl;
+    have = row < p.rows;
+    if (have) {
+      const V* src = reinterpret_cast<const V*>(p.x + row * p.x_row_stride + l_e);
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int c = 0; c < kAccPerRun; ++c) raw[j][c] = src[j * (kTopStride / kAcc) + c];
+    }
+  }
+
+  for (; grp < groups; grp += gridDim.x) {
+    const int64_t row_base = grp * Tr::kRows;
+    if (have) {
+      float a[32];  // index bits 0..2 = b0..b2, bits 3..4 = top bits
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int c = 0; c < kAccPerRun; ++c)
+#pragma unroll
+          for (int v = 0; v < kAcc; ++v) a[j * 8 + c * kAcc + v] = to_float(raw[j][c][v]);
+      butterfly(a);
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int e = l_e + j * kTopStride + h * 4;
+          const int i = j * 8 + h * 4;
+          *reinterpret_cast<float4*>(s + staged_smem_index<Tr>(l_rl, e)) =
+              make_float4(a[i], a[i + 1], a[i + 2], a[i + 3]);
+        }
+    }
+    __syncthreads();  // the mid step reads what other threads stored
+
+    // Next group's loads: in flight during the mid and mix steps (raw[] is free again).
+    const int64_t next = grp + gridDim.x;
+    have = false;
+    if (next < groups && load_role) {
+      const int64_t row = next * Tr::kRows + l_rl;
+      have = row < p.rows;
+      if (have) {
+        const V* src = reinterpret_cast<const V*>(p.x + row * p.x_row_stride + l_e);
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+          for (int c = 0; c < kAccPerRun; ++c) raw[j][c] = src[j * (kTopStride / kAcc) + c];
+      }
+    }
+
+    // Mid step: item h = (i_m, top, b2) from high to low bits.
+    if (t < Tr::kRows * Tr::kMidItems) {
+      const int rl = t / Tr::kMidItems;
+      const int h = t - rl * Tr::kMidItems;
+      const int64_t row = row_base + rl;
+      if (row < p.rows) {
+        const int e0 = (h >> 3) * Tr::kP + ((h >> 1) & 3) * kTopStride + (h & 1) * 4;
+        float a[4 * Tr::kMid];  // index bits 0..1 = b0..b1, bits 2.. = mid bits
+#pragma unroll
+        for (int c = 0; c < Tr::kMid; ++c) {
+          const float4 v = *reinterpret_cast<const float4*>(s + staged_smem_index<Tr>(rl, e0 + c * 8));
+          a[4 * c] = v.x;
+          a[4 * c + 1] = v.y;
+          a[4 * c + 2] = v.z;
+          a[4 * c + 3] = v.w;
+        }
+        butterfly_from<4 * Tr::kMid, 4>(a);
+        if constexpr (Tr::kM > 1) {
+#pragma unroll
+          for (int c = 0; c < Tr::kMid; ++c)
+            *reinterpret_cast<float4*>(s + staged_smem_index<Tr>(rl, e0 + c * 8)) =
+                make_float4(a[4 * c], a[4 * c + 1], a[4 * c + 2], a[4 * c + 3]);
+        } else {
+          OutT* o = p.out + row * p.out_row_stride + e0;
+#pragma unroll
+          for (int c = 0; c < Tr::kMid; ++c) store4(o + c * 8, a + 4 * c, p.scale, vec_out);
+        }
+      }
+    }
+
+    if constexpr (Tr::kM > 1) {
+      __syncthreads();  // the mix step reads what other threads wrote back
+      if (t < Tr::kRows * Tr::kMixItems) {
+        const int rl = t / Tr::kMixItems;
+        const int u = t - rl * Tr::kMixItems;
+        const int64_t row = row_base + rl;
+        if (row < p.rows) {
+          float2 v[Tr::kM];
+#pragma unroll
+          for (int im = 0; im < Tr::kM; ++im)
+            v[im] = *reinterpret_cast<const float2*>(s + staged_smem_index<Tr>(rl, im * Tr::kP + 2 * u));
+          float x[Tr::kM], y0[Tr::kM], y1[Tr::kM];
+#pragma unroll
+          for (int im = 0; im < Tr::kM; ++im) x[im] = v[im].x;
+          mix_scaled<Tr::kM>(x, y0, p.scale);
+#pragma unroll
+          for (int im = 0; im < Tr::kM; ++im) x[im] = v[im].y;
+          mix_scaled<Tr::kM>(x, y1, p.scale);
+          OutT* o = p.out + row * p.out_row_stride + 2 * u;
+#pragma unroll
+          for (int im = 0; im < Tr::kM; ++im) store2(o + im * Tr::kP, y0[im], y1[im], vec_out);
+        }
+      }
+    }
+    __syncthreads();  // the next group's load step overwrites smem
+  }
+}
+
 }  // namespace detail
 
 // ---- layer 3: launch ---------------------------------------------------------------------------
@@ -381,6 +733,42 @@ Status launch(const HadamardParams<InT, OutT>& p, cudaStream_t stream) {
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Tr::kSmemBytes)));
   }
   kernel<<<static_cast<unsigned>(blocks), Tr::kThreads, Tr::kSmemBytes, stream>>>(p);
+  return last_launch_status();
+}
+
+
+// Launches the staged variant for one (m, k): a persistent grid of at most (resident blocks per
+// SM × SMs) blocks, each looping over row groups so the next group's loads overlap this group's
+// arithmetic. kMinBlocks / kPersistent = false (one row group per block) exist for the benchmark's
+// comparison.
+template <typename InT, typename OutT, int kM, int kLogP, int kMinBlocks = 1, bool kPersistent = true>
+Status launch_staged(const HadamardParams<InT, OutT>& p, cudaStream_t stream) {
+  using Tr = HadamardStagedTraits<InT, OutT, kM, kLogP, kMinBlocks>;
+  if (p.n != Tr::kN) return Status::kErrorInvalidArgument;
+  if (p.rows == 0) return Status::kSuccess;
+  const int64_t groups = (p.rows + Tr::kRows - 1) / Tr::kRows;
+  auto kernel = detail::hadamard_staged_kernel<Tr, InT, OutT>;
+  // Resident blocks (SMs × blocks per SM) per device, cached: the occupancy query costs host
+  // time on every decode-size launch otherwise. Packed (device + 1) << 32 | resident.
+  static std::atomic<int64_t> cached{0};
+  int dev = 0;
+  QUAMBA_RETURN_IF_CUDA_ERROR(cudaGetDevice(&dev));
+  int64_t packed = cached.load(std::memory_order_relaxed);
+  if ((packed >> 32) != dev + 1) {
+    int sms = 0, per_sm = 0;
+    QUAMBA_RETURN_IF_CUDA_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    QUAMBA_RETURN_IF_CUDA_ERROR(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, Tr::kThreads, Tr::kSmemBytes));
+    packed = (static_cast<int64_t>(dev + 1) << 32) | (static_cast<int64_t>(sms) * (per_sm > 0 ? per_sm : 1));
+    cached.store(packed, std::memory_order_relaxed);
+  }
+  const int64_t resident = packed & 0xffffffff;
+  const int64_t grid = (groups < resident || !kPersistent) ? groups : resident;
+  if (grid > 0x7fffffff) return Status::kErrorNotSupported;
+  constexpr int64_t kVecBytes = Tr::kStoreVec * static_cast<int64_t>(sizeof(OutT));
+  const bool vec_out = is_aligned(p.out, kVecBytes) &&
+                       (p.rows <= 1 || (p.out_row_stride * static_cast<int64_t>(sizeof(OutT))) % kVecBytes == 0);
+  kernel<<<static_cast<unsigned>(grid), Tr::kThreads, Tr::kSmemBytes, stream>>>(p, groups, vec_out);
   return last_launch_status();
 }
 
@@ -444,7 +832,10 @@ size_t workspace_size(const HadamardParams<InT, OutT>&) {
 template <typename InT, typename OutT>
 Status run(const HadamardParams<InT, OutT>& p, void* /*workspace*/ = nullptr, cudaStream_t stream = nullptr) {
   QUAMBA_RETURN_IF_ERROR(can_implement(p));
-  return dispatch_size(p.n, [&](auto M, auto K) { return launch<InT, OutT, M.value, K.value>(p, stream); });
+  return dispatch_size(p.n, [&](auto M, auto K) {
+    if constexpr (staged_supported(M.value, K.value)) return launch_staged<InT, OutT, M.value, K.value>(p, stream);
+    else return launch<InT, OutT, M.value, K.value>(p, stream);
+  });
 }
 
 // The Traits name of the variant run() picks for n ("" when unsupported); for benchmarks.
@@ -452,7 +843,8 @@ template <typename InT, typename OutT>
 std::string variant_name(int64_t n) {
   std::string s;
   dispatch_size(n, [&](auto M, auto K) {
-    s = HadamardTraits<InT, OutT, M.value, K.value>::name();
+    if constexpr (staged_supported(M.value, K.value)) s = HadamardStagedTraits<InT, OutT, M.value, K.value>::name();
+    else s = HadamardTraits<InT, OutT, M.value, K.value>::name();
     return Status::kSuccess;
   });
   return s;
