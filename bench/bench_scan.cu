@@ -8,6 +8,7 @@
 // Decode: bytes = state read + written (E·N·4·2 per sequence) + inputs + y; memory bound.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -40,10 +41,18 @@ void report_exps(benchmark::State& state, double exps) {
       benchmark::Counter(exps / exp_ceiling_per_s(), benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// Segment-scan traits: SxKxWxM (segments, items, warps, min blocks); state-lane traits:
+// QxTxCxMxG[xRs] (states per lane, chunk tokens, channels per block, min blocks, token groups
+// unrolled, reduce through smem).
 template <class Traits>
 std::string traits_name() {
-  return "S" + std::to_string(Traits::kSegments) + "xK" + std::to_string(Traits::kItems) + "xW" +
-         std::to_string(Traits::kWarps) + "xM" + std::to_string(Traits::kMinBlocks);
+  if constexpr (Traits::kStateLanes)
+    return "Q" + std::to_string(Traits::kStatesPerLane) + "xT" + std::to_string(Traits::kChunk) + "xC" +
+           std::to_string(Traits::kChannels) + "xM" + std::to_string(Traits::kMinBlocks) + "xG" +
+           std::to_string(Traits::kGroups) + (Traits::kSmemReduce ? "xRs" : "");
+  else
+    return "S" + std::to_string(Traits::kSegments) + "xK" + std::to_string(Traits::kItems) + "xW" +
+           std::to_string(Traits::kWarps) + "xM" + std::to_string(Traits::kMinBlocks);
 }
 
 constexpr int64_t kR = 160;  // dt_rank of Mamba-2.8b: x_proj output row is (R | B | C)
@@ -165,13 +174,25 @@ void BM_PrefillF16(benchmark::State& state) {
 void BM_DecodeI8(benchmark::State& state) {
   const int64_t E = state.range(0), B = state.range(1), N = 16;
   auto rng = quamba::test::make_rng(11);
-  // Rotate over enough state pools that every launch reads its state from DRAM.
-  const int kPools = 4;
+  // Rotate over enough state pools (> 2x L2 in all) that every launch reads its state from DRAM,
+  // without an L2 flush between launches (its dirty lines would be written back during the
+  // few-µs launches and inflate them); this is what consecutive decode steps see.
+  int dev = 0, l2 = 0;
+  QUAMBA_CUDA_CHECK(cudaGetDevice(&dev));
+  QUAMBA_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
+  const double pool_bytes = double(B) * E * N * 4;
+  const int kPools = std::max(4, static_cast<int>(std::ceil(2.0 * l2 / pool_bytes)) + 1);
   DeviceBuffer<int8_t> du(quamba::test::random_int8(B * E, rng)), ddt(quamba::test::random_int8(B * E, rng)),
       dz(quamba::test::random_int8(B * E, rng)), dBC(quamba::test::random_int8(B * 2 * N, rng)),
       dA(quamba::test::random_int8(E * N, rng, 0, 127)), dD(quamba::test::random_int8(E, rng)),
       dbias(quamba::test::random_int8(E, rng));
-  DeviceBuffer<float> states(quamba::test::random_floats(size_t(kPools) * B * E * N, rng, -1.f, 1.f));
+  DeviceBuffer<float> states(size_t(kPools) * B * E * N);
+  {
+    const auto one = quamba::test::random_floats(size_t(B) * E * N, rng, -1.f, 1.f);
+    for (int i = 0; i < kPools; ++i)
+      QUAMBA_CUDA_CHECK(cudaMemcpy(states.get() + size_t(i) * one.size(), one.data(), one.size() * 4,
+                                   cudaMemcpyHostToDevice));
+  }
   DeviceBuffer<__half> dy(static_cast<size_t>(B * E));
   qs::DecodeParamsI8 p;
   p.u = quamba::make_view<const int8_t>(du.get(), B, E);
@@ -191,7 +212,7 @@ void BM_DecodeI8(benchmark::State& state) {
     auto q = p;
     q.states = states.get() + size_t(i % kPools) * B * E * N;
     return qs::run(q, nullptr, 0);
-  }, kPools);
+  }, kPools, /*flush=*/false);
   const double bytes = double(B) * (E * N * 4.0 * 2 + 3.0 * E + 2.0 * N + 2.0 * E);
   quamba::bench::report_bytes(state, bytes);
   state.counters["state_GB/s"] = benchmark::Counter(double(B) * E * N * 8.0 * 1e-9,
@@ -219,12 +240,21 @@ const bool kRegistered = [] {
   using DefI8 = qs::DefaultPrefillTraits<16, int8_t>::type;
   using DefF16 = qs::DefaultPrefillTraits<16, __half>::type;
   register_prefill_i8<DefI8>("default");
-  // Alternatives kept for the choice of default: two blocks/SM with room for 128 registers, and
-  // 256-token chunks (half the shuffle-scan overhead per item, two waves at E = 5120).
-  register_prefill_i8<qs::PrefillTraits<16, 16, 8, 8, 2, int8_t>>("alt");
-  register_prefill_i8<qs::PrefillTraits<16, 16, 16, 8, 2, int8_t>>("alt");
-  register_prefill_i8<qs::PrefillTraits<16, 8, 16, 4, 4, int8_t>>("alt");
+  // Alternatives kept for the choice of default: the segment-scan kernel (previous default) and
+  // state-lane kernels with 1, 2 or 4 states per lane and 64- or 128-token chunks.
+  register_prefill_i8<qs::PrefillTraits<16, 16, 8, 8, 3, int8_t>>("alt");
+  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 1>>("alt");
+  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2>>("alt");
+  register_prefill_i8<qs::LanePrefillTraits<16, 2, 64, 16, 4, int8_t, 2>>("alt");
+  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 8, 5, int8_t, 2>>("alt");
+  register_prefill_i8<qs::LanePrefillTraits<16, 1, 128, 16, 3, int8_t, 1>>("alt");
+  register_prefill_i8<qs::LanePrefillTraits<16, 1, 128, 16, 3, int8_t, 2>>("alt");
+  register_prefill_i8<qs::LanePrefillTraits<16, 4, 128, 16, 3, int8_t, 2>>("alt");
+  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, true>>("alt");
+  register_prefill_i8<qs::LanePrefillTraits<16, 1, 128, 16, 3, int8_t, 2, true>>("alt");
+  register_prefill_i8<qs::LanePrefillTraits<16, 1, 128, 16, 3, int8_t, 1, true>>("alt");
   register_prefill_f16<DefF16>("default");
+  register_prefill_f16<qs::PrefillTraits<16, 16, 8, 8, 3, __half>>("alt");
   benchmark::RegisterBenchmark("ScanDecodeI8/N16", BM_DecodeI8)
       ->ArgNames({"E", "B"})
       ->Args({5120, 1})

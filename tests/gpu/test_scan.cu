@@ -190,14 +190,17 @@ struct I8Problem {
   return ::testing::AssertionSuccess();
 }
 
-void run_i8_case(const Case& cs) {
+using I8Launch = Status (*)(const qs::PrefillParamsI8&, cudaStream_t);
+Status run_default_i8(const qs::PrefillParamsI8& p, cudaStream_t s) { return qs::run(p, nullptr, s); }
+
+void run_i8_case(const Case& cs, I8Launch launch = run_default_i8) {
   SCOPED_TRACE(cs.name());
   I8Problem pr(cs);
   auto p = pr.params();
   ASSERT_EQ(qs::can_implement(p), Status::kSuccess);
   pr.y.dev.poison(0xFF);
   pr.dfinal.poison(0xFF);
-  ASSERT_EQ(qs::run(p, nullptr, 0), Status::kSuccess);
+  ASSERT_EQ(launch(p, 0), Status::kSuccess);
   QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
   std::vector<float> yref, fref;
   ASSERT_EQ(ref::selective_scan_i8(pr.ref_args(yref, fref)), Status::kSuccess);
@@ -260,6 +263,37 @@ TEST(ScanPrefillI8, ExtremeDeltaAndLargeA) {
   c.s_A = 0.06f;
   c.seed = 510;
   run_i8_case(c);
+}
+
+// Every variant the benchmark compares (both kernels), launched explicitly: tails, batch, strided
+// views, initial/final state. E = 96 is a multiple of 32 (for 32-channel blocks) but not of 64.
+template <class Traits>
+void run_variant_cases(const char* name) {
+  SCOPED_TRACE(name);
+  uint64_t seed = 800;
+  for (int64_t L : {1, 5, 129, 300, 1134}) {
+    Case c{2, L, 96, Traits::kDState};
+    c.seed = seed++;
+    c.strided = L != 5;
+    run_i8_case(c, [](const qs::PrefillParamsI8& p, cudaStream_t s) { return qs::launch_prefill<Traits>(p, s); });
+  }
+}
+
+TEST(ScanPrefillI8, ExplicitVariants) {
+  QUAMBA_REQUIRE_GPU();
+  run_variant_cases<qs::PrefillTraits<16, 16, 8, 8, 3, int8_t>>("segment S16xK8xW8xM3");
+  run_variant_cases<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 1>>("lanes Q2xT128xC16xG1");
+  run_variant_cases<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2>>("lanes Q2xT128xC16xG2");
+  run_variant_cases<qs::LanePrefillTraits<16, 2, 64, 16, 4, int8_t, 2>>("lanes Q2xT64xC16xG2");
+  run_variant_cases<qs::LanePrefillTraits<16, 2, 128, 8, 5, int8_t, 2>>("lanes Q2xT128xC8xG2");
+  run_variant_cases<qs::LanePrefillTraits<16, 1, 128, 16, 3, int8_t, 1>>("lanes Q1xT128xC16xG1");
+  run_variant_cases<qs::LanePrefillTraits<16, 1, 128, 16, 3, int8_t, 2>>("lanes Q1xT128xC16xG2");
+  run_variant_cases<qs::LanePrefillTraits<16, 4, 128, 16, 3, int8_t, 2>>("lanes Q4xT128xC16xG2");
+  run_variant_cases<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, true>>("lanes Q2xT128xC16xG2xRs");
+  run_variant_cases<qs::LanePrefillTraits<16, 1, 128, 16, 3, int8_t, 2, true>>("lanes Q1xT128xC16xG2xRs");
+  run_variant_cases<qs::LanePrefillTraits<16, 1, 128, 16, 3, int8_t, 1, true>>("lanes Q1xT128xC16xG1xRs");
+  run_variant_cases<qs::PrefillTraits<32, 16, 8, 8, 2, int8_t>>("segment N32");
+  run_variant_cases<qs::PrefillTraits<64, 8, 8, 4, 1, int8_t>>("segment N64");
 }
 
 // A prefill split in two (state carried through final_state -> initial_state) equals one.

@@ -18,7 +18,12 @@ inline constexpr float kLog2e = 1.4426950408889634f;
 
 namespace detail {
 
-QUAMBA_DEVICE float to_float(int8_t v) { return static_cast<float>(v); }
+// int8 -> fp32 without I2F: conversions share the 16/clk/SM pipe with the MUFU exponentials the
+// scan is bound by, so the byte is placed in the mantissa of 2^23 + 128 and the bias subtracted
+// (integer add + FADD on the full-rate pipes; exact for all 256 values).
+QUAMBA_DEVICE float to_float(int8_t v) {
+  return __int_as_float(0x4B000080 + static_cast<int>(v)) - 8388736.0f;
+}
 QUAMBA_DEVICE float to_float(__half v) { return __half2float(v); }
 QUAMBA_DEVICE float to_float(float v) { return v; }
 
@@ -31,12 +36,19 @@ QUAMBA_DEVICE float ex2(float x) {
   return y;
 }
 
-// Mamba softplus with threshold 20. Per (token, channel), not per state, so its two MUFU ops
-// are 1/N of the decay exponentials; __logf(1+e) loses only absolute accuracy near 0 (~1e-7),
-// which is what matters for δ.
-QUAMBA_DEVICE float softplus(float v) { return v > kSoftplusThreshold ? v : __logf(1.0f + __expf(v)); }
+// Mamba softplus with threshold 20. Per (token, channel), not per state, so its cost is 1/N of
+// the decay work. __logf(1 + e) alone has an absolute error of ~4e-7 near 1, i.e. a percent-level
+// relative error for a small δ (raw -10 → δ ≈ 5e-5), which δ·u·B and, times a large |A|, the
+// decay inherit. So e = exp(v) < 1/64 takes log1p's series to e³ (relative error < 1e-6) and
+// only larger e use __logf (relative error < 3e-5 there). log1pf would cost ~24 more FMA-pipe
+// instructions per (token, channel), ~1.5 per item.
+QUAMBA_DEVICE float softplus(float v) {
+  if (v > kSoftplusThreshold) return v;
+  const float e = __expf(v);
+  return e < 0.015625f ? e * (1.0f - e * (0.5f - e * (1.0f / 3.0f))) : __logf(1.0f + e);
+}
 
-QUAMBA_DEVICE float silu(float v) { return v / (1.0f + __expf(-v)); }
+QUAMBA_DEVICE float silu(float v) { return __fdividef(v, 1.0f + __expf(-v)); }
 
 // A·log2(e) for the int8 recipe: A = -exp(s_A · A_log_q).
 QUAMBA_DEVICE float a_log2_from_i8(int8_t q, float s_A) { return -expf(dequantize_i8(q, s_A)) * kLog2e; }
@@ -47,6 +59,12 @@ QUAMBA_DEVICE void cp_async_16(void* smem, const void* gmem, bool valid) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   const int n = valid ? 16 : 0;
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
+}
+// 8-byte variant (rows of 8 int8 channels); .cg is 16-byte only, so this one goes through L1.
+QUAMBA_DEVICE void cp_async_8(void* smem, const void* gmem, bool valid) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int n = valid ? 8 : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
 }
 QUAMBA_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int kPending>

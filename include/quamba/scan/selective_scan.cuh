@@ -16,40 +16,34 @@
 // 16 bytes (kErrorMisaligned); L ≥ 1; B ≤ 65535. No workspace.
 //
 // Design (numbers for H100, B = 1, E = 5120, N = 16, L = 2048, int8):
-//   exps: L·E·N = 168M decay exponentials. MUFU ex2 runs 16/clk/SM → 168M / (132·16·1.75 GHz)
-//   ≈ 45 µs, a floor together with instruction issue (below). Bytes: 3 int8 streams (u, δ, z) 31 MB + fp16 y 21 MB + B, C
-//   ≈ 52 MB ≈ 17 µs at ~3 TB/s, so the kernel is special-function bound, not memory bound.
-//   Each decay exponential is computed once (log2 e folded into A once per block; one
-//   ex2.approx), plus one ex2 per (lane, state, chunk) for the lane's aggregate decay
-//   exp(A·Σδ): +1/kItems MUFU. Instruction model per (token, state) item: FMUL δ·A, ex2, FMUL
-//   δu·B, FFMA aggregate, FFMA apply, FFMA C-dot, half an LDS.128 ≈ 6.5, plus ~30 per
-//   (lane, state, chunk) for the 4-step shuffle scan, exclusive shift, carry and loads, i.e.
-//   ≈ 10 per item at kItems = 8. Issue limit 128/clk/SM → 168M·10/(132·128·1.75 GHz) ≈ 57 µs;
-//   MUFU limit 168M·1.125/(132·16·1.75 GHz) ≈ 51 µs. Expected 60-90 µs at L = 2048 (≈ 4×
-//   that at L = 8192); the fp16 variant moves 2× the input bytes but stays exp/issue bound.
-//   Parallelism: a block owns 16 channels (one 16-byte int8 row per token) and walks L in chunks
-//   of kChunk = kSegments·kItems tokens, carrying the state. Inside a chunk, each channel is
-//   spread over kSegments lanes of one warp, each lane holding kItems consecutive tokens in
-//   registers. Per state n a lane forms (decay, value) pairs, reduces them sequentially (one FMA
-//   chain, the exp off the chain), the kSegments lanes combine aggregates with a shuffle scan,
-//   (a1,b1)∘(a2,b2) = (a1·a2, a2·b1 + b2), seeded with the carried state, and each lane re-walks
-//   its items from its exclusive prefix to produce s_t·C_t. The scan never leaves the warp, so
-//   a chunk costs three block barriers (tile ready, B/C converted, y staged), not one per state.
-//   Tiles: u/δ/z and B/C rows arrive by 16-byte cp.async, double buffered (chunk c+1 loads
-//   while chunk c computes). B and C are dequantized once per chunk into fp32 tiles laid out
-//   [n][segment][kItems + 4]: a lane reads its items as float4, the +4 pad puts the 8 segments
-//   of a quarter-warp on distinct bank groups, and lanes of other channels read the same words
-//   (broadcast), so B/C cost half an LDS.128 per item and are shared by all 16 channels.
-//   The u/δ/z/y tiles are row-per-token; 16-byte slots are XOR-swizzled by (segment & 7) so
-//   the lanes of one channel (different segments, same item) hit different banks.
-//   Positions past L load as zeros and get δ = 0: decay 1, input 0, i.e. the identity, so the
-//   carried/final state is exact for any L.
+//   exps: L·E·N = 168M decay exponentials, one MUFU ex2 each (log2 e folded into A once), plus
+//   per (token, channel) two for softplus and two for the SiLU gate: ≈ 1.25 MUFU per item.
+//   MUFU runs 16/clk/SM → 168M·1.25 / (132·16·1.755 GHz) ≈ 57 µs, the floor. Bytes: u, δ, z
+//   int8 31 MB + fp16 y 21 MB + B, C ≈ 52 MB ≈ 17 µs at ~3 TB/s: not memory bound. int8 → fp32
+//   conversions avoid I2F (same 16/clk pipe as MUFU; see scan_common.cuh).
+//   Default kernel (prefill_lanes_kernel, LanePrefillTraits): a block owns kChannels channels
+//   and walks L in chunks of kChunk tokens. A lane owns kStatesPerLane states of one channel
+//   and walks the chunk token by token: per (token, state) FMUL δ·A, ex2, FMUL δu·B, the state
+//   FFMA and the C FFMA (5 issue slots + ~0.75 of LDS.128), with a dependency chain of one FFMA
+//   per token, so warps issue without cross-lane waits. Every kLanes tokens the channel's lanes
+//   reduce-scatter their per-token partial Σ s·C (kLanes-1 shuffles per lane, ≈ 1.75 slots per
+//   item at 2 states per lane) and lane q writes token q's gated output. Per chunk the block
+//   converts its raw tiles once: δ = softplus(..) and δ·u per (token, channel), B and C per
+//   (token, state), all fp32 in smem rows of kChunk + 4 floats so the float4 reads of 8 rows
+//   fall on distinct bank groups. Positions past L load as zeros and get δ = 0: decay 1, input
+//   0, so the carried and final states are exact for any L.
+//   The previous segment-scan kernel (prefill_kernel, PrefillTraits) is kept as a benchmarked
+//   alternative: kSegments lanes share a channel, each holding kItems consecutive tokens, and
+//   combine (decay, value) aggregates with a shuffle scan per state per chunk. It costs ≈ 4
+//   extra issue slots per item (the scan, the exclusive shift, the re-walk) and a 4-step
+//   shuffle latency chain per state, and measured ~2x slower (bench_scan).
 // Why y is not Hadamard-rotated here: the rotation mixes all E channels of a token, while a
 // block holds 16 channels over many tokens; fusing would need a grid-wide exchange of y per
 // token. y leaves as fp16 (~40% of the bytes, but bytes are not the bound) and the Hadamard kernel reads
 // it token-major.
-// Known imbalance: B·E/16 blocks (320 for E = 5120) spread over 132 SMs unevenly (2 or 3 per
-// SM); splitting L across blocks would need a cross-block carry (decoupled look-back).
+// Known imbalance: B·E/kChannels blocks (320 for E = 5120, 16 channels) spread over 132 SMs
+// unevenly (2 or 3 per SM); 8-channel blocks (8-byte rows) halve the granularity. Splitting L
+// across blocks would need a cross-block carry, which costs a second exp per item for the fix-up.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -148,6 +142,7 @@ struct PrefillTraits {
   static constexpr int kThreads = 32 * kWarps;
   static constexpr int kChannelsPerWarp = 32 / kSegments;
   static constexpr int kChannels = kChannelsPerWarp * kWarps;
+  static constexpr bool kStateLanes = false;         // segment-scan kernel (prefill_kernel)
   static constexpr int kChunk = kSegments * kItems;  // tokens per chunk
   static constexpr int kPitch = kItems + 4;          // floats per (state, segment) row of B/C tiles
   static constexpr int kInBytes = static_cast<int>(sizeof(In));
@@ -177,18 +172,77 @@ struct PrefillTraits {
   static_assert(kSmemBytes % 16 == 0, "smem carve-up keeps 16-byte alignment");
 };
 
-// Default variants. N = 16 is the fast path: 128-token chunks, 16 channels per 256-thread block,
-// ~50 KB smem so 3-4 blocks fit an SM and B·E/16 blocks (320 at E = 5120) run in one wave.
+// State-lane variant (prefill_lanes_kernel): a lane owns kStatesPerLane states of one channel
+// and walks the chunk's tokens sequentially, so no cross-lane scan; the per-token dot product
+// over states is a reduce-scatter across the channel's kLanes = N / kStatesPerLane lanes.
+// kGroups token groups are unrolled together so one group's reduce-scatter and output overlap
+// the next group's exponentials (a warp has few neighbours: E·N / (32·kStatesPerLane) warps).
+// kSmemReduce: the per-token partial sums meet through shared memory (each lane stores its G
+// partials as float4s, then sums one token's column: G/4 STS.128 + G LDS + G-1 FADD) instead of
+// the shuffle reduce-scatter (G-1 SHFL + G-1 FADD + 2(G-1) selects).
+template <int kDState_, int kStatesPerLane_, int kChunk_, int kChannels_, int kMinBlocks_, typename In_,
+          int kGroups_ = 1, bool kSmemReduce_ = false>
+struct LanePrefillTraits {
+  using In = In_;
+  static constexpr bool kStateLanes = true;
+  static constexpr int kGroups = kGroups_;
+  static constexpr bool kSmemReduce = kSmemReduce_;
+  static constexpr int kDState = kDState_;
+  static constexpr int kStatesPerLane = kStatesPerLane_;
+  static constexpr int kLanes = kDState / kStatesPerLane;  // lanes per channel = tokens per group
+  static constexpr int kChunk = kChunk_;
+  static constexpr int kChannels = kChannels_;
+  static constexpr int kMinBlocks = kMinBlocks_;
+  static constexpr int kChannelsPerWarp = 32 / kLanes;
+  static constexpr int kWarps = kChannels / kChannelsPerWarp;
+  static constexpr int kThreads = 32 * kWarps;
+  static constexpr int kPitch = kChunk + 4;  // floats per row of the fp32 [channel|state][token] tiles
+  static constexpr int kInBytes = static_cast<int>(sizeof(In));
+  // A u/δ/z row is kChannels·kInBytes bytes: 16-byte copies, or one 8-byte copy for 8 int8
+  // channels (8-channel blocks double the block count, which evens out the SMs' load).
+  static constexpr int kRowBytes = kChannels * kInBytes;
+  static constexpr int kRowCopy = kRowBytes >= 16 ? 16 : kRowBytes;
+  static constexpr int kRowSlots = kRowBytes / kRowCopy;
+  static constexpr int kBCSlots = kDState * kInBytes / 16;
+  static constexpr int kYSlots = kChannels * 2 / 16;
+  static constexpr int kTileBytes = kChunk * kChannels * kInBytes;
+  static constexpr int kBCBytes = kChunk * kDState * kInBytes;
+  static constexpr int kStageBytes = 3 * kTileBytes + 2 * kBCBytes;
+  static constexpr int kOffDelta = 2 * kStageBytes;                      // δ      [channel][token]
+  static constexpr int kOffDU = kOffDelta + kChannels * kPitch * 4;      // δ·u    [channel][token]
+  static constexpr int kOffBf = kOffDU + kChannels * kPitch * 4;         // B      [state][token]
+  static constexpr int kOffCf = kOffBf + kDState * kPitch * 4;           // C      [state][token]
+  static constexpr int kOffY = kOffCf + kDState * kPitch * 4;            // y fp16 [token][channel]
+  // Reduce scratch per channel: kLanes rows of kLanes + 4 floats (float4-aligned rows on distinct
+  // bank groups), channels kLanes·(kLanes + 5) floats apart so a column read by the whole warp
+  // (kChannelsPerWarp channels × kLanes lanes) hits 32 distinct banks.
+  static constexpr int kRedPitch = kLanes + 4;
+  static constexpr int kRedChannel = kLanes * (kLanes + 5);
+  static constexpr int kOffRed = kOffY + kChunk * kChannels * 2;
+  static constexpr int kSmemBytes = kOffRed + (kSmemReduce ? kChannels * kRedChannel * 4 : 0);
+
+  static_assert(kDState % kStatesPerLane == 0 && kLanes >= 4 && kLanes <= 32 && (kLanes & (kLanes - 1)) == 0,
+                "lanes per channel: power of two, 4..32 (a token group is read as float4s)");
+  static_assert(kChunk % (kLanes * kGroups) == 0 && kChunk % 4 == 0, "a chunk is whole token groups");
+  static_assert(kChannels % 8 == 0 && kChannels % kChannelsPerWarp == 0 && kRowBytes % kRowCopy == 0 &&
+                    (kRowCopy == 8 || kRowCopy == 16),
+                "u/δ/z rows are whole 8- or 16-byte copies, channels whole warps");
+  static_assert(kDState % 4 == 0 && kBCSlots >= 1 && kYSlots >= 1, "B/C and y rows are whole 16-byte slots");
+  static_assert(kSmemBytes % 16 == 0, "smem carve-up keeps 16-byte alignment");
+};
+
+// Default variants: the state-lane kernel. N = 16: 2 states per lane, 8 lanes per channel,
+// 16 channels per 128-thread block, 128-token chunks (57 KB smem, 3 blocks/SM; 320 blocks at
+// E = 5120 fill one wave). N = 32 / 64: 16 lanes per channel, 256 threads; N = 64 uses 64-token
+// chunks so the fp16-input variant stays at ~91 KB and fits sm_80.
 template <int N, typename In>
 struct DefaultPrefillTraits;
 template <typename In>
-struct DefaultPrefillTraits<16, In> { using type = PrefillTraits<16, 16, 8, 8, 3, In>; };
+struct DefaultPrefillTraits<16, In> { using type = LanePrefillTraits<16, 2, 128, 16, 3, In, 2>; };
 template <typename In>
-struct DefaultPrefillTraits<32, In> { using type = PrefillTraits<32, 16, 8, 8, 2, In>; };
-// N = 64: 8 segments × 8 items (64-token chunks) and 4 warps keep smem ≈ 104 KB (fp16 inputs)
-// so it also fits sm_80's 163 KB.
+struct DefaultPrefillTraits<32, In> { using type = LanePrefillTraits<32, 2, 128, 16, 2, In>; };
 template <typename In>
-struct DefaultPrefillTraits<64, In> { using type = PrefillTraits<64, 8, 8, 4, 1, In>; };
+struct DefaultPrefillTraits<64, In> { using type = LanePrefillTraits<64, 4, 64, 16, 2, In>; };
 
 // ---- Kernel ----------------------------------------------------------------------------------
 
@@ -405,6 +459,224 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
   }
 }
 
+// Reduce-scatter of G per-token partial sums over the G lanes of a channel (aligned lane group):
+// at step M a lane keeps the half of the tokens whose bit M matches its own lane bit and adds the
+// partner's copy of that half; lane q ends with token q's total in v[0]. Recursion on M keeps
+// every index a constant (a runtime-indexed v[] would live in local memory).
+template <int M, int G>
+QUAMBA_DEVICE void reduce_scatter(float (&v)[G], int q) {
+  const bool upper = (q & M) != 0;
+#pragma unroll
+  for (int i = 0; i < M; ++i) {
+    const float send = upper ? v[i] : v[i + M];
+    const float keep = upper ? v[i + M] : v[i];
+    v[i] = keep + __shfl_xor_sync(0xffffffffu, send, M);
+  }
+  if constexpr (M > 1) reduce_scatter<M / 2, G>(v, q);
+}
+
+// State-lane kernel. Per chunk: (1) raw u/δ/z/B/C tiles arrive by cp.async (double buffered);
+// (2) the block turns them into fp32 tiles once: δ = softplus(...) and δ·u per (token, channel),
+// B and C per (token, state), each transcendental computed once and shared by the lanes that
+// need it; (3) each lane walks the chunk token by token for its kStatesPerLane states: per
+// (token, state) one FMUL δ·A, one ex2, one FMUL δu·B, the state FFMA and the C FFMA. The state
+// chain is one FFMA per token (4 cycles), the exps are off it, so a warp keeps issuing without
+// any cross-lane dependency; (4) every kLanes tokens the channel's lanes reduce-scatter their
+// per-token partial sums (kLanes-1 shuffles per lane), lane q ends with token q's Σ_n s·C and
+// writes its gated output to the y tile; (5) the y tile leaves as 16-byte rows.
+template <class Traits, class Params, bool kHasZ>
+__global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_lanes_kernel(const Params p) {
+  using Io = PrefillIo<Params>;
+  using In = typename Io::In;
+  static_assert(std::is_same<In, typename Traits::In>::value, "traits built for another input type");
+  constexpr int G = Traits::kLanes, Q = Traits::kStatesPerLane, CH = Traits::kChannels, T = Traits::kChunk;
+  constexpr int N = Traits::kDState, PT = Traits::kPitch, kThreads = Traits::kThreads;
+  constexpr int kRowSlots = Traits::kRowSlots, kBCSlots = Traits::kBCSlots, kYSlots = Traits::kYSlots;
+  constexpr int kRowCopy = Traits::kRowCopy;
+
+  extern __shared__ __align__(16) unsigned char smem[];
+  float* sD = reinterpret_cast<float*>(smem + Traits::kOffDelta);
+  float* sDU = reinterpret_cast<float*>(smem + Traits::kOffDU);
+  float* sBf = reinterpret_cast<float*>(smem + Traits::kOffBf);
+  float* sCf = reinterpret_cast<float*>(smem + Traits::kOffCf);
+  __half* sY = reinterpret_cast<__half*>(smem + Traits::kOffY);
+
+  const int tid = threadIdx.x;
+  const int64_t b = blockIdx.y;
+  const int64_t E = p.u.shape[2];
+  const int L = static_cast<int>(p.u.shape[1]);
+  const int64_t e0 = static_cast<int64_t>(blockIdx.x) * CH;
+
+  // Raw tiles are row-per-token without swizzle: the lanes that read them (prep and output)
+  // touch consecutive bytes of one row or one byte of G different rows, both conflict-light.
+  // copy: 16 or 8 bytes per cp.async (std::integral_constant), slots: copies per row.
+  auto load_rows = [&](auto copy, const TensorView<const In, 3>& v, unsigned char* dst, int chunk0, int slots,
+                       int64_t c0) {
+    constexpr int kCopy = decltype(copy)::value;
+    for (int s = tid; s < T * slots; s += kThreads) {
+      const int t = s / slots, r = s % slots;
+      const int tok = chunk0 + t;
+      const bool live = tok < L;
+      const In* src =
+          live ? v.data + b * v.stride[0] + int64_t(tok) * v.stride[1] + c0 + r * (kCopy / Traits::kInBytes) : v.data;
+      if constexpr (kCopy == 16) cp_async_16(dst + s * 16, src, live);
+      else cp_async_8(dst + s * 8, src, live);
+    }
+  };
+  auto load_chunk = [&](int stage, int chunk0) {
+    unsigned char* base = smem + stage * Traits::kStageBytes;
+    const std::integral_constant<int, kRowCopy> row_copy;
+    const std::integral_constant<int, 16> bc_copy;
+    load_rows(row_copy, p.u, base, chunk0, kRowSlots, e0);
+    load_rows(row_copy, p.delta, base + Traits::kTileBytes, chunk0, kRowSlots, e0);
+    if constexpr (kHasZ) load_rows(row_copy, p.z, base + 2 * Traits::kTileBytes, chunk0, kRowSlots, e0);
+    load_rows(bc_copy, p.Bm, base + 3 * Traits::kTileBytes, chunk0, kBCSlots, 0);
+    load_rows(bc_copy, p.Cm, base + 3 * Traits::kTileBytes + Traits::kBCBytes, chunk0, kBCSlots, 0);
+  };
+
+  const int lane = tid & 31, warp = tid >> 5;
+  const int q = lane % G;                                    // lane within the channel
+  const int chl = warp * Traits::kChannelsPerWarp + lane / G;  // block-local channel
+  const int64_t e = e0 + chl;
+  const float Dv = Io::d(p, e);
+  const float su = Io::s_u(p), sdt = Io::s_delta(p), sz = Io::s_z(p), sB = Io::s_B(p), sC = Io::s_C(p);
+  // Lane q owns states q, q + G, ...: one float4 read of B/C then covers G consecutive state rows,
+  // which sit on distinct bank groups (row pitch ≡ 4 words mod 32).
+  float a2[Q], st[Q];
+#pragma unroll
+  for (int j = 0; j < Q; ++j) {
+    const int n = q + j * G;
+    // Finite clamp: tail tokens use δ = 0, and 0·(-inf) would be NaN instead of decay 1.
+    a2[j] = fmaxf(Io::a_log2(p, e * N + n), -3.402823466e38f);
+    st[j] = p.initial_state ? p.initial_state[(b * E + e) * N + n] : 0.f;
+  }
+
+  // Prep work items keep their channel (state) group across iterations because kThreads is a
+  // multiple of CH/4 (N/4), so the delta_bias loads happen once per thread, not per token.
+  static_assert(kThreads % (CH / 4) == 0 && kThreads % (N / 4) == 0, "prep groups are thread-invariant");
+  const int prep_c4 = tid % (CH / 4), prep_n4 = tid % (N / 4);
+  float prep_bias[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) prep_bias[j] = Io::bias(p, e0 + 4 * prep_c4 + j);
+
+  // y tile of chunk c-1 -> global, 16-byte rows; called between barriers (see the loop).
+  auto flush_y = [&](int chunk0) {
+    for (int s = tid; s < T * kYSlots; s += kThreads) {
+      const int t = s / kYSlots, r = s % kYSlots;
+      const int tok = chunk0 + t;
+      if (tok < L) {
+        __half* dst = p.y.data + b * p.y.stride[0] + int64_t(tok) * p.y.stride[1] + e0 + r * 8;
+        *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(sY + s * 8);
+      }
+    }
+  };
+
+  // Two barriers per chunk. After the first, every thread is done with chunk c-1 (its raw stage,
+  // fp32 tiles and y tile), so chunk c+1 may load into that stage and chunk c-1's y tile is
+  // flushed while chunk c is converted; the second publishes the fp32 tiles. The y tile is
+  // rewritten only after the second barrier, i.e. after every thread has flushed it.
+  const int nchunks = (L + T - 1) / T;
+  load_chunk(0, 0);
+  cp_async_commit();
+  for (int c = 0; c < nchunks; ++c) {
+    const int chunk0 = c * T;
+    cp_async_wait<0>();  // this thread's copies of chunk c (the only group in flight)
+    __syncthreads();     // everyone's copies of chunk c visible; chunk c-1 fully consumed
+    if (c + 1 < nchunks) {
+      load_chunk((c + 1) & 1, chunk0 + T);  // lands during chunk c's compute
+      cp_async_commit();
+    }
+    if (c > 0) flush_y(chunk0 - T);
+
+    const unsigned char* stg = smem + (c & 1) * Traits::kStageBytes;
+    {
+      const In* rawU = reinterpret_cast<const In*>(stg);
+      const In* rawD = reinterpret_cast<const In*>(stg + Traits::kTileBytes);
+      // Four channels per thread (one 4- or 8-byte read per tile row); channel group fastest so a
+      // warp reads consecutive words.
+      for (int idx = tid; idx < T * (CH / 4); idx += kThreads) {
+        const int t = idx / (CH / 4);
+        const Vec<In, 4> uq = *reinterpret_cast<const Vec<In, 4>*>(rawU + t * CH + 4 * prep_c4);
+        const Vec<In, 4> dq = *reinterpret_cast<const Vec<In, 4>*>(rawD + t * CH + 4 * prep_c4);
+        const bool live = chunk0 + t < L;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const float d = live ? softplus(to_float(dq[j]) * sdt + prep_bias[j]) : 0.f;  // δ = 0: identity past L
+          sD[(4 * prep_c4 + j) * PT + t] = d;
+          sDU[(4 * prep_c4 + j) * PT + t] = d * (to_float(uq[j]) * su);
+        }
+      }
+      const In* rawB = reinterpret_cast<const In*>(stg + 3 * Traits::kTileBytes);
+      const In* rawC = reinterpret_cast<const In*>(stg + 3 * Traits::kTileBytes + Traits::kBCBytes);
+      for (int idx = tid; idx < T * (N / 4); idx += kThreads) {
+        const int t = idx / (N / 4);
+        const Vec<In, 4> bq = *reinterpret_cast<const Vec<In, 4>*>(rawB + t * N + 4 * prep_n4);
+        const Vec<In, 4> cq = *reinterpret_cast<const Vec<In, 4>*>(rawC + t * N + 4 * prep_n4);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          sBf[(4 * prep_n4 + j) * PT + t] = to_float(bq[j]) * sB;
+          sCf[(4 * prep_n4 + j) * PT + t] = to_float(cq[j]) * sC;
+        }
+      }
+    }
+    __syncthreads();  // fp32 tiles ready
+
+    const float* dRow = sD + chl * PT;
+    const float* wRow = sDU + chl * PT;
+    const In* rawU = reinterpret_cast<const In*>(stg);
+    const In* rawZ = reinterpret_cast<const In*>(stg + 2 * Traits::kTileBytes);
+#pragma unroll Traits::kGroups
+    for (int g0 = 0; g0 < T; g0 += G) {
+      float v[G];
+#pragma unroll
+      for (int k = 0; k < G; k += 4) {
+        const float4 d4 = *reinterpret_cast<const float4*>(dRow + g0 + k);
+        const float4 w4 = *reinterpret_cast<const float4*>(wRow + g0 + k);
+        const float dd[4] = {d4.x, d4.y, d4.z, d4.w}, ww[4] = {w4.x, w4.y, w4.z, w4.w};
+#pragma unroll
+        for (int j = 0; j < Q; ++j) {
+          const int n = q + j * G;
+          const float4 b4 = *reinterpret_cast<const float4*>(sBf + n * PT + g0 + k);
+          const float4 c4 = *reinterpret_cast<const float4*>(sCf + n * PT + g0 + k);
+          const float bb[4] = {b4.x, b4.y, b4.z, b4.w}, cc[4] = {c4.x, c4.y, c4.z, c4.w};
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const float a = ex2(dd[i] * a2[j]);
+            st[j] = fmaf(a, st[j], ww[i] * bb[i]);
+            v[k + i] = j == 0 ? st[j] * cc[i] : fmaf(st[j], cc[i], v[k + i]);
+          }
+        }
+      }
+      if constexpr (Traits::kSmemReduce) {
+        float* red = reinterpret_cast<float*>(smem + Traits::kOffRed) + chl * Traits::kRedChannel;
+#pragma unroll
+        for (int k = 0; k < G; k += 4)
+          *reinterpret_cast<float4*>(red + q * Traits::kRedPitch + k) = make_float4(v[k], v[k + 1], v[k + 2], v[k + 3]);
+        __syncwarp();  // a channel's lanes are one aligned group of this warp
+        float sum = red[q];
+#pragma unroll
+        for (int r = 1; r < G; ++r) sum += red[r * Traits::kRedPitch + q];
+        __syncwarp();  // column reads done before the next group overwrites the rows
+        v[0] = sum;
+      } else {
+        reduce_scatter<G / 2, G>(v, q);  // lane q now holds token g0 + q
+      }
+      const int t = g0 + q;
+      float out = v[0] + Dv * (to_float(rawU[t * CH + chl]) * su);
+      if constexpr (kHasZ) out *= silu(to_float(rawZ[t * CH + chl]) * sz);
+      sY[t * CH + chl] = __float2half_rn(out);
+    }
+  }
+  __syncthreads();  // last y tile complete
+  flush_y((nchunks - 1) * T);
+  if (p.final_state) {
+    // Each lane wrote nothing else to final_state's rows; initial_state (possibly the same
+    // buffer) was read by this same lane before the loop, so aliasing is safe.
+#pragma unroll
+    for (int j = 0; j < Q; ++j) p.final_state[(b * E + e) * N + q + j * G] = st[j];
+  }
+}
+
 template <class T3>
 bool view_aligned16(const T3& v) {
   using Elem = typename std::remove_pointer<decltype(v.data)>::type;
@@ -446,7 +718,10 @@ Status launch_prefill(const Params& p, cudaStream_t stream) {
   if (p.Bm.shape[2] != Traits::kDState || p.u.shape[2] % Traits::kChannels != 0) return Status::kErrorNotSupported;
   const dim3 grid(static_cast<unsigned>(p.u.shape[2] / Traits::kChannels), static_cast<unsigned>(p.u.shape[0]));
   return dispatch_bool(p.z.data != nullptr, [&](auto has_z) {
-    auto kernel = detail::prefill_kernel<Traits, Params, decltype(has_z)::value>;
+    auto kernel = [] {
+      if constexpr (Traits::kStateLanes) return detail::prefill_lanes_kernel<Traits, Params, decltype(has_z)::value>;
+      else return detail::prefill_kernel<Traits, Params, decltype(has_z)::value>;
+    }();
     // The opt-in above 48 KB is per device and per kernel; remembering it keeps a host call off
     // every launch (it would show up as launch overhead at small L).
     static std::atomic<unsigned long long> opted_in{0};
