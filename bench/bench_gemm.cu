@@ -8,12 +8,21 @@
 // Layers (D = d_model, E = 2D, R = ceil(D/16)): in_proj K=D N=2E (requant), x_proj K=E N=R+32
 // (requant), dt_proj K=R N=E (requant), out_proj K=E N=D (dequant fp32 + fp32 residual),
 // lm_head K=D N=50280 (dequant fp16). Counters: TOPS (2MNK), GB/s and copy_frac on the minimum
-// bytes (A + W + C (+ residual) once each; the fp16 baseline counts 2-byte operands).
-// L2 is flushed before every timed launch. Example filter: --benchmark_filter='D2560/.*/M1$'.
+// bytes (A + W + C (+ residual) once each; the fp16 baseline counts 2-byte operands); wcopy_frac:
+// the weight bytes alone against the same-run copy ceiling (the decode roofline).
+// Timing: M >= 128: one launch per timed batch after an L2 flush. M <= 16 (decode): `sets` copies
+// of every operand (A, W, C, residual; together more than 2x L2) are launched back to back, set i
+// then set i+1, without a flush, and the batch time is divided by the number of sets: every
+// launch streams its weights from DRAM as in a decode step, and no dirty lines of a flush memset
+// are written back during the timed launches. The batch is captured once into a CUDA graph when
+// capture works (counter graph = 1), so the number is device time, not host launch rate.
+// Example filters: --benchmark_filter='D2560/.*/M1$', --benchmark_filter='sm90a.*/D2560/(in|out)_proj/M2048'.
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -55,7 +64,11 @@ struct Shape {
   int64_t M, N, K;
 };
 
-enum class Variant { kAuto, kSm80Tile128, kSm80Tile64, kGemvWide, kGemvSplitK, kGemvNarrow, kSm90a, kSm90aTile128, kSm90aTile256, kCublasF16, kCublasLtI8 };
+enum class Variant {
+  kAuto, kSm80Tile128, kSm80Tile64, kGemvWide, kGemvSplitK, kGemvNarrow,
+  kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St,
+  kCublasF16, kCublasLtI8
+};
 
 const char* variant_name(Variant v) {
   switch (v) {
@@ -68,6 +81,10 @@ const char* variant_name(Variant v) {
     case Variant::kSm90a: return "sm90a";
     case Variant::kSm90aTile128: return gemm::sm90a_name<gemm::Sm90aTile128x128>();
     case Variant::kSm90aTile256: return gemm::sm90a_name<gemm::Sm90aTile128x256>();
+    case Variant::kSm90aTile128S7: return gemm::sm90a_name<gemm::Sm90aTile128x128S7>();
+    case Variant::kSm90aP256: return gemm::sm90a_name<gemm::Sm90aPersistent128x256>();
+    case Variant::kSm90aP256St: return gemm::sm90a_name<gemm::Sm90aPersistent128x256St>();
+    case Variant::kSm90aP128St: return gemm::sm90a_name<gemm::Sm90aPersistent128x128St>();
     case Variant::kCublasF16: return "cublas_f16";
     case Variant::kCublasLtI8: return "cublaslt_i8";
   }
@@ -75,19 +92,91 @@ const char* variant_name(Variant v) {
 }
 
 template <typename Epi>
-Status run_variant(Variant v, const gemm::GemmParams<Epi>& p) {
+Status run_variant(Variant v, const gemm::GemmParams<Epi>& p, cudaStream_t st) {
   switch (v) {
-    case Variant::kAuto: return gemm::run(p, nullptr, 0);
-    case Variant::kSm80Tile128: return gemm::run_sm80<gemm::Sm80Tile128x128>(p, 0);
-    case Variant::kSm80Tile64: return gemm::run_sm80<gemm::Sm80Tile64x64>(p, 0);
-    case Variant::kGemvWide: return gemm::run_gemv(p, 0, gemm::GemvKind::kWide);
-    case Variant::kGemvSplitK: return gemm::run_gemv(p, 0, gemm::GemvKind::kSplitK);
-    case Variant::kGemvNarrow: return gemm::run_gemv(p, 0, gemm::GemvKind::kNarrow);
-    case Variant::kSm90a: return gemm::run(p, nullptr, 0, gemm::GemmPath::kSm90a);
-    case Variant::kSm90aTile128: return gemm::run_sm90a<Epi, gemm::Sm90aTile128x128>(p, 0);
-    case Variant::kSm90aTile256: return gemm::run_sm90a<Epi, gemm::Sm90aTile128x256>(p, 0);
+    case Variant::kAuto: return gemm::run(p, nullptr, st);
+    case Variant::kSm80Tile128: return gemm::run_sm80<gemm::Sm80Tile128x128>(p, st);
+    case Variant::kSm80Tile64: return gemm::run_sm80<gemm::Sm80Tile64x64>(p, st);
+    case Variant::kGemvWide: return gemm::run_gemv(p, st, gemm::GemvKind::kWide);
+    case Variant::kGemvSplitK: return gemm::run_gemv(p, st, gemm::GemvKind::kSplitK);
+    case Variant::kGemvNarrow: return gemm::run_gemv(p, st, gemm::GemvKind::kNarrow);
+    case Variant::kSm90a: return gemm::run(p, nullptr, st, gemm::GemmPath::kSm90a);
+    case Variant::kSm90aTile128: return gemm::run_sm90a<Epi, gemm::Sm90aTile128x128>(p, st);
+    case Variant::kSm90aTile256: return gemm::run_sm90a<Epi, gemm::Sm90aTile128x256>(p, st);
+    case Variant::kSm90aTile128S7: return gemm::run_sm90a<Epi, gemm::Sm90aTile128x128S7>(p, st);
+    case Variant::kSm90aP256: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent128x256>(p, st);
+    case Variant::kSm90aP256St: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent128x256St>(p, st);
+    case Variant::kSm90aP128St: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent128x128St>(p, st);
     default: return Status::kErrorNotSupported;
   }
+}
+
+// ---- timing ------------------------------------------------------------------------------------
+
+bool is_decode(int64_t M) { return M <= gemm::kGemvMaxM; }
+
+// Operand sets for one benchmark: 1 for M >= 128 (flushed L2), else enough copies that together
+// they exceed 2x L2 (see the header).
+int operand_sets(int64_t M, double set_bytes) {
+  if (!is_decode(M)) return 1;
+  int dev = 0, l2 = 0;
+  QUAMBA_CUDA_CHECK(cudaGetDevice(&dev));
+  QUAMBA_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
+  const double n = std::floor(2.0 * l2 / set_bytes) + 1.0;
+  return static_cast<int>(std::min(n, 4096.0));
+}
+
+// Byte offset between consecutive sets of one operand (256-byte aligned, like cudaMalloc).
+int64_t set_pitch(int64_t bytes) { return (bytes + 255) / 256 * 256; }
+
+cudaStream_t bench_stream() {
+  static cudaStream_t s = [] {
+    cudaStream_t x;
+    QUAMBA_CUDA_CHECK(cudaStreamCreateWithFlags(&x, cudaStreamNonBlocking));
+    return x;
+  }();
+  return s;
+}
+
+// Times launch(set, stream) for every set. M >= 128: time_gpu with its L2 flush. Decode: all sets
+// back to back without a flush (inner = sets), captured into one CUDA graph when possible.
+template <typename Launch>
+void time_sets(benchmark::State& state, int64_t M, int sets, Launch&& launch) {
+  cudaStream_t st = bench_stream();
+  if (!is_decode(M)) {
+    bench::time_gpu(state, [&](int) { launch(0, st); }, 1, true, st);
+    return;
+  }
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  bool graph_ok = cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed) == cudaSuccess;
+  if (graph_ok) {
+    for (int i = 0; i < sets; ++i) graph_ok = (launch(i, st) == Status::kSuccess) && graph_ok;
+    graph_ok = (cudaStreamEndCapture(st, &graph) == cudaSuccess) && graph_ok && graph != nullptr;
+    graph_ok = graph_ok && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+  }
+  if (!graph_ok) {
+    (void)cudaGetLastError();  // clears the (non-sticky) error of a refused capture
+    if (exec) cudaGraphExecDestroy(exec);
+    exec = nullptr;
+  }
+  const bool used_graph = exec != nullptr;
+  if (used_graph) {
+    bench::time_gpu(state, [&](int i) { if (i == 0) QUAMBA_CUDA_CHECK(cudaGraphLaunch(exec, st)); }, sets, false, st);
+    cudaGraphExecDestroy(exec);
+  } else {
+    bench::time_gpu(state, [&](int i) { launch(i, st); }, sets, false, st);
+  }
+  if (graph) cudaGraphDestroy(graph);
+  state.counters["sets"] = sets;
+  state.counters["graph"] = used_graph ? 1 : 0;
+}
+
+// Weight bytes per launch against the same-run copy ceiling (decode's roofline: W dominates).
+void report_weight_frac(benchmark::State& state, double w_bytes) {
+  if (bench::copy_gbps() > 0)
+    state.counters["wcopy_frac"] =
+        benchmark::Counter(w_bytes / (bench::copy_gbps() * 1e9), benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // Checks a few rows x columns of C against the reference before timing; aborts the benchmark
@@ -135,53 +224,84 @@ bool verify(benchmark::State& state, const gemm::GemmParams<Epi>& p, const float
 template <typename Epi>
 void bench_ours(benchmark::State& state, const Shape& s, Variant v) {
   using Out = typename Epi::Output;
-  DeviceBuffer<int8_t> A(s.M * s.K), W(s.N * s.K);
-  DeviceBuffer<Out> C(s.M * s.N);
+  const bool has_residual = std::is_same_v<Epi, gemm::DequantF32>;
+  const int64_t a_pitch = set_pitch(s.M * s.K), w_pitch = set_pitch(s.N * s.K);
+  const int64_t c_pitch = set_pitch(s.M * s.N * int64_t(sizeof(Out))) / int64_t(sizeof(Out));
+  const int64_t r_pitch = has_residual ? set_pitch(s.M * s.N * 4) / 4 : 0;
+  const int sets = operand_sets(s.M, double(a_pitch + w_pitch) + double(c_pitch) * sizeof(Out) + 4.0 * r_pitch);
+  DeviceBuffer<int8_t> A(sets * a_pitch), W(sets * w_pitch);
+  DeviceBuffer<Out> C(sets * c_pitch);
   DeviceBuffer<float> residual;
   fill_i8<<<1024, 256>>>(A.get(), A.size(), 1);
   fill_i8<<<1024, 256>>>(W.get(), W.size(), 2);
-  gemm::GemmParams<Epi> p;
-  p.M = s.M; p.N = s.N; p.K = s.K; p.A = A.get(); p.lda = s.K; p.W = W.get(); p.ldw = s.K; p.C = C.get(); p.ldc = s.N;
-  // Uniform int8 products: |acc| ~ 5.5e3·sqrt(K); alpha spreads the outputs over int8.
-  p.epilogue.alpha = 40.f / (5.5e3f * std::sqrt(float(s.K)));
+  std::vector<gemm::GemmParams<Epi>> ps(sets);
   double bytes = double(s.M) * s.K + double(s.N) * s.K + double(s.M) * s.N * sizeof(Out);
   if constexpr (std::is_same_v<Epi, gemm::DequantF32>) {
-    residual.resize(s.M * s.N);
+    residual.resize(sets * r_pitch);
     fill_f32<<<1024, 256>>>(residual.get(), residual.size(), 3);
-    p.epilogue.residual = residual.get();
-    p.epilogue.ldr = s.N;
     bytes += double(s.M) * s.N * 4;
   }
-  QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
-  const Status st = run_variant(v, p);
-  if (st != Status::kSuccess) {
-    state.SkipWithError((std::string("not runnable: ") + to_string(st)).c_str());
-    return;
+  for (int i = 0; i < sets; ++i) {
+    gemm::GemmParams<Epi>& p = ps[i];
+    p.M = s.M; p.N = s.N; p.K = s.K;
+    p.A = A.get() + i * a_pitch; p.lda = s.K;
+    p.W = W.get() + i * w_pitch; p.ldw = s.K;
+    p.C = C.get() + i * c_pitch; p.ldc = s.N;
+    // Uniform int8 products: |acc| ~ 5.5e3·sqrt(K); alpha spreads the outputs over int8.
+    p.epilogue.alpha = 40.f / (5.5e3f * std::sqrt(float(s.K)));
+    if constexpr (std::is_same_v<Epi, gemm::DequantF32>) {
+      p.epilogue.residual = residual.get() + i * r_pitch;
+      p.epilogue.ldr = s.N;
+    }
   }
   QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
-  if (!verify(state, p, nullptr, residual.get())) return;
-  bench::time_gpu(state, [&](int) { run_variant(v, p); });
+  for (int i : {0, sets - 1}) {
+    const Status st = run_variant(v, ps[i], 0);
+    if (st != Status::kSuccess) {
+      state.SkipWithError((std::string("not runnable: ") + to_string(st)).c_str());
+      return;
+    }
+    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+    const float* res = nullptr;
+    if constexpr (std::is_same_v<Epi, gemm::DequantF32>) res = ps[i].epilogue.residual;
+    if (!verify(state, ps[i], nullptr, res)) return;
+  }
+  time_sets(state, s.M, sets, [&](int i, cudaStream_t st) { return run_variant(v, ps[i], st); });
   bench::report_bytes(state, bytes);
   bench::report_ops(state, 2.0 * s.M * s.N * s.K);
+  report_weight_frac(state, double(s.N) * s.K);
 }
 
 void bench_cublas_f16(benchmark::State& state, const Shape& s) {
   static cublasHandle_t h = [] { cublasHandle_t x; cublasCreate(&x); return x; }();
-  DeviceBuffer<__half> A(s.M * s.K), W(s.N * s.K), C(s.M * s.N);
+  const int64_t a_pitch = set_pitch(2 * s.M * s.K) / 2, w_pitch = set_pitch(2 * s.N * s.K) / 2;
+  const int64_t c_pitch = set_pitch(2 * s.M * s.N) / 2;
+  const int sets = operand_sets(s.M, 2.0 * (a_pitch + w_pitch + c_pitch));
+  DeviceBuffer<__half> A(sets * a_pitch), W(sets * w_pitch), C(sets * c_pitch);
   fill_f16<<<1024, 256>>>(A.get(), A.size(), 1);
   fill_f16<<<1024, 256>>>(W.get(), W.size(), 2);
-  gemm::GemmF16Params p;
-  p.M = s.M; p.N = s.N; p.K = s.K; p.A = A.get(); p.lda = s.K; p.W = W.get(); p.ldw = s.K; p.C = C.get(); p.ldc = s.N;
-  if (gemm::gemm_f16_cublas(h, p, 0) != Status::kSuccess) { state.SkipWithError("cublasGemmEx failed"); return; }
-  bench::time_gpu(state, [&](int) { gemm::gemm_f16_cublas(h, p, 0); });
+  auto params = [&](int i) {
+    gemm::GemmF16Params p;
+    p.M = s.M; p.N = s.N; p.K = s.K;
+    p.A = A.get() + i * a_pitch; p.lda = s.K;
+    p.W = W.get() + i * w_pitch; p.ldw = s.K;
+    p.C = C.get() + i * c_pitch; p.ldc = s.N;
+    return p;
+  };
+  if (gemm::gemm_f16_cublas(h, params(0), 0) != Status::kSuccess) { state.SkipWithError("cublasGemmEx failed"); return; }
+  QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+  time_sets(state, s.M, sets, [&](int i, cudaStream_t st) { return gemm::gemm_f16_cublas(h, params(i), st); });
   bench::report_bytes(state, 2.0 * (double(s.M) * s.K + double(s.N) * s.K + double(s.M) * s.N));
   bench::report_ops(state, 2.0 * s.M * s.N * s.K);
+  report_weight_frac(state, 2.0 * s.N * s.K);
 }
 
 void bench_cublaslt_i8(benchmark::State& state, const Shape& s) {
   static cublasLtHandle_t lt = [] { cublasLtHandle_t x; cublasLtCreate(&x); return x; }();
-  DeviceBuffer<int8_t> A(s.M * s.K), W(s.N * s.K);
-  DeviceBuffer<int32_t> C(s.M * s.N);
+  const int64_t a_pitch = set_pitch(s.M * s.K), w_pitch = set_pitch(s.N * s.K), c_pitch = set_pitch(4 * s.M * s.N) / 4;
+  const int sets = operand_sets(s.M, double(a_pitch + w_pitch) + 4.0 * c_pitch);
+  DeviceBuffer<int8_t> A(sets * a_pitch), W(sets * w_pitch);
+  DeviceBuffer<int32_t> C(sets * c_pitch);
   fill_i8<<<1024, 256>>>(A.get(), A.size(), 1);
   fill_i8<<<1024, 256>>>(W.get(), W.size(), 2);
   gemm::CublasLtI8Gemm g;
@@ -190,13 +310,18 @@ void bench_cublaslt_i8(benchmark::State& state, const Shape& s) {
     return;
   }
   DeviceBuffer<char> ws(std::max<size_t>(g.workspace_bytes(), 1));
-  if (g.run(lt, A.get(), W.get(), C.get(), ws.get(), ws.size(), 0) != Status::kSuccess) {
+  auto launch = [&](int i, cudaStream_t st) {
+    return g.run(lt, A.get() + i * a_pitch, W.get() + i * w_pitch, C.get() + i * c_pitch, ws.get(), ws.size(), st);
+  };
+  if (launch(0, 0) != Status::kSuccess) {
     state.SkipWithError("cublasLtMatmul failed");
     return;
   }
-  bench::time_gpu(state, [&](int) { g.run(lt, A.get(), W.get(), C.get(), ws.get(), ws.size(), 0); });
+  QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+  time_sets(state, s.M, sets, launch);
   bench::report_bytes(state, double(s.M) * s.K + double(s.N) * s.K + 4.0 * s.M * s.N);
   bench::report_ops(state, 2.0 * s.M * s.N * s.K);
+  report_weight_frac(state, double(s.N) * s.K);
 }
 
 void bench_shape(benchmark::State& state, Shape s, Variant v) {
@@ -218,7 +343,9 @@ const bool registered = [] {
         s.M = M;
         std::vector<Variant> vs = {Variant::kAuto, Variant::kSm80Tile128, Variant::kSm80Tile64};
         if (M <= gemm::kGemvMaxM) vs.insert(vs.end(), {Variant::kGemvWide, Variant::kGemvSplitK, Variant::kGemvNarrow});
-        if (M >= 128) vs.insert(vs.end(), {Variant::kSm90a, Variant::kSm90aTile128, Variant::kSm90aTile256});
+        if (M >= 128)
+          vs.insert(vs.end(), {Variant::kSm90a, Variant::kSm90aTile128, Variant::kSm90aTile256, Variant::kSm90aTile128S7,
+                               Variant::kSm90aP256, Variant::kSm90aP256St, Variant::kSm90aP128St});
         vs.insert(vs.end(), {Variant::kCublasF16, Variant::kCublasLtI8});
         for (Variant v : vs) {
           const std::string name = std::string("Gemm/") + variant_name(v) + "/D" + std::to_string(D) + "/" + s.layer +

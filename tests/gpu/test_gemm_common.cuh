@@ -151,7 +151,14 @@ Epi make_epilogue(const Problem& p, const EpiConfig& cfg, float alpha) {
   return e;
 }
 
-enum class Runner { kAuto, kGemv, kGemvWide, kGemvSplitK, kGemvNarrow, kSm80Tile128, kSm80Tile64, kSm90a, kSm90aTile128, kSm90aTile256 };
+enum class Runner {
+  kAuto, kGemv, kGemvWide, kGemvSplitK, kGemvNarrow, kSm80Tile128, kSm80Tile64,
+  kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St
+};
+
+// Every sm90a kernel variant, forced by name (the dispatcher's choice is kSm90a / kAuto).
+inline constexpr Runner kSm90aVariants[] = {Runner::kSm90aTile128, Runner::kSm90aTile256, Runner::kSm90aTile128S7,
+                                            Runner::kSm90aP256, Runner::kSm90aP256St, Runner::kSm90aP128St};
 
 const char* runner_name(Runner r) {
   switch (r) {
@@ -165,6 +172,10 @@ const char* runner_name(Runner r) {
     case Runner::kSm90a: return "sm90a";
     case Runner::kSm90aTile128: return gemm::sm90a_name<gemm::Sm90aTile128x128>();
     case Runner::kSm90aTile256: return gemm::sm90a_name<gemm::Sm90aTile128x256>();
+    case Runner::kSm90aTile128S7: return gemm::sm90a_name<gemm::Sm90aTile128x128S7>();
+    case Runner::kSm90aP256: return gemm::sm90a_name<gemm::Sm90aPersistent128x256>();
+    case Runner::kSm90aP256St: return gemm::sm90a_name<gemm::Sm90aPersistent128x256St>();
+    case Runner::kSm90aP128St: return gemm::sm90a_name<gemm::Sm90aPersistent128x128St>();
   }
   return "?";
 }
@@ -182,6 +193,10 @@ Status run_with(Runner r, const gemm::GemmParams<Epi>& p) {
     case Runner::kSm90a: return gemm::run(p, nullptr, 0, gemm::GemmPath::kSm90a);
     case Runner::kSm90aTile128: return gemm::run_sm90a<Epi, gemm::Sm90aTile128x128>(p, 0);
     case Runner::kSm90aTile256: return gemm::run_sm90a<Epi, gemm::Sm90aTile128x256>(p, 0);
+    case Runner::kSm90aTile128S7: return gemm::run_sm90a<Epi, gemm::Sm90aTile128x128S7>(p, 0);
+    case Runner::kSm90aP256: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent128x256>(p, 0);
+    case Runner::kSm90aP256St: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent128x256St>(p, 0);
+    case Runner::kSm90aP128St: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent128x128St>(p, 0);
   }
   return Status::kErrorInternal;
 }
@@ -208,16 +223,18 @@ std::string bits_str(T v) {
 }
 
 // Runs `r` with epilogue Epi on p, checks sampled values bit-exactly against the reference, every
-// in-range element written, and the padding columns [N, ldc) untouched.
+// in-range element written, and the padding columns [N, ldc) untouched. ldc_multiple > 0: the
+// output pitch is the smallest multiple of it above N (16: the 16-byte store path of the staged
+// sm90a epilogue), with at least one padding column.
 template <typename Epi>
-void check(const Problem& p, Runner r, const EpiConfig& cfg, const std::string& label) {
+void check(const Problem& p, Runner r, const EpiConfig& cfg, const std::string& label, int64_t ldc_multiple = 0) {
   using Out = typename Epi::Output;
   const int64_t M = p.M, N = p.w->N, K = p.w->K;
   // An odd pitch forces the one-element store path, an even one the paired stores.
-  const int64_t ldc = N + (cfg.col_scale ? 5 : 8);
+  const int64_t ldc = ldc_multiple > 0 ? (N / ldc_multiple + 1) * ldc_multiple : N + (cfg.col_scale ? 5 : 8);
   const float alpha = std::is_same_v<Epi, gemm::Requant> ? 90.f / p.acc_rms : 3.f / p.acc_rms;
   const std::string what = label + " " + runner_name(r) + " " + cfg.name() + " M=" + std::to_string(M) +
-                           " N=" + std::to_string(N) + " K=" + std::to_string(K);
+                           " N=" + std::to_string(N) + " K=" + std::to_string(K) + " ldc=" + std::to_string(ldc);
   SCOPED_TRACE(what);
 
   gemm::GemmParams<Epi> prm;

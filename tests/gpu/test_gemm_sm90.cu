@@ -1,5 +1,7 @@
-// int8 GEMM family, sm90a path (wgmma + TMA), forced through GemmPath::kSm90a: every epilogue,
-// tails in M, N and K, strided views and the Mamba shapes, bit-exact against the host reference.
+// int8 GEMM family, sm90a path (wgmma + TMA): every kernel variant forced by name (one tile per
+// CTA: 128x128 s5/s7, 128x256 s4; persistent: 128x256 s4 with and without the staged 16-byte
+// int8 stores, 128x128 s6 staged), the dispatcher's kSm90a and kAuto choices; every epilogue,
+// tails in M, N and K, strided views, the Mamba shapes, bit-exact against the host reference.
 // Skips unless the device is sm_90 and the build contains sm_90a code.
 #include "test_gemm_common.cuh"
 
@@ -15,19 +17,45 @@ using namespace gemm_test;
     if (!sm90a_runnable()) GTEST_SKIP() << "no sm_90a code in this build (configure with 90a)"; \
   } while (0)
 
+std::vector<Runner> all_sm90a_runners() {
+  std::vector<Runner> v{Runner::kAuto, Runner::kSm90a};
+  v.insert(v.end(), std::begin(kSm90aVariants), std::end(kSm90aVariants));
+  return v;
+}
+
 TEST(GemmSm90a, EpilogueVariants) {
   QUAMBA_REQUIRE_SM90A();
   for (auto s : {std::array<int64_t, 3>{1, 200, 96}, {130, 200, 96}, {151, 1000, 336}, {372, 136, 16},
                  {256, 256, 256}, {129, 129, 4096}}) {
     Weights w(s[1], s[2], s[2] + 16, 5000 + s[1] + s[2]);
     Problem p(w, s[0], s[2] + 32, 6000 + s[0]);
-    for (Runner r : {Runner::kSm90a, Runner::kSm90aTile128, Runner::kSm90aTile256}) {
+    for (Runner r : all_sm90a_runners()) {
       check<gemm::Identity>(p, r, {}, "identity");
       check<gemm::Requant>(p, r, {}, "requant");
       check<gemm::Requant>(p, r, {true, false, false}, "requant");
       check<gemm::DequantF32>(p, r, {true, true, true}, "dequant_f32");
       check<gemm::DequantF32>(p, r, {false, false, true}, "dequant_f32");
       check<gemm::DequantF16>(p, r, {true, true, true}, "dequant_f16");
+      // ldc % 16 == 0: the staged variants take their 16-byte store path (N tails included).
+      check<gemm::Requant>(p, r, {}, "requant ldc16", 16);
+      check<gemm::Requant>(p, r, {true, false, false}, "requant ldc16", 16);
+    }
+  }
+}
+
+// The persistent kernels carry the ring position and barrier parity from tile to tile: many tiles
+// per CTA, with K-slice counts below, at and above the ring depth (1, 4..7, 9 slices of 128 B) and
+// partial M and N tiles in the raster's last band.
+TEST(GemmSm90a, PersistentManyTilesPerCta) {
+  QUAMBA_REQUIRE_SM90A();
+  for (int64_t K : {16, 128, 512, 640, 768, 896, 1152}) {
+    Weights w(2600, K, K, 9000 + K);
+    Problem p(w, 2100, K, 9100 + K);
+    const std::string label = "K=" + std::to_string(K);
+    for (Runner r : {Runner::kSm90aP256, Runner::kSm90aP256St, Runner::kSm90aP128St}) {
+      check<gemm::Requant>(p, r, {true, false, false}, label, 16);
+      check<gemm::Requant>(p, r, {}, label);
+      check<gemm::DequantF32>(p, r, {false, true, true}, label);
     }
   }
 }
@@ -44,7 +72,11 @@ TEST(GemmSm90a, MambaShapes) {
       for (int64_t M : {1, 17, 130, 2049}) {
         Problem p(w, M, L.K, 8000 + M + D);
         const std::string label = std::string(L.name) + " D=" + std::to_string(D);
-        for (Runner r : {Runner::kSm90aTile128, Runner::kSm90aTile256}) check<gemm::Requant>(p, r, {}, label);
+        for (Runner r : kSm90aVariants) {
+          check<gemm::Requant>(p, r, {}, label);
+          if (std::string(L.name) == "in_proj") check<gemm::Requant>(p, r, {}, label, 16);
+          if (std::string(L.name) == "out_proj") check<gemm::DequantF32>(p, r, {false, false, true}, label);
+        }
       }
     }
   }
@@ -54,9 +86,72 @@ TEST(GemmSm90a, InProjM2048) {
   QUAMBA_REQUIRE_SM90A();
   Weights w(10240, 2560, 2560, 8);
   Problem p(w, 2048, 2560, 9);
-  for (Runner r : {Runner::kSm90a, Runner::kSm90aTile128, Runner::kSm90aTile256}) {
+  for (Runner r : all_sm90a_runners()) {
     check<gemm::Requant>(p, r, {}, "in_proj D=2560");
+    check<gemm::Requant>(p, r, {}, "in_proj D=2560", 16);
     check<gemm::DequantF32>(p, r, {true, true, true}, "in_proj D=2560");
+  }
+}
+
+// out_proj at M = 2048 adds into the fp32 residual stream in place (residual == C, ldr == ldc).
+TEST(GemmSm90a, OutProjInPlaceResidual) {
+  QUAMBA_REQUIRE_SM90A();
+  const int64_t M = 2048, N = 2560, K = 5120;
+  Weights w(N, K, K, 10);
+  Problem p(w, M, K, 11);
+  for (Runner r : all_sm90a_runners()) {
+    SCOPED_TRACE(runner_name(r));
+    DeviceBuffer<float> C(p.residual);  // starts as the residual (pitch ldr), ends as residual + h
+    gemm::GemmParams<gemm::DequantF32> prm;
+    prm.M = M; prm.N = N; prm.K = K; prm.A = p.dA.get(); prm.lda = K; prm.W = w.dev.get(); prm.ldw = K;
+    prm.C = C.get(); prm.ldc = p.ldr;
+    prm.epilogue.alpha = 3.f / p.acc_rms;
+    prm.epilogue.residual = C.get();
+    prm.epilogue.ldr = p.ldr;
+    ASSERT_EQ(run_with(r, prm), Status::kSuccess);
+    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+    const auto got = C.download();
+    reference::EpilogueRef ref;
+    ref.alpha = prm.epilogue.alpha;
+    const int64_t shape[2] = {M, N}, stride[2] = {p.ldr, 1};
+    ref.residual = make_strided_view<const float, 2>(p.residual.data(), shape, stride);
+    size_t bad = 0;
+    for (size_t i = 0; i < p.rows.size(); ++i)
+      for (size_t j = 0; j < p.cols.size(); ++j) {
+        const int64_t m = p.rows[i], n = p.cols[j];
+        bad += float_bits(got[m * p.ldr + n]) !=
+               float_bits(reference::epilogue_value(ref, p.acc[i * p.cols.size() + j], m, n));
+      }
+    EXPECT_EQ(bad, 0u);
+  }
+}
+
+// The dispatcher picks the wgmma kernel where it should and the mma.sync kernel elsewhere: both are
+// bit-exact, so this only checks that kAuto and the forced paths agree on a small and a large M.
+TEST(GemmSm90a, AutoAgreesWithForcedPaths) {
+  QUAMBA_REQUIRE_SM90A();
+  DeviceInfo info;
+  ASSERT_EQ(query_device(&info), Status::kSuccess);
+  EXPECT_TRUE(gemm::sm90a_worthwhile(2048, 10240, info.sm_count));
+  EXPECT_FALSE(gemm::sm90a_worthwhile(128, 3072, info.sm_count));
+  EXPECT_FALSE(gemm::sm90a_worthwhile(100, 50280, info.sm_count));
+  for (int64_t M : {128, 2048}) {
+    Weights w(3072, 768, 768, 12);
+    Problem p(w, M, 768, 13 + M);
+    DeviceBuffer<int8_t> c1(M * 3072), c2(M * 3072), c3(M * 3072);
+    gemm::GemmParams<gemm::Requant> prm;
+    prm.M = M; prm.N = 3072; prm.K = 768; prm.A = p.dA.get(); prm.lda = 768; prm.W = w.dev.get(); prm.ldw = 768;
+    prm.ldc = 3072; prm.epilogue.alpha = 60.f / p.acc_rms;
+    prm.C = c1.get();
+    ASSERT_EQ(gemm::run(prm, nullptr, 0), Status::kSuccess);
+    prm.C = c2.get();
+    ASSERT_EQ(gemm::run(prm, nullptr, 0, gemm::GemmPath::kSm80), Status::kSuccess);
+    prm.C = c3.get();
+    ASSERT_EQ(gemm::run(prm, nullptr, 0, gemm::GemmPath::kSm90a), Status::kSuccess);
+    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+    const auto a = c1.download(), b = c2.download(), c = c3.download();
+    EXPECT_TRUE(test::all_equal(a.data(), b.data(), a.size(), "auto vs sm80 M=" + std::to_string(M)));
+    EXPECT_TRUE(test::all_equal(c.data(), b.data(), c.size(), "sm90a vs sm80 M=" + std::to_string(M)));
   }
 }
 

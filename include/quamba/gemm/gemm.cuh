@@ -10,9 +10,9 @@
 //   kGemv   M <= 16: weight-streaming dp4a kernel (gemm/gemv.cuh), any sm >= 80.
 //   kSm80   mma.sync.m16n8k32 tensor-core kernel (gemm/gemm_sm80.cuh), any sm >= 80.
 //   kSm90a  wgmma + TMA kernel (gemm/gemm_sm90.cuh), sm_90 built as 90a only.
-//   kAuto   kGemv for M <= 16; else kSm90a for M >= kSm90aMinM on sm_90 with a 90a build once
-//           sm90a_dispatch_enabled() is switched on (gemm_sm90.cuh; off until validated on H100);
-//           else kSm80 with a tile chosen by shape.
+//   kAuto   kGemv for M <= 16; else kSm90a on sm_90 with a 90a build when M >= kSm90aMinM and
+//           the problem has at least half as many 128 x 128 tiles as there are SMs (see
+//           sm90a_worthwhile); else kSm80 with a tile chosen by shape.
 // workspace_size() is 0 for every path; run() never allocates or synchronizes.
 #pragma once
 
@@ -34,6 +34,15 @@ enum class GemmPath { kAuto, kGemv, kSm80, kSm90a };
 
 // Below this M the 128-row wgmma tile is mostly padding; the mma.sync 64x64 tile is used instead.
 inline constexpr int64_t kSm90aMinM = 128;
+
+// The wgmma kernel runs one 128-row tile per SM; with fewer 128 x 128 tiles than half the SMs
+// (M = 128 in_proj at d_model 768: 24 tiles on 132 SMs) the 64x64 mma.sync tile's 4x more CTAs
+// finish first (bench_gemm M128 rows).
+inline bool sm90a_worthwhile(int64_t M, int64_t N, int sm_count) {
+  if (M < kSm90aMinM) return false;
+  const int64_t tiles = ((M + 127) / 128) * ((N + 127) / 128);
+  return 2 * tiles >= sm_count;
+}
 
 inline const char* to_string(GemmPath p) {
   switch (p) {
@@ -83,7 +92,8 @@ Status run(const GemmParams<Epilogue>& p, void* /*workspace*/, cudaStream_t stre
   if (info.arch < kMinSupportedArch) return Status::kErrorArchNotSupported;
   if (path == GemmPath::kAuto) {
     if (p.M <= kGemvMaxM) path = GemmPath::kGemv;
-    else if (info.arch == 90 && sm90a_dispatch_enabled() && p.M >= kSm90aMinM && sm90a_available<Epilogue>())
+    else if (info.arch == 90 && sm90a_dispatch_enabled() && sm90a_worthwhile(p.M, p.N, info.sm_count) &&
+             sm90a_available<Epilogue>())
       path = GemmPath::kSm90a;
     else path = GemmPath::kSm80;
   }

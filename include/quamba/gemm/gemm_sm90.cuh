@@ -15,8 +15,15 @@
 // traps. run_sm90a() therefore refuses (kErrorArchNotSupported) unless the device is sm_90 and the
 // kernel image loaded for it was built from compute_90 PTX or newer (cudaFuncGetAttributes); a
 // build for plain "90" (not "90a") is not detectable from the host and is unsupported.
-// Not selected by GemmPath::kAuto yet (sm90a_dispatch_enabled() == false): force it with
-// GemmPath::kSm90a until its tests have passed on the target card.
+// Selected by GemmPath::kAuto on sm_90 for M >= kSm90aMinM when the problem has enough 128 x 128
+// tiles to fill half the SMs (gemm.cuh); forced with GemmPath::kSm90a or run_sm90a<Epi, Traits>.
+//
+// Variants (Traits): the one-tile-per-CTA kernel (128x128 s5, 128x128 s7, 128x256 s4) and the
+// persistent kernel (grid = #SMs, each CTA walks tiles in a grouped raster order; its producer
+// keeps loading the next tile's K-slices while the consumers run the epilogue of the current one,
+// so the pipeline fill and the epilogue of every tile but the first/last are hidden). kStagedStore:
+// 1-byte outputs (Requant) go through a shared-memory tile and leave the SM as 16-byte row-contiguous
+// stores instead of 2-byte pairs scattered over 8 rows.
 #pragma once
 
 #include <cuda.h>
@@ -34,9 +41,9 @@
 
 namespace quamba::gemm {
 
-inline constexpr bool sm90a_dispatch_enabled() { return false; }
+inline constexpr bool sm90a_dispatch_enabled() { return true; }
 
-template <int kBN_, int kStages_>
+template <int kBN_, int kStages_, bool kPersistent_ = false, int kGroupM_ = 1, bool kStagedStore_ = false>
 struct Sm90aTraits {
   static constexpr int kBM = 128;   // two consumer warpgroups x m64
   static constexpr int kBN = kBN_;  // wgmma n128 / n256: kBN/2 int32 accumulators per thread
@@ -47,10 +54,20 @@ struct Sm90aTraits {
   static constexpr int kThreads = 128 * (1 + kConsumerWarpgroups);
   static constexpr int kStageBytesA = kBM * kBK;
   static constexpr int kStageBytesB = kBN * kBK;
+  // Persistent: one CTA per SM loops over tiles; kGroupM M-tiles per raster band.
+  static constexpr bool kPersistent = kPersistent_;
+  static constexpr int kGroupM = kGroupM_;
+  // 1-byte outputs staged through shared memory (a region of its own: in the persistent kernel the
+  // stage ring is already being refilled with the next tile while the epilogue runs).
+  static constexpr bool kStagedStore = kStagedStore_;
+  static constexpr int kStoreBytes = kStagedStore ? kBM * kBN : 0;
   // +1024: the dynamic smem base is rounded up to 1024 B, the period of the 128-byte swizzle, so
   // the wgmma descriptors can use base offset 0.
-  static constexpr int kSmemBytes = kStages * (kStageBytesA + kStageBytesB) + 2 * kStages * 8 + 1024;
+  static constexpr int kSmemBytes =
+      kStages * (kStageBytesA + kStageBytesB) + kStoreBytes + 2 * kStages * 8 + 1024;
   static_assert(kBN == 128 || kBN == 256, "wgmma tile width 128 or 256");
+  static_assert(kStages >= 2, "a pipeline needs at least two stages");
+  static_assert(kGroupM >= 1, "raster bands of at least one M-tile");
   static_assert(kSmemBytes <= 227 * 1024, "H100 allows 227 KiB of shared memory per block");
 };
 
@@ -59,11 +76,23 @@ using Sm90aTile128x128 = Sm90aTraits<128, 5>;
 // 4 stages x 48 KiB: 1.5x the MACs per byte of L2 traffic of the 128x128 tile (L2 -> SM bandwidth,
 // not the tensor cores, bounds the smaller tile on H100); 128 accumulators per consumer thread.
 using Sm90aTile128x256 = Sm90aTraits<256, 4>;
+// 7 stages x 32 KiB (224 KiB): the deepest ring that fits, for latency-bound short-K problems.
+using Sm90aTile128x128S7 = Sm90aTraits<128, 7>;
+// Persistent, grouped raster of 8 M-tiles; 4 x 48 KiB ring; direct 2-byte-pair stores.
+using Sm90aPersistent128x256 = Sm90aTraits<256, 4, true, 8, false>;
+// Same with the 1-byte-output tile staged in shared memory (+32 KiB) for 16-byte stores.
+using Sm90aPersistent128x256St = Sm90aTraits<256, 4, true, 8, true>;
+// Persistent 128x128, 6 x 32 KiB ring + 16 KiB staging: narrower N (out_proj) at full waves.
+using Sm90aPersistent128x128St = Sm90aTraits<128, 6, true, 8, true>;
 
 template <typename Traits>
 constexpr const char* sm90a_name() {
   if constexpr (std::is_same_v<Traits, Sm90aTile128x128>) return "sm90a_128x128x128_s5";
   else if constexpr (std::is_same_v<Traits, Sm90aTile128x256>) return "sm90a_128x256x128_s4";
+  else if constexpr (std::is_same_v<Traits, Sm90aTile128x128S7>) return "sm90a_128x128x128_s7";
+  else if constexpr (std::is_same_v<Traits, Sm90aPersistent128x256>) return "sm90a_p_128x256x128_s4_g8";
+  else if constexpr (std::is_same_v<Traits, Sm90aPersistent128x256St>) return "sm90a_p_128x256x128_s4_g8_st16";
+  else if constexpr (std::is_same_v<Traits, Sm90aPersistent128x128St>) return "sm90a_p_128x128x128_s6_g8_st16";
   else return "sm90a_custom";
 }
 
@@ -192,49 +221,166 @@ QUAMBA_DEVICE void wgmma_tile(int32_t (&d)[kBN / 2], uint64_t desc_a, uint64_t d
   else wgmma_m64n256k32_s8(d, desc_a, desc_b, 1);
 }
 
+QUAMBA_DEVICE void named_barrier_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+// Writes one consumer warpgroup's 64 x kBN accumulator block (rows row0.., columns n0..).
+// Accumulator layout of m64nN: warp w of the warpgroup owns rows 16w..16w+15; register 4j+e
+// holds row g (+8 for e >= 2), column 8j + 2t (+1 for odd e), g = lane/4, t = lane%4.
+// Direct: every thread stores its column pairs (2 bytes per row for int8: 8-byte row pieces).
+// Staged (kStagedStore, 1-byte outputs, wide_ok: ldc % 16 == 0 and C 16-byte aligned): the
+// warpgroup writes its int8 block into shared memory, then each thread stores whole 16-byte row
+// chunks, so a warp writes two full 256-byte row segments per instruction.
 template <typename Traits, typename Epilogue>
-__global__ void __launch_bounds__(Traits::kThreads, 1)
-    gemm_sm90a_kernel(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,
-                      GemmParams<Epilogue> p, bool pair_ok) {
-#if QUAMBA_SM90A_ENABLED
+QUAMBA_DEVICE void store_block(const GemmParams<Epilogue>& p, bool pair_ok, bool wide_ok,
+                               const int32_t (&acc)[Traits::kAccumulators], int64_t row0, int64_t n0,
+                               uint8_t* stage, int consumer) {
   using Output = typename Epilogue::Output;
-  constexpr int kStages = Traits::kStages;
-  extern __shared__ uint8_t smem_raw[];
-  const uint32_t raw = ptx::smem_u32(smem_raw);
-  const uint32_t sA = (raw + 1023u) & ~1023u;
-  const uint32_t sB = sA + kStages * Traits::kStageBytesA;
-  const uint32_t full_bar = sB + kStages * Traits::kStageBytesB;  // kStages x 8 bytes
-  const uint32_t empty_bar = full_bar + kStages * 8;
+  const int lt = threadIdx.x % 128;
+  const int lane = lt & 31, w = lt >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  if constexpr (Traits::kStagedStore && sizeof(Output) == 1) {
+    if (wide_ok) {
+      constexpr int kChunks = Traits::kBN / 16;  // 16-byte chunks per row of the block
+      static_assert(kChunks >= 8, "the XOR swizzle needs 8 chunks per row");
+      // Chunk c of row r lives at chunk c ^ (r % 8): the 8 rows g of one store instruction hit 8
+      // distinct 16-byte bank groups (the row pitch is a multiple of 128 B, so without the XOR all
+      // 8 rows would share one), and the 8 lanes of a 16-byte read phase still read 8 distinct
+      // chunks of one row.
+#pragma unroll
+      for (int j = 0; j < Traits::kBN / 8; ++j) {
+        const int64_t n = n0 + 8 * j + 2 * t;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int r = w * 16 + g + 8 * h;
+          const int64_t m = row0 + r;
+          // Out-of-range elements are never evaluated (col_scale[n] would be read past N) and
+          // never stored (the copy-out below skips them).
+          const bool in_m = m < p.M;
+          const int8_t lo = in_m && n < p.N ? p.epilogue.apply(acc[4 * j + 2 * h], m, n) : int8_t(0);
+          const int8_t hi = in_m && n + 1 < p.N ? p.epilogue.apply(acc[4 * j + 2 * h + 1], m, n + 1) : int8_t(0);
+          const int off = r * Traits::kBN + (((j >> 1) ^ (r & 7)) << 4) + (j & 1) * 8 + 2 * t;
+          *reinterpret_cast<uint16_t*>(stage + off) =
+              static_cast<uint16_t>(static_cast<uint8_t>(lo) | (static_cast<uint16_t>(static_cast<uint8_t>(hi)) << 8));
+        }
+      }
+      named_barrier_sync(1 + consumer, 128);
+#pragma unroll
+      for (int i = 0; i < 64 * kChunks / 128; ++i) {
+        const int q = lt + 128 * i;
+        const int r = q / kChunks, c = q % kChunks;
+        const int64_t m = row0 + r;
+        const int64_t n = n0 + 16 * c;
+        if (m < p.M && n < p.N) {
+          const int4 v = *reinterpret_cast<const int4*>(stage + r * Traits::kBN + ((c ^ (r & 7)) << 4));
+          Output* dst = p.C + m * p.ldc + n;
+          if (n + 16 <= p.N) {
+            *reinterpret_cast<int4*>(dst) = v;
+          } else {
+            const int8_t* b = reinterpret_cast<const int8_t*>(&v);
+            for (int e = 0; e < 16 && n + e < p.N; ++e) dst[e] = b[e];
+          }
+        }
+      }
+      // The staging block is rewritten by the next tile's epilogue: every thread of the warpgroup
+      // must be done reading it first.
+      named_barrier_sync(1 + consumer, 128);
+      return;
+    }
+  }
+  const int64_t row = row0 + w * 16 + g;
+#pragma unroll
+  for (int j = 0; j < Traits::kBN / 8; ++j) {
+    const int64_t col = n0 + 8 * j + 2 * t;
+    store_pair<Output>(p, pair_ok, row, col, acc[4 * j], acc[4 * j + 1]);
+    store_pair<Output>(p, pair_ok, row + 8, col, acc[4 * j + 2], acc[4 * j + 3]);
+  }
+}
 
-  const int tid = threadIdx.x;
-  const int warpgroup = tid / 128;
-  const int m0 = blockIdx.x * Traits::kBM;
-  const int n0 = blockIdx.y * Traits::kBN;
-  const int k_tiles = static_cast<int>((p.K + Traits::kBK - 1) / Traits::kBK);
+// Shared-memory carve-up of both kernels: kStages A slices, kStages W slices, the staging tile,
+// then the full/empty barriers.
+template <typename Traits>
+struct Sm90aSmem {
+  uint32_t sA, sB, sStore, full_bar, empty_bar;
+  QUAMBA_DEVICE explicit Sm90aSmem(uint32_t raw) {
+    sA = (raw + 1023u) & ~1023u;
+    sB = sA + Traits::kStages * Traits::kStageBytesA;
+    sStore = sB + Traits::kStages * Traits::kStageBytesB;
+    full_bar = sStore + Traits::kStoreBytes;  // kStages x 8 bytes
+    empty_bar = full_bar + Traits::kStages * 8;
+  }
+};
+
+template <typename Traits>
+QUAMBA_DEVICE void init_barriers(const Sm90aSmem<Traits>& sm) {
   constexpr int kConsumerWarps = Traits::kConsumerWarpgroups * 4;
-
-  if (tid == 0) {
-    for (int s = 0; s < kStages; ++s) {
-      mbar_init(full_bar + 8 * s, 1);                 // the producer's arrive.expect_tx
-      mbar_init(empty_bar + 8 * s, kConsumerWarps);   // one arrive per consumer warp
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < Traits::kStages; ++s) {
+      mbar_init(sm.full_bar + 8 * s, 1);                // the producer's arrive.expect_tx
+      mbar_init(sm.empty_bar + 8 * s, kConsumerWarps);  // one arrive per consumer warp
     }
     // Make the initialized barriers visible to the async (TMA) proxy.
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
+}
+
+// One K-slice of a consumer warpgroup: wait for the stage, issue its kBK/32 wgmmas, keep them in
+// flight and release the previous slice's stage once it is no longer read.
+template <typename Traits>
+QUAMBA_DEVICE void consume_slice(const Sm90aSmem<Traits>& sm, int32_t (&acc)[Traits::kAccumulators], uint32_t it,
+                                 bool release_prev, int consumer, int lane) {
+  constexpr int kStages = Traits::kStages;
+  const uint32_t s = it % kStages;
+  mbar_wait(sm.full_bar + 8 * s, (it / kStages) & 1);
+  const uint32_t a_base = sm.sA + s * Traits::kStageBytesA + consumer * 64 * Traits::kBK;
+  const uint32_t b_base = sm.sB + s * Traits::kStageBytesB;
+  fence_operands(acc);
+  wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < Traits::kBK / 32; ++kk)
+    wgmma_tile<Traits::kBN>(acc, smem_desc_sw128(a_base + kk * 32), smem_desc_sw128(b_base + kk * 32));
+  wgmma_commit();
+  // Slice it-1's wgmmas are complete once at most one group (it's) is pending: release its stage.
+  wgmma_wait<1>();
+  fence_operands(acc);
+  if (release_prev && lane == 0) mbar_arrive(sm.empty_bar + 8 * ((it - 1) % kStages));
+}
+
+// The producer thread's load of K-slice kt of the tile at (m0, n0) into ring position `it`.
+template <typename Traits>
+QUAMBA_DEVICE void produce_slice(const Sm90aSmem<Traits>& sm, const CUtensorMap* tma_a, const CUtensorMap* tma_w,
+                                 uint32_t it, int kt, int m0, int n0) {
+  constexpr int kStages = Traits::kStages;
+  const uint32_t s = it % kStages;
+  // A fresh barrier counts its "previous" phase (parity 1) as complete, so the first kStages
+  // waits return at once.
+  mbar_wait(sm.empty_bar + 8 * s, ((it / kStages) & 1) ^ 1);
+  mbar_arrive_expect_tx(sm.full_bar + 8 * s, Traits::kStageBytesA + Traits::kStageBytesB);
+  tma_load_2d(sm.sA + s * Traits::kStageBytesA, tma_a, kt * Traits::kBK, m0, sm.full_bar + 8 * s);
+  tma_load_2d(sm.sB + s * Traits::kStageBytesB, tma_w, kt * Traits::kBK, n0, sm.full_bar + 8 * s);
+}
+
+// One CTA per C tile.
+template <typename Traits, typename Epilogue>
+__global__ void __launch_bounds__(Traits::kThreads, 1)
+    gemm_sm90a_kernel(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,
+                      GemmParams<Epilogue> p, bool pair_ok, bool wide_ok) {
+#if QUAMBA_SM90A_ENABLED
+  extern __shared__ uint8_t smem_raw[];
+  const uint32_t raw = ptx::smem_u32(smem_raw);
+  const Sm90aSmem<Traits> sm(raw);
+  const int tid = threadIdx.x;
+  const int warpgroup = tid / 128;
+  const int m0 = blockIdx.x * Traits::kBM;
+  const int n0 = blockIdx.y * Traits::kBN;
+  const int k_tiles = static_cast<int>((p.K + Traits::kBK - 1) / Traits::kBK);
+  init_barriers(sm);
 
   if (warpgroup == 0) {
-    if (tid == 0) {
-      for (int kt = 0; kt < k_tiles; ++kt) {
-        const int s = kt % kStages;
-        // A fresh barrier counts its "previous" phase (parity 1) as complete, so the first
-        // kStages waits return at once.
-        mbar_wait(empty_bar + 8 * s, ((kt / kStages) & 1) ^ 1);
-        mbar_arrive_expect_tx(full_bar + 8 * s, Traits::kStageBytesA + Traits::kStageBytesB);
-        tma_load_2d(sA + s * Traits::kStageBytesA, &tma_a, kt * Traits::kBK, m0, full_bar + 8 * s);
-        tma_load_2d(sB + s * Traits::kStageBytesB, &tma_w, kt * Traits::kBK, n0, full_bar + 8 * s);
-      }
-    }
+    if (tid == 0)
+      for (int kt = 0; kt < k_tiles; ++kt) produce_slice(sm, &tma_a, &tma_w, kt, kt, m0, n0);
     return;
   }
 
@@ -243,36 +389,80 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   int32_t acc[Traits::kAccumulators];
 #pragma unroll
   for (int i = 0; i < Traits::kAccumulators; ++i) acc[i] = 0;
-
-  for (int kt = 0; kt < k_tiles; ++kt) {
-    const int s = kt % kStages;
-    mbar_wait(full_bar + 8 * s, (kt / kStages) & 1);
-    const uint32_t a_base = sA + s * Traits::kStageBytesA + consumer * 64 * Traits::kBK;
-    const uint32_t b_base = sB + s * Traits::kStageBytesB;
-    fence_operands(acc);
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < Traits::kBK / 32; ++kk)
-      wgmma_tile<Traits::kBN>(acc, smem_desc_sw128(a_base + kk * 32), smem_desc_sw128(b_base + kk * 32));
-    wgmma_commit();
-    // Slice kt-1's wgmmas are complete once at most one group (kt's) is pending: release its stage.
-    wgmma_wait<1>();
-    fence_operands(acc);
-    if (kt > 0 && lane == 0) mbar_arrive(empty_bar + 8 * ((kt - 1) % kStages));
-  }
+  for (int kt = 0; kt < k_tiles; ++kt) consume_slice(sm, acc, kt, kt > 0, consumer, lane);
   wgmma_wait<0>();
   fence_operands(acc);
+  store_block<Traits>(p, pair_ok, wide_ok, acc, int64_t(m0) + consumer * 64, n0,
+                      smem_raw + (sm.sStore - raw) + consumer * 64 * Traits::kBN, consumer);
+#else
+  __trap();  // built without sm_90a: never produce silent garbage
+#endif
+}
 
-  // Accumulator layout of m64nN: warp w of the warpgroup owns rows 16w..16w+15; register 4j+e
-  // holds row g (+8 for e >= 2), column 8j + 2t (+1 for odd e), g = lane/4, t = lane%4.
-  const int w = (tid % 128) / 32;
-  const int g = lane >> 2, t = lane & 3;
-  const int64_t row = static_cast<int64_t>(m0) + consumer * 64 + w * 16 + g;
+// Tile `tile` of the persistent raster: bands of kGroupM M-tiles walked N-tile by N-tile, M fastest
+// within a band. The ~#SMs tiles in flight at a time then touch kGroupM A panels and about
+// #SMs / kGroupM W panels, so each panel comes from DRAM about once and is re-read from L2.
+template <typename Traits>
+QUAMBA_DEVICE void tile_coords(int64_t tile, int64_t m_tiles, int64_t n_tiles, int& m0, int& n0) {
+  const int64_t band_tiles = Traits::kGroupM * n_tiles;
+  const int64_t band = tile / band_tiles;
+  const int64_t first_m = band * Traits::kGroupM;
+  const int64_t rows = m_tiles - first_m < Traits::kGroupM ? m_tiles - first_m : Traits::kGroupM;
+  const int64_t r = tile - band * band_tiles;
+  m0 = static_cast<int>((first_m + r % rows) * Traits::kBM);
+  n0 = static_cast<int>((r / rows) * Traits::kBN);
+}
+
+// Persistent: grid <= #SMs, CTA b handles tiles b, b + gridDim.x, ... The producer and the
+// consumers walk the same tile sequence with one running ring index `it`, so the stage and the
+// barrier parity carry over from tile to tile; the producer runs up to kStages slices ahead,
+// i.e. into the next tile while the consumers are in the epilogue.
+template <typename Traits, typename Epilogue>
+__global__ void __launch_bounds__(Traits::kThreads, 1)
+    gemm_sm90a_persistent_kernel(const __grid_constant__ CUtensorMap tma_a,
+                                 const __grid_constant__ CUtensorMap tma_w, GemmParams<Epilogue> p, bool pair_ok,
+                                 bool wide_ok) {
+#if QUAMBA_SM90A_ENABLED
+  extern __shared__ uint8_t smem_raw[];
+  const uint32_t raw = ptx::smem_u32(smem_raw);
+  const Sm90aSmem<Traits> sm(raw);
+  const int tid = threadIdx.x;
+  const int warpgroup = tid / 128;
+  const int k_tiles = static_cast<int>((p.K + Traits::kBK - 1) / Traits::kBK);
+  const int64_t m_tiles = (p.M + Traits::kBM - 1) / Traits::kBM;
+  const int64_t n_tiles = (p.N + Traits::kBN - 1) / Traits::kBN;
+  const int64_t tiles = m_tiles * n_tiles;
+  init_barriers(sm);
+
+  if (warpgroup == 0) {
+    if (tid == 0) {
+      uint32_t it = 0;
+      for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+        int m0, n0;
+        tile_coords<Traits>(tile, m_tiles, n_tiles, m0, n0);
+        for (int kt = 0; kt < k_tiles; ++kt, ++it) produce_slice(sm, &tma_a, &tma_w, it, kt, m0, n0);
+      }
+    }
+    return;
+  }
+
+  const int consumer = warpgroup - 1;
+  const int lane = tid & 31;
+  uint8_t* stage = smem_raw + (sm.sStore - raw) + consumer * 64 * Traits::kBN;
+  int32_t acc[Traits::kAccumulators];
+  uint32_t it = 0;
+  for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    int m0, n0;
+    tile_coords<Traits>(tile, m_tiles, n_tiles, m0, n0);
 #pragma unroll
-  for (int j = 0; j < Traits::kBN / 8; ++j) {
-    const int64_t col = static_cast<int64_t>(n0) + 8 * j + 2 * t;
-    store_pair<Output>(p, pair_ok, row, col, acc[4 * j], acc[4 * j + 1]);
-    store_pair<Output>(p, pair_ok, row + 8, col, acc[4 * j + 2], acc[4 * j + 3]);
+    for (int i = 0; i < Traits::kAccumulators; ++i) acc[i] = 0;
+    for (int kt = 0; kt < k_tiles; ++kt, ++it) consume_slice(sm, acc, it, kt > 0, consumer, lane);
+    wgmma_wait<0>();
+    fence_operands(acc);
+    // The tile's last slice is read by no pending wgmma any more: hand its stage to the producer
+    // before the epilogue, so the next tile's loads overlap it.
+    if (lane == 0) mbar_arrive(sm.empty_bar + 8 * ((it - 1) % Traits::kStages));
+    store_block<Traits>(p, pair_ok, wide_ok, acc, int64_t(m0) + consumer * 64, n0, stage, consumer);
   }
 #else
   __trap();  // built without sm_90a: never produce silent garbage
@@ -327,13 +517,21 @@ Status can_implement_sm90a(const GemmParams<Epilogue>& p) {
 
 #if QUAMBA_HAS_CUDA_COMPILER
 
+namespace detail {
+template <typename Traits, typename Epilogue>
+constexpr auto sm90a_kernel_of() {
+  if constexpr (Traits::kPersistent) return gemm_sm90a_persistent_kernel<Traits, Epilogue>;
+  else return gemm_sm90a_kernel<Traits, Epilogue>;
+}
+}  // namespace detail
+
 // True when the current device is sm_90 and the kernel image it would run came from compute_90+
 // code (a 90a build); false on other devices or when only older code was compiled in.
 template <typename Epilogue, typename Traits = Sm90aTile128x128>
 bool sm90a_available() {
   if (current_arch() != 90) return false;
   cudaFuncAttributes attr{};
-  if (cudaFuncGetAttributes(&attr, detail::gemm_sm90a_kernel<Traits, Epilogue>) != cudaSuccess) {
+  if (cudaFuncGetAttributes(&attr, detail::sm90a_kernel_of<Traits, Epilogue>()) != cudaSuccess) {
     cudaGetLastError();
     return false;
   }
@@ -348,14 +546,23 @@ Status run_sm90a(const GemmParams<Epilogue>& p, cudaStream_t stream) {
   CUtensorMap tma_a, tma_w;
   QUAMBA_RETURN_IF_ERROR(detail::make_tensor_map_i8(&tma_a, p.A, p.K, p.M, p.lda, Traits::kBM));
   QUAMBA_RETURN_IF_ERROR(detail::make_tensor_map_i8(&tma_w, p.W, p.K, p.N, p.ldw, Traits::kBN));
-  auto kernel = detail::gemm_sm90a_kernel<Traits, Epilogue>;
+  auto kernel = detail::sm90a_kernel_of<Traits, Epilogue>();
   QUAMBA_RETURN_IF_CUDA_ERROR(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
   using Output = typename Epilogue::Output;
   const bool pair_ok = p.ldc % 2 == 0 && is_aligned(p.C, 2 * sizeof(Output));
-  const dim3 grid(static_cast<unsigned>((p.M + Traits::kBM - 1) / Traits::kBM),
-                  static_cast<unsigned>((p.N + Traits::kBN - 1) / Traits::kBN));
-  kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(tma_a, tma_w, p, pair_ok);
+  // 16-byte row chunks of a 1-byte output: every row start and chunk is 16-byte aligned.
+  const bool wide_ok = sizeof(Output) == 1 && p.ldc % 16 == 0 && is_aligned(p.C, 16);
+  const int64_t m_tiles = (p.M + Traits::kBM - 1) / Traits::kBM;
+  const int64_t n_tiles = (p.N + Traits::kBN - 1) / Traits::kBN;
+  dim3 grid(static_cast<unsigned>(m_tiles), static_cast<unsigned>(n_tiles));
+  if constexpr (Traits::kPersistent) {
+    DeviceInfo info;
+    QUAMBA_RETURN_IF_ERROR(query_device(&info));
+    const int64_t tiles = m_tiles * n_tiles;
+    grid = dim3(static_cast<unsigned>(tiles < info.sm_count ? tiles : info.sm_count));
+  }
+  kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(tma_a, tma_w, p, pair_ok, wide_ok);
   return last_launch_status();
 }
 
