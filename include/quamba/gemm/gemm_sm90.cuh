@@ -21,7 +21,8 @@
 // Variants (Traits): the one-tile-per-CTA kernel (128x128 s5, 128x128 s7, 128x256 s4) and the
 // persistent kernel (grid = #SMs, each CTA walks tiles in a grouped raster order; its producer
 // keeps loading the next tile's K-slices while the consumers run the epilogue of the current one,
-// so the pipeline fill and the epilogue of every tile but the first/last are hidden). kStagedStore:
+// so a tile's pipeline fill overlaps the previous epilogue; the tensor cores still wait for the
+// epilogue, which only a ping-pong of the two consumer warpgroups over different tiles would hide). kStagedStore:
 // 1-byte outputs (Requant) go through a shared-memory tile and leave the SM as 16-byte row-contiguous
 // stores instead of 2-byte pairs scattered over 8 rows.
 #pragma once
