@@ -4,7 +4,10 @@
 // Byte model (fewest bytes, each input read once, each output written once):
 //   add_rmsnorm: M·D·(4 + 4 [fp32 residual read + write] + sizeof(h) + sizeof(out)) + 4·D gamma
 //   embedding:   M·D·(2 [fp16 row] + sizeof(out)) + 4·M ids
-// Inputs rotate over enough buffer sets to exceed 2× L2, so every launch reads DRAM.
+// Inputs rotate over enough buffer sets (one arena) to exceed 2× L2, so every launch reads DRAM.
+// M = 1 launches are timed as one CUDA graph of a launch per set, without the L2 flush (the
+// flush's dirty lines would be written back during a µs-long launch, inflating it; see
+// time_graph), which is also what a decode step sees; gamma rotates with the sets.
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -37,15 +40,171 @@ int rotation_sets(double bytes_per_set) {
   int dev = 0, l2 = 0;
   QUAMBA_CUDA_CHECK(cudaGetDevice(&dev));
   QUAMBA_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
-  return std::max(1, std::min(64, static_cast<int>(std::ceil(2.0 * l2 / std::max(bytes_per_set, 1.0)))));
+  return std::max(1, std::min(16384, static_cast<int>(std::ceil(2.0 * l2 / std::max(bytes_per_set, 1.0)))));
 }
 
-template <typename TOut>
-struct NormSet {
-  DeviceBuffer<__half> h;
-  DeviceBuffer<float> res;
-  DeviceBuffer<TOut> out;
+// Rotating buffer sets in one allocation: set s, field f at base + s·stride + offset[f].
+class Arena {
+ public:
+  explicit Arena(const std::vector<size_t>& field_bytes) {
+    size_t off = 0;
+    for (size_t b : field_bytes) {
+      offsets_.push_back(off);
+      off += (b + 255) / 256 * 256;
+    }
+    stride_ = std::max<size_t>(off, 256);
+    sets_ = rotation_sets(double(stride_));
+    buf_.resize(stride_ * size_t(sets_));
+  }
+  int sets() const { return sets_; }
+  template <typename T>
+  T* at(int s, int field) const { return reinterpret_cast<T*>(buf_.get() + size_t(s) * stride_ + offsets_[size_t(field)]); }
+  // Uploads `host` into field f of set 0 and copies it to every other set.
+  template <typename T>
+  void fill(int field, const std::vector<T>& host) {
+    const size_t bytes = host.size() * sizeof(T);
+    QUAMBA_CUDA_CHECK(cudaMemcpy(at<char>(0, field), host.data(), bytes, cudaMemcpyHostToDevice));
+    for (int s = 1; s < sets_; ++s)
+      QUAMBA_CUDA_CHECK(cudaMemcpy(at<char>(s, field), at<char>(0, field), bytes, cudaMemcpyDeviceToDevice));
+  }
+
+ private:
+  DeviceBuffer<char> buf_;
+  std::vector<size_t> offsets_;
+  size_t stride_ = 0;
+  int sets_ = 1;
 };
+
+// Decode-size launches: `count` launches (one per rotating set) captured once into a CUDA graph
+// and replayed back to back, without the flush. The graph removes the host's per-launch cost
+// (several µs, more than these kernels take), as a decode loop run through graphs does; the
+// reported time is the GPU time per launch, gaps between launches included.
+template <typename Launch>
+void time_graph(benchmark::State& state, Launch&& launch, int count) {
+  cudaStream_t s;
+  QUAMBA_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  QUAMBA_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  bool ok = true;
+  for (int i = 0; i < count; ++i) ok = ok && launch(i, s) == Status::kSuccess;
+  QUAMBA_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+  QUAMBA_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  cudaEvent_t a, b;
+  QUAMBA_CUDA_CHECK(cudaEventCreate(&a));
+  QUAMBA_CUDA_CHECK(cudaEventCreate(&b));
+  QUAMBA_CUDA_CHECK(cudaGraphLaunch(exec, s));  // warm-up
+  QUAMBA_CUDA_CHECK(cudaStreamSynchronize(s));
+  if (!ok) state.SkipWithError("launch failed during capture");
+  for (auto _ : state) {
+    QUAMBA_CUDA_CHECK(cudaEventRecord(a, s));
+    QUAMBA_CUDA_CHECK(cudaGraphLaunch(exec, s));
+    QUAMBA_CUDA_CHECK(cudaEventRecord(b, s));
+    QUAMBA_CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    QUAMBA_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    state.SetIterationTime(ms * 1e-3 / count);
+  }
+  QUAMBA_CUDA_CHECK(cudaGetLastError());
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(s);
+}
+
+// ---- Baseline: the previous add+RMSNorm kernel (one 256-thread CTA per row, gamma loaded after
+// the reduction), kept verbatim so one run compares it with the variants.
+namespace legacy {
+using quamba::Vec;
+using quamba::norm::AddRmsNormParams;
+using namespace quamba::norm::detail;
+template <int Threads, int VecN, int MaxChunks>
+struct Traits {
+  static constexpr int kThreads = Threads, kVec = VecN, kMaxChunks = MaxChunks, kWarps = Threads / 32;
+};
+template <typename Traits, typename THidden, typename TOut>
+__global__ void __launch_bounds__(Traits::kThreads)
+    add_rmsnorm_kernel(AddRmsNormParams<THidden, TOut> p) {
+  constexpr int kVec = Traits::kVec;
+  const int64_t row = blockIdx.x;
+  const int tid = threadIdx.x;
+  const int nchunks = p.D / kVec;
+  float* res = p.residual + row * p.residual_stride;
+  const THidden* h = p.h ? p.h + row * p.h_stride : nullptr;
+
+  // All loads of the row are issued before any use so each thread keeps up to kMaxChunks
+  // 16-byte requests in flight (memory-level parallelism is what a one-pass norm needs).
+  float r[Traits::kMaxChunks][kVec];
+  float ss = 0.f;
+#pragma unroll
+  for (int i = 0; i < Traits::kMaxChunks; ++i) {
+    const int chunk = tid + i * Traits::kThreads;
+    if (chunk < nchunks) {
+      load_as_float(res + chunk * kVec, r[i]);
+      if (h) {
+        float hv[kVec];
+        load_as_float(h + chunk * kVec, hv);
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) r[i][j] += hv[j];
+        Vec<float, kVec> a;
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) a[j] = r[i][j];
+        *reinterpret_cast<Vec<float, kVec>*>(res + chunk * kVec) = a;
+      }
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) ss = fmaf(r[i][j], r[i][j], ss);
+    }
+  }
+
+  // Block reduction: warp shuffles, then one partial per warp through shared memory.
+  __shared__ float warp_ss[Traits::kWarps];
+  __shared__ float s_rstd;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  if ((tid & 31) == 0) warp_ss[tid >> 5] = ss;
+  __syncthreads();
+  if (tid < 32) {
+    float t = tid < Traits::kWarps ? warp_ss[tid] : 0.f;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+    if (tid == 0) s_rstd = rsqrtf(t / static_cast<float>(p.D) + p.eps);
+  }
+  __syncthreads();
+  const float rstd = s_rstd;
+
+  TOut* out = p.out + row * p.out_stride;
+#pragma unroll
+  for (int i = 0; i < Traits::kMaxChunks; ++i) {
+    const int chunk = tid + i * Traits::kThreads;
+    if (chunk < nchunks) {
+      float g[kVec], v[kVec];
+      load_as_float(p.gamma + chunk * kVec, g);
+      // Same association as the reference: (r · rstd) · gamma.
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) v[j] = __fmul_rn(__fmul_rn(r[i][j], rstd), g[j]);
+      store_out(out + chunk * kVec, v, p.inv_scale);
+    }
+  }
+}
+
+template <typename Tr, typename TOut>
+Status run_with(const AddRmsNormParams<__half, TOut>& p, cudaStream_t stream) {
+  add_rmsnorm_kernel<Tr, __half, TOut><<<static_cast<unsigned>(p.M), Tr::kThreads, 0, stream>>>(p);
+  return quamba::last_launch_status();
+}
+}  // namespace legacy
+
+template <typename Traits>
+struct IsLegacy : std::false_type {};
+template <int A, int B, int C>
+struct IsLegacy<legacy::Traits<A, B, C>> : std::true_type {};
+
+template <typename Traits, typename TOut>
+Status launch_norm(const quamba::norm::AddRmsNormParams<__half, TOut>& p, cudaStream_t s = 0) {
+  if constexpr (IsLegacy<Traits>::value) return legacy::run_with<Traits>(p, s);
+  else return quamba::norm::run_with<Traits>(p, s);
+}
 
 template <typename Traits, typename TOut>
 void bm_add_rmsnorm(benchmark::State& state, int64_t M, int D) {
@@ -57,24 +216,20 @@ void bm_add_rmsnorm(benchmark::State& state, int64_t M, int D) {
   const std::vector<float> gamma = quamba::test::random_floats(size_t(D), rng, 0.25f, 1.75f);
   const float inv_scale = 127.0f / 4.0f;
   const double bytes = double(n) * (4 + 4 + sizeof(__half) + sizeof(TOut)) + 4.0 * D;
-  const int sets = rotation_sets(bytes);
-  std::vector<std::unique_ptr<NormSet<TOut>>> bufs;
-  for (int s = 0; s < sets; ++s) {
-    auto b = std::make_unique<NormSet<TOut>>();
-    b->h.upload(h);
-    b->res.upload(res);
-    b->out.resize(n);
-    bufs.push_back(std::move(b));
-  }
-  DeviceBuffer<float> g(gamma);
+  enum { kH, kRes, kOut, kGamma };
+  Arena arena({n * sizeof(__half), n * sizeof(float), n * sizeof(TOut), size_t(D) * sizeof(float)});
+  const int sets = arena.sets();
+  arena.fill(kH, h);
+  arena.fill(kRes, res);
+  arena.fill(kGamma, gamma);
   auto params = [&](int s) {
     quamba::norm::AddRmsNormParams<__half, TOut> p;
-    p.h = bufs[size_t(s)]->h.get();
+    p.h = arena.at<__half>(s, kH);
     p.h_stride = D;
-    p.residual = bufs[size_t(s)]->res.get();
+    p.residual = arena.at<float>(s, kRes);
     p.residual_stride = D;
-    p.gamma = g.get();
-    p.out = bufs[size_t(s)]->out.get();
+    p.gamma = arena.at<float>(s, kGamma);
+    p.out = arena.at<TOut>(s, kOut);
     p.out_stride = D;
     p.M = M;
     p.D = D;
@@ -83,7 +238,7 @@ void bm_add_rmsnorm(benchmark::State& state, int64_t M, int D) {
     return p;
   };
   // Verify once (set 0) against the reference before timing.
-  if (quamba::norm::run_with<Traits>(params(0), 0) != Status::kSuccess) {
+  if (launch_norm<Traits>(params(0)) != Status::kSuccess) {
     state.SkipWithError("run failed");
     return;
   }
@@ -94,7 +249,8 @@ void bm_add_rmsnorm(benchmark::State& state, int64_t M, int D) {
     quamba::reference::add_rmsnorm(quamba::make_strided_view<const float, 2>(hf.data(), shp, st),
                                    quamba::make_strided_view<float, 2>(ref_res.data(), shp, st), gamma.data(), 1e-5f,
                                    quamba::make_strided_view<float, 2>(ref_out.data(), shp, st));
-    const auto got = bufs[0]->out.download();
+    std::vector<TOut> got(n);
+    QUAMBA_CUDA_CHECK(cudaMemcpy(got.data(), arena.at<TOut>(0, kOut), n * sizeof(TOut), cudaMemcpyDeviceToHost));
     size_t bad = 0;
     for (size_t i = 0; i < n; ++i) {
       const float g8 = std::is_same_v<TOut, int8_t> ? float(quamba::quantize_i8(ref_out[i], inv_scale)) : ref_out[i];
@@ -109,7 +265,10 @@ void bm_add_rmsnorm(benchmark::State& state, int64_t M, int D) {
       return;
     }
   }
-  quamba::bench::time_gpu(state, [&](int i) { return quamba::norm::run_with<Traits>(params(i % sets), 0); }, sets);
+  if (M == 1)
+    time_graph(state, [&](int i, cudaStream_t s) { return launch_norm<Traits>(params(i), s); }, sets);
+  else
+    quamba::bench::time_gpu(state, [&](int i) { return launch_norm<Traits>(params(i % sets)); }, sets);
   quamba::bench::report_bytes(state, bytes);
 }
 
@@ -124,17 +283,18 @@ void bm_embedding(benchmark::State& state, int64_t M, int D) {
   std::uniform_int_distribution<int32_t> pick(0, int32_t(V - 1));
   for (auto& id : ids) id = pick(rng);
   const double bytes = double(M) * D * (2 + sizeof(TOut)) + 4.0 * M;
-  const int sets = rotation_sets(double(M) * D * sizeof(TOut));  // the table (258 MB at D=2560) is read at random rows
   DeviceBuffer<__half> dt(table);
-  DeviceBuffer<int32_t> did(ids);
-  std::vector<std::unique_ptr<DeviceBuffer<TOut>>> outs;
-  for (int s = 0; s < sets; ++s) outs.push_back(std::make_unique<DeviceBuffer<TOut>>(size_t(M) * D));
+  // The table (258 MB at D = 2560) is read at random rows; the outputs and ids rotate.
+  enum { kOut, kIds };
+  Arena arena({size_t(M) * D * sizeof(TOut), ids.size() * sizeof(int32_t)});
+  const int sets = arena.sets();
+  arena.fill(kIds, ids);
   auto params = [&](int s) {
     quamba::norm::EmbeddingParams<TOut> p;
     p.table = dt.get();
     p.table_stride = D;
-    p.ids = did.get();
-    p.out = outs[size_t(s)]->get();
+    p.ids = arena.at<int32_t>(s, kIds);
+    p.out = arena.at<TOut>(s, kOut);
     p.out_stride = D;
     p.M = M;
     p.V = V;
@@ -145,7 +305,8 @@ void bm_embedding(benchmark::State& state, int64_t M, int D) {
     state.SkipWithError("run failed");
     return;
   }
-  const auto got = outs[0]->download();
+  std::vector<TOut> got(size_t(M) * D);
+  QUAMBA_CUDA_CHECK(cudaMemcpy(got.data(), arena.at<TOut>(0, kOut), got.size() * sizeof(TOut), cudaMemcpyDeviceToHost));
   for (int64_t m = 0; m < M; ++m)
     for (int d = 0; d < D; ++d) {
       float v;
@@ -156,13 +317,34 @@ void bm_embedding(benchmark::State& state, int64_t M, int D) {
         return;
       }
     }
-  quamba::bench::time_gpu(state, [&](int i) { return quamba::norm::run_with<Traits>(params(i % sets), 0); }, sets);
+  if (M == 1)
+    time_graph(state, [&](int i, cudaStream_t s) { return quamba::norm::run_with<Traits>(params(i), s); }, sets);
+  else
+    quamba::bench::time_gpu(state, [&](int i) { return quamba::norm::run_with<Traits>(params(i % sets), 0); }, sets);
   quamba::bench::report_bytes(state, bytes);
 }
 
 template <typename Traits>
 std::string traits_name() {
   return "T" + std::to_string(Traits::kThreads) + "xV" + std::to_string(Traits::kVec);
+}
+template <typename Traits>
+std::string norm_traits_name() {
+  if constexpr (IsLegacy<Traits>::value)
+    return "baseline-T" + std::to_string(Traits::kThreads) + "xV" + std::to_string(Traits::kVec);
+  else
+    return "T" + std::to_string(Traits::kThreads) + "xV" + std::to_string(Traits::kVec) + "xC" +
+           std::to_string(Traits::kMaxChunks) + "xR" + std::to_string(Traits::kRowThreads) +
+           (Traits::kPrefetchGamma ? "xG" : "");
+}
+
+template <typename Traits, typename TOut>
+void add_norm(const char* out_name, const std::string& sfx, int64_t M, int D) {
+  if constexpr (!IsLegacy<Traits>::value)
+    if (D > Traits::kMaxD) return;
+  benchmark::RegisterBenchmark(("AddRmsNorm/h=f16/out=" + std::string(out_name) + "/" + norm_traits_name<Traits>() + sfx).c_str(),
+                               [=](benchmark::State& s) { bm_add_rmsnorm<Traits, TOut>(s, M, D); })
+      ->UseManualTime()->Iterations(20)->Unit(benchmark::kMicrosecond);
 }
 
 struct Model {
@@ -178,15 +360,18 @@ int register_all() {
     for (int64_t M : kMs) {
       const std::string sfx = std::string("/") + mdl.name + "/D=" + std::to_string(mdl.D) + "/M=" + std::to_string(M);
       const int D = mdl.D;
-      benchmark::RegisterBenchmark(("AddRmsNorm/h=f16/out=i8/" + traits_name<AddRmsNormTraitsVec4>() + sfx).c_str(),
-                                   [=](benchmark::State& s) { bm_add_rmsnorm<AddRmsNormTraitsVec4, int8_t>(s, M, D); })
-          ->UseManualTime()->Iterations(20)->Unit(benchmark::kMicrosecond);
-      benchmark::RegisterBenchmark(("AddRmsNorm/h=f16/out=f16/" + traits_name<AddRmsNormTraitsVec4>() + sfx).c_str(),
-                                   [=](benchmark::State& s) { bm_add_rmsnorm<AddRmsNormTraitsVec4, __half>(s, M, D); })
-          ->UseManualTime()->Iterations(20)->Unit(benchmark::kMicrosecond);
-      benchmark::RegisterBenchmark(("AddRmsNorm/h=f16/out=i8/" + traits_name<AddRmsNormTraitsScalar>() + sfx).c_str(),
-                                   [=](benchmark::State& s) { bm_add_rmsnorm<AddRmsNormTraitsScalar, int8_t>(s, M, D); })
-          ->UseManualTime()->Iterations(20)->Unit(benchmark::kMicrosecond);
+      add_norm<legacy::Traits<256, 4, 8>, int8_t>("i8", sfx, M, D);
+      add_norm<AddRmsNormTraitsVec4, int8_t>("i8", sfx, M, D);
+      add_norm<AddRmsNormTraitsWarpRow768, int8_t>("i8", sfx, M, D);
+      add_norm<AddRmsNormTraitsRow768, int8_t>("i8", sfx, M, D);
+      add_norm<AddRmsNormTraitsRow1024, int8_t>("i8", sfx, M, D);
+      add_norm<AddRmsNormTraitsRow2560, int8_t>("i8", sfx, M, D);
+      add_norm<AddRmsNormTraitsRow2560x2, int8_t>("i8", sfx, M, D);
+      add_norm<AddRmsNormTraitsRow4096, int8_t>("i8", sfx, M, D);
+      add_norm<legacy::Traits<256, 4, 8>, __half>("f16", sfx, M, D);
+      add_norm<AddRmsNormTraitsRow768, __half>("f16", sfx, M, D);
+      add_norm<AddRmsNormTraitsRow2560, __half>("f16", sfx, M, D);
+      add_norm<AddRmsNormTraitsScalar, int8_t>("i8", sfx, M, D);
       benchmark::RegisterBenchmark(("Embedding/out=f32/" + traits_name<EmbeddingTraitsVec8>() + sfx).c_str(),
                                    [=](benchmark::State& s) { bm_embedding<EmbeddingTraitsVec8, float>(s, M, D); })
           ->UseManualTime()->Iterations(20)->Unit(benchmark::kMicrosecond);

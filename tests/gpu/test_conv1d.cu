@@ -166,25 +166,40 @@ Status launch_prefill(const Conv1dParams<T>& p, int variant) {
       case 2: return qc::run_with<qc::Conv1dI8Traits16x8>(p, 0);
       case 3: return qc::run_with<qc::Conv1dI8Traits16x4>(p, 0);
       case 4: return qc::run_with<qc::Conv1dI8Traits4x8>(p, 0);
+      case 5: return qc::run_with<qc::Conv1dI8Traits16x16>(p, 0);
+      case 6: return qc::run_with<qc::Conv1dI8Traits8x32>(p, 0);
+      case 7: return qc::run_with<qc::Conv1dI8Traits8x16>(p, 0);
+      case 8: return qc::run_with<qc::Conv1dI8Traits8x8>(p, 0);
+      case 9: return qc::run_with<qc::Conv1dI8Traits8x8a4>(p, 0);
+      case 10: return qc::run_with<qc::Conv1dI8Traits8xS8>(p, 0);
+      case 11: return qc::run_with<qc::Conv1dI8Traits8xS16>(p, 0);
+      case 12: return qc::run_with<qc::Conv1dI8Traits4xS8>(p, 0);
+      case 13: return qc::run_with<qc::Conv1dI8Traits16xS8>(p, 0);
       default: break;
     }
   }
   return qc::run(p, nullptr, 0);
 }
 
+// wb_offset > 0 places weight and bias that many elements past an aligned address (the
+// kernels' byte-wise tap and bias loads instead of the vector ones).
 template <typename T>
-void check_prefill(const Case& c, uint64_t salt, int variant = 0) {
-  SCOPED_TRACE(describe(c) + " variant=" + std::to_string(variant));
+void check_prefill(const Case& c, uint64_t salt, int variant = 0, int wb_offset = 0) {
+  SCOPED_TRACE(describe(c) + " variant=" + std::to_string(variant) + " wb_offset=" + std::to_string(wb_offset));
   Data<T> d(c, salt);
   std::vector<float> ref;
   std::vector<T> ref_state;
   reference(d, &ref, &ref_state);
   DeviceBuffer<T> x(d.x), sin(d.sin), out(d.out_elems()), sout(ref_state.size());
-  DeviceBuffer<typename Data<T>::W> w(d.w), b(d.b);
+  using W = typename Data<T>::W;
+  std::vector<W> wpad(size_t(wb_offset), W{}), bpad(size_t(wb_offset), W{});
+  wpad.insert(wpad.end(), d.w.begin(), d.w.end());
+  bpad.insert(bpad.end(), d.b.begin(), d.b.end());
+  DeviceBuffer<W> w(wpad), b(bpad);
   for (int poison : {0x5A, 0xA5}) {
     out.poison(poison);
     sout.poison(poison);
-    auto p = make_params<T>(d, x.get(), out.get(), sin.get(), sout.get(), w.get(), b.get());
+    auto p = make_params<T>(d, x.get(), out.get(), sin.get(), sout.get(), w.get() + wb_offset, b.get() + wb_offset);
     ASSERT_EQ(launch_prefill(p, variant), Status::kSuccess);
     QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
     const std::vector<T> o = out.download();
@@ -232,6 +247,18 @@ TEST(Conv1dPrefillI8, WideChannels) {
   check_prefill<int8_t>({3, 372, 5120, 4, true, false, true, true, 0}, ++salt);
 }
 
+// Spread variants size each thread's share of tokens from the SM count: only a problem that
+// fills the machine gives shares of several ping-pong rounds (B·C/8 = 3072 vectors leave ~38
+// shares of 32 tokens per sequence on a 132-SM part; 1134 = 35·32 + 14 leaves a partial share).
+TEST(Conv1dPrefillI8, SpreadLongShares) {
+  QUAMBA_REQUIRE_GPU();
+  uint64_t salt = 250;
+  for (int variant : {0, 10, 11, 12, 13}) {
+    check_prefill<int8_t>({16, 1134, 1536, 4, true, true, true, true, 0}, ++salt, variant);
+    check_prefill<int8_t>({1, 4099, 5120, 4, true, false, true, true, 0}, ++salt, variant);
+  }
+}
+
 TEST(Conv1dPrefillI8, WidthsOptionalInputsAndPadding) {
   QUAMBA_REQUIRE_GPU();
   uint64_t salt = 300;
@@ -250,12 +277,22 @@ TEST(Conv1dPrefillI8, WidthsOptionalInputsAndPadding) {
 TEST(Conv1dPrefillI8, EveryVariant) {
   QUAMBA_REQUIRE_GPU();
   uint64_t salt = 350;
-  for (int variant : {1, 2, 3, 4})
+  for (int variant = 1; variant <= 13; ++variant)
     for (int K : {2, 3, 4})
-      for (int64_t L : {1, 3, 4, 5, 31, 33, 129, 372}) {
+      for (int64_t L : {1, 3, 4, 5, 7, 9, 17, 31, 33, 129, 372}) {
         check_prefill<int8_t>({3, L, 96, K, true, true, true, true, 0}, ++salt, variant);
         check_prefill<int8_t>({1, L, 48, K, K != 3, K == 4, true, false, 16}, ++salt, variant);
       }
+}
+
+// Weight and bias at odd addresses: the byte-wise tap/bias loads of every variant (cudaMalloc'd
+// buffers otherwise always take the 16-byte tap loads for K = 4).
+TEST(Conv1dPrefillI8, UnalignedWeightsAndBias) {
+  QUAMBA_REQUIRE_GPU();
+  uint64_t salt = 450;
+  for (int variant = 0; variant <= 13; ++variant)
+    for (int off : {1, 3, 4})
+      for (int64_t L : {5, 129}) check_prefill<int8_t>({2, L, 96, 4, true, true, true, true, 0}, ++salt, variant, off);
 }
 
 TEST(Conv1dPrefillF16, ShapeSweep) {

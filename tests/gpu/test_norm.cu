@@ -130,7 +130,7 @@ void check_add_rmsnorm(const NormCase& c, uint64_t salt) {
 TEST(AddRmsNorm, Int8ShapeSweep) {
   QUAMBA_REQUIRE_GPU();
   uint64_t salt = 1;
-  for (int D : {768, 1536, 2560, 5120, 776, 8192, 777, 1})  // 777, 1: scalar variant
+  for (int D : {768, 1024, 1536, 2560, 3072, 5120, 776, 8192, 777, 1})  // 777, 1: scalar variant
     for (int64_t M : {1, 3, 67})
       for (bool has_h : {true, false}) {
         check_add_rmsnorm<__half, int8_t>({M, D, has_h, 0}, ++salt);

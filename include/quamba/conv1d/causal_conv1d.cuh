@@ -16,8 +16,9 @@
 //
 // T = int8_t (W8A8):  v = float(Σ w_q·x_q)·scale_wx + float(b_q)·s_b   (integer sum exact)
 //                     out = q8(silu(v) · inv_s_out), scale_wx = s_xz·s_w computed by the caller.
-//   SiLU uses __expf and a fast reciprocal; the reference uses std::exp, so an int8 output may
-//   differ by one step where v·inv_s_out lands within ~1e-6 relative of a .5 boundary.
+//   SiLU uses ex2.approx and rcp.approx (the reference uses std::exp), and prefill folds the
+//   clamp and rounding into saturating FMAs (see conv_i8_out_bits_sat), so an int8 output may
+//   differ by one step where silu(v)·inv_s_out lies within ~2e-5 of a .5 boundary.
 //   Scales must be finite and small enough that |scale_wx|·K·2^14 + |s_b|·128 is finite.
 // T = __half (fp16):  fp32 weight and bias, fp32 accumulation, out = silu ? silu(v) : v.
 //
@@ -113,25 +114,51 @@ struct Conv1dUpdateParams {
 };
 
 // Prefill variant. Each thread owns kVec channels of one sequence and walks a run of kTokens
-// tokens, keeping the previous K-1 inputs in registers: every input byte is read from DRAM
-// once (the K-1 token halo of a run is re-read by the neighbouring run, mostly from L2).
-// Adjacent threads own adjacent channel vectors, so a warp reads 32·16 contiguous bytes per
-// token. kTokens trades halo re-reads (3/kTokens) against parallelism at small M.
-template <int Threads, int VecElems, int Tokens>
+// tokens, keeping the previous K-1 inputs of each channel in one register (the dp4a word): every
+// input byte is read from DRAM once (the K-1 token halo of a run is re-read by the neighbouring
+// run, from L2: the two runs are handled by threads of nearby CTAs). Adjacent threads own
+// adjacent channel vectors, so a warp reads 32·kVec contiguous bytes per token. Loads run
+// kLoadAhead tokens ahead of the math (double buffer), so each thread keeps kLoadAhead requests
+// in flight while it computes. kTokens trades halo re-reads (3/kTokens, from L2) and the per-run
+// prologue (taps, bias) against the number of CTAs: short runs give a grid of several waves,
+// which hides the last partial wave. kMinBlocks caps the registers (__launch_bounds__) so enough
+// warps stay resident to keep DRAM busy.
+//
+// Spread variants (Spread = true) size the run at launch instead: the grid is one wave of
+// resident threads (SM count × kMinBlocks CTAs) and each thread takes an equal contiguous share
+// of its sequence's tokens (at least kTokens), walking it with a ping-pong pair of kLoadAhead-
+// token buffers: the next group's loads are always in flight while a group is computed, so DRAM
+// and the SiLU math overlap inside every thread, there is no partial last wave, and the taps,
+// bias and halo are loaded once per share rather than once per short run.
+template <int Threads, int VecElems, int Tokens, int LoadAhead = 4, int MinBlocks = 1, bool Spread = false>
 struct Conv1dPrefillTraits {
   static constexpr int kThreads = Threads;
-  static constexpr int kVec = VecElems;    // channels per thread
-  static constexpr int kTokens = Tokens;   // tokens per thread
-  static constexpr int kLoadAhead = 4;     // loads in flight per thread before the math
+  static constexpr int kVec = VecElems;       // channels per thread
+  static constexpr int kTokens = Tokens;      // tokens per thread (Spread: the least per thread)
+  static constexpr int kLoadAhead = LoadAhead;  // tokens loaded ahead of the math
+  static constexpr int kMinBlocks = MinBlocks;  // resident CTAs per SM the registers must allow
+  static constexpr bool kSpread = Spread;
   static_assert(Threads % 32 == 0 && Threads <= 1024, "whole warps");
-  static_assert(Tokens % kLoadAhead == 0 && Tokens >= kMaxWidth, "token run holds whole load groups and the halo");
+  static_assert(Tokens % LoadAhead == 0, "a token run holds whole load groups");
+  static_assert(MinBlocks >= 1 && MinBlocks * Threads <= 2048, "at most 2048 resident threads per SM");
 };
 
-// int8: 16 channels = one 16-byte access; 4 channels = the narrowest (one dp4a word).
-using Conv1dI8Traits16x32 = Conv1dPrefillTraits<128, 16, 32>;
-using Conv1dI8Traits16x8 = Conv1dPrefillTraits<128, 16, 8>;
-using Conv1dI8Traits16x4 = Conv1dPrefillTraits<128, 16, 4>;
-using Conv1dI8Traits4x8 = Conv1dPrefillTraits<128, 4, 8>;
+// int8: 16 channels = one 16-byte access, 8 = one 8-byte access; 4 channels = the narrowest
+// (one dp4a word, for C % 8 != 0 or views aligned to 4 bytes only).
+// kMinBlocks is the largest count that compiles without spills (-Xptxas -v, sm_90a).
+using Conv1dI8Traits16x32 = Conv1dPrefillTraits<128, 16, 32, 4, 3>;
+using Conv1dI8Traits16x16 = Conv1dPrefillTraits<128, 16, 16, 4, 4>;
+using Conv1dI8Traits16x8 = Conv1dPrefillTraits<128, 16, 8, 4, 4>;
+using Conv1dI8Traits16x4 = Conv1dPrefillTraits<128, 16, 4, 4, 4>;
+using Conv1dI8Traits8x32 = Conv1dPrefillTraits<128, 8, 32, 8, 4>;
+using Conv1dI8Traits8x16 = Conv1dPrefillTraits<128, 8, 16, 8, 5>;
+using Conv1dI8Traits8x8 = Conv1dPrefillTraits<128, 8, 8, 8, 8>;
+using Conv1dI8Traits8x8a4 = Conv1dPrefillTraits<128, 8, 8, 4, 8>;
+using Conv1dI8Traits4x8 = Conv1dPrefillTraits<128, 4, 8, 4, 8>;
+using Conv1dI8Traits8xS8 = Conv1dPrefillTraits<128, 8, 8, 4, 7, true>;
+using Conv1dI8Traits8xS16 = Conv1dPrefillTraits<128, 8, 16, 4, 7, true>;
+using Conv1dI8Traits4xS8 = Conv1dPrefillTraits<128, 4, 8, 4, 10, true>;
+using Conv1dI8Traits16xS8 = Conv1dPrefillTraits<128, 16, 8, 4, 4, true>;
 // fp16: 8 halves = one 16-byte access; 1 channel for odd C or unaligned views.
 using Conv1dF16Traits8x16 = Conv1dPrefillTraits<128, 8, 16>;
 using Conv1dF16Traits1x16 = Conv1dPrefillTraits<128, 1, 16>;
@@ -166,6 +193,44 @@ __device__ __forceinline__ uint32_t conv_i8_out_bits(int32_t acc_magic, float sc
   return __float_as_uint(__fadd_rn(q, kMagicF));
 }
 
+// Flush-to-zero forms: one MUFU op each, no subnormal fix-up code around it. ex2 meets a
+// subnormal result only for v > 87, where 1 + e rounds to 1 either way; rcp's argument is >= 1.
+__device__ __forceinline__ float ex2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float rcp_ftz(float x) {
+  float y;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+// a·b + c clamped to [0, 1] in the same instruction (NaN -> 0).
+__device__ __forceinline__ float fma_sat(float a, float b, float c) {
+  float y;
+  asm("fma.rn.sat.f32 %0, %1, %2, %3;" : "=f"(y) : "f"(a), "f"(b), "f"(c));
+  return y;
+}
+
+// Prefill form of conv_i8_out_bits: 9 FP32-pipe/MUFU instructions per channel instead of ~15
+// (the SiLU + requantize chain, not the bytes, bounds this kernel's issue rate). The clamp to
+// [-128, 127] is the .sat of an FMA on s = (q + 128)/255 in [0, 1], and the rounding to an integer
+// is the final FMA into the 1.5·2^23 magic range (round half to even, as quantize_i8):
+//   v = accf·scale_wx + bias        (one rounding instead of the reference's two)
+//   u = v · rcp(1 + 2^(-v·log2e))   (approximate SiLU, ~2 ulp)
+//   s = sat(u · inv_s_out/255 + 128/255),  bits = s·255 + (1.5·2^23 - 128)
+// The extra roundings move q by < 2e-5 of a step, so an int8 output differs from the reference
+// only where q lies that close to a .5 boundary. u·k is taken after v·rcp, so a huge negative v
+// gives (-big)·0 = -0 -> q = 0, never 0·inf. k_out = inv_s_out/255 may be 0 (q = 0).
+__device__ __forceinline__ uint32_t conv_i8_out_bits_sat(int32_t acc_magic, float scale_wx, float bias_f, float k_out) {
+  constexpr float kLog2e = 1.4426950408889634f;
+  const float accf = __fsub_rn(__int_as_float(acc_magic), kMagicF);
+  const float v = __fmaf_rn(accf, scale_wx, bias_f);
+  const float r = rcp_ftz(__fadd_rn(1.f, ex2_ftz(__fmul_rn(v, -kLog2e))));
+  const float s = fma_sat(__fmul_rn(v, r), k_out, 128.f / 255.f);
+  return __float_as_uint(__fmaf_rn(s, 255.f, kMagicF - 128.f));
+}
+
 __device__ __forceinline__ uint32_t pack4_low_bytes(uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
   return __byte_perm(__byte_perm(a, b, 0x0040), __byte_perm(c, d, 0x0040), 0x5410);
 }
@@ -175,93 +240,182 @@ __device__ __forceinline__ Vec<uint32_t, N> load_words(const int8_t* p) {
   return *reinterpret_cast<const Vec<uint32_t, N>*>(p);
 }
 
+// Slides channel i's tap word by one token: bytes 1..3 of `taps` move down, byte i of the new
+// input word (channel i of a 4-channel word) enters at the top. One PRMT per channel and token.
+template <int I>
+__device__ __forceinline__ uint32_t slide_in(uint32_t taps, uint32_t in) {
+  return __byte_perm(taps, in, 0x4321 + (I << 12));
+}
+
+template <int kWords>
+__device__ __forceinline__ void slide_all(uint32_t (&taps)[kWords * 4], const Vec<uint32_t, kWords>& in) {
+#pragma unroll
+  for (int w = 0; w < kWords; ++w) {
+    taps[w * 4 + 0] = slide_in<0>(taps[w * 4 + 0], in[w]);
+    taps[w * 4 + 1] = slide_in<1>(taps[w * 4 + 1], in[w]);
+    taps[w * 4 + 2] = slide_in<2>(taps[w * 4 + 2], in[w]);
+    taps[w * 4 + 3] = slide_in<3>(taps[w * 4 + 3], in[w]);
+  }
+}
+
 template <typename Traits, int K>
-__global__ void __launch_bounds__(Traits::kThreads) conv1d_prefill_i8_kernel(Conv1dParams<int8_t> p) {
+__global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
+    conv1d_prefill_i8_kernel(Conv1dParams<int8_t> p, int64_t run_len) {
   constexpr int kVec = Traits::kVec;
   constexpr int kWords = kVec / 4;
+  constexpr int kAhead = Traits::kLoadAhead;
+  constexpr int kGroups = Traits::kTokens / kAhead;
   static_assert(kVec % 4 == 0 && kVec <= 16, "int8 channel vectors are 1..4 dp4a words");
   const int nvec = p.C / kVec;
-  const int64_t nchunks = (p.L + Traits::kTokens - 1) / Traits::kTokens;
+  const int64_t nchunks = (p.L + run_len - 1) / run_len;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * Traits::kThreads + threadIdx.x;
   if (idx >= nchunks * nvec) return;
-  const int cv = static_cast<int>(idx % nvec);
-  const int64_t chunk = idx / nvec;
+  // 32-bit division when it fits (a 64-bit one costs ~70 instructions per run).
+  int cv;
+  int64_t chunk;
+  if (idx <= 0xffffffffll) {
+    const uint32_t i32 = static_cast<uint32_t>(idx);
+    cv = static_cast<int>(i32 % static_cast<uint32_t>(nvec));
+    chunk = i32 / static_cast<uint32_t>(nvec);
+  } else {
+    cv = static_cast<int>(idx % nvec);
+    chunk = idx / nvec;
+  }
   const int64_t b = blockIdx.y;
   const int c0 = cv * kVec;
-  const int64_t t0 = chunk * Traits::kTokens;
-  const int64_t t1 = t0 + Traits::kTokens < p.L ? t0 + Traits::kTokens : p.L;
+  const int64_t t0 = chunk * run_len;
+  const int64_t n = p.L - t0 < run_len ? p.L - t0 : run_len;  // tokens of this run
+  const int64_t xts = p.x_token_stride, ots = p.out_token_stride;
   const int8_t* __restrict__ xb = p.x + b * p.x_batch_stride + c0;
   int8_t* __restrict__ ob = p.out + b * p.out_batch_stride + c0;
 
+  // Issue the first group's loads before the prologue so DRAM latency overlaps the tap setup.
+  // Running pointers (one 64-bit add per token) rather than base + t·stride per access: fewer
+  // live 64-bit addresses, so the unrolled run fits the register cap without spills.
+  const int8_t* xr = xb + t0 * xts;
+  int8_t* orow = ob + t0 * ots;
+  Vec<uint32_t, kWords> buf[2][kAhead];
+#pragma unroll
+  for (int j = 0; j < kAhead; ++j)
+    if (j < n) {
+      buf[0][j] = load_words<kWords>(xr);
+      xr += xts;
+    }
+
   // Taps packed for dp4a, right-aligned in a 4-deep window: byte 4-K+k holds w[c, k], so the
-  // older 4-K window slots meet zero weights and one code path serves every K.
+  // older 4-K window slots meet zero weights and one code path serves every K. For K = 4 the
+  // packed word is the weight row itself (16-byte loads when the pointer allows).
   uint32_t wq[kVec];
   float bias_f[kVec];
+  if (K == 4 && is_aligned(p.weight, 16)) {
 #pragma unroll
-  for (int i = 0; i < kVec; ++i) {
-    uint32_t w = 0;
+    for (int q = 0; q < kVec / 4; ++q) {
+      const Vec<uint32_t, 4> v = *reinterpret_cast<const Vec<uint32_t, 4>*>(p.weight + (c0 + 4 * q) * 4);
 #pragma unroll
-    for (int k = 0; k < K; ++k)
-      w |= static_cast<uint32_t>(static_cast<uint8_t>(p.weight[(c0 + i) * K + k])) << (8 * (kMaxWidth - K + k));
-    wq[i] = w;
-    bias_f[i] = p.bias ? __fmul_rn(static_cast<float>(p.bias[c0 + i]), p.s_b) : 0.f;
+      for (int i = 0; i < 4; ++i) wq[4 * q + i] = v[i];
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) {
+      uint32_t w = 0;
+#pragma unroll
+      for (int k = 0; k < K; ++k)
+        w |= static_cast<uint32_t>(static_cast<uint8_t>(p.weight[(c0 + i) * K + k])) << (8 * (kMaxWidth - K + k));
+      wq[i] = w;
+    }
+  }
+  if (p.bias && is_aligned(p.bias, kVec)) {
+    const Vec<uint32_t, kWords> bv = load_words<kWords>(p.bias + c0);
+#pragma unroll
+    for (int i = 0; i < kVec; ++i)
+      bias_f[i] = __fmul_rn(static_cast<float>(static_cast<int8_t>(bv[i / 4] >> (8 * (i % 4)))), p.s_b);
+  } else {
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) bias_f[i] = p.bias ? __fmul_rn(static_cast<float>(p.bias[c0 + i]), p.s_b) : 0.f;
   }
 
-  // Window words: win[j] holds position t-3+j for j = 0..2 (each word = 4 channels).
-  uint32_t win[3][kWords];
+  // taps[i]: channel i's inputs at t-3..t, oldest in byte 0. The halo (positions t0-3..t0-1)
+  // slides in first; positions beyond the conv's reach meet zero taps, so they stay zero.
+  uint32_t taps[kVec];
+#pragma unroll
+  for (int i = 0; i < kVec; ++i) taps[i] = 0u;
 #pragma unroll
   for (int j = 0; j < 3; ++j) {
     const int64_t pos = t0 - 3 + j;
+    Vec<uint32_t, kWords> h;
 #pragma unroll
-    for (int w = 0; w < kWords; ++w) win[j][w] = 0u;
-    if (pos < t0 - (K - 1)) continue;  // outside the conv's reach: meets zero taps
-    if (pos >= 0) {
-      const Vec<uint32_t, kWords> v = load_words<kWords>(xb + pos * p.x_token_stride);
+    for (int w = 0; w < kWords; ++w) h[w] = 0u;
+    if (pos >= t0 - (K - 1)) {
+      if (pos >= 0) {
+        h = load_words<kWords>(xb + pos * xts);
+      } else if (p.state_in) {
+        const int8_t* s = p.state_in + b * p.state_in_batch_stride + static_cast<int64_t>(c0) * K + (K + pos);
 #pragma unroll
-      for (int w = 0; w < kWords; ++w) win[j][w] = v[w];
-    } else if (p.state_in) {
-      const int8_t* s = p.state_in + b * p.state_in_batch_stride + static_cast<int64_t>(c0) * K + (K + pos);
-#pragma unroll
-      for (int i = 0; i < kVec; ++i)
-        win[j][i / 4] |= static_cast<uint32_t>(static_cast<uint8_t>(s[i * K])) << (8 * (i % 4));
+        for (int i = 0; i < kVec; ++i) h[i / 4] |= static_cast<uint32_t>(static_cast<uint8_t>(s[i * K])) << (8 * (i % 4));
+      }
     }
+    slide_all<kWords>(taps, h);
   }
 
-  const float scale_wx = p.scale_wx, inv_s_out = p.inv_s_out;
-  for (int64_t tb = t0; tb < t1; tb += Traits::kLoadAhead) {
-    Vec<uint32_t, kWords> nx[Traits::kLoadAhead];
+  const float scale_wx = p.scale_wx;
+  const float k_out = __fmul_rn(p.inv_s_out, 1.f / 255.f);
+  // One output token: slide the new inputs in, 4 channels per dp4a word, pack 4 int8 per word.
+  auto conv_token = [&](const Vec<uint32_t, kWords>& in) {
+    slide_all<kWords>(taps, in);
+    Vec<uint32_t, kWords> o;
 #pragma unroll
-    for (int j = 0; j < Traits::kLoadAhead; ++j)
-      if (tb + j < t1) nx[j] = load_words<kWords>(xb + (tb + j) * p.x_token_stride);
+    for (int w = 0; w < kWords; ++w) {
+      uint32_t r[4];
 #pragma unroll
-    for (int j = 0; j < Traits::kLoadAhead; ++j) {
-      if (tb + j < t1) {
-        Vec<uint32_t, kWords> o;
+      for (int i = 0; i < 4; ++i) {
+        const int32_t acc = __dp4a(static_cast<int>(taps[w * 4 + i]), static_cast<int>(wq[w * 4 + i]), kMagicI);
+        r[i] = conv_i8_out_bits_sat(acc, scale_wx, bias_f[w * 4 + i], k_out);
+      }
+      o[w] = pack4_low_bytes(r[0], r[1], r[2], r[3]);
+    }
+    *reinterpret_cast<Vec<uint32_t, kWords>*>(orow) = o;
+    orow += ots;
+  };
+  if constexpr (Traits::kSpread) {
+    // Ping-pong: while one buffer is computed the other one's loads are in flight.
+    for (int64_t base = 0; base < n; base += 2 * kAhead) {
 #pragma unroll
-        for (int w = 0; w < kWords; ++w) {
-          // 4x4 byte transpose: from 4 tokens x 4 channels to 4 channels x 4 taps (oldest first).
-          const uint32_t lo01 = __byte_perm(win[0][w], win[1][w], 0x5140);
-          const uint32_t hi01 = __byte_perm(win[0][w], win[1][w], 0x7362);
-          const uint32_t lo23 = __byte_perm(win[2][w], nx[j][w], 0x5140);
-          const uint32_t hi23 = __byte_perm(win[2][w], nx[j][w], 0x7362);
-          const uint32_t ch[4] = {__byte_perm(lo01, lo23, 0x5410), __byte_perm(lo01, lo23, 0x7632),
-                                  __byte_perm(hi01, hi23, 0x5410), __byte_perm(hi01, hi23, 0x7632)};
-          uint32_t r[4];
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            const int32_t acc = __dp4a(static_cast<int>(ch[i]), static_cast<int>(wq[w * 4 + i]), kMagicI);
-            r[i] = conv_i8_out_bits(acc, scale_wx, bias_f[w * 4 + i], inv_s_out);
-          }
-          o[w] = pack4_low_bytes(r[0], r[1], r[2], r[3]);
+      for (int j = 0; j < kAhead; ++j)
+        if (base + kAhead + j < n) {
+          buf[1][j] = load_words<kWords>(xr);
+          xr += xts;
         }
-        *reinterpret_cast<Vec<uint32_t, kWords>*>(ob + (tb + j) * p.out_token_stride) = o;
 #pragma unroll
-        for (int w = 0; w < kWords; ++w) {
-          win[0][w] = win[1][w];
-          win[1][w] = win[2][w];
-          win[2][w] = nx[j][w];
+      for (int j = 0; j < kAhead; ++j)
+        if (base + j < n) conv_token(buf[0][j]);
+#pragma unroll
+      for (int j = 0; j < kAhead; ++j)
+        if (base + 2 * kAhead + j < n) {
+          buf[0][j] = load_words<kWords>(xr);
+          xr += xts;
+        }
+#pragma unroll
+      for (int j = 0; j < kAhead; ++j)
+        if (base + kAhead + j < n) conv_token(buf[1][j]);
+    }
+  } else {
+    const int nf = static_cast<int>(n);  // <= kTokens
+#pragma unroll
+    for (int g = 0; g < kGroups; ++g) {
+      if (g * kAhead >= nf) break;
+      if (g + 1 < kGroups) {
+#pragma unroll
+        for (int j = 0; j < kAhead; ++j) {
+          const int t = (g + 1) * kAhead + j;
+          if (t < nf) {
+            buf[(g + 1) & 1][j] = load_words<kWords>(xr);
+            xr += xts;
+          }
         }
       }
+#pragma unroll
+      for (int j = 0; j < kAhead; ++j)
+        if (g * kAhead + j < nf) conv_token(buf[g & 1][j]);
     }
   }
 
@@ -275,7 +429,7 @@ __global__ void __launch_bounds__(Traits::kThreads) conv1d_prefill_i8_kernel(Con
       const int64_t pos = p.L - K + k;
       for (int i = 0; i < kVec; ++i) {
         int8_t v = 0;
-        if (pos >= 0) v = xb[pos * p.x_token_stride + i];
+        if (pos >= 0) v = xb[pos * xts + i];
         else if (sin) v = sin[i * K + (K + pos)];
         sout[i * K + k] = v;
       }
@@ -503,14 +657,29 @@ Status run_with(const Conv1dParams<T>& p, cudaStream_t stream) {
     }
     return from_cuda(cudaMemset2DAsync(p.state_out, out_pitch, 0, row, size_t(p.B), stream));
   }
-  const int64_t threads = (p.C / Traits::kVec) * ((p.L + Traits::kTokens - 1) / Traits::kTokens);
+  const int64_t nvec = p.C / Traits::kVec;
+  int64_t run_len = Traits::kTokens;
+  if constexpr (detail::kIsI8<T> && Traits::kSpread) {
+    // One wave of resident threads; each (sequence, channel vector) gets `slots` equal shares
+    // of the tokens, a multiple of kLoadAhead long and at least kTokens.
+    int dev = 0, sms = 0;
+    QUAMBA_RETURN_IF_ERROR(from_cuda(cudaGetDevice(&dev)));
+    QUAMBA_RETURN_IF_ERROR(from_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)));
+    const int64_t resident = int64_t(sms) * Traits::kMinBlocks * Traits::kThreads;
+    int64_t slots = resident / (nvec * p.B);
+    const int64_t max_slots = (p.L + Traits::kTokens - 1) / Traits::kTokens;
+    slots = slots < 1 ? 1 : (slots > max_slots ? max_slots : slots);
+    run_len = (p.L + slots - 1) / slots;
+    run_len = (run_len + Traits::kLoadAhead - 1) / Traits::kLoadAhead * Traits::kLoadAhead;
+  }
+  const int64_t threads = nvec * ((p.L + run_len - 1) / run_len);
   const int64_t blocks = (threads + Traits::kThreads - 1) / Traits::kThreads;
   if (blocks > 0x7fffffff) return Status::kErrorNotSupported;
   const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(p.B));
   return dispatch_int<2, 3, 4>(p.K, [&](auto kw) {
     constexpr int K = decltype(kw)::value;
     if constexpr (detail::kIsI8<T>)
-      detail::conv1d_prefill_i8_kernel<Traits, K><<<grid, Traits::kThreads, 0, stream>>>(p);
+      detail::conv1d_prefill_i8_kernel<Traits, K><<<grid, Traits::kThreads, 0, stream>>>(p, run_len);
     else
       detail::conv1d_prefill_f16_kernel<Traits, K><<<grid, Traits::kThreads, 0, stream>>>(p);
     return last_launch_status();
@@ -521,15 +690,21 @@ template <typename T>
 Status run(const Conv1dParams<T>& p, void* /*workspace*/, cudaStream_t stream) {
   QUAMBA_RETURN_IF_ERROR(can_implement(p));
   if constexpr (detail::kIsI8<T>) {
-    // 32-token runs keep halo re-reads (served by L2) at 3/32. Below ~64K threads a grid of
-    // long runs cannot keep enough 16-byte loads in flight per SM to cover DRAM latency, so
-    // shorter runs trade halo re-reads for parallelism (8 tokens, then 4 for small problems,
-    // e.g. E = 1536, M = 2048).
-    if (!detail::prefill_vec_ok(p, 16)) return run_with<Conv1dI8Traits4x8>(p, stream);
-    const int64_t vecs = int64_t(p.C / 16) * p.B;
-    if (vecs * ((p.L + 31) / 32) >= 65536) return run_with<Conv1dI8Traits16x32>(p, stream);
-    if (vecs * ((p.L + 7) / 8) >= 32768) return run_with<Conv1dI8Traits16x8>(p, stream);
-    return run_with<Conv1dI8Traits16x4>(p, stream);
+    // H100 (bench_conv1d, copy 2.99 TB/s; time per launch, x a slice of xz, K = 4):
+    //   E=5120 M=8192: 8x8a4 38.6 µs, 8x8 38.3, 16xS8 39.7, 8xS8 40.8, 4x8 43.4, 16x8 40.1
+    //                  (previous 16x32 kernel: 63.5)
+    //   E=5120 M=2048: 8x8a4 14.0, 8xS8 14.0, 4x8 14.9 (previous 16x8: 25.9)
+    //   E=1536 M=8192: 8x8a4 15.7, 8xS8 15.6, 4x8 16.3 (previous 16x8: 27.5)
+    //   E=1536 M=2048: 4x8 7.02, 4xS8 7.24, 8x8a4 8.08 (previous 16x8: 16.6)
+    //   M=1:           4x8 2.55 / 2.72 (E=1536 / 5120, CUDA graph), 8x8a4 4.70 / 4.77
+    // Short 8-token runs win everywhere: one DRAM round trip per thread and a grid of several
+    // waves. 4-channel threads win below ~100K 8-channel runs (twice the threads in flight for
+    // a problem that cannot fill the machine); the spread (one-wave, long-share) variants did
+    // not beat them, so the SiLU/requantize issue rate, not latency, is what remains.
+    if (!detail::prefill_vec_ok(p, 8)) return run_with<Conv1dI8Traits4x8>(p, stream);
+    const int64_t runs8 = int64_t(p.C / 8) * ((p.L + 7) / 8) * p.B;
+    if (runs8 < 100000) return run_with<Conv1dI8Traits4x8>(p, stream);
+    return run_with<Conv1dI8Traits8x8a4>(p, stream);
   } else {
     return detail::prefill_vec_ok(p, 8) ? run_with<Conv1dF16Traits8x16>(p, stream)
                                         : run_with<Conv1dF16Traits1x16>(p, stream);
