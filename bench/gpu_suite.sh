@@ -5,7 +5,8 @@
 # Usage: bench/gpu_suite.sh [stages...]   stages: build test sanitize bench (default: all)
 #   BENCH_FILTER=regex      passed to --benchmark_filter
 #   SANITIZE_TOOLS="memcheck racecheck initcheck synccheck"
-#   SANITIZE_FILTER=pattern passed to --gtest_filter under the sanitizer
+#   SANITIZE_FILTER=pattern passed to --gtest_filter under the sanitizer (default: the
+#                   per-binary filters of tests/gpu/sanitize_filters.txt)
 #   SANITIZE_TIMEOUT=seconds per binary and tool (default 240)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,13 +34,14 @@ if has sanitize; then
   tools=${SANITIZE_TOOLS:-memcheck racecheck initcheck synccheck}
   for t in "$BUILD"/tests/gpu_test_*; do
     [ -x "$t" ] || continue
+    filter=${SANITIZE_FILTER:-$(awk -v b="$(basename "$t")" '$1 == b {print $2}' tests/gpu/sanitize_filters.txt)}
     for tool in $tools; do
-      echo "=== $tool $(basename "$t")" >> "$LOGDIR/sanitizer.log"
+      echo "=== $tool $(basename "$t") ${filter}" >> "$LOGDIR/sanitizer.log"
       timeout "${SANITIZE_TIMEOUT:-240}" compute-sanitizer --tool "$tool" --error-exitcode 99 \
-        "$t" --gtest_brief=1 ${SANITIZE_FILTER:+--gtest_filter=$SANITIZE_FILTER} >> "$LOGDIR/sanitizer.log" 2>&1
+        "$t" --gtest_brief=1 ${filter:+--gtest_filter=$filter} >> "$LOGDIR/sanitizer.log" 2>&1
       r=$?
       echo "=== exit $r" >> "$LOGDIR/sanitizer.log"
-      echo "sanitizer $tool $(basename "$t"): exit $r"
+      echo "sanitizer $tool $(basename "$t"): exit $r $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$LOGDIR/sanitizer.log" | tail -1)"
       [ $r -eq 0 ] || rc=1
     done
   done
