@@ -3,7 +3,8 @@
 # machine, in one go. Logs go to $LOGDIR (default: gpu-logs/), one file per stage:
 #   build.log  ctest.log  sanitizer.log  bench.log (+ bench_<family>.json)
 # Usage: bench/gpu_suite.sh [stages...]   stages: build test sanitize bench (default: all)
-#   BENCH_FILTER=regex      passed to --benchmark_filter
+#   BENCH_FILTER=regex      passed to --benchmark_filter (BENCH_FILTER_<family>, e.g.
+#                           BENCH_FILTER_gemm, overrides it for one program)
 #   SANITIZE_TOOLS="memcheck racecheck initcheck synccheck"
 #   SANITIZE_FILTER=pattern passed to --gtest_filter under the sanitizer (default: the
 #                   per-binary filters of tests/gpu/sanitize_filters.txt)
@@ -38,7 +39,7 @@ if has sanitize; then
     for tool in $tools; do
       echo "=== $tool $(basename "$t") ${filter}" >> "$LOGDIR/sanitizer.log"
       timeout "${SANITIZE_TIMEOUT:-240}" compute-sanitizer --tool "$tool" --error-exitcode 99 \
-        "$t" --gtest_brief=1 ${filter:+--gtest_filter=$filter} >> "$LOGDIR/sanitizer.log" 2>&1
+        "$t" --gtest_brief=1 ${filter:+"--gtest_filter=$filter"} >> "$LOGDIR/sanitizer.log" 2>&1
       r=$?
       echo "=== exit $r" >> "$LOGDIR/sanitizer.log"
       echo "sanitizer $tool $(basename "$t"): exit $r $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$LOGDIR/sanitizer.log" | tail -1)"
@@ -52,8 +53,11 @@ if has bench; then
   for b in "$BUILD"/bench/quamba_bench_*; do
     [ -x "$b" ] || continue
     name=$(basename "$b")
-    echo "=== $name" | tee -a "$LOGDIR/bench.log"
-    "$b" --benchmark_min_time=0.05 ${BENCH_FILTER:+--benchmark_filter=$BENCH_FILTER} \
+    fam=${name#quamba_bench_}
+    fvar="BENCH_FILTER_${fam}"
+    filter=${!fvar:-${BENCH_FILTER:-}}
+    echo "=== $name ${filter}" | tee -a "$LOGDIR/bench.log"
+    "$b" --benchmark_min_time=0.05 ${filter:+"--benchmark_filter=$filter"} \
       --benchmark_out="$LOGDIR/${name#quamba_}.json" --benchmark_out_format=json >> "$LOGDIR/bench.log" 2>&1 || rc=1
   done
 fi
