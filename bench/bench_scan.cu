@@ -255,6 +255,7 @@ const bool kRegistered = [] {
   register_prefill_i8<qs::LanePrefillTraits<16, 1, 128, 16, 3, int8_t, 1, true>>("alt");
   register_prefill_f16<DefF16>("default");
   register_prefill_f16<qs::PrefillTraits<16, 16, 8, 8, 3, __half>>("alt");
+  register_prefill_f16<qs::LanePrefillTraits<16, 2, 64, 16, 4, __half, 2>>("alt");
   benchmark::RegisterBenchmark("ScanDecodeI8/N16", BM_DecodeI8)
       ->ArgNames({"E", "B"})
       ->Args({5120, 1})

@@ -570,6 +570,36 @@ TEST(ScanPrefillF16, Sweep) {
     }
 }
 
+// fp16 variants the benchmark compares, launched explicitly (the segment-scan kernel measured
+// faster than the state-lane default for fp16 inputs, see DefaultPrefillTraits).
+template <class Traits>
+void run_f16_variant(const char* name) {
+  uint64_t seed = 1100;
+  for (int64_t L : {1, 129, 300, 2049}) {
+    const int64_t B = L > 1000 ? 1 : 2;
+    SCOPED_TRACE(std::string(name) + " fp16 B" + std::to_string(B) + " L" + std::to_string(L));
+    F16Problem pr(B, L, 64, Traits::kDState, seed++);
+    auto p = pr.params();
+    ASSERT_EQ(qs::can_implement(p), Status::kSuccess);
+    pr.y.dev.poison(0xFF);
+    pr.dfinal.poison(0xFF);
+    ASSERT_EQ(qs::launch_prefill<Traits>(p, 0), Status::kSuccess);
+    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+    std::vector<float> yref, fref;
+    pr.reference(yref, fref);
+    EXPECT_TRUE(check_y(pr.y, pr.y.dev.download(), yref, quamba::test::kTolScan, name));
+    EXPECT_TRUE(quamba::test::all_close(pr.dfinal.download(), fref, quamba::test::kTolScan, std::string(name) + " final_state"));
+  }
+}
+
+TEST(ScanPrefillF16, ExplicitVariants) {
+  QUAMBA_REQUIRE_GPU();
+  run_f16_variant<qs::PrefillTraits<16, 16, 8, 8, 3, __half>>("segment N16");
+  run_f16_variant<qs::PrefillTraits<32, 16, 8, 8, 2, __half>>("segment N32");
+  run_f16_variant<qs::PrefillTraits<64, 8, 8, 4, 1, __half>>("segment N64");
+  run_f16_variant<qs::LanePrefillTraits<16, 2, 64, 16, 4, __half, 2>>("lanes Q2xT64xC16xG2");
+}
+
 TEST(ScanDecodeF16, PrefillThenDecodeEqualsLongerPrefill) {
   QUAMBA_REQUIRE_GPU();
   const int64_t B = 2, L = 12, L0 = 9, E = 48 * 4, N = 16;

@@ -20,23 +20,31 @@
 //   per (token, channel) two for softplus and two for the SiLU gate: ≈ 1.25 MUFU per item.
 //   MUFU runs 16/clk/SM → 168M·1.25 / (132·16·1.755 GHz) ≈ 57 µs, the floor. Bytes: u, δ, z
 //   int8 31 MB + fp16 y 21 MB + B, C ≈ 52 MB ≈ 17 µs at ~3 TB/s: not memory bound. int8 → fp32
-//   conversions avoid I2F (same 16/clk pipe as MUFU; see scan_common.cuh).
+//   conversions avoid I2F (same 16/clk pipe as MUFU; see scan_common.cuh). Measured 142 µs
+//   (bench_scan, H100): 28% of the MUFU limit and ~55% of the modelled issue rate (≈ 11 slots per
+//   item), so still latency bound (no profile taken; unrolling 2 groups changed nothing): only
+//   E·N/(32·kStatesPerLane) warps exist (≈ 3 per scheduler), and 320 blocks give some SMs 3
+//   blocks and others 2.
 //   Default kernel (prefill_lanes_kernel, LanePrefillTraits): a block owns kChannels channels
 //   and walks L in chunks of kChunk tokens. A lane owns kStatesPerLane states of one channel
 //   and walks the chunk token by token: per (token, state) FMUL δ·A, ex2, FMUL δu·B, the state
 //   FFMA and the C FFMA (5 issue slots + ~0.75 of LDS.128), with a dependency chain of one FFMA
 //   per token, so warps issue without cross-lane waits. Every kLanes tokens the channel's lanes
 //   reduce-scatter their per-token partial Σ s·C (kLanes-1 shuffles per lane, ≈ 1.75 slots per
-//   item at 2 states per lane) and lane q writes token q's gated output. Per chunk the block
+//   item at 2 states per lane; kSmemReduce does it through shared memory instead) and lane q
+//   writes token q's gated output; kGroups groups are unrolled together so one group's reduce
+//   and output overlap the next group's exponentials. Per chunk the block
 //   converts its raw tiles once: δ = softplus(..) and δ·u per (token, channel), B and C per
 //   (token, state), all fp32 in smem rows of kChunk + 4 floats so the float4 reads of 8 rows
-//   fall on distinct bank groups. Positions past L load as zeros and get δ = 0: decay 1, input
-//   0, so the carried and final states are exact for any L.
+//   fall on distinct bank groups. Two barriers per chunk: the next chunk's cp.async and the
+//   previous chunk's y flush run between them, during the conversion. Positions past L load
+//   as zeros and get δ = 0: decay 1, input 0, so the carried and final states are exact for
+//   any L.
 //   The previous segment-scan kernel (prefill_kernel, PrefillTraits) is kept as a benchmarked
 //   alternative: kSegments lanes share a channel, each holding kItems consecutive tokens, and
 //   combine (decay, value) aggregates with a shuffle scan per state per chunk. It costs ≈ 4
 //   extra issue slots per item (the scan, the exclusive shift, the re-walk) and a 4-step
-//   shuffle latency chain per state, and measured ~2x slower (bench_scan).
+//   shuffle latency chain per state; measured 168 vs 142 µs (int8, L = 2048, see below).
 // Why y is not Hadamard-rotated here: the rotation mixes all E channels of a token, while a
 // block holds 16 channels over many tokens; fusing would need a grid-wide exchange of y per
 // token. y leaves as fp16 (~40% of the bytes, but bytes are not the bound) and the Hadamard kernel reads
@@ -232,9 +240,18 @@ struct LanePrefillTraits {
 };
 
 // Default variants: the state-lane kernel. N = 16: 2 states per lane, 8 lanes per channel,
-// 16 channels per 128-thread block, 128-token chunks (57 KB smem, 3 blocks/SM; 320 blocks at
-// E = 5120 fill one wave). N = 32 / 64: 16 lanes per channel, 256 threads; N = 64 uses 64-token
-// chunks so the fp16-input variant stays at ~91 KB and fits sm_80.
+// 16 channels per 128-thread block, 128-token chunks (57 KB smem with int8 inputs, 3 blocks/SM;
+// 320 blocks at E = 5120 fill one wave).
+// H100, B = 1, E = 5120, int8 (bench_scan, same run, copy 3.0 TB/s): L = 2048 / 8192:
+//   Q2xT128xC16xM3 142 / 544 µs (kGroups 1 and 2 equal; smem reduce 147 / 564; 64-token chunks
+//   151 / 581; 8-channel blocks 173 / 645; Q1 156 / 601; Q4 192 / 746); segment-scan kernel
+//   S16xK8xW8xM3 168 / 646 µs (178 / 687 before this round's shared-helper changes).
+// fp16 inputs at 128-token chunks need 78 KB (2 blocks/SM, two waves at E = 5120): 232 / 904 µs
+// against 169 / 652 for the segment kernel, whose fp16 path was not yet run against the
+// reference on a GPU; ScanPrefillF16.ExplicitVariants covers it and the 64-token lane variant
+// (both candidates for the fp16 default). N = 32 / 64: 16 lanes per channel, 256 threads;
+// N = 64 uses 64-token chunks so the fp16-input variant stays at ~91 KB and fits sm_80 (not
+// benchmarked; chosen by the same model, tested).
 template <int N, typename In>
 struct DefaultPrefillTraits;
 template <typename In>
