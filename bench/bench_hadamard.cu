@@ -8,8 +8,8 @@
 // memset's dirty lines would inflate a few-µs launch) and times back-to-back launches over
 // > 2× L2 of rotating sets, which is what a decode step sees. The label is the Traits name of
 // the variant run() picked. Each configuration is checked once against the dense reference (a
-// sample of rows and columns) before it is timed. *_legacy: the one-kernel-for-all-sizes
-// variant (launch<>) at sizes where run() now picks the staged one, for a same-run comparison.
+// sample of rows and columns) before it is timed. *_staged*: the staged kernel (run_staged())
+// and its block-shape variants, for a same-run comparison with run()'s generic kernel.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -60,44 +60,39 @@ bool verify(const std::vector<float>& x0, const std::vector<typename DevOf<OutT>
   return bad == 0;
 }
 
-// kLegacy = 0: the public run(); 1: the generic launch<> variant for the same n; 4, 5: the
-// staged n = 5120 kernel with __launch_bounds__ minimum 4 / 5 blocks per SM (fewer registers);
-// 9: the staged n = 5120 kernel with one row group per block (no persistent loop, no prefetch).
-template <typename OutT, int kLegacy>
+// kVariant = 0: the public run() (the generic kernel); 1: run_staged() (the staged kernel for the
+// same n); 4, 5: the staged n = 5120 kernel with __launch_bounds__ minimum 4 / 5 blocks per SM
+// (fewer registers); 9: the staged n = 5120 kernel with one row group per block (no persistent
+// loop, no prefetch).
+template <typename OutT, int kVariant>
 quamba::Status launch_variant(const qh::HadamardParams<__half, OutT>& p) {
-  if constexpr (kLegacy == 0) {
+  if constexpr (kVariant == 0) {
     return qh::run(p);
-  } else if constexpr (kLegacy == 9) {
+  } else if constexpr (kVariant == 9) {
     QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
     return qh::launch_staged<__half, OutT, 20, 8, 1, /*kPersistent=*/false>(p, nullptr);
-  } else if constexpr (kLegacy > 1) {
+  } else if constexpr (kVariant > 1) {
     QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
-    return qh::launch_staged<__half, OutT, 20, 8, kLegacy>(p, nullptr);
+    return qh::launch_staged<__half, OutT, 20, 8, kVariant>(p, nullptr);
   } else {
-    QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
-    return qh::dispatch_size(p.n, [&](auto M, auto K) { return qh::launch<__half, OutT, M.value, K.value>(p, nullptr); });
+    return qh::run_staged(p);
   }
 }
 
-template <typename OutT, int kLegacy>
+template <typename OutT, int kVariant>
 std::string variant_label(int64_t n) {
-  if constexpr (kLegacy == 0) {
+  if constexpr (kVariant == 0) {
     return qh::variant_name<__half, OutT>(n);
-  } else if constexpr (kLegacy == 9) {
+  } else if constexpr (kVariant == 9) {
     return qh::HadamardStagedTraits<__half, OutT, 20, 8, 1>::name() + "_onegroup";
-  } else if constexpr (kLegacy > 1) {
-    return qh::HadamardStagedTraits<__half, OutT, 20, 8, kLegacy>::name();
+  } else if constexpr (kVariant > 1) {
+    return qh::HadamardStagedTraits<__half, OutT, 20, 8, kVariant>::name();
   } else {
-    std::string s;
-    qh::dispatch_size(n, [&](auto M, auto K) {
-      s = qh::HadamardTraits<__half, OutT, M.value, K.value>::name();
-      return quamba::Status::kSuccess;
-    });
-    return s;
+    return qh::variant_name<__half, OutT>(n, /*staged=*/true);
   }
 }
 
-template <typename OutT, int kLegacy>
+template <typename OutT, int kVariant>
 void BM_Hadamard(benchmark::State& state) {
   using InT = __half;
   using DOut = typename DevOf<OutT>::type;
@@ -132,7 +127,7 @@ void BM_Hadamard(benchmark::State& state) {
   p.scale = kInt8 ? qh::quant_factor(n, inv_s) : qh::orthonormal_scale(n);
   p.x = reinterpret_cast<const InT*>(xs.get());
   p.out = reinterpret_cast<OutT*>(os.get());
-  if (launch_variant<OutT, kLegacy>(p) != quamba::Status::kSuccess) {
+  if (launch_variant<OutT, kVariant>(p) != quamba::Status::kSuccess) {
     state.SkipWithError("run() failed");
     return;
   }
@@ -147,7 +142,7 @@ void BM_Hadamard(benchmark::State& state) {
   // thousands of sets are walked across batches by a running counter (time_gpu reports the
   // per-launch time, which Google Benchmark's min_time counts per iteration).
   const int inner = std::min(sets, 64);
-  state.SetLabel(variant_label<OutT, kLegacy>(n) + " sets=" + std::to_string(sets) + (flush ? "" : " noflush"));
+  state.SetLabel(variant_label<OutT, kVariant>(n) + " sets=" + std::to_string(sets) + (flush ? "" : " noflush"));
   int64_t next = 0;
   quamba::bench::time_gpu(
       state,
@@ -156,7 +151,7 @@ void BM_Hadamard(benchmark::State& state) {
         auto q = p;
         q.x = reinterpret_cast<const InT*>(xs.get() + k * elems);
         q.out = reinterpret_cast<OutT*>(os.get() + k * elems);
-        return launch_variant<OutT, kLegacy>(q);
+        return launch_variant<OutT, kVariant>(q);
       },
       inner, flush);
   quamba::bench::report_bytes(state, double(in_bytes + out_bytes));
@@ -169,7 +164,7 @@ void sizes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"n", "M"})->UseManualTime()->Unit(benchmark::kMicrosecond);
 }
 
-void sizes_legacy(benchmark::internal::Benchmark* b) {
+void sizes_staged(benchmark::internal::Benchmark* b) {
   for (int64_t n : {5120, 1536})
     for (int64_t M : {1, 2048, 8192}) b->Args({n, M});
   b->ArgNames({"n", "M"})->UseManualTime()->Unit(benchmark::kMicrosecond);
@@ -182,10 +177,10 @@ void sizes_5120(benchmark::internal::Benchmark* b) {
 
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 0)->Name("Hadamard_f16_to_i8")->Apply(sizes);
 BENCHMARK_TEMPLATE(BM_Hadamard, __half, 0)->Name("Hadamard_f16_to_f16")->Apply(sizes);
-BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 1)->Name("Hadamard_f16_to_i8_legacy")->Apply(sizes_legacy);
-BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 4)->Name("Hadamard_f16_to_i8_minblocks4")->Apply(sizes_5120);
-BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 5)->Name("Hadamard_f16_to_i8_minblocks5")->Apply(sizes_5120);
-BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 9)->Name("Hadamard_f16_to_i8_onegroup")->Apply(sizes_5120);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 1)->Name("Hadamard_f16_to_i8_staged")->Apply(sizes_staged);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 4)->Name("Hadamard_f16_to_i8_staged_minblocks4")->Apply(sizes_5120);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 5)->Name("Hadamard_f16_to_i8_staged_minblocks5")->Apply(sizes_5120);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 9)->Name("Hadamard_f16_to_i8_staged_onegroup")->Apply(sizes_5120);
 
 }  // namespace
 

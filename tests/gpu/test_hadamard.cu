@@ -144,7 +144,18 @@ TEST(HadamardValidate, SupportedAndUnsupportedSizes) {
     p.n = n;
     EXPECT_EQ(qh::can_implement(p), Status::kErrorNotSupported) << "n=" << n;
     EXPECT_EQ(qh::run(p), Status::kErrorNotSupported) << "n=" << n;
+    EXPECT_EQ(qh::run_staged(p), Status::kErrorNotSupported) << "n=" << n;
   }
+  // The staged variant covers 2^k ∈ {128, 256, 512} with m·2^k·4 ≤ 48 KiB only (returns before
+  // any launch otherwise).
+  for (int64_t n : {1, 64, 1024, 2048, 4096, 12, 768, 20480, 14336, 32768}) {
+    p.n = n;
+    EXPECT_EQ(qh::run_staged(p), Status::kErrorNotSupported) << "n=" << n;
+  }
+  EXPECT_TRUE(qh::staged_supported(20, 8));
+  EXPECT_TRUE(qh::staged_supported(12, 7));
+  EXPECT_FALSE(qh::staged_supported(28, 9));
+  EXPECT_FALSE(qh::staged_supported(1, 11));
 }
 
 TEST(HadamardValidate, BadArguments) {
@@ -283,12 +294,13 @@ std::vector<double> sampled_sums(const std::vector<float>& x, int64_t n, const S
 }
 
 template <typename InT, typename OutT>
-void sweep_one(int64_t n, int64_t M, bool strided, uint64_t salt, int64_t out_pad = 3) {
+void sweep_one(int64_t n, int64_t M, bool strided, uint64_t salt, int64_t out_pad = 3, bool staged = false) {
   using DIn = typename DevOf<InT>::type;
   using DOut = typename DevOf<OutT>::type;
   constexpr bool kInt8 = std::is_same_v<OutT, int8_t>;
   const std::string what = std::string("n=") + std::to_string(n) + " M=" + std::to_string(M) +
-                           (strided ? " strided+" + std::to_string(out_pad) : std::string(" compact"));
+                           (strided ? " strided+" + std::to_string(out_pad) : std::string(" compact")) +
+                           (staged ? " run_staged" : "");
   SCOPED_TRACE(what);
   auto rng = quamba::test::make_rng(salt);
   const int64_t xs = strided ? n + 8 : n;   // keeps the 16-byte input rule
@@ -333,7 +345,7 @@ void sweep_one(int64_t n, int64_t M, bool strided, uint64_t salt, int64_t out_pa
   const int poison[2] = {0x5A, 0xA5};
   for (int rep = 0; rep < 2; ++rep) {
     dout.poison(poison[rep]);
-    ASSERT_EQ(qh::run(p), Status::kSuccess);
+    ASSERT_EQ(staged ? qh::run_staged(p) : qh::run(p), Status::kSuccess);
     QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
     got[rep] = dout.download();
     uint8_t pb[sizeof(DOut)];
@@ -435,19 +447,34 @@ TEST(HadamardSweep, ModelSizesManyRows) {
     }
 }
 
-// Sizes of the staged variant (2^k ∈ {128, 256, 512}) with output strides that keep its paired /
-// 4-wide stores aligned (the other sweeps' strided outputs use n + 3: the element-store
-// fallback), and enough rows that every block of its persistent grid loops over several row
+// The staged variant (run_staged(): 2^k ∈ {128, 256, 512}) on every size it covers: output
+// strides that keep its paired / 4-wide stores aligned and n + 3 (the element-store fallback),
+// compact rows, and enough rows that every block of its persistent grid loops over several row
 // groups (an odd M leaves the last group of a 2-row block half empty).
-TEST(HadamardSweep, StagedAlignedStridesManyGroups) {
+TEST(HadamardSweep, StagedVariant) {
   QUAMBA_REQUIRE_GPU();
   uint64_t s = 800;
   for (int64_t n : {5120, 1536, 3072, 2560, 10240, 6144, 3584, 7168, 128, 256, 512}) {
+    sweep_one<__half, int8_t>(n, 4099, /*strided=*/true, ++s, /*out_pad=*/16, /*staged=*/true);
+    sweep_one<__half, int8_t>(n, 2, /*strided=*/true, ++s, /*out_pad=*/4, true);
+    sweep_one<__half, int8_t>(n, 17, /*strided=*/true, ++s, /*out_pad=*/3, true);
+    sweep_one<__half, int8_t>(n, 1, /*strided=*/false, ++s, 3, true);
+    sweep_one<float, int8_t>(n, 301, /*strided=*/true, ++s, /*out_pad=*/8, true);
+    sweep_one<__half, __half>(n, 301, /*strided=*/true, ++s, /*out_pad=*/8, true);
+    sweep_one<__half, __half>(n, 64, /*strided=*/true, ++s, /*out_pad=*/3, true);
+    sweep_one<float, float>(n, 33, /*strided=*/true, ++s, /*out_pad=*/4, true);
+    sweep_one<float, float>(n, 3, /*strided=*/false, ++s, 3, true);
+    if (HasFatalFailure()) return;
+  }
+}
+
+// The same rows through run() (generic kernel), for the aligned strided outputs and many rows.
+TEST(HadamardSweep, AlignedStridesManyRows) {
+  QUAMBA_REQUIRE_GPU();
+  uint64_t s = 900;
+  for (int64_t n : {5120, 1536, 2048, 4096}) {
     sweep_one<__half, int8_t>(n, 4099, /*strided=*/true, ++s, /*out_pad=*/16);
-    sweep_one<__half, int8_t>(n, 2, /*strided=*/true, ++s, /*out_pad=*/4);
-    sweep_one<float, int8_t>(n, 301, /*strided=*/true, ++s, /*out_pad=*/8);
     sweep_one<__half, __half>(n, 301, /*strided=*/true, ++s, /*out_pad=*/8);
-    sweep_one<float, float>(n, 33, /*strided=*/true, ++s, /*out_pad=*/4);
     if (HasFatalFailure()) return;
   }
 }

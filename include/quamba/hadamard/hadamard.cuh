@@ -24,6 +24,9 @@
 // block); above 48 KiB the kernel opts in, and where the device's opt-in limit is smaller (sm_86
 // and sm_89: 99 KiB, so n ≥ 28672) run returns kErrorNotSupported.
 // workspace_size is 0. run never allocates and never synchronizes.
+// run_staged(p): the same contract through the staged variant (2^k ∈ {128, 256, 512}, rows of
+// at most 48 KiB as fp32; kErrorNotSupported otherwise); run() keeps the generic kernel, which
+// measured faster on H100 (numbers at run()).
 #pragma once
 
 #include <cuda_fp16.h>
@@ -149,8 +152,9 @@ struct HadamardTraits {
 };
 
 
-// Staged variant (run() picks it for 2^k ∈ {128, 256, 512} when the rows fit 48 KiB of smem:
-// 1536, 3072, 5120, 2560, 6144, 10240, 3584, 7168, 128, 256, 512). Element index inside a 2^k
+// Staged variant (run_staged(); run() does not pick it: slower on H100, numbers at run()) for
+// 2^k ∈ {128, 256, 512} when the rows fit 48 KiB of smem: 1536, 3072, 5120, 2560, 6144, 10240,
+// 3584, 7168, 128, 256, 512. Element index inside a 2^k
 // block: p = bits b0..b(k-1); the k bits split as low = b0..b2 (one 16-byte fp16 run),
 // mid = b3..b(k-3) (kMidBits = k - 5 ∈ {2, 3, 4}), top = b(k-2), b(k-1). Three steps per row,
 // two smem passes, every smem access 8 or 16 bytes:
@@ -829,22 +833,40 @@ size_t workspace_size(const HadamardParams<InT, OutT>&) {
   return 0;
 }
 
+// run() launches the generic kernel (launch<>) for every n.
+// H100, fp16→int8, n = 5120 (bench_hadamard, same run, copy 2.96 TB/s): generic 20.7 / 67.3 µs
+// at M = 2048 / 8192; staged 24.8 / 83.6 µs (126 registers: 3 blocks = 15 warps per SM),
+// staged with __launch_bounds__ min 4 blocks 21.6 / 69.6 µs (64 B spilled), min 5 blocks
+// 27.5 / 84.1 µs (200 B spilled), staged with one row group per block 26.1 / 87.9 µs; n = 1536:
+// generic 8.4 / 22.6 µs, staged 9.9 / 25.8 µs; M = 1: 4.3–4.9 µs for every variant (launch
+// bound). So the staged variant stays reachable through run_staged() only.
 template <typename InT, typename OutT>
 Status run(const HadamardParams<InT, OutT>& p, void* /*workspace*/ = nullptr, cudaStream_t stream = nullptr) {
   QUAMBA_RETURN_IF_ERROR(can_implement(p));
+  return dispatch_size(p.n, [&](auto M, auto K) { return launch<InT, OutT, M.value, K.value>(p, stream); });
+}
+
+// The staged variant (HadamardStagedTraits) for the sizes it covers (staged_supported);
+// kErrorNotSupported for any other n. Same contract as run().
+template <typename InT, typename OutT>
+Status run_staged(const HadamardParams<InT, OutT>& p, void* /*workspace*/ = nullptr, cudaStream_t stream = nullptr) {
+  QUAMBA_RETURN_IF_ERROR(can_implement(p));
   return dispatch_size(p.n, [&](auto M, auto K) {
     if constexpr (staged_supported(M.value, K.value)) return launch_staged<InT, OutT, M.value, K.value>(p, stream);
-    else return launch<InT, OutT, M.value, K.value>(p, stream);
+    else return Status::kErrorNotSupported;
   });
 }
 
-// The Traits name of the variant run() picks for n ("" when unsupported); for benchmarks.
+// The Traits name of the variant run() (staged = false) or run_staged() picks for n ("" when
+// unsupported); for benchmarks.
 template <typename InT, typename OutT>
-std::string variant_name(int64_t n) {
+std::string variant_name(int64_t n, bool staged = false) {
   std::string s;
   dispatch_size(n, [&](auto M, auto K) {
-    if constexpr (staged_supported(M.value, K.value)) s = HadamardStagedTraits<InT, OutT, M.value, K.value>::name();
-    else s = HadamardTraits<InT, OutT, M.value, K.value>::name();
+    if constexpr (staged_supported(M.value, K.value)) {
+      if (staged) s = HadamardStagedTraits<InT, OutT, M.value, K.value>::name();
+    }
+    if (!staged) s = HadamardTraits<InT, OutT, M.value, K.value>::name();
     return Status::kSuccess;
   });
   return s;
