@@ -747,6 +747,51 @@ TEST_F(QuantizedCheckpointErrors, TensorsAreChecked) {
   }
 }
 
+TEST(QuantizedCheckpoint, HadamardClaimOnUnsupportedSizeIsNotSupported) {
+  TempDir dir;
+  ModelConfig c = make_config(36, 1, kVocab);  // E = 72 = 9·8: no Hadamard size
+  const QuantizedModel q = make_quantized(make_model(c, 14), recipe_naive());
+  std::string err;
+  ASSERT_EQ(model::save_quantized(dir.file("q.safetensors"), q, &err), Status::kSuccess) << err;
+  QuantizedModel back;
+  ASSERT_EQ(model::load_quantized(dir.file("q.safetensors"), &back, &err), Status::kSuccess) << err;
+  expect_same_quantized(q, back);
+  rewrite(dir.file("q.safetensors"), dir.file("bad.safetensors"),
+          [](std::map<std::string, std::string>& m) { m["recipe.use_hadamard"] = "true"; });
+  EXPECT_EQ(try_load_quantized(dir.file("bad.safetensors"), &err), Status::kErrorNotSupported);
+  EXPECT_TRUE(contains(err, "d_inner = 72")) << err;
+}
+
+TEST_F(QuantizedCheckpointErrors, RandomByteCorruptionNeverCrashes) {
+  // Flips bytes in the length field and header (and a few in the data); every load must return
+  // a Status (success only when the damage left a valid file, e.g. inside JSON whitespace or
+  // tensor data).
+  const std::string bytes = read_text(good());
+  uint64_t header_len = 0;
+  for (int k = 0; k < 8; ++k) header_len |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[k])) << (8 * k);
+  auto rng = test::make_rng(15);
+  std::uniform_int_distribution<size_t> pos_header(0, static_cast<size_t>(8 + header_len - 1));
+  std::uniform_int_distribution<size_t> pos_any(0, bytes.size() - 1);
+  std::uniform_int_distribution<int> byte(0, 255);
+  int failures = 0;
+  for (int it = 0; it < 150; ++it) {
+    std::string b = bytes;
+    const int flips = 1 + it % 3;
+    for (int k = 0; k < flips; ++k) b[it % 10 == 9 ? pos_any(rng) : pos_header(rng)] = static_cast<char>(byte(rng));
+    write_text(bad(), b);
+    QuantizedModel q;
+    std::string err;
+    const Status s = model::load_quantized(bad(), &q, &err);
+    if (s != Status::kSuccess) {
+      ++failures;
+      EXPECT_FALSE(err.empty()) << "iteration " << it << ": " << to_string(s) << " without a message";
+      EXPECT_TRUE(s == Status::kErrorFormat || s == Status::kErrorIo || s == Status::kErrorNotSupported)
+          << "iteration " << it << ": " << to_string(s) << ": " << err;
+    }
+  }
+  EXPECT_GT(failures, 50);
+}
+
 TEST_F(QuantizedCheckpointErrors, TruncatedFilesAreIoErrors) {
   const std::string bytes = read_text(good());
   ASSERT_GT(bytes.size(), 1000u);
