@@ -30,89 +30,12 @@ using quamba::Status;
 using quamba::test::DeviceBuffer;
 constexpr int kK = 4;
 
-__half to_half(float f) {
-  __half_raw r;
-  r.x = quamba::float_to_half_bits(f);
-  return __half(r);
-}
-float from_half(__half h) { return quamba::half_bits_to_float(static_cast<__half_raw>(h).x); }
+using quamba::test::from_half;
+using quamba::test::to_half;
 
-int rotation_sets(double bytes_per_set) {
-  int dev = 0, l2 = 0;
-  QUAMBA_CUDA_CHECK(cudaGetDevice(&dev));
-  QUAMBA_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
-  return std::max(1, std::min(16384, static_cast<int>(std::ceil(2.0 * l2 / std::max(bytes_per_set, 1.0)))));
-}
-
-// Rotating buffer sets in one allocation: set s, field f at base + s·stride + offset[f].
-class Arena {
- public:
-  explicit Arena(const std::vector<size_t>& field_bytes) {
-    size_t off = 0;
-    for (size_t b : field_bytes) {
-      offsets_.push_back(off);
-      off += (b + 255) / 256 * 256;
-    }
-    stride_ = std::max<size_t>(off, 256);
-    sets_ = rotation_sets(double(stride_));
-    buf_.resize(stride_ * size_t(sets_));
-  }
-  int sets() const { return sets_; }
-  template <typename T>
-  T* at(int s, int field) const { return reinterpret_cast<T*>(buf_.get() + size_t(s) * stride_ + offsets_[size_t(field)]); }
-  // Uploads `host` into field f of set 0 and copies it to every other set.
-  template <typename T>
-  void fill(int field, const std::vector<T>& host) {
-    const size_t bytes = host.size() * sizeof(T);
-    QUAMBA_CUDA_CHECK(cudaMemcpy(at<char>(0, field), host.data(), bytes, cudaMemcpyHostToDevice));
-    for (int s = 1; s < sets_; ++s)
-      QUAMBA_CUDA_CHECK(cudaMemcpy(at<char>(s, field), at<char>(0, field), bytes, cudaMemcpyDeviceToDevice));
-  }
-
- private:
-  DeviceBuffer<char> buf_;
-  std::vector<size_t> offsets_;
-  size_t stride_ = 0;
-  int sets_ = 1;
-};
-
-// Decode-size launches: `count` launches (one per rotating set) captured once into a CUDA graph
-// and replayed back to back, without the flush. The graph removes the host's per-launch cost
-// (several µs, more than these kernels take), as a decode loop run through graphs does; the
-// reported time is the GPU time per launch, gaps between launches included.
-template <typename Launch>
-void time_graph(benchmark::State& state, Launch&& launch, int count) {
-  cudaStream_t s;
-  QUAMBA_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  QUAMBA_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-  bool ok = true;
-  for (int i = 0; i < count; ++i) ok = ok && launch(i, s) == Status::kSuccess;
-  QUAMBA_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
-  QUAMBA_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  cudaEvent_t a, b;
-  QUAMBA_CUDA_CHECK(cudaEventCreate(&a));
-  QUAMBA_CUDA_CHECK(cudaEventCreate(&b));
-  QUAMBA_CUDA_CHECK(cudaGraphLaunch(exec, s));  // warm-up
-  QUAMBA_CUDA_CHECK(cudaStreamSynchronize(s));
-  if (!ok) state.SkipWithError("launch failed during capture");
-  for (auto _ : state) {
-    QUAMBA_CUDA_CHECK(cudaEventRecord(a, s));
-    QUAMBA_CUDA_CHECK(cudaGraphLaunch(exec, s));
-    QUAMBA_CUDA_CHECK(cudaEventRecord(b, s));
-    QUAMBA_CUDA_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    QUAMBA_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    state.SetIterationTime(ms * 1e-3 / count);
-  }
-  QUAMBA_CUDA_CHECK(cudaGetLastError());
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  cudaStreamDestroy(s);
-}
+using quamba::bench::Arena;
+using quamba::bench::rotation_sets;
+using quamba::bench::time_graph;
 
 // ---- Baseline: the previous prefill kernel (16 channels x 32/8 tokens per thread, exact-order
 // SiLU chain, byte-wise tap loads), kept verbatim so one run compares it with the variants.

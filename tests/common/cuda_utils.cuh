@@ -2,6 +2,7 @@
 // here, never in the library).
 #pragma once
 
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdio>
@@ -10,6 +11,8 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+
+#include "quamba/core/numeric.hpp"
 
 #define QUAMBA_CUDA_CHECK(expr)                                                                  \
   do {                                                                                           \
@@ -34,6 +37,14 @@ inline int device_arch() {
   if (cudaGetDeviceProperties(&p, 0) != cudaSuccess) return 0;
   return p.major * 10 + p.minor;
 }
+
+// fp16 through the library's bit-exact conversions (round half to even), host side.
+inline __half to_half(float f) {
+  __half_raw r;
+  r.x = quamba::float_to_half_bits(f);
+  return __half(r);
+}
+inline float from_half(__half h) { return quamba::half_bits_to_float(static_cast<__half_raw>(h).x); }
 
 // RAII device buffer of T. poison() fills every byte with `byte` (0xFF: NaN for fp16/fp32, -1
 // for int8) so a test can tell unwritten elements apart; for int8 outputs, whose every byte is a

@@ -24,12 +24,8 @@ using quamba::conv1d::Conv1dParams;
 using quamba::conv1d::Conv1dUpdateParams;
 using quamba::test::DeviceBuffer;
 
-__half to_half(float f) {
-  __half_raw r;
-  r.x = quamba::float_to_half_bits(f);
-  return __half(r);
-}
-float from_half(__half h) { return quamba::half_bits_to_float(static_cast<__half_raw>(h).x); }
+using quamba::test::from_half;
+using quamba::test::to_half;
 std::vector<__half> to_half(const std::vector<float>& v) {
   std::vector<__half> o(v.size());
   for (size_t i = 0; i < v.size(); ++i) o[i] = to_half(v[i]);

@@ -24,12 +24,8 @@ namespace {
 using quamba::Status;
 using quamba::test::DeviceBuffer;
 
-__half to_half(float f) {
-  __half_raw r;
-  r.x = quamba::float_to_half_bits(f);
-  return __half(r);
-}
-float from_half(__half h) { return quamba::half_bits_to_float(static_cast<__half_raw>(h).x); }
+using quamba::test::from_half;
+using quamba::test::to_half;
 
 template <typename T>
 float to_float(T v) {

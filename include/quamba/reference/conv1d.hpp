@@ -115,7 +115,7 @@ Status conv1d_update_impl(TensorView<const T, 2> x, TensorView<T, 3> state, cons
   for (int64_t b = 0; b < B; ++b) {
     const int64_t slot = state_idx ? state_idx[b] : b;
     for (int64_t c = 0; c < C; ++c) {
-      T win[kMaxConvWidth];
+      T win[kMaxConvWidth] = {};
       for (int k = 0; k + 1 < K; ++k) win[k] = state(slot, c, k + 1);
       win[K - 1] = x(b, c);
       for (int k = 0; k < K; ++k) state(slot, c, k) = win[k];
