@@ -463,10 +463,10 @@ TEST(HfModel, UnsupportedConfigsSayWhy) {
     EXPECT_EQ(try_load_hf(dir.str(), &err), Status::kErrorNotSupported);
     EXPECT_TRUE(contains(err, "use_bias")) << err;
   }
-  for (const char* k : {"1", "5", "8"}) {
+  for (const int k : {1, kMaxConvWidth + 1}) {
     TempDir dir;
     ASSERT_EQ(model::save_hf_model(dir.str(), make_model(config_tied(), 8), Dtype::kF32), Status::kSuccess);
-    edit_file(dir.file("config.json"), "\"conv_kernel\": 4", std::string("\"conv_kernel\": ") + k);
+    edit_file(dir.file("config.json"), "\"conv_kernel\": 4", "\"conv_kernel\": " + std::to_string(k));
     EXPECT_EQ(try_load_hf(dir.str(), &err), Status::kErrorNotSupported) << k;
     EXPECT_TRUE(contains(err, "conv_kernel")) << err;
   }
@@ -683,8 +683,8 @@ TEST_F(QuantizedCheckpointErrors, MetadataValuesAreChecked) {
   for (const auto& kv : bad_values)
     expect_meta([&](std::map<std::string, std::string>& m) { m[kv.first] = kv.second; }, Status::kErrorFormat,
                 kv.first, kv.first + " = '" + kv.second + "'");
-  expect_meta([](std::map<std::string, std::string>& m) { m["config.d_conv"] = "5"; }, Status::kErrorNotSupported,
-              "d_conv", "d_conv 5");
+  expect_meta([](std::map<std::string, std::string>& m) { m["config.d_conv"] = std::to_string(kMaxConvWidth + 1); },
+              Status::kErrorNotSupported, "d_conv", "d_conv beyond kMaxConvWidth");
   expect_meta([](std::map<std::string, std::string>& m) { m["config.d_ssm"] = "1"; }, Status::kErrorFormat,
               "config.d_ssm", "unknown config key");
   // Sizes that disagree with the tensors.
