@@ -245,7 +245,7 @@ struct LanePrefillTraits {
 // H100, B = 1, E = 5120, int8 (bench_scan, same run, copy 3.0 TB/s): L = 2048 / 8192:
 //   Q2xT128xC16xM3 142 / 544 µs (kGroups 1 and 2 equal; smem reduce 147 / 564; 64-token chunks
 //   151 / 581; 8-channel blocks 173 / 645; Q1 156 / 601; Q4 192 / 746); segment-scan kernel
-//   S16xK8xW8xM3 168 / 646 µs (178 / 687 before this round's shared-helper changes).
+//   S16xK8xW8xM3 168 / 646 µs (178 / 687 before the scan_common.cuh conversion and gate changes).
 // fp16 inputs at 128-token chunks need 78 KB (2 blocks/SM, two waves at E = 5120): 232 / 904 µs
 // against 169 / 652 for the segment kernel, whose fp16 path was not yet run against the
 // reference on a GPU; ScanPrefillF16.ExplicitVariants covers it and the 64-token lane variant
