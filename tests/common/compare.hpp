@@ -5,7 +5,7 @@
 // Integer outputs that follow fp32 arithmetic done in a different order or with a different
 // exp (RMSNorm statistics, SiLU, Hadamard sums) may differ by one quantization step where the
 // fp32 value lands within rounding of a .5 boundary: |q - ref| <= 1 everywhere, and at most
-// kInt8OffByOneFraction of the elements off by one.
+// kInt8OffByOneFraction·n + 1 elements off by one (the +1 lets a small output have one).
 #pragma once
 
 #include <cmath>

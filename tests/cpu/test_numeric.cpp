@@ -15,6 +15,8 @@ TEST(Numeric, RoundHalfToEvenTies) {
   EXPECT_EQ(round_half_even(1.5f), 2.0f);
   EXPECT_EQ(round_half_even(2.5f), 2.0f);
   EXPECT_EQ(round_half_even(-0.5f), -0.0f);
+  EXPECT_TRUE(std::signbit(round_half_even(-0.5f)));
+  EXPECT_FALSE(std::signbit(round_half_even(0.5f)));
   EXPECT_EQ(round_half_even(-1.5f), -2.0f);
   EXPECT_EQ(round_half_even(-2.5f), -2.0f);
   EXPECT_EQ(round_half_even(2.4999998f), 2.0f);

@@ -249,6 +249,7 @@ void check_embedding(int64_t M, int64_t V, int D, int64_t pad, const std::vector
   DeviceBuffer<TOut> dout(size_t(M * os));
   for (int poison : {0x5A, 0xA5}) {
     dout.poison(poison);
+    flag.poison(0);  // each run must set the flag itself
     quamba::norm::EmbeddingParams<TOut> p;
     p.table = dt.get();
     p.table_stride = ts;
