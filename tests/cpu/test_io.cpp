@@ -25,6 +25,7 @@
 #include "quamba/io/hf_checkpoint.hpp"
 #include "quamba/io/hf_config.hpp"
 #include "quamba/io/json.hpp"
+#include "common/temp_dir.hpp"
 #include "quamba/io/safetensors.hpp"
 #include "quamba/io/safetensors_index.hpp"
 
@@ -36,38 +37,9 @@ namespace {
 
 // ---- helpers ---------------------------------------------------------------------------------
 
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    long long pid = 0;
-#if defined(__unix__)
-    pid = static_cast<long long>(::getpid());
-#endif
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string tag = info ? std::string(info->test_suite_name()) + "_" + info->name() : "io";
-    for (char& c : tag)
-      if (c == '/') c = '_';
-    path_ = fs::temp_directory_path() / ("quamba_test_io_" + std::to_string(pid) + "_" + std::to_string(counter++) + "_" + tag);
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  const fs::path& path() const { return path_; }
+using TempDir = quamba::test::TempDir;
 
- private:
-  fs::path path_;
-};
-
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  ASSERT_TRUE(f.good()) << path;
-}
+using quamba::test::write_bytes;
 
 std::string read_bytes(const std::string& path) {
   std::ifstream f(path, std::ios::binary);

@@ -24,6 +24,7 @@
 #endif
 
 #include "common/random.hpp"
+#include "common/temp_dir.hpp"
 #include "quamba/model/checkpoint.hpp"
 
 using namespace quamba;
@@ -35,33 +36,7 @@ namespace {
 
 // ---- helpers ---------------------------------------------------------------------------------
 
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    long long pid = 0;
-#if defined(__unix__)
-    pid = static_cast<long long>(::getpid());
-#endif
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string tag = info ? std::string(info->test_suite_name()) + "_" + info->name() : "ckpt";
-    for (char& c : tag)
-      if (c == '/') c = '_';
-    path_ = fs::temp_directory_path() /
-            ("quamba_test_ckpt_" + std::to_string(pid) + "_" + std::to_string(counter++) + "_" + tag);
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  std::string str() const { return path_.string(); }
-
- private:
-  fs::path path_;
-};
+using TempDir = quamba::test::TempDir;
 
 std::string read_text(const std::string& path) {
   std::ifstream f(path, std::ios::binary);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 #endif
 
+#include "common/temp_dir.hpp"
 #include "quamba/io/tokenizer.hpp"
 
 namespace {
@@ -23,39 +24,9 @@ namespace fs = std::filesystem;
 using quamba::Status;
 using quamba::io::BpeTokenizer;
 
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    long long pid = 0;
-#if defined(__unix__)
-    pid = static_cast<long long>(::getpid());
-#endif
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string tag = info ? std::string(info->test_suite_name()) + "_" + info->name() : "tok";
-    for (char& c : tag)
-      if (c == '/') c = '_';
-    path_ = fs::temp_directory_path() /
-            ("quamba_test_tokenizer_" + std::to_string(pid) + "_" + std::to_string(counter++) + "_" + tag);
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  const fs::path& path() const { return path_; }
+using TempDir = quamba::test::TempDir;
 
- private:
-  fs::path path_;
-};
-
-void write_text(const std::string& path, const std::string& text) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(text.data(), static_cast<std::streamsize>(text.size()));
-  ASSERT_TRUE(f.good()) << path;
-}
+void write_text(const std::string& path, const std::string& text) { quamba::test::write_bytes(path, text); }
 
 // The byte-level symbol of byte b, UTF-8 encoded.
 std::string sym(unsigned b) {
