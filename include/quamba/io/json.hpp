@@ -110,6 +110,25 @@ inline std::string json_line_column(const char* data, size_t size, size_t offset
   return "line " + std::to_string(line) + ", column " + std::to_string(col);
 }
 
+// Appends code point `cp` (at most 0x10FFFF, not a surrogate) to `s` as UTF-8.
+inline void append_utf8(std::string* s, uint32_t cp) {
+  if (cp < 0x80) {
+    s->push_back(static_cast<char>(cp));
+  } else if (cp < 0x800) {
+    s->push_back(static_cast<char>(0xc0 | (cp >> 6)));
+    s->push_back(static_cast<char>(0x80 | (cp & 0x3f)));
+  } else if (cp < 0x10000) {
+    s->push_back(static_cast<char>(0xe0 | (cp >> 12)));
+    s->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
+    s->push_back(static_cast<char>(0x80 | (cp & 0x3f)));
+  } else {
+    s->push_back(static_cast<char>(0xf0 | (cp >> 18)));
+    s->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3f)));
+    s->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
+    s->push_back(static_cast<char>(0x80 | (cp & 0x3f)));
+  }
+}
+
 class JsonParser {
  public:
   JsonParser(const char* data, size_t size, int max_depth) : p_(data), n_(size), max_depth_(max_depth) {}
@@ -269,24 +288,6 @@ class JsonParser {
     }
     *out = v;
     return true;
-  }
-
-  static void append_utf8(std::string* s, uint32_t cp) {
-    if (cp < 0x80) {
-      s->push_back(static_cast<char>(cp));
-    } else if (cp < 0x800) {
-      s->push_back(static_cast<char>(0xc0 | (cp >> 6)));
-      s->push_back(static_cast<char>(0x80 | (cp & 0x3f)));
-    } else if (cp < 0x10000) {
-      s->push_back(static_cast<char>(0xe0 | (cp >> 12)));
-      s->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
-      s->push_back(static_cast<char>(0x80 | (cp & 0x3f)));
-    } else {
-      s->push_back(static_cast<char>(0xf0 | (cp >> 18)));
-      s->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3f)));
-      s->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
-      s->push_back(static_cast<char>(0x80 | (cp & 0x3f)));
-    }
   }
 
   // Validates one raw UTF-8 sequence starting at i_ (lead byte >= 0x80) and appends it.

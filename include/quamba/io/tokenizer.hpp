@@ -79,24 +79,6 @@ inline Status fail(std::string* error, Status s, const std::string& msg) {
   return s;
 }
 
-inline void append_utf8(std::string* s, uint32_t cp) {
-  if (cp < 0x80) {
-    s->push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    s->push_back(static_cast<char>(0xc0 | (cp >> 6)));
-    s->push_back(static_cast<char>(0x80 | (cp & 0x3f)));
-  } else if (cp < 0x10000) {
-    s->push_back(static_cast<char>(0xe0 | (cp >> 12)));
-    s->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
-    s->push_back(static_cast<char>(0x80 | (cp & 0x3f)));
-  } else {
-    s->push_back(static_cast<char>(0xf0 | (cp >> 18)));
-    s->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3f)));
-    s->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
-    s->push_back(static_cast<char>(0x80 | (cp & 0x3f)));
-  }
-}
-
 // Length of the well-formed UTF-8 sequence at s[i], or the length of its maximal ill-formed
 // subpart (>= 1) negated. Follows Unicode Table 3-7.
 inline int utf8_sequence(std::string_view s, size_t i) {
@@ -666,7 +648,7 @@ class BpeTokenizer {
     // Every byte needs a symbol.
     for (unsigned b = 0; b < 256; ++b) {
       std::string s;
-      d::append_utf8(&s, d::byte_to_code_point(b));
+      append_utf8(&s, d::byte_to_code_point(b));
       const auto it = token_to_id_.find(s);
       if (it == token_to_id_.end())
         return d::fail(error, Status::kErrorFormat,
