@@ -31,7 +31,7 @@ void write_text(const std::string& path, const std::string& text) { quamba::test
 // The byte-level symbol of byte b, UTF-8 encoded.
 std::string sym(unsigned b) {
   std::string s;
-  quamba::io::tokenizer_detail::append_utf8(&s, quamba::io::tokenizer_detail::byte_to_code_point(b));
+  quamba::io::append_utf8(&s, quamba::io::tokenizer_detail::byte_to_code_point(b));
   return s;
 }
 
@@ -398,7 +398,7 @@ TEST(Tokenizer, RoundTrip) {
         case 4: cp = std::uniform_int_distribution<uint32_t>(0xe000, 0xffff)(rng); break;
         default: cp = std::uniform_int_distribution<uint32_t>(0x10000, 0x10ffff)(rng); break;
       }
-      quamba::io::tokenizer_detail::append_utf8(&s, cp);
+      quamba::io::append_utf8(&s, cp);
     }
     const std::vector<int32_t> ids = encode(t, s);
     ASSERT_EQ(decode(t, ids), s) << "trial " << trial;
