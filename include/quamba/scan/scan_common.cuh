@@ -72,5 +72,38 @@ QUAMBA_DEVICE void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
 }
 
+// Element access shared by the prefill and decode kernels: the kernel bodies are common, only
+// dequantization differs. QuantIo serves the W8A8 params structs (int8 inputs with per-tensor
+// scales, int8 A_log/D/δ bias), HalfIo the fp16 ones (fp16 inputs, fp32 A/D/δ bias).
+template <class P>
+struct QuantIo {
+  using In = int8_t;
+  static QUAMBA_DEVICE float a_log2(const P& p, int64_t i) { return a_log2_from_i8(p.A_log[i], p.s_A); }
+  static QUAMBA_DEVICE float d(const P& p, int64_t e) { return p.D ? dequantize_i8(p.D[e], p.s_D) : 0.f; }
+  static QUAMBA_DEVICE float bias(const P& p, int64_t e) {
+    return p.delta_bias ? dequantize_i8(p.delta_bias[e], p.s_delta_bias) : 0.f;
+  }
+  static QUAMBA_DEVICE float s_u(const P& p) { return p.s_u; }
+  static QUAMBA_DEVICE float s_delta(const P& p) { return p.s_delta; }
+  static QUAMBA_DEVICE float s_z(const P& p) { return p.s_z; }
+  static QUAMBA_DEVICE float s_B(const P& p) { return p.s_B; }
+  static QUAMBA_DEVICE float s_C(const P& p) { return p.s_C; }
+  static const void* weights(const P& p) { return p.A_log; }
+};
+
+template <class P>
+struct HalfIo {
+  using In = __half;
+  static QUAMBA_DEVICE float a_log2(const P& p, int64_t i) { return p.A[i] * kLog2e; }
+  static QUAMBA_DEVICE float d(const P& p, int64_t e) { return p.D ? p.D[e] : 0.f; }
+  static QUAMBA_DEVICE float bias(const P& p, int64_t e) { return p.delta_bias ? p.delta_bias[e] : 0.f; }
+  static QUAMBA_DEVICE float s_u(const P&) { return 1.f; }
+  static QUAMBA_DEVICE float s_delta(const P&) { return 1.f; }
+  static QUAMBA_DEVICE float s_z(const P&) { return 1.f; }
+  static QUAMBA_DEVICE float s_B(const P&) { return 1.f; }
+  static QUAMBA_DEVICE float s_C(const P&) { return 1.f; }
+  static const void* weights(const P& p) { return p.A; }
+};
+
 }  // namespace detail
 }  // namespace quamba::scan

@@ -104,34 +104,9 @@ template <class P>
 struct PrefillIo;
 
 template <>
-struct PrefillIo<PrefillParamsI8> {
-  using In = int8_t;
-  static QUAMBA_DEVICE float a_log2(const PrefillParamsI8& p, int64_t i) { return a_log2_from_i8(p.A_log[i], p.s_A); }
-  static QUAMBA_DEVICE float d(const PrefillParamsI8& p, int64_t e) { return p.D ? dequantize_i8(p.D[e], p.s_D) : 0.f; }
-  static QUAMBA_DEVICE float bias(const PrefillParamsI8& p, int64_t e) {
-    return p.delta_bias ? dequantize_i8(p.delta_bias[e], p.s_delta_bias) : 0.f;
-  }
-  static QUAMBA_DEVICE float s_u(const PrefillParamsI8& p) { return p.s_u; }
-  static QUAMBA_DEVICE float s_delta(const PrefillParamsI8& p) { return p.s_delta; }
-  static QUAMBA_DEVICE float s_z(const PrefillParamsI8& p) { return p.s_z; }
-  static QUAMBA_DEVICE float s_B(const PrefillParamsI8& p) { return p.s_B; }
-  static QUAMBA_DEVICE float s_C(const PrefillParamsI8& p) { return p.s_C; }
-  static const void* weights(const PrefillParamsI8& p) { return p.A_log; }
-};
-
+struct PrefillIo<PrefillParamsI8> : QuantIo<PrefillParamsI8> {};
 template <>
-struct PrefillIo<PrefillParamsF16> {
-  using In = __half;
-  static QUAMBA_DEVICE float a_log2(const PrefillParamsF16& p, int64_t i) { return p.A[i] * kLog2e; }
-  static QUAMBA_DEVICE float d(const PrefillParamsF16& p, int64_t e) { return p.D ? p.D[e] : 0.f; }
-  static QUAMBA_DEVICE float bias(const PrefillParamsF16& p, int64_t e) { return p.delta_bias ? p.delta_bias[e] : 0.f; }
-  static QUAMBA_DEVICE float s_u(const PrefillParamsF16&) { return 1.f; }
-  static QUAMBA_DEVICE float s_delta(const PrefillParamsF16&) { return 1.f; }
-  static QUAMBA_DEVICE float s_z(const PrefillParamsF16&) { return 1.f; }
-  static QUAMBA_DEVICE float s_B(const PrefillParamsF16&) { return 1.f; }
-  static QUAMBA_DEVICE float s_C(const PrefillParamsF16&) { return 1.f; }
-  static const void* weights(const PrefillParamsF16& p) { return p.A; }
-};
+struct PrefillIo<PrefillParamsF16> : HalfIo<PrefillParamsF16> {};
 
 }  // namespace detail
 

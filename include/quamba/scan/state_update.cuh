@@ -77,34 +77,9 @@ template <class P>
 struct DecodeIo;
 
 template <>
-struct DecodeIo<DecodeParamsI8> {
-  using In = int8_t;
-  static QUAMBA_DEVICE float a_log2(const DecodeParamsI8& p, int64_t i) { return a_log2_from_i8(p.A_log[i], p.s_A); }
-  static QUAMBA_DEVICE float d(const DecodeParamsI8& p, int64_t e) { return p.D ? dequantize_i8(p.D[e], p.s_D) : 0.f; }
-  static QUAMBA_DEVICE float bias(const DecodeParamsI8& p, int64_t e) {
-    return p.delta_bias ? dequantize_i8(p.delta_bias[e], p.s_delta_bias) : 0.f;
-  }
-  static QUAMBA_DEVICE float s_u(const DecodeParamsI8& p) { return p.s_u; }
-  static QUAMBA_DEVICE float s_delta(const DecodeParamsI8& p) { return p.s_delta; }
-  static QUAMBA_DEVICE float s_z(const DecodeParamsI8& p) { return p.s_z; }
-  static QUAMBA_DEVICE float s_B(const DecodeParamsI8& p) { return p.s_B; }
-  static QUAMBA_DEVICE float s_C(const DecodeParamsI8& p) { return p.s_C; }
-  static const void* weights(const DecodeParamsI8& p) { return p.A_log; }
-};
-
+struct DecodeIo<DecodeParamsI8> : QuantIo<DecodeParamsI8> {};
 template <>
-struct DecodeIo<DecodeParamsF16> {
-  using In = __half;
-  static QUAMBA_DEVICE float a_log2(const DecodeParamsF16& p, int64_t i) { return p.A[i] * kLog2e; }
-  static QUAMBA_DEVICE float d(const DecodeParamsF16& p, int64_t e) { return p.D ? p.D[e] : 0.f; }
-  static QUAMBA_DEVICE float bias(const DecodeParamsF16& p, int64_t e) { return p.delta_bias ? p.delta_bias[e] : 0.f; }
-  static QUAMBA_DEVICE float s_u(const DecodeParamsF16&) { return 1.f; }
-  static QUAMBA_DEVICE float s_delta(const DecodeParamsF16&) { return 1.f; }
-  static QUAMBA_DEVICE float s_z(const DecodeParamsF16&) { return 1.f; }
-  static QUAMBA_DEVICE float s_B(const DecodeParamsF16&) { return 1.f; }
-  static QUAMBA_DEVICE float s_C(const DecodeParamsF16&) { return 1.f; }
-  static const void* weights(const DecodeParamsF16& p) { return p.A; }
-};
+struct DecodeIo<DecodeParamsF16> : HalfIo<DecodeParamsF16> {};
 
 template <class Traits, class Params>
 __global__ void __launch_bounds__(Traits::kThreads) decode_kernel(const Params p) {
