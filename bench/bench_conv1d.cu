@@ -414,6 +414,8 @@ int register_all() {
       add_prefill<Conv1dI8Traits8x8, int8_t>("i8", mdl, M);
       add_prefill<Conv1dI8Traits8x8a4, int8_t>("i8", mdl, M);
       add_prefill<Conv1dI8Traits4x8, int8_t>("i8", mdl, M);
+      add_prefill<Conv1dI8Traits8x8a4P, int8_t>("i8-pair", mdl, M);
+      add_prefill<Conv1dI8Traits4x8P, int8_t>("i8-pair", mdl, M);
       add_prefill<Conv1dI8Traits8xS8, int8_t>("i8", mdl, M);
       add_prefill<Conv1dI8Traits8xS16, int8_t>("i8", mdl, M);
       add_prefill<Conv1dI8Traits4xS8, int8_t>("i8", mdl, M);

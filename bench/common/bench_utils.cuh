@@ -6,6 +6,10 @@
 //   so memory-bound numbers are DRAM numbers.
 // - Every program measures a device-to-device copy (bytes read + written, 1 GiB) once at start;
 //   report_bytes() reports GB/s and the fraction of that same-run copy ceiling ("copy_frac").
+//   It also times a device-to-device copy of the SAME byte count (bytes/2 read + bytes/2
+//   written, L2 flushed first, median of 15) and reports "copy_same_frac" = copy time / kernel
+//   time: at a few MB a copy pays the same launch and ramp-up costs as the kernel, which the
+//   1 GiB ceiling does not.
 // - Use QUAMBA_BENCH_MAIN() instead of BENCHMARK_MAIN().
 #pragma once
 
@@ -15,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <vector>
 #include <cstdlib>
 #include <string>
@@ -155,6 +160,42 @@ void time_graph(benchmark::State& state, Launch&& launch, int count) {
   cudaStreamDestroy(s);
 }
 
+// Median time in seconds of a device-to-device copy moving `bytes` in total (half read, half
+// written), each rep after an L2 flush; cached per byte count.
+inline double same_size_copy_seconds(double bytes) {
+  static std::map<size_t, double> cache;
+  const size_t half = static_cast<size_t>(bytes / 2.0);
+  if (half == 0) return 0.0;
+  auto it = cache.find(half);
+  if (it != cache.end()) return it->second;
+  void *src = nullptr, *dst = nullptr;
+  QUAMBA_CUDA_CHECK(cudaMalloc(&src, half));
+  QUAMBA_CUDA_CHECK(cudaMalloc(&dst, half));
+  QUAMBA_CUDA_CHECK(cudaMemset(src, 1, half));
+  cudaEvent_t a, b;
+  QUAMBA_CUDA_CHECK(cudaEventCreate(&a));
+  QUAMBA_CUDA_CHECK(cudaEventCreate(&b));
+  std::vector<float> ms;
+  for (int r = 0; r < 17; ++r) {
+    L2Flusher::get().flush();
+    QUAMBA_CUDA_CHECK(cudaEventRecord(a));
+    QUAMBA_CUDA_CHECK(cudaMemcpyAsync(dst, src, half, cudaMemcpyDeviceToDevice));
+    QUAMBA_CUDA_CHECK(cudaEventRecord(b));
+    QUAMBA_CUDA_CHECK(cudaEventSynchronize(b));
+    float t = 0;
+    QUAMBA_CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
+    if (r >= 2) ms.push_back(t);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  cudaFree(src);
+  cudaFree(dst);
+  std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
+  const double sec = ms[ms.size() / 2] * 1e-3;
+  cache[half] = sec;
+  return sec;
+}
+
 // Bytes moved per launch (fewest: each input read once, each output written once).
 inline void report_bytes(benchmark::State& state, double bytes) {
   state.counters["GB/s"] = benchmark::Counter(bytes, benchmark::Counter::kIsIterationInvariantRate,
@@ -165,6 +206,9 @@ inline void report_bytes(benchmark::State& state, double bytes) {
     state.counters["copy_frac"] = benchmark::Counter(bytes / (copy_gbps() * 1e9),
                                                      benchmark::Counter::kIsIterationInvariantRate);
   }
+  // Same-size copy time over this launch's time (the reporter divides by the per-iteration time).
+  state.counters["copy_same_frac"] =
+      benchmark::Counter(same_size_copy_seconds(bytes), benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // Integer or floating-point operations per launch.

@@ -49,6 +49,7 @@ struct Case {
   bool bias, state_in, state_out;
   bool xz_slice;    // x is the first C channels of a (B, L, 2C) buffer
   int64_t out_pad;  // out token stride = C + out_pad
+  float wx_mult = 1.0f;  // int8: multiplies scale_wx (wide v ranges reach the SiLU clamps)
 };
 
 std::string describe(const Case& c) {
@@ -83,7 +84,7 @@ struct Data {
       b = quamba::test::random_int8(size_t(c.C), rng);
       // acc std ≈ 74²·√K ≈ 1.1e4: v spans about ±15, so SiLU's curved part and the output
       // saturation (|u| > 5) are both exercised.
-      scales.scale_wx = 0.05f * 0.012f;
+      scales.scale_wx = 0.05f * 0.012f * c.wx_mult;
       scales.s_b = 0.02f;
       scales.inv_s_out = quamba::inverse_scale(5.0f / 127.0f);
     } else {
@@ -171,6 +172,8 @@ Status launch_prefill(const Conv1dParams<T>& p, int variant) {
       case 11: return qc::run_with<qc::Conv1dI8Traits8xS16>(p, 0);
       case 12: return qc::run_with<qc::Conv1dI8Traits4xS8>(p, 0);
       case 13: return qc::run_with<qc::Conv1dI8Traits16xS8>(p, 0);
+      case 14: return qc::run_with<qc::Conv1dI8Traits8x8a4P>(p, 0);
+      case 15: return qc::run_with<qc::Conv1dI8Traits4x8P>(p, 0);
       default: break;
     }
   }
@@ -273,7 +276,7 @@ TEST(Conv1dPrefillI8, WidthsOptionalInputsAndPadding) {
 TEST(Conv1dPrefillI8, EveryVariant) {
   QUAMBA_REQUIRE_GPU();
   uint64_t salt = 350;
-  for (int variant = 1; variant <= 13; ++variant)
+  for (int variant = 1; variant <= 15; ++variant)
     for (int K : {2, 3, 4})
       for (int64_t L : {1, 3, 4, 5, 7, 9, 17, 31, 33, 129, 372}) {
         check_prefill<int8_t>({3, L, 96, K, true, true, true, true, 0}, ++salt, variant);
@@ -281,12 +284,21 @@ TEST(Conv1dPrefillI8, EveryVariant) {
       }
 }
 
+// v spanning about ±130 (about a fifth of the outputs below -42): the pair-reciprocal variants
+// clamp, the single form's exp overflow to inf, and the negative tail that rounds to 0.
+TEST(Conv1dPrefillI8, WideRangeEveryVariant) {
+  QUAMBA_REQUIRE_GPU();
+  uint64_t salt = 900;
+  for (int variant = 0; variant <= 15; ++variant)
+    for (int64_t L : {7, 129}) check_prefill<int8_t>({2, L, 96, 4, true, true, true, true, 0, 8.0f}, ++salt, variant);
+}
+
 // Weight and bias at odd addresses: the byte-wise tap/bias loads of every variant (cudaMalloc'd
 // buffers otherwise always take the 16-byte tap loads for K = 4).
 TEST(Conv1dPrefillI8, UnalignedWeightsAndBias) {
   QUAMBA_REQUIRE_GPU();
   uint64_t salt = 450;
-  for (int variant = 0; variant <= 13; ++variant)
+  for (int variant = 0; variant <= 15; ++variant)
     for (int off : {1, 3, 4})
       for (int64_t L : {5, 129}) check_prefill<int8_t>({2, L, 96, 4, true, true, true, true, 0}, ++salt, variant, off);
 }
