@@ -1,0 +1,543 @@
+// The GPU Mamba block and model (quamba/block/*.cuh, quamba/model/gpu_engine.cuh) against the
+// host reference model (quamba/reference/model.hpp), on small random models.
+//
+// Bounds, and why they are what they are:
+// - W8A8 GPU vs reference W8A8: the integer dataflow is the reference's, but an int8 value can
+//   move by one step where (a) y is rounded to fp16 before the rotation (the reference keeps
+//   fp32: the dominant source, ~1% of the out_proj inputs), (b) RMSNorm statistics are fp32
+//   (reference: double), (c) the conv's SiLU uses approximate exp/rcp, (d) the Hadamard sums in
+//   another order. One step is the size of the quantization noise W8A8 already has against
+//   fp32, on a small fraction of elements, so the GPU-vs-reference error must be well below the
+//   reference's own W8A8-vs-fp32 error: rel-L2 <= 0.5 x that and <= kW8A8RelL2, top-1 >= 0.9.
+// - fp16 GPU vs fp32 reference (weights rounded to fp16 first, so only activations differ):
+//   every activation is rounded to fp16 (rel. 2^-11) and two blocks compound it; elementwise
+//   |x - ref| <= 1e-2·max|ref| + 1e-2·|ref| (kTolF16 scaled by 5 for the chain) and rel-L2 <= 1e-2.
+// - Same engine, different schedule (chunked prefill, prefill + decode, batch, graph): the same
+//   kernels on the same values except for fp32 summation order (cuBLAS and GEMV vs GEMM tiles,
+//   the scan's per-token reduction), which moves an fp16 value or int8 step only rarely:
+//   rel-L2 <= 2e-3; graph vs eager replays identical launches: exact; batch W8A8 logits within
+//   kTolF32Reorder (only the fp16 lm_head's accumulation order may differ with M).
+#include <gtest/gtest.h>
+
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/compare.hpp"
+#include "common/cuda_utils.cuh"
+#include "common/random.hpp"
+#include "quamba/block/mamba_block.cuh"
+#include "quamba/block/model.cuh"
+#include "quamba/block/weights.cuh"
+#include "quamba/model/gpu_engine.cuh"
+#include "quamba/quant/observer_hook.hpp"
+#include "quamba/reference/model.hpp"
+
+namespace {
+
+using quamba::Status;
+namespace ref = quamba::reference;
+namespace qm = quamba::model;
+
+constexpr double kW8A8RelL2 = 3e-2;
+constexpr double kScheduleRelL2 = 2e-3;
+constexpr int64_t kVocab = 300;
+
+// ---- helpers ----------------------------------------------------------------------------------
+
+struct Diff {
+  double rel_l2 = 0, max_abs = 0, ref_max = 0, top1 = 1;
+};
+
+Diff diff(const std::vector<float>& got, const std::vector<float>& want, int64_t V) {
+  Diff d;
+  double num = 0, den = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double e = double(got[i]) - want[i];
+    num += e * e;
+    den += double(want[i]) * want[i];
+    d.max_abs = std::max(d.max_abs, std::isnan(e) ? 1e30 : std::fabs(e));
+    d.ref_max = std::max(d.ref_max, double(std::fabs(want[i])));
+  }
+  d.rel_l2 = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+  const size_t rows = got.size() / size_t(V);
+  size_t agree = 0;
+  for (size_t r = 0; r < rows; ++r) {
+    auto g = got.begin() + r * V, w = want.begin() + r * V;
+    agree += (std::max_element(g, g + V) - g) == (std::max_element(w, w + V) - w);
+  }
+  d.top1 = rows ? double(agree) / rows : 1.0;
+  return d;
+}
+
+std::string str(const Diff& d) {
+  char b[160];
+  std::snprintf(b, sizeof b, "rel-L2 %.3e, max|err| %.3e (max|ref| %.3e), top-1 %.3f", d.rel_l2, d.max_abs, d.ref_max,
+                d.top1);
+  return b;
+}
+
+float round_half(float v) { return quamba::round_to_half(v); }
+void round_vec(std::vector<float>& v) {
+  for (auto& x : v) x = round_half(x);
+}
+
+// A random model whose fp16-stored tensors are exactly representable in fp16, so the GPU's fp16
+// copies of them are exact and only activation rounding differs from the reference.
+ref::ModelWeights make_model(int64_t D, int64_t layers, uint64_t seed, bool tied = true) {
+  ref::ModelConfig c = ref::make_config(D, layers, kVocab);
+  c.tie_embeddings = tied;
+  ref::ModelWeights w;
+  EXPECT_EQ(ref::init_random_model(c, seed, &w), Status::kSuccess);
+  round_vec(w.embedding);
+  round_vec(w.lm_head);
+  for (auto& l : w.layers) {
+    round_vec(l.in_proj);
+    round_vec(l.x_proj);
+    round_vec(l.dt_proj);
+    round_vec(l.out_proj);
+  }
+  return w;
+}
+
+std::vector<int32_t> random_ids(int64_t n, uint64_t salt) {
+  auto rng = quamba::test::make_rng(salt);
+  std::uniform_int_distribution<int32_t> dist(0, int32_t(kVocab - 1));
+  std::vector<int32_t> v(static_cast<size_t>(n));
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+ref::QuantizedModel quantize(const ref::ModelWeights& w, const ref::QuantRecipe& recipe, uint64_t salt) {
+  std::vector<std::vector<int32_t>> calib;
+  for (int i = 0; i < 4; ++i) calib.push_back(random_ids(24, salt * 10 + i));
+  ref::CalibrationStats st;
+  ref::CalibrationOptions opt;
+  EXPECT_EQ(ref::calibrate(w, calib, opt, &st), Status::kSuccess);
+  ref::ModelScales scales;
+  EXPECT_EQ(ref::scales_from_calibration(st, recipe, &scales), Status::kSuccess);
+  ref::QuantizedModel q;
+  EXPECT_EQ(ref::quantize_model(w, scales, recipe, &q), Status::kSuccess);
+  return q;
+}
+
+// Reference: prefill of `ids` (all logits) then one decode step per entry of `steps`.
+template <typename Model, typename Cache>
+std::vector<float> ref_run(const Model& m, const std::vector<int32_t>& ids, const std::vector<int32_t>& steps) {
+  const int64_t V = m.config.vocab, L = int64_t(ids.size());
+  Cache cache;
+  EXPECT_EQ(ref::init_cache(m.config, 1, &cache), Status::kSuccess);
+  std::vector<float> out(size_t((L + int64_t(steps.size())) * V));
+  EXPECT_EQ(ref::prefill(m, ids.data(), 1, L, nullptr, &cache, quamba::make_view(out.data(), int64_t(1), L, V)),
+            Status::kSuccess);
+  for (size_t s = 0; s < steps.size(); ++s)
+    EXPECT_EQ(ref::decode_step(m, &steps[s], 1, &cache, quamba::make_view(out.data() + (L + int64_t(s)) * V, int64_t(1), V)),
+              Status::kSuccess);
+  return out;
+}
+
+// Engine: prefill (all logits) then decode steps (batch 1).
+std::vector<float> gpu_run(qm::Engine& e, const std::vector<int32_t>& ids, const std::vector<int32_t>& steps) {
+  const int64_t V = e.config().vocab, L = int64_t(ids.size());
+  std::vector<float> out(size_t((L + int64_t(steps.size())) * V), std::nanf(""));
+  EXPECT_EQ(e.prefill(0, ids.data(), L, out.data(), true), Status::kSuccess);
+  for (size_t s = 0; s < steps.size(); ++s)
+    EXPECT_EQ(e.decode(&steps[s], out.data() + (L + int64_t(s)) * V), Status::kSuccess);
+  return out;
+}
+
+std::unique_ptr<qm::Engine> engine_f16(const ref::ModelWeights& w, int64_t batch = 1, int64_t chunk = 64) {
+  std::unique_ptr<qm::Engine> e;
+  std::string err;
+  qm::EngineOptions o;
+  o.batch = batch;
+  o.prefill_chunk = chunk;
+  EXPECT_EQ(qm::make_gpu_engine_fp16(w, o, &e, &err), Status::kSuccess) << err;
+  return e;
+}
+
+std::unique_ptr<qm::Engine> engine_i8(const ref::QuantizedModel& q, int64_t batch = 1, int64_t chunk = 64) {
+  std::unique_ptr<qm::Engine> e;
+  std::string err;
+  qm::EngineOptions o;
+  o.batch = batch;
+  o.prefill_chunk = chunk;
+  EXPECT_EQ(qm::make_gpu_engine_w8a8(q, o, &e, &err), Status::kSuccess) << err;
+  return e;
+}
+
+bool all_finite(const std::vector<float>& v) {
+  for (float x : v)
+    if (!std::isfinite(x)) return false;
+  return true;
+}
+
+// ---- host-only validation ---------------------------------------------------------------------
+
+TEST(GpuBlockDims, SupportedAndRejectedSizes) {
+  quamba::block::BlockDims d;
+  EXPECT_EQ(quamba::block::make_dims(ref::make_config(64, 2, kVocab), &d), Status::kSuccess);
+  EXPECT_EQ(d.R, 4);
+  EXPECT_EQ(d.Rp, 16);
+  EXPECT_EQ(d.Xp, 48);
+  EXPECT_EQ(quamba::block::make_dims(ref::make_config(2560, 64, 50280), &d), Status::kSuccess);
+  EXPECT_EQ(d.Rp, 160);
+  EXPECT_EQ(d.Xp, 192);
+  EXPECT_EQ(quamba::block::make_dims(ref::make_config(72, 2, kVocab), &d), Status::kErrorNotSupported);  // D % 16
+  ref::ModelConfig c = ref::make_config(64, 2, kVocab);
+  c.d_state = 8;
+  EXPECT_EQ(quamba::block::make_dims(c, &d), Status::kErrorNotSupported);
+  EXPECT_EQ(quamba::block::make_dims(c, nullptr), Status::kErrorInvalidArgument);
+  c = ref::make_config(0, 2, kVocab);
+  EXPECT_EQ(quamba::block::make_dims(c, &d), Status::kErrorInvalidArgument);
+}
+
+TEST(GpuBlockWeights, PaddedXProjAndDtProjLayout) {
+  const ref::ModelWeights w = make_model(64, 1, 5);
+  const ref::QuantizedModel q = quantize(w, ref::recipe_naive(), 5);
+  quamba::block::BlockDims d;
+  ASSERT_EQ(quamba::block::make_dims(w.config, &d), Status::kSuccess);
+  quamba::block::WeightPacker pk(true);
+  const quamba::block::LayerI8 l = quamba::block::pack_layer_i8(pk, d, &q.layers[0], false);
+  const auto* base = pk.blob().data();
+  const auto* xp = reinterpret_cast<const int8_t*>(base + reinterpret_cast<uintptr_t>(l.x_proj));
+  const auto* dp = reinterpret_cast<const int8_t*>(base + reinterpret_cast<uintptr_t>(l.dt_proj));
+  const auto& wx = q.layers[0].x_proj.q;
+  const auto& wd = q.layers[0].dt_proj.q;
+  for (int64_t r = 0; r < d.Xp; ++r)
+    for (int64_t e = 0; e < d.E; ++e) {
+      const int8_t want = r < d.R ? wx[size_t(r * d.E + e)] : r < d.Rp ? int8_t(0) : wx[size_t((r - d.Rp + d.R) * d.E + e)];
+      ASSERT_EQ(xp[r * d.E + e], want) << "x_proj row " << r << " col " << e;
+    }
+  for (int64_t e = 0; e < d.E; ++e)
+    for (int64_t k = 0; k < d.Rp; ++k)
+      ASSERT_EQ(dp[e * d.Rp + k], k < d.R ? wd[size_t(e * d.R + k)] : int8_t(0)) << "dt_proj " << e << "," << k;
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(l.x_proj) % 256, 0u);
+}
+
+// ---- fidelity -----------------------------------------------------------------------------------
+
+struct W8A8Case {
+  int64_t D;
+  bool quamba;  // percentile + Hadamard, else naive (absmax, no rotation)
+};
+
+class GpuModelW8A8 : public ::testing::TestWithParam<W8A8Case> {};
+
+TEST_P(GpuModelW8A8, MatchesReferenceW8A8) {
+  QUAMBA_REQUIRE_GPU();
+  const W8A8Case c = GetParam();
+  SCOPED_TRACE("D=" + std::to_string(c.D) + (c.quamba ? " quamba" : " naive"));
+  const ref::ModelWeights w = make_model(c.D, 2, 100 + c.D);
+  const ref::QuantizedModel q = quantize(w, c.quamba ? ref::recipe_quamba() : ref::recipe_naive(), uint64_t(c.D));
+  const auto ids = random_ids(45, 7 + c.D);
+  const auto steps = random_ids(4, 8 + c.D);
+  const auto want = ref_run<ref::QuantizedModel, ref::ModelCacheI8>(q, ids, steps);
+  const auto fp32 = ref_run<ref::ModelWeights, ref::ModelCacheF32>(w, ids, steps);
+  auto e = engine_i8(q, 1, 16);  // chunks of 16: chunked prefill on the way
+  ASSERT_TRUE(e);
+  const auto got = gpu_run(*e, ids, steps);
+  ASSERT_TRUE(all_finite(got));
+  const Diff dg = diff(got, want, kVocab), dq = diff(want, fp32, kVocab);
+  std::printf("[ W8A8 D=%lld %s ] GPU vs ref W8A8: %s | ref W8A8 vs fp32: %s\n", (long long)c.D,
+              c.quamba ? "quamba" : "naive", str(dg).c_str(), str(dq).c_str());
+  EXPECT_LE(dg.rel_l2, kW8A8RelL2) << str(dg);
+  EXPECT_LE(dg.rel_l2, 0.5 * dq.rel_l2) << "GPU-vs-reference error should be well below the W8A8 error itself";
+  EXPECT_GE(dg.top1, 0.9) << str(dg);
+}
+
+INSTANTIATE_TEST_SUITE_P(Sizes, GpuModelW8A8,
+                         ::testing::Values(W8A8Case{64, true}, W8A8Case{64, false}, W8A8Case{96, true},
+                                           W8A8Case{96, false}, W8A8Case{128, true}),
+                         [](const auto& i) {
+                           return "D" + std::to_string(i.param.D) + (i.param.quamba ? "_quamba" : "_naive");
+                         });
+
+TEST(GpuModelFp16, MatchesReferenceFp32) {
+  QUAMBA_REQUIRE_GPU();
+  for (int64_t D : {64, 96}) {
+    for (bool tied : {true, false}) {
+      SCOPED_TRACE("D=" + std::to_string(D) + " tied=" + std::to_string(tied));
+      const ref::ModelWeights w = make_model(D, 2, 200 + D, tied);
+      const auto ids = random_ids(40, 9 + D);
+      const auto steps = random_ids(3, 10 + D);
+      const auto want = ref_run<ref::ModelWeights, ref::ModelCacheF32>(w, ids, steps);
+      auto e = engine_f16(w, 1, 16);
+      ASSERT_TRUE(e);
+      const auto got = gpu_run(*e, ids, steps);
+      const Diff d = diff(got, want, kVocab);
+      std::printf("[ fp16 D=%lld tied=%d ] GPU vs ref fp32: %s\n", (long long)D, int(tied), str(d).c_str());
+      EXPECT_LE(d.rel_l2, 1e-2) << str(d);
+      EXPECT_TRUE(quamba::test::all_close(got, want, {1e-2 * d.ref_max, 1e-2}, "fp16 logits"));
+    }
+  }
+}
+
+// ---- schedules ----------------------------------------------------------------------------------
+
+struct Models {
+  ref::ModelWeights w = make_model(96, 2, 31);
+  ref::QuantizedModel q = quantize(w, ref::recipe_quamba(), 31);
+};
+const Models& models() {
+  static Models m;
+  return m;
+}
+
+std::unique_ptr<qm::Engine> make(bool i8, int64_t batch = 1, int64_t chunk = 64) {
+  return i8 ? engine_i8(models().q, batch, chunk) : engine_f16(models().w, batch, chunk);
+}
+
+TEST(GpuModelSchedule, ChunkedPrefillEqualsOnePrefill) {
+  QUAMBA_REQUIRE_GPU();
+  const auto ids = random_ids(75, 41);
+  for (bool i8 : {true, false}) {
+    for (int64_t chunk : {1, 7, 32}) {
+      SCOPED_TRACE(std::string(i8 ? "w8a8" : "fp16") + " chunk=" + std::to_string(chunk));
+      auto one = make(i8, 1, 128), chunked = make(i8, 1, chunk);
+      const auto a = gpu_run(*one, ids, {}), b = gpu_run(*chunked, ids, {});
+      const Diff d = diff(b, a, kVocab);
+      EXPECT_LE(d.rel_l2, kScheduleRelL2) << str(d);
+      EXPECT_GE(d.top1, 0.97) << str(d);
+      // last-token logits only
+      std::vector<float> last(kVocab);
+      chunked->reset_slot(0);
+      ASSERT_EQ(chunked->prefill(0, ids.data(), int64_t(ids.size()), last.data(), false), Status::kSuccess);
+      EXPECT_TRUE(quamba::test::all_close(last.data(), b.data() + (ids.size() - 1) * kVocab, size_t(kVocab),
+                                          quamba::test::kTolF32, "last-token logits vs all-logits row"));
+    }
+  }
+}
+
+TEST(GpuModelSchedule, PrefillThenDecodeEqualsLongerPrefill) {
+  QUAMBA_REQUIRE_GPU();
+  const auto ids = random_ids(30, 42);
+  for (bool i8 : {true, false}) {
+    SCOPED_TRACE(i8 ? "w8a8" : "fp16");
+    const std::vector<int32_t> head(ids.begin(), ids.begin() + 24), tail(ids.begin() + 24, ids.end());
+    auto a = make(i8), b = make(i8);
+    const auto stepped = gpu_run(*a, head, tail);
+    const auto full = gpu_run(*b, ids, {});
+    const Diff d = diff(stepped, full, kVocab);
+    EXPECT_LE(d.rel_l2, kScheduleRelL2) << str(d);
+    EXPECT_GE(d.top1, 0.9) << str(d);
+  }
+}
+
+TEST(GpuModelSchedule, BatchedDecodeEqualsSeparateDecodes) {
+  QUAMBA_REQUIRE_GPU();
+  const int64_t B = 3;
+  for (bool i8 : {true, false}) {
+    SCOPED_TRACE(i8 ? "w8a8" : "fp16");
+    auto batched = make(i8, B);
+    std::vector<std::vector<int32_t>> prompts, steps;
+    for (int64_t b = 0; b < B; ++b) {
+      prompts.push_back(random_ids(5 + 4 * b, 50 + b));
+      steps.push_back(random_ids(3, 60 + b));
+    }
+    for (int64_t b = 0; b < B; ++b)
+      ASSERT_EQ(batched->prefill(b, prompts[b].data(), int64_t(prompts[b].size()), nullptr, false), Status::kSuccess);
+    std::vector<float> got(size_t(3 * B * kVocab));
+    for (int s = 0; s < 3; ++s) {
+      std::vector<int32_t> tok(B);
+      for (int64_t b = 0; b < B; ++b) tok[b] = steps[b][s];
+      ASSERT_EQ(batched->decode(tok.data(), got.data() + s * B * kVocab), Status::kSuccess);
+    }
+    for (int64_t b = 0; b < B; ++b) {
+      auto one = make(i8, 1);
+      const auto sep = gpu_run(*one, prompts[b], steps[b]);
+      std::vector<float> g, w;
+      for (int s = 0; s < 3; ++s) {
+        g.insert(g.end(), got.begin() + (s * B + b) * kVocab, got.begin() + (s * B + b + 1) * kVocab);
+        const size_t row = prompts[b].size() + size_t(s);
+        w.insert(w.end(), sep.begin() + row * kVocab, sep.begin() + (row + 1) * kVocab);
+      }
+      if (i8) {
+        EXPECT_TRUE(quamba::test::all_close(g, w, quamba::test::kTolF32Reorder, "sequence " + std::to_string(b)));
+      } else {
+        const Diff d = diff(g, w, kVocab);
+        EXPECT_LE(d.rel_l2, kScheduleRelL2) << "sequence " << b << ": " << str(d);
+      }
+    }
+  }
+}
+
+TEST(GpuModelSchedule, GraphDecodeEqualsEagerDecode) {
+  QUAMBA_REQUIRE_GPU();
+  const auto ids = random_ids(20, 70);
+  const auto steps = random_ids(5, 71);
+  for (bool i8 : {true, false}) {
+    SCOPED_TRACE(i8 ? "w8a8" : "fp16");
+    auto g = make(i8, 1), eager = make(i8, 1);
+    auto* ge = dynamic_cast<qm::GpuEngine*>(eager.get());
+    ASSERT_NE(ge, nullptr);
+    ge->set_use_graph(false);
+    const auto a = gpu_run(*g, ids, steps), b = gpu_run(*eager, ids, steps);
+    EXPECT_TRUE(quamba::test::all_close(a, b, {0.0, 0.0}, "graph vs eager logits"));
+  }
+}
+
+TEST(GpuModelErrors, BadIdsLeaveStatesUnchanged) {
+  QUAMBA_REQUIRE_GPU();
+  const auto ids = random_ids(12, 80);
+  for (bool i8 : {true, false}) {
+    SCOPED_TRACE(i8 ? "w8a8" : "fp16");
+    auto a = make(i8, 2), b = make(i8, 2);
+    for (int64_t s = 0; s < 2; ++s) {
+      ASSERT_EQ(a->prefill(s, ids.data(), 12, nullptr, false), Status::kSuccess);
+      ASSERT_EQ(b->prefill(s, ids.data(), 12, nullptr, false), Status::kSuccess);
+    }
+    std::vector<int32_t> bad = ids;
+    bad[7] = int32_t(kVocab);
+    EXPECT_EQ(a->prefill(0, bad.data(), 12, nullptr, false), Status::kErrorOutOfRange);
+    bad[7] = -1;
+    EXPECT_EQ(a->prefill(1, bad.data(), 12, nullptr, true), Status::kErrorOutOfRange);
+    const int32_t bad_step[2] = {3, int32_t(kVocab) + 5};
+    EXPECT_EQ(a->decode(bad_step, nullptr), Status::kErrorOutOfRange);
+    const int32_t step[2] = {3, 4};
+    std::vector<float> la(2 * kVocab), lb(2 * kVocab);
+    ASSERT_EQ(a->decode(step, la.data()), Status::kSuccess);
+    ASSERT_EQ(b->decode(step, lb.data()), Status::kSuccess);
+    EXPECT_TRUE(quamba::test::all_close(la, lb, {0.0, 0.0}, "after rejected calls"));
+  }
+}
+
+TEST(GpuModelErrors, BadOptionsAndArguments) {
+  QUAMBA_REQUIRE_GPU();
+  const Models& m = models();
+  std::unique_ptr<qm::Engine> e;
+  std::string err;
+  qm::EngineOptions o;
+  o.batch = 0;
+  EXPECT_EQ(qm::make_gpu_engine_fp16(m.w, o, &e, &err), Status::kErrorInvalidArgument);
+  EXPECT_FALSE(err.empty());
+  o = {};
+  o.prefill_chunk = 0;
+  EXPECT_EQ(qm::make_gpu_engine_w8a8(m.q, o, &e, &err), Status::kErrorInvalidArgument);
+  EXPECT_EQ(qm::make_gpu_engine_fp16(m.w, {}, nullptr, &err), Status::kErrorInvalidArgument);
+  // d_model not a multiple of 16
+  ref::ModelWeights w72;
+  ASSERT_EQ(ref::init_random_model(ref::make_config(72, 1, kVocab), 1, &w72), Status::kSuccess);
+  EXPECT_EQ(qm::make_gpu_engine_fp16(w72, {}, &e, &err), Status::kErrorNotSupported);
+  // inconsistent weights
+  ref::ModelWeights broken = m.w;
+  broken.layers[1].in_proj.pop_back();
+  EXPECT_EQ(qm::make_gpu_engine_fp16(broken, {}, &e, &err), Status::kErrorInvalidArgument);
+  // Hadamard requested for E = 288 (= 9·32: no supported Hadamard size)
+  const ref::ModelWeights w144 = make_model(144, 1, 3);
+  ref::QuantizedModel q144 = quantize(w144, ref::recipe_naive(), 3);
+  q144.recipe.use_hadamard = true;
+  EXPECT_EQ(qm::make_gpu_engine_w8a8(q144, {}, &e, &err), Status::kErrorNotSupported);
+  // arguments of a working engine
+  auto g = make(true, 2);
+  const int32_t ids[3] = {1, 2, 3};
+  EXPECT_EQ(g->prefill(2, ids, 3, nullptr, false), Status::kErrorInvalidArgument);
+  EXPECT_EQ(g->prefill(-1, ids, 3, nullptr, false), Status::kErrorInvalidArgument);
+  EXPECT_EQ(g->prefill(0, ids, 0, nullptr, false), Status::kErrorInvalidArgument);
+  EXPECT_EQ(g->prefill(0, nullptr, 3, nullptr, false), Status::kErrorInvalidArgument);
+  EXPECT_EQ(g->decode(nullptr, nullptr), Status::kErrorInvalidArgument);
+  EXPECT_EQ(g->reset_slot(2), Status::kErrorInvalidArgument);
+  EXPECT_EQ(g->reset(0), Status::kErrorInvalidArgument);
+  // reset(batch) gives fresh slots and a working (re-captured) decode
+  ASSERT_EQ(g->reset(3), Status::kSuccess);
+  EXPECT_EQ(g->batch(), 3);
+  const int32_t step[3] = {4, 5, 6};
+  std::vector<float> l(3 * kVocab);
+  for (int s = 0; s < 3; ++s) ASSERT_EQ(g->decode(step, l.data()), Status::kSuccess);
+  EXPECT_TRUE(all_finite(l));
+}
+
+TEST(GpuModelMemory, IndependentOfPromptLength) {
+  QUAMBA_REQUIRE_GPU();
+  auto e = make(true, 1, 64);
+  auto* g = dynamic_cast<qm::GpuEngine*>(e.get());
+  ASSERT_NE(g, nullptr);
+  const auto before = g->memory();
+  EXPECT_GT(before.weights, 0);
+  EXPECT_GT(before.caches, 0);
+  size_t free0 = 0, free1 = 0, total = 0;
+  const auto shortp = random_ids(16, 90), longp = random_ids(1500, 91);
+  std::vector<float> last(kVocab);
+  ASSERT_EQ(e->prefill(0, shortp.data(), int64_t(shortp.size()), last.data(), false), Status::kSuccess);
+  QUAMBA_CUDA_CHECK(cudaMemGetInfo(&free0, &total));
+  ASSERT_EQ(e->reset_slot(0), Status::kSuccess);
+  ASSERT_EQ(e->prefill(0, longp.data(), int64_t(longp.size()), last.data(), false), Status::kSuccess);
+  QUAMBA_CUDA_CHECK(cudaMemGetInfo(&free1, &total));
+  EXPECT_TRUE(all_finite(last));
+  EXPECT_EQ(g->memory().total(), before.total());
+  EXPECT_LE(free0 - std::min(free0, free1), size_t(4) << 20) << "device memory grew with the prompt";
+}
+
+// ---- calibration ----------------------------------------------------------------------------------
+
+// Test hook: copies each view to the host (synchronizing, which a production hook must not do)
+// and keeps the absmax per (layer, site), the rows seen per site and the samples.
+class RecordingHook : public quamba::quant::ObserverHook {
+ public:
+  explicit RecordingHook(int64_t layers) : absmax(size_t(layers), std::vector<float>(quamba::quant::kNumSites, 0.f)),
+                                           rows(size_t(layers), std::vector<int64_t>(quamba::quant::kNumSites, 0)) {}
+  Status observe(int64_t layer, quamba::quant::Site site, const quamba::quant::DeviceMatrixView& v,
+                 cudaStream_t s) override {
+    if (layer < 0 || layer >= int64_t(absmax.size()) || v.type != quamba::quant::ElemType::kF16 || v.row_stride < v.cols)
+      return Status::kErrorInvalidArgument;
+    std::vector<__half> h(size_t(v.rows * v.cols));
+    if (cudaMemcpy2DAsync(h.data(), size_t(v.cols) * 2, v.data, size_t(v.row_stride) * 2, size_t(v.cols) * 2,
+                          size_t(v.rows), cudaMemcpyDeviceToHost, s) != cudaSuccess ||
+        cudaStreamSynchronize(s) != cudaSuccess)
+      return Status::kErrorCuda;
+    float& m = absmax[size_t(layer)][int(site)];
+    for (const __half x : h) m = std::max(m, std::fabs(quamba::test::from_half(x)));
+    if (site != quamba::quant::Site::kXd || v.cols != 32) rows[size_t(layer)][int(site)] += v.rows;
+    return Status::kSuccess;
+  }
+  Status end_sample(cudaStream_t) override {
+    ++samples;
+    return Status::kSuccess;
+  }
+  std::vector<std::vector<float>> absmax;
+  std::vector<std::vector<int64_t>> rows;
+  int64_t samples = 0;
+};
+
+TEST(GpuCalibration, ObservesEverySiteLikeTheReference) {
+  QUAMBA_REQUIRE_GPU();
+  for (int64_t D : {64, 96}) {
+    SCOPED_TRACE("D=" + std::to_string(D));
+    const ref::ModelWeights w = make_model(D, 2, 300 + D);
+    std::vector<std::vector<int32_t>> seqs;
+    int64_t tokens = 0;
+    for (int i = 0; i < 3; ++i) {
+      seqs.push_back(random_ids(20 + 7 * i, 400 + i));
+      tokens += int64_t(seqs.back().size());
+    }
+    ref::CalibrationStats st;
+    ASSERT_EQ(ref::calibrate(w, seqs, {}, &st), Status::kSuccess);
+    RecordingHook hook(2);
+    qm::EngineOptions o;
+    o.prefill_chunk = 16;  // sequences span several chunks
+    std::string err;
+    ASSERT_EQ(qm::calibrate_gpu(w, seqs, &hook, o, &err), Status::kSuccess) << err;
+    EXPECT_EQ(hook.samples, 3);
+    using quamba::quant::Site;
+    for (int64_t l = 0; l < 2; ++l) {
+      const ref::LayerObservers& r = st.layers[size_t(l)];
+      const std::pair<Site, float> sites[] = {{Site::kH, r.h.value},   {Site::kXz, r.xz.value},
+                                              {Site::kU, r.u.value},   {Site::kXd, r.xd.value},
+                                              {Site::kDt, r.dt.value}, {Site::kOPlain, r.o_plain.value},
+                                              {Site::kORotated, r.o_rotated.value}};
+      for (const auto& [site, want] : sites) {
+        const float got = hook.absmax[size_t(l)][int(site)];
+        EXPECT_NEAR(got, want, 2e-2 * want) << "layer " << l << " site " << int(site);
+        EXPECT_EQ(hook.rows[size_t(l)][int(site)], tokens) << "layer " << l << " site " << int(site);
+      }
+    }
+  }
+}
+
+}  // namespace
