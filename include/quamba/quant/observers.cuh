@@ -297,13 +297,13 @@ Status run_absmax_with(const AbsmaxParams& params, cudaStream_t stream) {
   }
   const dim3 grid = detail::tile_grid(v.rows, v.cols, Traits::kTile, Traits::kMaxBlocks);
   auto* bits = reinterpret_cast<unsigned int*>(params.accum);
-  // Only the dtype whose V elements make one access of at most 16 bytes is instantiated.
+  // Only the dtype whose V elements make one 16-byte access (or scalar) is instantiated.
   if (v.type == ElemType::kF32) {
-    if constexpr (V * sizeof(float) <= 16)
+    if constexpr (V == 1 || V * sizeof(float) == 16)
       detail::absmax_kernel<Traits, float><<<grid, Traits::kThreads, 0, stream>>>(
           static_cast<const float*>(v.data), v.rows, v.cols, v.row_stride, bits);
   } else {
-    if constexpr (V * sizeof(__half) <= 16)
+    if constexpr (V == 1 || V * sizeof(__half) == 16)
       detail::absmax_kernel<Traits, __half><<<grid, Traits::kThreads, 0, stream>>>(
           static_cast<const __half*>(v.data), v.rows, v.cols, v.row_stride, bits);
   }
