@@ -1,0 +1,441 @@
+// examples/common/tools.cpp: see tools.hpp.
+#include "tools.hpp"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <system_error>
+
+#include "engine_factory.hpp"
+#include "quamba/model/checkpoint.hpp"
+
+namespace quamba::tools {
+
+namespace fs = std::filesystem;
+
+// ---- progress -------------------------------------------------------------------------------------
+
+Progress::Progress(std::string label, int64_t total)
+    : label_(std::move(label)), total_(std::max<int64_t>(total, 1)), tty_(::isatty(2) == 1),
+      start_(std::chrono::steady_clock::now()), last_(start_) {
+  if (tty_) draw();
+}
+
+Progress::~Progress() {
+  if (tty_ && !finished_) std::fputc('\n', stderr);
+}
+
+void Progress::update(int64_t done) {
+  done_ = std::min(done, total_);
+  if (!tty_) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (done_ < total_ && std::chrono::duration<double>(now - last_).count() < 0.1) return;
+  last_ = now;
+  draw();
+}
+
+void Progress::finish() {
+  if (finished_) return;
+  done_ = total_;
+  if (tty_) {
+    draw();
+    std::fputc('\n', stderr);
+    std::fflush(stderr);
+  }
+  finished_ = true;
+}
+
+void Progress::draw() {
+  constexpr int kWidth = 30;
+  const double f = static_cast<double>(done_) / static_cast<double>(total_);
+  const int full = static_cast<int>(f * kWidth);
+  std::string bar(static_cast<size_t>(full), '=');
+  if (full < kWidth) bar += '>' + std::string(static_cast<size_t>(kWidth - full - 1), ' ');
+  std::fprintf(stderr, "\r%s [%s] %3d%% %lld/%lld %.1fs", label_.c_str(), bar.c_str(), static_cast<int>(f * 100.0),
+               static_cast<long long>(done_), static_cast<long long>(total_), seconds_since(start_));
+  std::fflush(stderr);
+}
+
+// ---- files ----------------------------------------------------------------------------------------
+
+bool is_directory(const std::string& path) {
+  std::error_code ec;
+  return fs::is_directory(path, ec);
+}
+
+bool is_file(const std::string& path) {
+  std::error_code ec;
+  return fs::is_regular_file(path, ec);
+}
+
+std::string parent_dir(const std::string& path) {
+  const fs::path p = fs::path(path).parent_path();
+  return p.empty() ? std::string(".") : p.string();
+}
+
+std::string join_path(const std::string& dir, const std::string& name) { return (fs::path(dir) / name).string(); }
+
+Status read_text_file(const std::string& path, std::string* out, std::string* err) {
+  if (is_directory(path)) {
+    *err = "'" + path + "' is a directory, expected a text file";
+    return Status::kErrorIo;
+  }
+  std::ifstream f(path, std::ios::binary);
+  if (!f) {
+    *err = "cannot open '" + path + "'";
+    return Status::kErrorIo;
+  }
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  if (f.bad()) {
+    *err = "cannot read '" + path + "'";
+    return Status::kErrorIo;
+  }
+  *out = ss.str();
+  return Status::kSuccess;
+}
+
+// ---- models and tokenizers -------------------------------------------------------------------------
+
+Status load_fp_model(const std::string& dir, reference::ModelWeights* out, std::string* err) {
+  if (!is_directory(dir)) {
+    *err = "model directory '" + dir + "' not found (expected config.json + model.safetensors)";
+    return Status::kErrorIo;
+  }
+  std::string msg;
+  const Status s = model::load_hf_model(dir, out, &msg);
+  if (s != Status::kSuccess) *err = "loading '" + dir + "': " + (msg.empty() ? to_string(s) : msg);
+  return s;
+}
+
+Status load_quantized_model(const std::string& path, reference::QuantizedModel* out, double* percentile,
+                            std::string* err) {
+  if (!is_file(path)) {
+    *err = "quantized checkpoint '" + path + "' not found";
+    return Status::kErrorIo;
+  }
+  std::string msg;
+  model::QuantizedCheckpointInfo info;
+  const Status s = model::load_quantized(path, out, &msg, &info);
+  if (s != Status::kSuccess) {
+    *err = "loading '" + path + "': " + (msg.empty() ? to_string(s) : msg);
+    return s;
+  }
+  if (percentile) *percentile = info.percentile;
+  return Status::kSuccess;
+}
+
+Status load_tokenizer(const std::string& explicit_path, const std::string& dir, io::BpeTokenizer* out,
+                      std::string* err) {
+  const std::string path = explicit_path.empty() ? join_path(dir, "tokenizer.json") : explicit_path;
+  if (!is_file(path)) {
+    *err = "tokenizer '" + path + "' not found" + (explicit_path.empty() ? " (give one with --tokenizer)" : "");
+    return Status::kErrorIo;
+  }
+  std::string msg;
+  const Status s = out->load(path, &msg);
+  if (s != Status::kSuccess) *err = "tokenizer '" + path + "': " + (msg.empty() ? to_string(s) : msg);
+  return s;
+}
+
+Status tokenize(const io::BpeTokenizer& tok, const std::string& text, int64_t vocab, std::vector<int32_t>* ids,
+                std::string* err, const char* what) {
+  std::string msg;
+  const Status s = tok.encode(text, ids, &msg);
+  if (s != Status::kSuccess) {
+    *err = std::string(what) + ": " + msg;
+    return s;
+  }
+  for (size_t i = 0; i < ids->size(); ++i)
+    if ((*ids)[i] < 0 || (*ids)[i] >= vocab) {
+      *err = std::string(what) + ": token id " + std::to_string((*ids)[i]) + " (position " + std::to_string(i) +
+             ") is outside the model's vocabulary of " + std::to_string(vocab) +
+             " (tokenizer and model do not match)";
+      return Status::kErrorOutOfRange;
+    }
+  return Status::kSuccess;
+}
+
+// ---- quantization ---------------------------------------------------------------------------------
+
+bool parse_recipe(const std::string& s, reference::QuantRecipe* out) {
+  using reference::UScale;
+  if (s == "naive") *out = {false, UScale::kAbsmax};
+  else if (s == "percentile") *out = {false, UScale::kPercentileEma};
+  else if (s == "hadamard") *out = {true, UScale::kAbsmax};
+  else if (s == "quamba") *out = {true, UScale::kPercentileEma};
+  else return false;
+  return true;
+}
+
+bool parse_u_scale(const std::string& s, reference::UScale* out) {
+  if (s == "ema") *out = reference::UScale::kPercentileEma;
+  else if (s == "exact") *out = reference::UScale::kPercentileExact;
+  else if (s == "absmax") *out = reference::UScale::kAbsmax;
+  else return false;
+  return true;
+}
+
+const char* recipe_label(const reference::QuantRecipe& r) {
+  const bool pct = r.u_scale != reference::UScale::kAbsmax;
+  if (r.use_hadamard) return pct ? "Quamba (percentile + Hadamard)" : "+ Hadamard";
+  return pct ? "+ percentile" : "naive W8A8";
+}
+
+std::vector<std::vector<int32_t>> calibration_windows(const std::vector<int32_t>& ids, int64_t samples, int64_t len) {
+  std::vector<std::vector<int32_t>> out;
+  const int64_t n = static_cast<int64_t>(ids.size());
+  if (n == 0 || samples <= 0 || len <= 0) return out;
+  if (n <= len) {
+    out.push_back(ids);
+    return out;
+  }
+  const int64_t windows = std::min(samples, n / len);
+  // Evenly spaced starts over [0, n - len].
+  for (int64_t i = 0; i < windows; ++i) {
+    const int64_t start = windows == 1 ? 0 : i * (n - len) / (windows - 1);
+    out.emplace_back(ids.begin() + start, ids.begin() + start + len);
+  }
+  return out;
+}
+
+Status calibrate(const reference::ModelWeights& m, const std::vector<std::vector<int32_t>>& seqs, double percentile,
+                 bool keep_u_values, reference::CalibrationStats* out, std::string* err) {
+  if (seqs.empty()) {
+    *err = "no calibration samples";
+    return Status::kErrorInvalidArgument;
+  }
+  // reference::calibrate, one sample at a time so that the progress bar moves.
+  reference::CalibrationStats st;
+  st.rotated_observed = reference::hadamard_size_supported(m.config.d_inner);
+  st.percentile = percentile;
+  st.layers.resize(static_cast<size_t>(m.config.n_layer));
+  for (auto& l : st.layers) l.u_ema.alpha = percentile;
+  int64_t total = 0;
+  for (const auto& s : seqs) total += static_cast<int64_t>(s.size());
+  Progress bar("calibrating", total);
+  int64_t done = 0;
+  for (const auto& seq : seqs) {
+    reference::ModelCacheF32 cache;
+    Status s = reference::init_cache(m.config, 1, &cache);
+    if (s == Status::kSuccess)
+      s = reference::prefill(m, seq.data(), 1, static_cast<int64_t>(seq.size()), nullptr, &cache, {}, &st.layers);
+    if (s != Status::kSuccess) {
+      *err = std::string("calibration failed: ") + to_string(s);
+      return s;
+    }
+    if (!keep_u_values)
+      for (auto& l : st.layers) l.u_values.clear();
+    ++st.samples;
+    st.tokens += static_cast<int64_t>(seq.size());
+    done += static_cast<int64_t>(seq.size());
+    bar.update(done);
+  }
+  bar.finish();
+  *out = std::move(st);
+  return Status::kSuccess;
+}
+
+Status quantize(const reference::ModelWeights& m, const reference::CalibrationStats& st,
+                const reference::QuantRecipe& recipe, reference::QuantizedModel* out, std::string* err) {
+  reference::ModelScales scales;
+  Status s = reference::scales_from_calibration(st, recipe, &scales);
+  if (s == Status::kSuccess) s = reference::quantize_model(m, scales, recipe, out);
+  if (s == Status::kErrorNotSupported && recipe.use_hadamard)
+    *err = "d_inner = " + std::to_string(m.config.d_inner) +
+           " has no supported Hadamard size (m*2^k, m in {1, 12, 20, 28}); use --recipe naive or percentile";
+  else if (s != Status::kSuccess)
+    *err = std::string("quantization failed: ") + to_string(s);
+  return s;
+}
+
+// ---- perplexity -----------------------------------------------------------------------------------
+
+double PerplexityResult::ppl() const { return tokens > 0 ? std::exp(nll / static_cast<double>(tokens)) : NAN; }
+
+Status perplexity(model::Engine& e, const std::vector<int32_t>& ids, int64_t ctx, int64_t stride,
+                  const std::string& label, PerplexityResult* out, std::string* err) {
+  const int64_t n = static_cast<int64_t>(ids.size()), V = e.config().vocab;
+  if (n < 2 || ctx < 2 || stride < 1 || stride > ctx) {
+    *err = n < 2 ? "perplexity needs at least 2 tokens" : "perplexity: need ctx >= 2 and 1 <= stride <= ctx";
+    return Status::kErrorInvalidArgument;
+  }
+  PerplexityResult r;
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<float> logits;
+  int64_t windows = 0;
+  for (int64_t b = 0;; b += stride) {
+    ++windows;
+    if (std::min(b + ctx, n) == n) break;
+  }
+  Progress bar(label, windows);
+  int64_t prev_end = 0;
+  for (int64_t begin = 0;; begin += stride) {
+    const int64_t end = std::min(begin + ctx, n);
+    const int64_t t0w = std::max(prev_end, begin + 1);  // first target of this window
+    if (t0w < end) {
+      Status s = e.reset_slot(0);
+      // Context before the first target's predictor, without the lm_head ...
+      if (s == Status::kSuccess && t0w - 1 > begin) s = e.prefill(0, ids.data() + begin, t0w - 1 - begin, nullptr, false);
+      // ... then the positions that predict targets t0w..end-1, with all logits.
+      const int64_t rows = end - t0w;
+      logits.resize(static_cast<size_t>(rows * V));
+      if (s == Status::kSuccess) s = e.prefill(0, ids.data() + t0w - 1, rows, logits.data(), true);
+      if (s != Status::kSuccess) {
+        *err = std::string("perplexity: the engine failed: ") + to_string(s);
+        return s;
+      }
+      for (int64_t j = 0; j < rows; ++j) {
+        const float* row = logits.data() + j * V;
+        double mx = row[0];
+        for (int64_t v = 1; v < V; ++v) mx = std::max(mx, static_cast<double>(row[v]));
+        double sum = 0;
+        for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(row[v]) - mx);
+        r.nll += mx + std::log(sum) - static_cast<double>(row[ids[static_cast<size_t>(t0w + j)]]);
+      }
+      r.tokens += rows;
+    }
+    ++r.windows;
+    bar.update(r.windows);
+    prev_end = end;
+    if (end == n) break;
+  }
+  bar.finish();
+  r.seconds = seconds_since(t0);
+  *out = r;
+  return Status::kSuccess;
+}
+
+// ---- sampling -------------------------------------------------------------------------------------
+
+Sampler::Sampler(const SamplerOptions& o) : o_(o), rng_(o.seed) {}
+
+int32_t Sampler::sample(const float* logits, int64_t n) {
+  if (n <= 0) return 0;
+  if (o_.greedy || o_.temperature <= 0.0) {
+    int64_t best = 0;
+    for (int64_t v = 1; v < n; ++v)
+      if (logits[v] > logits[best]) best = v;
+    return static_cast<int32_t>(best);
+  }
+  cand_.clear();
+  for (int64_t v = 0; v < n; ++v)
+    if (!std::isnan(logits[v])) cand_.emplace_back(static_cast<float>(logits[v] / o_.temperature), static_cast<int32_t>(v));
+  if (cand_.empty()) return 0;
+  const auto by_logit = [](const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  size_t k = cand_.size();
+  if (o_.top_k > 0 && static_cast<size_t>(o_.top_k) < k) k = static_cast<size_t>(o_.top_k);
+  std::partial_sort(cand_.begin(), cand_.begin() + static_cast<std::ptrdiff_t>(k), cand_.end(), by_logit);
+  cand_.resize(k);
+  std::vector<double> p(k);
+  double sum = 0;
+  for (size_t i = 0; i < k; ++i) sum += (p[i] = std::exp(static_cast<double>(cand_[i].first - cand_[0].first)));
+  double cum = 0;
+  size_t keep = 0;
+  while (keep < k) {
+    cum += p[keep++] / sum;
+    if (cum >= o_.top_p) break;
+  }
+  double kept = 0;
+  for (size_t i = 0; i < keep; ++i) kept += p[i];
+  // A uniform draw in [0, kept) from 53 random bits (the same sequence on every platform).
+  const double u = static_cast<double>(rng_() >> 11) * (1.0 / 9007199254740992.0) * kept;
+  double acc = 0;
+  for (size_t i = 0; i < keep; ++i) {
+    acc += p[i];
+    if (u < acc) return cand_[i].second;
+  }
+  return cand_[keep - 1].second;
+}
+
+Status TextStreamer::push(int32_t id, std::string* err) {
+  ids_.push_back(id);
+  return emit(false, err);
+}
+
+Status TextStreamer::flush(std::string* err) { return emit(true, err); }
+
+Status TextStreamer::emit(bool final, std::string* err) {
+  std::string text, msg;
+  const Status s = tok_.decode(ids_, &text, &msg);
+  if (s != Status::kSuccess) {
+    *err = "decoding the output: " + msg;
+    return s;
+  }
+  static const std::string kReplacement = "\xEF\xBF\xBD";
+  if (!final)
+    while (text.size() >= 3 && text.compare(text.size() - 3, 3, kReplacement) == 0) text.resize(text.size() - 3);
+  if (text.size() > printed_.size() && text.compare(0, printed_.size(), printed_) == 0) {
+    std::fwrite(text.data() + printed_.size(), 1, text.size() - printed_.size(), out_);
+    std::fflush(out_);
+    printed_ = text;
+  }
+  return Status::kSuccess;
+}
+
+int64_t decodable_vocab(const io::BpeTokenizer& tok, int64_t model_vocab) {
+  return std::min<int64_t>(model_vocab, tok.vocab_size());
+}
+
+// ---- formatting -----------------------------------------------------------------------------------
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024.0 && u < 4) {
+    b /= 1024.0;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.2f %s", b, units[u]);
+  return buf;
+}
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), f, v);
+  return buf;
+}
+
+std::string json_string(const std::string& s) {
+  std::string o = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      o += '\\';
+      o += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+      o += buf;
+    } else {
+      o += static_cast<char>(c);
+    }
+  }
+  return o + "\"";
+}
+
+int64_t peak_rss_bytes() {
+  struct rusage ru {};
+  if (getrusage(RUSAGE_SELF, &ru) != 0) return -1;
+  return static_cast<int64_t>(ru.ru_maxrss) * 1024;
+}
+
+std::string backend_note(model::Backend b) {
+  if (b == model::Backend::kGpu) return "GPU engines on " + gpu_name();
+  if (!built_with_gpu()) return "CPU reference path (this build has no GPU engines)";
+  if (!gpu_available()) return "CPU reference path (no CUDA device found)";
+  return "CPU reference path";
+}
+
+}  // namespace quamba::tools
