@@ -193,6 +193,9 @@ __global__ void __launch_bounds__(GatherTraits::kThreads)
 // One thread: the interpolation of reference::abs_quantile, in double with explicit _rn
 // intrinsics so that nvcc cannot contract it into an FMA the host reference does not do; then
 // optionally the EMA update of reference::PercentileEmaObserver in float, likewise uncontracted.
+// (A template only so that the header-defined kernel may be included by several translation
+// units of one program.)
+template <int kUnused = 0>
 __global__ void quantile_interp_kernel(const uint32_t* __restrict__ keys, int64_t lo, int64_t hi, double frac,
                                        float* out, float* ema, int first) {
   const float a = __uint_as_float(keys[lo]);
@@ -261,7 +264,7 @@ inline Status sort_keys(uint32_t* a, uint32_t* b, uint64_t n, void* temp, size_t
 
 inline Status launch_interp(const uint32_t* keys, uint64_t lo, uint64_t hi, double frac, float* out, float* ema,
                             bool first, cudaStream_t stream) {
-  quantile_interp_kernel<<<1, 1, 0, stream>>>(keys, static_cast<int64_t>(lo), static_cast<int64_t>(hi), frac, out,
+  quantile_interp_kernel<><<<1, 1, 0, stream>>>(keys, static_cast<int64_t>(lo), static_cast<int64_t>(hi), frac, out,
                                               ema, first ? 1 : 0);
   return last_launch_status();
 }
