@@ -315,12 +315,12 @@ TEST(Observers, AbsmaxMatchesReference) {
         p.src = m->view();
         p.accum = accum.get();
         ASSERT_EQ(q::run(p, nullptr, nullptr), Status::kSuccess) << m->describe();
-        // Both named variants where they apply must agree too.
         const float want = ref_absmax(m->dense, prior);
         const float got = accum.download()[0];
         EXPECT_EQ(bits_of(got), bits_of(want)) << m->describe() << " prior " << prior << ": got " << fstr(got)
                                                << " want " << fstr(want)
                                                << (got >= 1e29f || got == 60000.f ? " (read outside the view)" : "");
+        // The scalar variant (any alignment) must agree too.
         accum.upload({prior});
         ASSERT_EQ(q::run_absmax_with<q::AbsmaxTraitsScalar>(p, nullptr), Status::kSuccess);
         const float got_scalar = accum.download()[0];
@@ -469,6 +469,7 @@ TEST(Observers, QuantileEmptyAndWorkspace) {
   const size_t bytes = q::workspace_size(p);
   ASSERT_GT(bytes, 0u) << "workspace_size must succeed on a device";
   DeviceBuffer<char> ws(bytes);
+  ws.poison(0xA5);
   out.poison(0xFF);
   EXPECT_EQ(q::run(p, ws.get(), bytes - 1, nullptr), Status::kErrorWorkspaceTooSmall);
   EXPECT_EQ(q::run(p, nullptr, bytes, nullptr), Status::kErrorWorkspaceTooSmall);
@@ -486,6 +487,10 @@ struct CalibCase {
   double alpha;
   bool keep;
 };
+
+void PrintTo(const CalibCase& c, std::ostream* os) {
+  *os << "alpha=" << c.alpha << (c.keep ? " keep_u_values" : " ema only");
+}
 
 class CalibratorTest : public ::testing::TestWithParam<CalibCase> {};
 
@@ -679,6 +684,7 @@ TEST(Observers, CalibratorLayersWithoutU) {
   const size_t bytes = q::GpuCalibrator::workspace_size(cfg);
   ASSERT_GT(bytes, 0u);
   DeviceBuffer<char> ws(bytes);
+  ws.poison(0xA5);
   cudaStream_t stream = nullptr;
   ASSERT_EQ(cal.init(ws.get(), bytes, stream), Status::kSuccess);
   auto rng = quamba::test::make_rng(606);
@@ -718,6 +724,7 @@ TEST(Observers, CalibratorBadInput) {
   const size_t bytes = q::GpuCalibrator::workspace_size(cfg);
   ASSERT_GT(bytes, 0u);
   DeviceBuffer<char> ws(bytes);
+  ws.poison(0xA5);
   cudaStream_t stream, other;
   QUAMBA_CUDA_CHECK(cudaStreamCreate(&stream));
   QUAMBA_CUDA_CHECK(cudaStreamCreate(&other));
