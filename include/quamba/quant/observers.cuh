@@ -34,8 +34,11 @@
 // UScale::kPercentileExact: CalibrationStats::u_values (every |u|) would be tens of GB for
 // a real calibration set, and the reference structure is not ours to extend.
 //
-// Stream: every call of a GpuCalibrator runs on the stream given to init() (its scratch buffers
-// are shared by all layers and reused in stream order); another stream → kErrorInvalidArgument.
+// Streams: each call enqueues its work on the stream it is given (a forward pass calls with its
+// own stream, e.g. model::calibrate_gpu's engine stream). The scratch buffers are shared by all
+// layers, so a call on a stream other than the previous call's first makes that stream wait
+// (cudaStreamWaitEvent, no host sync) for an event recorded at the end of the previous call;
+// staying on one stream costs nothing extra. The previous stream may be destroyed meanwhile.
 // The library never allocates: the caller provides GpuCalibrator::workspace_size(config) bytes.
 #pragma once
 
@@ -401,6 +404,11 @@ class GpuCalibrator : public ObserverHook {
   explicit GpuCalibrator(const GpuCalibratorConfig& config) : config_(config) {
     config_status_ = make_plan(config_, &plan_);
   }
+  ~GpuCalibrator() override {
+    if (done_) cudaEventDestroy(done_);
+  }
+  GpuCalibrator(const GpuCalibrator&) = delete;
+  GpuCalibrator& operator=(const GpuCalibrator&) = delete;
 
   // Host-only check of the configuration (never touches the device).
   static Status can_implement(const GpuCalibratorConfig& config) {
@@ -422,11 +430,12 @@ class GpuCalibrator : public ObserverHook {
   const GpuCalibratorConfig& config() const { return config_; }
   const GpuCalibratorPlan& plan() const { return plan_; }
 
-  // Binds the workspace and the stream, and (re)starts calibration: every observer is zeroed
-  // (cudaMemsetAsync on `stream`, no sync).
+  // Binds the workspace and (re)starts calibration: every observer is zeroed (cudaMemsetAsync on
+  // `stream`, no sync). Creates the calibrator's one CUDA event on first use.
   Status init(void* workspace, size_t workspace_bytes, cudaStream_t stream) {
     initialized_ = false;
     QUAMBA_RETURN_IF_ERROR(config_status_);
+    if (done_ == nullptr) QUAMBA_RETURN_IF_CUDA_ERROR(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
     if (workspace == nullptr) return Status::kErrorInvalidArgument;
     size_t temp = 0;
     QUAMBA_RETURN_IF_ERROR(detail::sort_temp_bytes(plan_.sort_items, &temp));
@@ -441,8 +450,9 @@ class GpuCalibrator : public ObserverHook {
     sort_temp_ = carve.take<char>(temp);
     sort_temp_bytes_ = temp;
     QUAMBA_RETURN_IF_ERROR(carve.status());
+    QUAMBA_RETURN_IF_ERROR(enter(stream));  // a re-init waits for the work of the previous run
     QUAMBA_RETURN_IF_CUDA_ERROR(cudaMemsetAsync(stats_, 0, L * kNumCalibratorSlots * sizeof(float), stream));
-    stream_ = stream;
+    QUAMBA_RETURN_IF_ERROR(leave(stream));
     const size_t n = static_cast<size_t>(L);
     sample_elems_.assign(n, 0);
     sample_tokens_.assign(n, 0);
@@ -463,7 +473,7 @@ class GpuCalibrator : public ObserverHook {
   // more than max_total_tokens over the run, with keep_u_values) → kErrorWorkspaceTooSmall with
   // nothing recorded. Tokens (CalibrationStats::tokens) are counted from layer 0's kH views.
   Status observe(int64_t layer, Site site, const DeviceMatrixView& v, cudaStream_t stream) override {
-    if (!initialized_ || stream != stream_) return Status::kErrorInvalidArgument;
+    if (!initialized_) return Status::kErrorInvalidArgument;
     if (layer < 0 || layer >= config_.n_layer) return Status::kErrorOutOfRange;
     const int s = static_cast<int>(site);
     if (s < 0 || s >= kNumSites) return Status::kErrorInvalidArgument;
@@ -476,11 +486,15 @@ class GpuCalibrator : public ObserverHook {
           v.rows > config_.max_total_tokens - global_tokens_[l] - sample_tokens_[l])
         return Status::kErrorWorkspaceTooSmall;
     }
-    AbsmaxParams ap;
-    ap.src = v;
-    ap.accum = stats_ + l * kNumCalibratorSlots + s;
-    QUAMBA_RETURN_IF_ERROR(run(ap, nullptr, stream));
-    if (site == Site::kU && view_elems(v) > 0) QUAMBA_RETURN_IF_ERROR(observe_u(l, v, stream));
+    if (view_elems(v) > 0) {
+      QUAMBA_RETURN_IF_ERROR(enter(stream));
+      AbsmaxParams ap;
+      ap.src = v;
+      ap.accum = stats_ + l * kNumCalibratorSlots + s;
+      QUAMBA_RETURN_IF_ERROR(run(ap, nullptr, stream));
+      if (site == Site::kU) QUAMBA_RETURN_IF_ERROR(observe_u(l, v, stream));
+      QUAMBA_RETURN_IF_ERROR(leave(stream));
+    }
     if (site == Site::kORotated) rotated_seen_[l] = true;
     if (site == Site::kH && layer == 0) tokens_ += v.rows;
     return Status::kSuccess;
@@ -489,7 +503,8 @@ class GpuCalibrator : public ObserverHook {
   // Per layer that saw u since the last end_sample: the sample's α-quantile, the EMA update and
   // (keep_u_values) the merge into the global tail, all on the device.
   Status end_sample(cudaStream_t stream) override {
-    if (!initialized_ || stream != stream_) return Status::kErrorInvalidArgument;
+    if (!initialized_) return Status::kErrorInvalidArgument;
+    QUAMBA_RETURN_IF_ERROR(enter(stream));
     for (size_t l = 0; l < sample_elems_.size(); ++l) {
       const uint64_t n = sample_elems_[l];
       if (n == 0) continue;  // reference::PercentileEmaObserver ignores empty samples
@@ -509,7 +524,7 @@ class GpuCalibrator : public ObserverHook {
       sample_cnt_[l] = 0;
     }
     ++samples_;
-    return Status::kSuccess;
+    return leave(stream);
   }
 
   // Computes the exact global quantiles (keep_u_values), copies every per-layer scalar to the
@@ -519,10 +534,11 @@ class GpuCalibrator : public ObserverHook {
   // since the last end_sample) → kErrorInvalidArgument. Observing may continue afterwards.
   Status finish(reference::CalibrationStats* out, cudaStream_t stream,
                 std::vector<float>* exact_u_quantile = nullptr) {
-    if (out == nullptr || !initialized_ || stream != stream_) return Status::kErrorInvalidArgument;
+    if (out == nullptr || !initialized_) return Status::kErrorInvalidArgument;
     for (uint64_t n : sample_elems_)
       if (n != 0) return Status::kErrorInvalidArgument;
     const size_t L = static_cast<size_t>(config_.n_layer);
+    QUAMBA_RETURN_IF_ERROR(enter(stream));
     if (config_.keep_u_values) {
       for (size_t l = 0; l < L; ++l) {
         const uint64_t n = global_elems_[l];
@@ -538,6 +554,7 @@ class GpuCalibrator : public ObserverHook {
     std::vector<float> h(L * kNumCalibratorSlots);
     QUAMBA_RETURN_IF_CUDA_ERROR(
         cudaMemcpyAsync(h.data(), stats_, h.size() * sizeof(float), cudaMemcpyDeviceToHost, stream));
+    QUAMBA_RETURN_IF_ERROR(leave(stream));
     QUAMBA_RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream));
     reference::CalibrationStats st;
     st.layers.resize(L);
@@ -571,6 +588,18 @@ class GpuCalibrator : public ObserverHook {
   const float* device_stats() const { return stats_; }
 
  private:
+  // Orders this call's work after everything enqueued by earlier calls (see "Streams" above).
+  Status enter(cudaStream_t stream) {
+    if (recorded_ && stream != stream_) QUAMBA_RETURN_IF_CUDA_ERROR(cudaStreamWaitEvent(stream, done_, 0));
+    return Status::kSuccess;
+  }
+  Status leave(cudaStream_t stream) {
+    QUAMBA_RETURN_IF_CUDA_ERROR(cudaEventRecord(done_, stream));
+    stream_ = stream;
+    recorded_ = true;
+    return Status::kSuccess;
+  }
+
   static WorkspacePlan layout(const GpuCalibratorConfig& c, const GpuCalibratorPlan& p, size_t temp) {
     const uint64_t L = static_cast<uint64_t>(c.n_layer);
     WorkspacePlan w;
@@ -631,7 +660,9 @@ class GpuCalibrator : public ObserverHook {
   GpuCalibratorPlan plan_;
   Status config_status_ = Status::kErrorInvalidArgument;
   bool initialized_ = false;
-  cudaStream_t stream_ = nullptr;
+  cudaEvent_t done_ = nullptr;  // recorded at the end of every call's work
+  bool recorded_ = false;
+  cudaStream_t stream_ = nullptr;  // the stream of the last recorded call
   float* stats_ = nullptr;
   uint32_t* sample_tail_ = nullptr;
   uint32_t* global_tail_ = nullptr;
