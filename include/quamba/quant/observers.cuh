@@ -435,8 +435,8 @@ class GpuCalibrator : public ObserverHook {
   Status init(void* workspace, size_t workspace_bytes, cudaStream_t stream) {
     initialized_ = false;
     QUAMBA_RETURN_IF_ERROR(config_status_);
-    if (done_ == nullptr) QUAMBA_RETURN_IF_CUDA_ERROR(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
     if (workspace == nullptr) return Status::kErrorInvalidArgument;
+    if (done_ == nullptr) QUAMBA_RETURN_IF_CUDA_ERROR(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
     size_t temp = 0;
     QUAMBA_RETURN_IF_ERROR(detail::sort_temp_bytes(plan_.sort_items, &temp));
     if (workspace_bytes < layout(config_, plan_, temp).bytes()) return Status::kErrorWorkspaceTooSmall;
