@@ -47,9 +47,7 @@ int64_t state_bytes(const reference::ModelConfig& c, int64_t B, model::Precision
   return B * c.n_layer * c.d_inner * (c.d_conv * conv_elt + c.d_state * 4);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   std::string model_dir, qpath, engines_s, json_path, calib_path, tokenizer_path;
   std::vector<int64_t> prompts, batches;
   int64_t steps = 0, reps = 0, chunk = 2048, seed = 0;
@@ -229,3 +227,7 @@ int main(int argc, char** argv) {
   }
   return kExitOk;
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return guarded_main("quamba-bench", argc, argv, run); }

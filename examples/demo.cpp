@@ -30,13 +30,14 @@ namespace {
 
 constexpr int kExitNoModel = 77;
 
-// models/data/*.txt: the eval text (name containing "test", else the first) and the calibration
+// models/data/**/*.txt: the eval text (name containing "test", else the first) and the calibration
 // text (name containing "train", else "valid"/"val", else the eval text).
 void find_corpus(const std::string& dir, std::string* eval, std::string* calib) {
   std::vector<std::string> files;
   std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator(dir, ec))
-    if (e.is_regular_file(ec) && e.path().extension() == ".txt") files.push_back(e.path().string());
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec); !ec && it != std::filesystem::recursive_directory_iterator();
+       it.increment(ec))
+    if (it->is_regular_file(ec) && it->path().extension() == ".txt") files.push_back(it->path().string());
   std::sort(files.begin(), files.end());
   auto pick = [&](const char* key) -> std::string {
     for (const auto& f : files)
@@ -57,9 +58,7 @@ std::string head(const std::string& text, size_t max_bytes) {
   return text.substr(0, nl == std::string::npos || nl == 0 ? max_bytes : nl + 1);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   std::string model_dir, data_path, backend_name = "auto";
   int64_t eval_tokens = 0, gen_tokens = 16;
   Cli cli("quamba-demo", "[--model DIR] [--data TEXT] [--backend auto|cpu|gpu]",
@@ -201,3 +200,7 @@ int main(int argc, char** argv) {
               seconds_since(t_start));
   return kExitOk;
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return guarded_main("quamba-demo", argc, argv, run); }

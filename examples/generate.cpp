@@ -18,7 +18,9 @@
 using namespace quamba;
 using namespace quamba::tools;
 
-int main(int argc, char** argv) {
+namespace {
+
+int run(int argc, char** argv) {
   std::string model_dir, qpath, tokenizer_path, prompt, prompt_file, precision_name, backend_name = "auto";
   int64_t n_predict = 64, seed = 0, chunk = 2048, top_k = 40;
   double temp = 0.8, top_p = 0.95;
@@ -137,3 +139,7 @@ int main(int argc, char** argv) {
                generated > 0 ? static_cast<double>(generated) / t_gen : 0.0);
   return kExitOk;
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return guarded_main("quamba-generate", argc, argv, run); }

@@ -35,9 +35,7 @@ struct Variant {
   PerplexityResult r;
 };
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   std::string model_dir, tokenizer_path, text_path, calib_path, variants_s, backend_name = "auto", json_path, u_scale_name;
   std::vector<std::string> qpaths;
   int64_t ctx = 512, stride = 0, max_tokens = 0, samples = 32, len = 512, chunk = 2048;
@@ -211,3 +209,7 @@ int main(int argc, char** argv) {
   }
   return kExitOk;
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return guarded_main("quamba-perplexity", argc, argv, run); }

@@ -17,7 +17,9 @@
 using namespace quamba;
 using namespace quamba::tools;
 
-int main(int argc, char** argv) {
+namespace {
+
+int run(int argc, char** argv) {
   std::string model_dir, calib_path, out_path, tokenizer_path, recipe_name = "quamba", u_scale_name, fp_dtype = "f32";
   double percentile = 0.99999;
   int64_t samples = 32, len = 512;
@@ -105,3 +107,7 @@ int main(int argc, char** argv) {
   std::printf("wrote %s\n", out_path.c_str());
   return kExitOk;
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return guarded_main("quamba-quantize", argc, argv, run); }

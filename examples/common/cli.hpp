@@ -13,7 +13,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <functional>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -31,6 +33,19 @@ inline int fail_line(const std::string& prog, int code, const std::string& msg) 
   std::fprintf(stderr, "%s: error: %s\n", prog.c_str(), line.c_str());
   std::fflush(stderr);
   return code;
+}
+
+// Runs a tool's body; an exception that escapes it (out of memory for absurd sizes, ...) becomes
+// the one-line error too, never an abort.
+template <typename F>
+int guarded_main(const char* prog, int argc, char** argv, F&& body) {
+  try {
+    return body(argc, argv);
+  } catch (const std::bad_alloc&) {
+    return fail_line(prog, kExitError, "out of memory (are the sizes on the command line sensible?)");
+  } catch (const std::exception& e) {
+    return fail_line(prog, kExitError, std::string("unexpected failure: ") + e.what());
+  }
 }
 
 inline bool parse_int(const std::string& s, int64_t* out) {
