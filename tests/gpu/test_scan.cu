@@ -265,14 +265,17 @@ TEST(ScanPrefillI8, ExtremeDeltaAndLargeA) {
   run_i8_case(c);
 }
 
-// Every variant the benchmark compares (both kernels), launched explicitly: tails, batch, strided
-// views, initial/final state. E = 96 is a multiple of 32 (for 32-channel blocks) but not of 64.
+// Every variant the benchmark compares (all three kernels), launched explicitly: tails, batch,
+// strided views, initial/final state. E = 96 is a multiple of 32 (for 32-channel blocks) but not
+// of 64; 40-channel blocks run E = 80 (two blocks; E must be a multiple of 16). L = 63, 64, 65,
+// 128 straddle the 64-token chunks of the pipelined kernel (one, one, two and two chunks).
 template <class Traits>
 void run_variant_cases(const char* name) {
   SCOPED_TRACE(name);
   uint64_t seed = 800;
-  for (int64_t L : {1, 5, 129, 300, 1134}) {
-    Case c{2, L, 96, Traits::kDState};
+  const int64_t E = Traits::kChannels == 40 ? 80 : 96;
+  for (int64_t L : {1, 5, 63, 64, 65, 128, 129, 300, 1134}) {
+    Case c{2, L, E, Traits::kDState};
     c.seed = seed++;
     c.strided = L != 5;
     run_i8_case(c, [](const qs::PrefillParamsI8& p, cudaStream_t s) { return qs::launch_prefill<Traits>(p, s); });
@@ -294,6 +297,32 @@ TEST(ScanPrefillI8, ExplicitVariants) {
   run_variant_cases<qs::LanePrefillTraits<16, 1, 128, 16, 3, int8_t, 1, true>>("lanes Q1xT128xC16xG1xRs");
   run_variant_cases<qs::PrefillTraits<32, 16, 8, 8, 2, int8_t>>("segment N32");
   run_variant_cases<qs::PrefillTraits<64, 8, 8, 4, 1, int8_t>>("segment N64");
+  // Pair-lane layout (lanes kernel) and the pipelined kernel, 16- and 40-channel blocks.
+  run_variant_cases<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, false, true>>("lanes Q2xT128xC16xG2xP");
+  run_variant_cases<qs::LanePrefillTraits<16, 2, 128, 40, 1, int8_t, 2, false, true>>("lanes Q2xT128xC40xG2xP");
+  run_variant_cases<qs::PipedPrefillTraits<16, 2, 64, 16, 3, int8_t>>("piped Q2xT64xC16");
+  run_variant_cases<qs::PipedPrefillTraits<16, 2, 64, 40, 1, int8_t>>("piped Q2xT64xC40");
+  run_variant_cases<qs::PipedPrefillTraits<16, 2, 64, 40, 1, int8_t, 2>>("piped Q2xT64xC40xU2");
+  run_variant_cases<qs::PipedPrefillTraits<16, 2, 64, 40, 1, int8_t, 8>>("piped Q2xT64xC40xU8");
+  run_variant_cases<qs::PipedPrefillTraits<16, 2, 64, 40, 1, int8_t, 1, true>>("piped Q2xT64xC40 pipelined walk");
+  run_variant_cases<qs::PipedPrefillTraits<16, 2, 64, 16, 3, int8_t, 1, true>>("piped Q2xT64xC16 pipelined walk");
+  run_variant_cases<qs::PipedPrefillTraits<16, 2, 128, 16, 2, int8_t, 1, true>>("piped Q2xT128xC16 pipelined walk");
+  run_variant_cases<qs::PipedPrefillTraits<16, 2, 128, 16, 3, int8_t>>("piped Q2xT128xC16");
+  run_variant_cases<qs::PipedPrefillTraits<16, 4, 64, 16, 3, int8_t>>("piped Q4xT64xC16");
+  run_variant_cases<qs::PipedPrefillTraits<32, 2, 64, 16, 2, int8_t>>("piped N32");
+  run_variant_cases<qs::PipedPrefillTraits<64, 4, 64, 16, 2, int8_t>>("piped N64");
+}
+
+// Mamba-2.8b width over several chunks, batch 2, with an initial state: the default and the
+// 40-channel pipelined candidate (128 blocks at E = 5120, one per SM of a 132-SM H100).
+TEST(ScanPrefillI8, WideModelLong) {
+  QUAMBA_REQUIRE_GPU();
+  Case c{2, 300, 5120, 16};
+  c.seed = 410;
+  run_i8_case(c);
+  run_i8_case(c, [](const qs::PrefillParamsI8& p, cudaStream_t s) {
+    return qs::launch_prefill<qs::PipedPrefillTraits<16, 2, 64, 40, 1, int8_t, 1, true>>(p, s);
+  });
 }
 
 // A prefill split in two (state carried through final_state -> initial_state) equals one.

@@ -48,6 +48,32 @@ QUAMBA_DEVICE float softplus(float v) {
   return e < 0.015625f ? e * (1.0f - e * (0.5f - e * (1.0f / 3.0f))) : __logf(1.0f + e);
 }
 
+QUAMBA_DEVICE float lg2(float x) {
+  float y;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// softplus() with every path computed and one selected, and flush-to-zero exponentials (the
+// non-ftz __expf/__logf add a range test and two predicated multiplies each): no branches, so a
+// kernel can interleave it with independent work in one basic block. Differs from softplus()
+// only where exp(v) < 2^-126, i.e. δ below 1e-38 becomes 0.
+QUAMBA_DEVICE float softplus_select(float v) {
+  const float e = ex2(v * kLog2e);
+  const float series = e * (1.0f - e * (0.5f - e * (1.0f / 3.0f)));
+  const float lg = lg2(1.0f + e) * 0.6931471805599453f;
+  const float r = e < 0.015625f ? series : lg;
+  return v > kSoftplusThreshold ? v : r;
+}
+
+// silu() with a flush-to-zero exponential and reciprocal (same value unless exp(-v) < 2^-126,
+// where silu(v) = v either way).
+QUAMBA_DEVICE float silu_ftz(float v) {
+  float r;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(1.0f + ex2(-v * kLog2e)));
+  return v * r;
+}
+
 QUAMBA_DEVICE float silu(float v) { return __fdividef(v, 1.0f + __expf(-v)); }
 
 // A·log2(e) for the int8 recipe: A = -exp(s_A · A_log_q).
