@@ -6,7 +6,7 @@
 // all slots); then N decode steps for the whole batch with logits (TPOT = mean step time; decode
 // tokens/s = B / TPOT). The median over --reps repetitions is reported. Memory: the engine's
 // weight bytes read per token, the state (conv + ssm caches) of B slots, and the process's peak
-// RSS (CPU) or the device memory in use (GPU).
+// RSS (CPU) or the device bytes the engine holds: weights + caches + workspace (GPU).
 // Engines: cpu-fp32, cpu-w8a8, gpu-fp16, gpu-w8a8. A w8a8 engine needs -q FILE or is quantized
 // from -m DIR with the Quamba recipe, calibrated on --calib TEXT or on random tokens (timings do
 // not depend on the values of the scales).
@@ -134,7 +134,7 @@ int run(int argc, char** argv) {
     reference::CalibrationStats st;
     reference::QuantRecipe recipe = reference::recipe_quamba();
     if (!reference::hadamard_size_supported(cfg.d_inner)) recipe.use_hadamard = false;
-    if (calibrate(fp, seqs, 0.99999, false, &st, &err) != Status::kSuccess || quantize(fp, st, recipe, &q, &err) != Status::kSuccess)
+    if (calibrate(fp, seqs, 0.99999, false, &st, &err, any_gpu ? model::Backend::kGpu : model::Backend::kCpu) != Status::kSuccess || quantize(fp, st, recipe, &q, &err) != Status::kSuccess)
       return fail_line(prog, kExitError, err);
     std::printf("w8a8: quantized on the spot (%s recipe, calibrated on %s)\n", recipe.use_hadamard ? "Quamba" : "percentile",
                 calib_path.empty() ? "random tokens" : calib_path.c_str());
@@ -192,7 +192,11 @@ int run(int argc, char** argv) {
         row.decode_tps = static_cast<double>(B) / median(tpot);
         row.weight_bytes = e->weight_bytes();
         row.state_bytes = state_bytes(cfg, B, sp.precision);
-        row.mem_bytes = sp.backend == model::Backend::kGpu ? gpu_memory_in_use() : peak_rss_bytes();
+        row.mem_bytes = peak_rss_bytes();
+        if (sp.backend == model::Backend::kGpu) {
+          row.mem_bytes = engine_device_bytes(*e);
+          if (row.mem_bytes < 0) row.mem_bytes = gpu_memory_in_use();
+        }
         rows.push_back(row);
       }
     }
@@ -207,7 +211,7 @@ int run(int argc, char** argv) {
                 human_bytes(static_cast<double>(r.weight_bytes)).c_str(),
                 human_bytes(static_cast<double>(r.state_bytes)).c_str(),
                 r.mem_bytes < 0 ? "n/a" : (human_bytes(static_cast<double>(r.mem_bytes)) +
-                                           (r.engine.compare(0, 3, "gpu") == 0 ? " (device)" : " (peak RSS)")).c_str());
+                                           (r.engine.compare(0, 3, "gpu") == 0 ? " (engine, device)" : " (peak RSS)")).c_str());
   if (!any_gpu) std::printf("\nCPU engines run the scalar fp32/int32 host reference (one thread): a correctness path, not a fast one.\n");
   if (!json_path.empty()) {
     std::string j = "{\n  \"device\": " + json_string(any_gpu ? gpu_name() : "cpu") + ",\n  \"rows\": [\n";

@@ -132,15 +132,15 @@ int run(int argc, char** argv) {
   const auto seqs = calibration_windows(calib_ids, calib_samples, calib_len);
   reference::CalibrationStats st;
   auto t0 = std::chrono::steady_clock::now();
-  if (calibrate(fp, seqs, 0.99999, false, &st, &err) != Status::kSuccess) return fail_line(prog, kExitError, err);
+  if (calibrate(fp, seqs, 0.99999, false, &st, &err, backend) != Status::kSuccess) return fail_line(prog, kExitError, err);
   reference::QuantRecipe quamba = reference::recipe_quamba();
   if (!reference::hadamard_size_supported(c.d_inner)) quamba.use_hadamard = false;
   reference::QuantizedModel q, naive;
   if (quantize(fp, st, quamba, &q, &err) != Status::kSuccess ||
       quantize(fp, st, reference::recipe_naive(), &naive, &err) != Status::kSuccess)
     return fail_line(prog, kExitError, err);
-  std::printf("quantized: %zu calibration sequences x %lld tokens of %s, %s recipe, %.1f s\n", seqs.size(),
-              (long long)calib_len, calib_path.c_str(), quamba.use_hadamard ? "Quamba" : "percentile (no Hadamard size)",
+  std::printf("quantized: %zu calibration sequences x %lld tokens of %s (%s forward), %s recipe, %.1f s\n", seqs.size(),
+              (long long)calib_len, calib_path.c_str(), gpu ? "fp16 GPU" : "fp32 host", quamba.use_hadamard ? "Quamba" : "percentile (no Hadamard size)",
               seconds_since(t0));
 
   const model::Precision fp_prec = gpu ? model::Precision::kFp16 : model::Precision::kFp32;

@@ -153,10 +153,11 @@ int run(int argc, char** argv) {
     int64_t used = 0;
     for (const auto& s : seqs) used += static_cast<int64_t>(s.size());
     const auto t0 = std::chrono::steady_clock::now();
-    if (calibrate(fp, seqs, percentile, u_scale_name == "exact", &st, &err) != Status::kSuccess)
+    if (calibrate(fp, seqs, percentile, u_scale_name == "exact", &st, &err, backend) != Status::kSuccess)
       return fail_line(prog, kExitError, err);
-    std::printf("calibration: %s, %zu window(s), %lld tokens, %.2f s (fp32 host reference)\n", calib_path.c_str(),
-                seqs.size(), (long long)used, seconds_since(t0));
+    std::printf("calibration: %s, %zu window(s), %lld tokens, %.2f s (%s)\n", calib_path.c_str(), seqs.size(),
+                (long long)used, seconds_since(t0),
+                backend == model::Backend::kGpu && u_scale_name != "exact" ? "fp16 GPU forward" : "fp32 host reference");
   }
   std::fflush(stdout);
 

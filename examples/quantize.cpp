@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/cli.hpp"
+#include "common/engine_factory.hpp"
 #include "common/tools.hpp"
 #include "quamba/model/quantized_checkpoint.hpp"
 
@@ -20,7 +21,8 @@ using namespace quamba::tools;
 namespace {
 
 int run(int argc, char** argv) {
-  std::string model_dir, calib_path, out_path, tokenizer_path, recipe_name = "quamba", u_scale_name, fp_dtype = "f32";
+  std::string model_dir, calib_path, out_path, tokenizer_path, recipe_name = "quamba", u_scale_name, fp_dtype = "f32",
+              backend_name = "auto";
   double percentile = 0.99999;
   int64_t samples = 32, len = 512;
   Cli cli("quamba-quantize", "--model DIR --calib TEXT -o OUT.safetensors [options]",
@@ -40,6 +42,9 @@ int run(int argc, char** argv) {
   cli.opt_int("--calib-len", &len, 1, 1 << 20, "L", "tokens per window (default 512)");
   cli.opt_choice("--fp-dtype", &fp_dtype, {"f32", "f16", "bf16"},
                  "dtype of the embedding, norms and lm_head in the output (default f32)");
+  cli.opt_choice("--backend", &backend_name, {"auto", "cpu", "gpu"},
+                 "where calibration runs: cpu = fp32 host reference, gpu = fp16 GPU forward (default auto; "
+                 "--u-scale exact always runs on the CPU)");
   if (const int r = cli.parse(argc, argv); r != Cli::kContinue) return r;
   const std::string& prog = cli.prog();
   if (model_dir.empty()) return fail_line(prog, kExitUsage, "missing --model DIR (try --help)");
@@ -51,6 +56,11 @@ int run(int argc, char** argv) {
   if (!u_scale_name.empty()) parse_u_scale(u_scale_name, &recipe.u_scale);
 
   std::string err, text;
+  BackendChoice choice;
+  parse_backend(backend_name, &choice);
+  model::Backend backend;
+  if (resolve_backend(choice, &backend, &err) != Status::kSuccess) return fail_line(prog, kExitError, err);
+  if (recipe.u_scale == reference::UScale::kPercentileExact) backend = model::Backend::kCpu;
   reference::ModelWeights m;
   io::BpeTokenizer tok;
   if (load_fp_model(model_dir, &m, &err) != Status::kSuccess) return fail_line(prog, kExitError, err);
@@ -81,7 +91,7 @@ int run(int argc, char** argv) {
   const auto t0 = std::chrono::steady_clock::now();
   reference::CalibrationStats st;
   const bool keep_u = recipe.u_scale == reference::UScale::kPercentileExact;
-  if (calibrate(m, seqs, percentile, keep_u, &st, &err) != Status::kSuccess) return fail_line(prog, kExitError, err);
+  if (calibrate(m, seqs, percentile, keep_u, &st, &err, backend) != Status::kSuccess) return fail_line(prog, kExitError, err);
   const double t_cal = seconds_since(t0);
   reference::QuantizedModel q;
   if (quantize(m, st, recipe, &q, &err) != Status::kSuccess) return fail_line(prog, kExitError, err);
@@ -98,7 +108,8 @@ int run(int argc, char** argv) {
     i8 += static_cast<int64_t>(l.in_proj.q.size() + l.conv_w.q.size() + l.conv_b.q.size() + l.x_proj.q.size() +
                                l.dt_proj.q.size() + l.dt_bias.q.size() + l.A_log.q.size() + l.D.q.size() +
                                l.out_proj.q.size());
-  std::printf("calibrated in %.2f s; %lld int8 weights\n", t_cal, (long long)i8);
+  std::printf("calibrated in %.2f s (%s); %lld int8 weights\n", t_cal,
+              backend == model::Backend::kGpu ? "fp16 GPU forward" : "fp32 host reference", (long long)i8);
   std::printf("| layer | s_h | s_xz | s_u | s_xd | s_dt | s_o |\n|---|---|---|---|---|---|---|\n");
   for (size_t i = 0; i < q.layers.size(); ++i) {
     const auto& a = q.layers[i].act;

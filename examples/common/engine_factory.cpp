@@ -2,6 +2,7 @@
 // has a CUDA compiler, so that it can hold the GPU engines; the tools themselves stay C++.
 #include "engine_factory.hpp"
 
+#include <algorithm>
 #include <utility>
 
 #include "quamba/model/cpu_engine.hpp"
@@ -11,6 +12,7 @@
 #include <cuda_runtime.h>
 
 #include "quamba/model/gpu_engine.cuh"
+#include "quamba/quant/observers.cuh"
 #define QUAMBA_TOOLS_WITH_GPU 1
 #endif
 #endif
@@ -54,6 +56,14 @@ int64_t gpu_memory_in_use() {
 #else
   return -1;
 #endif
+}
+
+int64_t engine_device_bytes(const model::Engine& e) {
+#ifdef QUAMBA_TOOLS_WITH_GPU
+  if (const auto* g = dynamic_cast<const model::GpuEngine*>(&e)) return g->memory().total();
+#endif
+  (void)e;
+  return -1;
 }
 
 bool parse_backend(const std::string& s, BackendChoice* out) {
@@ -100,6 +110,58 @@ std::string unsupported_combination(model::Backend b, model::Precision p) {
   if (b == model::Backend::kGpu && p == model::Precision::kFp32)
     return "fp32 runs only on the CPU backend (the GPU engines are fp16 and w8a8)";
   return "";
+}
+
+Status calibrate_on_gpu(const reference::ModelWeights& m, const std::vector<std::vector<int32_t>>& seqs,
+                        double percentile, reference::CalibrationStats* out, std::string* err) {
+#ifdef QUAMBA_TOOLS_WITH_GPU
+  if (!gpu_available()) {
+    if (err) *err = "no usable CUDA device found";
+    return Status::kErrorNotSupported;
+  }
+  if (seqs.empty() || out == nullptr) {
+    if (err) *err = "no calibration samples";
+    return Status::kErrorInvalidArgument;
+  }
+  quant::GpuCalibratorConfig cc;
+  cc.n_layer = m.config.n_layer;
+  cc.d_inner = m.config.d_inner;
+  cc.alpha = percentile;
+  for (const auto& s : seqs) cc.max_sample_tokens = std::max<int64_t>(cc.max_sample_tokens, static_cast<int64_t>(s.size()));
+  if (quant::GpuCalibrator::can_implement(cc) != Status::kSuccess) {
+    if (err) *err = "GPU calibration: unsupported sizes";
+    return Status::kErrorNotSupported;
+  }
+  quant::GpuCalibrator cal(cc);
+  const size_t bytes = cal.workspace_size();
+  void* ws = nullptr;
+  if (bytes == 0 || cudaMalloc(&ws, bytes) != cudaSuccess) {
+    cudaGetLastError();
+    if (err) *err = "GPU calibration: cannot allocate " + std::to_string(bytes) + " bytes of workspace";
+    return Status::kErrorCuda;
+  }
+  std::string msg;
+  Status s = cal.init(ws, bytes, nullptr);
+  if (s == Status::kSuccess) s = model::calibrate_gpu(m, seqs, &cal, model::EngineOptions{}, &msg);
+  reference::CalibrationStats st;
+  if (s == Status::kSuccess) s = cal.finish(&st, nullptr);
+  cudaDeviceSynchronize();
+  cudaFree(ws);
+  if (s != Status::kSuccess) {
+    if (err) *err = "GPU calibration failed: " + (msg.empty() ? std::string(to_string(s)) : msg);
+    return s;
+  }
+  st.percentile = percentile;
+  *out = std::move(st);
+  return Status::kSuccess;
+#else
+  (void)m;
+  (void)seqs;
+  (void)percentile;
+  (void)out;
+  if (err) *err = "this build has no GPU engines";
+  return Status::kErrorNotSupported;
+#endif
 }
 
 Status make_engine(model::Backend backend, model::Precision precision, const reference::ModelWeights* fp,

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "quamba/core/status.hpp"
 #include "quamba/model/engine.hpp"
@@ -28,6 +29,8 @@ bool gpu_available();
 std::string gpu_name();
 // Device memory in use (total - free) in bytes, or -1 without a device.
 int64_t gpu_memory_in_use();
+// Device bytes a GPU engine holds (weights + caches + workspace), or -1 for other engines.
+int64_t engine_device_bytes(const model::Engine& e);
 
 bool parse_backend(const std::string& s, BackendChoice* out);
 bool parse_precision(const std::string& s, model::Precision* out);
@@ -37,6 +40,13 @@ Status resolve_backend(BackendChoice choice, model::Backend* out, std::string* e
 
 // A one-line reason when (backend, precision) does not exist, else "".
 std::string unsupported_combination(model::Backend b, model::Precision p);
+
+// Calibration with the fp16 GPU forward and the GPU observers (quant::GpuCalibrator), all
+// sequences in one pass; fills the same CalibrationStats as reference::calibrate (without
+// u_values: the exact global quantile is not offered here). kErrorNotSupported without GPU
+// engines or a device.
+Status calibrate_on_gpu(const reference::ModelWeights& m, const std::vector<std::vector<int32_t>>& seqs,
+                        double percentile, reference::CalibrationStats* out, std::string* err);
 
 // Builds an engine. fp32/fp16 need `fp`, w8a8 needs `q` (the other may be null).
 Status make_engine(model::Backend backend, model::Precision precision, const reference::ModelWeights* fp,

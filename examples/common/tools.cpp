@@ -205,10 +205,16 @@ std::vector<std::vector<int32_t>> calibration_windows(const std::vector<int32_t>
 }
 
 Status calibrate(const reference::ModelWeights& m, const std::vector<std::vector<int32_t>>& seqs, double percentile,
-                 bool keep_u_values, reference::CalibrationStats* out, std::string* err) {
+                 bool keep_u_values, reference::CalibrationStats* out, std::string* err, model::Backend backend) {
   if (seqs.empty()) {
     *err = "no calibration samples";
     return Status::kErrorInvalidArgument;
+  }
+  if (backend == model::Backend::kGpu && !keep_u_values) {
+    Progress bar("calibrating (GPU)", 1);
+    const Status s = calibrate_on_gpu(m, seqs, percentile, out, err);
+    if (s == Status::kSuccess) bar.finish();
+    return s;
   }
   // reference::calibrate, one sample at a time so that the progress bar moves.
   reference::CalibrationStats st;

@@ -68,9 +68,11 @@ const char* recipe_label(const reference::QuantRecipe& r);  // "naive W8A8", "+ 
 // whole text as one sample when it is shorter than `len`).
 std::vector<std::vector<int32_t>> calibration_windows(const std::vector<int32_t>& ids, int64_t samples, int64_t len);
 
-// reference::calibrate, one sample at a time with a progress bar.
+// reference::calibrate, one sample at a time with a progress bar; with backend == kGpu (and
+// !keep_u_values) the fp16 GPU forward with the GPU observers instead (calibrate_on_gpu).
 Status calibrate(const reference::ModelWeights& m, const std::vector<std::vector<int32_t>>& seqs, double percentile,
-                 bool keep_u_values, reference::CalibrationStats* out, std::string* err);
+                 bool keep_u_values, reference::CalibrationStats* out, std::string* err,
+                 model::Backend backend = model::Backend::kCpu);
 // scales_from_calibration + quantize_model with messages.
 Status quantize(const reference::ModelWeights& m, const reference::CalibrationStats& st,
                 const reference::QuantRecipe& recipe, reference::QuantizedModel* out, std::string* err);
