@@ -9,6 +9,7 @@
 #   SANITIZE_FILTER=pattern passed to --gtest_filter under the sanitizer (default: the
 #                   per-binary filters of tests/gpu/sanitize_filters.txt)
 #   SANITIZE_TIMEOUT=seconds per binary and tool (default 240)
+#   SANITIZE_BINARIES=regex only the test binaries whose name matches (default: all gpu_test_*)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOGDIR=${LOGDIR:-gpu-logs}
@@ -35,6 +36,7 @@ if has sanitize; then
   tools=${SANITIZE_TOOLS:-memcheck racecheck initcheck synccheck}
   for t in "$BUILD"/tests/gpu_test_*; do
     [ -x "$t" ] || continue
+    [[ "$(basename "$t")" =~ ${SANITIZE_BINARIES:-.} ]] || continue
     filter=${SANITIZE_FILTER:-$(awk -v b="$(basename "$t")" '$1 == b {print $2}' tests/gpu/sanitize_filters.txt)}
     for tool in $tools; do
       echo "=== $tool $(basename "$t") ${filter}" >> "$LOGDIR/sanitizer.log"
