@@ -67,7 +67,7 @@ struct Shape {
 enum class Variant {
   kAuto, kSm80Tile128, kSm80Tile64, kGemvWide, kGemvSplitK, kGemvNarrow,
   kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St,
-  kCublasF16, kCublasLtI8
+  kSm90aP160, kSm90aC256St, kSm90aC160, kCublasF16, kCublasLtI8
 };
 
 const char* variant_name(Variant v) {
@@ -85,6 +85,9 @@ const char* variant_name(Variant v) {
     case Variant::kSm90aP256: return gemm::sm90a_name<gemm::Sm90aPersistent128x256>();
     case Variant::kSm90aP256St: return gemm::sm90a_name<gemm::Sm90aPersistent128x256St>();
     case Variant::kSm90aP128St: return gemm::sm90a_name<gemm::Sm90aPersistent128x128St>();
+    case Variant::kSm90aP160: return gemm::sm90a_name<gemm::Sm90aPersistent128x160>();
+    case Variant::kSm90aC256St: return gemm::sm90a_name<gemm::Sm90aCluster128x256St>();
+    case Variant::kSm90aC160: return gemm::sm90a_name<gemm::Sm90aCluster128x160>();
     case Variant::kCublasF16: return "cublas_f16";
     case Variant::kCublasLtI8: return "cublaslt_i8";
   }
@@ -107,8 +110,18 @@ Status run_variant(Variant v, const gemm::GemmParams<Epi>& p, cudaStream_t st) {
     case Variant::kSm90aP256: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent128x256>(p, st);
     case Variant::kSm90aP256St: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent128x256St>(p, st);
     case Variant::kSm90aP128St: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent128x128St>(p, st);
+    case Variant::kSm90aP160: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent128x160>(p, st);
+    case Variant::kSm90aC256St: return gemm::run_sm90a<Epi, gemm::Sm90aCluster128x256St>(p, st);
+    case Variant::kSm90aC160: return gemm::run_sm90a<Epi, gemm::Sm90aCluster128x160>(p, st);
     default: return Status::kErrorNotSupported;
   }
+}
+
+template <typename Traits, typename Epi>
+int cluster_count() {
+  int n = 0;
+  const auto kernel = gemm::detail::sm90a_kernel_of<Traits, Epi>();
+  return gemm::detail::max_active_clusters<Traits>(kernel, &n) == Status::kSuccess ? n : -1;
 }
 
 // ---- timing ------------------------------------------------------------------------------------
@@ -267,6 +280,9 @@ void bench_ours(benchmark::State& state, const Shape& s, Variant v) {
     if (!verify(state, ps[i], nullptr, res)) return;
   }
   time_sets(state, s.M, sets, [&](int i, cudaStream_t st) { return run_variant(v, ps[i], st); });
+  // Resident two-CTA clusters of the multicast kernels (the persistent grid is twice this).
+  if (v == Variant::kSm90aC256St) state.counters["clusters"] = cluster_count<gemm::Sm90aCluster128x256St, Epi>();
+  if (v == Variant::kSm90aC160) state.counters["clusters"] = cluster_count<gemm::Sm90aCluster128x160, Epi>();
   bench::report_bytes(state, bytes);
   bench::report_ops(state, 2.0 * s.M * s.N * s.K);
   report_weight_frac(state, double(s.N) * s.K);
@@ -345,7 +361,8 @@ const bool registered = [] {
         if (M <= gemm::kGemvMaxM) vs.insert(vs.end(), {Variant::kGemvWide, Variant::kGemvSplitK, Variant::kGemvNarrow});
         if (M >= 128)
           vs.insert(vs.end(), {Variant::kSm90a, Variant::kSm90aTile128, Variant::kSm90aTile256, Variant::kSm90aTile128S7,
-                               Variant::kSm90aP256, Variant::kSm90aP256St, Variant::kSm90aP128St});
+                               Variant::kSm90aP256, Variant::kSm90aP256St, Variant::kSm90aP128St, Variant::kSm90aP160,
+                               Variant::kSm90aC256St, Variant::kSm90aC160});
         vs.insert(vs.end(), {Variant::kCublasF16, Variant::kCublasLtI8});
         for (Variant v : vs) {
           const std::string name = std::string("Gemm/") + variant_name(v) + "/D" + std::to_string(D) + "/" + s.layer +

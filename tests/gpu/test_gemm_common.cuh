@@ -153,12 +153,14 @@ Epi make_epilogue(const Problem& p, const EpiConfig& cfg, float alpha) {
 
 enum class Runner {
   kAuto, kGemv, kGemvWide, kGemvSplitK, kGemvNarrow, kSm80Tile128, kSm80Tile64,
-  kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St
+  kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St, kSm90aP160,
+  kSm90aC256St, kSm90aC160
 };
 
 // Every sm90a kernel variant, forced by name (the dispatcher's choice is kSm90a / kAuto).
 inline constexpr Runner kSm90aVariants[] = {Runner::kSm90aTile128, Runner::kSm90aTile256, Runner::kSm90aTile128S7,
-                                            Runner::kSm90aP256, Runner::kSm90aP256St, Runner::kSm90aP128St};
+                                            Runner::kSm90aP256,    Runner::kSm90aP256St,  Runner::kSm90aP128St,
+                                            Runner::kSm90aP160,    Runner::kSm90aC256St,  Runner::kSm90aC160};
 
 const char* runner_name(Runner r) {
   switch (r) {
@@ -176,6 +178,9 @@ const char* runner_name(Runner r) {
     case Runner::kSm90aP256: return gemm::sm90a_name<gemm::Sm90aPersistent128x256>();
     case Runner::kSm90aP256St: return gemm::sm90a_name<gemm::Sm90aPersistent128x256St>();
     case Runner::kSm90aP128St: return gemm::sm90a_name<gemm::Sm90aPersistent128x128St>();
+    case Runner::kSm90aP160: return gemm::sm90a_name<gemm::Sm90aPersistent128x160>();
+    case Runner::kSm90aC256St: return gemm::sm90a_name<gemm::Sm90aCluster128x256St>();
+    case Runner::kSm90aC160: return gemm::sm90a_name<gemm::Sm90aCluster128x160>();
   }
   return "?";
 }
@@ -197,6 +202,9 @@ Status run_with(Runner r, const gemm::GemmParams<Epi>& p) {
     case Runner::kSm90aP256: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent128x256>(p, 0);
     case Runner::kSm90aP256St: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent128x256St>(p, 0);
     case Runner::kSm90aP128St: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent128x128St>(p, 0);
+    case Runner::kSm90aP160: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent128x160>(p, 0);
+    case Runner::kSm90aC256St: return gemm::run_sm90a<Epi, gemm::Sm90aCluster128x256St>(p, 0);
+    case Runner::kSm90aC160: return gemm::run_sm90a<Epi, gemm::Sm90aCluster128x160>(p, 0);
   }
   return Status::kErrorInternal;
 }

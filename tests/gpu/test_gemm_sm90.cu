@@ -1,8 +1,11 @@
 // int8 GEMM family, sm90a path (wgmma + TMA): every kernel variant forced by name (one tile per
 // CTA: 128x128 s5/s7, 128x256 s4; persistent: 128x256 s4 with and without the staged 16-byte
-// int8 stores, 128x128 s6 staged), the dispatcher's kSm90a and kAuto choices; every epilogue,
-// tails in M, N and K, strided views, the Mamba shapes, bit-exact against the host reference.
+// int8 stores, 128x128 s6 staged, 128x160 s6; two-CTA clusters with W multicast: 128x256 staged,
+// 128x160), the dispatcher's kSm90a and kAuto choices; every epilogue, tails in M, N and K,
+// strided views, the Mamba shapes, non-finite epilogue values, bit-exact against the host reference.
 // Skips unless the device is sm_90 and the build contains sm_90a code.
+#include <limits>
+
 #include "test_gemm_common.cuh"
 
 namespace {
@@ -45,19 +48,83 @@ TEST(GemmSm90a, EpilogueVariants) {
 
 // The persistent kernels carry the ring position and barrier parity from tile to tile: many tiles
 // per CTA, with K-slice counts below, at and above the ring depth (1, 4..7, 9 slices of 128 B) and
-// partial M and N tiles in the raster's last band.
+// partial M and N tiles in the raster's last band. M = 2100 is 17 row tiles: the last cluster of
+// the multicast kernels has a second CTA wholly below M; N = 2600 leaves the last 128x256 cluster
+// tile with a W half wholly past N.
 TEST(GemmSm90a, PersistentManyTilesPerCta) {
   QUAMBA_REQUIRE_SM90A();
   for (int64_t K : {16, 128, 512, 640, 768, 896, 1152}) {
     Weights w(2600, K, K, 9000 + K);
     Problem p(w, 2100, K, 9100 + K);
     const std::string label = "K=" + std::to_string(K);
-    for (Runner r : {Runner::kSm90aP256, Runner::kSm90aP256St, Runner::kSm90aP128St}) {
+    for (Runner r : {Runner::kSm90aP256, Runner::kSm90aP256St, Runner::kSm90aP128St, Runner::kSm90aP160,
+                     Runner::kSm90aC256St, Runner::kSm90aC160}) {
       check<gemm::Requant>(p, r, {true, false, false}, label, 16);
       check<gemm::Requant>(p, r, {}, label);
       check<gemm::DequantF32>(p, r, {false, true, true}, label);
     }
   }
+}
+
+// The int8 epilogue's float->int8 step without F2I (saturate_round_i8_device) against the host
+// saturate_round_i8 on non-finite and out-of-range values: alpha = +inf turns acc > 0 into +inf
+// (-> 127), acc < 0 into -inf (-> -128) and acc == 0 into NaN (-> 0); the zero rows of A give
+// acc == 0 everywhere in them. Every runner that can run here, every element compared.
+TEST(GemmSm90a, RequantNonFinite) {
+  QUAMBA_REQUIRE_GPU();
+  const int64_t M = 300, N = 520, K = 64;
+  auto rng = test::make_rng(77);
+  std::vector<int8_t> A = random_bytes(M * K, rng), W = random_bytes(N * K, rng);
+  for (int64_t m = 0; m < M; m += 7) std::fill(A.begin() + m * K, A.begin() + (m + 1) * K, int8_t(0));
+  std::vector<float> scale = test::random_floats(N, rng, 0.5f, 1.5f);
+  scale[3] = std::numeric_limits<float>::quiet_NaN();
+  scale[4] = 0.f;  // inf * 0 = NaN after the alpha product
+  DeviceBuffer<int8_t> dA, dW;
+  dA.upload(A);
+  dW.upload(W);
+  DeviceBuffer<float> dS;
+  dS.upload(scale);
+  std::vector<int32_t> acc(M * N);
+  ASSERT_EQ(reference::gemm_i8_i32(make_view<const int8_t>(A.data(), M, K), make_view<const int8_t>(W.data(), N, K),
+                                   make_view(acc.data(), M, N)),
+            Status::kSuccess);
+  std::vector<Runner> runners{Runner::kAuto, Runner::kSm80Tile128, Runner::kSm80Tile64};
+  if (test::device_arch() == 90 && sm90a_runnable()) {
+    runners.push_back(Runner::kSm90a);
+    runners.insert(runners.end(), std::begin(kSm90aVariants), std::end(kSm90aVariants));
+  }
+  for (float alpha : {std::numeric_limits<float>::infinity(), 1e-3f, 1e30f})
+    for (bool with_scale : {false, true})
+      for (Runner r : runners) {
+        const std::string what = std::string(runner_name(r)) + " alpha=" + std::to_string(alpha) +
+                                 (with_scale ? " col_scale" : "");
+        SCOPED_TRACE(what);
+        gemm::GemmParams<gemm::Requant> prm;
+        prm.M = M; prm.N = N; prm.K = K; prm.A = dA.get(); prm.lda = K; prm.W = dW.get(); prm.ldw = K;
+        prm.ldc = N + 8;  // multiple of 16: the staged 16-byte stores too
+        DeviceBuffer<int8_t> dC(M * prm.ldc);
+        dC.poison(0x5A);
+        prm.C = dC.get();
+        prm.epilogue.alpha = alpha;
+        prm.epilogue.col_scale = with_scale ? dS.get() : nullptr;
+        ASSERT_EQ(run_with(r, prm), Status::kSuccess);
+        QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+        const auto got = dC.download();
+        reference::EpilogueRef ref;
+        ref.alpha = alpha;
+        ref.col_scale = with_scale ? scale.data() : nullptr;
+        size_t bad = 0;
+        std::string first;
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t n = 0; n < N; ++n) {
+            const int8_t want = saturate_round_i8(reference::epilogue_value(ref, acc[m * N + n], m, n));
+            const int8_t g = got[m * prm.ldc + n];
+            if (g != want && bad++ < 5)
+              first += " (m=" + std::to_string(m) + ", n=" + std::to_string(n) + ") got " + std::to_string(+g) +
+                       " want " + std::to_string(+want) + " acc " + std::to_string(acc[m * N + n]);
+          }
+        EXPECT_EQ(bad, 0u) << what << first;
+      }
 }
 
 TEST(GemmSm90a, MambaShapes) {

@@ -12,7 +12,9 @@
 //   kSm90a  wgmma + TMA kernel (gemm/gemm_sm90.cuh), sm_90 built as 90a only.
 //   kAuto   kGemv for M <= 16; else kSm90a on sm_90 with a 90a build when M >= kSm90aMinM and
 //           the problem has at least half as many 128 x 128 tiles as there are SMs (see
-//           sm90a_worthwhile); else kSm80 with a tile chosen by shape.
+//           sm90a_worthwhile; within kSm90a, run_sm90a_auto picks the tile and the two-CTA W
+//           multicast kernels for problems that fill every SM); else kSm80 with a tile chosen
+//           by shape.
 // workspace_size() is 0 for every path; run() never allocates or synchronizes.
 #pragma once
 

@@ -24,7 +24,12 @@
 // so a tile's pipeline fill overlaps the previous epilogue; the tensor cores still wait for the
 // epilogue, which only a ping-pong of the two consumer warpgroups over different tiles would hide). kStagedStore:
 // 1-byte outputs (Requant) go through a shared-memory tile and leave the SM as 16-byte row-contiguous
-// stores instead of 2-byte pairs scattered over 8 rows.
+// stores instead of 2-byte pairs scattered over 8 rows. kClusterM = 2: the persistent kernel runs
+// as clusters of two CTAs on vertically adjacent tiles; each loads its A slice and half of the
+// shared W slice, which TMA multicasts into both rings (W leaves L2 once per pair), and each
+// consumer warp releases a stage to both producers. The persistent kernels also prefetch the
+// residual of a Dequant epilogue into L2 half-way through each tile's K loop. The multicast
+// kernels are correct but measured slower than the one-CTA persistent ones (run_sm90a_auto).
 #pragma once
 
 #include <cuda.h>
@@ -44,10 +49,11 @@ namespace quamba::gemm {
 
 inline constexpr bool sm90a_dispatch_enabled() { return true; }
 
-template <int kBN_, int kStages_, bool kPersistent_ = false, int kGroupM_ = 1, bool kStagedStore_ = false>
+template <int kBN_, int kStages_, bool kPersistent_ = false, int kGroupM_ = 1, bool kStagedStore_ = false,
+          int kClusterM_ = 1>
 struct Sm90aTraits {
   static constexpr int kBM = 128;   // two consumer warpgroups x m64
-  static constexpr int kBN = kBN_;  // wgmma n128 / n256: kBN/2 int32 accumulators per thread
+  static constexpr int kBN = kBN_;  // wgmma n128 / n160 / n256: kBN/2 int32 accumulators per thread
   static constexpr int kAccumulators = kBN / 2;
   static constexpr int kBK = 128;  // bytes of K per stage = one 128-byte swizzle row
   static constexpr int kStages = kStages_;
@@ -62,11 +68,24 @@ struct Sm90aTraits {
   // stage ring is already being refilled with the next tile while the epilogue runs).
   static constexpr bool kStagedStore = kStagedStore_;
   static constexpr int kStoreBytes = kStagedStore ? kBM * kBN : 0;
+  // kClusterM = 2: a cluster of two CTAs on vertically adjacent tiles (same W columns). Each CTA
+  // loads its own A slice and half of the W slice, which TMA multicasts into both CTAs' rings, so
+  // every W byte leaves L2 once per pair: 32 instead of 48 KiB of L2 traffic per 128x256x128 step.
+  // (Motivation: the one-CTA kernels move ~6.8 TB/s out of L2 at both 128 and 256 wide on H100,
+  // which points at L2 bandwidth; the multicast kernels nevertheless measured slower, see below.)
+  static constexpr int kClusterM = kClusterM_;
+  static constexpr int kBoxRowsW = kBN / kClusterM;  // W rows per TMA box (per CTA of the cluster)
   // +1024: the dynamic smem base is rounded up to 1024 B, the period of the 128-byte swizzle, so
   // the wgmma descriptors can use base offset 0.
   static constexpr int kSmemBytes =
       kStages * (kStageBytesA + kStageBytesB) + kStoreBytes + 2 * kStages * 8 + 1024;
-  static_assert(kBN == 128 || kBN == 256, "wgmma tile width 128 or 256");
+  static_assert(kBN == 128 || kBN == 160 || kBN == 256, "wgmma tile width 128, 160 or 256");
+  static_assert(kClusterM == 1 || (kClusterM == 2 && kPersistent), "W multicast pairs only in the persistent kernel");
+  static_assert(kGroupM % kClusterM == 0, "raster bands of whole clusters");
+  // Each CTA's multicast W box must start on a 1024-byte swizzle period (8 rows of 128 B) so that
+  // the two halves form one 128B-swizzled operand for the wgmma descriptor.
+  static_assert((kBoxRowsW * kBK) % 1024 == 0, "W half-slices on 1024-byte boundaries");
+  static_assert(!kStagedStore || kBN % 128 == 0, "the staging XOR swizzle needs 8 | kBN/16");
   static_assert(kStages >= 2, "a pipeline needs at least two stages");
   static_assert(kGroupM >= 1, "raster bands of at least one M-tile");
   static_assert(kSmemBytes <= 227 * 1024, "H100 allows 227 KiB of shared memory per block");
@@ -85,6 +104,15 @@ using Sm90aPersistent128x256 = Sm90aTraits<256, 4, true, 8, false>;
 using Sm90aPersistent128x256St = Sm90aTraits<256, 4, true, 8, true>;
 // Persistent 128x128, 6 x 32 KiB ring + 16 KiB staging: narrower N (out_proj) at full waves.
 using Sm90aPersistent128x128St = Sm90aTraits<128, 6, true, 8, true>;
+// Persistent 128x160, 6 x 36 KiB ring, direct stores: N = 2560 (out_proj at d_model 2560) splits
+// into 16 column tiles, so M = 2048 gives 256 tiles = 1.94 waves on 132 SMs (128x256: 160 tiles,
+// 1.21 waves, i.e. two rounds with 40% of the SMs idle in the second).
+using Sm90aPersistent128x160 = Sm90aTraits<160, 6, true, 8, false>;
+// Two-CTA clusters with W multicast (see kClusterM). Bit-exact, but 1.5-1.8x slower than the
+// one-CTA persistent kernels on the d_model 2560 shapes (H100, bench_gemm sm90a_c2_* rows), so
+// run_sm90a_auto does not pick them; kept, tested and benchmarked for tuning.
+using Sm90aCluster128x256St = Sm90aTraits<256, 4, true, 8, true, 2>;
+using Sm90aCluster128x160 = Sm90aTraits<160, 6, true, 8, false, 2>;
 
 template <typename Traits>
 constexpr const char* sm90a_name() {
@@ -94,6 +122,9 @@ constexpr const char* sm90a_name() {
   else if constexpr (std::is_same_v<Traits, Sm90aPersistent128x256>) return "sm90a_p_128x256x128_s4_g8";
   else if constexpr (std::is_same_v<Traits, Sm90aPersistent128x256St>) return "sm90a_p_128x256x128_s4_g8_st16";
   else if constexpr (std::is_same_v<Traits, Sm90aPersistent128x128St>) return "sm90a_p_128x128x128_s6_g8_st16";
+  else if constexpr (std::is_same_v<Traits, Sm90aPersistent128x160>) return "sm90a_p_128x160x128_s6_g8";
+  else if constexpr (std::is_same_v<Traits, Sm90aCluster128x256St>) return "sm90a_c2_128x256x128_s4_g8_st16";
+  else if constexpr (std::is_same_v<Traits, Sm90aCluster128x160>) return "sm90a_c2_128x160x128_s6_g8";
   else return "sm90a_custom";
 }
 
@@ -133,6 +164,38 @@ QUAMBA_DEVICE void tma_load_2d(uint32_t dst, const CUtensorMap* map, int c_inner
       "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(c_inner), "r"(c_row), "r"(bar)
       : "memory");
+}
+// W half-slice into the same ring position of every CTA in ctamask; each destination CTA's
+// barrier at the same offset receives the bytes that land in it.
+QUAMBA_DEVICE void tma_load_2d_multicast(uint32_t dst, const CUtensorMap* map, int c_inner, int c_row, uint32_t bar,
+                                         uint16_t ctamask) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1, {%2, "
+      "%3}], [%4], %5;\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c_inner), "r"(c_row), "r"(bar), "h"(ctamask)
+      : "memory");
+}
+QUAMBA_DEVICE uint32_t cluster_ctarank() {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+  return r;
+}
+// Arrive on the barrier at the same shared-memory offset in CTA `cta` of the cluster.
+QUAMBA_DEVICE void mbar_arrive_remote(uint32_t bar, uint32_t cta) {
+  asm volatile(
+      "{\n"
+      ".reg .b32 remote;\n"
+      "mapa.shared::cluster.u32 remote, %0, %1;\n"
+      "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n"
+      "}\n" ::"r"(bar),
+      "r"(cta)
+      : "memory");
+}
+// Every thread of both CTAs: barrier initialisation visible before any remote arrive or multicast,
+// and no CTA exits (its shared memory gone) while its peer may still arrive on its barriers.
+QUAMBA_DEVICE void cluster_sync_all() {
+  asm volatile("barrier.cluster.arrive.release;\n" ::: "memory");
+  asm volatile("barrier.cluster.wait.acquire;\n" ::: "memory");
 }
 QUAMBA_DEVICE void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 QUAMBA_DEVICE void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
@@ -179,6 +242,33 @@ QUAMBA_DEVICE void wgmma_m64n128k32_s8(int32_t (&d)[64], uint64_t desc_a, uint64
       : "l"(desc_a), "l"(desc_b), "r"(accumulate));
 }
 
+// D(64 x 160, s32) (+)= A(64 x 32) · B(160 x 32)ᵀ.
+QUAMBA_DEVICE void wgmma_m64n160k32_s8(int32_t (&d)[80], uint64_t desc_a, uint64_t desc_b, int accumulate) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %82, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n160k32.s32.s8.s8 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
+      "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79"
+      "}, %80, %81, p;\n"
+      "}\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
+        "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
+        "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]),
+        "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]),
+        "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]),
+        "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]),
+        "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]),
+        "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63]),
+        "+r"(d[64]), "+r"(d[65]), "+r"(d[66]), "+r"(d[67]), "+r"(d[68]), "+r"(d[69]), "+r"(d[70]), "+r"(d[71]),
+        "+r"(d[72]), "+r"(d[73]), "+r"(d[74]), "+r"(d[75]), "+r"(d[76]), "+r"(d[77]), "+r"(d[78]), "+r"(d[79])
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+}
+
 // D(64 x 256, s32) (+)= A(64 x 32) · B(256 x 32)ᵀ.
 QUAMBA_DEVICE void wgmma_m64n256k32_s8(int32_t (&d)[128], uint64_t desc_a, uint64_t desc_b, int accumulate) {
   asm volatile(
@@ -219,6 +309,7 @@ QUAMBA_DEVICE void wgmma_m64n256k32_s8(int32_t (&d)[128], uint64_t desc_a, uint6
 template <int kBN>
 QUAMBA_DEVICE void wgmma_tile(int32_t (&d)[kBN / 2], uint64_t desc_a, uint64_t desc_b) {
   if constexpr (kBN == 128) wgmma_m64n128k32_s8(d, desc_a, desc_b, 1);
+  else if constexpr (kBN == 160) wgmma_m64n160k32_s8(d, desc_a, desc_b, 1);
   else wgmma_m64n256k32_s8(d, desc_a, desc_b, 1);
 }
 
@@ -291,11 +382,67 @@ QUAMBA_DEVICE void store_block(const GemmParams<Epilogue>& p, bool pair_ok, bool
     }
   }
   const int64_t row = row0 + w * 16 + g;
+  if constexpr ((std::is_same_v<Epilogue, DequantF32> || std::is_same_v<Epilogue, DequantF16>) &&
+                Traits::kBN <= 160) {
+    // Batches of kBatch column pairs: all their col_scale / bias / residual loads are issued before
+    // any of their stores. Element by element, each residual load (L2 or DRAM latency) would wait
+    // for the previous store, since residual may alias C: ~2·kBN/8 serialized round trips per
+    // thread, which made the fp32 + residual epilogue of out_proj cost more than a tile's K loop.
+    // In place (residual == C) stays exact: every thread reads its own elements before writing them.
+    constexpr int kJ = Traits::kBN / 8;
+    // 8 registers per column pair. Not used at kBN = 256: 128 accumulators leave no room (spills
+    // at kBatch = 2; kBatch = 1 measured 1.3x slower on out_proj than the per-element path below).
+    constexpr int kBatch = 4;
+    static_assert(kJ % kBatch == 0, "whole batches");
+    const Epilogue& e = p.epilogue;
 #pragma unroll
-  for (int j = 0; j < Traits::kBN / 8; ++j) {
-    const int64_t col = n0 + 8 * j + 2 * t;
-    store_pair<Output>(p, pair_ok, row, col, acc[4 * j], acc[4 * j + 1]);
-    store_pair<Output>(p, pair_ok, row + 8, col, acc[4 * j + 2], acc[4 * j + 3]);
+    for (int j0 = 0; j0 < kJ; j0 += kBatch) {
+      float cs[kBatch][2], bi[kBatch][2], res[kBatch][2][2];
+#pragma unroll
+      for (int jj = 0; jj < kBatch; ++jj)
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const int64_t n = n0 + 8 * (j0 + jj) + 2 * t + c;
+          const bool in_n = n < p.N;
+          cs[jj][c] = e.col_scale && in_n ? e.col_scale[n] : 1.0f;
+          bi[jj][c] = e.bias && in_n ? e.bias[n] : 0.0f;
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int64_t m = row + 8 * h;
+            res[jj][h][c] = e.residual && in_n && m < p.M ? e.residual[m * e.ldr + n] : 0.0f;
+          }
+        }
+#pragma unroll
+      for (int jj = 0; jj < kBatch; ++jj) {
+        const int j = j0 + jj;
+        const int64_t n = n0 + 8 * j + 2 * t;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int64_t m = row + 8 * h;
+          if (m >= p.M || n >= p.N) continue;
+          Output* dst = p.C + m * p.ldc + n;
+          const Output v0 = e.apply_of(acc[4 * j + 2 * h], cs[jj][0], bi[jj][0], res[jj][h][0]);
+          if (n + 1 < p.N) {
+            const Output v1 = e.apply_of(acc[4 * j + 2 * h + 1], cs[jj][1], bi[jj][1], res[jj][h][1]);
+            if (pair_ok) {
+              ptx::store2(dst, v0, v1);
+            } else {
+              dst[0] = v0;
+              dst[1] = v1;
+            }
+          } else {
+            dst[0] = v0;
+          }
+        }
+      }
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < Traits::kBN / 8; ++j) {
+      const int64_t col = n0 + 8 * j + 2 * t;
+      store_pair<Output>(p, pair_ok, row, col, acc[4 * j], acc[4 * j + 1]);
+      store_pair<Output>(p, pair_ok, row + 8, col, acc[4 * j + 2], acc[4 * j + 3]);
+    }
   }
 }
 
@@ -318,13 +465,23 @@ QUAMBA_DEVICE void init_barriers(const Sm90aSmem<Traits>& sm) {
   constexpr int kConsumerWarps = Traits::kConsumerWarpgroups * 4;
   if (threadIdx.x == 0) {
     for (int s = 0; s < Traits::kStages; ++s) {
-      mbar_init(sm.full_bar + 8 * s, 1);                // the producer's arrive.expect_tx
-      mbar_init(sm.empty_bar + 8 * s, kConsumerWarps);  // one arrive per consumer warp
+      mbar_init(sm.full_bar + 8 * s, 1);  // the producer's arrive.expect_tx
+      // One arrive per consumer warp of every CTA whose ring this CTA's W multicast writes into.
+      mbar_init(sm.empty_bar + 8 * s, kConsumerWarps * Traits::kClusterM);
     }
     // Make the initialized barriers visible to the async (TMA) proxy.
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
+  if constexpr (Traits::kClusterM > 1) cluster_sync_all();
+}
+
+// A consumer warp is done reading ring position s: tell this CTA's producer and, with W multicast,
+// the peer's producer (whose W half also lands in this CTA's stage s).
+template <typename Traits>
+QUAMBA_DEVICE void release_stage(const Sm90aSmem<Traits>& sm, uint32_t s) {
+  mbar_arrive(sm.empty_bar + 8 * s);
+  if constexpr (Traits::kClusterM > 1) mbar_arrive_remote(sm.empty_bar + 8 * s, cluster_ctarank() ^ 1u);
 }
 
 // One K-slice of a consumer warpgroup: wait for the stage, issue its kBK/32 wgmmas, keep them in
@@ -346,7 +503,7 @@ QUAMBA_DEVICE void consume_slice(const Sm90aSmem<Traits>& sm, int32_t (&acc)[Tra
   // Slice it-1's wgmmas are complete once at most one group (it's) is pending: release its stage.
   wgmma_wait<1>();
   fence_operands(acc);
-  if (release_prev && lane == 0) mbar_arrive(sm.empty_bar + 8 * ((it - 1) % kStages));
+  if (release_prev && lane == 0) release_stage(sm, (it - 1) % kStages);
 }
 
 // The producer thread's load of K-slice kt of the tile at (m0, n0) into ring position `it`.
@@ -361,6 +518,47 @@ QUAMBA_DEVICE void produce_slice(const Sm90aSmem<Traits>& sm, const CUtensorMap*
   mbar_arrive_expect_tx(sm.full_bar + 8 * s, Traits::kStageBytesA + Traits::kStageBytesB);
   tma_load_2d(sm.sA + s * Traits::kStageBytesA, tma_a, kt * Traits::kBK, m0, sm.full_bar + 8 * s);
   tma_load_2d(sm.sB + s * Traits::kStageBytesB, tma_w, kt * Traits::kBK, n0, sm.full_bar + 8 * s);
+}
+
+// Cluster variant: this CTA's A slice (rows a_row..), and W rows w_row.. (its half, kBoxRowsW
+// rows) multicast into half `rank` of the W stage of both CTAs. The full barrier expects the whole
+// stage (own A + both W halves); the peer's half may complete its bytes before this expect_tx,
+// which the transaction count allows (the phase cannot complete before this thread's arrive).
+// The empty barrier counts the consumer warps of both CTAs, so neither CTA's stage s is
+// overwritten while either CTA still reads it.
+template <typename Traits>
+QUAMBA_DEVICE void produce_slice_multicast(const Sm90aSmem<Traits>& sm, const CUtensorMap* tma_a,
+                                           const CUtensorMap* tma_w, uint32_t it, int kt, int a_row, int w_row,
+                                           uint32_t rank) {
+  constexpr int kStages = Traits::kStages;
+  const uint32_t s = it % kStages;
+  mbar_wait(sm.empty_bar + 8 * s, ((it / kStages) & 1) ^ 1);
+  mbar_arrive_expect_tx(sm.full_bar + 8 * s, Traits::kStageBytesA + Traits::kStageBytesB);
+  tma_load_2d(sm.sA + s * Traits::kStageBytesA, tma_a, kt * Traits::kBK, a_row, sm.full_bar + 8 * s);
+  tma_load_2d_multicast(sm.sB + s * Traits::kStageBytesB + rank * (Traits::kBoxRowsW * Traits::kBK), tma_w,
+                        kt * Traits::kBK, w_row, sm.full_bar + 8 * s, static_cast<uint16_t>((1u << Traits::kClusterM) - 1));
+}
+
+// Pulls the residual block of the tile at (m0, n0) toward L2 while the tile's K loop still runs, so
+// the epilogue (which all CTAs reach at about the same time) reads it from L2 instead of a burst of
+// DRAM reads (out_proj: 8 bytes of residual + output per 2·K MACs). One warp, 128-byte lines.
+template <typename Traits, typename Epilogue>
+QUAMBA_DEVICE void prefetch_residual_l2(const GemmParams<Epilogue>& p, int64_t m0, int64_t n0, int lane) {
+  if constexpr (std::is_same_v<Epilogue, DequantF32> || std::is_same_v<Epilogue, DequantF16>) {
+    if (p.epilogue.residual == nullptr || n0 >= p.N) return;
+    const int64_t n_end = n0 + Traits::kBN < p.N ? n0 + Traits::kBN : p.N;
+    constexpr int kLinesPerRow = Traits::kBN * 4 / 128 + 1;  // +1: rows need not start on a line
+    for (int i = lane; i < Traits::kBM * kLinesPerRow; i += 32) {
+      const int r = i / kLinesPerRow, l = i % kLinesPerRow;
+      const int64_t m = m0 + r;
+      if (m >= p.M) break;  // rows grow with i
+      const float* row = p.epilogue.residual + m * p.epilogue.ldr;
+      const uintptr_t first = reinterpret_cast<uintptr_t>(row + n0) & ~uintptr_t(127);
+      const uintptr_t line = first + uintptr_t(128) * l;
+      if (line < reinterpret_cast<uintptr_t>(row + n_end))
+        asm volatile("prefetch.L2 [%0];\n" ::"l"(line));
+    }
+  }
 }
 
 // One CTA per C tile.
@@ -403,21 +601,25 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 // Tile `tile` of the persistent raster: bands of kGroupM M-tiles walked N-tile by N-tile, M fastest
 // within a band. The ~#SMs tiles in flight at a time then touch kGroupM A panels and about
 // #SMs / kGroupM W panels, so each panel comes from DRAM about once and is re-read from L2.
+// With clusters the unit along M is a cluster's kClusterM vertically adjacent tiles (m_units of
+// them); m0 is the first row of the unit.
 template <typename Traits>
-QUAMBA_DEVICE void tile_coords(int64_t tile, int64_t m_tiles, int64_t n_tiles, int& m0, int& n0) {
-  const int64_t band_tiles = Traits::kGroupM * n_tiles;
+QUAMBA_DEVICE void tile_coords(int64_t tile, int64_t m_units, int64_t n_tiles, int& m0, int& n0) {
+  constexpr int kGroupUnits = Traits::kGroupM / Traits::kClusterM;
+  const int64_t band_tiles = kGroupUnits * n_tiles;
   const int64_t band = tile / band_tiles;
-  const int64_t first_m = band * Traits::kGroupM;
-  const int64_t rows = m_tiles - first_m < Traits::kGroupM ? m_tiles - first_m : Traits::kGroupM;
+  const int64_t first_m = band * kGroupUnits;
+  const int64_t rows = m_units - first_m < kGroupUnits ? m_units - first_m : kGroupUnits;
   const int64_t r = tile - band * band_tiles;
-  m0 = static_cast<int>((first_m + r % rows) * Traits::kBM);
+  m0 = static_cast<int>((first_m + r % rows) * Traits::kBM * Traits::kClusterM);
   n0 = static_cast<int>((r / rows) * Traits::kBN);
 }
 
-// Persistent: grid <= #SMs, CTA b handles tiles b, b + gridDim.x, ... The producer and the
-// consumers walk the same tile sequence with one running ring index `it`, so the stage and the
-// barrier parity carry over from tile to tile; the producer runs up to kStages slices ahead,
-// i.e. into the next tile while the consumers are in the epilogue.
+// Persistent: grid <= #SMs, CTA b handles tiles b, b + gridDim.x, ... (with clusters: cluster c
+// handles units c, c + #clusters, ..., both CTAs in step). The producer and the consumers walk the
+// same tile sequence with one running ring index `it`, so the stage and the barrier parity carry
+// over from tile to tile; the producer runs up to kStages slices ahead, i.e. into the next tile
+// while the consumers are in the epilogue.
 template <typename Traits, typename Epilogue>
 __global__ void __launch_bounds__(Traits::kThreads, 1)
     gemm_sm90a_persistent_kernel(const __grid_constant__ CUtensorMap tma_a,
@@ -429,42 +631,65 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   const Sm90aSmem<Traits> sm(raw);
   const int tid = threadIdx.x;
   const int warpgroup = tid / 128;
+  const int lane = tid & 31;
   const int k_tiles = static_cast<int>((p.K + Traits::kBK - 1) / Traits::kBK);
   const int64_t m_tiles = (p.M + Traits::kBM - 1) / Traits::kBM;
+  const int64_t m_units = (m_tiles + Traits::kClusterM - 1) / Traits::kClusterM;
   const int64_t n_tiles = (p.N + Traits::kBN - 1) / Traits::kBN;
-  const int64_t tiles = m_tiles * n_tiles;
+  const int64_t tiles = m_units * n_tiles;
+  const uint32_t rank = Traits::kClusterM > 1 ? cluster_ctarank() : 0u;
+  const int64_t first_tile = blockIdx.x / Traits::kClusterM;
+  const int64_t tile_stride = gridDim.x / Traits::kClusterM;
   init_barriers(sm);
 
   if (warpgroup == 0) {
-    if (tid == 0) {
+    // Warp 0 produces (lane 0 issues; the warp stays converged so that it can also prefetch the
+    // epilogue's residual half-way through each tile); warps 1-3 idle.
+    if (tid < 32) {
       uint32_t it = 0;
-      for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+      for (int64_t tile = first_tile; tile < tiles; tile += tile_stride) {
         int m0, n0;
-        tile_coords<Traits>(tile, m_tiles, n_tiles, m0, n0);
-        for (int kt = 0; kt < k_tiles; ++kt, ++it) produce_slice(sm, &tma_a, &tma_w, it, kt, m0, n0);
+        tile_coords<Traits>(tile, m_units, n_tiles, m0, n0);
+        m0 += static_cast<int>(rank) * Traits::kBM;
+        // Boxes wholly outside A or W (the second tile of a cluster past M, the second W half past
+        // N) load in-range rows instead: their products land only in rows / columns that are never
+        // stored, and every box stays inside the tensor.
+        const int a_row = m0 < p.M ? m0 : 0;
+        int w_row = n0 + static_cast<int>(rank) * Traits::kBoxRowsW;
+        if (w_row >= p.N) w_row = 0;
+        for (int kt = 0; kt < k_tiles; ++kt, ++it) {
+          if (lane == 0) {
+            if constexpr (Traits::kClusterM > 1)
+              produce_slice_multicast(sm, &tma_a, &tma_w, it, kt, a_row, w_row, rank);
+            else
+              produce_slice(sm, &tma_a, &tma_w, it, kt, a_row, n0);
+          }
+          __syncwarp();
+          if (kt == k_tiles / 2) prefetch_residual_l2<Traits>(p, m0, n0, lane);
+        }
       }
     }
-    return;
-  }
-
-  const int consumer = warpgroup - 1;
-  const int lane = tid & 31;
-  uint8_t* stage = smem_raw + (sm.sStore - raw) + consumer * 64 * Traits::kBN;
-  int32_t acc[Traits::kAccumulators];
-  uint32_t it = 0;
-  for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-    int m0, n0;
-    tile_coords<Traits>(tile, m_tiles, n_tiles, m0, n0);
+  } else {
+    const int consumer = warpgroup - 1;
+    uint8_t* stage = smem_raw + (sm.sStore - raw) + consumer * 64 * Traits::kBN;
+    int32_t acc[Traits::kAccumulators];
+    uint32_t it = 0;
+    for (int64_t tile = first_tile; tile < tiles; tile += tile_stride) {
+      int m0, n0;
+      tile_coords<Traits>(tile, m_units, n_tiles, m0, n0);
+      m0 += static_cast<int>(rank) * Traits::kBM;
 #pragma unroll
-    for (int i = 0; i < Traits::kAccumulators; ++i) acc[i] = 0;
-    for (int kt = 0; kt < k_tiles; ++kt, ++it) consume_slice(sm, acc, it, kt > 0, consumer, lane);
-    wgmma_wait<0>();
-    fence_operands(acc);
-    // The tile's last slice is read by no pending wgmma any more: hand its stage to the producer
-    // before the epilogue, so the next tile's loads overlap it.
-    if (lane == 0) mbar_arrive(sm.empty_bar + 8 * ((it - 1) % Traits::kStages));
-    store_block<Traits>(p, pair_ok, wide_ok, acc, int64_t(m0) + consumer * 64, n0, stage, consumer);
+      for (int i = 0; i < Traits::kAccumulators; ++i) acc[i] = 0;
+      for (int kt = 0; kt < k_tiles; ++kt, ++it) consume_slice(sm, acc, it, kt > 0, consumer, lane);
+      wgmma_wait<0>();
+      fence_operands(acc);
+      // The tile's last slice is read by no pending wgmma any more: hand its stage to the producer
+      // before the epilogue, so the next tile's loads overlap it.
+      if (lane == 0) release_stage(sm, (it - 1) % Traits::kStages);
+      store_block<Traits>(p, pair_ok, wide_ok, acc, int64_t(m0) + consumer * 64, n0, stage, consumer);
+    }
   }
+  if constexpr (Traits::kClusterM > 1) cluster_sync_all();
 #else
   __trap();  // built without sm_90a: never produce silent garbage
 #endif
@@ -524,6 +749,36 @@ constexpr auto sm90a_kernel_of() {
   if constexpr (Traits::kPersistent) return gemm_sm90a_persistent_kernel<Traits, Epilogue>;
   else return gemm_sm90a_kernel<Traits, Epilogue>;
 }
+
+// Clusters of Traits::kClusterM CTAs that can be resident at once (one CTA per SM; GPC boundaries
+// can leave SMs unpaired), cached per device. The dynamic shared-memory limit must already be set.
+template <typename Traits, typename Kernel>
+Status max_active_clusters(Kernel kernel, int* clusters) {
+  static int cache[64] = {};
+  int dev = 0;
+  QUAMBA_RETURN_IF_CUDA_ERROR(cudaGetDevice(&dev));
+  if (dev >= 0 && dev < 64 && cache[dev] > 0) {
+    *clusters = cache[dev];
+    return Status::kSuccess;
+  }
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = Traits::kClusterM;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(Traits::kClusterM);
+  cfg.blockDim = dim3(Traits::kThreads);
+  cfg.dynamicSmemBytes = Traits::kSmemBytes;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  int n = 0;
+  QUAMBA_RETURN_IF_CUDA_ERROR(cudaOccupancyMaxActiveClusters(&n, reinterpret_cast<const void*>(kernel), &cfg));
+  if (n <= 0) return Status::kErrorNotSupported;
+  if (dev >= 0 && dev < 64) cache[dev] = n;
+  *clusters = n;
+  return Status::kSuccess;
+}
 }  // namespace detail
 
 // True when the current device is sm_90 and the kernel image it would run came from compute_90+
@@ -546,7 +801,7 @@ Status run_sm90a(const GemmParams<Epilogue>& p, cudaStream_t stream) {
   if (!sm90a_available<Epilogue, Traits>()) return Status::kErrorArchNotSupported;
   CUtensorMap tma_a, tma_w;
   QUAMBA_RETURN_IF_ERROR(detail::make_tensor_map_i8(&tma_a, p.A, p.K, p.M, p.lda, Traits::kBM));
-  QUAMBA_RETURN_IF_ERROR(detail::make_tensor_map_i8(&tma_w, p.W, p.K, p.N, p.ldw, Traits::kBN));
+  QUAMBA_RETURN_IF_ERROR(detail::make_tensor_map_i8(&tma_w, p.W, p.K, p.N, p.ldw, Traits::kBoxRowsW));
   auto kernel = detail::sm90a_kernel_of<Traits, Epilogue>();
   QUAMBA_RETURN_IF_CUDA_ERROR(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
@@ -557,22 +812,59 @@ Status run_sm90a(const GemmParams<Epilogue>& p, cudaStream_t stream) {
   const int64_t m_tiles = (p.M + Traits::kBM - 1) / Traits::kBM;
   const int64_t n_tiles = (p.N + Traits::kBN - 1) / Traits::kBN;
   dim3 grid(static_cast<unsigned>(m_tiles), static_cast<unsigned>(n_tiles));
-  if constexpr (Traits::kPersistent) {
+  if constexpr (Traits::kPersistent && Traits::kClusterM == 1) {
     DeviceInfo info;
     QUAMBA_RETURN_IF_ERROR(query_device(&info));
     const int64_t tiles = m_tiles * n_tiles;
     grid = dim3(static_cast<unsigned>(tiles < info.sm_count ? tiles : info.sm_count));
   }
+  if constexpr (Traits::kClusterM > 1) {
+    int clusters = 0;
+    QUAMBA_RETURN_IF_ERROR(detail::max_active_clusters<Traits>(kernel, &clusters));
+    const int64_t units = (m_tiles + Traits::kClusterM - 1) / Traits::kClusterM * n_tiles;
+    if (units < clusters) clusters = static_cast<int>(units);
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = Traits::kClusterM;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(static_cast<unsigned>(clusters * Traits::kClusterM));
+    cfg.blockDim = dim3(Traits::kThreads);
+    cfg.dynamicSmemBytes = Traits::kSmemBytes;
+    cfg.stream = stream;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    QUAMBA_RETURN_IF_CUDA_ERROR(cudaLaunchKernelEx(&cfg, kernel, tma_a, tma_w, p, pair_ok, wide_ok));
+    return last_launch_status();
+  }
   kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(tma_a, tma_w, p, pair_ok, wide_ok);
   return last_launch_status();
 }
 
-// Tile choice: the fraction of the last wave that is busy, times the relative throughput of the
-// tile (128x256 moves 1.5x fewer L2 bytes per MAC; 0.8 for 128x128 is an estimate to be replaced
-// by bench_gemm's sm90a_* rows). E.g. M=2048: in_proj (N=10240) -> 128x256, out_proj (N=2560) ->
-// 128x128 (160 wide tiles would leave 124 of 132 SMs idle in the second wave).
+// Tile choice. Problems with at least one tile per SM run the persistent kernels. A Dequant
+// epilogue with a residual (out_proj) takes 128x160, whose epilogue batches the residual loads
+// (H100, d_model 2560, M = 2048 / 8192: 70.6 / 270 us; 128x256 with per-element loads 108 / 289
+// us in an earlier run of the same build). Otherwise the width goes by modelled time: rounds of
+// tiles x tile width / relative MAC rate (kRate160 = 0.78: the 128x160 tile moves 1.27x the L2
+// bytes per MAC of 128x256 and measured 1.29x slower on in_proj); e.g. M = 2048 in_proj
+// (N = 10240) -> 128x256 (640 tiles, 5 rounds). The two-CTA W-multicast kernels measured
+// 1.5-1.8x slower than their one-CTA counterparts on these shapes and are not selected. Smaller
+// problems keep the one-tile-per-CTA kernels: the fraction of the last wave that is busy, times
+// the relative throughput of the tile (128x256 moves 1.5x fewer L2 bytes per MAC than 128x128).
 template <typename Epilogue>
 Status run_sm90a_auto(const GemmParams<Epilogue>& p, int sm_count, cudaStream_t stream) {
+  const int64_t m_tiles = (p.M + 127) / 128;
+  const int64_t tiles256 = m_tiles * ((p.N + 255) / 256), tiles160 = m_tiles * ((p.N + 159) / 160);
+  if (sm_count > 0 && tiles160 >= sm_count) {
+    if constexpr (std::is_same_v<Epilogue, DequantF32> || std::is_same_v<Epilogue, DequantF16>)
+      if (p.epilogue.residual != nullptr) return run_sm90a<Epilogue, Sm90aPersistent128x160>(p, stream);
+    constexpr double kRate160 = 0.78;
+    const double t256 = double((tiles256 + sm_count - 1) / sm_count) * 256.0;
+    const double t160 = double((tiles160 + sm_count - 1) / sm_count) * 160.0 / kRate160;
+    if (t256 <= t160) return run_sm90a<Epilogue, Sm90aPersistent128x256St>(p, stream);
+    return run_sm90a<Epilogue, Sm90aPersistent128x160>(p, stream);
+  }
   auto wave_eff = [&](int64_t bn) {
     const int64_t tiles = ((p.M + 127) / 128) * ((p.N + bn - 1) / bn);
     const int64_t waves = (tiles + sm_count - 1) / sm_count;
