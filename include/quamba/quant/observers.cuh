@@ -372,6 +372,9 @@ inline Status run(const AbsQuantileParams& p, void* workspace, size_t workspace_
   if (n == 0) return from_cuda(cudaMemsetAsync(p.out, 0, sizeof(float), stream));  // reference: empty → 0
   size_t temp = 0;
   QUAMBA_RETURN_IF_ERROR(detail::sort_temp_bytes(n, &temp));
+  // The contract is workspace_size(p), padding included, even where the pieces would fit in less.
+  if (workspace == nullptr || workspace_bytes < detail::quantile_plan(n, temp).bytes())
+    return Status::kErrorWorkspaceTooSmall;
   WorkspaceCarver carve(workspace, workspace_bytes);
   uint32_t* a = carve.take<uint32_t>(n);
   uint32_t* b = carve.take<uint32_t>(n);
