@@ -18,7 +18,9 @@
 //                     out = q8(silu(v) · inv_s_out), scale_wx = s_xz·s_w computed by the caller.
 //   SiLU uses ex2.approx and rcp.approx (the reference uses std::exp), and prefill folds the
 //   clamp and rounding into saturating FMAs (see conv_i8_out_bits_sat), so an int8 output may
-//   differ by one step where silu(v)·inv_s_out lies within ~2e-5 of a .5 boundary.
+//   differ by one step where silu(v)·inv_s_out lies within ~2e-5 of a .5 boundary. The default
+//   prefill variants share one reciprocal between two channels (conv_i8_out_bits_sat2), which
+//   treats v < -42 as -42: the output is still 0 there for any inv_s_out < 2^54.
 //   Scales must be finite and small enough that |scale_wx|·K·2^14 + |s_b|·128 is finite.
 // T = __half (fp16):  fp32 weight and bias, fp32 accumulation, out = silu ? silu(v) : v.
 //
@@ -737,10 +739,13 @@ Status run(const Conv1dParams<T>& p, void* /*workspace*/, cudaStream_t stream) {
     // waves. 4-channel threads win below ~100K 8-channel runs (twice the threads in flight for
     // a problem that cannot fill the machine); the spread (one-wave, long-share) variants did
     // not beat them, so the SiLU/requantize issue rate, not latency, is what remains.
-    if (!detail::prefill_vec_ok(p, 8)) return run_with<Conv1dI8Traits4x8>(p, stream);
+    // The pair-reciprocal forms of the same two configs (bench_conv1d, H200, same run): E=5120
+    // M=2048 13.1 -> 12.6 µs, M=8192 36.0 -> 35.9; E=1536 M=8192 14.4 -> 14.0, M=2048 (4x8)
+    // 6.62 -> 6.57; never slower, so they are the defaults.
+    if (!detail::prefill_vec_ok(p, 8)) return run_with<Conv1dI8Traits4x8P>(p, stream);
     const int64_t runs8 = int64_t(p.C / 8) * ((p.L + 7) / 8) * p.B;
-    if (runs8 < 100000) return run_with<Conv1dI8Traits4x8>(p, stream);
-    return run_with<Conv1dI8Traits8x8a4>(p, stream);
+    if (runs8 < 100000) return run_with<Conv1dI8Traits4x8P>(p, stream);
+    return run_with<Conv1dI8Traits8x8a4P>(p, stream);
   } else {
     return detail::prefill_vec_ok(p, 8) ? run_with<Conv1dF16Traits8x16>(p, stream)
                                         : run_with<Conv1dF16Traits1x16>(p, stream);
