@@ -14,7 +14,6 @@
 //   quamba-bench -m DIR [--engines cpu-fp32,cpu-w8a8] [-p 32,128] [-b 1,4] [-n 16] [--json out.json]
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <memory>
 #include <random>
 #include <string>
@@ -225,9 +224,7 @@ int run(int argc, char** argv) {
            ", \"memory_bytes\": " + std::to_string(r.mem_bytes) + "}" + (i + 1 < rows.size() ? ",\n" : "\n");
     }
     j += "  ]\n}\n";
-    std::ofstream f(json_path, std::ios::binary | std::ios::trunc);
-    f << j;
-    if (!f.good()) return fail_line(prog, kExitError, "cannot write '" + json_path + "'");
+    if (!write_text_file(json_path, j)) return fail_line(prog, kExitError, "cannot write '" + json_path + "'");
   }
   return kExitOk;
 }

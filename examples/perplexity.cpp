@@ -11,7 +11,6 @@
 //   quamba-perplexity -m DIR -f test.txt --calib train.txt --variants fp32,naive,percentile,hadamard,quamba
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -204,9 +203,7 @@ int run(int argc, char** argv) {
            (i + 1 < vars.size() ? ",\n" : "\n");
     }
     j += "  ]\n}\n";
-    std::ofstream f(json_path, std::ios::binary | std::ios::trunc);
-    f << j;
-    if (!f.good()) return fail_line(prog, kExitError, "cannot write '" + json_path + "'");
+    if (!write_text_file(json_path, j)) return fail_line(prog, kExitError, "cannot write '" + json_path + "'");
   }
   return kExitOk;
 }

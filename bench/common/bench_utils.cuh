@@ -160,26 +160,22 @@ void time_graph(benchmark::State& state, Launch&& launch, int count) {
   cudaStreamDestroy(s);
 }
 
-// Median time in seconds of a device-to-device copy moving `bytes` in total (half read, half
-// written), each rep after an L2 flush; cached per byte count.
-inline double same_size_copy_seconds(double bytes) {
-  static std::map<size_t, double> cache;
-  const size_t half = static_cast<size_t>(bytes / 2.0);
-  if (half == 0) return 0.0;
-  auto it = cache.find(half);
-  if (it != cache.end()) return it->second;
+// Times `reps` device-to-device copies of `bytes` (read) + `bytes` (written), one event pair
+// each, L2 flushed before each when `flush`; returns the times in ms, the first two (warm-up)
+// dropped.
+inline std::vector<float> time_copies_ms(size_t bytes, int reps, bool flush) {
   void *src = nullptr, *dst = nullptr;
-  QUAMBA_CUDA_CHECK(cudaMalloc(&src, half));
-  QUAMBA_CUDA_CHECK(cudaMalloc(&dst, half));
-  QUAMBA_CUDA_CHECK(cudaMemset(src, 1, half));
+  QUAMBA_CUDA_CHECK(cudaMalloc(&src, bytes));
+  QUAMBA_CUDA_CHECK(cudaMalloc(&dst, bytes));
+  QUAMBA_CUDA_CHECK(cudaMemset(src, 1, bytes));
   cudaEvent_t a, b;
   QUAMBA_CUDA_CHECK(cudaEventCreate(&a));
   QUAMBA_CUDA_CHECK(cudaEventCreate(&b));
   std::vector<float> ms;
-  for (int r = 0; r < 17; ++r) {
-    L2Flusher::get().flush();
+  for (int r = 0; r < reps; ++r) {
+    if (flush) L2Flusher::get().flush();
     QUAMBA_CUDA_CHECK(cudaEventRecord(a));
-    QUAMBA_CUDA_CHECK(cudaMemcpyAsync(dst, src, half, cudaMemcpyDeviceToDevice));
+    QUAMBA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice));
     QUAMBA_CUDA_CHECK(cudaEventRecord(b));
     QUAMBA_CUDA_CHECK(cudaEventSynchronize(b));
     float t = 0;
@@ -190,6 +186,18 @@ inline double same_size_copy_seconds(double bytes) {
   cudaEventDestroy(b);
   cudaFree(src);
   cudaFree(dst);
+  return ms;
+}
+
+// Median time in seconds of a device-to-device copy moving `bytes` in total (half read, half
+// written), each rep after an L2 flush; cached per byte count.
+inline double same_size_copy_seconds(double bytes) {
+  static std::map<size_t, double> cache;
+  const size_t half = static_cast<size_t>(bytes / 2.0);
+  if (half == 0) return 0.0;
+  auto it = cache.find(half);
+  if (it != cache.end()) return it->second;
+  std::vector<float> ms = time_copies_ms(half, 17, /*flush=*/true);
   std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
   const double sec = ms[ms.size() / 2] * 1e-3;
   cache[half] = sec;
@@ -219,27 +227,8 @@ inline void report_ops(benchmark::State& state, double ops) {
 // Measures a 1 GiB device-to-device copy (read + write bytes) and stores it in copy_gbps().
 inline double measure_copy_gbps() {
   const size_t bytes = size_t(1) << 30;
-  void *src = nullptr, *dst = nullptr;
-  QUAMBA_CUDA_CHECK(cudaMalloc(&src, bytes));
-  QUAMBA_CUDA_CHECK(cudaMalloc(&dst, bytes));
-  QUAMBA_CUDA_CHECK(cudaMemset(src, 1, bytes));
-  cudaEvent_t a, b;
-  QUAMBA_CUDA_CHECK(cudaEventCreate(&a));
-  QUAMBA_CUDA_CHECK(cudaEventCreate(&b));
-  float best = 1e30f;
-  for (int r = 0; r < 12; ++r) {
-    QUAMBA_CUDA_CHECK(cudaEventRecord(a));
-    QUAMBA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice));
-    QUAMBA_CUDA_CHECK(cudaEventRecord(b));
-    QUAMBA_CUDA_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    QUAMBA_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    if (r >= 2 && ms < best) best = ms;
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  cudaFree(src);
-  cudaFree(dst);
+  const std::vector<float> ms = time_copies_ms(bytes, 12, /*flush=*/false);
+  const float best = *std::min_element(ms.begin(), ms.end());
   copy_gbps() = 2.0 * bytes / (best * 1e-3) / 1e9;
   return copy_gbps();
 }

@@ -414,6 +414,12 @@ std::string fmt(const char* f, double v) {
   return buf;
 }
 
+bool write_text_file(const std::string& path, const std::string& text) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f << text;
+  return f.good();
+}
+
 std::string json_string(const std::string& s) {
   std::string o = "\"";
   for (unsigned char c : s) {

@@ -141,6 +141,8 @@ double seconds_since(std::chrono::steady_clock::time_point t0);
 std::string human_bytes(double bytes);
 std::string fmt(const char* f, double v);  // snprintf of one number
 std::string json_string(const std::string& s);
+// Writes `text` to `path` (replacing it); false when the file cannot be written.
+bool write_text_file(const std::string& path, const std::string& text);
 // Peak resident set size of this process in bytes (Linux getrusage), or -1.
 int64_t peak_rss_bytes();
 // "CPU reference path (no GPU in this build)" and similar, for the header line of each tool.

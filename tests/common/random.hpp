@@ -33,4 +33,13 @@ inline std::vector<int8_t> random_int8(size_t n, std::mt19937_64& rng, int lo = 
   return v;
 }
 
+// n token ids uniform in [0, vocab), from make_rng(salt).
+inline std::vector<int32_t> random_token_ids(size_t n, int64_t vocab, uint64_t salt) {
+  auto rng = make_rng(salt);
+  std::uniform_int_distribution<int32_t> d(0, static_cast<int32_t>(vocab - 1));
+  std::vector<int32_t> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
 }  // namespace quamba::test

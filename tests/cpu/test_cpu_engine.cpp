@@ -26,11 +26,7 @@ constexpr int64_t kVocab = 61;
 ModelConfig small_config() { return make_config(32, 2, kVocab); }  // E = 64 (Sylvester Hadamard)
 
 std::vector<int32_t> random_ids(size_t n, uint64_t salt) {
-  auto rng = test::make_rng(salt);
-  std::uniform_int_distribution<int32_t> d(0, kVocab - 1);
-  std::vector<int32_t> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
+  return test::random_token_ids(static_cast<size_t>(n), kVocab, salt);
 }
 
 const ModelWeights& fp_model() {

@@ -84,11 +84,7 @@ ModelWeights make_model(const ModelConfig& c, uint64_t seed) {
 }
 
 std::vector<int32_t> random_ids(size_t n, uint64_t salt) {
-  auto rng = test::make_rng(salt);
-  std::uniform_int_distribution<int32_t> d(0, kVocab - 1);
-  std::vector<int32_t> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
+  return test::random_token_ids(static_cast<size_t>(n), kVocab, salt);
 }
 
 // Prefill logits of B = 2 sequences of L = 5 tokens from a fresh cache.

@@ -107,11 +107,7 @@ ref::ModelWeights make_model(int64_t D, int64_t layers, uint64_t seed, bool tied
 }
 
 std::vector<int32_t> random_ids(int64_t n, uint64_t salt) {
-  auto rng = quamba::test::make_rng(salt);
-  std::uniform_int_distribution<int32_t> dist(0, int32_t(kVocab - 1));
-  std::vector<int32_t> v(static_cast<size_t>(n));
-  for (auto& x : v) x = dist(rng);
-  return v;
+  return quamba::test::random_token_ids(static_cast<size_t>(n), kVocab, salt);
 }
 
 ref::QuantizedModel quantize(const ref::ModelWeights& w, const ref::QuantRecipe& recipe, uint64_t salt) {
