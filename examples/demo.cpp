@@ -139,8 +139,10 @@ int run(int argc, char** argv) {
   if (quantize(fp, st, quamba, &q, &err) != Status::kSuccess ||
       quantize(fp, st, reference::recipe_naive(), &naive, &err) != Status::kSuccess)
     return fail_line(prog, kExitError, err);
-  std::printf("quantized: %zu calibration sequences x %lld tokens of %s (%s forward), %s recipe, %.1f s\n", seqs.size(),
-              (long long)calib_len, calib_path.c_str(), gpu ? "fp16 GPU" : "fp32 host", quamba.use_hadamard ? "Quamba" : "percentile (no Hadamard size)",
+  int64_t calib_used = 0;
+  for (const auto& sq : seqs) calib_used += static_cast<int64_t>(sq.size());
+  std::printf("quantized: %zu calibration sequence(s), %lld tokens of %s (%s forward), %s recipe, %.1f s\n", seqs.size(),
+              (long long)calib_used, calib_path.c_str(), gpu ? "fp16 GPU" : "fp32 host", quamba.use_hadamard ? "Quamba" : "percentile (no Hadamard size)",
               seconds_since(t0));
 
   const model::Precision fp_prec = gpu ? model::Precision::kFp16 : model::Precision::kFp32;
@@ -156,6 +158,7 @@ int run(int argc, char** argv) {
     const std::string prompt = "The jury said";
     std::vector<int32_t> pids;
     if (tokenize(tok, prompt, c.vocab, &pids, &err, "prompt") != Status::kSuccess) return fail_line(prog, kExitError, err);
+    const std::vector<uint8_t> allowed = decodable_ids(tok, c.vocab);
     std::printf("\ngeneration (%lld tokens, temperature 0.7, top-k 40, seed 1):\n", (long long)gen_tokens);
     for (auto* e : {e_fp.get(), e_q.get()}) {
       std::printf("  %-5s| %s", model::to_string(e->precision()), prompt.c_str());
@@ -170,7 +173,8 @@ int run(int argc, char** argv) {
       if (s == Status::kSuccess) s = e->prefill(0, pids.data(), static_cast<int64_t>(pids.size()), logits.data(), false);
       TextStreamer out(tok, stdout);
       for (int64_t i = 0; i < gen_tokens && s == Status::kSuccess; ++i) {
-        const int32_t id = sampler.sample(logits.data(), decodable_vocab(tok, c.vocab));
+        const int32_t id = sampler.sample(logits.data(), static_cast<int64_t>(allowed.size()), allowed.data());
+        if (id < 0) return fail_line(prog, kExitError, "generation: the model produced a non-finite logit (NaN or Inf)");
         if (out.push(id, &err) != Status::kSuccess) return fail_line(prog, kExitError, err);
         if (i + 1 < gen_tokens) s = e->decode(&id, logits.data());
       }

@@ -95,10 +95,6 @@ int run(int argc, char** argv) {
   std::unique_ptr<model::Engine> engine;
   if (make_engine(backend, precision, w8a8 ? nullptr : &fp, w8a8 ? &q : nullptr, eo, &engine, &err) != Status::kSuccess)
     return fail_line(prog, kExitError, "creating the engine: " + err);
-  std::fprintf(stderr, "%s: %s, %s, %lld layers, d_model %lld, vocab %lld; prompt %zu tokens\n", prog.c_str(),
-               backend_note(backend).c_str(), model::to_string(precision), (long long)cfg.n_layer,
-               (long long)cfg.d_model, (long long)cfg.vocab, ids.size());
-
   int32_t eos = -1;
   if (!ignore_eos && tok.token_to_id("<|endoftext|>", &eos) != Status::kSuccess) eos = -1;
   SamplerOptions so;
@@ -108,20 +104,32 @@ int run(int argc, char** argv) {
   so.top_p = top_p;
   so.seed = static_cast<uint64_t>(seed);
   Sampler sampler(so);
-  const int64_t n_vocab = decodable_vocab(tok, cfg.vocab);
+  const std::vector<uint8_t> allowed = decodable_ids(tok, cfg.vocab);
+  const int64_t n_vocab = static_cast<int64_t>(allowed.size());
+  auto broken = [&]() {
+    return fail_line(prog, kExitError,
+                     "the model produced a non-finite logit (NaN or Inf: an overflow in the weights?) or the tokenizer "
+                     "decodes none of its ids");
+  };
 
-  std::fwrite(prompt.data(), 1, prompt.size(), stdout);
-  std::fflush(stdout);
+  // The prompt first, so that a model that cannot run fails before anything is printed.
   std::vector<float> logits(static_cast<size_t>(cfg.vocab));
   const auto t0 = std::chrono::steady_clock::now();
   Status s = engine->prefill(0, ids.data(), static_cast<int64_t>(ids.size()), logits.data(), false);
   if (s != Status::kSuccess) return fail_line(prog, kExitError, std::string("prefill failed: ") + to_string(s));
   const double t_prefill = seconds_since(t0);
+  int32_t id = n_predict > 0 ? sampler.sample(logits.data(), n_vocab, allowed.data()) : 0;
+  if (id < 0) return broken();
+  std::fprintf(stderr, "%s: %s, %s, %lld layers, d_model %lld, vocab %lld; prompt %zu tokens\n", prog.c_str(),
+               backend_note(backend).c_str(), model::to_string(precision), (long long)cfg.n_layer,
+               (long long)cfg.d_model, (long long)cfg.vocab, ids.size());
+  std::fwrite(prompt.data(), 1, prompt.size(), stdout);
+  std::fflush(stdout);
   TextStreamer out(tok, stdout);
   const auto t1 = std::chrono::steady_clock::now();
   int64_t generated = 0;
   for (int64_t i = 0; i < n_predict; ++i) {
-    const int32_t id = sampler.sample(logits.data(), n_vocab);
+    if (i > 0 && (id = sampler.sample(logits.data(), n_vocab, allowed.data())) < 0) return broken();
     if (id == eos) break;
     ++generated;
     if (out.push(id, &err) != Status::kSuccess) return fail_line(prog, kExitError, err);

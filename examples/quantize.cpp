@@ -50,12 +50,15 @@ int run(int argc, char** argv) {
   if (model_dir.empty()) return fail_line(prog, kExitUsage, "missing --model DIR (try --help)");
   if (calib_path.empty()) return fail_line(prog, kExitUsage, "missing --calib TEXT (try --help)");
   if (out_path.empty()) return fail_line(prog, kExitUsage, "missing -o OUT.safetensors (try --help)");
+  std::string err;
+  // Before the calibration, which takes minutes on the CPU.
+  if (check_output_path(out_path, "writing", &err) != Status::kSuccess) return fail_line(prog, kExitError, err);
 
   reference::QuantRecipe recipe;
   parse_recipe(recipe_name, &recipe);
   if (!u_scale_name.empty()) parse_u_scale(u_scale_name, &recipe.u_scale);
 
-  std::string err, text;
+  std::string text;
   BackendChoice choice;
   parse_backend(backend_name, &choice);
   model::Backend backend;

@@ -80,6 +80,22 @@ std::string parent_dir(const std::string& path) {
 
 std::string join_path(const std::string& dir, const std::string& name) { return (fs::path(dir) / name).string(); }
 
+Status check_output_path(const std::string& path, const char* what, std::string* err) {
+  auto bad = [&](const std::string& why) {
+    *err = std::string(what) + " '" + path + "': " + why;
+    return Status::kErrorIo;
+  };
+  if (path.empty()) return bad("an empty path");
+  if (is_directory(path) || path.back() == '/') return bad("is a directory, expected a file name");
+  std::error_code ec;
+  if (fs::exists(path, ec) && !is_file(path)) return bad("exists and is not a regular file");
+  const std::string dir = parent_dir(path);
+  if (!is_directory(dir)) return bad("directory '" + dir + "' does not exist");
+  if (::access(dir.c_str(), W_OK) != 0) return bad("directory '" + dir + "' is not writable");
+  if (is_file(path) && ::access(path.c_str(), W_OK) != 0) return bad("the file is not writable");
+  return Status::kSuccess;
+}
+
 Status read_text_file(const std::string& path, std::string* out, std::string* err) {
   if (is_directory(path)) {
     *err = "'" + path + "' is a directory, expected a text file";
@@ -102,6 +118,28 @@ Status read_text_file(const std::string& path, std::string* out, std::string* er
 
 // ---- models and tokenizers -------------------------------------------------------------------------
 
+namespace {
+
+// "tensor NAME has a non-finite value (...) at element I" for the first NaN/Inf of v, else "".
+std::string non_finite(const std::vector<float>& v, const std::string& name) {
+  for (size_t i = 0; i < v.size(); ++i)
+    if (!std::isfinite(v[i]))
+      return "tensor " + name + " has a non-finite value (" + (std::isnan(v[i]) ? "NaN" : "Inf") + ") at element " +
+             std::to_string(i) + "; the checkpoint is damaged";
+  return "";
+}
+
+template <typename Model, typename LayerCheck>
+std::string non_finite_model(const Model& m, LayerCheck&& layer) {
+  std::string why = non_finite(m.embedding, "embedding");
+  if (why.empty()) why = non_finite(m.norm_f, "norm_f");
+  if (why.empty()) why = non_finite(m.lm_head, "lm_head");
+  for (size_t i = 0; why.empty() && i < m.layers.size(); ++i) why = layer(m.layers[i], "layers." + std::to_string(i) + ".");
+  return why;
+}
+
+}  // namespace
+
 Status load_fp_model(const std::string& dir, reference::ModelWeights* out, std::string* err) {
   if (!is_directory(dir)) {
     *err = "model directory '" + dir + "' not found (expected config.json + model.safetensors)";
@@ -109,8 +147,24 @@ Status load_fp_model(const std::string& dir, reference::ModelWeights* out, std::
   }
   std::string msg;
   const Status s = model::load_hf_model(dir, out, &msg);
-  if (s != Status::kSuccess) *err = "loading '" + dir + "': " + (msg.empty() ? to_string(s) : msg);
-  return s;
+  if (s != Status::kSuccess) {
+    *err = "loading '" + dir + "': " + (msg.empty() ? to_string(s) : msg);
+    return s;
+  }
+  const std::string why = non_finite_model(*out, [](const reference::LayerWeights& l, const std::string& p) {
+    const std::pair<const std::vector<float>*, const char*> t[] = {
+        {&l.norm_gamma, "norm"}, {&l.in_proj, "in_proj"}, {&l.conv_w, "conv1d.weight"}, {&l.conv_b, "conv1d.bias"},
+        {&l.x_proj, "x_proj"},   {&l.dt_proj, "dt_proj"}, {&l.dt_bias, "dt_proj.bias"},  {&l.A_log, "A_log"},
+        {&l.D, "D"},             {&l.out_proj, "out_proj"}};
+    for (const auto& [v, name] : t)
+      if (std::string w = non_finite(*v, p + name); !w.empty()) return w;
+    return std::string();
+  });
+  if (!why.empty()) {
+    *err = "loading '" + dir + "': " + why;
+    return Status::kErrorFormat;
+  }
+  return Status::kSuccess;
 }
 
 Status load_quantized_model(const std::string& path, reference::QuantizedModel* out, double* percentile,
@@ -126,6 +180,14 @@ Status load_quantized_model(const std::string& path, reference::QuantizedModel* 
     *err = "loading '" + path + "': " + (msg.empty() ? to_string(s) : msg);
     return s;
   }
+  // int8 tensors cannot be non-finite and the loader checks every scale; the fp tensors remain.
+  const std::string why = non_finite_model(*out, [](const reference::LayerWeightsI8& l, const std::string& p) {
+    return non_finite(l.norm_gamma, p + "norm");
+  });
+  if (!why.empty()) {
+    *err = "loading '" + path + "': " + why;
+    return Status::kErrorFormat;
+  }
   if (percentile) *percentile = info.percentile;
   return Status::kSuccess;
 }
@@ -134,7 +196,8 @@ Status load_tokenizer(const std::string& explicit_path, const std::string& dir, 
                       std::string* err) {
   const std::string path = explicit_path.empty() ? join_path(dir, "tokenizer.json") : explicit_path;
   if (!is_file(path)) {
-    *err = "tokenizer '" + path + "' not found" + (explicit_path.empty() ? " (give one with --tokenizer)" : "");
+    *err = "tokenizer '" + path + "' " + (is_directory(path) ? "is a directory, expected tokenizer.json" : "not found") +
+           (explicit_path.empty() ? " (give one with --tokenizer)" : "");
     return Status::kErrorIo;
   }
   std::string msg;
@@ -298,6 +361,12 @@ Status perplexity(model::Engine& e, const std::vector<int32_t>& ids, int64_t ctx
       }
       for (int64_t j = 0; j < rows; ++j) {
         const float* row = logits.data() + j * V;
+        for (int64_t v = 0; v < V; ++v)
+          if (!std::isfinite(row[v])) {
+            *err = "perplexity: the model produced a non-finite logit (" + std::string(std::isnan(row[v]) ? "NaN" : "Inf") +
+                   ") at token " + std::to_string(t0w - 1 + j) + " (overflow: are the weights sane?)";
+            return Status::kErrorOutOfRange;
+          }
         double mx = row[0];
         for (int64_t v = 1; v < V; ++v) mx = std::max(mx, static_cast<double>(row[v]));
         double sum = 0;
@@ -321,18 +390,24 @@ Status perplexity(model::Engine& e, const std::vector<int32_t>& ids, int64_t ctx
 
 Sampler::Sampler(const SamplerOptions& o) : o_(o), rng_(o.seed) {}
 
-int32_t Sampler::sample(const float* logits, int64_t n) {
-  if (n <= 0) return 0;
+int32_t Sampler::sample(const float* logits, int64_t n, const uint8_t* allowed) {
+  if (n <= 0) return -1;
+  for (int64_t v = 0; v < n; ++v)
+    if (!std::isfinite(logits[v])) return -1;
+  const auto ok = [allowed](int64_t v) { return allowed == nullptr || allowed[v] != 0; };
   if (o_.greedy || o_.temperature <= 0.0) {
-    int64_t best = 0;
-    for (int64_t v = 1; v < n; ++v)
-      if (logits[v] > logits[best]) best = v;
+    int64_t best = -1;
+    for (int64_t v = 0; v < n; ++v)
+      if (ok(v) && (best < 0 || logits[v] > logits[best])) best = v;
     return static_cast<int32_t>(best);
   }
+  // Candidates ordered by logit (dividing by T > 0 keeps the order); each weighs
+  // exp((l - l_max) / T) computed in double, which is 1 for the best and in [0, 1] for the others
+  // whatever T is (dividing the float logits by a tiny T first would overflow to inf - inf = NaN).
   cand_.clear();
   for (int64_t v = 0; v < n; ++v)
-    if (!std::isnan(logits[v])) cand_.emplace_back(static_cast<float>(logits[v] / o_.temperature), static_cast<int32_t>(v));
-  if (cand_.empty()) return 0;
+    if (ok(v)) cand_.emplace_back(logits[v], static_cast<int32_t>(v));
+  if (cand_.empty()) return -1;
   const auto by_logit = [](const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);
   };
@@ -342,7 +417,8 @@ int32_t Sampler::sample(const float* logits, int64_t n) {
   cand_.resize(k);
   std::vector<double> p(k);
   double sum = 0;
-  for (size_t i = 0; i < k; ++i) sum += (p[i] = std::exp(static_cast<double>(cand_[i].first - cand_[0].first)));
+  for (size_t i = 0; i < k; ++i)
+    sum += (p[i] = std::exp((static_cast<double>(cand_[i].first) - static_cast<double>(cand_[0].first)) / o_.temperature));
   double cum = 0;
   size_t keep = 0;
   while (keep < k) {
@@ -388,6 +464,13 @@ Status TextStreamer::emit(bool final, std::string* err) {
 
 int64_t decodable_vocab(const io::BpeTokenizer& tok, int64_t model_vocab) {
   return std::min<int64_t>(model_vocab, tok.vocab_size());
+}
+
+std::vector<uint8_t> decodable_ids(const io::BpeTokenizer& tok, int64_t model_vocab) {
+  std::vector<uint8_t> ok(static_cast<size_t>(std::max<int64_t>(decodable_vocab(tok, model_vocab), 0)), 0);
+  std::string t;
+  for (size_t v = 0; v < ok.size(); ++v) ok[v] = tok.id_to_token(static_cast<int32_t>(v), &t) == Status::kSuccess;
+  return ok;
 }
 
 // ---- formatting -----------------------------------------------------------------------------------

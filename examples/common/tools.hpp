@@ -40,12 +40,17 @@ class Progress {
 // Whole file as bytes; a missing file, a directory or a read error gives kErrorIo.
 Status read_text_file(const std::string& path, std::string* out, std::string* err);
 bool is_directory(const std::string& path);
+// Whether `path` can be written as an output file, checked before any long work: not a
+// directory, its directory exists and is writable. kErrorIo with "<what> '<path>': why" in *err.
+Status check_output_path(const std::string& path, const char* what, std::string* err);
 bool is_file(const std::string& path);
 std::string parent_dir(const std::string& path);
 std::string join_path(const std::string& dir, const std::string& name);
 
 // ---- models and tokenizers ---------------------------------------------------------------------
 
+// Both loaders also refuse a model with a NaN or infinite fp weight (kErrorFormat): nothing it
+// computes would mean anything.
 Status load_fp_model(const std::string& dir, reference::ModelWeights* out, std::string* err);
 Status load_quantized_model(const std::string& path, reference::QuantizedModel* out, double* percentile,
                             std::string* err);
@@ -90,6 +95,8 @@ struct PerplexityResult {
 // Windows ids[begin, begin + ctx) with begin = 0, stride, 2·stride, ...; each window is prefilled
 // from a fresh slot 0 and scores the targets not scored by an earlier window (stride == ctx:
 // non-overlapping windows, every target but the first token of each window). stride <= ctx.
+// A NaN or infinite logit (an overflow in the model) is kErrorOutOfRange with a message, never a
+// NaN perplexity.
 Status perplexity(model::Engine& e, const std::vector<int32_t>& ids, int64_t ctx, int64_t stride,
                   const std::string& label, PerplexityResult* out, std::string* err);
 
@@ -106,8 +113,11 @@ struct SamplerOptions {
 class Sampler {
  public:
   explicit Sampler(const SamplerOptions& o);
-  // A token id in [0, n) from logits[0:n] (n = the ids the tokenizer can decode).
-  int32_t sample(const float* logits, int64_t n);
+  // A token id in [0, n) from logits[0:n] (n = the ids the tokenizer can decode), skipping the
+  // ids v with allowed[v] == 0 when `allowed` (n entries) is given. -1 when a logit in [0, n) is
+  // NaN or infinite (a broken model: the caller reports it) or no id is allowed.
+  // Probabilities are exp((l - l_max) / T) in double, so any T > 0 works (a tiny T is greedy).
+  int32_t sample(const float* logits, int64_t n, const uint8_t* allowed = nullptr);
 
  private:
   SamplerOptions o_;
@@ -134,6 +144,9 @@ class TextStreamer {
 
 // Number of leading ids the tokenizer can decode (ids past it are masked when sampling).
 int64_t decodable_vocab(const io::BpeTokenizer& tok, int64_t model_vocab);
+// One entry per id in [0, decodable_vocab): 1 when the tokenizer has a token for it (a
+// tokenizer.json may leave holes in its ids; sampling skips them).
+std::vector<uint8_t> decodable_ids(const io::BpeTokenizer& tok, int64_t model_vocab);
 
 // ---- formatting -----------------------------------------------------------------------------------
 

@@ -9,6 +9,12 @@
 //   OUT_DIR/badtok/              the tiny model with a tokenizer.json that is not JSON
 //   OUT_DIR/calib.txt eval.txt   English text;  empty.txt (0 bytes);  badutf8.txt (invalid UTF-8)
 //   OUT_DIR/garbage.safetensors  random bytes
+//   OUT_DIR/nanweight/           the tiny model with one NaN in layers.1 x_proj (a damaged file)
+//   OUT_DIR/overflow/            the tiny model with every embedding value 3e38 (finite weights,
+//                                infinite logits)
+//   OUT_DIR/holes/               the tiny model with a tokenizer whose ids have holes: an added
+//                                token <|pad|> at id 271, nothing at 263..270
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -45,7 +51,7 @@ std::string json_escape_cp(const std::vector<unsigned>& cps) {
   return s;
 }
 
-std::string tokenizer_json() {
+std::string tokenizer_json(bool with_holes = false) {
   const auto m = byte_map();
   auto sym = [&](char c) { return m[static_cast<unsigned char>(c)]; };
   const unsigned G = m[' '];  // 'Ġ'
@@ -65,7 +71,9 @@ std::string tokenizer_json() {
   }
   return "{\"version\":\"1.0\",\"added_tokens\":[{\"id\":" + std::to_string(id) +
          ",\"content\":\"<|endoftext|>\",\"single_word\":false,\"lstrip\":false,\"rstrip\":false,"
-         "\"normalized\":false,\"special\":true}],"
+         "\"normalized\":false,\"special\":true}" +
+         (with_holes ? std::string(",{\"id\":271,\"content\":\"<|pad|>\",\"special\":true,\"normalized\":false}") : "") +
+         "],"
          "\"normalizer\":null,\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,"
          "\"use_regex\":true},\"post_processor\":null,\"decoder\":{\"type\":\"ByteLevel\"},"
          "\"model\":{\"type\":\"BPE\",\"dropout\":null,\"unk_token\":null,\"continuing_subword_prefix\":null,"
@@ -80,14 +88,20 @@ bool write(const fs::path& p, const std::string& bytes) {
   return f.good();
 }
 
-bool save_model(const fs::path& dir, int64_t d_model, int64_t vocab, uint64_t seed, std::string* err) {
+enum class Damage { kNone, kNanWeight, kHugeEmbedding, kTokenizerHoles };
+
+bool save_model(const fs::path& dir, int64_t d_model, int64_t vocab, uint64_t seed, std::string* err,
+                Damage damage = Damage::kNone) {
   reference::ModelWeights w;
   if (reference::init_random_model(reference::make_config(d_model, 2, vocab), seed, &w) != Status::kSuccess) {
     *err = "init_random_model failed";
     return false;
   }
+  if (damage == Damage::kNanWeight) w.layers[1].x_proj[5] = std::nanf("");
+  if (damage == Damage::kHugeEmbedding)
+    for (float& v : w.embedding) v = 3e38f;
   return model::save_hf_model(dir.string(), w, io::Dtype::kF32, err) == Status::kSuccess &&
-         write(dir / "tokenizer.json", tokenizer_json());
+         write(dir / "tokenizer.json", tokenizer_json(damage == Damage::kTokenizerHoles));
 }
 
 const char* kText =
@@ -114,7 +128,10 @@ int main(int argc, char** argv) {
             save_model(out / "badtok", 32, 272, 11, &err) && write(out / "garbled" / "config.json", "{ this is not json") &&
             write(out / "badtok" / "tokenizer.json", "[1, 2,") && write(out / "models" / "data" / "test.txt", text) &&
             write(out / "calib.txt", text) && write(out / "eval.txt", std::string(kText) + kText) &&
-            write(out / "empty.txt", "") && write(out / "badutf8.txt", "abc \xff\xfe def\n");
+            write(out / "empty.txt", "") && write(out / "badutf8.txt", "abc \xff\xfe def\n") &&
+            save_model(out / "nanweight", 32, 272, 7, &err, Damage::kNanWeight) &&
+            save_model(out / "overflow", 32, 272, 7, &err, Damage::kHugeEmbedding) &&
+            save_model(out / "holes", 32, 272, 7, &err, Damage::kTokenizerHoles);
   std::string garbage(4096, '\0');
   uint64_t s = 12345;
   for (auto& c : garbage) c = static_cast<char>((s = s * 6364136223846793005ull + 1442695040888963407ull) >> 56);

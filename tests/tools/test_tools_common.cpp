@@ -1,0 +1,166 @@
+// Host tests of what the tools share (examples/common/tools.hpp) that the tool runs cannot pin
+// down: the sampler at extreme temperatures, with non-finite logits and with ids the tokenizer
+// cannot decode; perplexity() on an engine that produces non-finite logits; output path checks.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "common/tools.hpp"
+
+namespace {
+
+using namespace quamba;
+using quamba::tools::Sampler;
+using quamba::tools::SamplerOptions;
+
+// Logits with a unique maximum at `best`, spread over a few units as a real model's are.
+std::vector<float> make_logits(int64_t n, int64_t best) {
+  std::vector<float> l(static_cast<size_t>(n));
+  for (int64_t v = 0; v < n; ++v) l[static_cast<size_t>(v)] = static_cast<float>(std::sin(0.7 * static_cast<double>(v)) * 3.0);
+  l[static_cast<size_t>(best)] = 10.0f;
+  return l;
+}
+
+TEST(Sampler, TinyTemperatureIsGreedy) {
+  // logit / T overflowed to inf for T ~ 1e-40 and inf - inf made every weight NaN: the sampler
+  // then returned the LEAST likely of the candidates.
+  const auto logits = make_logits(272, 123);
+  for (const double t : {1e-40, 1e-300, 1e-6}) {
+    for (const int64_t top_k : {int64_t{0}, int64_t{40}}) {
+      for (uint64_t seed = 0; seed < 8; ++seed) {
+        SamplerOptions o;
+        o.temperature = t;
+        o.top_k = top_k;
+        o.top_p = 0.95;
+        o.seed = seed;
+        Sampler s(o);
+        EXPECT_EQ(s.sample(logits.data(), 272), 123) << "T " << t << " top-k " << top_k << " seed " << seed;
+      }
+    }
+  }
+}
+
+TEST(Sampler, HighTemperatureStaysInRange) {
+  const auto logits = make_logits(300, 7);
+  SamplerOptions o;
+  o.temperature = 100.0;
+  o.top_k = 0;
+  o.top_p = 1.0;
+  Sampler s(o);
+  for (int i = 0; i < 2000; ++i) {
+    const int32_t id = s.sample(logits.data(), 300);
+    ASSERT_GE(id, 0);
+    ASSERT_LT(id, 300);
+  }
+}
+
+TEST(Sampler, NonFiniteLogitsAreReported) {
+  for (const float bad : {std::nanf(""), std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity()}) {
+    auto logits = make_logits(64, 3);
+    logits[17] = bad;
+    for (const bool greedy : {true, false}) {
+      SamplerOptions o;
+      o.greedy = greedy;
+      Sampler s(o);
+      EXPECT_EQ(s.sample(logits.data(), 64), -1) << "logit " << bad << (greedy ? " greedy" : " sampled");
+    }
+  }
+}
+
+TEST(Sampler, SkipsIdsTheTokenizerCannotDecode) {
+  const int64_t n = 50;
+  const auto logits = make_logits(n, 20);
+  std::vector<uint8_t> allowed(static_cast<size_t>(n), 1);
+  for (int64_t v = 15; v < 30; ++v) allowed[static_cast<size_t>(v)] = 0;  // the best id is a hole
+  SamplerOptions g;
+  g.greedy = true;
+  Sampler greedy(g);
+  const int32_t id = greedy.sample(logits.data(), n, allowed.data());
+  ASSERT_GE(id, 0);
+  EXPECT_TRUE(allowed[static_cast<size_t>(id)]) << id;
+  SamplerOptions o;
+  o.temperature = 50.0;
+  o.top_k = 0;
+  o.top_p = 1.0;
+  Sampler hot(o);
+  for (int i = 0; i < 2000; ++i) {
+    const int32_t v = hot.sample(logits.data(), n, allowed.data());
+    ASSERT_GE(v, 0);
+    ASSERT_LT(v, n);
+    ASSERT_TRUE(allowed[static_cast<size_t>(v)]) << "sampled the hole " << v;
+  }
+  std::vector<uint8_t> none(static_cast<size_t>(n), 0);
+  EXPECT_EQ(hot.sample(logits.data(), n, none.data()), -1);
+  EXPECT_EQ(greedy.sample(logits.data(), n, none.data()), -1);
+}
+
+// An engine whose logits are all `value` (NaN or Inf: an overflowing model).
+class ConstantEngine final : public model::Engine {
+ public:
+  explicit ConstantEngine(float value) : value_(value) {
+    cfg_.vocab = 16;
+    cfg_.d_model = 4;
+  }
+  const reference::ModelConfig& config() const override { return cfg_; }
+  model::Backend backend() const override { return model::Backend::kCpu; }
+  model::Precision precision() const override { return model::Precision::kFp32; }
+  int64_t batch() const override { return 1; }
+  Status reset(int64_t) override { return Status::kSuccess; }
+  Status reset_slot(int64_t) override { return Status::kSuccess; }
+  Status prefill(int64_t, const int32_t*, int64_t n, float* logits, bool all_logits) override {
+    if (logits)
+      for (int64_t i = 0; i < (all_logits ? n : 1) * cfg_.vocab; ++i) logits[i] = value_;
+    return Status::kSuccess;
+  }
+  Status decode(const int32_t*, float* logits) override {
+    if (logits)
+      for (int64_t i = 0; i < cfg_.vocab; ++i) logits[i] = value_;
+    return Status::kSuccess;
+  }
+
+ private:
+  reference::ModelConfig cfg_;
+  float value_;
+};
+
+TEST(Perplexity, NonFiniteLogitsAreAnErrorNotANanPerplexity) {
+  const std::vector<int32_t> ids = {1, 2, 3, 4, 5, 6, 7, 8};
+  for (const float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
+    ConstantEngine e(bad);
+    tools::PerplexityResult r;
+    std::string err;
+    EXPECT_NE(tools::perplexity(e, ids, 4, 4, "test", &r, &err), Status::kSuccess);
+    EXPECT_NE(err.find("non-finite"), std::string::npos) << err;
+  }
+  ConstantEngine ok(0.5f);  // uniform: perplexity = vocab
+  tools::PerplexityResult r;
+  std::string err;
+  ASSERT_EQ(tools::perplexity(ok, ids, 4, 4, "test", &r, &err), Status::kSuccess) << err;
+  EXPECT_NEAR(r.ppl(), 16.0, 1e-9);
+}
+
+TEST(OutputPath, CheckedBeforeAnyWork) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("quamba_tools_out_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "sub");
+  std::string err;
+  EXPECT_EQ(tools::check_output_path((dir / "new.json").string(), "--json", &err), Status::kSuccess) << err;
+  EXPECT_FALSE(fs::exists(dir / "new.json"));  // the check creates nothing
+  EXPECT_NE(tools::check_output_path((dir / "sub").string(), "--json", &err), Status::kSuccess);
+  EXPECT_NE(err.find("is a directory"), std::string::npos) << err;
+  EXPECT_NE(tools::check_output_path((dir / "x").string() + "/", "--json", &err), Status::kSuccess);
+  EXPECT_NE(tools::check_output_path((dir / "missing" / "x.json").string(), "writing", &err), Status::kSuccess);
+  EXPECT_NE(err.find("does not exist"), std::string::npos) << err;
+  EXPECT_EQ(err.rfind("writing '", 0), 0u) << err;
+  EXPECT_NE(tools::check_output_path("", "--json", &err), Status::kSuccess);
+  EXPECT_EQ(tools::check_output_path("relative-name.json", "--json", &err), Status::kSuccess) << err;
+  fs::remove_all(dir);
+}
+
+}  // namespace
