@@ -14,8 +14,9 @@
 //   continues from its cache, so chunked == one call, bit for bit), and writes the state back
 //   only when every chunk succeeded. logits: fp32 (n, V) when all_logits, else (V) for the last
 //   token; null skips the lm_head (of every chunk but the last, whatever all_logits says).
-// decode(ids, logits): one token for every slot through reference::decode_step on the batched
-//   cache; ids (batch) int32, logits (batch, V) fp32 or null.
+// decode(ids, logits): one token for every slot through reference::decode_step on a copy of the
+//   batched cache that becomes the state only when the step succeeded; ids (batch) int32, logits
+//   (batch, V) fp32 or null.
 // Errors: bad slot, n <= 0, null ids, batch <= 0 -> kErrorInvalidArgument; id outside [0, V) ->
 //   kErrorOutOfRange; state unchanged on every error. The factories report invalid models
 //   (reference::validate_model) and options (batch <= 0, prefill_chunk <= 0) with a message.
@@ -154,11 +155,17 @@ class CpuEngine final : public Engine {
     TensorView<float, 2> out{};
     if (logits) out = make_view(logits, B, V);
     try {
-      // decode_step checks everything before it touches the caches.
-      return reference::decode_step(model_, ids, B, &cache_, out);
+      // decode_step checks its arguments before it touches the caches, but it steps them layer by
+      // layer: a failure part-way (out of memory in a later layer or in the lm_head) would leave
+      // the earlier layers advanced. So it runs on a copy that replaces the state on success only
+      // (a memcpy of the caches, small next to the scalar forward).
+      Cache next = cache_;
+      QUAMBA_RETURN_IF_ERROR(reference::decode_step(model_, ids, B, &next, out));
+      cache_ = std::move(next);
     } catch (const std::bad_alloc&) {
       return Status::kErrorInternal;
     }
+    return Status::kSuccess;
   }
 
   int64_t weight_bytes() const override {

@@ -15,7 +15,11 @@
 //   reset_slot(slot) zeroes one sequence's state; reset(batch) re-creates all slots.
 //
 // Errors: a bad id gives kErrorOutOfRange and leaves every state unchanged; a bad slot, n <= 0
-// or a null ids pointer gives kErrorInvalidArgument. Engines never throw or abort.
+// or a null ids pointer gives kErrorInvalidArgument (these are checked before anything runs).
+// A failure while the work runs (out of memory, a CUDA error) is reported as its Status; the CPU
+// engine then leaves the state unchanged too, while a GPU engine may leave the slots it was
+// stepping partly advanced (reset_slot / reset restore a defined state). Outputs (logits) are
+// unspecified after any error. Engines never throw or abort.
 #pragma once
 
 #include <cstdint>
