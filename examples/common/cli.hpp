@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <new>
@@ -37,10 +38,19 @@ inline int fail_line(const std::string& prog, int code, const std::string& msg) 
 
 // Runs a tool's body; an exception that escapes it (out of memory for absurd sizes, ...) becomes
 // the one-line error too, never an abort.
+// A tool that succeeded but whose stdout could not be written (a full disk, a closed pipe or
+// descriptor) fails with the one-line error too, so that lost output is never silent.
 template <typename F>
 int guarded_main(const char* prog, int argc, char** argv, F&& body) {
   try {
-    return body(argc, argv);
+    const int code = body(argc, argv);
+    if (code == kExitOk) {
+      errno = 0;
+      if (std::fflush(stdout) != 0 || std::ferror(stdout))
+        return fail_line(prog, kExitError,
+                         std::string("cannot write the output to stdout") + (errno ? std::string(": ") + std::strerror(errno) : ""));
+    }
+    return code;
   } catch (const std::bad_alloc&) {
     return fail_line(prog, kExitError, "out of memory (are the sizes on the command line sensible?)");
   } catch (const std::exception& e) {

@@ -208,6 +208,13 @@ Status load_tokenizer(const std::string& explicit_path, const std::string& dir, 
 
 Status tokenize(const io::BpeTokenizer& tok, const std::string& text, int64_t vocab, std::vector<int32_t>* ids,
                 std::string* err, const char* what) {
+  // A model pads its vocabulary by a few ids past the tokenizer's (50280 for 50277); a tokenizer
+  // covering less than half of it belongs to another model, whose output would be noise.
+  if (tok.vocab_size() * 2 < vocab) {
+    *err = std::string(what) + ": the tokenizer has " + std::to_string(tok.vocab_size()) +
+           " ids, less than half the model's vocabulary of " + std::to_string(vocab) + " (tokenizer and model do not match)";
+    return Status::kErrorOutOfRange;
+  }
   std::string msg;
   const Status s = tok.encode(text, ids, &msg);
   if (s != Status::kSuccess) {

@@ -57,7 +57,8 @@ Status load_quantized_model(const std::string& path, reference::QuantizedModel* 
 // explicit_path if given, else <dir>/tokenizer.json.
 Status load_tokenizer(const std::string& explicit_path, const std::string& dir, io::BpeTokenizer* out,
                       std::string* err);
-// Encodes `text` and checks every id against the model's vocabulary (kErrorOutOfRange).
+// Encodes `text` and checks every id against the model's vocabulary (kErrorOutOfRange), and that
+// the tokenizer covers at least half of that vocabulary (else it is another model's).
 Status tokenize(const io::BpeTokenizer& tok, const std::string& text, int64_t vocab, std::vector<int32_t>* ids,
                 std::string* err, const char* what);
 
