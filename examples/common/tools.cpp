@@ -358,27 +358,34 @@ Status perplexity(model::Engine& e, const std::vector<int32_t>& ids, int64_t ctx
       Status s = e.reset_slot(0);
       // Context before the first target's predictor, without the lm_head ...
       if (s == Status::kSuccess && t0w - 1 > begin) s = e.prefill(0, ids.data() + begin, t0w - 1 - begin, nullptr, false);
-      // ... then the positions that predict targets t0w..end-1, with all logits.
+      // ... then the positions that predict targets t0w..end-1, with all logits, at most
+      // kScoreRows at a time (the slot's state carries over): a window of 100k tokens with a
+      // 50k vocabulary would otherwise need 20 GB of logits.
+      constexpr int64_t kScoreRows = 2048;
       const int64_t rows = end - t0w;
-      logits.resize(static_cast<size_t>(rows * V));
-      if (s == Status::kSuccess) s = e.prefill(0, ids.data() + t0w - 1, rows, logits.data(), true);
+      logits.resize(static_cast<size_t>(std::min(rows, kScoreRows) * V));
+      for (int64_t j0 = 0; j0 < rows && s == Status::kSuccess; j0 += kScoreRows) {
+        const int64_t m = std::min(kScoreRows, rows - j0);
+        s = e.prefill(0, ids.data() + t0w - 1 + j0, m, logits.data(), true);
+        if (s != Status::kSuccess) break;
+        for (int64_t j = 0; j < m; ++j) {
+          const float* row = logits.data() + j * V;
+          for (int64_t v = 0; v < V; ++v)
+            if (!std::isfinite(row[v])) {
+              *err = "perplexity: the model produced a non-finite logit (" + std::string(std::isnan(row[v]) ? "NaN" : "Inf") +
+                     ") at token " + std::to_string(t0w - 1 + j0 + j) + " (overflow: are the weights sane?)";
+              return Status::kErrorOutOfRange;
+            }
+          double mx = row[0];
+          for (int64_t v = 1; v < V; ++v) mx = std::max(mx, static_cast<double>(row[v]));
+          double sum = 0;
+          for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(row[v]) - mx);
+          r.nll += mx + std::log(sum) - static_cast<double>(row[ids[static_cast<size_t>(t0w + j0 + j)]]);
+        }
+      }
       if (s != Status::kSuccess) {
         *err = std::string("perplexity: the engine failed: ") + to_string(s);
         return s;
-      }
-      for (int64_t j = 0; j < rows; ++j) {
-        const float* row = logits.data() + j * V;
-        for (int64_t v = 0; v < V; ++v)
-          if (!std::isfinite(row[v])) {
-            *err = "perplexity: the model produced a non-finite logit (" + std::string(std::isnan(row[v]) ? "NaN" : "Inf") +
-                   ") at token " + std::to_string(t0w - 1 + j) + " (overflow: are the weights sane?)";
-            return Status::kErrorOutOfRange;
-          }
-        double mx = row[0];
-        for (int64_t v = 1; v < V; ++v) mx = std::max(mx, static_cast<double>(row[v]));
-        double sum = 0;
-        for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(row[v]) - mx);
-        r.nll += mx + std::log(sum) - static_cast<double>(row[ids[static_cast<size_t>(t0w + j)]]);
       }
       r.tokens += rows;
     }

@@ -3,6 +3,7 @@
 // cannot decode; perplexity() on an engine that produces non-finite logits; output path checks.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -142,6 +143,62 @@ TEST(Perplexity, NonFiniteLogitsAreAnErrorNotANanPerplexity) {
   std::string err;
   ASSERT_EQ(tools::perplexity(ok, ids, 4, 4, "test", &r, &err), Status::kSuccess) << err;
   EXPECT_NEAR(r.ppl(), 16.0, 1e-9);
+}
+
+// An engine whose logits depend on the position in the slot and the input token, so that a
+// perplexity computed from chunked calls can be checked against a direct computation; records
+// the largest all-logits call.
+class PositionEngine final : public model::Engine {
+ public:
+  PositionEngine() {
+    cfg_.vocab = 37;
+    cfg_.d_model = 4;
+  }
+  static float logit(int64_t pos, int32_t id, int64_t v) { return static_cast<float>((pos * 31 + v * 7 + id) % 13) * 0.25f; }
+  const reference::ModelConfig& config() const override { return cfg_; }
+  model::Backend backend() const override { return model::Backend::kCpu; }
+  model::Precision precision() const override { return model::Precision::kFp32; }
+  int64_t batch() const override { return 1; }
+  Status reset(int64_t) override { return Status::kSuccess; }
+  Status reset_slot(int64_t) override {
+    pos_ = 0;
+    return Status::kSuccess;
+  }
+  Status prefill(int64_t, const int32_t* ids, int64_t n, float* logits, bool all_logits) override {
+    if (logits && all_logits) max_rows_ = std::max(max_rows_, n);
+    for (int64_t t = 0; t < n; ++t, ++pos_)
+      if (logits && (all_logits || t + 1 == n))
+        for (int64_t v = 0; v < cfg_.vocab; ++v) logits[(all_logits ? t : 0) * cfg_.vocab + v] = logit(pos_, ids[t], v);
+    return Status::kSuccess;
+  }
+  Status decode(const int32_t*, float*) override { return Status::kErrorNotSupported; }
+  int64_t max_rows() const { return max_rows_; }
+
+ private:
+  reference::ModelConfig cfg_;
+  int64_t pos_ = 0, max_rows_ = 0;
+};
+
+TEST(Perplexity, LongWindowsAreScoredInBoundedPieces) {
+  // One window of 5000 tokens: the logits of every position at once would be 5000 x V floats
+  // (20 GB for a 100k window and a 50k vocabulary); they are scored 2048 rows at a time.
+  const int64_t n = 5000, V = 37;
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) ids[static_cast<size_t>(i)] = static_cast<int32_t>((i * 17 + 3) % V);
+  PositionEngine e;
+  tools::PerplexityResult r;
+  std::string err;
+  ASSERT_EQ(tools::perplexity(e, ids, n, n, "test", &r, &err), Status::kSuccess) << err;
+  EXPECT_LE(e.max_rows(), 2048);
+  double nll = 0;
+  for (int64_t p = 0; p + 1 < n; ++p) {
+    double mx = -1e30, sum = 0;
+    for (int64_t v = 0; v < V; ++v) mx = std::max(mx, static_cast<double>(PositionEngine::logit(p, ids[static_cast<size_t>(p)], v)));
+    for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(PositionEngine::logit(p, ids[static_cast<size_t>(p)], v)) - mx);
+    nll += mx + std::log(sum) - PositionEngine::logit(p, ids[static_cast<size_t>(p)], ids[static_cast<size_t>(p + 1)]);
+  }
+  EXPECT_EQ(r.tokens, n - 1);
+  EXPECT_NEAR(r.nll, nll, 1e-9 * std::fabs(nll));
 }
 
 TEST(OutputPath, CheckedBeforeAnyWork) {
