@@ -13,7 +13,7 @@
 //   runs the reference prefill in chunks of options.prefill_chunk tokens (the reference prefill
 //   continues from its cache, so chunked == one call, bit for bit), and writes the state back
 //   only when every chunk succeeded. logits: fp32 (n, V) when all_logits, else (V) for the last
-//   token; null skips the lm_head (of every chunk but the last, whatever all_logits says).
+//   token (then only the last chunk runs the lm_head); null skips the lm_head of every chunk.
 // decode(ids, logits): one token for every slot through reference::decode_step on a copy of the
 //   batched cache that becomes the state only when the step succeeded; ids (batch) int32, logits
 //   (batch, V) fp32 or null.
