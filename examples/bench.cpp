@@ -67,7 +67,9 @@ int run(int argc, char** argv) {
   cli.opt("--json", &json_path, "FILE", "also write the rows as JSON");
   if (const int r = cli.parse(argc, argv); r != Cli::kContinue) return r;
   const std::string& prog = cli.prog();
-  if (std::string why; !json_path.empty() && check_output_path(json_path, "--json", &why) != Status::kSuccess)
+  if (std::string why; !json_path.empty() &&
+                       check_output_path(json_path, "--json", &why, {model_dir, qpath, calib_path, tokenizer_path}) !=
+                           Status::kSuccess)
     return fail_line(prog, kExitError, why);
   if (model_dir.empty() && qpath.empty()) return fail_line(prog, kExitUsage, "give --model DIR and/or --quantized FILE (try --help)");
 

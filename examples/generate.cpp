@@ -6,6 +6,7 @@
 //   quamba-generate -m DIR -p "The jury said" -n 64 [--greedy | --temp T --top-k K --top-p P --seed S]
 //   quamba-generate -q model-w8a8.safetensors --tokenizer DIR/tokenizer.json -p "..." --backend gpu
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -106,14 +107,20 @@ int run(int argc, char** argv) {
   Sampler sampler(so);
   const std::vector<uint8_t> allowed = decodable_ids(tok, cfg.vocab);
   const int64_t n_vocab = static_cast<int64_t>(allowed.size());
+  std::vector<float> logits(static_cast<size_t>(cfg.vocab));
+  // Sampling fails on a NaN/Inf logit (an overflow: the weights are not sane) or when the
+  // tokenizer has a token for none of the model's ids.
   auto broken = [&]() {
-    return fail_line(prog, kExitError,
-                     "the model produced a non-finite logit (NaN or Inf: an overflow in the weights?) or the tokenizer "
-                     "decodes none of its ids");
+    for (int64_t v = 0; v < n_vocab; ++v)
+      if (!std::isfinite(logits[static_cast<size_t>(v)]))
+        return fail_line(prog, kExitError,
+                         std::string("the model produced a non-finite logit (") +
+                             (std::isnan(logits[static_cast<size_t>(v)]) ? "NaN" : "Inf") + ") for token id " +
+                             std::to_string(v) + ": an overflow, are the weights sane?");
+    return fail_line(prog, kExitError, "the tokenizer has a token for none of the model's ids (tokenizer and model do not match)");
   };
 
   // The prompt first, so that a model that cannot run fails before anything is printed.
-  std::vector<float> logits(static_cast<size_t>(cfg.vocab));
   const auto t0 = std::chrono::steady_clock::now();
   Status s = engine->prefill(0, ids.data(), static_cast<int64_t>(ids.size()), logits.data(), false);
   if (s != Status::kSuccess) return fail_line(prog, kExitError, std::string("prefill failed: ") + to_string(s));

@@ -52,7 +52,8 @@ int run(int argc, char** argv) {
   if (out_path.empty()) return fail_line(prog, kExitUsage, "missing -o OUT.safetensors (try --help)");
   std::string err;
   // Before the calibration, which takes minutes on the CPU.
-  if (check_output_path(out_path, "writing", &err) != Status::kSuccess) return fail_line(prog, kExitError, err);
+  if (check_output_path(out_path, "writing", &err, {model_dir, calib_path, tokenizer_path}) != Status::kSuccess)
+    return fail_line(prog, kExitError, err);
 
   reference::QuantRecipe recipe;
   parse_recipe(recipe_name, &recipe);

@@ -80,7 +80,8 @@ std::string parent_dir(const std::string& path) {
 
 std::string join_path(const std::string& dir, const std::string& name) { return (fs::path(dir) / name).string(); }
 
-Status check_output_path(const std::string& path, const char* what, std::string* err) {
+Status check_output_path(const std::string& path, const char* what, std::string* err,
+                         const std::vector<std::string>& inputs) {
   auto bad = [&](const std::string& why) {
     *err = std::string(what) + " '" + path + "': " + why;
     return Status::kErrorIo;
@@ -93,6 +94,17 @@ Status check_output_path(const std::string& path, const char* what, std::string*
   if (!is_directory(dir)) return bad("directory '" + dir + "' does not exist");
   if (::access(dir.c_str(), W_OK) != 0) return bad("directory '" + dir + "' is not writable");
   if (is_file(path) && ::access(path.c_str(), W_OK) != 0) return bad("the file is not writable");
+  if (is_file(path)) {
+    for (const std::string& in : inputs) {
+      if (in.empty()) continue;
+      std::vector<std::string> files = {in};
+      if (is_directory(in))
+        files = {join_path(in, "config.json"), join_path(in, "model.safetensors"),
+                 join_path(in, "model.safetensors.index.json"), join_path(in, "tokenizer.json")};
+      for (const std::string& f : files)
+        if (fs::equivalent(path, f, ec) && !ec) return bad("is an input of this run ('" + f + "'): writing it would destroy it");
+    }
+  }
   return Status::kSuccess;
 }
 

@@ -41,8 +41,11 @@ class Progress {
 Status read_text_file(const std::string& path, std::string* out, std::string* err);
 bool is_directory(const std::string& path);
 // Whether `path` can be written as an output file, checked before any long work: not a
-// directory, its directory exists and is writable. kErrorIo with "<what> '<path>': why" in *err.
-Status check_output_path(const std::string& path, const char* what, std::string* err);
+// directory, its directory exists and is writable, and it is none of the `inputs` (files, or
+// model directories whose config.json / model.safetensors / index / tokenizer.json count), which
+// writing it would destroy. kErrorIo with "<what> '<path>': why" in *err.
+Status check_output_path(const std::string& path, const char* what, std::string* err,
+                         const std::vector<std::string>& inputs = {});
 bool is_file(const std::string& path);
 std::string parent_dir(const std::string& path);
 std::string join_path(const std::string& dir, const std::string& name);

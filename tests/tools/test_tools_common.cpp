@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <string>
 #include <vector>
@@ -217,6 +218,18 @@ TEST(OutputPath, CheckedBeforeAnyWork) {
   EXPECT_EQ(err.rfind("writing '", 0), 0u) << err;
   EXPECT_NE(tools::check_output_path("", "--json", &err), Status::kSuccess);
   EXPECT_EQ(tools::check_output_path("relative-name.json", "--json", &err), Status::kSuccess) << err;
+  // An existing output that is one of the inputs (directly, or inside an input model directory).
+  { std::ofstream(dir / "text.txt") << "x"; }
+  { std::ofstream(dir / "sub" / "config.json") << "{}"; }
+  EXPECT_EQ(tools::check_output_path((dir / "text.txt").string(), "--json", &err, {(dir / "other.txt").string()}),
+            Status::kSuccess) << err;
+  EXPECT_NE(tools::check_output_path((dir / "text.txt").string(), "--json", &err, {"", (dir / "text.txt").string()}),
+            Status::kSuccess);
+  EXPECT_NE(err.find("input of this run"), std::string::npos) << err;
+  EXPECT_NE(tools::check_output_path((dir / "sub" / ".." / "sub" / "config.json").string(), "writing", &err,
+                                     {(dir / "sub").string()}),
+            Status::kSuccess);
+  EXPECT_NE(err.find("input of this run"), std::string::npos) << err;
   fs::remove_all(dir);
 }
 
