@@ -67,11 +67,11 @@ int run(int argc, char** argv) {
   cli.opt("--json", &json_path, "FILE", "also write the rows as JSON");
   if (const int r = cli.parse(argc, argv); r != Cli::kContinue) return r;
   const std::string& prog = cli.prog();
+  if (model_dir.empty() && qpath.empty()) return fail_line(prog, kExitUsage, "give --model DIR and/or --quantized FILE (try --help)");
   if (std::string why; !json_path.empty() &&
                        check_output_path(json_path, "--json", &why, {model_dir, qpath, calib_path, tokenizer_path}) !=
                            Status::kSuccess)
     return fail_line(prog, kExitError, why);
-  if (model_dir.empty() && qpath.empty()) return fail_line(prog, kExitUsage, "give --model DIR and/or --quantized FILE (try --help)");
 
   const bool gpu = gpu_available();
   if (engines_s.empty()) engines_s = gpu ? "gpu-fp16,gpu-w8a8" : "cpu-fp32,cpu-w8a8";

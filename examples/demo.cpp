@@ -174,7 +174,7 @@ int run(int argc, char** argv) {
       TextStreamer out(tok, stdout);
       for (int64_t i = 0; i < gen_tokens && s == Status::kSuccess; ++i) {
         const int32_t id = sampler.sample(logits.data(), static_cast<int64_t>(allowed.size()), allowed.data());
-        if (id < 0) return fail_line(prog, kExitError, "generation: the model produced a non-finite logit (NaN or Inf)");
+        if (id < 0) return fail_line(prog, kExitError, "generation: the model produced a non-finite logit (NaN or Inf), or the tokenizer has a token for none of its ids");
         if (out.push(id, &err) != Status::kSuccess) return fail_line(prog, kExitError, err);
         if (i + 1 < gen_tokens) s = e->decode(&id, logits.data());
       }

@@ -60,15 +60,15 @@ int run(int argc, char** argv) {
   cli.opt("--json", &json_path, "FILE", "also write the results as JSON");
   if (const int r = cli.parse(argc, argv); r != Cli::kContinue) return r;
   const std::string& prog = cli.prog();
+  if (model_dir.empty() && qpaths.empty()) return fail_line(prog, kExitUsage, "give --model DIR and/or --quantized FILE (try --help)");
+  if (text_path.empty()) return fail_line(prog, kExitUsage, "missing -f TEXT (try --help)");
+  if (stride == 0) stride = ctx;
+  if (stride > ctx) return fail_line(prog, kExitUsage, "--stride " + std::to_string(stride) + " exceeds --ctx " + std::to_string(ctx));
   if (std::string why; !json_path.empty()) {
     std::vector<std::string> inputs = {model_dir, tokenizer_path, text_path, calib_path};
     inputs.insert(inputs.end(), qpaths.begin(), qpaths.end());
     if (check_output_path(json_path, "--json", &why, inputs) != Status::kSuccess) return fail_line(prog, kExitError, why);
   }
-  if (model_dir.empty() && qpaths.empty()) return fail_line(prog, kExitUsage, "give --model DIR and/or --quantized FILE (try --help)");
-  if (text_path.empty()) return fail_line(prog, kExitUsage, "missing -f TEXT (try --help)");
-  if (stride == 0) stride = ctx;
-  if (stride > ctx) return fail_line(prog, kExitUsage, "--stride " + std::to_string(stride) + " exceeds --ctx " + std::to_string(ctx));
 
   std::string err;
   BackendChoice choice;
