@@ -257,7 +257,7 @@ inline Status gemm_f16_f32out(cublasHandle_t h, int64_t M, int64_t N, int64_t K,
   const int64_t kMax = 0x7fffffff;
   if (M > kMax || N > kMax || K > kMax || lda > kMax || ldw > kMax || ldc > kMax) return Status::kErrorNotSupported;
   if (M == 0) return Status::kSuccess;
-  if (cublasSetStream(h, s) != CUBLAS_STATUS_SUCCESS) return Status::kErrorCuda;
+  QUAMBA_RETURN_IF_ERROR(gemm::bind_cublas_stream(h, s));
   const float alpha = 1.0f;
   const cublasStatus_t st = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N), static_cast<int>(M),
                                          static_cast<int>(K), &alpha, W, CUDA_R_16F, static_cast<int>(ldw), A,

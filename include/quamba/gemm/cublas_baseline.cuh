@@ -46,12 +46,24 @@ inline Status can_implement_f16_cublas(const GemmF16Params& p) {
   return Status::kSuccess;
 }
 
-// Runs on the handle's current stream after setting it to `stream`.
+// Makes `stream` the handle's stream, calling cublasSetStream only when it differs: that call
+// also resets the handle's workspace to cuBLAS's default pool, which would drop a caller's
+// cublasSetWorkspace (needed for graph capture, where cuBLAS must not allocate). So a caller
+// that owns a workspace sets the stream first, then the workspace, and every later call on the
+// same stream keeps it.
+inline Status bind_cublas_stream(cublasHandle_t handle, cudaStream_t stream) {
+  cudaStream_t current = nullptr;
+  if (cublasGetStream(handle, &current) != CUBLAS_STATUS_SUCCESS) return Status::kErrorCuda;
+  if (current != stream && cublasSetStream(handle, stream) != CUBLAS_STATUS_SUCCESS) return Status::kErrorCuda;
+  return Status::kSuccess;
+}
+
+// Runs on `stream` (bind_cublas_stream).
 inline Status gemm_f16_cublas(cublasHandle_t handle, const GemmF16Params& p, cudaStream_t stream) {
   if (handle == nullptr) return Status::kErrorInvalidArgument;
   QUAMBA_RETURN_IF_ERROR(can_implement_f16_cublas(p));
   if (p.M == 0) return Status::kSuccess;
-  if (cublasSetStream(handle, stream) != CUBLAS_STATUS_SUCCESS) return Status::kErrorCuda;
+  QUAMBA_RETURN_IF_ERROR(bind_cublas_stream(handle, stream));
   const cublasStatus_t s =
       cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(p.N), static_cast<int>(p.M),
                    static_cast<int>(p.K), &p.alpha, p.W, CUDA_R_16F, static_cast<int>(p.ldw), p.A, CUDA_R_16F,

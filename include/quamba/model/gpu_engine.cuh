@@ -32,7 +32,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <exception>
 #include <memory>
+#include <new>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -183,7 +185,9 @@ class GpuEngine final : public Engine {
     QUAMBA_RETURN_IF_ERROR(sync());
     drop_graph();
     batch_ = batch;
-    return allocate_state();
+    const Status st = allocate_state();
+    if (st != Status::kSuccess) drop_state();  // no slots (every call refused) until a reset succeeds
+    return st;
   }
 
   Status reset_slot(int64_t slot) override {
@@ -216,7 +220,7 @@ class GpuEngine final : public Engine {
 
   // Checks `batch` host ids and copies them to the device (stream-ordered).
   Status set_decode_ids(const int32_t* ids) {
-    if (!ids) return Status::kErrorInvalidArgument;
+    if (!ids || batch_ <= 0) return Status::kErrorInvalidArgument;
     QUAMBA_RETURN_IF_ERROR(norm::validate_ids(ids, batch_, dims_.V));
     QUAMBA_RETURN_IF_CUDA_ERROR(
         cudaMemcpyAsync(ws_.ids, ids, size_t(batch_) * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
@@ -277,11 +281,12 @@ class GpuEngine final : public Engine {
       return fail(Status::kErrorCuda, "cudaStreamCreate failed");
     if (cublasCreate(&cublas_) != CUBLAS_STATUS_SUCCESS) return fail(Status::kErrorCuda, "cublasCreate failed");
     // A workspace of our own: cuBLAS then allocates nothing at call time, which graph capture needs
-    // (32 MiB: what cuBLAS uses by default on Hopper).
+    // (32 MiB: what cuBLAS uses by default on Hopper). The stream is set first: cublasSetStream
+    // resets the workspace, and the GEMM calls (gemm::bind_cublas_stream) never set it again.
+    if (cublasSetStream(cublas_, stream_) != CUBLAS_STATUS_SUCCESS) return fail(Status::kErrorCuda, "cublasSetStream failed");
     if (cublas_ws_.allocate(size_t(32) << 20) != Status::kSuccess ||
         cublasSetWorkspace(cublas_, cublas_ws_.get(), cublas_ws_.size()) != CUBLAS_STATUS_SUCCESS)
       return fail(Status::kErrorCuda, "cuBLAS workspace allocation failed");
-    if (cublasSetStream(cublas_, stream_) != CUBLAS_STATUS_SUCCESS) return fail(Status::kErrorCuda, "cublasSetStream failed");
     const Status st = allocate_state();
     if (st != Status::kSuccess) return fail(st, "device allocation of caches/workspace failed");
     return Status::kSuccess;
@@ -293,8 +298,13 @@ class GpuEngine final : public Engine {
       if (err) *err = "device allocation of " + std::to_string(pk.bytes()) + " weight bytes failed";
       return Status::kErrorCuda;
     }
-    if (pk.keeps_data())
-      QUAMBA_RETURN_IF_CUDA_ERROR(cudaMemcpy(weights_.get(), pk.blob().data(), pk.bytes(), cudaMemcpyHostToDevice));
+    if (pk.keeps_data()) {
+      // Pageable source: the copy may still be in flight when cudaMemcpy returns, and the engine's
+      // non-blocking stream would not wait for it; ordering it on that stream and waiting is exact.
+      QUAMBA_RETURN_IF_CUDA_ERROR(
+          cudaMemcpyAsync(weights_.get(), pk.blob().data(), pk.bytes(), cudaMemcpyHostToDevice, stream_));
+      return sync();
+    }
     return Status::kSuccess;
   }
 
@@ -334,8 +344,10 @@ class GpuEngine final : public Engine {
     QUAMBA_RETURN_IF_ERROR(ssm_.allocate(caches_.ssm_bytes(dims_)));
     caches_.conv = conv_.get();
     caches_.ssm = static_cast<float*>(ssm_.get());
-    QUAMBA_RETURN_IF_CUDA_ERROR(cudaMemset(conv_.get(), 0, conv_.size()));
-    QUAMBA_RETURN_IF_CUDA_ERROR(cudaMemset(ssm_.get(), 0, ssm_.size()));
+    // On the engine's stream (non-blocking: it does not wait for the legacy default stream), so
+    // the zeroing is ordered before the next prefill or decode.
+    QUAMBA_RETURN_IF_CUDA_ERROR(cudaMemsetAsync(conv_.get(), 0, conv_.size(), stream_));
+    QUAMBA_RETURN_IF_CUDA_ERROR(cudaMemsetAsync(ssm_.get(), 0, ssm_.size(), stream_));
     const int64_t rows = std::max(chunk_, batch_);
     const int64_t lrows = std::max(batch_, std::min<int64_t>(chunk_, 64));
     const bool rot = rotated_scratch_ && dt == block::Dtype::kF16;
@@ -343,8 +355,18 @@ class GpuEngine final : public Engine {
     QUAMBA_RETURN_IF_ERROR(workspace_.allocate(bytes));
     QUAMBA_RETURN_IF_ERROR(
         block::carve_model_workspace(workspace_.get(), workspace_.size(), dims_, rows, lrows, dt, rot, &ws_));
-    QUAMBA_RETURN_IF_CUDA_ERROR(cudaMemset(ws_.error_flag, 0, sizeof(int32_t)));
-    return Status::kSuccess;
+    QUAMBA_RETURN_IF_CUDA_ERROR(cudaMemsetAsync(ws_.error_flag, 0, sizeof(int32_t), stream_));
+    return sync();
+  }
+
+  // After a failed allocation: no slots and no dangling pointers into released buffers.
+  void drop_state() {
+    batch_ = 0;
+    caches_.conv = nullptr;
+    caches_.ssm = nullptr;
+    conv_.release();
+    ssm_.release();
+    workspace_.release();
   }
 
   Status prefill_layers(int64_t L, int64_t slot, quant::ObserverHook* hook) {
@@ -452,38 +474,57 @@ inline Status build_fp16(const reference::ModelWeights& w, const EngineOptions& 
   return Status::kSuccess;
 }
 
+// The factories pack multi-GB host blobs: a host allocation failure (or any other exception)
+// becomes a Status here, as engine.hpp promises, instead of escaping.
+template <typename F>
+Status no_throw(std::string* err, F&& f) {
+  try {
+    return f();
+  } catch (const std::bad_alloc&) {
+    if (err) *err = "out of host memory while preparing the engine";
+    return Status::kErrorInternal;
+  } catch (const std::exception& e) {
+    if (err) *err = std::string("unexpected failure while preparing the engine: ") + e.what();
+    return Status::kErrorInternal;
+  }
+}
+
 }  // namespace detail
 
 inline Status make_gpu_engine_fp16(const reference::ModelWeights& w, const EngineOptions& opts,
                                    std::unique_ptr<Engine>* out, std::string* err) {
-  if (!out) return Status::kErrorInvalidArgument;
-  std::unique_ptr<GpuEngine> e;
-  QUAMBA_RETURN_IF_ERROR(detail::build_fp16(w, opts, false, &e, err));
-  *out = std::move(e);
-  return Status::kSuccess;
+  return detail::no_throw(err, [&]() -> Status {
+    if (!out) return Status::kErrorInvalidArgument;
+    std::unique_ptr<GpuEngine> e;
+    QUAMBA_RETURN_IF_ERROR(detail::build_fp16(w, opts, false, &e, err));
+    *out = std::move(e);
+    return Status::kSuccess;
+  });
 }
 
 inline Status make_gpu_engine_w8a8(const reference::QuantizedModel& q, const EngineOptions& opts,
                                    std::unique_ptr<Engine>* out, std::string* err) {
-  if (!out) return Status::kErrorInvalidArgument;
-  const Status v = reference::validate_model(q);
-  if (v != Status::kSuccess) {
-    if (err)
-      *err = v == Status::kErrorNotSupported ? "the Hadamard rotation has no supported size for d_inner"
-                                             : "quantized model is inconsistent with its config";
-    return v;
-  }
-  auto e = std::make_unique<GpuEngine>();
-  QUAMBA_RETURN_IF_ERROR(e->init_common(q.config, Precision::kW8A8, opts, false, err));
-  block::BlockDims d;
-  QUAMBA_RETURN_IF_ERROR(block::make_dims(q.config, &d));
-  block::WeightPacker pk(true);
-  for (const auto& l : q.layers) e->i8_.layers.push_back(block::pack_layer_i8(pk, d, &l, q.recipe.use_hadamard));
-  e->i8_.head = block::pack_head(pk, d, q.embedding.data(), q.norm_f.data(), q.lm_head.data(), q.config.tie_embeddings);
-  QUAMBA_RETURN_IF_ERROR(e->upload_weights(pk, err));
-  e->bind_weights(!q.config.tie_embeddings);
-  *out = std::move(e);
-  return Status::kSuccess;
+  return detail::no_throw(err, [&]() -> Status {
+    if (!out) return Status::kErrorInvalidArgument;
+    const Status v = reference::validate_model(q);
+    if (v != Status::kSuccess) {
+      if (err)
+        *err = v == Status::kErrorNotSupported ? "the Hadamard rotation has no supported size for d_inner"
+                                               : "quantized model is inconsistent with its config";
+      return v;
+    }
+    auto e = std::make_unique<GpuEngine>();
+    QUAMBA_RETURN_IF_ERROR(e->init_common(q.config, Precision::kW8A8, opts, false, err));
+    block::BlockDims d;
+    QUAMBA_RETURN_IF_ERROR(block::make_dims(q.config, &d));
+    block::WeightPacker pk(true);
+    for (const auto& l : q.layers) e->i8_.layers.push_back(block::pack_layer_i8(pk, d, &l, q.recipe.use_hadamard));
+    e->i8_.head = block::pack_head(pk, d, q.embedding.data(), q.norm_f.data(), q.lm_head.data(), q.config.tie_embeddings);
+    QUAMBA_RETURN_IF_ERROR(e->upload_weights(pk, err));
+    e->bind_weights(!q.config.tie_embeddings);
+    *out = std::move(e);
+    return Status::kSuccess;
+  });
 }
 
 // Weights generated on the device with Mamba-like ranges (linear U(±1/√fan_in), conv U(±1/2),
@@ -493,76 +534,78 @@ inline Status make_gpu_engine_w8a8(const reference::QuantizedModel& q, const Eng
 // x_proj / dt_proj is random too). Precision kFp32 is not a GPU precision (kErrorNotSupported).
 inline Status make_gpu_engine_random(const reference::ModelConfig& c, Precision p, uint64_t seed,
                                      const EngineOptions& opts, std::unique_ptr<Engine>* out, std::string* err) {
-  if (!out) return Status::kErrorInvalidArgument;
-  if (p == Precision::kFp32) return Status::kErrorNotSupported;
-  auto e = std::make_unique<GpuEngine>();
-  QUAMBA_RETURN_IF_ERROR(e->init_common(c, p, opts, false, err));
-  block::BlockDims d;
-  QUAMBA_RETURN_IF_ERROR(block::make_dims(c, &d));
-  block::WeightPacker pk(false);
-  const bool fp16 = p == Precision::kFp16;
-  for (int64_t l = 0; l < c.n_layer; ++l) {
-    if (fp16) e->f16_.layers.push_back(block::pack_layer_f16(pk, d, nullptr));
-    else e->i8_.layers.push_back(block::pack_layer_i8(pk, d, nullptr, reference::hadamard_size_supported(d.E)));
-  }
-  (fp16 ? e->f16_.head : e->i8_.head) = block::pack_head(pk, d, nullptr, nullptr, nullptr, c.tie_embeddings);
-  QUAMBA_RETURN_IF_ERROR(e->upload_weights(pk, err));
-  e->bind_weights(!c.tie_embeddings);
-  const cudaStream_t s = e->stream();
-  const size_t D = d.D, E = d.E, N = d.N, K = d.K, R = d.R, Xp = d.Xp, Rp = d.Rp;
-  const float bD = 1.0f / std::sqrt(float(D)), bE = 1.0f / std::sqrt(float(E)), bR = 1.0f / std::sqrt(float(R));
-  uint64_t sd = seed;
-  auto next = [&] { return sd += 0x632be59bd9b4e019ull; };
-  if (fp16) {
-    for (auto& l : e->f16_.layers) {
-      QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(l.norm_gamma, D, 1.f, 1.f, next(), s));
-      QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(l.in_proj, 2 * E * D, -bD, bD, next(), s));
-      QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(l.conv_w, E * K, -.5f, .5f, next(), s));
-      QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(l.conv_b, E, -.5f, .5f, next(), s));
-      QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(l.x_proj, Xp * E, -bE, bE, next(), s));
-      QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(l.dt_proj, E * R, -bR, bR, next(), s));
-      QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(l.dt_bias, E, -6.9f, -2.3f, next(), s));
-      QUAMBA_RETURN_IF_ERROR(detail::fill_a(l.A, E * N, int(N), 1.f, s));
-      QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(l.Dskip, E, 1.f, 1.f, next(), s));
-      QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(l.out_proj, D * E, -bE, bE, next(), s));
+  return detail::no_throw(err, [&]() -> Status {
+    if (!out) return Status::kErrorInvalidArgument;
+    if (p == Precision::kFp32) return Status::kErrorNotSupported;
+    auto e = std::make_unique<GpuEngine>();
+    QUAMBA_RETURN_IF_ERROR(e->init_common(c, p, opts, false, err));
+    block::BlockDims d;
+    QUAMBA_RETURN_IF_ERROR(block::make_dims(c, &d));
+    block::WeightPacker pk(false);
+    const bool fp16 = p == Precision::kFp16;
+    for (int64_t l = 0; l < c.n_layer; ++l) {
+      if (fp16) e->f16_.layers.push_back(block::pack_layer_f16(pk, d, nullptr));
+      else e->i8_.layers.push_back(block::pack_layer_i8(pk, d, nullptr, reference::hadamard_size_supported(d.E)));
     }
-  } else {
-    const float q = 127.f;
-    const float s_A = std::log(float(N)) / q;
-    for (auto& l : e->i8_.layers) {
-      QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(l.norm_gamma, D, 1.f, 1.f, next(), s));
-      for (const int8_t* t : {l.in_proj, l.conv_w, l.conv_b, l.x_proj, l.Dskip, l.out_proj}) {
-        const size_t n = t == l.in_proj ? 2 * E * D : t == l.conv_w ? E * K : t == l.x_proj ? Xp * E
-                         : t == l.out_proj ? D * E : E;
-        QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(t, n, -q, q, next(), s));
+    (fp16 ? e->f16_.head : e->i8_.head) = block::pack_head(pk, d, nullptr, nullptr, nullptr, c.tie_embeddings);
+    QUAMBA_RETURN_IF_ERROR(e->upload_weights(pk, err));
+    e->bind_weights(!c.tie_embeddings);
+    const cudaStream_t s = e->stream();
+    const size_t D = d.D, E = d.E, N = d.N, K = d.K, R = d.R, Xp = d.Xp, Rp = d.Rp;
+    const float bD = 1.0f / std::sqrt(float(D)), bE = 1.0f / std::sqrt(float(E)), bR = 1.0f / std::sqrt(float(R));
+    uint64_t sd = seed;
+    auto next = [&] { return sd += 0x632be59bd9b4e019ull; };
+    if (fp16) {
+      for (auto& l : e->f16_.layers) {
+        QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(l.norm_gamma, D, 1.f, 1.f, next(), s));
+        QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(l.in_proj, 2 * E * D, -bD, bD, next(), s));
+        QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(l.conv_w, E * K, -.5f, .5f, next(), s));
+        QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(l.conv_b, E, -.5f, .5f, next(), s));
+        QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(l.x_proj, Xp * E, -bE, bE, next(), s));
+        QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(l.dt_proj, E * R, -bR, bR, next(), s));
+        QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(l.dt_bias, E, -6.9f, -2.3f, next(), s));
+        QUAMBA_RETURN_IF_ERROR(detail::fill_a(l.A, E * N, int(N), 1.f, s));
+        QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(l.Dskip, E, 1.f, 1.f, next(), s));
+        QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(l.out_proj, D * E, -bE, bE, next(), s));
       }
-      QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(l.dt_proj, E * Rp, -q, q, next(), s));
-      QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(l.dt_bias, E, -q, -q / 3, next(), s));
-      QUAMBA_RETURN_IF_ERROR(detail::fill_a(l.A_log, E * N, int(N), 1.f / s_A, s));
-      // Scales: weights of the ranges above over 127; activations h 4, xz 3, u 2, xdbl 2, δraw 2, o 2.
-      const float s_h = 4 / q, s_xz = 3 / q, s_u = 2 / q, s_xd = 2 / q, s_dt = 2 / q, s_o = 2 / q;
-      block::LayerScalesI8& sc = l.s;
-      sc.inv_s_h = 1 / s_h;
-      sc.alpha_in = reference::requant_alpha(s_h, bD / q, s_xz);
-      sc.conv_scale_wx = s_xz * (.5f / q);
-      sc.conv_s_b = .5f / q;
-      sc.conv_inv_s_u = 1 / s_u;
-      sc.alpha_x = reference::requant_alpha(s_u, bE / q, s_xd);
-      sc.alpha_dt = reference::requant_alpha(s_xd, bR / q, s_dt);
-      sc.s_u = s_u; sc.s_dt = s_dt; sc.s_xd = s_xd; sc.s_xz = s_xz;
-      sc.s_A = s_A; sc.s_D = 1 / q; sc.s_bdt = 6.9f / q;
-      sc.out_factor = l.use_hadamard ? reference::hadamard_quant_factor(int64_t(E), 1 / s_o) : 1 / s_o;
-      sc.alpha_out = reference::dequant_alpha(s_o, bE / q);
+    } else {
+      const float q = 127.f;
+      const float s_A = std::log(float(N)) / q;
+      for (auto& l : e->i8_.layers) {
+        QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(l.norm_gamma, D, 1.f, 1.f, next(), s));
+        for (const int8_t* t : {l.in_proj, l.conv_w, l.conv_b, l.x_proj, l.Dskip, l.out_proj}) {
+          const size_t n = t == l.in_proj ? 2 * E * D : t == l.conv_w ? E * K : t == l.x_proj ? Xp * E
+                           : t == l.out_proj ? D * E : E;
+          QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(t, n, -q, q, next(), s));
+        }
+        QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(l.dt_proj, E * Rp, -q, q, next(), s));
+        QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(l.dt_bias, E, -q, -q / 3, next(), s));
+        QUAMBA_RETURN_IF_ERROR(detail::fill_a(l.A_log, E * N, int(N), 1.f / s_A, s));
+        // Scales: weights of the ranges above over 127; activations h 4, xz 3, u 2, xdbl 2, δraw 2, o 2.
+        const float s_h = 4 / q, s_xz = 3 / q, s_u = 2 / q, s_xd = 2 / q, s_dt = 2 / q, s_o = 2 / q;
+        block::LayerScalesI8& sc = l.s;
+        sc.inv_s_h = 1 / s_h;
+        sc.alpha_in = reference::requant_alpha(s_h, bD / q, s_xz);
+        sc.conv_scale_wx = s_xz * (.5f / q);
+        sc.conv_s_b = .5f / q;
+        sc.conv_inv_s_u = 1 / s_u;
+        sc.alpha_x = reference::requant_alpha(s_u, bE / q, s_xd);
+        sc.alpha_dt = reference::requant_alpha(s_xd, bR / q, s_dt);
+        sc.s_u = s_u; sc.s_dt = s_dt; sc.s_xd = s_xd; sc.s_xz = s_xz;
+        sc.s_A = s_A; sc.s_D = 1 / q; sc.s_bdt = 6.9f / q;
+        sc.out_factor = l.use_hadamard ? reference::hadamard_quant_factor(int64_t(E), 1 / s_o) : 1 / s_o;
+        sc.alpha_out = reference::dequant_alpha(s_o, bE / q);
+      }
     }
-  }
-  block::HeadWeights& h = fp16 ? e->f16_.head : e->i8_.head;
-  QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(h.embedding, size_t(d.V) * D, -.035f, .035f, next(), s));
-  QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(h.norm_f, D, 1.f, 1.f, next(), s));
-  if (!c.tie_embeddings)
-    QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(h.lm_head, size_t(d.V) * D, -.035f, .035f, next(), s));
-  QUAMBA_RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(s));
-  *out = std::move(e);
-  return Status::kSuccess;
+    block::HeadWeights& h = fp16 ? e->f16_.head : e->i8_.head;
+    QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(h.embedding, size_t(d.V) * D, -.035f, .035f, next(), s));
+    QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(h.norm_f, D, 1.f, 1.f, next(), s));
+    if (!c.tie_embeddings)
+      QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(h.lm_head, size_t(d.V) * D, -.035f, .035f, next(), s));
+    QUAMBA_RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(s));
+    *out = std::move(e);
+    return Status::kSuccess;
+  });
 }
 
 // The fp16 forward over each sequence (batch 1, fresh zero state per sequence, chunks of
