@@ -464,7 +464,7 @@ int32_t Sampler::sample(const float* logits, int64_t n, const uint8_t* allowed) 
 }
 
 Status TextStreamer::push(int32_t id, std::string* err) {
-  ids_.push_back(id);
+  pending_.push_back(id);
   return emit(false, err);
 }
 
@@ -472,18 +472,26 @@ Status TextStreamer::flush(std::string* err) { return emit(true, err); }
 
 Status TextStreamer::emit(bool final, std::string* err) {
   std::string text, msg;
-  const Status s = tok_.decode(ids_, &text, &msg);
+  const Status s = tok_.decode(pending_, &text, &msg);
   if (s != Status::kSuccess) {
     *err = "decoding the output: " + msg;
     return s;
   }
   static const std::string kReplacement = "\xEF\xBF\xBD";
-  if (!final)
-    while (text.size() >= 3 && text.compare(text.size() - 3, 3, kReplacement) == 0) text.resize(text.size() - 3);
-  if (text.size() > printed_.size() && text.compare(0, printed_.size(), printed_) == 0) {
-    std::fwrite(text.data() + printed_.size(), 1, text.size() - printed_.size(), out_);
+  size_t keep = text.size();
+  if (!final && pending_.size() < kMaxPending)
+    while (keep >= 3 && text.compare(keep - 3, 3, kReplacement) == 0) keep -= 3;
+  // What is new: text[shown_.size(), keep), when the text still starts with what was shown (a
+  // completed character may replace replacement characters that were never printed).
+  if (keep > shown_.size() && text.compare(0, shown_.size(), shown_) == 0) {
+    std::fwrite(text.data() + shown_.size(), 1, keep - shown_.size(), out_);
     std::fflush(out_);
-    printed_ = text;
+    printed_.append(text, shown_.size(), keep - shown_.size());
+    shown_.assign(text, 0, keep);
+  }
+  if (keep == text.size()) {  // every pending id printed in full: a clean boundary
+    pending_.clear();
+    shown_.clear();
   }
   return Status::kSuccess;
 }

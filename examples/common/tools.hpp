@@ -131,6 +131,8 @@ class Sampler {
 
 // Streams the text of a growing list of ids: each call prints what is new since the last, holding
 // back a trailing incomplete UTF-8 character (decoded as U+FFFD) until the next token completes it.
+// Only the ids since the last complete character are decoded again (at most kMaxPending of them:
+// past that the replacement characters are printed), so a long generation stays linear.
 class TextStreamer {
  public:
   explicit TextStreamer(const io::BpeTokenizer& tok, std::FILE* out) : tok_(tok), out_(out) {}
@@ -139,10 +141,12 @@ class TextStreamer {
   const std::string& text() const { return printed_; }
 
  private:
+  static constexpr size_t kMaxPending = 16;
   Status emit(bool final, std::string* err);
   const io::BpeTokenizer& tok_;
   std::FILE* out_;
-  std::vector<int32_t> ids_;
+  std::vector<int32_t> pending_;  // ids not yet printed in full
+  std::string shown_;             // the part of pending_'s text already printed
   std::string printed_;
 };
 

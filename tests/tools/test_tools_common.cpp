@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -99,6 +101,76 @@ TEST(Sampler, SkipsIdsTheTokenizerCannotDecode) {
   std::vector<uint8_t> none(static_cast<size_t>(n), 0);
   EXPECT_EQ(hot.sample(logits.data(), n, none.data()), -1);
   EXPECT_EQ(greedy.sample(logits.data(), n, none.data()), -1);
+}
+
+// A byte-level tokenizer.json without merges: id b is byte b (GPT-2's byte -> code point map).
+std::string bytes_tokenizer_json() {
+  std::string vocab;
+  unsigned extra = 0;
+  for (unsigned b = 0; b < 256; ++b) {
+    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
+    const unsigned cp = printable ? b : 256 + extra++;
+    char buf[16];
+    std::snprintf(buf, sizeof(buf), "\\u%04x", cp);
+    vocab += std::string(b ? "," : "") + "\"" + buf + "\":" + std::to_string(b);
+  }
+  return "{\"model\":{\"type\":\"BPE\",\"vocab\":{" + vocab +
+         "},\"merges\":[]},\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false},"
+         "\"decoder\":{\"type\":\"ByteLevel\"}}";
+}
+
+std::string stream(const io::BpeTokenizer& tok, const std::vector<int32_t>& ids, std::vector<std::string>* steps) {
+  std::FILE* f = std::tmpfile();
+  EXPECT_NE(f, nullptr);
+  tools::TextStreamer out(tok, f);
+  std::string err;
+  for (const int32_t id : ids) {
+    EXPECT_EQ(out.push(id, &err), Status::kSuccess) << err;
+    if (steps) steps->push_back(out.text());
+  }
+  EXPECT_EQ(out.flush(&err), Status::kSuccess) << err;
+  std::string written(static_cast<size_t>(std::ftell(f)), '\0');
+  std::rewind(f);
+  EXPECT_EQ(std::fread(written.data(), 1, written.size(), f), written.size());
+  std::fclose(f);
+  EXPECT_EQ(written, out.text());
+  return written;
+}
+
+TEST(TextStreamer, StreamsWhatTheWholeDecodeGives) {
+  io::BpeTokenizer tok;
+  std::string err;
+  ASSERT_EQ(tok.load_from_string(bytes_tokenizer_json(), &err), Status::kSuccess) << err;
+  // Multi-byte characters arrive one byte (token) at a time and are held back until complete.
+  const std::string text = "The jury \xC3\xA9t\xC3\xA9 \xE2\x82\xAC 5 \xF0\x9F\x98\x80!\n";
+  std::vector<int32_t> ids;
+  for (const unsigned char c : text) ids.push_back(c);
+  std::vector<std::string> steps;
+  EXPECT_EQ(stream(tok, ids, &steps), text);
+  for (size_t i = 0; i < steps.size(); ++i) {
+    EXPECT_EQ(text.compare(0, steps[i].size(), steps[i]), 0) << "step " << i << " printed something else";
+    EXPECT_EQ(steps[i].find("\xEF\xBF\xBD"), std::string::npos) << "step " << i << " printed a replacement character";
+  }
+  // Ill-formed bytes in the stream: the same U+FFFDs as decoding the whole list at once.
+  std::vector<int32_t> bad = {'a', 0xE2, 0x82, 'b', 0xFF, 'c', 0xF0, 0x9F, 0x98, 0x80, 0xC3};
+  std::string whole;
+  ASSERT_EQ(tok.decode(bad, &whole, &err), Status::kSuccess) << err;
+  EXPECT_EQ(stream(tok, bad, nullptr), whole);
+}
+
+TEST(TextStreamer, LongStreamsStayLinear) {
+  // Each push used to decode every id so far: 200k tokens took minutes.
+  io::BpeTokenizer tok;
+  std::string err;
+  ASSERT_EQ(tok.load_from_string(bytes_tokenizer_json(), &err), Status::kSuccess) << err;
+  std::vector<int32_t> ids;
+  const std::string word = "jury \xC3\xA9 ";
+  while (ids.size() < 200000)
+    for (const unsigned char c : word) ids.push_back(c);
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string out = stream(tok, ids, nullptr);
+  EXPECT_EQ(out.size(), ids.size());
+  EXPECT_LT(tools::seconds_since(t0), 10.0);
 }
 
 // An engine whose logits are all `value` (NaN or Inf: an overflowing model).
