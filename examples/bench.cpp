@@ -110,6 +110,16 @@ int run(int argc, char** argv) {
   if (!model_dir.empty() && load_fp_model(model_dir, &fp, &err) != Status::kSuccess) return fail_line(prog, kExitError, err);
   if (!qpath.empty() && load_quantized_model(qpath, &q, nullptr, &err) != Status::kSuccess) return fail_line(prog, kExitError, err);
   const reference::ModelConfig cfg = model_dir.empty() ? q.config : fp.config;
+  // The random prompts of a run (B x P ids) and its logits are held at once, next to the CPU
+  // engines' caches: refuse sizes that cannot fit before allocating them.
+  for (int64_t B : batches)
+    for (int64_t P : prompts) {
+      const double bytes = 4.0 * static_cast<double>(B) * static_cast<double>(P) +
+                           4.0 * static_cast<double>(B) * static_cast<double>(cfg.vocab) +
+                           static_cast<double>(state_bytes(cfg, B, model::Precision::kFp32));
+      if (check_host_memory(bytes, "-b " + std::to_string(B) + " -p " + std::to_string(P), &err) != Status::kSuccess)
+        return fail_line(prog, kExitError, err);
+    }
   std::printf("%s: %s; model %s: %lld layers, d_model %lld, d_inner %lld, vocab %lld\n", prog.c_str(),
               any_gpu ? backend_note(model::Backend::kGpu).c_str() : backend_note(model::Backend::kCpu).c_str(),
               model_dir.empty() ? qpath.c_str() : model_dir.c_str(), (long long)cfg.n_layer, (long long)cfg.d_model,

@@ -554,6 +554,18 @@ std::string json_string(const std::string& s) {
   return o + "\"";
 }
 
+Status check_host_memory(double bytes, const std::string& what, std::string* err) {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  if (pages <= 0 || page <= 0) return Status::kSuccess;
+  const double total = static_cast<double>(pages) * static_cast<double>(page);
+  if (!(bytes <= 0.8 * total)) {
+    *err = what + " needs " + human_bytes(bytes) + " of host memory, more than this machine's " + human_bytes(total) +
+           " allows";
+    return Status::kErrorOutOfRange;
+  }
+  return Status::kSuccess;
+}
+
 int64_t peak_rss_bytes() {
   struct rusage ru {};
   if (getrusage(RUSAGE_SELF, &ru) != 0) return -1;

@@ -164,6 +164,10 @@ std::string fmt(const char* f, double v);  // snprintf of one number
 std::string json_string(const std::string& s);
 // Writes `text` to `path` (replacing it); false when the file cannot be written.
 bool write_text_file(const std::string& path, const std::string& text);
+// kErrorOutOfRange with "<what> needs X of host memory, more than this machine's Y" when `bytes`
+// exceed 80% of the physical memory (sysconf), so that absurd sizes fail with a message instead
+// of the OOM killer; success when the physical memory is unknown.
+Status check_host_memory(double bytes, const std::string& what, std::string* err);
 // Peak resident set size of this process in bytes (Linux getrusage), or -1.
 int64_t peak_rss_bytes();
 // "CPU reference path (no GPU in this build)" and similar, for the header line of each tool.

@@ -274,6 +274,13 @@ TEST(Perplexity, LongWindowsAreScoredInBoundedPieces) {
   EXPECT_NEAR(r.nll, nll, 1e-9 * std::fabs(nll));
 }
 
+TEST(HostMemory, AbsurdSizesAreRefusedWithAMessage) {
+  std::string err;
+  EXPECT_EQ(tools::check_host_memory(1e6, "a small run", &err), Status::kSuccess) << err;
+  EXPECT_EQ(tools::check_host_memory(1e21, "-b 4096 -p 16777216", &err), Status::kErrorOutOfRange);
+  EXPECT_NE(err.find("-b 4096 -p 16777216 needs"), std::string::npos) << err;
+}
+
 TEST(OutputPath, CheckedBeforeAnyWork) {
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path() / ("quamba_tools_out_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()));
