@@ -306,6 +306,14 @@ Status calibrate(const reference::ModelWeights& m, const std::vector<std::vector
   for (auto& l : st.layers) l.u_ema.alpha = percentile;
   int64_t total = 0;
   for (const auto& s : seqs) total += static_cast<int64_t>(s.size());
+  // The exact quantile keeps every |u|: tokens x d_inner x layers floats.
+  if (keep_u_values) {
+    const double bytes = 4.0 * static_cast<double>(total) * static_cast<double>(m.config.d_inner) *
+                         static_cast<double>(m.config.n_layer);
+    if (const Status s = check_host_memory(bytes, "the exact u quantile of " + std::to_string(total) + " calibration tokens", err);
+        s != Status::kSuccess)
+      return s;
+  }
   Progress bar("calibrating", total);
   int64_t done = 0;
   for (const auto& seq : seqs) {
