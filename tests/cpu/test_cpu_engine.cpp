@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/compare.hpp"
+#include "common/model_fixtures.hpp"
 #include "common/random.hpp"
 #include "quamba/model/cpu_engine.hpp"
 
@@ -30,25 +31,13 @@ std::vector<int32_t> random_ids(size_t n, uint64_t salt) {
 }
 
 const ModelWeights& fp_model() {
-  static const ModelWeights m = [] {
-    ModelWeights w;
-    EXPECT_EQ(init_random_model(small_config(), 5, &w), Status::kSuccess);
-    return w;
-  }();
+  static const ModelWeights m = test::random_model(small_config(), 5);
   return m;
 }
 
 const QuantizedModel& q_model() {
-  static const QuantizedModel q = [] {
-    std::vector<std::vector<int32_t>> seqs = {random_ids(24, 1), random_ids(24, 2)};
-    CalibrationStats st;
-    EXPECT_EQ(calibrate(fp_model(), seqs, CalibrationOptions{}, &st), Status::kSuccess);
-    ModelScales s;
-    EXPECT_EQ(scales_from_calibration(st, recipe_quamba(), &s), Status::kSuccess);
-    QuantizedModel out;
-    EXPECT_EQ(quantize_model(fp_model(), s, recipe_quamba(), &out), Status::kSuccess);
-    return out;
-  }();
+  static const QuantizedModel q =
+      test::calibrate_and_quantize(fp_model(), {random_ids(24, 1), random_ids(24, 2)}, recipe_quamba());
   return q;
 }
 

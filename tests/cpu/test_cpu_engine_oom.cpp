@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "common/model_fixtures.hpp"
 #include "common/random.hpp"
 #include "quamba/model/cpu_engine.hpp"
 
@@ -62,25 +63,13 @@ ModelConfig small_config() { return make_config(32, 3, kVocab); }  // E = 64, th
 std::vector<int32_t> ids_of(size_t n, uint64_t salt) { return test::random_token_ids(n, kVocab, salt); }
 
 const ModelWeights& fp_model() {
-  static const ModelWeights m = [] {
-    ModelWeights w;
-    EXPECT_EQ(init_random_model(small_config(), 11, &w), Status::kSuccess);
-    return w;
-  }();
+  static const ModelWeights m = test::random_model(small_config(), 11);
   return m;
 }
 
 const QuantizedModel& q_model() {
-  static const QuantizedModel q = [] {
-    std::vector<std::vector<int32_t>> seqs = {ids_of(20, 1), ids_of(20, 2)};
-    CalibrationStats st;
-    EXPECT_EQ(calibrate(fp_model(), seqs, CalibrationOptions{}, &st), Status::kSuccess);
-    ModelScales s;
-    EXPECT_EQ(scales_from_calibration(st, recipe_quamba(), &s), Status::kSuccess);
-    QuantizedModel out;
-    EXPECT_EQ(quantize_model(fp_model(), s, recipe_quamba(), &out), Status::kSuccess);
-    return out;
-  }();
+  static const QuantizedModel q =
+      test::calibrate_and_quantize(fp_model(), {ids_of(20, 1), ids_of(20, 2)}, recipe_quamba());
   return q;
 }
 
