@@ -19,9 +19,9 @@
 // A failure while the work runs (out of memory, a CUDA error) is reported as its Status; the CPU
 // engine then leaves the state unchanged too, while a GPU engine may leave the slots it was
 // stepping partly advanced (reset_slot / reset restore a defined state). Outputs (logits) are
-// unspecified after any error. A reset(batch) that fails (out of device memory) leaves an
-// engine with no slots: every call is refused until a reset succeeds. Engines never throw or
-// abort.
+// unspecified after any error. A reset(batch) that fails (out of memory) leaves the CPU engine
+// with its previous slots and a GPU engine with none: every call is refused until a reset
+// succeeds. Engines never throw or abort.
 #pragma once
 
 #include <cstdint>
