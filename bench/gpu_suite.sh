@@ -10,6 +10,9 @@
 #                   per-binary filters of tests/gpu/sanitize_filters.txt)
 #   SANITIZE_TIMEOUT=seconds per binary and tool (default 240)
 #   SANITIZE_BINARIES=regex only the test binaries whose name matches (default: all gpu_test_*)
+# With the -dev packages unpacked into .deps/ (a machine without them installed), export first:
+#   CMAKE_PREFIX_PATH=$PWD/.deps/usr LD_LIBRARY_PATH=$PWD/.deps/usr/lib/x86_64-linux-gnu
+#   PKG_CONFIG_SYSROOT_DIR=$PWD/.deps   (the PCRE2 .pc files say prefix=/usr)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOGDIR=${LOGDIR:-gpu-logs}
