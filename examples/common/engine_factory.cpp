@@ -3,6 +3,7 @@
 #include "engine_factory.hpp"
 
 #include <algorithm>
+#include <memory>
 #include <utility>
 
 #include "quamba/model/cpu_engine.hpp"
@@ -140,13 +141,19 @@ Status calibrate_on_gpu(const reference::ModelWeights& m, const std::vector<std:
     if (err) *err = "GPU calibration: cannot allocate " + std::to_string(bytes) + " bytes of workspace";
     return Status::kErrorCuda;
   }
+  // Freed on every path, an escaping exception included (after the device is idle).
+  struct WorkspaceFree {
+    void operator()(void* p) const {
+      cudaDeviceSynchronize();
+      cudaFree(p);
+    }
+  };
+  const std::unique_ptr<void, WorkspaceFree> ws_owner(ws);
   std::string msg;
   Status s = cal.init(ws, bytes, nullptr);
   if (s == Status::kSuccess) s = model::calibrate_gpu(m, seqs, &cal, model::EngineOptions{}, &msg);
   reference::CalibrationStats st;
   if (s == Status::kSuccess) s = cal.finish(&st, nullptr);
-  cudaDeviceSynchronize();
-  cudaFree(ws);
   if (s != Status::kSuccess) {
     if (err) *err = "GPU calibration failed: " + (msg.empty() ? std::string(to_string(s)) : msg);
     return s;
