@@ -236,13 +236,7 @@ class BpeTokenizer {
     namespace d = tokenizer_detail;
     if (ids == nullptr) return d::fail(error, Status::kErrorInvalidArgument, "null ids output");
     ids->clear();
-    if (!loaded()) return d::fail(error, Status::kErrorInvalidArgument, "tokenizer not loaded");
-    if (text.size() > static_cast<size_t>(INT32_MAX - 1))
-      return d::fail(error, Status::kErrorInvalidArgument, "text longer than 2^31 - 2 bytes");
-    const size_t bad = d::find_invalid_utf8(text);
-    if (bad != std::string_view::npos)
-      return d::fail(error, Status::kErrorInvalidArgument,
-                     "text is not valid UTF-8 (byte " + std::to_string(bad) + ")");
+    QUAMBA_RETURN_IF_ERROR(check_input(text, error));
     try {
       std::vector<Segment> segs;
       split_added(text, &segs);
@@ -269,13 +263,7 @@ class BpeTokenizer {
     namespace d = tokenizer_detail;
     if (words == nullptr) return d::fail(error, Status::kErrorInvalidArgument, "null words output");
     words->clear();
-    if (!loaded()) return d::fail(error, Status::kErrorInvalidArgument, "tokenizer not loaded");
-    if (text.size() > static_cast<size_t>(INT32_MAX - 1))
-      return d::fail(error, Status::kErrorInvalidArgument, "text longer than 2^31 - 2 bytes");
-    const size_t bad = d::find_invalid_utf8(text);
-    if (bad != std::string_view::npos)
-      return d::fail(error, Status::kErrorInvalidArgument,
-                     "text is not valid UTF-8 (byte " + std::to_string(bad) + ")");
+    QUAMBA_RETURN_IF_ERROR(check_input(text, error));
     try {
       return split_words(text, words, error);
     } catch (const std::bad_alloc&) {
@@ -339,6 +327,19 @@ class BpeTokenizer {
   }
 
  private:
+  // What encode and pre_tokenize accept: a loaded tokenizer and valid UTF-8 below 2^31 - 1 bytes.
+  Status check_input(std::string_view text, std::string* error) const {
+    namespace d = tokenizer_detail;
+    if (!loaded()) return d::fail(error, Status::kErrorInvalidArgument, "tokenizer not loaded");
+    if (text.size() > static_cast<size_t>(INT32_MAX - 1))
+      return d::fail(error, Status::kErrorInvalidArgument, "text longer than 2^31 - 2 bytes");
+    const size_t bad = d::find_invalid_utf8(text);
+    if (bad != std::string_view::npos)
+      return d::fail(error, Status::kErrorInvalidArgument,
+                     "text is not valid UTF-8 (byte " + std::to_string(bad) + ")");
+    return Status::kSuccess;
+  }
+
   struct Segment {
     std::string_view text;
     int32_t added_id = -1;
