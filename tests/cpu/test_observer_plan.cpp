@@ -8,11 +8,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <random>
 #include <vector>
 
 #include "common/random.hpp"
+#include "quamba/core/numeric.hpp"
 #include "quamba/quant/observer_plan.hpp"
 #include "quamba/reference/quant.hpp"
 
@@ -22,11 +22,7 @@ using quamba::Status;
 namespace q = quamba::quant;
 namespace ref = quamba::reference;
 
-uint32_t bits_of(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
+using quamba::float_bits;
 
 // The quantile from an ascending array through quantile_rank, with the reference's expression.
 float quantile_from_sorted(const std::vector<float>& a, uint64_t base, uint64_t n, double alpha) {
@@ -51,7 +47,7 @@ TEST(ObserverPlan, QuantileRankMatchesReference) {
       EXPECT_LE(r.hi, r.lo + 1);
       EXPECT_GE(r.frac, 0.0);
       EXPECT_LT(r.frac, 1.0);
-      EXPECT_EQ(bits_of(quantile_from_sorted(v, 0, n, alpha)), bits_of(want)) << "n=" << n << " alpha=" << alpha;
+      EXPECT_EQ(float_bits(quantile_from_sorted(v, 0, n, alpha)), float_bits(want)) << "n=" << n << " alpha=" << alpha;
     }
   }
 }
@@ -168,7 +164,7 @@ TEST(ObserverPlan, StreamingTopTailsAreExact) {
       model_ema = samples == 0 ? cur : model_ema + 0.01f * (cur - model_ema);
       ++samples;
       ASSERT_EQ(ema.observe_sample(sample), Status::kSuccess);
-      ASSERT_EQ(bits_of(model_ema), bits_of(ema.value)) << "alpha=" << alpha << " sample " << samples;
+      ASSERT_EQ(float_bits(model_ema), float_bits(ema.value)) << "alpha=" << alpha << " sample " << samples;
       all.insert(all.end(), sample.begin(), sample.end());
       const size_t k = std::min<size_t>(p.global_tail, sample_tail.size());
       std::vector<float> merged(global_tail);
@@ -181,7 +177,7 @@ TEST(ObserverPlan, StreamingTopTailsAreExact) {
     float want = 0.f;
     ASSERT_EQ(ref::abs_quantile(all, alpha, &want), Status::kSuccess);
     const float got = quantile_from_sorted(global_tail, all.size() - global_tail.size(), all.size(), alpha);
-    EXPECT_EQ(bits_of(got), bits_of(want)) << "alpha=" << alpha << " n=" << all.size();
+    EXPECT_EQ(float_bits(got), float_bits(want)) << "alpha=" << alpha << " n=" << all.size();
   }
 }
 

@@ -18,7 +18,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <limits>
 #include <memory>
 #include <sstream>
@@ -27,6 +26,7 @@
 
 #include "common/cuda_utils.cuh"
 #include "common/random.hpp"
+#include "quamba/core/numeric.hpp"
 #include "quamba/quant/observers.cuh"
 #include "quamba/reference/model.hpp"
 #include "quamba/reference/quant.hpp"
@@ -38,21 +38,17 @@ using quamba::test::DeviceBuffer;
 namespace q = quamba::quant;
 namespace ref = quamba::reference;
 
-uint32_t bits_of(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
+using quamba::float_bits;
 
 // Distance in ulps between two non-negative, non-NaN floats (their bit patterns are ordered).
 int64_t ulp_diff(float a, float b) {
-  return std::abs(static_cast<int64_t>(bits_of(a)) - static_cast<int64_t>(bits_of(b)));
+  return std::abs(static_cast<int64_t>(float_bits(a)) - static_cast<int64_t>(float_bits(b)));
 }
 
 std::string fstr(float f) {
   std::ostringstream s;
   s.precision(9);
-  s << f << " (0x" << std::hex << bits_of(f) << ")";
+  s << f << " (0x" << std::hex << float_bits(f) << ")";
   return s.str();
 }
 
@@ -317,14 +313,14 @@ TEST(Observers, AbsmaxMatchesReference) {
         ASSERT_EQ(q::run(p, nullptr, nullptr), Status::kSuccess) << m->describe();
         const float want = ref_absmax(m->dense, prior);
         const float got = accum.download()[0];
-        EXPECT_EQ(bits_of(got), bits_of(want)) << m->describe() << " prior " << prior << ": got " << fstr(got)
+        EXPECT_EQ(float_bits(got), float_bits(want)) << m->describe() << " prior " << prior << ": got " << fstr(got)
                                                << " want " << fstr(want)
                                                << (got >= 1e29f || got == 60000.f ? " (read outside the view)" : "");
         // The scalar variant (any alignment) must agree too.
         accum.upload({prior});
         ASSERT_EQ(q::run_absmax_with<q::AbsmaxTraitsScalar>(p, nullptr), Status::kSuccess);
         const float got_scalar = accum.download()[0];
-        EXPECT_EQ(bits_of(got_scalar), bits_of(want)) << "scalar variant, " << m->describe() << " prior " << prior;
+        EXPECT_EQ(float_bits(got_scalar), float_bits(want)) << "scalar variant, " << m->describe() << " prior " << prior;
       }
     }
   }
@@ -352,7 +348,7 @@ TEST(Observers, AbsmaxSpecialValues) {
       p.accum = accum.get();
       ASSERT_EQ(q::run(p, nullptr, nullptr), Status::kSuccess);
       const float got = accum.download()[0], want = ref_absmax(cases[i], 0.0f);
-      EXPECT_EQ(bits_of(got), bits_of(want)) << "case " << i << " " << m->describe() << ": got " << fstr(got)
+      EXPECT_EQ(float_bits(got), float_bits(want)) << "case " << i << " " << m->describe() << ": got " << fstr(got)
                                              << " want " << fstr(want);
     }
   }
@@ -365,14 +361,14 @@ TEST(Observers, AbsmaxSpecialValues) {
   float want = 0.f;
   if (ref::abs_quantile(dense, alpha, &want) != Status::kSuccess) return ::testing::AssertionFailure() << "reference";
   if (dense.empty()) {
-    if (bits_of(got) == bits_of(want)) return ::testing::AssertionSuccess();
+    if (float_bits(got) == float_bits(want)) return ::testing::AssertionSuccess();
     return ::testing::AssertionFailure() << "empty view: got " << fstr(got) << " want +0";
   }
   std::vector<float> a(dense);
   for (auto& x : a) x = (x != x) ? 0.0f : std::fabs(x);
   std::sort(a.begin(), a.end());
   const q::QuantileRank r = q::quantile_rank(a.size(), alpha);
-  const bool pure = r.frac == 0.0 || bits_of(a[r.lo]) == bits_of(a[r.hi]);
+  const bool pure = r.frac == 0.0 || float_bits(a[r.lo]) == float_bits(a[r.hi]);
   const int64_t d = (got != got) ? -1 : ulp_diff(got, want);
   if (d == 0 || (!pure && d == 1)) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << "n=" << a.size() << " alpha=" << alpha << ": got " << fstr(got) << " want "
@@ -462,7 +458,7 @@ TEST(Observers, QuantileEmptyAndWorkspace) {
   p.alpha = 0.5;
   EXPECT_EQ(q::workspace_size(p), 0u);
   ASSERT_EQ(q::run(p, nullptr, 0, nullptr), Status::kSuccess);
-  EXPECT_EQ(bits_of(out.download()[0]), 0u) << "empty view must give +0";
+  EXPECT_EQ(float_bits(out.download()[0]), 0u) << "empty view must give +0";
   // One byte short → kErrorWorkspaceTooSmall, nothing written.
   auto m = random_matrix(q::ElemType::kF16, 17, 33, 40, 0, rng);
   p.src = m->view();
@@ -474,7 +470,7 @@ TEST(Observers, QuantileEmptyAndWorkspace) {
   EXPECT_EQ(q::run(p, ws.get(), bytes - 1, nullptr), Status::kErrorWorkspaceTooSmall);
   EXPECT_EQ(q::run(p, nullptr, bytes, nullptr), Status::kErrorWorkspaceTooSmall);
   QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
-  EXPECT_EQ(bits_of(out.download()[0]), 0xFFFFFFFFu) << "a refused run must not write";
+  EXPECT_EQ(float_bits(out.download()[0]), 0xFFFFFFFFu) << "a refused run must not write";
   // The 3-argument run sizes the workspace itself.
   ASSERT_EQ(q::run(p, ws.get(), nullptr), Status::kSuccess);
   QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
@@ -610,13 +606,13 @@ TEST_P(CalibratorTest, MatchesReferenceObservers) {
     const auto& g = got.layers[static_cast<size_t>(l)];
     const auto& r = obs[static_cast<size_t>(l)];
     const std::string at = "layer " + std::to_string(l) + " alpha " + std::to_string(cc.alpha);
-    EXPECT_EQ(bits_of(g.h.value), bits_of(r.h.value)) << at << " h: " << fstr(g.h.value) << " vs " << fstr(r.h.value);
-    EXPECT_EQ(bits_of(g.xz.value), bits_of(r.xz.value)) << at << " xz: " << fstr(g.xz.value) << " vs " << fstr(r.xz.value);
-    EXPECT_EQ(bits_of(g.u.value), bits_of(r.u.value)) << at << " u: " << fstr(g.u.value) << " vs " << fstr(r.u.value);
-    EXPECT_EQ(bits_of(g.xd.value), bits_of(r.xd.value)) << at << " xd: " << fstr(g.xd.value) << " vs " << fstr(r.xd.value);
-    EXPECT_EQ(bits_of(g.dt.value), bits_of(r.dt.value)) << at << " dt: " << fstr(g.dt.value) << " vs " << fstr(r.dt.value);
-    EXPECT_EQ(bits_of(g.o_plain.value), bits_of(r.o_plain.value)) << at << " o_plain";
-    EXPECT_EQ(bits_of(g.o_rotated.value), bits_of(r.o_rotated.value)) << at << " o_rotated";
+    EXPECT_EQ(float_bits(g.h.value), float_bits(r.h.value)) << at << " h: " << fstr(g.h.value) << " vs " << fstr(r.h.value);
+    EXPECT_EQ(float_bits(g.xz.value), float_bits(r.xz.value)) << at << " xz: " << fstr(g.xz.value) << " vs " << fstr(r.xz.value);
+    EXPECT_EQ(float_bits(g.u.value), float_bits(r.u.value)) << at << " u: " << fstr(g.u.value) << " vs " << fstr(r.u.value);
+    EXPECT_EQ(float_bits(g.xd.value), float_bits(r.xd.value)) << at << " xd: " << fstr(g.xd.value) << " vs " << fstr(r.xd.value);
+    EXPECT_EQ(float_bits(g.dt.value), float_bits(r.dt.value)) << at << " dt: " << fstr(g.dt.value) << " vs " << fstr(r.dt.value);
+    EXPECT_EQ(float_bits(g.o_plain.value), float_bits(r.o_plain.value)) << at << " o_plain";
+    EXPECT_EQ(float_bits(g.o_rotated.value), float_bits(r.o_rotated.value)) << at << " o_rotated";
     EXPECT_EQ(g.u_ema.samples, r.u_ema.samples) << at;
     EXPECT_EQ(g.u_ema.alpha, cc.alpha) << at;
     EXPECT_LE(ulp_diff(g.u_ema.value, r.u_ema.value), 2)
@@ -645,11 +641,11 @@ TEST_P(CalibratorTest, MatchesReferenceObservers) {
       const auto& b = sr.layers[static_cast<size_t>(l)];
       const std::string at = "recipe u_scale " + std::to_string(static_cast<int>(recipe.u_scale)) + " layer " +
                              std::to_string(l);
-      EXPECT_EQ(bits_of(a.s_h), bits_of(b.s_h)) << at;
-      EXPECT_EQ(bits_of(a.s_xz), bits_of(b.s_xz)) << at;
-      EXPECT_EQ(bits_of(a.s_xd), bits_of(b.s_xd)) << at;
-      EXPECT_EQ(bits_of(a.s_dt), bits_of(b.s_dt)) << at;
-      EXPECT_EQ(bits_of(a.s_o), bits_of(b.s_o)) << at;
+      EXPECT_EQ(float_bits(a.s_h), float_bits(b.s_h)) << at;
+      EXPECT_EQ(float_bits(a.s_xz), float_bits(b.s_xz)) << at;
+      EXPECT_EQ(float_bits(a.s_xd), float_bits(b.s_xd)) << at;
+      EXPECT_EQ(float_bits(a.s_dt), float_bits(b.s_dt)) << at;
+      EXPECT_EQ(float_bits(a.s_o), float_bits(b.s_o)) << at;
       EXPECT_LE(ulp_diff(a.s_u, b.s_u), 2) << at << " s_u " << fstr(a.s_u) << " vs " << fstr(b.s_u);
     }
   }
@@ -782,7 +778,7 @@ TEST(Observers, CalibratorBadInput) {
   EXPECT_EQ(st.layers[0].u_ema.samples, 2);
   ref::AbsmaxObserver h;
   h.observe(all.data(), all.size());
-  EXPECT_EQ(bits_of(st.layers[0].u.value), bits_of(h.value));
+  EXPECT_EQ(float_bits(st.layers[0].u.value), float_bits(h.value));
   EXPECT_EQ(st.layers[0].h.value, 0.0f) << "refused kH calls must not record";
   QUAMBA_CUDA_CHECK(cudaStreamSynchronize(stream));
   QUAMBA_CUDA_CHECK(cudaStreamDestroy(stream));
