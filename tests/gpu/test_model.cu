@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,9 @@
 namespace {
 
 using quamba::Status;
+using quamba::WorkspaceCarver;
+using quamba::WorkspacePlan;
+using quamba::test::DeviceBuffer;
 namespace ref = quamba::reference;
 namespace qm = quamba::model;
 
@@ -377,6 +381,123 @@ TEST(GpuModelSchedule, GraphDecodeEqualsEagerDecode) {
     const auto a = gpu_run(*g, ids, steps), b = gpu_run(*eager, ids, steps);
     EXPECT_TRUE(quamba::test::all_close(a, b, {0.0, 0.0}, "graph vs eager logits"));
   }
+}
+
+// The fused W8A8 decode step (block/step_kernels.cuh: four kernels, optional programmatic
+// dependent launch) against the eight-kernel step on the same layer, weights and states: batch
+// 1 / 3 / 8 (the kernels' two row counts), sequences scattered over slots by state_idx, rotated
+// (Quamba) and unrotated (naive) layers, E = 128 (H_{2^7}) and 320 (H_20 ⊗ H_16 is not fused:
+// 2^k < 32, so that case checks the fallback) and 384 (H_12 ⊗ H_32). Both steps use the same integer
+// and fp32 operations except the RMSNorm and Hadamard summation orders, so an int8 activation can
+// move by one step where its fp32 value sits on a rounding boundary: the bounds allow rare
+// one-step differences in the conv states and nothing more.
+TEST(GpuBlockStep, FusedStepMatchesEightKernelStep) {
+  QUAMBA_REQUIRE_GPU();
+  namespace qb = quamba::block;
+  for (int64_t D : {64, 160, 192}) {
+    for (bool quamba : {true, false}) {
+      const ref::ModelWeights w = make_model(D, 1, 500 + D);
+      const ref::QuantizedModel q = quantize(w, quamba ? ref::recipe_quamba() : ref::recipe_naive(), 77 + D);
+      qb::BlockDims d;
+      ASSERT_EQ(qb::make_dims(q.config, &d), Status::kSuccess);
+      qb::WeightPacker pk(true);
+      qb::LayerI8 layer = qb::pack_layer_i8(pk, d, &q.layers[0], q.recipe.use_hadamard);
+      DeviceBuffer<uint8_t> blob(pk.blob());
+      qb::rebase(layer, blob.get());
+      const int64_t S = 11;
+      const int64_t E = d.E, K = d.K, N = d.N;
+      for (int64_t B : {1, 3, 8}) {
+        for (bool pdl : {false, true}) {
+          SCOPED_TRACE("D=" + std::to_string(D) + (quamba ? " quamba" : " naive") + " B=" + std::to_string(B) +
+                       (pdl ? " pdl" : ""));
+          std::mt19937_64 rng(uint64_t(D * 100 + B));
+          // Distinct slots in reverse order with gaps; states and residual rows of plausible size.
+          const int32_t kSlots[8] = {9, 2, 5, 0, 7, 10, 3, 6};
+          const std::vector<int32_t> idx(kSlots, kSlots + B);
+          std::vector<int8_t> conv0(size_t(S * E * K));
+          for (auto& v : conv0) v = int8_t(int(rng() % 255) - 127);
+          const std::vector<float> ssm0 = quamba::test::random_floats(size_t(S * E * N), rng, -2.f, 2.f);
+          const std::vector<float> res0 = quamba::test::random_floats(size_t(B * D), rng, -3.f, 3.f);
+          std::vector<float> res_out[2], ssm_out[2];
+          std::vector<int8_t> conv_out[2];
+          for (int fused = 0; fused < 2; ++fused) {
+            DeviceBuffer<int8_t> conv(conv0);
+            DeviceBuffer<float> ssm(ssm0), res(res0);
+            DeviceBuffer<int32_t> didx(idx), flag(std::vector<int32_t>{0});
+            const WorkspacePlan plan = qb::block_workspace_plan(d, B, qb::Dtype::kI8, false);
+            DeviceBuffer<uint8_t> wsb(plan.bytes());
+            WorkspaceCarver c(wsb.get(), wsb.size());
+            qb::BlockWorkspace ws;
+            ASSERT_EQ(qb::carve_block_workspace(c, d, B, qb::Dtype::kI8, false, &ws), Status::kSuccess);
+            qb::StepIO io;
+            io.B = B; io.residual = res.get(); io.conv_state = conv.get(); io.ssm_state = ssm.get();
+            io.num_slots = S; io.state_idx = didx.get(); io.error_flag = flag.get();
+            io.fused = fused == 1; io.pdl = pdl && fused == 1;
+            for (int step = 0; step < 3; ++step) ASSERT_EQ(qb::step_i8(d, layer, ws, io, nullptr), Status::kSuccess);
+            ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+            EXPECT_EQ(flag.download()[0], 0);
+            res_out[fused] = res.download();
+            ssm_out[fused] = ssm.download();
+            conv_out[fused] = conv.download();
+          }
+          size_t off_by_one = 0;
+          for (size_t i = 0; i < conv0.size(); ++i) {
+            const int diff = std::abs(int(conv_out[1][i]) - int(conv_out[0][i]));
+            ASSERT_LE(diff, 1) << "conv state element " << i;
+            off_by_one += diff;
+          }
+          EXPECT_LE(off_by_one, conv0.size() / 200 + 2) << "one-step conv state differences";
+          // Slots no sequence uses are untouched by both steps.
+          for (int64_t sl = 0; sl < S; ++sl) {
+            if (std::find(idx.begin(), idx.end(), int32_t(sl)) != idx.end()) continue;
+            for (int64_t i = sl * E * N; i < (sl + 1) * E * N; ++i) ASSERT_EQ(ssm_out[1][size_t(i)], ssm0[size_t(i)]);
+          }
+          const Diff dr = diff(res_out[1], res_out[0], int(D)), ds = diff(ssm_out[1], ssm_out[0], int(E * N));
+          EXPECT_LE(dr.rel_l2, 2e-3) << "residual: " << str(dr);
+          EXPECT_LE(ds.rel_l2, 2e-3) << "ssm state: " << str(ds);
+        }
+      }
+    }
+  }
+}
+
+// A bad state_idx entry: the fused step sets the error flag and leaves that sequence's slot
+// alone, like the eight-kernel step.
+TEST(GpuBlockStep, FusedStepBadSlotSetsFlag) {
+  QUAMBA_REQUIRE_GPU();
+  namespace qb = quamba::block;
+  const ref::ModelWeights w = make_model(64, 1, 600);
+  const ref::QuantizedModel q = quantize(w, ref::recipe_quamba(), 601);
+  qb::BlockDims d;
+  ASSERT_EQ(qb::make_dims(q.config, &d), Status::kSuccess);
+  qb::WeightPacker pk(true);
+  qb::LayerI8 layer = qb::pack_layer_i8(pk, d, &q.layers[0], q.recipe.use_hadamard);
+  DeviceBuffer<uint8_t> blob(pk.blob());
+  qb::rebase(layer, blob.get());
+  const int64_t S = 2, B = 2;
+  std::vector<int8_t> conv0(size_t(S * d.E * d.K), 3);
+  std::vector<float> ssm0(size_t(S * d.E * d.N), 0.25f), res0(size_t(B * d.D), 1.0f);
+  DeviceBuffer<int8_t> conv(conv0);
+  DeviceBuffer<float> ssm(ssm0), res(res0);
+  DeviceBuffer<int32_t> didx(std::vector<int32_t>{1, 7}), flag(std::vector<int32_t>{0});
+  const WorkspacePlan plan = qb::block_workspace_plan(d, B, qb::Dtype::kI8, false);
+  DeviceBuffer<uint8_t> wsb(plan.bytes());
+  WorkspaceCarver c(wsb.get(), wsb.size());
+  qb::BlockWorkspace ws;
+  ASSERT_EQ(qb::carve_block_workspace(c, d, B, qb::Dtype::kI8, false, &ws), Status::kSuccess);
+  qb::StepIO io;
+  io.B = B; io.residual = res.get(); io.conv_state = conv.get(); io.ssm_state = ssm.get();
+  io.num_slots = S; io.state_idx = didx.get(); io.error_flag = flag.get();
+  ASSERT_EQ(qb::step_i8(d, layer, ws, io, nullptr), Status::kSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_EQ(flag.download()[0], 1);
+  const auto conv1 = conv.download();
+  const auto ssm1 = ssm.download();
+  for (int64_t i = 0; i < d.E * d.K; ++i) ASSERT_EQ(conv1[size_t(i)], 3) << "slot 0 conv state changed";
+  for (int64_t i = 0; i < d.E * d.N; ++i) ASSERT_EQ(ssm1[size_t(i)], 0.25f) << "slot 0 ssm state changed";
+  bool slot1_changed = false;
+  for (int64_t i = d.E * d.N; i < 2 * d.E * d.N; ++i) slot1_changed |= ssm1[size_t(i)] != 0.25f;
+  EXPECT_TRUE(slot1_changed) << "the valid sequence's state was not updated";
 }
 
 TEST(GpuModelErrors, BadIdsLeaveStatesUnchanged) {

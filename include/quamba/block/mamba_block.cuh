@@ -44,6 +44,7 @@
 
 #include <cstdint>
 
+#include "quamba/block/step_kernels.cuh"
 #include "quamba/block/weights.cuh"
 #include "quamba/conv1d/causal_conv1d.cuh"
 #include "quamba/core/cuda_check.hpp"
@@ -122,6 +123,12 @@ struct StepIO {
   int64_t num_slots = 0;             // S
   const int32_t* state_idx = nullptr;  // (B) device, optional (distinct entries)
   int32_t* error_flag = nullptr;     // optional device flag: set to 1 by a bad state_idx entry
+  // W8A8: the fused four-kernel step (block/step_kernels.cuh) when B <= kStepMaxRows and the
+  // shapes allow it; false forces the eight-kernel step (its kernels are the unit-tested ones).
+  bool fused = true;
+  // Launch the step's kernels as programmatic dependents (core/launch.cuh). Only for devices
+  // of compute capability 9.0 and up (device_supports_pdl).
+  bool pdl = false;
 };
 
 // Calibration context of the fp16 forward.
@@ -172,8 +179,9 @@ inline Status quantize_f16_i8(const __half* x, int8_t* q, int64_t n, float inv_s
 }
 
 inline Status requant_gemm(const int8_t* A, int64_t lda, const int8_t* W, int64_t M, int64_t N, int64_t K, int8_t* C,
-                           int64_t ldc, float alpha, cudaStream_t s) {
+                           int64_t ldc, float alpha, cudaStream_t s, bool pdl = false) {
   gemm::GemmParams<gemm::Requant> g;
+  g.pdl = pdl;
   g.M = M; g.N = N; g.K = K;
   g.A = A; g.lda = lda;
   g.W = W; g.ldw = K;
@@ -305,10 +313,64 @@ inline Status prefill_i8(const BlockDims& d, const LayerI8& w, const BlockWorksp
   return detail::block_i8(d, w, ws, B * L, io.residual, s, conv, scan);
 }
 
+namespace detail {
+
+// Shared memory of the fused step's kernels within what every supported architecture opts in to
+// (sm_86 / sm_89: 99 KiB), so the choice never depends on the device.
+inline bool fused_step_fits(const BlockDims& d, const LayerI8& w, int64_t B) {
+  if (B > kStepMaxRows || d.D % 16 != 0 || d.E % 16 != 0 || d.K < 2 || d.K > 4) return false;
+  if (B * d.D > 48 * 1024 || B * d.E + (w.use_hadamard ? 4 * d.E : 0) > 99 * 1024) return false;
+  int m = 0, k = 0;
+  return !w.use_hadamard || step_rotation_size(d.E, &m, &k);
+}
+
+// The W8A8 step as four kernels (step_kernels.cuh): norm + in_proj + conv, x_proj, dt_proj +
+// scan, rotation + out_proj.
+inline Status step_i8_fused(const BlockDims& d, const LayerI8& w, const BlockWorkspace& ws, const StepIO& io,
+                            cudaStream_t s) {
+  const int64_t B = io.B, E = d.E, N = d.N;
+  auto* xz = static_cast<int8_t*>(ws.xz);
+  auto* u = static_cast<int8_t*>(ws.u);
+  auto* xd = static_cast<int8_t*>(ws.xdbl);
+  InProjStepParams a;
+  a.M = static_cast<int>(B); a.D = static_cast<int>(d.D); a.E = static_cast<int>(E); a.K = static_cast<int>(d.K);
+  a.residual = io.residual; a.gamma = w.norm_gamma; a.eps = d.eps; a.inv_s_h = w.s.inv_s_h;
+  a.w_in = w.in_proj; a.alpha_in = w.s.alpha_in;
+  a.conv_state = static_cast<int8_t*>(io.conv_state); a.num_slots = io.num_slots;
+  a.state_idx = io.state_idx; a.error_flag = io.error_flag;
+  a.conv_w = w.conv_w; a.conv_b = w.conv_b;
+  a.conv_scale_wx = w.s.conv_scale_wx; a.conv_s_b = w.s.conv_s_b; a.conv_inv_s_u = w.s.conv_inv_s_u;
+  a.u = u; a.xz = xz; a.pdl = io.pdl;
+  QUAMBA_RETURN_IF_ERROR(block::run(a, s));
+  QUAMBA_RETURN_IF_ERROR(requant_gemm(u, E, w.x_proj, B, d.Xp, E, xd, d.Xp, w.s.alpha_x, s, io.pdl));
+  scan::DecodeParamsI8 p;
+  p.u = cview<int8_t, 2>(u, {B, E}, {E, 1});
+  p.z = cview<int8_t, 2>(xz + E, {B, E}, {2 * E, 1});
+  p.Bm = cview<int8_t, 2>(xd + d.Rp, {B, N}, {d.Xp, 1});
+  p.Cm = cview<int8_t, 2>(xd + d.Rp + N, {B, N}, {d.Xp, 1});
+  p.s_u = w.s.s_u; p.s_delta = w.s.s_dt; p.s_z = w.s.s_xz; p.s_B = w.s.s_xd; p.s_C = w.s.s_xd;
+  p.A_log = w.A_log; p.s_A = w.s.s_A;
+  p.D = w.Dskip; p.s_D = w.s.s_D;
+  p.delta_bias = w.dt_bias; p.s_delta_bias = w.s.s_bdt;
+  p.states = io.ssm_state; p.num_slots = io.num_slots; p.state_idx = io.state_idx;
+  p.y = make_strided_view<__half, 2>(ws.y, {B, E}, {E, 1});
+  p.dt_x = xd; p.dt_x_stride = d.Xp; p.dt_weight = w.dt_proj; p.dt_k = d.Rp; p.dt_alpha = w.s.alpha_dt;
+  p.pdl = io.pdl;
+  QUAMBA_RETURN_IF_ERROR(scan::run(p, nullptr, s));
+  OutProjStepParams o;
+  o.M = static_cast<int>(B); o.D = static_cast<int>(d.D); o.E = static_cast<int>(E);
+  o.y = ws.y; o.rotate = w.use_hadamard; o.factor = w.s.out_factor;
+  o.w_out = w.out_proj; o.alpha_out = w.s.alpha_out; o.residual = io.residual; o.pdl = io.pdl;
+  return block::run(o, s);
+}
+
+}  // namespace detail
+
 inline Status step_i8(const BlockDims& d, const LayerI8& w, const BlockWorkspace& ws, const StepIO& io,
                       cudaStream_t s) {
   QUAMBA_RETURN_IF_ERROR(detail::check_step_io(d, ws, io, Dtype::kI8));
   if (!ws.yo) return Status::kErrorInvalidArgument;
+  if (io.fused && detail::fused_step_fits(d, w, io.B)) return detail::step_i8_fused(d, w, ws, io, s);
   const int64_t B = io.B, E = d.E, N = d.N, K = d.K;
   auto conv = [&](const int8_t* xz, int8_t* u) {
     conv1d::Conv1dUpdateParams<int8_t> p;

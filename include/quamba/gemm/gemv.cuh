@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "quamba/core/cuda_check.hpp"
+#include "quamba/core/launch.cuh"
 #include "quamba/core/static_switch.hpp"
 #include "quamba/core/status.hpp"
 #include "quamba/gemm/epilogue.cuh"
@@ -85,25 +86,30 @@ QUAMBA_DEVICE int dot16(const int4& a, const int4& w, int acc) {
   return __dp4a(a.w, w.w, acc);
 }
 
-template <typename Traits, typename Epilogue>
-__global__ void __launch_bounds__(Traits::kThreads) gemv_kernel(GemmParams<Epilogue> p) {
+// One block's share of a GEMV: output rows [row_begin, row_begin + kRowsPerBlock) of N.
+// The block's first weight loads are issued before `pre()` runs: weights never depend on earlier
+// kernels, so under programmatic dependent launch they are in flight while `pre` waits for the
+// previous kernel (and computes whatever the A rows need, e.g. a normalization into shared
+// memory; `pre` is called by every thread and may synchronize the block).
+// load_a(m, c) returns the 16 bytes of A row m at chunk c; store(m, n, acc) receives the exact
+// int32 sum of output (m, n) (one thread per output).
+template <typename Traits, typename Pre, typename LoadA, typename Store>
+QUAMBA_DEVICE void gemv_block(const int8_t* W, int64_t ldw, int64_t N, int64_t K, int M, int64_t row_begin, Pre&& pre,
+                              LoadA&& load_a, Store&& store) {
   constexpr int kG = Traits::kGroupThreads, kR = Traits::kRowsPerGroup, kU = Traits::kUnroll;
   constexpr int kMaxM = Traits::kMaxM;
   const int tid = threadIdx.x;
   const int group = tid / kG, gl = tid % kG;
-  const int M = static_cast<int>(p.M);
-  const int chunks = static_cast<int>(p.K / 16);
-  const int64_t n_first = static_cast<int64_t>(blockIdx.x) * Traits::kRowsPerBlock + group * kR;
+  const int chunks = static_cast<int>(K / 16);
+  const int64_t n_first = row_begin + group * kR;
 
   // Rows past N read row N-1 (valid memory) and are never stored: keeps the loads unpredicated.
   const int4* wrow[kR];
 #pragma unroll
   for (int r = 0; r < kR; ++r) {
-    const int64_t n = n_first + r < p.N ? n_first + r : p.N - 1;
-    wrow[r] = reinterpret_cast<const int4*>(p.W + n * p.ldw);
+    const int64_t n = n_first + r < N ? n_first + r : N - 1;
+    wrow[r] = reinterpret_cast<const int4*>(W + n * ldw);
   }
-  const int4* arow = reinterpret_cast<const int4*>(p.A);
-  const int64_t lda16 = p.lda / 16;
 
   int acc[kMaxM][kR];
 #pragma unroll
@@ -111,14 +117,18 @@ __global__ void __launch_bounds__(Traits::kThreads) gemv_kernel(GemmParams<Epilo
 #pragma unroll
     for (int r = 0; r < kR; ++r) acc[m][r] = 0;
 
-  for (int c0 = gl; c0 < chunks; c0 += kG * kU) {
-    int4 w[kU][kR];
+  int4 w[kU][kR];
+  auto load_w = [&](int c0) {
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
       const int c = c0 + u * kG;
 #pragma unroll
       for (int r = 0; r < kR; ++r) w[u][r] = c < chunks ? ptx::ld_stream_16(wrow[r] + c) : make_int4(0, 0, 0, 0);
     }
+  };
+  if (gl < chunks) load_w(gl);
+  pre();
+  for (int c0 = gl; c0 < chunks; c0 += kG * kU) {
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
       const int c = c0 + u * kG;
@@ -126,13 +136,14 @@ __global__ void __launch_bounds__(Traits::kThreads) gemv_kernel(GemmParams<Epilo
 #pragma unroll
         for (int m = 0; m < kMaxM; ++m) {
           if (m < M) {
-            const int4 a = __ldg(arow + m * lda16 + c);
+            const int4 a = load_a(m, c);
 #pragma unroll
             for (int r = 0; r < kR; ++r) acc[m][r] = dot16(a, w[u][r], acc[m][r]);
           }
         }
       }
     }
+    if (c0 + kG * kU < chunks) load_w(c0 + kG * kU);
   }
 
   // Butterfly within the group (or the whole warp): every lane ends with the warp's sums.
@@ -150,7 +161,7 @@ __global__ void __launch_bounds__(Traits::kThreads) gemv_kernel(GemmParams<Epilo
     for (int idx = 0; idx < Traits::kOutputs; ++idx) {
       const int m = idx / kR, r = idx % kR;
       const int64_t n = n_first + r;
-      if (idx % kG == gl && m < M && n < p.N) p.C[m * p.ldc + n] = p.epilogue.apply(acc[m][r], m, n);
+      if (idx % kG == gl && m < M && n < N) store(m, n, acc[m][r]);
     }
   } else {
     __shared__ int partial[Traits::kWarps][Traits::kOutputs];
@@ -165,14 +176,26 @@ __global__ void __launch_bounds__(Traits::kThreads) gemv_kernel(GemmParams<Epilo
     for (int idx = tid; idx < Traits::kOutputs; idx += Traits::kThreads) {
       const int m = idx / kR, r = idx % kR;
       const int64_t n = n_first + r;
-      if (m < M && n < p.N) {
+      if (m < M && n < N) {
         int s = 0;
 #pragma unroll
         for (int w = 0; w < Traits::kWarps; ++w) s += partial[w][idx];
-        p.C[m * p.ldc + n] = p.epilogue.apply(s, m, n);
+        store(m, n, s);
       }
     }
+    __syncthreads();  // `partial` is reused when the caller loops over row blocks
   }
+}
+
+template <typename Traits, typename Epilogue>
+__global__ void __launch_bounds__(Traits::kThreads) gemv_kernel(GemmParams<Epilogue> p) {
+  grid_dependents_launch();
+  const int4* arow = reinterpret_cast<const int4*>(p.A);
+  const int64_t lda16 = p.lda / 16;
+  gemv_block<Traits>(
+      p.W, p.ldw, p.N, p.K, static_cast<int>(p.M), static_cast<int64_t>(blockIdx.x) * Traits::kRowsPerBlock,
+      [] { grid_dependency_wait(); }, [&](int m, int c) { return __ldg(arow + m * lda16 + c); },
+      [&](int m, int64_t n, int acc) { p.C[m * p.ldc + n] = p.epilogue.apply(acc, m, n); });
 }
 
 #endif  // QUAMBA_HAS_CUDA_COMPILER
@@ -196,8 +219,8 @@ Status run_gemv_variant(const GemmParams<Epilogue>& p, cudaStream_t stream) {
   return dispatch_int<1, 2, 4, 8, 16>(max_m, [&](auto kMaxM) {
     using Traits = Variant<decltype(kMaxM)::value>;
     const unsigned blocks = static_cast<unsigned>((p.N + Traits::kRowsPerBlock - 1) / Traits::kRowsPerBlock);
-    detail::gemv_kernel<Traits, Epilogue><<<blocks, Traits::kThreads, 0, stream>>>(p);
-    return last_launch_status();
+    return launch_kernel(detail::gemv_kernel<Traits, Epilogue>, dim3(blocks), dim3(Traits::kThreads), 0, stream,
+                         p.pdl, p);
   });
 }
 

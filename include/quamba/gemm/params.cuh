@@ -33,6 +33,9 @@ struct GemmParams {
   Output* C = nullptr;
   int64_t ldc = 0;  // elements
   Epilogue epilogue{};
+  // GEMV path (M <= 16) only: launch as a programmatic dependent of the stream's previous kernel
+  // (core/launch.cuh; sm_90+, pass false elsewhere). The tensor-core kernels launch normally.
+  bool pdl = false;
 };
 
 // Checks shared by every kernel of the family; touches no device state.

@@ -43,6 +43,7 @@
 #include "quamba/block/weights.cuh"
 #include "quamba/core/arch.hpp"
 #include "quamba/core/cuda_check.hpp"
+#include "quamba/core/launch.cuh"
 #include "quamba/core/status.hpp"
 #include "quamba/model/engine.hpp"
 #include "quamba/norm/embedding.cuh"
@@ -179,6 +180,14 @@ class GpuEngine final : public Engine {
     use_graph_ = on;
     if (!on) drop_graph();
   }
+  // W8A8 decode step: the fused four-kernel step (block/step_kernels.cuh, default) or the
+  // eight-kernel one, with or without programmatic dependent launch (default: where the device
+  // supports it). For comparisons; both compute the same step.
+  void set_step_kernels(bool fused, bool pdl) {
+    drop_graph();
+    fused_step_ = fused;
+    pdl_ = pdl && pdl_supported_;
+  }
 
   Status reset(int64_t batch) override {
     if (batch <= 0 || batch > conv1d::kMaxBatch) return Status::kErrorInvalidArgument;
@@ -277,6 +286,9 @@ class GpuEngine final : public Engine {
     batch_ = opts.batch;
     chunk_ = opts.prefill_chunk;
     rotated_scratch_ = rotated_scratch;
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return fail(Status::kErrorCuda, "cudaGetDevice failed");
+    pdl_supported_ = pdl_ = device_supports_pdl(dev);
     if (cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking) != cudaSuccess)
       return fail(Status::kErrorCuda, "cudaStreamCreate failed");
     if (cublasCreate(&cublas_) != CUBLAS_STATUS_SUCCESS) return fail(Status::kErrorCuda, "cublasCreate failed");
@@ -410,7 +422,8 @@ class GpuEngine final : public Engine {
     if (precision_ == Precision::kFp16)
       QUAMBA_RETURN_IF_ERROR(block::step_layers(f16_, ws_, caches_, batch_, nullptr, cublas_, stream_));
     else
-      QUAMBA_RETURN_IF_ERROR(block::step_layers(i8_, ws_, caches_, batch_, nullptr, cublas_, stream_));
+      QUAMBA_RETURN_IF_ERROR(
+          block::step_layers(i8_, ws_, caches_, batch_, nullptr, cublas_, stream_, fused_step_, pdl_));
     return block::head(dims_, head_weights(), ws_, ws_.residual, dims_.D, batch_, ws_.logits, cublas_, stream_);
   }
 
@@ -445,6 +458,9 @@ class GpuEngine final : public Engine {
   int64_t eager_steps_ = 0;
   int64_t weight_read_bytes_ = 0;
   cudaStream_t stream_ = nullptr;
+  bool fused_step_ = true;
+  bool pdl_supported_ = false;
+  bool pdl_ = false;
   cublasHandle_t cublas_ = nullptr;
   cudaGraphExec_t graph_exec_ = nullptr;
   detail::DeviceBytes weights_, conv_, ssm_, workspace_, cublas_ws_;

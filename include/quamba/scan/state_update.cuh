@@ -11,6 +11,11 @@
 //                            outside [0, S) cannot be reported from the device: that sequence's
 //                            state is left untouched and its y row is written as NaN.
 //   y             (B, E)     fp16 out: (s·C + D·u)·silu(z).
+// Fused dt_proj (DecodeParamsI8, optional): with dt_weight set, δraw is not read from `delta` but
+// computed here as q(Σ_k dt_x(b, k)·dt_weight(e, k) · dt_alpha) with dt_x (B, dt_k) the dt_low
+// part of x_proj's output row and dt_weight (E, dt_k), dt_k % 16 == 0, rows 16-byte aligned: the
+// exact int32 sum and gemm::Requant's rounding, so δraw_q is bit-identical to the dt_proj GEMV.
+// pdl: launch as a programmatic dependent of the previous kernel (core/launch.cuh; sm_90+).
 // Numerics exactly as the prefill (selective_scan.cuh): softplus threshold 20, the same ex2 of
 // δ·A·log2e, so a prefill followed by decode steps matches a longer prefill to fp32 rounding.
 // Design: memory bound on the state (E·N·4 bytes read + written per sequence; 655 KB at
@@ -23,14 +28,17 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
 #include "quamba/core/cuda_check.hpp"
+#include "quamba/core/launch.cuh"
 #include "quamba/core/numeric.hpp"
 #include "quamba/core/static_switch.hpp"
 #include "quamba/core/status.hpp"
 #include "quamba/core/tensor_view.hpp"
+#include "quamba/gemm/epilogue.cuh"
 #include "quamba/scan/scan_common.cuh"
 
 namespace quamba::scan {
@@ -48,6 +56,12 @@ struct DecodeParamsI8 {
   int64_t num_slots = 0;
   const int32_t* state_idx = nullptr;  // (B) optional
   TensorView<__half, 2> y;             // (B, E)
+  const int8_t* dt_x = nullptr;        // (B, dt_k), row stride dt_x_stride: fused dt_proj input
+  int64_t dt_x_stride = 0;
+  const int8_t* dt_weight = nullptr;   // (E, dt_k) int8; set -> fused dt_proj, `delta` unused
+  int64_t dt_k = 0;
+  float dt_alpha = 1;
+  bool pdl = false;
 };
 
 struct DecodeParamsF16 {
@@ -59,6 +73,7 @@ struct DecodeParamsF16 {
   int64_t num_slots = 0;
   const int32_t* state_idx = nullptr;
   TensorView<__half, 2> y;
+  bool pdl = false;
 };
 
 template <int kDState_>
@@ -81,6 +96,13 @@ struct DecodeIo<DecodeParamsI8> : QuantIo<DecodeParamsI8> {};
 template <>
 struct DecodeIo<DecodeParamsF16> : HalfIo<DecodeParamsF16> {};
 
+QUAMBA_DEVICE int dot16_i8(const int4& a, const int4& w, int acc) {
+  acc = __dp4a(a.x, w.x, acc);
+  acc = __dp4a(a.y, w.y, acc);
+  acc = __dp4a(a.z, w.z, acc);
+  return __dp4a(a.w, w.w, acc);
+}
+
 template <class Traits, class Params>
 __global__ void __launch_bounds__(Traits::kThreads) decode_kernel(const Params p) {
   using Io = DecodeIo<Params>;
@@ -95,11 +117,41 @@ __global__ void __launch_bounds__(Traits::kThreads) decode_kernel(const Params p
   const int lane = threadIdx.x & 31;
   const unsigned group_mask = G == 32 ? 0xffffffffu : (((1u << G) - 1u) << (lane & ~(G - 1)));
 
+  grid_dependents_launch();
+  float dr;
+  if constexpr (std::is_same_v<Params, DecodeParamsI8>) {
+    if (p.dt_weight) {
+      // Fused dt_proj: the channel's G threads split dt_k; the weight row is constant, so its
+      // first chunks are loaded before the wait on the previous kernel.
+      constexpr int kPre = 4;
+      const int chunks = static_cast<int>(p.dt_k / 16);
+      const int4* wr = reinterpret_cast<const int4*>(p.dt_weight + ch * p.dt_k);
+      int4 wpre[kPre];
+#pragma unroll
+      for (int i = 0; i < kPre; ++i) wpre[i] = q + i * G < chunks ? __ldg(wr + q + i * G) : make_int4(0, 0, 0, 0);
+      grid_dependency_wait();
+      const int4* xr = reinterpret_cast<const int4*>(p.dt_x + b * p.dt_x_stride);
+      int acc = 0;
+#pragma unroll
+      for (int i = 0; i < kPre; ++i)
+        if (q + i * G < chunks) acc = dot16_i8(__ldg(xr + q + i * G), wpre[i], acc);
+      for (int c = q + kPre * G; c < chunks; c += G) acc = dot16_i8(__ldg(xr + c), __ldg(wr + c), acc);
+#pragma unroll
+      for (int off = G / 2; off > 0; off >>= 1) acc += __shfl_xor_sync(group_mask, acc, off, G);
+      const gemm::Requant rq{p.dt_alpha};
+      dr = to_float(rq.apply(acc, b, ch)) * Io::s_delta(p) + Io::bias(p, ch);
+    } else {
+      grid_dependency_wait();
+      dr = to_float(p.delta.data[b * p.delta.stride[0] + ch]) * Io::s_delta(p) + Io::bias(p, ch);
+    }
+  } else {
+    grid_dependency_wait();
+    dr = to_float(p.delta.data[b * p.delta.stride[0] + ch]) * Io::s_delta(p) + Io::bias(p, ch);
+  }
   const int64_t slot = p.state_idx ? static_cast<int64_t>(p.state_idx[b]) : b;
   const bool valid = slot >= 0 && slot < p.num_slots;
 
   const float uf = to_float(p.u.data[b * p.u.stride[0] + ch]) * Io::s_u(p);
-  const float dr = to_float(p.delta.data[b * p.delta.stride[0] + ch]) * Io::s_delta(p) + Io::bias(p, ch);
   const float dl = softplus(dr);
   const float du = dl * uf;
 
@@ -133,14 +185,28 @@ bool view2(const V& v, int64_t B, int64_t C) {
   return v.data != nullptr && v.shape[0] == B && v.shape[1] == C && v.stride[1] == 1 && v.stride[0] >= 0;
 }
 
+inline bool fused_dt_proj(const DecodeParamsI8& p) { return p.dt_weight != nullptr; }
+inline bool fused_dt_proj(const DecodeParamsF16&) { return false; }
+
+inline Status check_fused_dt(const DecodeParamsI8& p, int64_t B) {
+  if (!p.dt_x || p.dt_k <= 0 || (B > 1 && p.dt_x_stride < p.dt_k) || !std::isfinite(p.dt_alpha))
+    return Status::kErrorInvalidArgument;
+  if (p.dt_k % 16 != 0 || p.dt_x_stride % 16 != 0 || !is_aligned(p.dt_x, 16) || !is_aligned(p.dt_weight, 16))
+    return Status::kErrorMisaligned;
+  return Status::kSuccess;
+}
+inline Status check_fused_dt(const DecodeParamsF16&, int64_t) { return Status::kSuccess; }
+
 template <class Params>
 Status check_decode(const Params& p) {
-  if (!p.u.data || !p.delta.data || !p.Bm.data || !p.Cm.data || !p.y.data || !p.states ||
+  const bool fused_dt = fused_dt_proj(p);
+  if (!p.u.data || (!fused_dt && !p.delta.data) || !p.Bm.data || !p.Cm.data || !p.y.data || !p.states ||
       !DecodeIo<Params>::weights(p))
     return Status::kErrorInvalidArgument;
   const int64_t B = p.u.shape[0], E = p.u.shape[1], N = p.Bm.shape[1];
   if (B <= 0 || E <= 0 || N <= 0 || p.num_slots <= 0) return Status::kErrorInvalidArgument;
-  if (!view2(p.u, B, E) || !view2(p.delta, B, E) || !view2(p.Bm, B, N) || !view2(p.Cm, B, N) ||
+  if (fused_dt) QUAMBA_RETURN_IF_ERROR(check_fused_dt(p, B));
+  if (!view2(p.u, B, E) || (!fused_dt && !view2(p.delta, B, E)) || !view2(p.Bm, B, N) || !view2(p.Cm, B, N) ||
       !view2(p.y, B, E) || (p.z.data && !view2(p.z, B, E)))
     return Status::kErrorInvalidArgument;
   if (!p.state_idx && p.num_slots < B) return Status::kErrorInvalidArgument;
@@ -158,8 +224,7 @@ Status launch_decode(const Params& p, cudaStream_t stream) {
   const int64_t E = p.u.shape[1];
   const dim3 grid(static_cast<unsigned>((E + Traits::kChannelsPerBlock - 1) / Traits::kChannelsPerBlock),
                   static_cast<unsigned>(p.u.shape[0]));
-  detail::decode_kernel<Traits, Params><<<grid, Traits::kThreads, 0, stream>>>(p);
-  return last_launch_status();
+  return launch_kernel(detail::decode_kernel<Traits, Params>, grid, dim3(Traits::kThreads), 0, stream, p.pdl, p);
 }
 
 inline Status can_implement(const DecodeParamsI8& p) { return detail::check_decode(p); }

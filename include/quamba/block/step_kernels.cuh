@@ -1,0 +1,408 @@
+// quamba/block/step_kernels.cuh: fused kernels of the W8A8 decode step (one token for each of
+// M <= kStepMaxRows sequences).
+//
+// A decode step of Mamba-2.8B reads 41 MB of int8 weights per layer (in_proj 26 MB, out_proj
+// 13 MB); everything else is a few KB. The unfused step is eight dependent kernels per layer,
+// and at batch 1 their launch ramps and DRAM round trips cost more than the weight streams
+// (bench/RESULTS.md). Here a layer is four kernels, each launched as a programmatic dependent
+// of the previous one (core/launch.cuh), so its CTAs load their first weights while the previous
+// kernel still runs:
+//   in_proj_step   prologue: h_q = q(RMSNorm(r)·γ / s_h) of the M residual rows, into shared
+//                  memory (every CTA recomputes it: 10 KB of L2 reads per row and CTA, instead
+//                  of one more dependent kernel); GEMV over in_proj's 2E rows; epilogue per
+//                  output (m, n): requantize; n < E: the causal-conv update of channel n of
+//                  sequence m (state shift, int8 dot, SiLU, requantize) -> u_q; n >= E: z_q.
+//   x_proj         gemm::run_gemv (pdl).
+//   dt_proj + scan scan::run with DecodeParamsI8::dt_weight (pdl).
+//   out_proj_step  prologue: y_q = q(H·y·f) (or q(y·f) without the rotation) of the M rows of
+//                  the scan output, into shared memory (every CTA: 10 KB of L2 reads per row);
+//                  GEMV over out_proj's D rows; epilogue r += s·acc (fp32, in place).
+// Numerics: every integer and fp32 operation of the unfused kernels, except two reduction
+// orders: the RMSNorm sum of squares and the Hadamard sums are added in another order, which
+// can move an int8 value by one step where the fp32 result sits on a rounding boundary.
+// Shapes: D, E multiples of 16; E = m·2^k with k >= 5 when rotating (every public Mamba size);
+// the shared memory (M·D bytes; 4·E + M·E bytes) within the device's opt-in limit.
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "quamba/conv1d/causal_conv1d.cuh"
+#include "quamba/core/cuda_check.hpp"
+#include "quamba/core/launch.cuh"
+#include "quamba/core/numeric.hpp"
+#include "quamba/core/static_switch.hpp"
+#include "quamba/core/status.hpp"
+#include "quamba/gemm/epilogue.cuh"
+#include "quamba/gemm/gemv.cuh"
+#include "quamba/hadamard/hadamard.cuh"
+
+namespace quamba::block {
+
+inline constexpr int kStepMaxRows = 8;
+
+struct InProjStepParams {
+  int M = 0;                           // sequences (rows), 1..kStepMaxRows
+  int D = 0, E = 0, K = 4;             // d_model, d_inner, conv width
+  const float* residual = nullptr;     // (M, D) fp32, row stride D
+  const float* gamma = nullptr;        // (D) RMSNorm weight
+  float eps = 1e-5f, inv_s_h = 1;
+  const int8_t* w_in = nullptr;        // (2E, D)
+  float alpha_in = 1;                  // requantization of in_proj: s_Win·s_h/s_xz
+  int8_t* conv_state = nullptr;        // (S, E, K), updated in place
+  int64_t num_slots = 0;
+  const int32_t* state_idx = nullptr;  // (M) optional, slot of each sequence (default: slot m)
+  int32_t* error_flag = nullptr;       // optional: set to 1 on a bad state_idx entry
+  const int8_t* conv_w = nullptr;      // (E, K)
+  const int8_t* conv_b = nullptr;      // (E) optional
+  float conv_scale_wx = 1, conv_s_b = 1, conv_inv_s_u = 1;
+  int8_t* u = nullptr;                 // (M, E) out
+  int8_t* xz = nullptr;                // (M, 2E) out: the z half [E, 2E) is written
+  bool pdl = false;
+};
+
+struct OutProjStepParams {
+  int M = 0;                  // rows, 1..kStepMaxRows
+  int D = 0, E = 0;
+  const __half* y = nullptr;  // (M, E) gated scan output
+  bool rotate = true;         // y_q = q(H·y·factor) when true, q(y·factor) otherwise
+  float factor = 1;           // quantization factor (with 1/√E folded in when rotating)
+  const int8_t* w_out = nullptr;  // (D, E), the rotation folded in
+  float alpha_out = 1;
+  float* residual = nullptr;  // (M, D) fp32, r += alpha_out·acc in place
+  bool pdl = false;
+};
+
+namespace detail {
+
+// Wide GEMV rows, persistent over row blocks so that the prologue runs once per CTA.
+template <int kMaxM>
+using StepGemv = gemm::GemvTraits<kMaxM, 128, 1, 4, 2>;
+
+#if QUAMBA_HAS_CUDA_COMPILER
+
+template <int kThreads, int kMaxM>
+QUAMBA_DEVICE void block_sum(float (&v)[kMaxM], float (*red)[kMaxM]) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+#pragma unroll
+  for (int m = 0; m < kMaxM; ++m)
+#pragma unroll
+    for (int off = 16; off >= 1; off >>= 1) v[m] += __shfl_xor_sync(0xffffffffu, v[m], off);
+  if (lane == 0)
+#pragma unroll
+    for (int m = 0; m < kMaxM; ++m) red[warp][m] = v[m];
+  __syncthreads();
+#pragma unroll
+  for (int m = 0; m < kMaxM; ++m) {
+    float s = 0.f;
+#pragma unroll
+    for (int w = 0; w < kThreads / 32; ++w) s += red[w][m];
+    v[m] = s;
+  }
+}
+
+template <typename Traits>
+__global__ void __launch_bounds__(Traits::kThreads) in_proj_step_kernel(const InProjStepParams p) {
+  constexpr int kMaxK = 4;
+  constexpr int kMaxM = Traits::kMaxM, kThreads = Traits::kThreads;
+  extern __shared__ int4 smem_i4[];
+  int8_t* hq = reinterpret_cast<int8_t*>(smem_i4);  // (M, D)
+  __shared__ float red[kThreads / 32][kMaxM];
+  grid_dependents_launch();
+  const int M = p.M, D = p.D, E = p.E;
+  const int64_t N = 2 * static_cast<int64_t>(E);
+  const int row_blocks = static_cast<int>((N + Traits::kRowsPerBlock - 1) / Traits::kRowsPerBlock);
+  bool first = true;
+  auto prologue = [&] {
+    if (!first) return;
+    first = false;
+    grid_dependency_wait();
+    // RMSNorm statistics in fp32 as norm::add_rmsnorm: rstd = rsqrt(Σr²/D + eps); h = (r·rstd)·γ.
+    const int d4 = D / 4;
+    float ss[kMaxM];
+#pragma unroll
+    for (int m = 0; m < kMaxM; ++m) {
+      ss[m] = 0.f;
+      if (m < M)
+        for (int i = threadIdx.x; i < d4; i += kThreads) {
+          const float4 r = __ldg(reinterpret_cast<const float4*>(p.residual + static_cast<int64_t>(m) * D) + i);
+          ss[m] = fmaf(r.x, r.x, fmaf(r.y, r.y, fmaf(r.z, r.z, fmaf(r.w, r.w, ss[m]))));
+        }
+    }
+    block_sum<kThreads, kMaxM>(ss, red);
+#pragma unroll
+    for (int m = 0; m < kMaxM; ++m) {
+      if (m >= M) continue;
+      const float rstd = rsqrtf(ss[m] / static_cast<float>(D) + p.eps);
+      for (int i = threadIdx.x; i < d4; i += kThreads) {
+        const float4 r = __ldg(reinterpret_cast<const float4*>(p.residual + static_cast<int64_t>(m) * D) + i);
+        const float4 g = __ldg(reinterpret_cast<const float4*>(p.gamma) + i);
+        char4 q;
+        q.x = quantize_i8(__fmul_rn(__fmul_rn(r.x, rstd), g.x), p.inv_s_h);
+        q.y = quantize_i8(__fmul_rn(__fmul_rn(r.y, rstd), g.y), p.inv_s_h);
+        q.z = quantize_i8(__fmul_rn(__fmul_rn(r.z, rstd), g.z), p.inv_s_h);
+        q.w = quantize_i8(__fmul_rn(__fmul_rn(r.w, rstd), g.w), p.inv_s_h);
+        reinterpret_cast<char4*>(hq + m * D)[i] = q;
+      }
+    }
+    __syncthreads();
+  };
+  const gemm::Requant rq{p.alpha_in};
+  for (int rb = blockIdx.x; rb < row_blocks; rb += gridDim.x) {
+    gemm::detail::gemv_block<Traits>(
+        p.w_in, D, N, D, M, static_cast<int64_t>(rb) * Traits::kRowsPerBlock, prologue,
+        [&](int m, int c) { return reinterpret_cast<const int4*>(hq + m * D)[c]; },
+        [&](int m, int64_t n, int acc) {
+          const int8_t v = rq.apply(acc, m, n);
+          if (n >= E) {
+            p.xz[static_cast<int64_t>(m) * N + n] = v;
+            return;
+          }
+          // The conv update of channel n of sequence m (conv1d_update_kernel's arithmetic).
+          const int64_t slot = p.state_idx ? static_cast<int64_t>(p.state_idx[m]) : m;
+          int8_t* uo = p.u + static_cast<int64_t>(m) * E + n;
+          if (slot < 0 || slot >= p.num_slots) {
+            *uo = 0;
+            if (p.error_flag) *p.error_flag = 1;
+            return;
+          }
+          const int K = p.K;
+          int8_t* st = p.conv_state + (slot * E + n) * K;
+          int32_t a = conv1d::detail::kMagicI;
+#pragma unroll
+          for (int k = 0; k < kMaxK; ++k) {
+            if (k < K) {
+              const int8_t x = k + 1 < K ? st[k + 1] : v;
+              st[k] = x;
+              a += static_cast<int32_t>(p.conv_w[n * K + k]) * static_cast<int32_t>(x);
+            }
+          }
+          const float bias_f = p.conv_b ? __fmul_rn(static_cast<float>(p.conv_b[n]), p.conv_s_b) : 0.f;
+          *uo = static_cast<int8_t>(
+              conv1d::detail::conv_i8_out_bits(a, p.conv_scale_wx, bias_f, p.conv_inv_s_u) & 0xffu);
+        });
+  }
+  if (first) grid_dependency_wait();  // a CTA without rows still orders the chain
+}
+
+// One power-of-two phase of the Walsh–Hadamard on an fp32 row in shared memory: butterflies over
+// the kB index bits [lo, lo + kB) of every 2^k block (consecutive lanes take consecutive low
+// indices, lo >= 5: conflict-free).
+template <int kB, int kThreads>
+QUAMBA_DEVICE void pow2_smem_phase(float* s, int n, int lo) {
+  constexpr int kR = 1 << kB;
+  const int items = n >> kB;
+  for (int g = threadIdx.x; g < items; g += kThreads) {
+    const int low = g & ((1 << lo) - 1);
+    const int e0 = ((g >> lo) << (lo + kB)) + low;
+    float a[kR];
+#pragma unroll
+    for (int j = 0; j < kR; ++j) a[j] = s[e0 + (j << lo)];
+    hadamard::detail::butterfly(a);
+#pragma unroll
+    for (int j = 0; j < kR; ++j) s[e0 + (j << lo)] = a[j];
+  }
+}
+
+// Rows of y (fp16, global) -> int8 rows in shared memory: aq[m] = q8(H_n·y[m]·factor), n = E =
+// kM·2^k (H_n = H_m ⊗ H_{2^k}, element i = i_m·2^k + i_p, as hadamard.cuh), k >= 5 at run
+// time; or q8(y·factor) without the rotation. `s`: 4·n bytes. The load step does i_p bits
+// [0, 3) in registers (a 16-byte run) and [3, 5) by shuffles, then phases of <= 5 bits, then the
+// m-point mix, which quantizes.
+template <int kM, int kThreads>
+QUAMBA_DEVICE void rotate_rows_to_i8(const OutProjStepParams& p, int log_p, float* s, int8_t* aq) {
+  const int n = p.E, P = 1 << log_p, runs = n / 8;
+  const int lane = threadIdx.x & 31;
+  for (int m = 0; m < p.M; ++m) {
+    const __half* y = p.y + static_cast<int64_t>(m) * n;
+    // Uniform trip count: every lane reaches every shuffle.
+    for (int g0 = 0; g0 < runs; g0 += kThreads) {
+      const int g = g0 + static_cast<int>(threadIdx.x);
+      float a[8];
+      if (g < runs) {
+        const uint4 raw = __ldg(reinterpret_cast<const uint4*>(y) + g);
+        const __half2* h2 = reinterpret_cast<const __half2*>(&raw);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const float2 f = __half22float2(h2[j]);
+          a[2 * j] = f.x;
+          a[2 * j + 1] = f.y;
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) a[j] = 0.f;
+      }
+      hadamard::detail::butterfly(a);
+      // i_p bits 3 and 4 are bits 0 and 1 of the run index: partner lanes xor 1, 2 (kThreads and
+      // runs = n/8 are multiples of 4, so a partner is a live run of the same 2^k block).
+#pragma unroll
+      for (int sb = 0; sb < 2; ++sb) {
+        const float sign = (lane & (1 << sb)) ? -1.0f : 1.0f;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) a[j] = fmaf(sign, a[j], __shfl_xor_sync(0xffffffffu, a[j], 1 << sb));
+      }
+      if (g < runs) {
+        float4* d = reinterpret_cast<float4*>(s + g * 8);
+        d[0] = make_float4(a[0], a[1], a[2], a[3]);
+        d[1] = make_float4(a[4], a[5], a[6], a[7]);
+      }
+    }
+    __syncthreads();
+    for (int lo = 5; lo < log_p;) {
+      const int b = log_p - lo < 5 ? log_p - lo : 5;
+      switch (b) {
+        case 1: pow2_smem_phase<1, kThreads>(s, n, lo); break;
+        case 2: pow2_smem_phase<2, kThreads>(s, n, lo); break;
+        case 3: pow2_smem_phase<3, kThreads>(s, n, lo); break;
+        case 4: pow2_smem_phase<4, kThreads>(s, n, lo); break;
+        default: pow2_smem_phase<5, kThreads>(s, n, lo); break;
+      }
+      __syncthreads();
+      lo += b;
+    }
+    int8_t* o = aq + static_cast<int64_t>(m) * n;
+    if constexpr (kM == 1) {
+      for (int i = threadIdx.x; i < n; i += kThreads) o[i] = hadamard::detail::quantize_i8_cvt(s[i], p.factor);
+    } else {
+      for (int pp = threadIdx.x; pp < P; pp += kThreads) {
+        float x[kM], yv[kM];
+#pragma unroll
+        for (int j = 0; j < kM; ++j) x[j] = s[j * P + pp];
+        hadamard::detail::small_product<kM>(x, yv, std::make_integer_sequence<int, kM>{});
+#pragma unroll
+        for (int i = 0; i < kM; ++i) o[i * P + pp] = hadamard::detail::quantize_i8_cvt(yv[i], p.factor);
+      }
+    }
+    __syncthreads();  // `s` is reused by the next row; `aq` is read by the GEMV
+  }
+}
+
+template <typename Traits, int kM>
+__global__ void __launch_bounds__(Traits::kThreads) out_proj_step_kernel(const OutProjStepParams p, int log_p) {
+  constexpr int kThreads = Traits::kThreads;
+  extern __shared__ int4 smem_i4[];
+  grid_dependents_launch();
+  const int M = p.M, D = p.D, E = p.E;
+  // [aq: M·E int8, 16-byte aligned][s: E fp32 when rotating]
+  int8_t* aq = reinterpret_cast<int8_t*>(smem_i4);
+  float* s = reinterpret_cast<float*>(aq + static_cast<int64_t>(M) * E);
+  const int row_blocks = (D + Traits::kRowsPerBlock - 1) / Traits::kRowsPerBlock;
+  bool first = true;
+  auto prologue = [&] {
+    if (!first) return;
+    first = false;
+    grid_dependency_wait();
+    if (p.rotate) {
+      rotate_rows_to_i8<kM, kThreads>(p, log_p, s, aq);
+    } else {
+      for (int i = threadIdx.x; i < M * E; i += kThreads)
+        aq[i] = hadamard::detail::quantize_i8_cvt(__half2float(p.y[i]), p.factor);
+      __syncthreads();
+    }
+  };
+  gemm::DequantF32 ep;
+  ep.alpha = p.alpha_out;
+  ep.residual = p.residual;
+  ep.ldr = D;
+  for (int rb = blockIdx.x; rb < row_blocks; rb += gridDim.x) {
+    gemm::detail::gemv_block<Traits>(
+        p.w_out, E, D, E, M, static_cast<int64_t>(rb) * Traits::kRowsPerBlock, prologue,
+        [&](int m, int c) { return reinterpret_cast<const int4*>(aq + static_cast<int64_t>(m) * E)[c]; },
+        [&](int m, int64_t n, int acc) { p.residual[m * static_cast<int64_t>(D) + n] = ep.apply(acc, m, n); });
+  }
+  if (first) grid_dependency_wait();
+}
+
+// Persistent grid: as many CTAs as are resident at once (so that every CTA loads its first
+// weights before the wait), at most one per row block.
+template <typename Kernel>
+Status persistent_grid(Kernel kernel, int threads, size_t smem, int row_blocks, unsigned* grid) {
+  int dev = 0, sms = 0, per_sm = 0;
+  QUAMBA_RETURN_IF_CUDA_ERROR(cudaGetDevice(&dev));
+  QUAMBA_RETURN_IF_CUDA_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  QUAMBA_RETURN_IF_CUDA_ERROR(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+  if (per_sm <= 0) return Status::kErrorNotSupported;
+  const int64_t resident = static_cast<int64_t>(sms) * per_sm;
+  *grid = static_cast<unsigned>(resident < row_blocks ? resident : row_blocks);
+  return Status::kSuccess;
+}
+
+template <typename Kernel>
+Status opt_in_smem(Kernel kernel, size_t smem) {
+  if (smem <= 48 * 1024) return Status::kSuccess;
+  int dev = 0, limit = 0;
+  QUAMBA_RETURN_IF_CUDA_ERROR(cudaGetDevice(&dev));
+  QUAMBA_RETURN_IF_CUDA_ERROR(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  if (smem > static_cast<size_t>(limit)) return Status::kErrorNotSupported;
+  return from_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+}
+
+#endif  // QUAMBA_HAS_CUDA_COMPILER
+
+// Two row counts are compiled (M = 1, and up to 8 with the unused rows skipped at run time).
+inline int step_max_m(int M) { return M <= 1 ? 1 : 8; }
+
+// (m, k) of a rotation the fused out_proj step does: n = m·2^k with k >= 5.
+inline bool step_rotation_size(int64_t n, int* m, int* k) {
+  return reference::hadamard_factor(n, m, k) == Status::kSuccess && *k >= 5;
+}
+
+}  // namespace detail
+
+inline Status can_implement(const InProjStepParams& p) {
+  if (p.M <= 0 || p.D <= 0 || p.E <= 0 || !p.residual || !p.gamma || !p.w_in || !p.conv_state || !p.conv_w ||
+      !p.u || !p.xz || p.num_slots <= 0 || (!p.state_idx && p.num_slots < p.M))
+    return Status::kErrorInvalidArgument;
+  if (p.M > kStepMaxRows || p.K < 2 || p.K > 4) return Status::kErrorNotSupported;
+  if (p.D % 16 != 0 || !is_aligned(p.residual, 16) || !is_aligned(p.gamma, 16) || !is_aligned(p.w_in, 16))
+    return Status::kErrorMisaligned;
+  return Status::kSuccess;
+}
+
+inline Status can_implement(const OutProjStepParams& p) {
+  if (p.M <= 0 || p.D <= 0 || p.E <= 0 || !p.y || !p.w_out || !p.residual) return Status::kErrorInvalidArgument;
+  if (p.M > kStepMaxRows) return Status::kErrorNotSupported;
+  if (p.E % 16 != 0 || !is_aligned(p.y, 16) || !is_aligned(p.w_out, 16)) return Status::kErrorMisaligned;
+  int m = 0, k = 0;
+  if (p.rotate && !detail::step_rotation_size(p.E, &m, &k)) return Status::kErrorNotSupported;
+  return Status::kSuccess;
+}
+
+#if QUAMBA_HAS_CUDA_COMPILER
+inline Status run(const InProjStepParams& p, cudaStream_t stream) {
+  QUAMBA_RETURN_IF_ERROR(can_implement(p));
+  return dispatch_int<1, 8>(detail::step_max_m(p.M), [&](auto kMaxM) {
+    using Traits = detail::StepGemv<decltype(kMaxM)::value>;
+    const auto kernel = detail::in_proj_step_kernel<Traits>;
+    const size_t smem = static_cast<size_t>(p.M) * p.D;
+    QUAMBA_RETURN_IF_ERROR(detail::opt_in_smem(kernel, smem));
+    const int row_blocks =
+        static_cast<int>((2 * static_cast<int64_t>(p.E) + Traits::kRowsPerBlock - 1) / Traits::kRowsPerBlock);
+    unsigned grid = 0;
+    QUAMBA_RETURN_IF_ERROR(detail::persistent_grid(kernel, Traits::kThreads, smem, row_blocks, &grid));
+    return launch_kernel(kernel, dim3(grid), dim3(Traits::kThreads), smem, stream, p.pdl, p);
+  });
+}
+
+inline Status run(const OutProjStepParams& p, cudaStream_t stream) {
+  QUAMBA_RETURN_IF_ERROR(can_implement(p));
+  int m = 1, k = 5;
+  if (p.rotate) detail::step_rotation_size(p.E, &m, &k);
+  return dispatch_int<1, 12, 20, 28>(m, [&](auto kM) {
+    return dispatch_int<1, 8>(detail::step_max_m(p.M), [&](auto kMaxM) {
+      using Traits = detail::StepGemv<decltype(kMaxM)::value>;
+      const auto kernel = detail::out_proj_step_kernel<Traits, decltype(kM)::value>;
+      const size_t smem = static_cast<size_t>(p.M) * p.E + (p.rotate ? 4 * static_cast<size_t>(p.E) : 0);
+      QUAMBA_RETURN_IF_ERROR(detail::opt_in_smem(kernel, smem));
+      const int row_blocks = (p.D + Traits::kRowsPerBlock - 1) / Traits::kRowsPerBlock;
+      unsigned grid = 0;
+      QUAMBA_RETURN_IF_ERROR(detail::persistent_grid(kernel, Traits::kThreads, smem, row_blocks, &grid));
+      return launch_kernel(kernel, dim3(grid), dim3(Traits::kThreads), smem, stream, p.pdl, p, k);
+    });
+  });
+}
+#endif
+
+}  // namespace quamba::block
