@@ -67,7 +67,7 @@ struct Shape {
 enum class Variant {
   kAuto, kSm80Tile128, kSm80Tile64, kGemvWide, kGemvSplitK, kGemvNarrow,
   kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St,
-  kSm90aP160, kSm90aC256St, kSm90aC160, kCublasF16, kCublasLtI8
+  kSm90aP160, kSm90aC256St, kSm90aC160, kSm90aP256x160, kCublasF16, kCublasLtI8
 };
 
 const char* variant_name(Variant v) {
@@ -88,6 +88,7 @@ const char* variant_name(Variant v) {
     case Variant::kSm90aP160: return gemm::sm90a_name<gemm::Sm90aPersistent128x160>();
     case Variant::kSm90aC256St: return gemm::sm90a_name<gemm::Sm90aCluster128x256St>();
     case Variant::kSm90aC160: return gemm::sm90a_name<gemm::Sm90aCluster128x160>();
+    case Variant::kSm90aP256x160: return gemm::sm90a_name<gemm::Sm90aPersistent256x160>();
     case Variant::kCublasF16: return "cublas_f16";
     case Variant::kCublasLtI8: return "cublaslt_i8";
   }
@@ -113,6 +114,7 @@ Status run_variant(Variant v, const gemm::GemmParams<Epi>& p, cudaStream_t st) {
     case Variant::kSm90aP160: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent128x160>(p, st);
     case Variant::kSm90aC256St: return gemm::run_sm90a<Epi, gemm::Sm90aCluster128x256St>(p, st);
     case Variant::kSm90aC160: return gemm::run_sm90a<Epi, gemm::Sm90aCluster128x160>(p, st);
+    case Variant::kSm90aP256x160: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent256x160>(p, st);
     default: return Status::kErrorNotSupported;
   }
 }
@@ -362,7 +364,7 @@ const bool registered = [] {
         if (M >= 128)
           vs.insert(vs.end(), {Variant::kSm90a, Variant::kSm90aTile128, Variant::kSm90aTile256, Variant::kSm90aTile128S7,
                                Variant::kSm90aP256, Variant::kSm90aP256St, Variant::kSm90aP128St, Variant::kSm90aP160,
-                               Variant::kSm90aC256St, Variant::kSm90aC160});
+                               Variant::kSm90aC256St, Variant::kSm90aC160, Variant::kSm90aP256x160});
         vs.insert(vs.end(), {Variant::kCublasF16, Variant::kCublasLtI8});
         for (Variant v : vs) {
           const std::string name = std::string("Gemm/") + variant_name(v) + "/D" + std::to_string(D) + "/" + s.layer +

@@ -154,13 +154,14 @@ Epi make_epilogue(const Problem& p, const EpiConfig& cfg, float alpha) {
 enum class Runner {
   kAuto, kGemv, kGemvWide, kGemvSplitK, kGemvNarrow, kSm80Tile128, kSm80Tile64,
   kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St, kSm90aP160,
-  kSm90aC256St, kSm90aC160
+  kSm90aC256St, kSm90aC160, kSm90aP256x160
 };
 
 // Every sm90a kernel variant, forced by name (the dispatcher's choice is kSm90a / kAuto).
 inline constexpr Runner kSm90aVariants[] = {Runner::kSm90aTile128, Runner::kSm90aTile256, Runner::kSm90aTile128S7,
                                             Runner::kSm90aP256,    Runner::kSm90aP256St,  Runner::kSm90aP128St,
-                                            Runner::kSm90aP160,    Runner::kSm90aC256St,  Runner::kSm90aC160};
+                                            Runner::kSm90aP160,    Runner::kSm90aC256St,  Runner::kSm90aC160,
+                                            Runner::kSm90aP256x160};
 
 const char* runner_name(Runner r) {
   switch (r) {
@@ -181,6 +182,7 @@ const char* runner_name(Runner r) {
     case Runner::kSm90aP160: return gemm::sm90a_name<gemm::Sm90aPersistent128x160>();
     case Runner::kSm90aC256St: return gemm::sm90a_name<gemm::Sm90aCluster128x256St>();
     case Runner::kSm90aC160: return gemm::sm90a_name<gemm::Sm90aCluster128x160>();
+    case Runner::kSm90aP256x160: return gemm::sm90a_name<gemm::Sm90aPersistent256x160>();
   }
   return "?";
 }
@@ -205,6 +207,7 @@ Status run_with(Runner r, const gemm::GemmParams<Epi>& p) {
     case Runner::kSm90aP160: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent128x160>(p, 0);
     case Runner::kSm90aC256St: return gemm::run_sm90a<Epi, gemm::Sm90aCluster128x256St>(p, 0);
     case Runner::kSm90aC160: return gemm::run_sm90a<Epi, gemm::Sm90aCluster128x160>(p, 0);
+    case Runner::kSm90aP256x160: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent256x160>(p, 0);
   }
   return Status::kErrorInternal;
 }

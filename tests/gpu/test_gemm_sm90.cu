@@ -1,7 +1,7 @@
 // int8 GEMM family, sm90a path (wgmma + TMA): every kernel variant forced by name (one tile per
 // CTA: 128x128 s5/s7, 128x256 s4; persistent: 128x256 s4 with and without the staged 16-byte
-// int8 stores, 128x128 s6 staged, 128x160 s6; two-CTA clusters with W multicast: 128x256 staged,
-// 128x160), the dispatcher's kSm90a and kAuto choices; every epilogue, tails in M, N and K,
+// int8 stores, 128x128 s6 staged, 128x160 s6, 256x160 s4 with setmaxnreg; two-CTA clusters with W
+// multicast: 128x256 staged, 128x160), the dispatcher's kSm90a and kAuto choices; every epilogue, tails in M, N and K,
 // strided views, the Mamba shapes, non-finite epilogue values, bit-exact against the host reference.
 // Skips unless the device is sm_90 and the build contains sm_90a code.
 #include <limits>
@@ -58,7 +58,7 @@ TEST(GemmSm90a, PersistentManyTilesPerCta) {
     Problem p(w, 2100, K, 9100 + K);
     const std::string label = "K=" + std::to_string(K);
     for (Runner r : {Runner::kSm90aP256, Runner::kSm90aP256St, Runner::kSm90aP128St, Runner::kSm90aP160,
-                     Runner::kSm90aC256St, Runner::kSm90aC160}) {
+                     Runner::kSm90aC256St, Runner::kSm90aC160, Runner::kSm90aP256x160}) {
       check<gemm::Requant>(p, r, {true, false, false}, label, 16);
       check<gemm::Requant>(p, r, {}, label);
       check<gemm::DequantF32>(p, r, {false, true, true}, label);
@@ -191,6 +191,63 @@ TEST(GemmSm90a, OutProjInPlaceResidual) {
       }
     EXPECT_EQ(bad, 0u);
   }
+}
+
+// The 256x160 persistent tile (two m64 blocks per consumer warpgroup, setmaxnreg) on out_proj at
+// d_model 2560 (K = 5120, N = 2560) and around it: odd M (1 and 3 rows of a 256-row tile, 17, 130
+// = one 128-row block past the first m64 pair, 2049 = one row into a ninth row tile), M = 4100
+// (17 row tiles x 16 column tiles = 272 tiles: every CTA runs two or three, so the ring position
+// and barrier parity carry over between tiles), N tails (2570: the last 160-column tile 10 wide,
+// odd; 2600: 40 wide), K tails (5136: one 16-byte K-slice past 40 full ones; 80: a single partial
+// slice) and A as a strided view (lda = K + 48). The fp32 residual-add epilogue (with and without
+// col_scale / bias, even and odd ldc) and the int8 requant epilogue (direct 2-byte and 1-byte
+// stores) on every shape; sampled values bit-exact, every element written, padding untouched.
+TEST(GemmSm90a, Persistent256x160OutProj) {
+  QUAMBA_REQUIRE_SM90A();
+  struct Case { int64_t M, N, K, lda; };
+  const Case cases[] = {{1, 2560, 5120, 5120},    {3, 2560, 5120, 5120},    {17, 2560, 5120, 5120},
+                        {130, 2560, 5120, 5120},  {2048, 2560, 5120, 5120}, {2049, 2560, 5120, 5168},
+                        {4100, 2560, 5120, 5120}, {300, 2570, 5120, 5120},  {513, 2600, 5136, 5136},
+                        {2049, 2570, 5136, 5184}, {257, 2560, 80, 80},      {255, 170, 208, 224}};
+  for (const Case& c : cases) {
+    Weights w(c.N, c.K, c.K, 11000 + c.N + c.K);
+    Problem p(w, c.M, c.lda, 12000 + c.M + c.K);
+    const std::string label = "256x160 lda=" + std::to_string(c.lda);
+    const Runner r = Runner::kSm90aP256x160;
+    check<gemm::DequantF32>(p, r, {false, false, true}, label);
+    check<gemm::DequantF32>(p, r, {true, true, true}, label);
+    check<gemm::DequantF32>(p, r, {false, false, false}, label);
+    check<gemm::DequantF16>(p, r, {true, false, true}, label);
+    check<gemm::Requant>(p, r, {}, label);
+    check<gemm::Requant>(p, r, {true, false, false}, label);
+  }
+}
+
+// Validation of the 256x160 variant is the family's (can_implement_sm90a): host-only, no device.
+TEST(GemmSm90a, Persistent256x160Validation) {
+  gemm::GemmParams<gemm::DequantF32> prm;
+  alignas(16) static int8_t a[64], w[64];
+  alignas(16) static float c[64];
+  prm.M = 2; prm.N = 2; prm.K = 16; prm.A = a; prm.lda = 16; prm.W = w; prm.ldw = 16; prm.C = c; prm.ldc = 2;
+  EXPECT_EQ(gemm::can_implement_sm90a(prm), Status::kSuccess);
+  auto bad = prm;
+  bad.K = 24;  // K % 16 != 0 (row strides still >= K)
+  bad.lda = bad.ldw = 32;
+  EXPECT_EQ(gemm::can_implement_sm90a(bad), Status::kErrorNotSupported);
+  bad = prm;
+  bad.lda = 24;
+  bad.K = 16;
+  EXPECT_EQ(gemm::can_implement_sm90a(bad), Status::kErrorMisaligned);
+  bad = prm;
+  bad.A = a + 1;
+  EXPECT_EQ(gemm::can_implement_sm90a(bad), Status::kErrorMisaligned);
+  bad = prm;
+  bad.epilogue.residual = c;
+  bad.epilogue.ldr = 1;  // ldr < N
+  EXPECT_EQ(gemm::can_implement_sm90a(bad), Status::kErrorInvalidArgument);
+  bad = prm;
+  bad.W = nullptr;
+  EXPECT_EQ(gemm::can_implement_sm90a(bad), Status::kErrorInvalidArgument);
 }
 
 // The dispatcher picks the wgmma kernel where it should and the mma.sync kernel elsewhere: both are

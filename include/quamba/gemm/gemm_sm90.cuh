@@ -30,6 +30,10 @@
 // consumer warp releases a stage to both producers. The persistent kernels also prefetch the
 // residual of a Dequant epilogue into L2 half-way through each tile's K loop. The multicast
 // kernels are correct but measured slower than the one-CTA persistent ones (run_sm90a_auto).
+// kBM = 256 (persistent only, Sm90aPersistent256x160): each consumer warpgroup owns 128 rows as two
+// m64 blocks sharing every W slice (160 accumulators per thread; the producer warpgroup hands
+// registers to the consumers with setmaxnreg), which cuts the L2 -> SM operand bytes per MAC by 28%
+// against 128x160. Not chosen by run_sm90a_auto; forced with run_sm90a<Epi, Sm90aPersistent256x160>.
 #pragma once
 
 #include <cuda.h>
@@ -50,11 +54,20 @@ namespace quamba::gemm {
 inline constexpr bool sm90a_dispatch_enabled() { return true; }
 
 template <int kBN_, int kStages_, bool kPersistent_ = false, int kGroupM_ = 1, bool kStagedStore_ = false,
-          int kClusterM_ = 1>
+          int kClusterM_ = 1, int kBM_ = 128>
 struct Sm90aTraits {
-  static constexpr int kBM = 128;   // two consumer warpgroups x m64
-  static constexpr int kBN = kBN_;  // wgmma n128 / n160 / n256: kBN/2 int32 accumulators per thread
-  static constexpr int kAccumulators = kBN / 2;
+  // Two consumer warpgroups, each kBM/2 rows = kMBlocks wgmma m64 row blocks.
+  static constexpr int kBM = kBM_;
+  static constexpr int kBN = kBN_;  // wgmma n128 / n160 / n256: kBN/2 int32 accumulators per m64 block
+  static constexpr int kRowsPerConsumer = kBM / 2;
+  static constexpr int kMBlocks = kRowsPerConsumer / 64;
+  static constexpr int kAccumulators = kMBlocks * kBN / 2;
+  // kBM = 256: 160 accumulators per consumer thread do not fit the 168 registers that 384 threads
+  // get by default; the producer warpgroup gives registers back (setmaxnreg) so that each consumer
+  // thread can hold 232 (40 + 2 x 232 = 3 x 168).
+  static constexpr bool kSplitRegisters = kBM == 256;
+  static constexpr int kProducerRegs = 40;
+  static constexpr int kConsumerRegs = 232;
   static constexpr int kBK = 128;  // bytes of K per stage = one 128-byte swizzle row
   static constexpr int kStages = kStages_;
   static constexpr int kConsumerWarpgroups = 2;
@@ -80,6 +93,11 @@ struct Sm90aTraits {
   static constexpr int kSmemBytes =
       kStages * (kStageBytesA + kStageBytesB) + kStoreBytes + 2 * kStages * 8 + 1024;
   static_assert(kBN == 128 || kBN == 160 || kBN == 256, "wgmma tile width 128, 160 or 256");
+  static_assert(kBM == 128 || kBM == 256, "128 or 256 rows (one or two m64 blocks per consumer warpgroup)");
+  static_assert(kMBlocks <= 2, "the persistent kernel's epilogue handles one or two m64 blocks");
+  // 256 rows only in the plain persistent kernel, at widths whose accumulators fit 232 registers.
+  static_assert(kBM == 128 || (kPersistent && kClusterM == 1 && !kStagedStore && kBN <= 160),
+                "256-row tiles: persistent, one CTA, direct stores, kBN <= 160");
   static_assert(kClusterM == 1 || (kClusterM == 2 && kPersistent), "W multicast pairs only in the persistent kernel");
   static_assert(kGroupM % kClusterM == 0, "raster bands of whole clusters");
   // Each CTA's multicast W box must start on a 1024-byte swizzle period (8 rows of 128 B) so that
@@ -113,6 +131,11 @@ using Sm90aPersistent128x160 = Sm90aTraits<160, 6, true, 8, false>;
 // run_sm90a_auto does not pick them; kept, tested and benchmarked for tuning.
 using Sm90aCluster128x256St = Sm90aTraits<256, 4, true, 8, true, 2>;
 using Sm90aCluster128x160 = Sm90aTraits<160, 6, true, 8, false, 2>;
+// Persistent 256x160, 4 x 52 KiB ring, direct stores, setmaxnreg (160 accumulators per consumer
+// thread). For out_proj at d_model 2560 (N = 2560, K = 5120): the 128x160 K loop is L2 -> SM
+// bound (~6.6 TB/s at (1/128 + 1/160) bytes per MAC); 256 rows cut the operand bytes per MAC to
+// 1/256 + 1/160 (-28%), and M = 2048 gives 8 x 16 = 128 tiles, one wave on 132 SMs.
+using Sm90aPersistent256x160 = Sm90aTraits<160, 4, true, 8, false, 1, 256>;
 
 template <typename Traits>
 constexpr const char* sm90a_name() {
@@ -125,6 +148,7 @@ constexpr const char* sm90a_name() {
   else if constexpr (std::is_same_v<Traits, Sm90aPersistent128x160>) return "sm90a_p_128x160x128_s6_g8";
   else if constexpr (std::is_same_v<Traits, Sm90aCluster128x256St>) return "sm90a_c2_128x256x128_s4_g8_st16";
   else if constexpr (std::is_same_v<Traits, Sm90aCluster128x160>) return "sm90a_c2_128x160x128_s6_g8";
+  else if constexpr (std::is_same_v<Traits, Sm90aPersistent256x160>) return "sm90a_p_256x160x128_s4_g8";
   else return "sm90a_custom";
 }
 
@@ -313,6 +337,16 @@ QUAMBA_DEVICE void wgmma_tile(int32_t (&d)[kBN / 2], uint64_t desc_a, uint64_t d
   else wgmma_m64n256k32_s8(d, desc_a, desc_b, 1);
 }
 
+// Register reallocation between warpgroups (sm_90a): every thread of the warpgroup executes it.
+template <int kRegs>
+QUAMBA_DEVICE void setmaxnreg_dec() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs));
+}
+template <int kRegs>
+QUAMBA_DEVICE void setmaxnreg_inc() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegs));
+}
+
 QUAMBA_DEVICE void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
@@ -324,9 +358,9 @@ QUAMBA_DEVICE void named_barrier_sync(int id, int threads) {
 // Staged (kStagedStore, 1-byte outputs, wide_ok: ldc % 16 == 0 and C 16-byte aligned): the
 // warpgroup writes its int8 block into shared memory, then each thread stores whole 16-byte row
 // chunks, so a warp writes two full 256-byte row segments per instruction.
-template <typename Traits, typename Epilogue>
+template <typename Traits, int kBatch = 4, typename Epilogue>
 QUAMBA_DEVICE void store_block(const GemmParams<Epilogue>& p, bool pair_ok, bool wide_ok,
-                               const int32_t (&acc)[Traits::kAccumulators], int64_t row0, int64_t n0,
+                               const int32_t (&acc)[Traits::kBN / 2], int64_t row0, int64_t n0,
                                uint8_t* stage, int consumer) {
   using Output = typename Epilogue::Output;
   const int lt = threadIdx.x % 128;
@@ -390,9 +424,9 @@ QUAMBA_DEVICE void store_block(const GemmParams<Epilogue>& p, bool pair_ok, bool
     // thread, which made the fp32 + residual epilogue of out_proj cost more than a tile's K loop.
     // In place (residual == C) stays exact: every thread reads its own elements before writing them.
     constexpr int kJ = Traits::kBN / 8;
-    // 8 registers per column pair. Not used at kBN = 256: 128 accumulators leave no room (spills
-    // at kBatch = 2; kBatch = 1 measured 1.3x slower on out_proj than the per-element path below).
-    constexpr int kBatch = 4;
+    // kBatch column pairs per batch, 8 registers each. Not used at kBN = 256: 128 accumulators
+    // leave no room (spills at kBatch = 2; kBatch = 1 measured 1.3x slower on out_proj than the
+    // per-element path below).
     static_assert(kJ % kBatch == 0, "whole batches");
     const Epilogue& e = p.epilogue;
 #pragma unroll
@@ -484,6 +518,13 @@ QUAMBA_DEVICE void release_stage(const Sm90aSmem<Traits>& sm, uint32_t s) {
   if constexpr (Traits::kClusterM > 1) mbar_arrive_remote(sm.empty_bar + 8 * s, cluster_ctarank() ^ 1u);
 }
 
+// The accumulators of m64 row block mb of a consumer warpgroup (constant mb after unrolling, so
+// they stay in registers).
+template <typename Traits>
+QUAMBA_DEVICE int32_t (&acc_block(int32_t (&acc)[Traits::kAccumulators], int mb))[Traits::kBN / 2] {
+  return *reinterpret_cast<int32_t(*)[Traits::kBN / 2]>(&acc[mb * (Traits::kBN / 2)]);
+}
+
 // One K-slice of a consumer warpgroup: wait for the stage, issue its kBK/32 wgmmas, keep them in
 // flight and release the previous slice's stage once it is no longer read.
 template <typename Traits>
@@ -492,13 +533,18 @@ QUAMBA_DEVICE void consume_slice(const Sm90aSmem<Traits>& sm, int32_t (&acc)[Tra
   constexpr int kStages = Traits::kStages;
   const uint32_t s = it % kStages;
   mbar_wait(sm.full_bar + 8 * s, (it / kStages) & 1);
-  const uint32_t a_base = sm.sA + s * Traits::kStageBytesA + consumer * 64 * Traits::kBK;
+  const uint32_t a_base = sm.sA + s * Traits::kStageBytesA + consumer * Traits::kRowsPerConsumer * Traits::kBK;
   const uint32_t b_base = sm.sB + s * Traits::kStageBytesB;
   fence_operands(acc);
   wgmma_fence();
+  // m64 block mb starts 64 rows = 8 KiB further, a whole number of 1024-byte swizzle periods, so
+  // its descriptor keeps base offset 0.
 #pragma unroll
   for (int kk = 0; kk < Traits::kBK / 32; ++kk)
-    wgmma_tile<Traits::kBN>(acc, smem_desc_sw128(a_base + kk * 32), smem_desc_sw128(b_base + kk * 32));
+#pragma unroll
+    for (int mb = 0; mb < Traits::kMBlocks; ++mb)
+      wgmma_tile<Traits::kBN>(acc_block<Traits>(acc, mb), smem_desc_sw128(a_base + mb * 64 * Traits::kBK + kk * 32),
+                              smem_desc_sw128(b_base + kk * 32));
   wgmma_commit();
   // Slice it-1's wgmmas are complete once at most one group (it's) is pending: release its stage.
   wgmma_wait<1>();
@@ -643,6 +689,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   init_barriers(sm);
 
   if (warpgroup == 0) {
+    if constexpr (Traits::kSplitRegisters) setmaxnreg_dec<Traits::kProducerRegs>();
     // Warp 0 produces (lane 0 issues; the warp stays converged so that it can also prefetch the
     // epilogue's residual half-way through each tile); warps 1-3 idle.
     if (tid < 32) {
@@ -670,6 +717,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       }
     }
   } else {
+    if constexpr (Traits::kSplitRegisters) setmaxnreg_inc<Traits::kConsumerRegs>();
     const int consumer = warpgroup - 1;
     uint8_t* stage = smem_raw + (sm.sStore - raw) + consumer * 64 * Traits::kBN;
     int32_t acc[Traits::kAccumulators];
@@ -686,7 +734,16 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       // The tile's last slice is read by no pending wgmma any more: hand its stage to the producer
       // before the epilogue, so the next tile's loads overlap it.
       if (lane == 0) release_stage(sm, (it - 1) % Traits::kStages);
-      store_block<Traits>(p, pair_ok, wide_ok, acc, int64_t(m0) + consumer * 64, n0, stage, consumer);
+      const int64_t row0 = int64_t(m0) + consumer * Traits::kRowsPerConsumer;
+      if constexpr (Traits::kMBlocks == 1) {
+        store_block<Traits>(p, pair_ok, wide_ok, acc_block<Traits>(acc, 0), row0, n0, stage, consumer);
+      } else {
+        // The second m64 block's epilogue runs with the first block's accumulators dead: batches of
+        // 5 column pairs (4 round trips to L2 per thread instead of 5). 10 spills ~270 bytes; 5 and
+        // the first block's 4 leave ptxas's 16-byte spill of the 4 / 4 split (outside the K loop).
+        store_block<Traits>(p, pair_ok, wide_ok, acc_block<Traits>(acc, 0), row0, n0, stage, consumer);
+        store_block<Traits, 5>(p, pair_ok, wide_ok, acc_block<Traits>(acc, 1), row0 + 64, n0, stage, consumer);
+      }
     }
   }
   if constexpr (Traits::kClusterM > 1) cluster_sync_all();
