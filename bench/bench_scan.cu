@@ -47,7 +47,10 @@ void report_exps(benchmark::State& state, double exps) {
 // groups unrolled, software-pipelined walk).
 template <class Traits>
 std::string traits_name() {
-  if constexpr (Traits::kKernel == 2)
+  if constexpr (Traits::kKernel == 3)
+    return "Seg" + traits_name<typename Traits::LaneTraits>() + "xB" + std::to_string(Traits::kTargetBlocks) + "xK" +
+           std::to_string(Traits::kMinSegmentChunks) + (Traits::kShortFirst ? "" : "xEq");
+  else if constexpr (Traits::kKernel == 2)
     return "PQ" + std::to_string(Traits::kStatesPerLane) + "xT" + std::to_string(Traits::kChunk) + "xC" +
            std::to_string(Traits::kChannels) + "xM" + std::to_string(Traits::kMinBlocks) + "xU" +
            std::to_string(Traits::kUnroll) + (Traits::kPipe ? "xPipe" : "");
@@ -137,11 +140,20 @@ void BM_PrefillI8(benchmark::State& state) {
   const int64_t E = state.range(0), L = state.range(1), N = Traits::kDState;
   I8Data d(L, E, N);
   auto p = d.params();
-  auto launch = [&] { return kRun ? qs::run(p, nullptr, 0) : qs::launch_prefill<Traits>(p, 0); };
+  // Segmented variants (kKernel 3) take a workspace; it stays allocated outside the timing.
+  size_t ws_bytes = 0;
+  if constexpr (Traits::kKernel == 3) ws_bytes = qs::segmented_workspace_bytes<Traits>(p);
+  DeviceBuffer<float> ws((ws_bytes + 3) / 4);
+  auto launch = [&] {
+    if constexpr (Traits::kKernel == 3) return qs::run_prefill_segmented<Traits>(p, ws.get(), ws_bytes, 0);
+    else return kRun ? qs::run(p, nullptr, 0) : qs::launch_prefill<Traits>(p, 0);
+  };
   if (qs::can_implement(p) != Status::kSuccess) { state.SkipWithError("can_implement failed"); return; }
   if (launch() != Status::kSuccess) { state.SkipWithError("launch failed"); return; }
   QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+  // Channels [0, 64) and [E-64, E), every token: every segment of a segmented variant.
   if (!d.verify(p, 0) || !d.verify(p, E - 64)) { state.SkipWithError("verification against the reference failed"); return; }
+  if constexpr (Traits::kKernel == 3) state.counters["segments"] = qs::segment_plan<Traits>(p).segments;
   quamba::bench::time_gpu(state, [&](int) { return launch(); });
   const double bytes = double(L) * (3.0 * E + 2.0 * N + 2.0 * E);
   quamba::bench::report_bytes(state, bytes);
@@ -257,6 +269,17 @@ const bool kRegistered = [] {
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 40, 1, int8_t, 8>>("new");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 40, 1, int8_t, 2>>("new");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 40, 1, int8_t>>("new");
+  // Split along the sequence (segmented_scan.cuh): two passes over S segments, 64-token chunks
+  // for more resident warps. Name: Seg<lane traits>xB<target blocks per pass>xK<min chunks per
+  // segment>[xEq: equal segments, else segment 0 half as long]. The default segmented N = 16
+  // variant (5 blocks/SM, S = 3 at E = 5120), its 6-blocks/SM sibling (80 registers), a two-wave
+  // plan (S = 5 at E = 5120), the default with equal segments, and the 128-token tiling
+  // (3 blocks/SM) split the same way.
+  register_prefill_i8<qs::DefaultSegmentedTraits<16, int8_t>::type>("new");
+  register_prefill_i8<qs::SegmentedPrefillTraits<qs::LanePrefillTraits<16, 2, 64, 16, 6, int8_t, 1, false, true>, 792>>("new");
+  register_prefill_i8<qs::SegmentedPrefillTraits<qs::LanePrefillTraits<16, 2, 64, 16, 5, int8_t, 2, false, true>, 1320>>("new");
+  register_prefill_i8<qs::SegmentedPrefillTraits<qs::LanePrefillTraits<16, 2, 64, 16, 5, int8_t, 2, false, true>, 660, 2, 64, false>>("new");
+  register_prefill_i8<qs::SegmentedPrefillTraits<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, false, true>, 792>>("new");
   // Measured slower (2026-11-27, see bench/RESULTS.md): kept for the record, not in the default filter.
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 128, 40, 1, int8_t>>("alt");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 16, 3, int8_t>>("alt");

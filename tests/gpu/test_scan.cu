@@ -57,11 +57,14 @@ struct Case {
   float s_delta = 1.0f / 32;  // δraw in [-4, 4)
   float s_A = 0.0218f;        // A = -exp([0,127]·s_A) ∈ [-16, -1]
   int A_lo = 0;
+  // δ bias -8 for every channel (δ ≈ 5e-5 .. 2.5e-3 at s_delta = 1/64): decays near 1, states
+  // carried over thousands of tokens.
+  bool slow_decay = false;
   uint64_t seed = 1;
   std::string name() const {
     return "B" + std::to_string(B) + " L" + std::to_string(L) + " E" + std::to_string(E) + " N" + std::to_string(N) +
            (z ? " z" : "") + (D ? " D" : "") + (bias ? " bias" : "") + (init ? " init" : "") +
-           (strided ? " strided" : "");
+           (strided ? " strided" : "") + (slow_decay ? " slow-decay" : "");
   }
 };
 
@@ -99,6 +102,10 @@ struct I8Problem {
     A_log = quamba::test::random_int8(static_cast<size_t>(E * N), rng, c.A_lo, 127);
     D = quamba::test::random_int8(static_cast<size_t>(E), rng);
     bias = quamba::test::random_int8(static_cast<size_t>(E), rng);
+    if (c.slow_decay) {
+      bias.assign(static_cast<size_t>(E), -128);
+      s_bias = 1.0f / 16;
+    }
     init = quamba::test::random_floats(static_cast<size_t>(B * E * N), rng, -2.f, 2.f);
     u.dev.upload(u.host);
     dt.dev.upload(dt.host);
@@ -376,6 +383,194 @@ TEST(ScanPrefillI8, InPlaceState) {
   QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
   EXPECT_TRUE(check_y(pr.y, pr.y.dev.download(), yref, quamba::test::kTolScan, "in-place"));
   EXPECT_TRUE(quamba::test::all_close(pr.dinit.download(), fref, quamba::test::kTolScan, "in-place state"));
+}
+
+// ----- segmented prefill (segmented_scan.cuh) ---------------------------------------------------
+
+// The workspace is poisoned (NaN floats) before every run: an entry read before it is written
+// turns the state, y and final_state into NaN, which never passes.
+DeviceBuffer<float>& segmented_workspace() {
+  static DeviceBuffer<float> ws;
+  return ws;
+}
+Status run_with_workspace(const qs::PrefillParamsI8& p, size_t bytes,
+                          Status (*body)(const qs::PrefillParamsI8&, void*, size_t, cudaStream_t), cudaStream_t s) {
+  auto& ws = segmented_workspace();
+  const size_t n = bytes / sizeof(float) + 4;
+  if (ws.size() < n) ws.resize(n);
+  ws.poison(0xFF);
+  return body(p, bytes ? ws.get() : nullptr, bytes, s);  // null is valid when no workspace is needed
+}
+template <class Traits>
+Status launch_segmented_i8(const qs::PrefillParamsI8& p, cudaStream_t s) {
+  return run_with_workspace(p, qs::segmented_workspace_bytes<Traits>(p), qs::run_prefill_segmented<Traits, qs::PrefillParamsI8>, s);
+}
+Status run_segmented_i8(const qs::PrefillParamsI8& p, cudaStream_t s) {
+  return run_with_workspace(p, qs::segmented_workspace_size(p), qs::run_segmented<qs::PrefillParamsI8>, s);
+}
+
+// Default N = 16 segmented variant (segment 0 about half as long as the others), and one with
+// equal segments of one 64-token chunk each (up to 64 segments), so short sequences and tails
+// exercise the two passes and long combines.
+using SegDefault16 = qs::DefaultSegmentedTraits<16, int8_t>::type;
+using SegFine16 =
+    qs::SegmentedPrefillTraits<qs::LanePrefillTraits<16, 2, 64, 16, 5, int8_t, 2, false, true>, 1 << 20, 1, 64, false>;
+
+// The plan depends on the shapes only (no device).
+template <class Traits>
+qs::SegmentPlan plan_of(int64_t B, int64_t L, int64_t E) {
+  qs::PrefillParamsI8 p;
+  p.u = quamba::make_view<const int8_t>(static_cast<const int8_t*>(nullptr), B, L, E);
+  return qs::segment_plan<Traits>(p);
+}
+template <class Traits>
+std::string plan_name(const Case& c) {
+  const auto plan = plan_of<Traits>(c.B, c.L, c.E);
+  return "segments " + std::to_string(plan.segments) + ": " + std::to_string(plan.first_len) + " then " +
+         std::to_string(plan.seg_len) + " tokens";
+}
+
+TEST(ScanPrefillSegmented, LengthSweep) {
+  QUAMBA_REQUIRE_GPU();
+  uint64_t seed = 1100;
+  for (int64_t B : {1, 3})
+    for (int64_t L : {1, 2, 3, 127, 128, 129, 2047, 2049, 8193}) {
+      Case c{B, L, 64, 16};
+      c.seed = seed++;
+      {
+        SCOPED_TRACE("default segmented, " + plan_name<SegDefault16>(c));
+        run_i8_case(c, launch_segmented_i8<SegDefault16>);
+      }
+      {
+        SCOPED_TRACE("one chunk per segment, " + plan_name<SegFine16>(c));
+        run_i8_case(c, launch_segmented_i8<SegFine16>);
+      }
+    }
+  // The sweep must have run split sequences: the plans of the long cases.
+  EXPECT_EQ(plan_of<SegDefault16>(1, 2049, 64).segments, 12);  // 64 + 10·192 + 65 tokens
+  EXPECT_EQ(plan_of<SegFine16>(1, 8193, 64).segments, 43);
+  EXPECT_EQ(plan_of<SegFine16>(3, 129, 64).segments, 3);
+}
+
+// run_segmented: the default segmented variant of each N, batch 3.
+TEST(ScanPrefillSegmented, BatchAndStateSizes) {
+  QUAMBA_REQUIRE_GPU();
+  uint64_t seed = 1200;
+  for (int64_t N : {16, 32, 64})
+    for (int64_t L : {1, 3, 129, 2049, 8193}) {
+      Case c{3, L, 48 + 16 * (N / 16), N};  // E = 64, 80, 112
+      c.seed = seed++;
+      run_i8_case(c, run_segmented_i8);
+    }
+}
+
+TEST(ScanPrefillSegmented, OptionalInputs) {
+  QUAMBA_REQUIRE_GPU();
+  uint64_t seed = 1300;
+  for (int mask = 0; mask < 32; ++mask) {
+    Case c{2, 300, 32, 16};  // 5 segments of 64 tokens, the last of 44
+    c.z = mask & 1; c.D = mask & 2; c.bias = mask & 4; c.init = mask & 8; c.strided = mask & 16;
+    c.seed = seed++;
+    run_i8_case(c, launch_segmented_i8<SegFine16>);
+  }
+}
+
+// Large decays (δ up to 40, |A| up to 2000): segment decays underflow to exactly 0.
+TEST(ScanPrefillSegmented, ExtremeDecays) {
+  QUAMBA_REQUIRE_GPU();
+  for (int k = 0; k < 2; ++k) {
+    Case c{2, 700, 64, 16};
+    c.s_delta = 40.0f / 127;
+    c.bias = false;
+    c.s_A = k ? 0.06f : 0.0218f;
+    c.A_lo = k ? 60 : 0;
+    c.seed = 1400 + k;
+    run_i8_case(c, launch_segmented_i8<SegFine16>);
+  }
+  // Slow decays (δ·|A| ≤ 0.04): the entry state of every segment matters, and without D the
+  // output is the state term alone, so a wrong carry cannot hide under the tolerance.
+  for (int64_t L : {2049, 8193}) {
+    Case c{2, L, 64, 16};
+    c.slow_decay = true;
+    c.D = false;
+    c.seed = 1410 + L;
+    run_i8_case(c);  // the one-pass default on the same data, to tell a tolerance problem from a carry bug
+    run_i8_case(c, launch_segmented_i8<SegFine16>);
+    run_i8_case(c, launch_segmented_i8<SegDefault16>);
+  }
+}
+
+// Mamba-2.8b width (E = 5120, 320 blocks per segment), batch 1 and 2: the default plan's S = 3
+// at batch 1 and the one-pass fallback (S = 1) at batch 2.
+TEST(ScanPrefillSegmented, WideModel) {
+  QUAMBA_REQUIRE_GPU();
+  for (int64_t B : {1, 2}) {
+    Case c{B, 700, 5120, 16};
+    c.seed = 1500 + B;
+    SCOPED_TRACE(plan_name<SegDefault16>(c));
+    run_i8_case(c, launch_segmented_i8<SegDefault16>);
+  }
+  EXPECT_EQ(plan_of<SegDefault16>(1, 700, 5120).segments, 3);
+  EXPECT_EQ(plan_of<SegDefault16>(2, 700, 5120).segments, 1);
+}
+
+// A segmented prefill split in two (state through final_state -> initial_state) equals one.
+TEST(ScanPrefillSegmented, ChunkedEqualsWhole) {
+  QUAMBA_REQUIRE_GPU();
+  for (auto [L, L1] : std::vector<std::pair<int64_t, int64_t>>{{2049, 1}, {2049, 1000}, {1000, 777}, {8193, 4100}}) {
+    Case c{3, L, 64, 16};
+    c.seed = 1600 + L1;
+    SCOPED_TRACE(c.name() + " split at " + std::to_string(L1));
+    I8Problem pr(c);
+    std::vector<float> yref, fref;
+    ASSERT_EQ(ref::selective_scan_i8(pr.ref_args(yref, fref)), Status::kSuccess);
+    auto whole = pr.params();
+    DeviceBuffer<float> mid(static_cast<size_t>(c.B * c.E * c.N));
+    mid.poison(0xFF);
+    pr.y.dev.poison(0xFF);
+    pr.dfinal.poison(0xFF);
+    auto p1 = whole;
+    auto p2 = whole;
+    for (auto* p : {&p1, &p2}) {
+      const int64_t begin = p == &p1 ? 0 : L1, count = p == &p1 ? L1 : L - L1;
+      p->u = whole.u.slice(1, begin, count);
+      p->delta = whole.delta.slice(1, begin, count);
+      p->z = whole.z.slice(1, begin, count);
+      p->Bm = whole.Bm.slice(1, begin, count);
+      p->Cm = whole.Cm.slice(1, begin, count);
+      p->y = whole.y.slice(1, begin, count);
+    }
+    p1.final_state = mid.get();
+    p2.initial_state = mid.get();
+    ASSERT_EQ(launch_segmented_i8<SegFine16>(p1, 0), Status::kSuccess);
+    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());  // one workspace buffer serves both calls
+    ASSERT_EQ(run_segmented_i8(p2, 0), Status::kSuccess);
+    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+    EXPECT_TRUE(check_y(pr.y, pr.y.dev.download(), yref, quamba::test::kTolScan, "segmented chunked"));
+    EXPECT_TRUE(
+        quamba::test::all_close(pr.dfinal.download(), fref, quamba::test::kTolScan, "segmented chunked final_state"));
+  }
+}
+
+// final_state aliasing initial_state: segment 0 reads it in pass 1, the last segment writes it
+// in pass 2.
+TEST(ScanPrefillSegmented, InPlaceState) {
+  QUAMBA_REQUIRE_GPU();
+  for (int64_t L : {200, 2049}) {
+    Case c{2, L, 32, 16};
+    c.seed = 1700 + L;
+    SCOPED_TRACE(c.name() + ", " + plan_name<SegFine16>(c));
+    I8Problem pr(c);
+    std::vector<float> yref, fref;
+    ASSERT_EQ(ref::selective_scan_i8(pr.ref_args(yref, fref)), Status::kSuccess);
+    auto p = pr.params();
+    p.final_state = pr.dinit.get();
+    pr.y.dev.poison(0xFF);
+    ASSERT_EQ(launch_segmented_i8<SegFine16>(p, 0), Status::kSuccess);
+    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+    EXPECT_TRUE(check_y(pr.y, pr.y.dev.download(), yref, quamba::test::kTolScan, "segmented in-place"));
+    EXPECT_TRUE(quamba::test::all_close(pr.dinit.download(), fref, quamba::test::kTolScan, "segmented in-place state"));
+  }
 }
 
 // ----- decode ---------------------------------------------------------------------------------
@@ -719,6 +914,57 @@ TEST(ScanValidation, PrefillStatus) {
   }
   // run() validates before launching, so no device is needed to see the error.
   { auto p = good(); p.u.data = nullptr; EXPECT_EQ(qs::run(p, nullptr, 0), Status::kErrorInvalidArgument); }
+}
+
+// Segmented variant: plan, workspace size and the Status of bad workspaces, all before any launch
+// (no device needed).
+TEST(ScanValidation, SegmentedStatus) {
+  alignas(16) static int8_t buf[4096];
+  alignas(16) static uint16_t ybuf[4096];
+  alignas(16) static float wsbuf[1 << 16];
+  auto make = [&](int64_t L, int64_t N) {
+    qs::PrefillParamsI8 p;
+    p.u = quamba::make_view<const int8_t>(buf, 1, L, 32);
+    p.delta = p.u;
+    p.z = p.u;
+    p.Bm = quamba::make_view<const int8_t>(buf, 1, L, N);
+    p.Cm = p.Bm;
+    p.A_log = buf;
+    p.y = quamba::make_view(reinterpret_cast<__half*>(ybuf), 1, L, 32);
+    return p;
+  };
+  // Short: one segment, no workspace. Long: 2 blocks per segment, 16 chunks of 64, at most
+  // 16 / kMinSegmentChunks = 8 segments -> 3 chunks per segment, segment 0 one chunk: 6 segments
+  // (64 + 4·192 + 192 tokens); workspace 2 · (S-1) · E · N floats.
+  EXPECT_EQ(qs::segmented_workspace_size(make(100, 16)), 0u);
+  const auto plan = qs::segment_plan<SegDefault16>(make(1024, 16));
+  EXPECT_EQ(plan.segments, 6);
+  EXPECT_EQ(plan.first_len, 64);
+  EXPECT_EQ(plan.seg_len, 192);
+  const size_t need = qs::segmented_workspace_size(make(1024, 16));
+  EXPECT_EQ(need, size_t(2) * 5 * 32 * 16 * sizeof(float));
+  ASSERT_LE(need, sizeof(wsbuf));
+  EXPECT_EQ(qs::segmented_workspace_bytes<SegDefault16>(make(1024, 16)), need);
+  {
+    const auto p = make(1024, 16);
+    EXPECT_EQ(qs::run_segmented(p, nullptr, 0, 0), Status::kErrorWorkspaceTooSmall) << "missing workspace";
+    EXPECT_EQ(qs::run_segmented(p, nullptr, need, 0), Status::kErrorWorkspaceTooSmall) << "null workspace";
+    EXPECT_EQ(qs::run_segmented(p, wsbuf, need - 4, 0), Status::kErrorWorkspaceTooSmall) << "one float short";
+    EXPECT_EQ(qs::run_segmented(p, wsbuf + 1, need, 0), Status::kErrorMisaligned) << "workspace not 16-byte aligned";
+    EXPECT_EQ((qs::run_prefill_segmented<SegFine16>(p, nullptr, 0, 0)), Status::kErrorWorkspaceTooSmall);
+    EXPECT_GT(qs::segmented_workspace_bytes<SegFine16>(p), need) << "one chunk per segment: 16 segments";
+  }
+  // Unsupported N: the dispatcher and an explicit variant built for another N.
+  for (int64_t N : {8, 48}) {
+    EXPECT_EQ(qs::segmented_workspace_size(make(1024, N)), 0u);
+    EXPECT_EQ(qs::run_segmented(make(1024, N), wsbuf, sizeof(wsbuf), 0), Status::kErrorNotSupported) << "N = " << N;
+  }
+  EXPECT_EQ((qs::run_prefill_segmented<SegDefault16>(make(1024, 32), wsbuf, sizeof(wsbuf), 0)),
+            Status::kErrorNotSupported)
+      << "N = 32 with N = 16 traits";
+  EXPECT_EQ((qs::can_implement_segmented<SegDefault16>(make(1024, 32))), Status::kErrorNotSupported);
+  EXPECT_EQ((qs::can_implement_segmented<SegDefault16>(make(1024, 16))), Status::kSuccess);
+  { auto p = make(1024, 16); p.u.data = nullptr; EXPECT_EQ(qs::run_segmented(p, wsbuf, sizeof(wsbuf), 0), Status::kErrorInvalidArgument); }
 }
 
 TEST(ScanValidation, DecodeStatus) {
