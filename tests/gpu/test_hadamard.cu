@@ -158,6 +158,137 @@ TEST(HadamardValidate, SupportedAndUnsupportedSizes) {
   EXPECT_FALSE(qh::staged_supported(1, 11));
 }
 
+// The pipelined variant: 2^k ∈ [32, 1024] and kRows·n·(4·[m > 1] + 2·sizeof(in)) ≤ 96 KiB;
+// everything else returns kErrorNotSupported before any launch (no device needed).
+TEST(HadamardValidate, PipelinedSizes) {
+  EXPECT_TRUE(qh::pipelined_supported(20, 8, 2));   // 5120, fp16 in: 40 KiB
+  EXPECT_TRUE(qh::pipelined_supported(12, 10, 2));  // 12288, fp16 in: exactly 96 KiB
+  EXPECT_FALSE(qh::pipelined_supported(12, 10, 4)); // 12288, fp32 in: 144 KiB
+  EXPECT_TRUE(qh::pipelined_supported(1, 10, 4));   // 1024, fp32 in, no work row
+  EXPECT_FALSE(qh::pipelined_supported(1, 11, 2));  // 2048: 2^k above 1024
+  EXPECT_FALSE(qh::pipelined_supported(20, 4, 2));  // 320: 2^k below 32
+  EXPECT_FALSE(qh::pipelined_supported(20, 10, 2)); // 20480: 160 KiB
+  EXPECT_FALSE(qh::pipelined_supported(28, 9, 2));  // 14336: 112 KiB
+  using Tr5120 = qh::HadamardPipelinedTraits<__half, int8_t, 20, 8>;
+  using Tr32 = qh::HadamardPipelinedTraits<__half, int8_t, 1, 5>;
+  using Tr384 = qh::HadamardPipelinedTraits<__half, int8_t, 12, 5>;
+  EXPECT_EQ(Tr5120::kThreads, 160);
+  EXPECT_EQ(Tr5120::kRows, 1);
+  EXPECT_EQ(Tr32::kRows, 128);
+  EXPECT_EQ(Tr384::kThreads, 128);  // 10 rows of 12 items, 8 padding lanes
+  EXPECT_FALSE((qh::pipelined_variant_name<__half, int8_t>(5120).empty()));
+  EXPECT_TRUE((qh::pipelined_variant_name<__half, int8_t>(2048).empty()));
+
+  alignas(16) static __half hin[64];
+  alignas(16) static float fin[64];
+  alignas(16) static int8_t qout[64];
+  HadamardParams<__half, int8_t> p;
+  p.x = hin;
+  p.out = qout;
+  p.rows = 1;
+  p.x_row_stride = p.out_row_stride = 1 << 20;
+  p.scale = 1.0f;
+  HadamardParams<float, int8_t> f;
+  f.x = fin;
+  f.out = qout;
+  f.rows = 1;
+  f.x_row_stride = f.out_row_stride = 1 << 20;
+  f.scale = 1.0f;
+  // Supported by run() but not by this variant.
+  for (int64_t n : {1, 2, 4, 8, 16, 2048, 4096, 32768, 12, 24, 48, 96, 192, 20, 320, 28, 448, 20480, 24576, 14336,
+                    28672}) {
+    p.n = n;
+    ASSERT_EQ(qh::can_implement(p), Status::kSuccess) << "n=" << n;
+    EXPECT_EQ(qh::run_pipelined(p), Status::kErrorNotSupported) << "fp16 n=" << n;
+  }
+  for (int64_t n : {12288, 10240, 2048, 20480}) {  // fp32 rows above 8192 do not fit the ring
+    f.n = n;
+    ASSERT_EQ(qh::can_implement(f), Status::kSuccess) << "n=" << n;
+    EXPECT_EQ(qh::run_pipelined(f), Status::kErrorNotSupported) << "fp32 n=" << n;
+  }
+  // Sizes no variant supports, and bad arguments, as run().
+  for (int64_t n : {0, 3, 36, 5000, 65536}) {
+    p.n = n;
+    EXPECT_EQ(qh::run_pipelined(p), Status::kErrorNotSupported) << "n=" << n;
+  }
+  p.n = 5120;
+  auto q = p;
+  q.x = nullptr;
+  EXPECT_EQ(qh::run_pipelined(q), Status::kErrorInvalidArgument);
+  q = p;
+  q.rows = -1;
+  EXPECT_EQ(qh::run_pipelined(q), Status::kErrorInvalidArgument);
+  q = p;
+  q.rows = 2;
+  q.x_row_stride = 5124;  // 10248 bytes: not a multiple of 16
+  q.out_row_stride = 5120;
+  EXPECT_EQ(qh::run_pipelined(q), Status::kErrorMisaligned);
+  q = p;
+  q.x = hin + 4;
+  EXPECT_EQ(qh::run_pipelined(q), Status::kErrorMisaligned);
+  q = p;
+  q.rows = 0;
+  EXPECT_EQ(qh::run_pipelined(q), Status::kSuccess);
+}
+
+// The tensor-core pipelined variant: fp16 inputs, n ∈ {3072, 5120, 7168} only; everything else
+// returns kErrorNotSupported before any launch (no device needed).
+TEST(HadamardValidate, PipelinedMmaSizes) {
+  EXPECT_TRUE(qh::pipelined_mma_supported(12, 8, 2));
+  EXPECT_TRUE(qh::pipelined_mma_supported(20, 8, 2));
+  EXPECT_TRUE(qh::pipelined_mma_supported(28, 8, 2));
+  EXPECT_FALSE(qh::pipelined_mma_supported(1, 8, 2));
+  EXPECT_FALSE(qh::pipelined_mma_supported(20, 7, 2));
+  EXPECT_FALSE(qh::pipelined_mma_supported(20, 9, 2));
+  EXPECT_FALSE(qh::pipelined_mma_supported(20, 8, 4));
+  EXPECT_FALSE((qh::pipelined_mma_variant_name<__half, int8_t>(5120).empty()));
+  EXPECT_TRUE((qh::pipelined_mma_variant_name<__half, int8_t>(1536).empty()));
+  EXPECT_TRUE((qh::pipelined_mma_variant_name<float, int8_t>(5120).empty()));
+
+  alignas(16) static __half hin[64];
+  alignas(16) static float fin[64];
+  alignas(16) static int8_t qout[64];
+  HadamardParams<__half, int8_t> p;
+  p.x = hin;
+  p.out = qout;
+  p.rows = 1;
+  p.x_row_stride = p.out_row_stride = 1 << 20;
+  p.scale = 1.0f;
+  for (int64_t n : {1, 16, 256, 512, 1024, 2048, 4096, 32768, 12, 768, 1536, 6144, 20, 2560, 10240, 28, 3584,
+                    14336}) {
+    p.n = n;
+    ASSERT_EQ(qh::can_implement(p), Status::kSuccess) << "n=" << n;
+    EXPECT_EQ(qh::run_pipelined_mma(p), Status::kErrorNotSupported) << "n=" << n;
+  }
+  for (int64_t n : {0, 3, 36, 5000, 65536}) {
+    p.n = n;
+    EXPECT_EQ(qh::run_pipelined_mma(p), Status::kErrorNotSupported) << "n=" << n;
+  }
+  HadamardParams<float, int8_t> f;  // fp32 inputs are not exact in fp16: not offered
+  f.x = fin;
+  f.out = qout;
+  f.rows = 1;
+  f.n = 5120;
+  f.scale = 1.0f;
+  ASSERT_EQ(qh::can_implement(f), Status::kSuccess);
+  EXPECT_EQ(qh::run_pipelined_mma(f), Status::kErrorNotSupported);
+  p.n = 5120;
+  auto q = p;
+  q.out = nullptr;
+  EXPECT_EQ(qh::run_pipelined_mma(q), Status::kErrorInvalidArgument);
+  q = p;
+  q.rows = 2;
+  q.x_row_stride = 5124;  // not a multiple of 16 bytes
+  q.out_row_stride = 5120;
+  EXPECT_EQ(qh::run_pipelined_mma(q), Status::kErrorMisaligned);
+  q = p;
+  q.x = hin + 2;
+  EXPECT_EQ(qh::run_pipelined_mma(q), Status::kErrorMisaligned);
+  q = p;
+  q.rows = 0;
+  EXPECT_EQ(qh::run_pipelined_mma(q), Status::kSuccess);
+}
+
 TEST(HadamardValidate, BadArguments) {
   alignas(16) static __half hin[256];
   alignas(16) static int8_t qout[256];
@@ -294,19 +425,31 @@ std::vector<double> sampled_sums(const std::vector<float>& x, int64_t n, const S
 }
 
 template <typename InT, typename OutT>
-void sweep_one(int64_t n, int64_t M, bool strided, uint64_t salt, int64_t out_pad = 3, bool staged = false) {
+// variant: 0 = run() (generic), 1 = run_staged(), 2 = run_pipelined(), 3 = run_pipelined_mma().
+void sweep_one(int64_t n, int64_t M, bool strided, uint64_t salt, int64_t out_pad = 3, int variant = 0) {
   using DIn = typename DevOf<InT>::type;
   using DOut = typename DevOf<OutT>::type;
   constexpr bool kInt8 = std::is_same_v<OutT, int8_t>;
   const std::string what = std::string("n=") + std::to_string(n) + " M=" + std::to_string(M) +
                            (strided ? " strided+" + std::to_string(out_pad) : std::string(" compact")) +
-                           (staged ? " run_staged" : "");
+                           (variant == 1   ? " run_staged"
+                            : variant == 2 ? " run_pipelined"
+                            : variant == 3 ? " run_pipelined_mma"
+                                           : "");
   SCOPED_TRACE(what);
   auto rng = quamba::test::make_rng(salt);
   const int64_t xs = strided ? n + 8 : n;   // keeps the 16-byte input rule
   const int64_t os = strided ? n + out_pad : n;  // outputs only need natural alignment
   // Inputs: normal(0, 1); fp16 inputs are rounded first and the reference sees the rounded values.
   std::vector<float> xf = quamba::test::random_normal(size_t(M * n), rng);
+  if (variant == 3 && M >= 2) {
+    // One 16-element run of ±30000 (exact in fp16) in row 1 and the last row: the first-stage
+    // sums of the tensor-core variant reach 16·30000 unless the 1/16 keeps them in fp16 range.
+    for (int64_t j = 0; j < 16; ++j) {
+      xf[size_t(1 * n + j)] = 30000.0f;
+      xf[size_t((M - 1) * n + n - 16 + j)] = -30000.0f;
+    }
+  }
   std::vector<DIn> xdev(size_t(M * xs));
   {
     std::vector<float> junk = quamba::test::random_floats(xdev.size(), rng, -50.f, 50.f);  // padding
@@ -345,7 +488,11 @@ void sweep_one(int64_t n, int64_t M, bool strided, uint64_t salt, int64_t out_pa
   const int poison[2] = {0x5A, 0xA5};
   for (int rep = 0; rep < 2; ++rep) {
     dout.poison(poison[rep]);
-    ASSERT_EQ(staged ? qh::run_staged(p) : qh::run(p), Status::kSuccess);
+    const Status st = variant == 1   ? qh::run_staged(p)
+                      : variant == 2 ? qh::run_pipelined(p)
+                      : variant == 3 ? qh::run_pipelined_mma(p)
+                                     : qh::run(p);
+    ASSERT_EQ(st, Status::kSuccess);
     QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
     got[rep] = dout.download();
     uint8_t pb[sizeof(DOut)];
@@ -464,6 +611,100 @@ TEST(HadamardSweep, StagedVariant) {
     sweep_one<__half, __half>(n, 64, /*strided=*/true, ++s, /*out_pad=*/3, true);
     sweep_one<float, float>(n, 33, /*strided=*/true, ++s, /*out_pad=*/4, true);
     sweep_one<float, float>(n, 3, /*strided=*/false, ++s, 3, true);
+    if (HasFatalFailure()) return;
+  }
+}
+
+// The pipelined variant (run_pipelined()) on every size it covers (m ∈ {1, 12, 20, 28}, 2^k ∈
+// [32, 1024], within its smem budget): one row, an odd row count (the last row group of a
+// multi-row block partial), unaligned outputs (n + 3: element stores), aligned strided outputs
+// (vector stores), compact rows, every dtype pair, and enough rows that every block of the
+// persistent grid walks several row groups through its ring (M·n ≈ 2M elements, ≥ 4099 rows).
+TEST(HadamardSweep, PipelinedVariant) {
+  QUAMBA_REQUIRE_GPU();
+  uint64_t s = 1000;
+  std::vector<int64_t> sizes;
+  for (int m : {1, 12, 20, 28})
+    for (int k = 5; k <= 10; ++k)
+      if (qh::pipelined_supported(m, k, 2)) sizes.push_back(int64_t(m) << k);
+  ASSERT_EQ(sizes.size(), 21u);  // 6 + 6 + 5 + 4
+  for (int64_t n : sizes) {
+    const int64_t big = std::max<int64_t>(4099, (int64_t(1) << 21) / n + 3);
+    sweep_one<__half, int8_t>(n, big, /*strided=*/true, ++s, /*out_pad=*/16, /*variant=*/2);
+    sweep_one<__half, int8_t>(n, 1, /*strided=*/false, ++s, 3, 2);
+    sweep_one<__half, int8_t>(n, 2, /*strided=*/true, ++s, /*out_pad=*/4, 2);
+    sweep_one<__half, int8_t>(n, 17, /*strided=*/true, ++s, /*out_pad=*/3, 2);
+    sweep_one<__half, int8_t>(n, 129, /*strided=*/false, ++s, 3, 2);
+    sweep_one<__half, __half>(n, 301, /*strided=*/true, ++s, /*out_pad=*/8, 2);
+    sweep_one<__half, __half>(n, 3, /*strided=*/true, ++s, /*out_pad=*/3, 2);
+    int m = 0, k = 0;
+    ASSERT_EQ(ref::hadamard_factor(n, &m, &k), Status::kSuccess);
+    if (qh::pipelined_supported(m, k, 4)) {
+      // fp32 inputs: the ring holds 4 bytes per element (n ≤ 8192 with a work row).
+      sweep_one<float, int8_t>(n, 151, /*strided=*/true, ++s, /*out_pad=*/8, 2);
+      sweep_one<float, float>(n, 33, /*strided=*/true, ++s, /*out_pad=*/4, 2);
+      sweep_one<float, float>(n, 3, /*strided=*/false, ++s, 3, 2);
+    }
+    if (HasFatalFailure()) return;
+  }
+}
+
+// The pipelined variants in place (fp32 → fp32, fp16 → fp16, equal strides): the same bytes as
+// out of place, with enough rows that blocks loop over their ring.
+template <typename T>
+void in_place_one(int64_t n, bool mma) {
+  using D = typename DevOf<T>::type;
+  SCOPED_TRACE(std::string(mma ? "run_pipelined_mma" : "run_pipelined") + " in place n=" + std::to_string(n));
+  auto rng = quamba::test::make_rng(1100 + uint64_t(n) + (mma ? 7 : 0));
+  const int64_t M = 3001;
+  auto xf = quamba::test::random_normal(size_t(M * n), rng);
+  std::vector<D> x(xf.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    if constexpr (std::is_same_v<D, uint16_t>) x[i] = quamba::float_to_half_bits(xf[i]);
+    else x[i] = xf[i];
+  }
+  quamba::test::DeviceBuffer<D> a(x), b(x), c(x.size());
+  HadamardParams<T, T> p;
+  p.n = n; p.rows = M; p.x_row_stride = p.out_row_stride = n; p.scale = qh::orthonormal_scale(n);
+  auto go = [&]() {
+    if constexpr (std::is_same_v<T, __half>) {
+      if (mma) return qh::run_pipelined_mma(p);
+    }
+    return qh::run_pipelined(p);
+  };
+  p.x = reinterpret_cast<const T*>(a.get()); p.out = reinterpret_cast<T*>(c.get());
+  ASSERT_EQ(go(), Status::kSuccess);
+  p.x = reinterpret_cast<const T*>(b.get()); p.out = reinterpret_cast<T*>(b.get());
+  ASSERT_EQ(go(), Status::kSuccess);
+  QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+  const auto oc = c.download(), ob = b.download();
+  EXPECT_TRUE(quamba::test::all_equal(ob.data(), oc.data(), ob.size(), "in place"));
+}
+
+TEST(HadamardSweep, PipelinedInPlace) {
+  QUAMBA_REQUIRE_GPU();
+  for (int64_t n : {5120, 1536, 512}) in_place_one<float>(n, false);
+  for (int64_t n : {5120, 1536}) in_place_one<__half>(n, false);
+  for (int64_t n : {5120, 3072, 7168}) in_place_one<__half>(n, true);
+}
+
+// The tensor-core pipelined variant (run_pipelined_mma(): fp16 inputs, n = 3072, 5120, 7168): one
+// row, odd row counts, unaligned outputs (n + 3: element stores), aligned strided outputs,
+// compact rows, fp16 and int8 outputs, and 4099 rows (every block of the persistent grid walks
+// several rows through its ring). Row 1 and the last row carry a run of ±30000 (see sweep_one):
+// the first-stage sums stay in fp16 range only thanks to the 1/16 folded into H_16.
+TEST(HadamardSweep, PipelinedMmaVariant) {
+  QUAMBA_REQUIRE_GPU();
+  uint64_t s = 1200;
+  for (int64_t n : {5120, 3072, 7168}) {
+    sweep_one<__half, int8_t>(n, 4099, /*strided=*/true, ++s, /*out_pad=*/16, /*variant=*/3);
+    sweep_one<__half, int8_t>(n, 1, /*strided=*/false, ++s, 3, 3);
+    sweep_one<__half, int8_t>(n, 2, /*strided=*/true, ++s, /*out_pad=*/4, 3);
+    sweep_one<__half, int8_t>(n, 17, /*strided=*/true, ++s, /*out_pad=*/3, 3);
+    sweep_one<__half, int8_t>(n, 1134, /*strided=*/false, ++s, 3, 3);
+    sweep_one<__half, __half>(n, 301, /*strided=*/true, ++s, /*out_pad=*/8, 3);
+    sweep_one<__half, __half>(n, 3, /*strided=*/true, ++s, /*out_pad=*/3, 3);
+    sweep_one<__half, __half>(n, 151, /*strided=*/false, ++s, 3, 3);
     if (HasFatalFailure()) return;
   }
 }

@@ -27,6 +27,12 @@
 // run_staged(p): the same contract through the staged variant (2^k ∈ {128, 256, 512}, rows of
 // at most 48 KiB as fp32; kErrorNotSupported otherwise); run() keeps the generic kernel, which
 // measured faster on H100 (numbers at run()).
+// run_pipelined(p): the same contract through the pipelined variant (persistent blocks, cp.async
+// ring of raw rows; 2^k ∈ [32, 1024] and ring + work row ≤ 96 KiB of smem, so fp16 in up to
+// n = 12288 and fp32 in up to 8192: 1536, 3072, 5120, 768, ...; m = 1 only up to 1024;
+// kErrorNotSupported otherwise). Not picked by run() until measured.
+// run_pipelined_mma(p): the pipelined variant with the 256-point part on tensor cores (mma.sync,
+// sm_80+), fp16 inputs, n ∈ {3072, 5120, 7168}; kErrorNotSupported otherwise.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -207,6 +213,152 @@ struct HadamardStagedTraits {
     const char* out = std::is_same_v<OutT, int8_t> ? "i8" : (std::is_same_v<OutT, float> ? "f32" : "f16");
     return std::string("staged_") + in + "to" + out + "_m" + std::to_string(kM) + "_p" + std::to_string(kP) + "_t" +
            std::to_string(kThreads) + "_r" + std::to_string(kRows) + "_b" + std::to_string(kMinBlocks);
+  }
+};
+
+
+// Pipelined variant (run_pipelined(); run() does not pick it) for 2^k ∈ [32, 1024] (any m) while
+// kRows·n·(4·[m > 1] + kStages·sizeof(in)) ≤ 96 KiB: fp16 in up to n = 12288 (5120 = 20·256:
+// 40 KiB), fp32 in up to 8192. Why another kernel: the generic one spends ~30 instructions per
+// element (scalar smem phases, the non-Paley mix, byte stores) and its one-row blocks go
+// load → compute → store with nothing in flight during the compute (6 rows per SM, 2.6 waves at
+// M = 2048). Here a persistent grid streams rows through a kStages-deep cp.async ring of raw
+// input rows in smem (no registers held for the prefetch: 4 to 5 blocks per SM, 8 to 10 rows
+// in flight per SM), and a row costs ~20 instructions per element in two steps, one barrier:
+//   A  a thread takes the same 32-element item as the staged variant (4 runs of 8 contiguous,
+//      the runs at stride 2^k/4: bits 0..2 and the two top bits of i_p) from the raw ring slot,
+//      butterflies those 5 bits in registers and the k − 5 middle bits by warp shuffles
+//      (consecutive lanes = consecutive middle indices, ≤ 5 bits). The 2^k part is then done:
+//      m = 1 scales/quantizes straight to global (8 outputs per run: vector stores); m > 1
+//      writes fp32 float4s to a work row.
+//   B  (m > 1) a thread takes columns p, p+1 of all m sub-blocks (float2 reads) and applies
+//      H_m as the staged variant does (Paley I for 12 and 20: ~7 adds per output), scale folded
+//      in, 2 outputs per store.
+// The work row is swizzled (float index bit 2 ^= bit 5) so that step A's float4 stores (8
+// lanes = 8 runs of 32 bytes) and step B's float2 reads (16 lanes = 128 contiguous bytes) hit
+// 32 distinct banks when 2^k ≥ 256 (smaller 2^k: still correct, some 2-way conflicts).
+// Barriers per row group: one before step A (ring slot landed, work row free), one after it
+// (work row written, ring slot free for the next cp.async).
+QUAMBA_HD constexpr int pipelined_items_per_row(int m, int log_p) { return log_p >= 5 ? (m << (log_p - 5)) : 0; }
+QUAMBA_HD constexpr int pipelined_rows(int m, int log_p) {
+  return pipelined_items_per_row(m, log_p) >= 128 ? 1 : 128 / pipelined_items_per_row(m, log_p);
+}
+QUAMBA_HD constexpr int64_t pipelined_smem_bytes(int m, int log_p, int in_bytes, int stages) {
+  return static_cast<int64_t>(pipelined_rows(m, log_p)) * m * (int64_t(1) << log_p) *
+         ((m > 1 ? 4 : 0) + static_cast<int64_t>(stages) * in_bytes);
+}
+inline constexpr int kPipelinedDefaultStages = 2;
+inline constexpr int64_t kPipelinedMaxSmem = 96 * 1024;
+QUAMBA_HD constexpr bool pipelined_supported(int m, int log_p, int in_bytes, int stages = kPipelinedDefaultStages) {
+  return (m == 1 || m == 12 || m == 20 || m == 28) && log_p >= 5 && log_p <= 10 && stages >= 1 &&
+         pipelined_smem_bytes(m, log_p, in_bytes, stages) <= kPipelinedMaxSmem;
+}
+
+template <typename InT, typename OutT, int kM_, int kLogP_, int kStages_ = kPipelinedDefaultStages,
+          int kMinBlocks_ = 0>
+struct HadamardPipelinedTraits {
+  static constexpr int kM = kM_;
+  static constexpr int kLogP = kLogP_;
+  static constexpr int kP = 1 << kLogP;
+  static constexpr int kN = kM * kP;
+  static constexpr int kStages = kStages_;
+  static_assert(pipelined_supported(kM, kLogP, sizeof(InT), kStages),
+                "pipelined variant: 2^k in [32, 1024], smem within 96 KiB");
+  static constexpr int kMidBits = kLogP - 5;         // i_p bits 3 .. k-3, done by warp shuffles
+  static constexpr int kMid = 1 << kMidBits;
+  static constexpr int kItemsPerRow = pipelined_items_per_row(kM, kLogP);  // 32 elements each
+  static constexpr int kRows = pipelined_rows(kM, kLogP);                  // rows per group
+  static constexpr int kItems = kRows * kItemsPerRow;
+  static constexpr int kThreads = ((kItems + 31) / 32) * 32;
+  static constexpr int kMixItems = kM > 1 ? kRows * (kP / 2) : 0;  // step B: 2 columns each
+  static constexpr int kStoreVec = kM > 1 ? 2 : 4;                 // outputs per vector store
+  static constexpr int kRawElems = kRows * kN;                     // one ring slot
+  static constexpr size_t kRawBytes = sizeof(InT) * static_cast<size_t>(kRawElems) * kStages;
+  static constexpr size_t kWorkBytes = kM > 1 ? sizeof(float) * static_cast<size_t>(kRawElems) : 0;
+  static constexpr size_t kSmemBytes = kRawBytes + kWorkBytes;
+  static constexpr int kChunksPerRow = static_cast<int>(kN * sizeof(InT) / 16);  // 16-byte cp.async
+  // Resident blocks asked of ptxas: as many as smem allows (227 KiB per SM, 1 KiB reserved per
+  // block) but never a register cap below what step B's mix needs without spilling (2m inputs
+  // and m outputs live: 72 registers up to m = 12, 80 at m = 20, 96 at m = 28, where ptxas
+  // budgets the 224-thread block as 256 threads); kMinBlocks_ > 0 overrides (benchmark).
+  // ptxas -v (CUDA 13): n = 5120 72 registers, no spills on sm_90a (24–36 bytes spilled on
+  // sm_80, which sizes the same cap differently); m = 28 no spills on sm_90a.
+  static constexpr int kRegFloor = kM <= 12 ? 72 : (kM == 20 ? 80 : 96);
+  static constexpr int kRegThreads = kM == 28 ? ((kThreads + 127) / 128) * 128 : kThreads;
+  static constexpr int kBySmem = static_cast<int>((227 * 1024) / (kSmemBytes + 1024));
+  static constexpr int kByRegs = 65536 / (kRegThreads * kRegFloor);
+  static constexpr int kByThreads = 2048 / kThreads;
+  static constexpr int kAutoMin0 = kBySmem < kByRegs ? kBySmem : kByRegs;
+  static constexpr int kAutoMin = kAutoMin0 < kByThreads ? kAutoMin0 : kByThreads;
+  static constexpr int kMinBlocks = kMinBlocks_ > 0 ? kMinBlocks_ : (kAutoMin > 0 ? kAutoMin : 1);
+  static_assert(kThreads <= 1024, "block too large");
+  static_assert(32 % kMid == 0 && kItemsPerRow % kMid == 0, "a shuffle partner must lie in the same sub-block");
+  static_assert((kN * sizeof(InT)) % 16 == 0, "rows are copied in 16-byte chunks");
+
+  static std::string name() {
+    const char* in = std::is_same_v<InT, float> ? "f32" : "f16";
+    const char* out = std::is_same_v<OutT, int8_t> ? "i8" : (std::is_same_v<OutT, float> ? "f32" : "f16");
+    return std::string("pipelined_") + in + "to" + out + "_m" + std::to_string(kM) + "_p" + std::to_string(kP) +
+           "_t" + std::to_string(kThreads) + "_r" + std::to_string(kRows) + "_s" + std::to_string(kStages) + "_b" +
+           std::to_string(kMinBlocks);
+  }
+};
+
+
+// Tensor-core pipelined variant (run_pipelined_mma(); run() does not pick it): the pipelined
+// variant's ring and step B, with step A's 2^k = 256 part on the tensor cores, fp16 inputs only,
+// m ∈ {12, 20, 28} (n = 3072, 5120, 7168). Each 256-element sub-block is a 16×16 fp16 matrix
+// X[a][b] (i_p = 16a + b); a warp takes one sub-block at a time:
+//   T = X · (H_16/16)   one ldmatrix.x4 (A fragment) and 2 mma.m16n8k16 (fp32 accumulate); X
+//                       is exact in fp16 and ±1/16 is exact, so T is the fp32 sum of exact
+//                       products, and |T| ≤ max|x| keeps T within fp16 range below.
+//   Z = H_16 · T        T as the B operand: each 8×8 block split T = hi + lo (fp16 each, ~22
+//                       significant bits together), transposed into B fragments by
+//                       movmatrix.trans, 4 mma accumulating H·hi + H·lo in fp32.
+//   Z = (H_256 x)/16 goes to the work row (fp32, float2 stores), and step B mixes it with the
+//   factor 16·scale (a power of two: the same rounding as scaling Z·16).
+// Per element that is ~5 instructions for the 256 part instead of ~12 (32 butterfly adds per 32
+// elements plus 3 shuffle stages), so a row costs ~15 instead of ~22. The raw ring is swizzled
+// per 16-byte chunk (chunk index bit 0 ^= bit 3) so the ldmatrix rows (32 bytes apart) hit 32
+// distinct banks; the work row per float (bit 3 ^= bit 5) so the accumulator-layout float2
+// stores (16 lanes: 4 rows of 8 floats, 64 bytes apart) do too, and step B's reads stay
+// conflict-free.
+QUAMBA_HD constexpr bool pipelined_mma_supported(int m, int log_p, int in_bytes) {
+  return in_bytes == 2 && log_p == 8 && (m == 12 || m == 20 || m == 28) &&
+         pipelined_smem_bytes(m, log_p, in_bytes, kPipelinedDefaultStages) <= kPipelinedMaxSmem;
+}
+
+template <typename InT, typename OutT, int kM_, int kStages_ = kPipelinedDefaultStages, int kMinBlocks_ = 0>
+struct HadamardPipelinedMmaTraits {
+  static_assert(std::is_same_v<InT, __half>, "the tensor-core variant reads fp16 inputs");
+  static constexpr int kM = kM_;
+  static constexpr int kLogP = 8;
+  static constexpr int kP = 256;
+  static constexpr int kN = kM * kP;
+  static constexpr int kStages = kStages_;
+  static_assert(kM == 12 || kM == 20 || kM == 28, "m must be 12, 20 or 28");
+  static_assert(kStages >= 1 && pipelined_smem_bytes(kM, kLogP, 2, kStages) <= kPipelinedMaxSmem,
+                "ring + work row within 96 KiB");
+  static constexpr int kRows = 1;
+  static constexpr int kThreads = 128;  // 4 warps: kM/4 sub-blocks each in step A, 128 column pairs in step B
+  static constexpr int kWarps = kThreads / 32;
+  static constexpr int kMixItems = kP / 2;
+  static constexpr int kStoreVec = 2;
+  static constexpr int kRawElems = kN;
+  static constexpr size_t kRawBytes = sizeof(__half) * static_cast<size_t>(kN) * kStages;
+  static constexpr size_t kWorkBytes = sizeof(float) * static_cast<size_t>(kN);
+  static constexpr size_t kSmemBytes = kRawBytes + kWorkBytes;
+  static constexpr int kChunksPerRow = kN * 2 / 16;
+  static constexpr int kBySmem = static_cast<int>((227 * 1024) / (kSmemBytes + 1024));
+  static constexpr int kByRegs = 65536 / (kThreads * 72);
+  static constexpr int kAutoMin = kBySmem < kByRegs ? kBySmem : kByRegs;
+  static constexpr int kMinBlocks = kMinBlocks_ > 0 ? kMinBlocks_ : (kAutoMin > 0 ? kAutoMin : 1);
+  static_assert(kMixItems == kThreads, "step B: one column pair per thread");
+
+  static std::string name() {
+    const char* out = std::is_same_v<OutT, int8_t> ? "i8" : (std::is_same_v<OutT, float> ? "f32" : "f16");
+    return std::string("pipelined_mma_f16to") + out + "_m" + std::to_string(kM) + "_p256_t" +
+           std::to_string(kThreads) + "_s" + std::to_string(kStages) + "_b" + std::to_string(kMinBlocks);
   }
 };
 
@@ -715,6 +867,303 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
   }
 }
 
+
+// ---- pipelined kernel --------------------------------------------------------------------------
+
+QUAMBA_DEVICE void cp_async_16(void* smem, const void* gmem) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(a), "l"(gmem) : "memory");
+}
+QUAMBA_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int kPending>
+QUAMBA_DEVICE void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
+
+// Work-row float index of element e: bit 2 ^= bit 5 (see HadamardPipelinedTraits). A bijection
+// inside every aligned 32-float block that keeps float4 (e % 4 = 0) and float2 (e even) groups
+// contiguous.
+QUAMBA_DEVICE int pipelined_swizzle(int e) { return e ^ (((e >> 5) & 1) << 2); }
+
+// Issues the 16-byte copies of row group grp into ring slot `slot` (rows past M are skipped:
+// their slot contents are never stored) and commits one group, empty or not, so the wait count
+// stays uniform.
+template <typename Tr, typename InT, typename OutT>
+QUAMBA_DEVICE void pipelined_issue(const HadamardParams<InT, OutT>& p, InT* raw, int64_t grp, int64_t groups,
+                                   int slot) {
+  if (grp < groups) {
+    char* dst = reinterpret_cast<char*>(raw + static_cast<size_t>(slot) * Tr::kRawElems);
+    for (int c = threadIdx.x; c < Tr::kRows * Tr::kChunksPerRow; c += Tr::kThreads) {
+      const int rl = c / Tr::kChunksPerRow;
+      const int cc = c - rl * Tr::kChunksPerRow;
+      const int64_t row = grp * Tr::kRows + rl;
+      if (row < p.rows)
+        cp_async_16(dst + (static_cast<size_t>(rl) * Tr::kN * sizeof(InT) + static_cast<size_t>(cc) * 16),
+                    reinterpret_cast<const char*>(p.x + row * p.x_row_stride) + static_cast<size_t>(cc) * 16);
+    }
+  }
+  cp_async_commit();
+}
+
+template <typename Tr, typename InT, typename OutT>
+__global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
+    hadamard_pipelined_kernel(HadamardParams<InT, OutT> p, int64_t groups, bool vec_out) {
+  extern __shared__ float4 smem_f4[];
+  InT* raw = reinterpret_cast<InT*>(smem_f4);  // kStages slots of kRows·n inputs
+  float* work = reinterpret_cast<float*>(reinterpret_cast<char*>(smem_f4) + Tr::kRawBytes);
+  using R = typename Raw<InT>::type;
+  constexpr int kAcc = kVec16<R>;       // elements per 16-byte smem read (8 fp16, 4 fp32)
+  constexpr int kAccPerRun = 8 / kAcc;  // 1 (fp16) or 2 (fp32)
+  constexpr int kTopStride = Tr::kP / 4;
+  using V = Vec<R, kAcc>;
+  const int t = threadIdx.x;
+  const int lane = t & 31;
+
+  // Step-A role (the same for every row group): item t = (row rl, sub-block im, middle index).
+  const bool a_role = t < Tr::kItems;
+  const int a_rl = t / Tr::kItemsPerRow;
+  const int a_g = t - a_rl * Tr::kItemsPerRow;
+  const int a_e = (a_g >> Tr::kMidBits) * Tr::kP + (a_g & (Tr::kMid - 1)) * 8;  // run j at a_e + j·kTopStride
+
+  const int64_t stride = gridDim.x;
+#pragma unroll
+  for (int s = 0; s < Tr::kStages; ++s)
+    pipelined_issue<Tr>(p, raw, blockIdx.x + s * stride, groups, s);
+
+  int slot = 0;
+  for (int64_t grp = blockIdx.x; grp < groups; grp += stride) {
+    // This group's copies are the oldest pending of this thread's kStages groups; the barrier
+    // publishes every thread's copies and ends the previous group's step B (work row reads).
+    cp_async_wait<Tr::kStages - 1>();
+    __syncthreads();
+
+    const int64_t row_base = grp * Tr::kRows;
+    {
+      float a[32];  // index bits 0..2 = i_p bits 0..2, bits 3..4 = the two top bits of i_p
+      const int64_t row = row_base + a_rl;
+      const bool valid = a_role && row < p.rows;
+      if (a_role) {
+        const R* src = reinterpret_cast<const R*>(raw) + static_cast<size_t>(slot) * Tr::kRawElems +
+                       a_rl * Tr::kN + a_e;
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+          for (int c = 0; c < kAccPerRun; ++c) {
+            const V v = *reinterpret_cast<const V*>(src + j * kTopStride + c * kAcc);
+#pragma unroll
+            for (int e = 0; e < kAcc; ++e) a[j * 8 + c * kAcc + e] = to_float(v[e]);
+          }
+      } else {
+#pragma unroll
+        for (int i = 0; i < 32; ++i) a[i] = 0.0f;  // padding lanes: defined values, never stored
+      }
+      butterfly(a);
+      // Middle bits by shuffles; every lane of the warp takes part (padding lanes included).
+#pragma unroll
+      for (int sb = 0; sb < Tr::kMidBits; ++sb) {
+        const int mask = 1 << sb;
+        const float sign = (lane & mask) ? -1.0f : 1.0f;
+#pragma unroll
+        for (int i = 0; i < 32; ++i) {
+          const float other = __shfl_xor_sync(0xffffffffu, a[i], mask);
+          a[i] = fmaf(sign, a[i], other);
+        }
+      }
+      if constexpr (Tr::kM == 1) {
+        if (valid) {
+          OutT* o = p.out + row * p.out_row_stride + a_e;
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            store4(o + j * kTopStride, a + j * 8, p.scale, vec_out);
+            store4(o + j * kTopStride + 4, a + j * 8 + 4, p.scale, vec_out);
+          }
+        }
+      } else {
+        if (a_role) {
+          float* w = work + a_rl * Tr::kN;
+#pragma unroll
+          for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const int e = a_e + j * kTopStride + h * 4;
+              const int i = j * 8 + h * 4;
+              *reinterpret_cast<float4*>(w + pipelined_swizzle(e)) = make_float4(a[i], a[i + 1], a[i + 2], a[i + 3]);
+            }
+        }
+      }
+    }
+    __syncthreads();  // the work row is complete; every thread is done with this ring slot
+
+    pipelined_issue<Tr>(p, raw, grp + Tr::kStages * stride, groups, slot);
+    slot = slot + 1 == Tr::kStages ? 0 : slot + 1;
+
+    if constexpr (Tr::kM > 1) {
+      for (int g = t; g < Tr::kMixItems; g += Tr::kThreads) {
+        const int rl = g / (Tr::kP / 2);
+        const int u = g - rl * (Tr::kP / 2);
+        const int64_t row = row_base + rl;
+        if (row >= p.rows) continue;
+        const float* w = work + rl * Tr::kN;
+        float x[Tr::kM], y0[Tr::kM], y1[Tr::kM];
+        float2 v[Tr::kM];
+#pragma unroll
+        for (int im = 0; im < Tr::kM; ++im)
+          v[im] = *reinterpret_cast<const float2*>(w + pipelined_swizzle(im * Tr::kP + 2 * u));
+#pragma unroll
+        for (int im = 0; im < Tr::kM; ++im) x[im] = v[im].x;
+        mix_scaled<Tr::kM>(x, y0, p.scale);
+#pragma unroll
+        for (int im = 0; im < Tr::kM; ++im) x[im] = v[im].y;
+        mix_scaled<Tr::kM>(x, y1, p.scale);
+        OutT* o = p.out + row * p.out_row_stride + 2 * u;
+#pragma unroll
+        for (int im = 0; im < Tr::kM; ++im) store2(o + im * Tr::kP, y0[im], y1[im], vec_out);
+      }
+    }
+  }
+  cp_async_wait<0>();  // no copy may be left in flight when the block exits
+}
+
+
+// ---- tensor-core pipelined kernel --------------------------------------------------------------
+
+QUAMBA_DEVICE uint32_t half_pair_bits(float lo, float hi) {
+  const __half2 h = __floats2half2_rn(lo, hi);  // lo in the low 16 bits: the smaller index
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+QUAMBA_DEVICE uint32_t movmatrix_trans(uint32_t a) {
+  uint32_t d;
+  asm("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(d) : "r"(a));
+  return d;
+}
+// d += A·B, m16n8k16, fp16 inputs, fp32 accumulators.
+QUAMBA_DEVICE void mma_f16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+QUAMBA_DEVICE void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a)
+               : "memory");
+}
+// fp16 bits of ±base (base = 0x3C00: 1, 0x2C00: 1/16) at Sylvester entry (r, c) of H_16.
+QUAMBA_DEVICE uint32_t h16_bits(int r, int c, uint32_t base) { return base | ((__popc(r & c) & 1u) << 15); }
+QUAMBA_DEVICE uint32_t h16_pair(int r0, int c0, int r1, int c1, uint32_t base) {
+  return h16_bits(r0, c0, base) | (h16_bits(r1, c1, base) << 16);
+}
+// Ring chunk swizzle (16-byte chunk index within a row: bit 0 ^= bit 3) and work-row float
+// swizzle (bit 3 ^= bit 5) of the tensor-core variant.
+QUAMBA_DEVICE int mma_chunk_swizzle(int c) { return c ^ ((c >> 3) & 1); }
+QUAMBA_DEVICE int mma_work_swizzle(int e) { return e ^ (((e >> 5) & 1) << 3); }
+
+template <typename Tr, typename OutT>
+QUAMBA_DEVICE void pipelined_mma_issue(const HadamardParams<__half, OutT>& p, __half* raw, int64_t row, int slot) {
+  if (row < p.rows) {
+    char* dst = reinterpret_cast<char*>(raw + static_cast<size_t>(slot) * Tr::kRawElems);
+    const char* src = reinterpret_cast<const char*>(p.x + row * p.x_row_stride);
+    for (int c = threadIdx.x; c < Tr::kChunksPerRow; c += Tr::kThreads)
+      cp_async_16(dst + static_cast<size_t>(mma_chunk_swizzle(c)) * 16, src + static_cast<size_t>(c) * 16);
+  }
+  cp_async_commit();
+}
+
+template <typename Tr, typename OutT>
+__global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
+    hadamard_pipelined_mma_kernel(HadamardParams<__half, OutT> p, bool vec_out) {
+  extern __shared__ float4 smem_f4[];
+  __half* raw = reinterpret_cast<__half*>(smem_f4);
+  float* work = reinterpret_cast<float*>(reinterpret_cast<char*>(smem_f4) + Tr::kRawBytes);
+  const int t = threadIdx.x;
+  const int lane = t & 31;
+  const int warp = t >> 5;
+  const int g = lane >> 2, q = lane & 3;  // accumulator row group / pair index
+
+  // Constant fragments. Stage 1 B = H_16/16 (k = b', n = b): n-tile j holds columns 8j..8j+7.
+  uint32_t hb[2][2];
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    hb[j][0] = h16_pair(2 * q, 8 * j + g, 2 * q + 1, 8 * j + g, 0x2C00u);
+    hb[j][1] = h16_pair(2 * q + 8, 8 * j + g, 2 * q + 9, 8 * j + g, 0x2C00u);
+  }
+  // Stage 2 A = H_16 (m = a, k = a').
+  uint32_t ha[4];
+  ha[0] = h16_pair(g, 2 * q, g, 2 * q + 1, 0x3C00u);
+  ha[1] = h16_pair(g + 8, 2 * q, g + 8, 2 * q + 1, 0x3C00u);
+  ha[2] = h16_pair(g, 2 * q + 8, g, 2 * q + 9, 0x3C00u);
+  ha[3] = h16_pair(g + 8, 2 * q + 8, g + 8, 2 * q + 9, 0x3C00u);
+  // ldmatrix.x4 row addresses: lanes 0-7 / 8-15 rows 0-7 / 8-15 of columns 0-7, lanes 16-31
+  // the same rows of columns 8-15 (fragment registers a0a1, a2a3, a4a5, a6a7).
+  const int ld_chunk = 2 * (lane & 15) + (lane >> 4);
+  const float mix_scale = p.scale * 16.0f;
+
+  const int64_t stride = gridDim.x;
+#pragma unroll
+  for (int s = 0; s < Tr::kStages; ++s) pipelined_mma_issue<Tr>(p, raw, blockIdx.x + s * stride, s);
+
+  int slot = 0;
+  for (int64_t row = blockIdx.x; row < p.rows; row += stride) {
+    cp_async_wait<Tr::kStages - 1>();
+    __syncthreads();  // this row's chunks from every thread; the previous row's step B is done
+
+    const char* slot_base = reinterpret_cast<const char*>(raw + static_cast<size_t>(slot) * Tr::kRawElems);
+    for (int tile = warp; tile < Tr::kM; tile += Tr::kWarps) {  // warp-uniform: whole warps in the mma
+      uint32_t xa[4];
+      ldmatrix_x4(xa, slot_base + static_cast<size_t>(mma_chunk_swizzle(tile * 32 + ld_chunk)) * 16);
+      float tacc[2][4];
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) tacc[j][i] = 0.0f;
+        mma_f16_16816(tacc[j], xa, hb[j][0], hb[j][1]);
+      }
+      float* w = work + tile * Tr::kP;
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        // Accumulator (rows g, g+8; columns 8j+2q, +1) = the 8×8 blocks' ldmatrix layout.
+        const uint32_t hi0 = half_pair_bits(tacc[j][0], tacc[j][1]);
+        const uint32_t hi1 = half_pair_bits(tacc[j][2], tacc[j][3]);
+        const float2 f0 = __half22float2(*reinterpret_cast<const __half2*>(&hi0));
+        const float2 f1 = __half22float2(*reinterpret_cast<const __half2*>(&hi1));
+        const uint32_t lo0 = half_pair_bits(tacc[j][0] - f0.x, tacc[j][1] - f0.y);
+        const uint32_t lo1 = half_pair_bits(tacc[j][2] - f1.x, tacc[j][3] - f1.y);
+        float z[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        mma_f16_16816(z, ha, movmatrix_trans(hi0), movmatrix_trans(hi1));
+        mma_f16_16816(z, ha, movmatrix_trans(lo0), movmatrix_trans(lo1));
+        const int e = 16 * g + 8 * j + 2 * q;
+        *reinterpret_cast<float2*>(w + mma_work_swizzle(e)) = make_float2(z[0], z[1]);
+        *reinterpret_cast<float2*>(w + mma_work_swizzle(e + 128)) = make_float2(z[2], z[3]);
+      }
+    }
+    __syncthreads();  // the work row is complete; every warp is done with this ring slot
+
+    pipelined_mma_issue<Tr>(p, raw, row + Tr::kStages * stride, slot);
+    slot = slot + 1 == Tr::kStages ? 0 : slot + 1;
+
+    {
+      const int u = t;  // column pair 2u, 2u+1 (kMixItems == kThreads)
+      float x[Tr::kM], y0[Tr::kM], y1[Tr::kM];
+      float2 v[Tr::kM];
+#pragma unroll
+      for (int im = 0; im < Tr::kM; ++im)
+        v[im] = *reinterpret_cast<const float2*>(work + mma_work_swizzle(im * Tr::kP + 2 * u));
+#pragma unroll
+      for (int im = 0; im < Tr::kM; ++im) x[im] = v[im].x;
+      mix_scaled<Tr::kM>(x, y0, mix_scale);
+#pragma unroll
+      for (int im = 0; im < Tr::kM; ++im) x[im] = v[im].y;
+      mix_scaled<Tr::kM>(x, y1, mix_scale);
+      OutT* o = p.out + row * p.out_row_stride + 2 * u;
+#pragma unroll
+      for (int im = 0; im < Tr::kM; ++im) store2(o + im * Tr::kP, y0[im], y1[im], vec_out);
+    }
+  }
+  cp_async_wait<0>();
+}
+
 }  // namespace detail
 
 // ---- layer 3: launch ---------------------------------------------------------------------------
@@ -773,6 +1222,87 @@ Status launch_staged(const HadamardParams<InT, OutT>& p, cudaStream_t stream) {
   const bool vec_out = is_aligned(p.out, kVecBytes) &&
                        (p.rows <= 1 || (p.out_row_stride * static_cast<int64_t>(sizeof(OutT))) % kVecBytes == 0);
   kernel<<<static_cast<unsigned>(grid), Tr::kThreads, Tr::kSmemBytes, stream>>>(p, groups, vec_out);
+  return last_launch_status();
+}
+
+
+// Launches the pipelined variant for one (m, k): a persistent grid of at most (resident blocks
+// per SM × SMs) blocks, each walking row groups blockIdx.x, +gridDim.x, ... through its ring.
+template <typename InT, typename OutT, int kM, int kLogP, int kStages = kPipelinedDefaultStages, int kMinBlocks = 0>
+Status launch_pipelined(const HadamardParams<InT, OutT>& p, cudaStream_t stream) {
+  using Tr = HadamardPipelinedTraits<InT, OutT, kM, kLogP, kStages, kMinBlocks>;
+  if (p.n != Tr::kN) return Status::kErrorInvalidArgument;
+  if (p.rows == 0) return Status::kSuccess;
+  const int64_t groups = (p.rows + Tr::kRows - 1) / Tr::kRows;
+  auto kernel = detail::hadamard_pipelined_kernel<Tr, InT, OutT>;
+  // Resident blocks per device, cached as in launch_staged: (device + 1) << 32 | resident.
+  static std::atomic<int64_t> cached{0};
+  int dev = 0;
+  QUAMBA_RETURN_IF_CUDA_ERROR(cudaGetDevice(&dev));
+  int64_t packed = cached.load(std::memory_order_relaxed);
+  if ((packed >> 32) != dev + 1) {
+    if constexpr (Tr::kSmemBytes > 48 * 1024) {
+      int optin = 0;
+      QUAMBA_RETURN_IF_CUDA_ERROR(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+      if (static_cast<size_t>(optin) < Tr::kSmemBytes) return Status::kErrorNotSupported;
+      QUAMBA_RETURN_IF_CUDA_ERROR(
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Tr::kSmemBytes)));
+    }
+    int sms = 0, per_sm = 0;
+    QUAMBA_RETURN_IF_CUDA_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    QUAMBA_RETURN_IF_CUDA_ERROR(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, Tr::kThreads, Tr::kSmemBytes));
+    if (per_sm <= 0) return Status::kErrorNotSupported;
+    packed = (static_cast<int64_t>(dev + 1) << 32) | (static_cast<int64_t>(sms) * per_sm);
+    cached.store(packed, std::memory_order_relaxed);
+  }
+  const int64_t resident = packed & 0xffffffff;
+  const int64_t grid = groups < resident ? groups : resident;
+  constexpr int64_t kVecBytes = Tr::kStoreVec * static_cast<int64_t>(sizeof(OutT));
+  const bool vec_out = is_aligned(p.out, kVecBytes) &&
+                       (p.rows <= 1 || (p.out_row_stride * static_cast<int64_t>(sizeof(OutT))) % kVecBytes == 0);
+  kernel<<<static_cast<unsigned>(grid), Tr::kThreads, Tr::kSmemBytes, stream>>>(p, groups, vec_out);
+  return last_launch_status();
+}
+
+
+// Launches the tensor-core pipelined variant for H_m ⊗ H_256 (persistent grid as
+// launch_pipelined; one row per ring slot).
+template <typename OutT, int kM, int kStages = kPipelinedDefaultStages, int kMinBlocks = 0>
+Status launch_pipelined_mma(const HadamardParams<__half, OutT>& p, cudaStream_t stream) {
+  using Tr = HadamardPipelinedMmaTraits<__half, OutT, kM, kStages, kMinBlocks>;
+  if (p.n != Tr::kN) return Status::kErrorInvalidArgument;
+  if (p.rows == 0) return Status::kSuccess;
+  auto kernel = detail::hadamard_pipelined_mma_kernel<Tr, OutT>;
+  static std::atomic<int64_t> cached{0};
+  int dev = 0;
+  QUAMBA_RETURN_IF_CUDA_ERROR(cudaGetDevice(&dev));
+  int64_t packed = cached.load(std::memory_order_relaxed);
+  if ((packed >> 32) != dev + 1) {
+    int major = 0;
+    QUAMBA_RETURN_IF_CUDA_ERROR(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    if (major < 8) return Status::kErrorNotSupported;  // mma.m16n8k16, cp.async: sm_80+
+    if constexpr (Tr::kSmemBytes > 48 * 1024) {
+      int optin = 0;
+      QUAMBA_RETURN_IF_CUDA_ERROR(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+      if (static_cast<size_t>(optin) < Tr::kSmemBytes) return Status::kErrorNotSupported;
+      QUAMBA_RETURN_IF_CUDA_ERROR(
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Tr::kSmemBytes)));
+    }
+    int sms = 0, per_sm = 0;
+    QUAMBA_RETURN_IF_CUDA_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    QUAMBA_RETURN_IF_CUDA_ERROR(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, Tr::kThreads, Tr::kSmemBytes));
+    if (per_sm <= 0) return Status::kErrorNotSupported;
+    packed = (static_cast<int64_t>(dev + 1) << 32) | (static_cast<int64_t>(sms) * per_sm);
+    cached.store(packed, std::memory_order_relaxed);
+  }
+  const int64_t resident = packed & 0xffffffff;
+  const int64_t grid = p.rows < resident ? p.rows : resident;
+  constexpr int64_t kVecBytes = Tr::kStoreVec * static_cast<int64_t>(sizeof(OutT));
+  const bool vec_out = is_aligned(p.out, kVecBytes) &&
+                       (p.rows <= 1 || (p.out_row_stride * static_cast<int64_t>(sizeof(OutT))) % kVecBytes == 0);
+  kernel<<<static_cast<unsigned>(grid), Tr::kThreads, Tr::kSmemBytes, stream>>>(p, vec_out);
   return last_launch_status();
 }
 
@@ -855,6 +1385,63 @@ Status run_staged(const HadamardParams<InT, OutT>& p, void* /*workspace*/ = null
     if constexpr (staged_supported(M.value, K.value)) return launch_staged<InT, OutT, M.value, K.value>(p, stream);
     else return Status::kErrorNotSupported;
   });
+}
+
+// The pipelined variant (HadamardPipelinedTraits) for the sizes it covers
+// (pipelined_supported: 2^k ∈ [32, 1024], smem ≤ 96 KiB); kErrorNotSupported for any other n.
+// Same contract as run(), in place included (a block reads a whole row group into smem before
+// it writes any of it).
+template <typename InT, typename OutT>
+Status run_pipelined(const HadamardParams<InT, OutT>& p, void* /*workspace*/ = nullptr, cudaStream_t stream = nullptr) {
+  QUAMBA_RETURN_IF_ERROR(can_implement(p));
+  return dispatch_size(p.n, [&](auto M, auto K) {
+    if constexpr (pipelined_supported(M.value, K.value, sizeof(InT)))
+      return launch_pipelined<InT, OutT, M.value, K.value>(p, stream);
+    else return Status::kErrorNotSupported;
+  });
+}
+
+// The Traits name of the variant run_pipelined() picks for n ("" when unsupported).
+template <typename InT, typename OutT>
+std::string pipelined_variant_name(int64_t n) {
+  std::string s;
+  dispatch_size(n, [&](auto M, auto K) {
+    if constexpr (pipelined_supported(M.value, K.value, sizeof(InT)))
+      s = HadamardPipelinedTraits<InT, OutT, M.value, K.value>::name();
+    return Status::kSuccess;
+  });
+  return s;
+}
+
+// The tensor-core pipelined variant (HadamardPipelinedMmaTraits): fp16 inputs, n ∈ {3072, 5120,
+// 7168} (H_m ⊗ H_256, m ∈ {12, 20, 28}); kErrorNotSupported for fp32 inputs, any other n, or a
+// device below sm_80. Same contract as run(), in place included.
+template <typename InT, typename OutT>
+Status run_pipelined_mma(const HadamardParams<InT, OutT>& p, void* /*workspace*/ = nullptr,
+                         cudaStream_t stream = nullptr) {
+  QUAMBA_RETURN_IF_ERROR(can_implement(p));
+  if constexpr (!std::is_same_v<InT, __half>) {
+    return Status::kErrorNotSupported;
+  } else {
+    return dispatch_size(p.n, [&](auto M, auto K) {
+      if constexpr (pipelined_mma_supported(M.value, K.value, 2)) return launch_pipelined_mma<OutT, M.value>(p, stream);
+      else return Status::kErrorNotSupported;
+    });
+  }
+}
+
+// The Traits name of the variant run_pipelined_mma() picks for n ("" when unsupported).
+template <typename InT, typename OutT>
+std::string pipelined_mma_variant_name(int64_t n) {
+  std::string s;
+  if constexpr (std::is_same_v<InT, __half>) {
+    dispatch_size(n, [&](auto M, auto K) {
+      if constexpr (pipelined_mma_supported(M.value, K.value, 2))
+        s = HadamardPipelinedMmaTraits<__half, OutT, M.value>::name();
+      return Status::kSuccess;
+    });
+  }
+  return s;
 }
 
 // The Traits name of the variant run() (staged = false) or run_staged() picks for n ("" when
