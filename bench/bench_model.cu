@@ -121,15 +121,19 @@ void BM_TTFT(benchmark::State& state, qm::Precision p) {
   report_memory(state, *e, engine_baseline());
 }
 
-// Decode step kernels of the W8A8 engine: the default (fused step, programmatic dependent
-// launch where supported) and the two baselines it is measured against in the same run.
-enum class StepKernels { kDefault, kFusedNoPdl, kUnfused };
+// Decode step kernels of the W8A8 engine: the default (block::StepKernels::kAuto, programmatic
+// dependent launch where supported) and the variants it is measured against in the same run.
+enum class StepKernels { kDefault, kFused, kFusedNoPdl, kUnfused };
 
 void BM_TPOT(benchmark::State& state, qm::Precision p, StepKernels k = StepKernels::kDefault) {
   const int64_t B = state.range(0);
   qm::GpuEngine* e = engine(p, state);
   if (!e) return;
-  e->set_step_kernels(k != StepKernels::kUnfused, k == StepKernels::kDefault);
+  namespace qb = quamba::block;
+  e->set_step_kernels(k == StepKernels::kDefault ? qb::StepKernels::kAuto
+                      : k == StepKernels::kUnfused ? qb::StepKernels::kUnfused
+                                                   : qb::StepKernels::kFused,
+                      k == StepKernels::kDefault || k == StepKernels::kFused);
   if (e->batch() != B && e->reset(B) != Status::kSuccess) return state.SkipWithError("reset failed");
   const auto ids = prompt(B);
   if (e->set_decode_ids(ids.data()) != Status::kSuccess) return state.SkipWithError("bad ids");
@@ -171,6 +175,9 @@ void register_all() {
         ->Arg(1)->Arg(8)->Arg(32)->UseManualTime()->Unit(benchmark::kMillisecond);
   }
   const auto w8a8 = qm::Precision::kW8A8;
+  benchmark::RegisterBenchmark("TPOT/w8a8-fused", [w8a8](benchmark::State& s) {
+    BM_TPOT(s, w8a8, StepKernels::kFused);
+  })->Arg(8)->UseManualTime()->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("TPOT/w8a8-fused-nopdl", [w8a8](benchmark::State& s) {
     BM_TPOT(s, w8a8, StepKernels::kFusedNoPdl);
   })->Arg(1)->Arg(8)->UseManualTime()->Unit(benchmark::kMillisecond);

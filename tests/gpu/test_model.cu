@@ -432,7 +432,8 @@ TEST(GpuBlockStep, FusedStepMatchesEightKernelStep) {
             qb::StepIO io;
             io.B = B; io.residual = res.get(); io.conv_state = conv.get(); io.ssm_state = ssm.get();
             io.num_slots = S; io.state_idx = didx.get(); io.error_flag = flag.get();
-            io.fused = fused == 1; io.pdl = pdl && fused == 1;
+            io.kernels = fused == 1 ? qb::StepKernels::kFused : qb::StepKernels::kUnfused;
+            io.pdl = pdl && fused == 1;
             for (int step = 0; step < 3; ++step) ASSERT_EQ(qb::step_i8(d, layer, ws, io, nullptr), Status::kSuccess);
             ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
             EXPECT_EQ(flag.download()[0], 0);
@@ -488,6 +489,7 @@ TEST(GpuBlockStep, FusedStepBadSlotSetsFlag) {
   qb::StepIO io;
   io.B = B; io.residual = res.get(); io.conv_state = conv.get(); io.ssm_state = ssm.get();
   io.num_slots = S; io.state_idx = didx.get(); io.error_flag = flag.get();
+  io.kernels = qb::StepKernels::kFused;
   ASSERT_EQ(qb::step_i8(d, layer, ws, io, nullptr), Status::kSuccess);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   EXPECT_EQ(flag.download()[0], 1);

@@ -115,6 +115,8 @@ struct PrefillIO {
   int64_t first_slot = 0;           // sequence b -> slot first_slot + b
 };
 
+enum class StepKernels { kAuto, kFused, kUnfused };
+
 struct StepIO {
   int64_t B = 0;                     // sequences, one token each
   float* residual = nullptr;         // (B, D) fp32 in/out
@@ -123,9 +125,11 @@ struct StepIO {
   int64_t num_slots = 0;             // S
   const int32_t* state_idx = nullptr;  // (B) device, optional (distinct entries)
   int32_t* error_flag = nullptr;     // optional device flag: set to 1 by a bad state_idx entry
-  // W8A8: the fused four-kernel step (block/step_kernels.cuh) when B <= kStepMaxRows and the
-  // shapes allow it; false forces the eight-kernel step (its kernels are the unit-tested ones).
-  bool fused = true;
+  // W8A8 step kernels: kAuto = the fused four-kernel step (block/step_kernels.cuh) for B = 1
+  // (measured faster there; its rotation prologue handles rows one after another, which made
+  // B = 8 slower than the eight-kernel step), else the eight-kernel step; kFused = fused
+  // whenever B <= kStepMaxRows and the shapes allow; kUnfused = always the eight-kernel step.
+  StepKernels kernels = StepKernels::kAuto;
   // Launch the step's kernels as programmatic dependents (core/launch.cuh). Only for devices
   // of compute capability 9.0 and up (device_supports_pdl).
   bool pdl = false;
@@ -370,7 +374,8 @@ inline Status step_i8(const BlockDims& d, const LayerI8& w, const BlockWorkspace
                       cudaStream_t s) {
   QUAMBA_RETURN_IF_ERROR(detail::check_step_io(d, ws, io, Dtype::kI8));
   if (!ws.yo) return Status::kErrorInvalidArgument;
-  if (io.fused && detail::fused_step_fits(d, w, io.B)) return detail::step_i8_fused(d, w, ws, io, s);
+  const bool want_fused = io.kernels == StepKernels::kFused || (io.kernels == StepKernels::kAuto && io.B == 1);
+  if (want_fused && detail::fused_step_fits(d, w, io.B)) return detail::step_i8_fused(d, w, ws, io, s);
   const int64_t B = io.B, E = d.E, N = d.N, K = d.K;
   auto conv = [&](const int8_t* xz, int8_t* u) {
     conv1d::Conv1dUpdateParams<int8_t> p;

@@ -157,16 +157,16 @@ inline Status step_layers(const DeviceModelF16& m, const ModelWorkspace& ws, con
   return Status::kSuccess;
 }
 
-// fused / pdl: StepIO's switches (the fused four-kernel step; programmatic dependent launch).
+// kernels / pdl: StepIO's switches (which step kernels; programmatic dependent launch).
 inline Status step_layers(const DeviceModelI8& m, const ModelWorkspace& ws, const ModelCaches& c, int64_t B,
-                          const int32_t* state_idx, cublasHandle_t, cudaStream_t s, bool fused = true,
-                          bool pdl = false) {
+                          const int32_t* state_idx, cublasHandle_t, cudaStream_t s,
+                          StepKernels kernels = StepKernels::kAuto, bool pdl = false) {
   for (int64_t l = 0; l < m.dims.n_layer; ++l) {
     StepIO io;
     io.B = B; io.residual = ws.residual;
     io.conv_state = c.conv_layer(m.dims, l); io.ssm_state = c.ssm_layer(m.dims, l);
     io.num_slots = c.num_slots; io.state_idx = state_idx; io.error_flag = ws.error_flag;
-    io.fused = fused; io.pdl = pdl;
+    io.kernels = kernels; io.pdl = pdl;
     QUAMBA_RETURN_IF_ERROR(step_i8(m.dims, m.layers[size_t(l)], ws.blk, io, s));
   }
   return Status::kSuccess;

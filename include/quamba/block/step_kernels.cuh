@@ -77,9 +77,13 @@ struct OutProjStepParams {
 
 namespace detail {
 
-// Wide GEMV rows, persistent over row blocks so that the prologue runs once per CTA.
+// Wide GEMV rows, persistent over row blocks so that the prologue runs once per CTA; 4 chunks
+// of 4 rows in flight per thread (256 B): kStepCtasPerSm CTAs per SM then keep ~64 KB per SM in
+// flight, more than DRAM latency needs, and leave room on every SM for the next kernel's CTAs to
+// become resident and issue their own first weight loads (programmatic dependent launch).
 template <int kMaxM>
-using StepGemv = gemm::GemvTraits<kMaxM, 128, 1, 4, 2>;
+using StepGemv = gemm::GemvTraits<kMaxM, 128, 1, 4, 4>;
+inline constexpr int kStepCtasPerSm = 2;
 
 #if QUAMBA_HAS_CUDA_COMPILER
 
@@ -120,31 +124,55 @@ __global__ void __launch_bounds__(Traits::kThreads) in_proj_step_kernel(const In
     first = false;
     grid_dependency_wait();
     // RMSNorm statistics in fp32 as norm::add_rmsnorm: rstd = rsqrt(Σr²/D + eps); h = (r·rstd)·γ.
+    // A thread's float4s of a row stay in registers between the two passes when they fit
+    // (kRegVecs per thread: D <= 4096 at 128 threads), else the row is read again (L2).
+    constexpr int kRegVecs = 8;
     const int d4 = D / 4;
+    const bool in_regs = d4 <= kRegVecs * kThreads;
+    float4 rv[kRegVecs];
     float ss[kMaxM];
 #pragma unroll
     for (int m = 0; m < kMaxM; ++m) {
       ss[m] = 0.f;
-      if (m < M)
+      if (m >= M) continue;
+      const float4* row = reinterpret_cast<const float4*>(p.residual + static_cast<int64_t>(m) * D);
+      if (kMaxM == 1 && in_regs) {
+#pragma unroll
+        for (int j = 0; j < kRegVecs; ++j) {
+          const int i = static_cast<int>(threadIdx.x) + j * kThreads;
+          rv[j] = i < d4 ? __ldg(row + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+          ss[m] = fmaf(rv[j].x, rv[j].x, fmaf(rv[j].y, rv[j].y, fmaf(rv[j].z, rv[j].z, fmaf(rv[j].w, rv[j].w, ss[m]))));
+        }
+      } else {
         for (int i = threadIdx.x; i < d4; i += kThreads) {
-          const float4 r = __ldg(reinterpret_cast<const float4*>(p.residual + static_cast<int64_t>(m) * D) + i);
+          const float4 r = __ldg(row + i);
           ss[m] = fmaf(r.x, r.x, fmaf(r.y, r.y, fmaf(r.z, r.z, fmaf(r.w, r.w, ss[m]))));
         }
+      }
     }
     block_sum<kThreads, kMaxM>(ss, red);
+    auto quantize4 = [&](const float4& r, int m, int i, float rstd) {
+      const float4 g = __ldg(reinterpret_cast<const float4*>(p.gamma) + i);
+      char4 q;
+      q.x = quantize_i8(__fmul_rn(__fmul_rn(r.x, rstd), g.x), p.inv_s_h);
+      q.y = quantize_i8(__fmul_rn(__fmul_rn(r.y, rstd), g.y), p.inv_s_h);
+      q.z = quantize_i8(__fmul_rn(__fmul_rn(r.z, rstd), g.z), p.inv_s_h);
+      q.w = quantize_i8(__fmul_rn(__fmul_rn(r.w, rstd), g.w), p.inv_s_h);
+      reinterpret_cast<char4*>(hq + m * D)[i] = q;
+    };
 #pragma unroll
     for (int m = 0; m < kMaxM; ++m) {
       if (m >= M) continue;
       const float rstd = rsqrtf(ss[m] / static_cast<float>(D) + p.eps);
-      for (int i = threadIdx.x; i < d4; i += kThreads) {
-        const float4 r = __ldg(reinterpret_cast<const float4*>(p.residual + static_cast<int64_t>(m) * D) + i);
-        const float4 g = __ldg(reinterpret_cast<const float4*>(p.gamma) + i);
-        char4 q;
-        q.x = quantize_i8(__fmul_rn(__fmul_rn(r.x, rstd), g.x), p.inv_s_h);
-        q.y = quantize_i8(__fmul_rn(__fmul_rn(r.y, rstd), g.y), p.inv_s_h);
-        q.z = quantize_i8(__fmul_rn(__fmul_rn(r.z, rstd), g.z), p.inv_s_h);
-        q.w = quantize_i8(__fmul_rn(__fmul_rn(r.w, rstd), g.w), p.inv_s_h);
-        reinterpret_cast<char4*>(hq + m * D)[i] = q;
+      const float4* row = reinterpret_cast<const float4*>(p.residual + static_cast<int64_t>(m) * D);
+      if (kMaxM == 1 && in_regs) {
+#pragma unroll
+        for (int j = 0; j < kRegVecs; ++j) {
+          const int i = static_cast<int>(threadIdx.x) + j * kThreads;
+          if (i < d4) quantize4(rv[j], m, i, rstd);
+        }
+      } else {
+        for (int i = threadIdx.x; i < d4; i += kThreads) quantize4(__ldg(row + i), m, i, rstd);
       }
     }
     __syncthreads();
@@ -315,8 +343,8 @@ __global__ void __launch_bounds__(Traits::kThreads) out_proj_step_kernel(const O
   if (first) grid_dependency_wait();
 }
 
-// Persistent grid: as many CTAs as are resident at once (so that every CTA loads its first
-// weights before the wait), at most one per row block.
+// Persistent grid: kStepCtasPerSm CTAs per SM (fewer where they do not fit), at most one per row
+// block.
 template <typename Kernel>
 Status persistent_grid(Kernel kernel, int threads, size_t smem, int row_blocks, unsigned* grid) {
   int dev = 0, sms = 0, per_sm = 0;
@@ -324,7 +352,7 @@ Status persistent_grid(Kernel kernel, int threads, size_t smem, int row_blocks, 
   QUAMBA_RETURN_IF_CUDA_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   QUAMBA_RETURN_IF_CUDA_ERROR(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
   if (per_sm <= 0) return Status::kErrorNotSupported;
-  const int64_t resident = static_cast<int64_t>(sms) * per_sm;
+  const int64_t resident = static_cast<int64_t>(sms) * (per_sm < kStepCtasPerSm ? per_sm : kStepCtasPerSm);
   *grid = static_cast<unsigned>(resident < row_blocks ? resident : row_blocks);
   return Status::kSuccess;
 }

@@ -180,12 +180,12 @@ class GpuEngine final : public Engine {
     use_graph_ = on;
     if (!on) drop_graph();
   }
-  // W8A8 decode step: the fused four-kernel step (block/step_kernels.cuh, default) or the
-  // eight-kernel one, with or without programmatic dependent launch (default: where the device
-  // supports it). For comparisons; both compute the same step.
-  void set_step_kernels(bool fused, bool pdl) {
+  // W8A8 decode step kernels (block::StepKernels; default kAuto) with or without programmatic
+  // dependent launch (default: where the device supports it). For comparisons: every choice
+  // computes the same step.
+  void set_step_kernels(block::StepKernels kernels, bool pdl) {
     drop_graph();
-    fused_step_ = fused;
+    step_kernels_ = kernels;
     pdl_ = pdl && pdl_supported_;
   }
 
@@ -423,7 +423,7 @@ class GpuEngine final : public Engine {
       QUAMBA_RETURN_IF_ERROR(block::step_layers(f16_, ws_, caches_, batch_, nullptr, cublas_, stream_));
     else
       QUAMBA_RETURN_IF_ERROR(
-          block::step_layers(i8_, ws_, caches_, batch_, nullptr, cublas_, stream_, fused_step_, pdl_));
+          block::step_layers(i8_, ws_, caches_, batch_, nullptr, cublas_, stream_, step_kernels_, pdl_));
     return block::head(dims_, head_weights(), ws_, ws_.residual, dims_.D, batch_, ws_.logits, cublas_, stream_);
   }
 
@@ -458,7 +458,7 @@ class GpuEngine final : public Engine {
   int64_t eager_steps_ = 0;
   int64_t weight_read_bytes_ = 0;
   cudaStream_t stream_ = nullptr;
-  bool fused_step_ = true;
+  block::StepKernels step_kernels_ = block::StepKernels::kAuto;
   bool pdl_supported_ = false;
   bool pdl_ = false;
   cublasHandle_t cublas_ = nullptr;
