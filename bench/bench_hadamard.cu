@@ -9,7 +9,8 @@
 // > 2× L2 of rotating sets, which is what a decode step sees. The label is the Traits name of
 // the variant run() picked. Each configuration is checked once against the dense reference (a
 // sample of rows and columns) before it is timed. *_staged*: the staged kernel (run_staged())
-// and its block-shape variants, for a same-run comparison with run()'s generic kernel.
+// and its block-shape variants, *_pipelined*: the pipelined kernel (run_pipelined()) and its
+// ring-depth / occupancy variants, for a same-run comparison with run()'s generic kernel.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -63,11 +64,24 @@ bool verify(const std::vector<float>& x0, const std::vector<typename DevOf<OutT>
 // kVariant = 0: the public run() (the generic kernel); 1: run_staged() (the staged kernel for the
 // same n); 4, 5: the staged n = 5120 kernel with __launch_bounds__ minimum 4 / 5 blocks per SM
 // (fewer registers); 9: the staged n = 5120 kernel with one row group per block (no persistent
-// loop, no prefetch).
+// loop, no prefetch); 20: run_pipelined() (the pipelined kernel, 2-slot ring); 23: the pipelined
+// n = 5120 kernel with a 3-slot ring; 24: the pipelined n = 5120 kernel, 2 slots, minimum 4
+// blocks per SM (more registers allowed); 30: run_pipelined_mma() (the tensor-core pipelined
+// kernel, n = 3072 / 5120 / 7168).
 template <typename OutT, int kVariant>
 quamba::Status launch_variant(const qh::HadamardParams<__half, OutT>& p) {
   if constexpr (kVariant == 0) {
     return qh::run(p);
+  } else if constexpr (kVariant == 20) {
+    return qh::run_pipelined(p);
+  } else if constexpr (kVariant == 30) {
+    return qh::run_pipelined_mma(p);
+  } else if constexpr (kVariant == 23) {
+    QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
+    return qh::launch_pipelined<__half, OutT, 20, 8, 3>(p, nullptr);
+  } else if constexpr (kVariant == 24) {
+    QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
+    return qh::launch_pipelined<__half, OutT, 20, 8, 2, 4>(p, nullptr);
   } else if constexpr (kVariant == 9) {
     QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
     return qh::launch_staged<__half, OutT, 20, 8, 1, /*kPersistent=*/false>(p, nullptr);
@@ -83,6 +97,14 @@ template <typename OutT, int kVariant>
 std::string variant_label(int64_t n) {
   if constexpr (kVariant == 0) {
     return qh::variant_name<__half, OutT>(n);
+  } else if constexpr (kVariant == 20) {
+    return qh::pipelined_variant_name<__half, OutT>(n);
+  } else if constexpr (kVariant == 30) {
+    return qh::pipelined_mma_variant_name<__half, OutT>(n);
+  } else if constexpr (kVariant == 23) {
+    return qh::HadamardPipelinedTraits<__half, OutT, 20, 8, 3>::name();
+  } else if constexpr (kVariant == 24) {
+    return qh::HadamardPipelinedTraits<__half, OutT, 20, 8, 2, 4>::name();
   } else if constexpr (kVariant == 9) {
     return qh::HadamardStagedTraits<__half, OutT, 20, 8, 1>::name() + "_onegroup";
   } else if constexpr (kVariant > 1) {
@@ -175,12 +197,24 @@ void sizes_5120(benchmark::internal::Benchmark* b) {
   b->ArgNames({"n", "M"})->UseManualTime()->Unit(benchmark::kMicrosecond);
 }
 
+void sizes_mma(benchmark::internal::Benchmark* b) {
+  for (int64_t n : {5120, 3072})
+    for (int64_t M : {1, 2048, 8192}) b->Args({n, M});
+  b->ArgNames({"n", "M"})->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 0)->Name("Hadamard_f16_to_i8")->Apply(sizes);
 BENCHMARK_TEMPLATE(BM_Hadamard, __half, 0)->Name("Hadamard_f16_to_f16")->Apply(sizes);
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 1)->Name("Hadamard_f16_to_i8_staged")->Apply(sizes_staged);
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 4)->Name("Hadamard_f16_to_i8_staged_minblocks4")->Apply(sizes_5120);
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 5)->Name("Hadamard_f16_to_i8_staged_minblocks5")->Apply(sizes_5120);
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 9)->Name("Hadamard_f16_to_i8_staged_onegroup")->Apply(sizes_5120);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 20)->Name("Hadamard_f16_to_i8_pipelined")->Apply(sizes_staged);
+BENCHMARK_TEMPLATE(BM_Hadamard, __half, 20)->Name("Hadamard_f16_to_f16_pipelined")->Apply(sizes_staged);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 30)->Name("Hadamard_f16_to_i8_pipelined_mma")->Apply(sizes_mma);
+BENCHMARK_TEMPLATE(BM_Hadamard, __half, 30)->Name("Hadamard_f16_to_f16_pipelined_mma")->Apply(sizes_mma);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 23)->Name("Hadamard_f16_to_i8_pipelined_stages3")->Apply(sizes_5120);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 24)->Name("Hadamard_f16_to_i8_pipelined_minblocks4")->Apply(sizes_5120);
 
 }  // namespace
 
