@@ -829,6 +829,32 @@ TEST(ScanPrefillF16, ExplicitVariants) {
   run_f16_variant<qs::LanePrefillTraits<16, 2, 64, 16, 4, __half, 2>>("lanes Q2xT64xC16xG2");
 }
 
+// fp16 inputs through run_segmented (the default segmented variant of each N).
+TEST(ScanPrefillF16, Segmented) {
+  QUAMBA_REQUIRE_GPU();
+  uint64_t seed = 1800;
+  for (int64_t N : {16, 32, 64})
+    for (int64_t L : {3, 300, 2049}) {
+      const int64_t B = 2;
+      F16Problem pr(B, L, 64, N, seed++);
+      auto p = pr.params();
+      const size_t bytes = qs::segmented_workspace_size(p);
+      const auto plan = qs::segment_plan<qs::DefaultSegmentedTraits<16, __half>::type>(p);
+      SCOPED_TRACE("segmented fp16 B2 L" + std::to_string(L) + " N" + std::to_string(N) + " (N16 plan: " +
+                   std::to_string(plan.segments) + " segments)");
+      DeviceBuffer<float> ws(bytes / sizeof(float) + 4);
+      ws.poison(0xFF);
+      pr.y.dev.poison(0xFF);
+      pr.dfinal.poison(0xFF);
+      ASSERT_EQ(qs::run_segmented(p, bytes ? ws.get() : nullptr, bytes, 0), Status::kSuccess);
+      QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+      std::vector<float> yref, fref;
+      pr.reference(yref, fref);
+      EXPECT_TRUE(check_y(pr.y, pr.y.dev.download(), yref, quamba::test::kTolScan, "segmented fp16"));
+      EXPECT_TRUE(quamba::test::all_close(pr.dfinal.download(), fref, quamba::test::kTolScan, "segmented fp16 final_state"));
+    }
+}
+
 TEST(ScanDecodeF16, PrefillThenDecodeEqualsLongerPrefill) {
   QUAMBA_REQUIRE_GPU();
   const int64_t B = 2, L = 12, L0 = 9, E = 48 * 4, N = 16;
