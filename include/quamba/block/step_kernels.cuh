@@ -77,13 +77,19 @@ struct OutProjStepParams {
 
 namespace detail {
 
-// Wide GEMV rows, persistent over row blocks so that the prologue runs once per CTA; 4 chunks
-// of 4 rows in flight per thread (256 B): kStepCtasPerSm CTAs per SM then keep ~64 KB per SM in
-// flight, more than DRAM latency needs, and leave room on every SM for the next kernel's CTAs to
-// become resident and issue their own first weight loads (programmatic dependent launch).
+// GEMV shapes of the two fused kernels, persistent over row blocks so that the prologue runs
+// once per CTA. A warp owns kRowsPerGroup rows and splits K among its lanes (the reduction is
+// shuffles only: no block barrier inside the row loop, so a warp in its epilogue never holds
+// the others back); 5 chunks per lane and row are loaded at once: in_proj (K = d_model = 2560)
+// reads a whole row block in one round, out_proj (K = d_inner = 5120) in two. With
+// kStepCtasPerSm CTAs of 4 warps per SM that is 64-160 KB per SM in flight (ncu, H100: the
+// first form, 2 CTAs of 128-thread row groups with one barrier per 4 rows, streamed in_proj at
+// only 1 TB/s).
 template <int kMaxM>
-using StepGemv = gemm::GemvTraits<kMaxM, 128, 1, 4, 4>;
-inline constexpr int kStepCtasPerSm = 2;
+using InProjGemv = gemm::GemvTraits<kMaxM, 32, 4, 4, 5>;
+template <int kMaxM>
+using OutProjGemv = gemm::GemvTraits<kMaxM, 32, 4, 2, 5>;
+inline constexpr int kStepCtasPerSm = 4;
 
 #if QUAMBA_HAS_CUDA_COMPILER
 
@@ -402,7 +408,7 @@ inline Status can_implement(const OutProjStepParams& p) {
 inline Status run(const InProjStepParams& p, cudaStream_t stream) {
   QUAMBA_RETURN_IF_ERROR(can_implement(p));
   return dispatch_int<1, 8>(detail::step_max_m(p.M), [&](auto kMaxM) {
-    using Traits = detail::StepGemv<decltype(kMaxM)::value>;
+    using Traits = detail::InProjGemv<decltype(kMaxM)::value>;
     const auto kernel = detail::in_proj_step_kernel<Traits>;
     const size_t smem = static_cast<size_t>(p.M) * p.D;
     QUAMBA_RETURN_IF_ERROR(detail::opt_in_smem(kernel, smem));
@@ -420,7 +426,7 @@ inline Status run(const OutProjStepParams& p, cudaStream_t stream) {
   if (p.rotate) detail::step_rotation_size(p.E, &m, &k);
   return dispatch_int<1, 12, 20, 28>(m, [&](auto kM) {
     return dispatch_int<1, 8>(detail::step_max_m(p.M), [&](auto kMaxM) {
-      using Traits = detail::StepGemv<decltype(kMaxM)::value>;
+      using Traits = detail::OutProjGemv<decltype(kMaxM)::value>;
       const auto kernel = detail::out_proj_step_kernel<Traits, decltype(kM)::value>;
       const size_t smem = static_cast<size_t>(p.M) * p.E + (p.rotate ? 4 * static_cast<size_t>(p.E) : 0);
       QUAMBA_RETURN_IF_ERROR(detail::opt_in_smem(kernel, smem));
