@@ -67,7 +67,7 @@ bool verify(const std::vector<float>& x0, const std::vector<typename DevOf<OutT>
 // loop, no prefetch); 20: run_pipelined() (the pipelined kernel, 2-slot ring); 23: the pipelined
 // n = 5120 kernel with a 3-slot ring; 24: the pipelined n = 5120 kernel, 2 slots, minimum 4
 // blocks per SM (more registers allowed); 30: run_pipelined_mma() (the tensor-core pipelined
-// kernel, n = 3072 / 5120 / 7168).
+// kernel, n = 3072 / 5120 / 7168); 33: the tensor-core n = 5120 kernel with a 3-slot ring.
 template <typename OutT, int kVariant>
 quamba::Status launch_variant(const qh::HadamardParams<__half, OutT>& p) {
   if constexpr (kVariant == 0) {
@@ -76,6 +76,9 @@ quamba::Status launch_variant(const qh::HadamardParams<__half, OutT>& p) {
     return qh::run_pipelined(p);
   } else if constexpr (kVariant == 30) {
     return qh::run_pipelined_mma(p);
+  } else if constexpr (kVariant == 33) {
+    QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
+    return qh::launch_pipelined_mma<OutT, 20, 3>(p, nullptr);
   } else if constexpr (kVariant == 23) {
     QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
     return qh::launch_pipelined<__half, OutT, 20, 8, 3>(p, nullptr);
@@ -101,6 +104,8 @@ std::string variant_label(int64_t n) {
     return qh::pipelined_variant_name<__half, OutT>(n);
   } else if constexpr (kVariant == 30) {
     return qh::pipelined_mma_variant_name<__half, OutT>(n);
+  } else if constexpr (kVariant == 33) {
+    return qh::HadamardPipelinedMmaTraits<__half, OutT, 20, 3>::name();
   } else if constexpr (kVariant == 23) {
     return qh::HadamardPipelinedTraits<__half, OutT, 20, 8, 3>::name();
   } else if constexpr (kVariant == 24) {
@@ -213,6 +218,7 @@ BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 20)->Name("Hadamard_f16_to_i8_pipelined"
 BENCHMARK_TEMPLATE(BM_Hadamard, __half, 20)->Name("Hadamard_f16_to_f16_pipelined")->Apply(sizes_staged);
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 30)->Name("Hadamard_f16_to_i8_pipelined_mma")->Apply(sizes_mma);
 BENCHMARK_TEMPLATE(BM_Hadamard, __half, 30)->Name("Hadamard_f16_to_f16_pipelined_mma")->Apply(sizes_mma);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 33)->Name("Hadamard_f16_to_i8_pipelined_mma_stages3")->Apply(sizes_5120);
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 23)->Name("Hadamard_f16_to_i8_pipelined_stages3")->Apply(sizes_5120);
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 24)->Name("Hadamard_f16_to_i8_pipelined_minblocks4")->Apply(sizes_5120);
 
