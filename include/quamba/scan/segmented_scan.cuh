@@ -80,12 +80,17 @@ struct SegmentedPrefillTraits : Lane {
 // 80 for 6 blocks spills), so 5 blocks (20 warps) per SM against 3 of the 128-token one-pass
 // default, and kTargetBlocks = 132·5: at B·E = 5120 (320 blocks per segment) S = 3 and each pass
 // is 640 resident blocks, one wave. N = 32 / 64 (256 threads): tilings without spills, planned
-// for 2 and 1 blocks per SM. (Not yet measured; see bench_scan "new".)
+// for 2 and 1 blocks per SM; fp16 inputs with N = 16 at 4 blocks per SM (at 5 the fp16
+// conversion spills). (Not yet measured; see bench_scan "new".)
 template <int N, typename In>
 struct DefaultSegmentedTraits;
 template <typename In>
 struct DefaultSegmentedTraits<16, In> {
-  using type = SegmentedPrefillTraits<LanePrefillTraits<16, 2, 64, 16, 5, In, 2, false, true>, 660>;
+  using type = SegmentedPrefillTraits<LanePrefillTraits<16, 2, 64, 16, 4, In, 2, false, true>, 528>;
+};
+template <>
+struct DefaultSegmentedTraits<16, int8_t> {
+  using type = SegmentedPrefillTraits<LanePrefillTraits<16, 2, 64, 16, 5, int8_t, 2, false, true>, 660>;
 };
 template <typename In>
 struct DefaultSegmentedTraits<32, In> {

@@ -60,7 +60,8 @@
 // it token-major.
 // Known imbalance: B·E/kChannels blocks (320 for E = 5120, 16 channels) spread over 132 SMs
 // unevenly (2 or 3 per SM); 8-channel blocks (8-byte rows) halve the granularity. Splitting L
-// across blocks would need a cross-block carry, which costs a second exp per item for the fix-up.
+// across blocks needs a cross-block carry, which costs a second walk over most tokens:
+// segmented_scan.cuh does it in two passes with a workspace (~1.4x the exps at 3 segments).
 #pragma once
 
 #include <cuda_fp16.h>
