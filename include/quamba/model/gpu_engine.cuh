@@ -243,7 +243,12 @@ class GpuEngine final : public Engine {
       ++eager_steps_;
       return decode_forward();
     }
-    if (!graph_exec_) QUAMBA_RETURN_IF_ERROR(capture_decode());
+    if (!graph_exec_ && capture_decode() != Status::kSuccess) {
+      // Capture or instantiation failed (nothing captured has run, so the state is as before):
+      // this engine decodes eagerly from now on instead of retrying the capture every step.
+      use_graph_ = false;
+      return decode_forward();
+    }
     return from_cuda(cudaGraphLaunch(graph_exec_, stream_));
   }
   const float* device_logits() const { return ws_.logits; }
@@ -544,7 +549,7 @@ inline Status make_gpu_engine_w8a8(const reference::QuantizedModel& q, const Eng
 }
 
 // Weights generated on the device with Mamba-like ranges (linear U(±1/√fan_in), conv U(±1/2),
-// δ bias U(-6.9, -2.3), A = -(n+1), D = 1, γ = 1, embedding U(±0.035)); W8A8 weights are uniform
+// δ bias U(-6.9, -2.3), A = -(n+1), D = 1 (W8A8: U(±1)), γ = 1, embedding U(±0.035)); W8A8 weights are uniform
 // int8 with scales of those ranges and activation scales of plausible magnitudes. For speed and
 // memory measurements only: the numbers mean nothing (and for dt_rank % 16 != 0 the padding of
 // x_proj / dt_proj is random too). Precision kFp32 is not a GPU precision (kErrorNotSupported).
