@@ -462,6 +462,43 @@ TEST(GpuBlockStep, FusedStepMatchesEightKernelStep) {
   }
 }
 
+// Validation of the fused step's kernels (host only: runs without a device).
+TEST(GpuBlockStep, CanImplementRules) {
+  namespace qb = quamba::block;
+  alignas(16) static int8_t i8[64];
+  alignas(16) static float f32[64];
+  alignas(16) static uint16_t f16[64];
+  auto in = [&] {
+    qb::InProjStepParams p;
+    p.M = 1; p.D = 64; p.E = 128; p.K = 4;
+    p.residual = f32; p.gamma = f32; p.w_in = i8; p.conv_state = i8; p.num_slots = 1; p.conv_w = i8;
+    p.u = i8; p.xz = i8;
+    return p;
+  };
+  EXPECT_EQ(qb::can_implement(in()), Status::kSuccess);
+  { auto p = in(); p.M = qb::kStepMaxRows + 1; p.num_slots = 16; EXPECT_EQ(qb::can_implement(p), Status::kErrorNotSupported); }
+  { auto p = in(); p.K = 5; EXPECT_EQ(qb::can_implement(p), Status::kErrorNotSupported); }
+  { auto p = in(); p.D = 72; EXPECT_EQ(qb::can_implement(p), Status::kErrorMisaligned); }
+  { auto p = in(); p.residual = f32 + 1; EXPECT_EQ(qb::can_implement(p), Status::kErrorMisaligned); }
+  { auto p = in(); p.u = nullptr; EXPECT_EQ(qb::can_implement(p), Status::kErrorInvalidArgument); }
+  { auto p = in(); p.M = 2; EXPECT_EQ(qb::can_implement(p), Status::kErrorInvalidArgument) << "2 sequences, 1 slot"; }
+  { auto p = in(); p.M = 2; p.state_idx = reinterpret_cast<const int32_t*>(f32); EXPECT_EQ(qb::can_implement(p), Status::kSuccess); }
+  { auto p = in(); p.M = 0; EXPECT_EQ(qb::can_implement(p), Status::kErrorInvalidArgument); }
+  auto out = [&] {
+    qb::OutProjStepParams p;
+    p.M = 1; p.D = 64; p.E = 128;
+    p.y = reinterpret_cast<const __half*>(f16); p.w_out = i8; p.residual = f32;
+    return p;
+  };
+  EXPECT_EQ(qb::can_implement(out()), Status::kSuccess);
+  { auto p = out(); p.E = 192; EXPECT_EQ(qb::can_implement(p), Status::kErrorNotSupported) << "12 x 16: 2^k < 32"; }
+  { auto p = out(); p.E = 192; p.rotate = false; EXPECT_EQ(qb::can_implement(p), Status::kSuccess); }
+  { auto p = out(); p.E = 384; EXPECT_EQ(qb::can_implement(p), Status::kSuccess) << "12 x 32"; }
+  { auto p = out(); p.E = 200; p.rotate = false; EXPECT_EQ(qb::can_implement(p), Status::kErrorMisaligned); }
+  { auto p = out(); p.M = qb::kStepMaxRows + 1; EXPECT_EQ(qb::can_implement(p), Status::kErrorNotSupported); }
+  { auto p = out(); p.residual = nullptr; EXPECT_EQ(qb::can_implement(p), Status::kErrorInvalidArgument); }
+}
+
 // A bad state_idx entry: the fused step sets the error flag and leaves that sequence's slot
 // alone, like the eight-kernel step.
 TEST(GpuBlockStep, FusedStepBadSlotSetsFlag) {

@@ -1021,6 +1021,22 @@ TEST(ScanValidation, DecodeStatus) {
   { auto p = good(); p.num_slots = 1; EXPECT_EQ(qs::can_implement(p), Status::kErrorInvalidArgument) << "slots < B"; }
   { auto p = good(); p.z = quamba::make_view<const int8_t>(buf, 2, 23); EXPECT_EQ(qs::can_implement(p), Status::kErrorInvalidArgument); }
   { auto p = good(); p.A_log = nullptr; EXPECT_EQ(qs::run(p, nullptr, 0), Status::kErrorInvalidArgument); }
+  // Fused dt_proj: `delta` is then not needed; dt_x / dt_weight follow the GEMV's rules.
+  auto fused = [&] {
+    auto p = good();
+    p.delta = {};
+    p.dt_x = buf; p.dt_x_stride = 48; p.dt_weight = buf; p.dt_k = 32; p.dt_alpha = 0.5f;
+    return p;
+  };
+  EXPECT_EQ(qs::can_implement(fused()), Status::kSuccess);
+  { auto p = good(); p.delta = {}; EXPECT_EQ(qs::can_implement(p), Status::kErrorInvalidArgument) << "no delta, no dt_proj"; }
+  { auto p = fused(); p.dt_x = nullptr; EXPECT_EQ(qs::can_implement(p), Status::kErrorInvalidArgument); }
+  { auto p = fused(); p.dt_k = 0; EXPECT_EQ(qs::can_implement(p), Status::kErrorInvalidArgument); }
+  { auto p = fused(); p.dt_x_stride = 16; EXPECT_EQ(qs::can_implement(p), Status::kErrorInvalidArgument) << "rows overlap"; }
+  { auto p = fused(); p.dt_alpha = std::nanf(""); EXPECT_EQ(qs::can_implement(p), Status::kErrorInvalidArgument); }
+  { auto p = fused(); p.dt_k = 24; p.dt_x_stride = 24; EXPECT_EQ(qs::can_implement(p), Status::kErrorMisaligned); }
+  { auto p = fused(); p.dt_weight = buf + 8; EXPECT_EQ(qs::can_implement(p), Status::kErrorMisaligned); }
+  { auto p = fused(); p.dt_x = buf + 4; EXPECT_EQ(qs::can_implement(p), Status::kErrorMisaligned); }
 }
 
 }  // namespace

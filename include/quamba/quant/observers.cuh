@@ -36,9 +36,10 @@
 //
 // Streams: each call enqueues its work on the stream it is given (a forward pass calls with its
 // own stream, e.g. model::calibrate_gpu's engine stream). The scratch buffers are shared by all
-// layers, so a call on a stream other than the previous call's first makes that stream wait
-// (cudaStreamWaitEvent, no host sync) for an event recorded at the end of the previous call;
-// staying on one stream costs nothing extra. The previous stream may be destroyed meanwhile.
+// layers, so every call first makes its stream wait (cudaStreamWaitEvent, no host sync) for an
+// event recorded at the end of the previous call: free on the same stream, and needed on any
+// other one. The wait is not skipped when the handle equals the previous call's: a destroyed
+// stream's handle can be reused by a new stream that has no order with the old one's work.
 // The library never allocates: the caller provides GpuCalibrator::workspace_size(config) bytes.
 #pragma once
 
@@ -593,12 +594,11 @@ class GpuCalibrator : public ObserverHook {
  private:
   // Orders this call's work after everything enqueued by earlier calls (see "Streams" above).
   Status enter(cudaStream_t stream) {
-    if (recorded_ && stream != stream_) QUAMBA_RETURN_IF_CUDA_ERROR(cudaStreamWaitEvent(stream, done_, 0));
+    if (recorded_) QUAMBA_RETURN_IF_CUDA_ERROR(cudaStreamWaitEvent(stream, done_, 0));
     return Status::kSuccess;
   }
   Status leave(cudaStream_t stream) {
     QUAMBA_RETURN_IF_CUDA_ERROR(cudaEventRecord(done_, stream));
-    stream_ = stream;
     recorded_ = true;
     return Status::kSuccess;
   }
@@ -665,7 +665,6 @@ class GpuCalibrator : public ObserverHook {
   bool initialized_ = false;
   cudaEvent_t done_ = nullptr;  // recorded at the end of every call's work
   bool recorded_ = false;
-  cudaStream_t stream_ = nullptr;  // the stream of the last recorded call
   float* stats_ = nullptr;
   uint32_t* sample_tail_ = nullptr;
   uint32_t* global_tail_ = nullptr;
