@@ -7,8 +7,10 @@
 // depend on earlier kernels (weights), then block in grid_dependency_wait() until the previous
 // grid has completed and its writes are visible. Rules for a kernel launched with pdl:
 //   - call grid_dependency_wait() before reading anything an earlier kernel writes and before
-//     writing anything (an earlier kernel may still read it); every CTA calls it, so the grid
-//     never completes before its prerequisite (which keeps the chain transitive);
+//     writing anything (an earlier kernel may still read it); every thread calls it, also one
+//     that has nothing to do, so the grid never completes before its prerequisite (which keeps
+//     the chain transitive). After the wait the previous grids' writes are visible to every
+//     load of this grid (PTX griddepcontrol), the read-only path included;
 //   - call grid_dependents_launch() early: it lets the NEXT kernel's launch begin.
 // Both are no-ops on architectures below sm_90 and for kernels launched without the attribute.
 // On devices below compute capability 9.0 callers pass pdl = false (device_supports_pdl).

@@ -111,13 +111,18 @@ __global__ void __launch_bounds__(Traits::kThreads) decode_kernel(const Params p
   const int64_t b = blockIdx.y;
   const int64_t ch = static_cast<int64_t>(blockIdx.x) * Traits::kChannelsPerBlock + threadIdx.x / G;
   const int q = threadIdx.x % G;
+  grid_dependents_launch();
   // A channel's G threads are G aligned lanes of one warp; E is whole channels, so a group is
   // either entirely in range or entirely out, and the shuffles below only name live lanes.
-  if (ch >= E) return;
+  // Threads past E still take part in the dependency wait (every thread of a programmatic
+  // dependent executes it, see core/launch.cuh).
+  if (ch >= E) {
+    grid_dependency_wait();
+    return;
+  }
   const int lane = threadIdx.x & 31;
   const unsigned group_mask = G == 32 ? 0xffffffffu : (((1u << G) - 1u) << (lane & ~(G - 1)));
 
-  grid_dependents_launch();
   float dr;
   if constexpr (std::is_same_v<Params, DecodeParamsI8>) {
     if (p.dt_weight) {
