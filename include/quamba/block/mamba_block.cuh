@@ -319,34 +319,10 @@ inline Status prefill_i8(const BlockDims& d, const LayerI8& w, const BlockWorksp
 
 namespace detail {
 
-// Shared memory of the fused step's kernels within what every supported architecture opts in to
-// (sm_86 / sm_89: 99 KiB), so the choice never depends on the device.
-inline bool fused_step_fits(const BlockDims& d, const LayerI8& w, int64_t B) {
-  if (B > kStepMaxRows || d.D % 16 != 0 || d.E % 16 != 0 || d.K < 2 || d.K > 4) return false;
-  if (B * d.D > 48 * 1024 || B * d.E + (w.use_hadamard ? 4 * d.E : 0) > 99 * 1024) return false;
-  int m = 0, k = 0;
-  return !w.use_hadamard || step_rotation_size(d.E, &m, &k);
-}
-
-// The W8A8 step as four kernels (step_kernels.cuh): norm + in_proj + conv, x_proj, dt_proj +
-// scan, rotation + out_proj.
-inline Status step_i8_fused(const BlockDims& d, const LayerI8& w, const BlockWorkspace& ws, const StepIO& io,
-                            cudaStream_t s) {
+// The scan update of a W8A8 step; δraw is left to the caller (`delta`, or the fused dt_proj).
+inline scan::DecodeParamsI8 step_scan_params(const BlockDims& d, const LayerI8& w, const StepIO& io,
+                                             const int8_t* xz, const int8_t* u, const int8_t* xd, __half* y) {
   const int64_t B = io.B, E = d.E, N = d.N;
-  auto* xz = static_cast<int8_t*>(ws.xz);
-  auto* u = static_cast<int8_t*>(ws.u);
-  auto* xd = static_cast<int8_t*>(ws.xdbl);
-  InProjStepParams a;
-  a.M = static_cast<int>(B); a.D = static_cast<int>(d.D); a.E = static_cast<int>(E); a.K = static_cast<int>(d.K);
-  a.residual = io.residual; a.gamma = w.norm_gamma; a.eps = d.eps; a.inv_s_h = w.s.inv_s_h;
-  a.w_in = w.in_proj; a.alpha_in = w.s.alpha_in;
-  a.conv_state = static_cast<int8_t*>(io.conv_state); a.num_slots = io.num_slots;
-  a.state_idx = io.state_idx; a.error_flag = io.error_flag;
-  a.conv_w = w.conv_w; a.conv_b = w.conv_b;
-  a.conv_scale_wx = w.s.conv_scale_wx; a.conv_s_b = w.s.conv_s_b; a.conv_inv_s_u = w.s.conv_inv_s_u;
-  a.u = u; a.xz = xz; a.pdl = io.pdl;
-  QUAMBA_RETURN_IF_ERROR(block::run(a, s));
-  QUAMBA_RETURN_IF_ERROR(requant_gemm(u, E, w.x_proj, B, d.Xp, E, xd, d.Xp, w.s.alpha_x, s, io.pdl));
   scan::DecodeParamsI8 p;
   p.u = cview<int8_t, 2>(u, {B, E}, {E, 1});
   p.z = cview<int8_t, 2>(xz + E, {B, E}, {2 * E, 1});
@@ -357,15 +333,58 @@ inline Status step_i8_fused(const BlockDims& d, const LayerI8& w, const BlockWor
   p.D = w.Dskip; p.s_D = w.s.s_D;
   p.delta_bias = w.dt_bias; p.s_delta_bias = w.s.s_bdt;
   p.states = io.ssm_state; p.num_slots = io.num_slots; p.state_idx = io.state_idx;
-  p.y = make_strided_view<__half, 2>(ws.y, {B, E}, {E, 1});
+  p.y = make_strided_view<__half, 2>(y, {B, E}, {E, 1});
+  return p;
+}
+
+// The fused step's first and last kernels (step_kernels.cuh).
+struct FusedStep {
+  InProjStepParams in;
+  OutProjStepParams out;
+};
+
+inline FusedStep fused_step_params(const BlockDims& d, const LayerI8& w, const BlockWorkspace& ws, const StepIO& io) {
+  FusedStep f;
+  InProjStepParams& a = f.in;
+  a.M = static_cast<int>(io.B); a.D = static_cast<int>(d.D); a.E = static_cast<int>(d.E); a.K = static_cast<int>(d.K);
+  a.residual = io.residual; a.gamma = w.norm_gamma; a.eps = d.eps; a.inv_s_h = w.s.inv_s_h;
+  a.w_in = w.in_proj; a.alpha_in = w.s.alpha_in;
+  a.conv_state = static_cast<int8_t*>(io.conv_state); a.num_slots = io.num_slots;
+  a.state_idx = io.state_idx; a.error_flag = io.error_flag;
+  a.conv_w = w.conv_w; a.conv_b = w.conv_b;
+  a.conv_scale_wx = w.s.conv_scale_wx; a.conv_s_b = w.s.conv_s_b; a.conv_inv_s_u = w.s.conv_inv_s_u;
+  a.u = static_cast<int8_t*>(ws.u); a.xz = static_cast<int8_t*>(ws.xz); a.pdl = io.pdl;
+  OutProjStepParams& o = f.out;
+  o.M = a.M; o.D = a.D; o.E = a.E;
+  o.y = ws.y; o.rotate = w.use_hadamard; o.factor = w.s.out_factor;
+  o.w_out = w.out_proj; o.alpha_out = w.s.alpha_out; o.residual = io.residual; o.pdl = io.pdl;
+  return f;
+}
+
+// The fused kernels take these shapes, and their shared memory stays within what every
+// supported architecture opts in to (sm_86 / sm_89: 99 KiB), so the choice never depends on the
+// device.
+inline bool fused_step_fits(const FusedStep& f) {
+  const size_t in_smem = size_t(f.in.M) * f.in.D;
+  const size_t out_smem = size_t(f.out.M) * f.out.E + (f.out.rotate ? 4 * size_t(f.out.E) : 0);
+  return can_implement(f.in) == Status::kSuccess && can_implement(f.out) == Status::kSuccess &&
+         in_smem <= 48 * 1024 && out_smem <= 99 * 1024;
+}
+
+// The W8A8 step as four kernels (step_kernels.cuh): norm + in_proj + conv, x_proj, dt_proj +
+// scan, rotation + out_proj.
+inline Status step_i8_fused(const BlockDims& d, const LayerI8& w, const BlockWorkspace& ws, const StepIO& io,
+                            const FusedStep& f, cudaStream_t s) {
+  const int64_t B = io.B, E = d.E;
+  auto* u = static_cast<int8_t*>(ws.u);
+  auto* xd = static_cast<int8_t*>(ws.xdbl);
+  QUAMBA_RETURN_IF_ERROR(block::run(f.in, s));
+  QUAMBA_RETURN_IF_ERROR(requant_gemm(u, E, w.x_proj, B, d.Xp, E, xd, d.Xp, w.s.alpha_x, s, io.pdl));
+  scan::DecodeParamsI8 p = step_scan_params(d, w, io, static_cast<int8_t*>(ws.xz), u, xd, ws.y);
   p.dt_x = xd; p.dt_x_stride = d.Xp; p.dt_weight = w.dt_proj; p.dt_k = d.Rp; p.dt_alpha = w.s.alpha_dt;
   p.pdl = io.pdl;
   QUAMBA_RETURN_IF_ERROR(scan::run(p, nullptr, s));
-  OutProjStepParams o;
-  o.M = static_cast<int>(B); o.D = static_cast<int>(d.D); o.E = static_cast<int>(E);
-  o.y = ws.y; o.rotate = w.use_hadamard; o.factor = w.s.out_factor;
-  o.w_out = w.out_proj; o.alpha_out = w.s.alpha_out; o.residual = io.residual; o.pdl = io.pdl;
-  return block::run(o, s);
+  return block::run(f.out, s);
 }
 
 }  // namespace detail
@@ -374,9 +393,11 @@ inline Status step_i8(const BlockDims& d, const LayerI8& w, const BlockWorkspace
                       cudaStream_t s) {
   QUAMBA_RETURN_IF_ERROR(detail::check_step_io(d, ws, io, Dtype::kI8));
   if (!ws.yo) return Status::kErrorInvalidArgument;
-  const bool want_fused = io.kernels == StepKernels::kFused || (io.kernels == StepKernels::kAuto && io.B == 1);
-  if (want_fused && detail::fused_step_fits(d, w, io.B)) return detail::step_i8_fused(d, w, ws, io, s);
-  const int64_t B = io.B, E = d.E, N = d.N, K = d.K;
+  if (io.kernels == StepKernels::kFused || (io.kernels == StepKernels::kAuto && io.B == 1)) {
+    const detail::FusedStep f = detail::fused_step_params(d, w, ws, io);
+    if (detail::fused_step_fits(f)) return detail::step_i8_fused(d, w, ws, io, f, s);
+  }
+  const int64_t B = io.B, E = d.E, K = d.K;
   auto conv = [&](const int8_t* xz, int8_t* u) {
     conv1d::Conv1dUpdateParams<int8_t> p;
     p.x = xz; p.x_batch_stride = 2 * E;
@@ -390,18 +411,8 @@ inline Status step_i8(const BlockDims& d, const LayerI8& w, const BlockWorkspace
     return conv1d::run(p, nullptr, s);
   };
   auto scan = [&](const int8_t* xz, const int8_t* u, const int8_t* xd, const int8_t* dtq, __half* y) {
-    scan::DecodeParamsI8 p;
-    p.u = detail::cview<int8_t, 2>(u, {B, E}, {E, 1});
+    scan::DecodeParamsI8 p = detail::step_scan_params(d, w, io, xz, u, xd, y);
     p.delta = detail::cview<int8_t, 2>(dtq, {B, E}, {E, 1});
-    p.z = detail::cview<int8_t, 2>(xz + E, {B, E}, {2 * E, 1});
-    p.Bm = detail::cview<int8_t, 2>(xd + d.Rp, {B, N}, {d.Xp, 1});
-    p.Cm = detail::cview<int8_t, 2>(xd + d.Rp + N, {B, N}, {d.Xp, 1});
-    p.s_u = w.s.s_u; p.s_delta = w.s.s_dt; p.s_z = w.s.s_xz; p.s_B = w.s.s_xd; p.s_C = w.s.s_xd;
-    p.A_log = w.A_log; p.s_A = w.s.s_A;
-    p.D = w.Dskip; p.s_D = w.s.s_D;
-    p.delta_bias = w.dt_bias; p.s_delta_bias = w.s.s_bdt;
-    p.states = io.ssm_state; p.num_slots = io.num_slots; p.state_idx = io.state_idx;
-    p.y = make_strided_view<__half, 2>(y, {B, E}, {E, 1});
     return scan::run(p, nullptr, s);
   };
   return detail::block_i8(d, w, ws, B, io.residual, s, conv, scan);

@@ -77,18 +77,16 @@ struct OutProjStepParams {
 
 namespace detail {
 
-// GEMV shapes of the two fused kernels, persistent over row blocks so that the prologue runs
+// GEMV shape of the two fused kernels, persistent over row blocks so that the prologue runs
 // once per CTA. A warp owns kRowsPerGroup rows and splits K among its lanes (the reduction is
 // shuffles only: no block barrier inside the row loop, so a warp in its epilogue never holds
 // the others back); 5 chunks per lane and row are loaded at once: in_proj (K = d_model = 2560)
 // reads a row pair in one round, out_proj (K = d_inner = 5120) in two. With
-// kStepCtasPerSm CTAs of 4 warps per SM that is 64-160 KB per SM in flight (ncu, H100: the
-// first form, 2 CTAs of 128-thread row groups with one barrier per 4 rows, streamed in_proj at
-// only 1 TB/s).
+// kStepCtasPerSm CTAs of 4 warps per SM that is ~80 KB per SM in flight (ncu, H100: the first
+// form, 2 CTAs of 128-thread row groups with one barrier per 4 rows, streamed in_proj at only
+// 1 TB/s).
 template <int kMaxM>
-using InProjGemv = gemm::GemvTraits<kMaxM, 32, 4, 2, 5>;
-template <int kMaxM>
-using OutProjGemv = gemm::GemvTraits<kMaxM, 32, 4, 2, 5>;
+using StepGemv = gemm::GemvTraits<kMaxM, 32, 4, 2, 5>;
 inline constexpr int kStepCtasPerSm = 4;
 
 #if QUAMBA_HAS_CUDA_COMPILER
@@ -115,7 +113,6 @@ QUAMBA_DEVICE void block_sum(float (&v)[kMaxM], float (*red)[kMaxM]) {
 
 template <typename Traits>
 __global__ void __launch_bounds__(Traits::kThreads) in_proj_step_kernel(const InProjStepParams p) {
-  constexpr int kMaxK = 4;
   constexpr int kMaxM = Traits::kMaxM, kThreads = Traits::kThreads;
   extern __shared__ int4 smem_i4[];
   int8_t* hq = reinterpret_cast<int8_t*>(smem_i4);  // (M, D)
@@ -194,7 +191,7 @@ __global__ void __launch_bounds__(Traits::kThreads) in_proj_step_kernel(const In
             p.xz[static_cast<int64_t>(m) * N + n] = v;
             return;
           }
-          // The conv update of channel n of sequence m (conv1d_update_kernel's arithmetic).
+          // The conv update of channel n of sequence m (conv1d_update_kernel's function).
           const int64_t slot = p.state_idx ? static_cast<int64_t>(p.state_idx[m]) : m;
           int8_t* uo = p.u + static_cast<int64_t>(m) * E + n;
           if (slot < 0 || slot >= p.num_slots) {
@@ -202,20 +199,9 @@ __global__ void __launch_bounds__(Traits::kThreads) in_proj_step_kernel(const In
             if (p.error_flag) *p.error_flag = 1;
             return;
           }
-          const int K = p.K;
-          int8_t* st = p.conv_state + (slot * E + n) * K;
-          int32_t a = conv1d::detail::kMagicI;
-#pragma unroll
-          for (int k = 0; k < kMaxK; ++k) {
-            if (k < K) {
-              const int8_t x = k + 1 < K ? st[k + 1] : v;
-              st[k] = x;
-              a += static_cast<int32_t>(p.conv_w[n * K + k]) * static_cast<int32_t>(x);
-            }
-          }
-          const float bias_f = p.conv_b ? __fmul_rn(static_cast<float>(p.conv_b[n]), p.conv_s_b) : 0.f;
-          *uo = static_cast<int8_t>(
-              conv1d::detail::conv_i8_out_bits(a, p.conv_scale_wx, bias_f, p.conv_inv_s_u) & 0xffu);
+          *uo = conv1d::detail::update_channel_i8<conv1d::kMaxWidth>(
+              p.conv_state + (slot * E + n) * p.K, v, p.conv_w + n * p.K, p.K, p.conv_b ? p.conv_b + n : nullptr,
+              p.conv_s_b, p.conv_scale_wx, p.conv_inv_s_u);
         });
   }
   if (first) grid_dependency_wait();  // a CTA without rows still orders the chain
@@ -352,28 +338,16 @@ __global__ void __launch_bounds__(Traits::kThreads) out_proj_step_kernel(const O
 // Persistent grid: at most kStepCtasPerSm CTAs per SM (fewer where they do not fit), sized so
 // that every CTA gets the same number of row blocks (±1): the kernel ends when its slowest CTA
 // does, and uneven shares left a second round of a few CTAs that cannot fill DRAM (ncu, H100:
-// 640 row blocks on 528 CTAs).
-template <typename Kernel>
-Status persistent_grid(Kernel kernel, int threads, size_t smem, int row_blocks, unsigned* grid) {
-  int dev = 0, sms = 0, per_sm = 0;
-  QUAMBA_RETURN_IF_CUDA_ERROR(cudaGetDevice(&dev));
-  QUAMBA_RETURN_IF_CUDA_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  QUAMBA_RETURN_IF_CUDA_ERROR(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
-  if (per_sm <= 0) return Status::kErrorNotSupported;
-  const int64_t resident = static_cast<int64_t>(sms) * (per_sm < kStepCtasPerSm ? per_sm : kStepCtasPerSm);
+// 640 row blocks on 528 CTAs). Launches on `stream` (pdl: core/launch.cuh).
+template <typename Kernel, typename... Args>
+Status launch_persistent(ResidentCache& cache, Kernel kernel, int threads, size_t smem, int64_t row_blocks,
+                         cudaStream_t stream, bool pdl, const Args&... args) {
+  Residency r;
+  QUAMBA_RETURN_IF_ERROR(cache.get(kernel, threads, smem, &r));
+  const int64_t resident = static_cast<int64_t>(r.sms) * (r.per_sm < kStepCtasPerSm ? r.per_sm : kStepCtasPerSm);
   const int64_t shares = (row_blocks + resident - 1) / resident;
-  *grid = static_cast<unsigned>((row_blocks + shares - 1) / shares);
-  return Status::kSuccess;
-}
-
-template <typename Kernel>
-Status opt_in_smem(Kernel kernel, size_t smem) {
-  if (smem <= 48 * 1024) return Status::kSuccess;
-  int dev = 0, limit = 0;
-  QUAMBA_RETURN_IF_CUDA_ERROR(cudaGetDevice(&dev));
-  QUAMBA_RETURN_IF_CUDA_ERROR(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  if (smem > static_cast<size_t>(limit)) return Status::kErrorNotSupported;
-  return from_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  const auto grid = static_cast<unsigned>((row_blocks + shares - 1) / shares);
+  return launch_kernel(kernel, dim3(grid), dim3(threads), smem, stream, pdl, args...);
 }
 
 #endif  // QUAMBA_HAS_CUDA_COMPILER
@@ -392,7 +366,7 @@ inline Status can_implement(const InProjStepParams& p) {
   if (p.M <= 0 || p.D <= 0 || p.E <= 0 || !p.residual || !p.gamma || !p.w_in || !p.conv_state || !p.conv_w ||
       !p.u || !p.xz || p.num_slots <= 0 || (!p.state_idx && p.num_slots < p.M))
     return Status::kErrorInvalidArgument;
-  if (p.M > kStepMaxRows || p.K < 2 || p.K > 4) return Status::kErrorNotSupported;
+  if (p.M > kStepMaxRows || p.K < 2 || p.K > conv1d::kMaxWidth) return Status::kErrorNotSupported;
   if (p.D % 16 != 0 || !is_aligned(p.residual, 16) || !is_aligned(p.gamma, 16) || !is_aligned(p.w_in, 16))
     return Status::kErrorMisaligned;
   return Status::kSuccess;
@@ -411,15 +385,11 @@ inline Status can_implement(const OutProjStepParams& p) {
 inline Status run(const InProjStepParams& p, cudaStream_t stream) {
   QUAMBA_RETURN_IF_ERROR(can_implement(p));
   return dispatch_int<1, 8>(detail::step_max_m(p.M), [&](auto kMaxM) {
-    using Traits = detail::InProjGemv<decltype(kMaxM)::value>;
-    const auto kernel = detail::in_proj_step_kernel<Traits>;
-    const size_t smem = static_cast<size_t>(p.M) * p.D;
-    QUAMBA_RETURN_IF_ERROR(detail::opt_in_smem(kernel, smem));
-    const int row_blocks =
-        static_cast<int>((2 * static_cast<int64_t>(p.E) + Traits::kRowsPerBlock - 1) / Traits::kRowsPerBlock);
-    unsigned grid = 0;
-    QUAMBA_RETURN_IF_ERROR(detail::persistent_grid(kernel, Traits::kThreads, smem, row_blocks, &grid));
-    return launch_kernel(kernel, dim3(grid), dim3(Traits::kThreads), smem, stream, p.pdl, p);
+    using Traits = detail::StepGemv<decltype(kMaxM)::value>;
+    static ResidentCache cache;
+    const int64_t row_blocks = (2 * static_cast<int64_t>(p.E) + Traits::kRowsPerBlock - 1) / Traits::kRowsPerBlock;
+    return detail::launch_persistent(cache, detail::in_proj_step_kernel<Traits>, Traits::kThreads,
+                                     static_cast<size_t>(p.M) * p.D, row_blocks, stream, p.pdl, p);
   });
 }
 
@@ -429,14 +399,12 @@ inline Status run(const OutProjStepParams& p, cudaStream_t stream) {
   if (p.rotate) detail::step_rotation_size(p.E, &m, &k);
   return dispatch_int<1, 12, 20, 28>(m, [&](auto kM) {
     return dispatch_int<1, 8>(detail::step_max_m(p.M), [&](auto kMaxM) {
-      using Traits = detail::OutProjGemv<decltype(kMaxM)::value>;
-      const auto kernel = detail::out_proj_step_kernel<Traits, decltype(kM)::value>;
+      using Traits = detail::StepGemv<decltype(kMaxM)::value>;
+      static ResidentCache cache;
       const size_t smem = static_cast<size_t>(p.M) * p.E + (p.rotate ? 4 * static_cast<size_t>(p.E) : 0);
-      QUAMBA_RETURN_IF_ERROR(detail::opt_in_smem(kernel, smem));
-      const int row_blocks = (p.D + Traits::kRowsPerBlock - 1) / Traits::kRowsPerBlock;
-      unsigned grid = 0;
-      QUAMBA_RETURN_IF_ERROR(detail::persistent_grid(kernel, Traits::kThreads, smem, row_blocks, &grid));
-      return launch_kernel(kernel, dim3(grid), dim3(Traits::kThreads), smem, stream, p.pdl, p, k);
+      const int64_t row_blocks = (p.D + Traits::kRowsPerBlock - 1) / Traits::kRowsPerBlock;
+      return detail::launch_persistent(cache, detail::out_proj_step_kernel<Traits, decltype(kM)::value>,
+                                       Traits::kThreads, smem, row_blocks, stream, p.pdl, p, k);
     });
   });
 }

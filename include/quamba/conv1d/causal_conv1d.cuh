@@ -564,6 +564,25 @@ __global__ void __launch_bounds__(Traits::kThreads) conv1d_prefill_f16_kernel(Co
   }
 }
 
+// Decode update of one int8 channel: shifts x into its state window st[0, K) (slot 0 oldest),
+// returns q(SiLU(Σ w·window·scale_wx + bias·s_b) / s_out) with the prefill's fp32 operations.
+// kMaxK bounds the runtime width K (kMaxK = K for a compile-time width).
+template <int kMaxK>
+__device__ __forceinline__ int8_t update_channel_i8(int8_t* st, int8_t x, const int8_t* w, int K, const int8_t* bias,
+                                                    float s_b, float scale_wx, float inv_s_out) {
+  int32_t acc = kMagicI;
+#pragma unroll
+  for (int k = 0; k < kMaxK; ++k) {
+    if (k < K) {
+      const int8_t v = k + 1 < K ? st[k + 1] : x;
+      st[k] = v;
+      acc += static_cast<int32_t>(w[k]) * static_cast<int32_t>(v);
+    }
+  }
+  const float bias_f = bias ? __fmul_rn(static_cast<float>(*bias), s_b) : 0.f;
+  return static_cast<int8_t>(conv_i8_out_bits(acc, scale_wx, bias_f, inv_s_out) & 0xffu);
+}
+
 template <typename Traits, int K, typename T>
 __global__ void __launch_bounds__(Traits::kThreads) conv1d_update_kernel(Conv1dUpdateParams<T> p) {
   const int64_t b = blockIdx.y;
@@ -583,19 +602,16 @@ __global__ void __launch_bounds__(Traits::kThreads) conv1d_update_kernel(Conv1dU
   const T* xb = p.x + b * p.x_batch_stride;
   T* st = p.state + slot * p.state_batch_stride;
   for (int c = c_begin; c < c_end; ++c) {
-    T win[K];
-#pragma unroll
-    for (int k = 0; k + 1 < K; ++k) win[k] = st[static_cast<int64_t>(c) * K + k + 1];
-    win[K - 1] = xb[c];
-#pragma unroll
-    for (int k = 0; k < K; ++k) st[static_cast<int64_t>(c) * K + k] = win[k];
     if constexpr (std::is_same_v<T, int8_t>) {
-      int32_t acc = kMagicI;
-#pragma unroll
-      for (int k = 0; k < K; ++k) acc += static_cast<int32_t>(p.weight[c * K + k]) * static_cast<int32_t>(win[k]);
-      const float bias_f = p.bias ? __fmul_rn(static_cast<float>(p.bias[c]), p.s_b) : 0.f;
-      ob[c] = static_cast<int8_t>(conv_i8_out_bits(acc, p.scale_wx, bias_f, p.inv_s_out) & 0xffu);
+      ob[c] = update_channel_i8<K>(st + static_cast<int64_t>(c) * K, xb[c], p.weight + c * K, K,
+                                   p.bias ? p.bias + c : nullptr, p.s_b, p.scale_wx, p.inv_s_out);
     } else {
+      T win[K];
+#pragma unroll
+      for (int k = 0; k + 1 < K; ++k) win[k] = st[static_cast<int64_t>(c) * K + k + 1];
+      win[K - 1] = xb[c];
+#pragma unroll
+      for (int k = 0; k < K; ++k) st[static_cast<int64_t>(c) * K + k] = win[k];
       float acc = p.bias ? p.bias[c] : 0.f;
 #pragma unroll
       for (int k = 0; k < K; ++k) acc = fmaf(p.weight[c * K + k], __half2float(win[k]), acc);

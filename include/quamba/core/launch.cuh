@@ -19,6 +19,9 @@
 
 #include <cuda_runtime.h>
 
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
 #include <utility>
 
 #include "quamba/core/cuda_check.hpp"
@@ -57,6 +60,62 @@ Status launch_kernel(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t sme
   cfg.numAttrs = pdl ? 1u : 0u;
   return from_cuda(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
 }
+
+// Lets `kernel` use `smem` bytes of dynamic shared memory: nothing to do up to the 48 KiB every
+// device grants; above, the current device's opt-in limit must allow it (else
+// kErrorNotSupported) and the kernel is opted in.
+template <typename Kernel>
+Status opt_in_smem(Kernel kernel, size_t smem) {
+  if (smem <= 48 * 1024) return Status::kSuccess;
+  int dev = 0, limit = 0;
+  QUAMBA_RETURN_IF_CUDA_ERROR(cudaGetDevice(&dev));
+  QUAMBA_RETURN_IF_CUDA_ERROR(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  if (smem > static_cast<size_t>(limit)) return Status::kErrorNotSupported;
+  return from_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+}
+
+// How many CTAs of one kernel the current device holds at once, for persistent grids.
+struct Residency {
+  int sms = 0;     // multiprocessors
+  int per_sm = 0;  // CTAs of the kernel per multiprocessor
+  int64_t total() const { return static_cast<int64_t>(sms) * per_sm; }
+};
+
+// The occupancy query costs host time on every decode-size launch, so each launch site keeps one
+// ResidentCache (a static) that remembers the Residency for the last (device, dynamic smem) it
+// was asked about; get() also opts the kernel in to `smem` (opt_in_smem). A kernel that cannot
+// be resident at all gives kErrorNotSupported.
+class ResidentCache {
+ public:
+  template <typename Kernel>
+  Status get(Kernel kernel, int threads, size_t smem, Residency* out) {
+    int dev = 0;
+    QUAMBA_RETURN_IF_CUDA_ERROR(cudaGetDevice(&dev));
+    // One atomic word, so a reader never pairs one query's key with another's answer:
+    // (device + 1) in bits 52..63, smem bytes in 32..51, SMs in 16..31, CTAs per SM in 0..15.
+    const bool cacheable = dev + 1 < (1 << 12) && smem < (size_t(1) << 20);
+    const uint64_t key = (static_cast<uint64_t>(dev + 1) << 52) | (static_cast<uint64_t>(smem) << 32);
+    const uint64_t packed = packed_.load(std::memory_order_relaxed);
+    if (cacheable && (packed >> 32) == (key >> 32)) {
+      out->sms = static_cast<int>((packed >> 16) & 0xffff);
+      out->per_sm = static_cast<int>(packed & 0xffff);
+      return Status::kSuccess;
+    }
+    QUAMBA_RETURN_IF_ERROR(opt_in_smem(kernel, smem));
+    Residency r;
+    QUAMBA_RETURN_IF_CUDA_ERROR(cudaDeviceGetAttribute(&r.sms, cudaDevAttrMultiProcessorCount, dev));
+    QUAMBA_RETURN_IF_CUDA_ERROR(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&r.per_sm, kernel, threads, smem));
+    if (r.per_sm <= 0 || r.sms <= 0) return Status::kErrorNotSupported;
+    if (cacheable && r.sms < (1 << 16) && r.per_sm < (1 << 16))
+      packed_.store(key | (static_cast<uint64_t>(r.sms) << 16) | static_cast<uint64_t>(r.per_sm),
+                    std::memory_order_relaxed);
+    *out = r;
+    return Status::kSuccess;
+  }
+
+ private:
+  std::atomic<uint64_t> packed_{0};
+};
 
 // True when `device` (compute capability 9.0 and up) honours programmatic dependent launch.
 inline bool device_supports_pdl(int device) {

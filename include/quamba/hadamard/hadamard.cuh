@@ -38,7 +38,6 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -47,6 +46,7 @@
 #include <utility>
 
 #include "quamba/core/cuda_check.hpp"
+#include "quamba/core/launch.cuh"
 #include "quamba/core/macros.hpp"
 #include "quamba/core/numeric.hpp"
 #include "quamba/core/static_switch.hpp"
@@ -1177,14 +1177,7 @@ Status launch(const HadamardParams<InT, OutT>& p, cudaStream_t stream) {
   const int64_t blocks = (p.rows + Tr::kRows - 1) / Tr::kRows;
   if (blocks > 0x7fffffff) return Status::kErrorNotSupported;
   auto kernel = detail::hadamard_kernel<Tr, InT, OutT>;
-  if constexpr (Tr::kSmemBytes > 48 * 1024) {
-    int dev = 0, optin = 0;
-    QUAMBA_RETURN_IF_CUDA_ERROR(cudaGetDevice(&dev));
-    QUAMBA_RETURN_IF_CUDA_ERROR(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    if (static_cast<size_t>(optin) < Tr::kSmemBytes) return Status::kErrorNotSupported;
-    QUAMBA_RETURN_IF_CUDA_ERROR(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Tr::kSmemBytes)));
-  }
+  QUAMBA_RETURN_IF_ERROR(opt_in_smem(kernel, Tr::kSmemBytes));
   kernel<<<static_cast<unsigned>(blocks), Tr::kThreads, Tr::kSmemBytes, stream>>>(p);
   return last_launch_status();
 }
@@ -1201,21 +1194,10 @@ Status launch_staged(const HadamardParams<InT, OutT>& p, cudaStream_t stream) {
   if (p.rows == 0) return Status::kSuccess;
   const int64_t groups = (p.rows + Tr::kRows - 1) / Tr::kRows;
   auto kernel = detail::hadamard_staged_kernel<Tr, InT, OutT>;
-  // Resident blocks (SMs × blocks per SM) per device, cached: the occupancy query costs host
-  // time on every decode-size launch otherwise. Packed (device + 1) << 32 | resident.
-  static std::atomic<int64_t> cached{0};
-  int dev = 0;
-  QUAMBA_RETURN_IF_CUDA_ERROR(cudaGetDevice(&dev));
-  int64_t packed = cached.load(std::memory_order_relaxed);
-  if ((packed >> 32) != dev + 1) {
-    int sms = 0, per_sm = 0;
-    QUAMBA_RETURN_IF_CUDA_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    QUAMBA_RETURN_IF_CUDA_ERROR(
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, Tr::kThreads, Tr::kSmemBytes));
-    packed = (static_cast<int64_t>(dev + 1) << 32) | (static_cast<int64_t>(sms) * (per_sm > 0 ? per_sm : 1));
-    cached.store(packed, std::memory_order_relaxed);
-  }
-  const int64_t resident = packed & 0xffffffff;
+  static ResidentCache cache;  // resident blocks (SMs × blocks per SM) of this kernel
+  Residency res;
+  QUAMBA_RETURN_IF_ERROR(cache.get(kernel, Tr::kThreads, Tr::kSmemBytes, &res));
+  const int64_t resident = res.total();
   const int64_t grid = (groups < resident || !kPersistent) ? groups : resident;
   if (grid > 0x7fffffff) return Status::kErrorNotSupported;
   constexpr int64_t kVecBytes = Tr::kStoreVec * static_cast<int64_t>(sizeof(OutT));
@@ -1235,28 +1217,10 @@ Status launch_pipelined(const HadamardParams<InT, OutT>& p, cudaStream_t stream)
   if (p.rows == 0) return Status::kSuccess;
   const int64_t groups = (p.rows + Tr::kRows - 1) / Tr::kRows;
   auto kernel = detail::hadamard_pipelined_kernel<Tr, InT, OutT>;
-  // Resident blocks per device, cached as in launch_staged: (device + 1) << 32 | resident.
-  static std::atomic<int64_t> cached{0};
-  int dev = 0;
-  QUAMBA_RETURN_IF_CUDA_ERROR(cudaGetDevice(&dev));
-  int64_t packed = cached.load(std::memory_order_relaxed);
-  if ((packed >> 32) != dev + 1) {
-    if constexpr (Tr::kSmemBytes > 48 * 1024) {
-      int optin = 0;
-      QUAMBA_RETURN_IF_CUDA_ERROR(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-      if (static_cast<size_t>(optin) < Tr::kSmemBytes) return Status::kErrorNotSupported;
-      QUAMBA_RETURN_IF_CUDA_ERROR(
-          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Tr::kSmemBytes)));
-    }
-    int sms = 0, per_sm = 0;
-    QUAMBA_RETURN_IF_CUDA_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    QUAMBA_RETURN_IF_CUDA_ERROR(
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, Tr::kThreads, Tr::kSmemBytes));
-    if (per_sm <= 0) return Status::kErrorNotSupported;
-    packed = (static_cast<int64_t>(dev + 1) << 32) | (static_cast<int64_t>(sms) * per_sm);
-    cached.store(packed, std::memory_order_relaxed);
-  }
-  const int64_t resident = packed & 0xffffffff;
+  static ResidentCache cache;
+  Residency res;
+  QUAMBA_RETURN_IF_ERROR(cache.get(kernel, Tr::kThreads, Tr::kSmemBytes, &res));
+  const int64_t resident = res.total();
   const int64_t grid = groups < resident ? groups : resident;
   constexpr int64_t kVecBytes = Tr::kStoreVec * static_cast<int64_t>(sizeof(OutT));
   const bool vec_out = is_aligned(p.out, kVecBytes) &&
@@ -1274,30 +1238,14 @@ Status launch_pipelined_mma(const HadamardParams<__half, OutT>& p, cudaStream_t 
   if (p.n != Tr::kN) return Status::kErrorInvalidArgument;
   if (p.rows == 0) return Status::kSuccess;
   auto kernel = detail::hadamard_pipelined_mma_kernel<Tr, OutT>;
-  static std::atomic<int64_t> cached{0};
-  int dev = 0;
+  int dev = 0, major = 0;
   QUAMBA_RETURN_IF_CUDA_ERROR(cudaGetDevice(&dev));
-  int64_t packed = cached.load(std::memory_order_relaxed);
-  if ((packed >> 32) != dev + 1) {
-    int major = 0;
-    QUAMBA_RETURN_IF_CUDA_ERROR(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    if (major < 8) return Status::kErrorNotSupported;  // mma.m16n8k16, cp.async: sm_80+
-    if constexpr (Tr::kSmemBytes > 48 * 1024) {
-      int optin = 0;
-      QUAMBA_RETURN_IF_CUDA_ERROR(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-      if (static_cast<size_t>(optin) < Tr::kSmemBytes) return Status::kErrorNotSupported;
-      QUAMBA_RETURN_IF_CUDA_ERROR(
-          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Tr::kSmemBytes)));
-    }
-    int sms = 0, per_sm = 0;
-    QUAMBA_RETURN_IF_CUDA_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    QUAMBA_RETURN_IF_CUDA_ERROR(
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, Tr::kThreads, Tr::kSmemBytes));
-    if (per_sm <= 0) return Status::kErrorNotSupported;
-    packed = (static_cast<int64_t>(dev + 1) << 32) | (static_cast<int64_t>(sms) * per_sm);
-    cached.store(packed, std::memory_order_relaxed);
-  }
-  const int64_t resident = packed & 0xffffffff;
+  QUAMBA_RETURN_IF_CUDA_ERROR(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  if (major < 8) return Status::kErrorNotSupported;  // mma.m16n8k16, cp.async: sm_80+
+  static ResidentCache cache;
+  Residency res;
+  QUAMBA_RETURN_IF_ERROR(cache.get(kernel, Tr::kThreads, Tr::kSmemBytes, &res));
+  const int64_t resident = res.total();
   const int64_t grid = p.rows < resident ? p.rows : resident;
   constexpr int64_t kVecBytes = Tr::kStoreVec * static_cast<int64_t>(sizeof(OutT));
   const bool vec_out = is_aligned(p.out, kVecBytes) &&

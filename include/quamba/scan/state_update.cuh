@@ -39,6 +39,7 @@
 #include "quamba/core/status.hpp"
 #include "quamba/core/tensor_view.hpp"
 #include "quamba/gemm/epilogue.cuh"
+#include "quamba/gemm/gemv.cuh"
 #include "quamba/scan/scan_common.cuh"
 
 namespace quamba::scan {
@@ -96,13 +97,6 @@ struct DecodeIo<DecodeParamsI8> : QuantIo<DecodeParamsI8> {};
 template <>
 struct DecodeIo<DecodeParamsF16> : HalfIo<DecodeParamsF16> {};
 
-QUAMBA_DEVICE int dot16_i8(const int4& a, const int4& w, int acc) {
-  acc = __dp4a(a.x, w.x, acc);
-  acc = __dp4a(a.y, w.y, acc);
-  acc = __dp4a(a.z, w.z, acc);
-  return __dp4a(a.w, w.w, acc);
-}
-
 template <class Traits, class Params>
 __global__ void __launch_bounds__(Traits::kThreads) decode_kernel(const Params p) {
   using Io = DecodeIo<Params>;
@@ -123,7 +117,8 @@ __global__ void __launch_bounds__(Traits::kThreads) decode_kernel(const Params p
   const int lane = threadIdx.x & 31;
   const unsigned group_mask = G == 32 ? 0xffffffffu : (((1u << G) - 1u) << (lane & ~(G - 1)));
 
-  float dr;
+  float dr = 0.f;
+  bool have_dr = false;
   if constexpr (std::is_same_v<Params, DecodeParamsI8>) {
     if (p.dt_weight) {
       // Fused dt_proj: the channel's G threads split dt_k; the weight row is constant, so its
@@ -139,17 +134,16 @@ __global__ void __launch_bounds__(Traits::kThreads) decode_kernel(const Params p
       int acc = 0;
 #pragma unroll
       for (int i = 0; i < kPre; ++i)
-        if (q + i * G < chunks) acc = dot16_i8(__ldg(xr + q + i * G), wpre[i], acc);
-      for (int c = q + kPre * G; c < chunks; c += G) acc = dot16_i8(__ldg(xr + c), __ldg(wr + c), acc);
+        if (q + i * G < chunks) acc = gemm::detail::dot16(__ldg(xr + q + i * G), wpre[i], acc);
+      for (int c = q + kPre * G; c < chunks; c += G) acc = gemm::detail::dot16(__ldg(xr + c), __ldg(wr + c), acc);
 #pragma unroll
       for (int off = G / 2; off > 0; off >>= 1) acc += __shfl_xor_sync(group_mask, acc, off, G);
       const gemm::Requant rq{p.dt_alpha};
       dr = to_float(rq.apply(acc, b, ch)) * Io::s_delta(p) + Io::bias(p, ch);
-    } else {
-      grid_dependency_wait();
-      dr = to_float(p.delta.data[b * p.delta.stride[0] + ch]) * Io::s_delta(p) + Io::bias(p, ch);
+      have_dr = true;
     }
-  } else {
+  }
+  if (!have_dr) {
     grid_dependency_wait();
     dr = to_float(p.delta.data[b * p.delta.stride[0] + ch]) * Io::s_delta(p) + Io::bias(p, ch);
   }
