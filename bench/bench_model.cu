@@ -33,6 +33,7 @@
 namespace {
 
 namespace qm = quamba::model;
+namespace qb = quamba::block;
 using quamba::Status;
 
 constexpr int64_t kChunk = 2048;
@@ -121,19 +122,14 @@ void BM_TTFT(benchmark::State& state, qm::Precision p) {
   report_memory(state, *e, engine_baseline());
 }
 
-// Decode step kernels of the W8A8 engine: the default (block::StepKernels::kAuto, programmatic
-// dependent launch where supported) and the variants it is measured against in the same run.
-enum class StepKernels { kDefault, kFused, kFusedNoPdl, kUnfused };
-
-void BM_TPOT(benchmark::State& state, qm::Precision p, StepKernels k = StepKernels::kDefault) {
+// W8A8 decode step kernels: the engine's default (kAuto, programmatic dependent launch where
+// supported) and the variants it is measured against in the same run.
+void BM_TPOT(benchmark::State& state, qm::Precision p, qb::StepKernels kernels = qb::StepKernels::kAuto,
+             bool pdl = true) {
   const int64_t B = state.range(0);
   qm::GpuEngine* e = engine(p, state);
   if (!e) return;
-  namespace qb = quamba::block;
-  e->set_step_kernels(k == StepKernels::kDefault ? qb::StepKernels::kAuto
-                      : k == StepKernels::kUnfused ? qb::StepKernels::kUnfused
-                                                   : qb::StepKernels::kFused,
-                      k == StepKernels::kDefault || k == StepKernels::kFused);
+  e->set_step_kernels(kernels, pdl);
   if (e->batch() != B && e->reset(B) != Status::kSuccess) return state.SkipWithError("reset failed");
   const auto ids = prompt(B);
   if (e->set_decode_ids(ids.data()) != Status::kSuccess) return state.SkipWithError("bad ids");
@@ -176,13 +172,13 @@ void register_all() {
   }
   const auto w8a8 = qm::Precision::kW8A8;
   benchmark::RegisterBenchmark("TPOT/w8a8-fused", [w8a8](benchmark::State& s) {
-    BM_TPOT(s, w8a8, StepKernels::kFused);
+    BM_TPOT(s, w8a8, qb::StepKernels::kFused, true);
   })->Arg(8)->UseManualTime()->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("TPOT/w8a8-fused-nopdl", [w8a8](benchmark::State& s) {
-    BM_TPOT(s, w8a8, StepKernels::kFusedNoPdl);
+    BM_TPOT(s, w8a8, qb::StepKernels::kFused, false);
   })->Arg(1)->Arg(8)->UseManualTime()->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("TPOT/w8a8-unfused", [w8a8](benchmark::State& s) {
-    BM_TPOT(s, w8a8, StepKernels::kUnfused);
+    BM_TPOT(s, w8a8, qb::StepKernels::kUnfused, false);
   })->Arg(1)->Arg(8)->UseManualTime()->Unit(benchmark::kMillisecond);
 }
 

@@ -123,15 +123,22 @@ TEST(HadamardQuantizer, MatchesCoreQuantizer) {
 
 // ---- validation (host only: can_implement and run's early returns never touch the device) --
 
-TEST(HadamardValidate, SupportedAndUnsupportedSizes) {
-  alignas(16) static float xin[64];
-  alignas(16) static int8_t qout[64];
-  HadamardParams<float, int8_t> p;
-  p.x = xin;
-  p.out = qout;
+// One int8-output row for a validation call (the row stride leaves room for every n tested).
+template <typename In>
+HadamardParams<In, int8_t> one_row_params(const In* x, int8_t* out) {
+  HadamardParams<In, int8_t> p;
+  p.x = x;
+  p.out = out;
   p.rows = 1;
   p.x_row_stride = p.out_row_stride = 1 << 20;
   p.scale = 1.0f;
+  return p;
+}
+
+TEST(HadamardValidate, SupportedAndUnsupportedSizes) {
+  alignas(16) static float xin[64];
+  alignas(16) static int8_t qout[64];
+  HadamardParams<float, int8_t> p = one_row_params(xin, qout);
   for (int64_t n : all_sizes()) {
     p.n = n;
     EXPECT_EQ(qh::can_implement(p), Status::kSuccess) << "n=" << n;
@@ -182,18 +189,8 @@ TEST(HadamardValidate, PipelinedSizes) {
   alignas(16) static __half hin[64];
   alignas(16) static float fin[64];
   alignas(16) static int8_t qout[64];
-  HadamardParams<__half, int8_t> p;
-  p.x = hin;
-  p.out = qout;
-  p.rows = 1;
-  p.x_row_stride = p.out_row_stride = 1 << 20;
-  p.scale = 1.0f;
-  HadamardParams<float, int8_t> f;
-  f.x = fin;
-  f.out = qout;
-  f.rows = 1;
-  f.x_row_stride = f.out_row_stride = 1 << 20;
-  f.scale = 1.0f;
+  HadamardParams<__half, int8_t> p = one_row_params(hin, qout);
+  HadamardParams<float, int8_t> f = one_row_params(fin, qout);
   // Supported by run() but not by this variant.
   for (int64_t n : {1, 2, 4, 8, 16, 2048, 4096, 32768, 12, 24, 48, 96, 192, 20, 320, 28, 448, 20480, 24576, 14336,
                     28672}) {
@@ -248,12 +245,7 @@ TEST(HadamardValidate, PipelinedMmaSizes) {
   alignas(16) static __half hin[64];
   alignas(16) static float fin[64];
   alignas(16) static int8_t qout[64];
-  HadamardParams<__half, int8_t> p;
-  p.x = hin;
-  p.out = qout;
-  p.rows = 1;
-  p.x_row_stride = p.out_row_stride = 1 << 20;
-  p.scale = 1.0f;
+  HadamardParams<__half, int8_t> p = one_row_params(hin, qout);
   for (int64_t n : {1, 16, 256, 512, 1024, 2048, 4096, 32768, 12, 768, 1536, 6144, 20, 2560, 10240, 28, 3584,
                     14336}) {
     p.n = n;

@@ -332,12 +332,15 @@ TEST(ScanPrefillI8, WideModelLong) {
   });
 }
 
-// A prefill split in two (state carried through final_state -> initial_state) equals one.
-TEST(ScanPrefillI8, ChunkedEqualsWhole) {
-  QUAMBA_REQUIRE_GPU();
-  for (auto [L, L1] : std::vector<std::pair<int64_t, int64_t>>{{129, 100}, {300, 128}, {2049, 1}, {1000, 777}}) {
+// A prefill split in two at L1 (state carried through final_state -> initial_state) against the
+// reference of the whole sequence: `first` and `second` run the two halves (the device is
+// synchronized after each). `what` names the variant in failure messages.
+template <class First, class Second>
+void expect_split_equals_whole(const std::vector<std::pair<int64_t, int64_t>>& splits, uint64_t seed_base,
+                               First&& first, Second&& second, const std::string& what) {
+  for (auto [L, L1] : splits) {
     Case c{3, L, 64, 16};
-    c.seed = 600 + L1;
+    c.seed = seed_base + L1;
     SCOPED_TRACE(c.name() + " split at " + std::to_string(L1));
     I8Problem pr(c);
     std::vector<float> yref, fref;
@@ -360,12 +363,20 @@ TEST(ScanPrefillI8, ChunkedEqualsWhole) {
     }
     p1.final_state = mid.get();
     p2.initial_state = mid.get();
-    ASSERT_EQ(qs::run(p1, nullptr, 0), Status::kSuccess);
-    ASSERT_EQ(qs::run(p2, nullptr, 0), Status::kSuccess);
+    ASSERT_EQ(first(p1), Status::kSuccess);
+    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());  // one workspace buffer may serve both calls
+    ASSERT_EQ(second(p2), Status::kSuccess);
     QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
-    EXPECT_TRUE(check_y(pr.y, pr.y.dev.download(), yref, quamba::test::kTolScan, "chunked"));
-    EXPECT_TRUE(quamba::test::all_close(pr.dfinal.download(), fref, quamba::test::kTolScan, "chunked final_state"));
+    EXPECT_TRUE(check_y(pr.y, pr.y.dev.download(), yref, quamba::test::kTolScan, what + "chunked"));
+    EXPECT_TRUE(quamba::test::all_close(pr.dfinal.download(), fref, quamba::test::kTolScan, what + "chunked final_state"));
   }
+}
+
+// A prefill split in two (state carried through final_state -> initial_state) equals one.
+TEST(ScanPrefillI8, ChunkedEqualsWhole) {
+  QUAMBA_REQUIRE_GPU();
+  auto run = [](const qs::PrefillParamsI8& p) { return qs::run(p, nullptr, 0); };
+  expect_split_equals_whole({{129, 100}, {300, 128}, {2049, 1}, {1000, 777}}, 600, run, run, "");
 }
 
 // In-place state: final_state may alias initial_state.
@@ -517,39 +528,10 @@ TEST(ScanPrefillSegmented, WideModel) {
 // A segmented prefill split in two (state through final_state -> initial_state) equals one.
 TEST(ScanPrefillSegmented, ChunkedEqualsWhole) {
   QUAMBA_REQUIRE_GPU();
-  for (auto [L, L1] : std::vector<std::pair<int64_t, int64_t>>{{2049, 1}, {2049, 1000}, {1000, 777}, {8193, 4100}}) {
-    Case c{3, L, 64, 16};
-    c.seed = 1600 + L1;
-    SCOPED_TRACE(c.name() + " split at " + std::to_string(L1));
-    I8Problem pr(c);
-    std::vector<float> yref, fref;
-    ASSERT_EQ(ref::selective_scan_i8(pr.ref_args(yref, fref)), Status::kSuccess);
-    auto whole = pr.params();
-    DeviceBuffer<float> mid(static_cast<size_t>(c.B * c.E * c.N));
-    mid.poison(0xFF);
-    pr.y.dev.poison(0xFF);
-    pr.dfinal.poison(0xFF);
-    auto p1 = whole;
-    auto p2 = whole;
-    for (auto* p : {&p1, &p2}) {
-      const int64_t begin = p == &p1 ? 0 : L1, count = p == &p1 ? L1 : L - L1;
-      p->u = whole.u.slice(1, begin, count);
-      p->delta = whole.delta.slice(1, begin, count);
-      p->z = whole.z.slice(1, begin, count);
-      p->Bm = whole.Bm.slice(1, begin, count);
-      p->Cm = whole.Cm.slice(1, begin, count);
-      p->y = whole.y.slice(1, begin, count);
-    }
-    p1.final_state = mid.get();
-    p2.initial_state = mid.get();
-    ASSERT_EQ(launch_segmented_i8<SegFine16>(p1, 0), Status::kSuccess);
-    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());  // one workspace buffer serves both calls
-    ASSERT_EQ(run_segmented_i8(p2, 0), Status::kSuccess);
-    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
-    EXPECT_TRUE(check_y(pr.y, pr.y.dev.download(), yref, quamba::test::kTolScan, "segmented chunked"));
-    EXPECT_TRUE(
-        quamba::test::all_close(pr.dfinal.download(), fref, quamba::test::kTolScan, "segmented chunked final_state"));
-  }
+  expect_split_equals_whole(
+      {{2049, 1}, {2049, 1000}, {1000, 777}, {8193, 4100}}, 1600,
+      [](const qs::PrefillParamsI8& p) { return launch_segmented_i8<SegFine16>(p, 0); },
+      [](const qs::PrefillParamsI8& p) { return run_segmented_i8(p, 0); }, "segmented ");
 }
 
 // final_state aliasing initial_state: segment 0 reads it in pass 1, the last segment writes it
