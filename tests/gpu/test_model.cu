@@ -44,7 +44,6 @@ namespace {
 
 using quamba::Status;
 using quamba::WorkspaceCarver;
-using quamba::WorkspacePlan;
 using quamba::test::DeviceBuffer;
 namespace ref = quamba::reference;
 namespace qm = quamba::model;
@@ -383,6 +382,41 @@ TEST(GpuModelSchedule, GraphDecodeEqualsEagerDecode) {
   }
 }
 
+// One W8A8 layer of a quantized model on the device.
+struct DeviceLayer {
+  quamba::block::BlockDims d;
+  DeviceBuffer<uint8_t> blob;
+  quamba::block::LayerI8 layer;
+  explicit DeviceLayer(const ref::QuantizedModel& q) {
+    EXPECT_EQ(quamba::block::make_dims(q.config, &d), Status::kSuccess);
+    quamba::block::WeightPacker pk(true);
+    layer = quamba::block::pack_layer_i8(pk, d, &q.layers[0], q.recipe.use_hadamard);
+    blob.upload(pk.blob());
+    quamba::block::rebase(layer, blob.get());
+  }
+};
+
+// The device side of one decode step of B sequences over S slots: states, residual rows, slot
+// indices, error flag and the block workspace, from host values; `io` is ready for step_i8.
+struct StepRig {
+  DeviceBuffer<int8_t> conv;
+  DeviceBuffer<float> ssm, res;
+  DeviceBuffer<int32_t> idx, flag;
+  DeviceBuffer<uint8_t> wsb;
+  quamba::block::BlockWorkspace ws;
+  quamba::block::StepIO io;
+  StepRig(const quamba::block::BlockDims& d, int64_t B, int64_t S, const std::vector<int8_t>& conv0,
+          const std::vector<float>& ssm0, const std::vector<float>& res0, const std::vector<int32_t>& slots)
+      : conv(conv0), ssm(ssm0), res(res0), idx(slots), flag(std::vector<int32_t>{0}) {
+    namespace qb = quamba::block;
+    wsb.resize(qb::block_workspace_plan(d, B, qb::Dtype::kI8, false).bytes());
+    WorkspaceCarver c(wsb.get(), wsb.size());
+    EXPECT_EQ(qb::carve_block_workspace(c, d, B, qb::Dtype::kI8, false, &ws), Status::kSuccess);
+    io.B = B; io.residual = res.get(); io.conv_state = conv.get(); io.ssm_state = ssm.get();
+    io.num_slots = S; io.state_idx = idx.get(); io.error_flag = flag.get();
+  }
+};
+
 // The fused W8A8 decode step (block/step_kernels.cuh: four kernels, optional programmatic
 // dependent launch) against the eight-kernel step on the same layer, weights and states: batch
 // 1 / 3 / 8 (the kernels' two row counts), sequences scattered over slots by state_idx, rotated
@@ -398,12 +432,8 @@ TEST(GpuBlockStep, FusedStepMatchesEightKernelStep) {
     for (bool quamba : {true, false}) {
       const ref::ModelWeights w = make_model(D, 1, 500 + D);
       const ref::QuantizedModel q = quantize(w, quamba ? ref::recipe_quamba() : ref::recipe_naive(), 77 + D);
-      qb::BlockDims d;
-      ASSERT_EQ(qb::make_dims(q.config, &d), Status::kSuccess);
-      qb::WeightPacker pk(true);
-      qb::LayerI8 layer = qb::pack_layer_i8(pk, d, &q.layers[0], q.recipe.use_hadamard);
-      DeviceBuffer<uint8_t> blob(pk.blob());
-      qb::rebase(layer, blob.get());
+      const DeviceLayer dl(q);
+      const qb::BlockDims& d = dl.d;
       const int64_t S = 11;
       const int64_t E = d.E, K = d.K, N = d.N;
       for (int64_t B : {1, 3, 8}) {
@@ -421,25 +451,16 @@ TEST(GpuBlockStep, FusedStepMatchesEightKernelStep) {
           std::vector<float> res_out[2], ssm_out[2];
           std::vector<int8_t> conv_out[2];
           for (int fused = 0; fused < 2; ++fused) {
-            DeviceBuffer<int8_t> conv(conv0);
-            DeviceBuffer<float> ssm(ssm0), res(res0);
-            DeviceBuffer<int32_t> didx(idx), flag(std::vector<int32_t>{0});
-            const WorkspacePlan plan = qb::block_workspace_plan(d, B, qb::Dtype::kI8, false);
-            DeviceBuffer<uint8_t> wsb(plan.bytes());
-            WorkspaceCarver c(wsb.get(), wsb.size());
-            qb::BlockWorkspace ws;
-            ASSERT_EQ(qb::carve_block_workspace(c, d, B, qb::Dtype::kI8, false, &ws), Status::kSuccess);
-            qb::StepIO io;
-            io.B = B; io.residual = res.get(); io.conv_state = conv.get(); io.ssm_state = ssm.get();
-            io.num_slots = S; io.state_idx = didx.get(); io.error_flag = flag.get();
-            io.kernels = fused == 1 ? qb::StepKernels::kFused : qb::StepKernels::kUnfused;
-            io.pdl = pdl && fused == 1;
-            for (int step = 0; step < 3; ++step) ASSERT_EQ(qb::step_i8(d, layer, ws, io, nullptr), Status::kSuccess);
+            StepRig r(d, B, S, conv0, ssm0, res0, idx);
+            r.io.kernels = fused == 1 ? qb::StepKernels::kFused : qb::StepKernels::kUnfused;
+            r.io.pdl = pdl && fused == 1;
+            for (int step = 0; step < 3; ++step)
+              ASSERT_EQ(qb::step_i8(d, dl.layer, r.ws, r.io, nullptr), Status::kSuccess);
             ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-            EXPECT_EQ(flag.download()[0], 0);
-            res_out[fused] = res.download();
-            ssm_out[fused] = ssm.download();
-            conv_out[fused] = conv.download();
+            EXPECT_EQ(r.flag.download()[0], 0);
+            res_out[fused] = r.res.download();
+            ssm_out[fused] = r.ssm.download();
+            conv_out[fused] = r.conv.download();
           }
           size_t off_by_one = 0;
           for (size_t i = 0; i < conv0.size(); ++i) {
@@ -506,32 +527,18 @@ TEST(GpuBlockStep, FusedStepBadSlotSetsFlag) {
   namespace qb = quamba::block;
   const ref::ModelWeights w = make_model(64, 1, 600);
   const ref::QuantizedModel q = quantize(w, ref::recipe_quamba(), 601);
-  qb::BlockDims d;
-  ASSERT_EQ(qb::make_dims(q.config, &d), Status::kSuccess);
-  qb::WeightPacker pk(true);
-  qb::LayerI8 layer = qb::pack_layer_i8(pk, d, &q.layers[0], q.recipe.use_hadamard);
-  DeviceBuffer<uint8_t> blob(pk.blob());
-  qb::rebase(layer, blob.get());
+  const DeviceLayer dl(q);
+  const qb::BlockDims& d = dl.d;
   const int64_t S = 2, B = 2;
-  std::vector<int8_t> conv0(size_t(S * d.E * d.K), 3);
-  std::vector<float> ssm0(size_t(S * d.E * d.N), 0.25f), res0(size_t(B * d.D), 1.0f);
-  DeviceBuffer<int8_t> conv(conv0);
-  DeviceBuffer<float> ssm(ssm0), res(res0);
-  DeviceBuffer<int32_t> didx(std::vector<int32_t>{1, 7}), flag(std::vector<int32_t>{0});
-  const WorkspacePlan plan = qb::block_workspace_plan(d, B, qb::Dtype::kI8, false);
-  DeviceBuffer<uint8_t> wsb(plan.bytes());
-  WorkspaceCarver c(wsb.get(), wsb.size());
-  qb::BlockWorkspace ws;
-  ASSERT_EQ(qb::carve_block_workspace(c, d, B, qb::Dtype::kI8, false, &ws), Status::kSuccess);
-  qb::StepIO io;
-  io.B = B; io.residual = res.get(); io.conv_state = conv.get(); io.ssm_state = ssm.get();
-  io.num_slots = S; io.state_idx = didx.get(); io.error_flag = flag.get();
-  io.kernels = qb::StepKernels::kFused;
-  ASSERT_EQ(qb::step_i8(d, layer, ws, io, nullptr), Status::kSuccess);
+  const std::vector<int8_t> conv0(size_t(S * d.E * d.K), 3);
+  const std::vector<float> ssm0(size_t(S * d.E * d.N), 0.25f), res0(size_t(B * d.D), 1.0f);
+  StepRig r(d, B, S, conv0, ssm0, res0, {1, 7});
+  r.io.kernels = qb::StepKernels::kFused;
+  ASSERT_EQ(qb::step_i8(d, dl.layer, r.ws, r.io, nullptr), Status::kSuccess);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  EXPECT_EQ(flag.download()[0], 1);
-  const auto conv1 = conv.download();
-  const auto ssm1 = ssm.download();
+  EXPECT_EQ(r.flag.download()[0], 1);
+  const auto conv1 = r.conv.download();
+  const auto ssm1 = r.ssm.download();
   for (int64_t i = 0; i < d.E * d.K; ++i) ASSERT_EQ(conv1[size_t(i)], 3) << "slot 0 conv state changed";
   for (int64_t i = 0; i < d.E * d.N; ++i) ASSERT_EQ(ssm1[size_t(i)], 0.25f) << "slot 0 ssm state changed";
   bool slot1_changed = false;
