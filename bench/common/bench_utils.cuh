@@ -2,8 +2,9 @@
 // programs under bench/.
 //
 // - GPU time comes from a cudaEvent pair around the launches (UseManualTime), never from the
-//   host clock. Before each timed batch, L2 is flushed by writing a buffer of 2× the L2 size,
-//   so memory-bound numbers are DRAM numbers.
+//   host clock. Before each timed batch, L2 is flushed by reading a buffer of 2× the L2 size
+//   (L2Flusher: clean lines only, so no write-back lands in the timed kernel), so memory-bound
+//   numbers are DRAM numbers.
 // - Every program measures a device-to-device copy (bytes read + written, 1 GiB) once at start;
 //   report_bytes() reports GB/s and the fraction of that same-run copy ceiling ("copy_frac").
 //   It also times a device-to-device copy of the SAME byte count (bytes/2 read + bytes/2
@@ -34,17 +35,50 @@ inline double& copy_gbps() {
   return v;
 }
 
+// Reads every 16-byte word of the eviction buffer once. The sink store is never taken (the
+// buffer holds 0x11 bytes, whose XOR over any 4 words is 0) but keeps the loads alive.
+template <int = 0>
+__global__ void l2_evict_read_kernel(const int4* __restrict__ p, size_t n, int* sink) {
+  int acc = 0;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    const int4 v = p[i];
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x7eadbeef) *sink = acc;
+}
+
+// Empties L2 of the data a benchmark touches, so memory-bound numbers are DRAM numbers.
+// Default: READ a buffer of 2x the L2 size. The lines this leaves in L2 are clean, so the
+// timed kernel evicts them for free. The older mode (QUAMBA_BENCH_FLUSH=memset) WRITES the
+// buffer instead; that leaves up to a full L2 of dirty lines (50 MB on an H100), whose
+// write-back then lands inside the timed kernel and adds up to ~17 us to every flushed row,
+// the same-size copy baseline included. Dirty lines left by the previous timed batch are
+// written back during the read pass, before the clock starts.
 class L2Flusher {
  public:
   L2Flusher() {
     int dev = 0, l2 = 0;
     QUAMBA_CUDA_CHECK(cudaGetDevice(&dev));
     QUAMBA_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
+    QUAMBA_CUDA_CHECK(cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, dev));
     bytes_ = static_cast<size_t>(l2) * 2;
-    QUAMBA_CUDA_CHECK(cudaMalloc(&buf_, bytes_));
+    QUAMBA_CUDA_CHECK(cudaMalloc(&buf_, bytes_ + 256));
+    QUAMBA_CUDA_CHECK(cudaMemset(buf_, 0x11, bytes_ + 256));
+    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+    const char* mode = std::getenv("QUAMBA_BENCH_FLUSH");
+    memset_ = mode != nullptr && std::string(mode) == "memset";
   }
   ~L2Flusher() { cudaFree(buf_); }
-  void flush(cudaStream_t s = 0) { QUAMBA_CUDA_CHECK(cudaMemsetAsync(buf_, 0x11, bytes_, s)); }
+  void flush(cudaStream_t s = 0) {
+    if (memset_) {
+      QUAMBA_CUDA_CHECK(cudaMemsetAsync(buf_, 0x11, bytes_, s));
+    } else {
+      l2_evict_read_kernel<><<<sms_ * 4, 512, 0, s>>>(static_cast<const int4*>(buf_), bytes_ / 16,
+                                                      reinterpret_cast<int*>(static_cast<char*>(buf_) + bytes_));
+      QUAMBA_CUDA_CHECK(cudaGetLastError());
+    }
+  }
+  const char* mode() const { return memset_ ? "memset" : "read"; }
   static L2Flusher& get() {
     static L2Flusher f;
     return f;
@@ -53,6 +87,8 @@ class L2Flusher {
  private:
   void* buf_ = nullptr;
   size_t bytes_ = 0;
+  int sms_ = 1;
+  bool memset_ = false;
 };
 
 // Times `launch(i)` for i in [0, inner) per benchmark iteration with one event pair, after an
@@ -253,6 +289,7 @@ inline int bench_main(int argc, char** argv) {
   benchmark::AddCustomContext("gpu", p.name);
   benchmark::AddCustomContext("sm", std::to_string(p.major * 10 + p.minor));
   benchmark::AddCustomContext("copy_GBps", std::to_string(gbps));
+  benchmark::AddCustomContext("l2_flush", L2Flusher::get().mode());
   benchmark::RegisterBenchmark("DeviceCopy", BM_DeviceCopy)->Arg(64 << 20)->Arg(256 << 20)
       ->UseManualTime()->Unit(benchmark::kMicrosecond);
   benchmark::Initialize(&argc, argv);
