@@ -120,7 +120,11 @@ __global__ void __launch_bounds__(Traits::kThreads) in_proj_step_kernel(const In
   grid_dependents_launch();
   const int M = p.M, D = p.D, E = p.E;
   const int64_t N = 2 * static_cast<int64_t>(E);
+  const int row_blocks = static_cast<int>((N + Traits::kRowsPerBlock - 1) / Traits::kRowsPerBlock);
+  bool first = true;
   auto prologue = [&] {
+    if (!first) return;
+    first = false;
     grid_dependency_wait();
     // RMSNorm statistics in fp32 as norm::add_rmsnorm: rstd = rsqrt(Σr²/D + eps); h = (r·rstd)·γ.
     // A thread's float4s of a row stay in registers between the two passes when they fit
@@ -177,10 +181,9 @@ __global__ void __launch_bounds__(Traits::kThreads) in_proj_step_kernel(const In
     __syncthreads();
   };
   const gemm::Requant rq{p.alpha_in};
-  {
-    constexpr int64_t kRb = Traits::kRowsPerBlock;
-    gemm::detail::gemv_rows<Traits>(
-        p.w_in, D, N, D, M, blockIdx.x * kRb, gridDim.x * kRb, N, prologue,
+  for (int rb = blockIdx.x; rb < row_blocks; rb += gridDim.x) {
+    gemm::detail::gemv_block<Traits>(
+        p.w_in, D, N, D, M, static_cast<int64_t>(rb) * Traits::kRowsPerBlock, prologue,
         [&](int m, int c) { return reinterpret_cast<const int4*>(hq + m * D)[c]; },
         [&](int m, int64_t n, int acc) {
           const int8_t v = rq.apply(acc, m, n);
@@ -201,6 +204,7 @@ __global__ void __launch_bounds__(Traits::kThreads) in_proj_step_kernel(const In
               p.conv_s_b, p.conv_scale_wx, p.conv_inv_s_u);
         });
   }
+  if (first) grid_dependency_wait();  // a CTA without rows still orders the chain
 }
 
 // One power-of-two phase of the Walsh–Hadamard on an fp32 row in shared memory: butterflies over
@@ -304,7 +308,11 @@ __global__ void __launch_bounds__(Traits::kThreads) out_proj_step_kernel(const O
   // [aq: M·E int8, 16-byte aligned][s: E fp32 when rotating]
   int8_t* aq = reinterpret_cast<int8_t*>(smem_i4);
   float* s = reinterpret_cast<float*>(aq + static_cast<int64_t>(M) * E);
+  const int row_blocks = (D + Traits::kRowsPerBlock - 1) / Traits::kRowsPerBlock;
+  bool first = true;
   auto prologue = [&] {
+    if (!first) return;
+    first = false;
     grid_dependency_wait();
     if (p.rotate) {
       rotate_rows_to_i8<kM, kThreads>(p, log_p, s, aq);
@@ -318,11 +326,13 @@ __global__ void __launch_bounds__(Traits::kThreads) out_proj_step_kernel(const O
   ep.alpha = p.alpha_out;
   ep.residual = p.residual;
   ep.ldr = D;
-  constexpr int64_t kRb = Traits::kRowsPerBlock;
-  gemm::detail::gemv_rows<Traits>(
-      p.w_out, E, D, E, M, blockIdx.x * kRb, gridDim.x * kRb, D, prologue,
-      [&](int m, int c) { return reinterpret_cast<const int4*>(aq + static_cast<int64_t>(m) * E)[c]; },
-      [&](int m, int64_t n, int acc) { p.residual[m * static_cast<int64_t>(D) + n] = ep.apply(acc, m, n); });
+  for (int rb = blockIdx.x; rb < row_blocks; rb += gridDim.x) {
+    gemm::detail::gemv_block<Traits>(
+        p.w_out, E, D, E, M, static_cast<int64_t>(rb) * Traits::kRowsPerBlock, prologue,
+        [&](int m, int c) { return reinterpret_cast<const int4*>(aq + static_cast<int64_t>(m) * E)[c]; },
+        [&](int m, int64_t n, int acc) { p.residual[m * static_cast<int64_t>(D) + n] = ep.apply(acc, m, n); });
+  }
+  if (first) grid_dependency_wait();
 }
 
 // Persistent grid: at most kStepCtasPerSm CTAs per SM (fewer where they do not fit), sized so

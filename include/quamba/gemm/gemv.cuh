@@ -86,36 +86,37 @@ QUAMBA_DEVICE int dot16(const int4& a, const int4& w, int acc) {
   return __dp4a(a.w, w.w, acc);
 }
 
-// A block's share of a GEMV: the row blocks [r, r + kRowsPerBlock) for r = row_begin,
-// row_begin + row_step, ... while r < row_end (one row block: row_end = row_begin + 1).
-// - The block's first weight loads are issued before `pre()` runs: weights never depend on
-//   earlier kernels, so under programmatic dependent launch they are in flight while `pre` waits
-//   for the previous kernel (and computes whatever the A rows need, e.g. a normalization into
-//   shared memory; `pre` is called once by every thread and may synchronize the block).
-// - When a block owns several row blocks (persistent grids), the first loads of the next one are
-//   issued as soon as the last chunk of the current one is consumed, before its reduction and
-//   epilogue: the epilogue's own round trips (e.g. a conv-state update) then overlap the next
-//   weight stream instead of leaving the warp's DRAM queue empty.
+// One block's share of a GEMV: output rows [row_begin, row_begin + kRowsPerBlock) of N.
+// The block's first weight loads are issued before `pre()` runs: weights never depend on earlier
+// kernels, so under programmatic dependent launch they are in flight while `pre` waits for the
+// previous kernel (and computes whatever the A rows need, e.g. a normalization into shared
+// memory; `pre` is called by every thread and may synchronize the block).
 // load_a(m, c) returns the 16 bytes of A row m at chunk c; store(m, n, acc) receives the exact
 // int32 sum of output (m, n) (one thread per output).
 template <typename Traits, typename Pre, typename LoadA, typename Store>
-QUAMBA_DEVICE void gemv_rows(const int8_t* W, int64_t ldw, int64_t N, int64_t K, int M, int64_t row_begin,
-                             int64_t row_step, int64_t row_end, Pre&& pre, LoadA&& load_a, Store&& store) {
+QUAMBA_DEVICE void gemv_block(const int8_t* W, int64_t ldw, int64_t N, int64_t K, int M, int64_t row_begin, Pre&& pre,
+                              LoadA&& load_a, Store&& store) {
   constexpr int kG = Traits::kGroupThreads, kR = Traits::kRowsPerGroup, kU = Traits::kUnroll;
   constexpr int kMaxM = Traits::kMaxM;
   const int tid = threadIdx.x;
   const int group = tid / kG, gl = tid % kG;
   const int chunks = static_cast<int>(K / 16);
+  const int64_t n_first = row_begin + group * kR;
 
   // Rows past N read row N-1 (valid memory) and are never stored: keeps the loads unpredicated.
   const int4* wrow[kR];
-  auto set_rows = [&](int64_t block_begin) {
 #pragma unroll
-    for (int r = 0; r < kR; ++r) {
-      const int64_t n = block_begin + group * kR + r;
-      wrow[r] = reinterpret_cast<const int4*>(W + (n < N ? n : N - 1) * ldw);
-    }
-  };
+  for (int r = 0; r < kR; ++r) {
+    const int64_t n = n_first + r < N ? n_first + r : N - 1;
+    wrow[r] = reinterpret_cast<const int4*>(W + n * ldw);
+  }
+
+  int acc[kMaxM][kR];
+#pragma unroll
+  for (int m = 0; m < kMaxM; ++m)
+#pragma unroll
+    for (int r = 0; r < kR; ++r) acc[m][r] = 0;
+
   int4 w[kU][kR];
   auto load_w = [&](int c0) {
 #pragma unroll
@@ -125,97 +126,65 @@ QUAMBA_DEVICE void gemv_rows(const int8_t* W, int64_t ldw, int64_t N, int64_t K,
       for (int r = 0; r < kR; ++r) w[u][r] = c < chunks ? ptx::ld_stream_16(wrow[r] + c) : make_int4(0, 0, 0, 0);
     }
   };
-  if (row_begin >= row_end) {
-    pre();
-    return;
-  }
-  set_rows(row_begin);
   if (gl < chunks) load_w(gl);
   pre();
-  for (int64_t rb = row_begin; rb < row_end; rb += row_step) {
-    const int64_t next = rb + row_step;
-    const int64_t n_first = rb + group * kR;
-    int acc[kMaxM][kR];
+  for (int c0 = gl; c0 < chunks; c0 += kG * kU) {
 #pragma unroll
-    for (int m = 0; m < kMaxM; ++m)
+    for (int u = 0; u < kU; ++u) {
+      const int c = c0 + u * kG;
+      if (c < chunks) {
 #pragma unroll
-      for (int r = 0; r < kR; ++r) acc[m][r] = 0;
-    bool prefetched = false;
-    for (int c0 = gl; c0 < chunks; c0 += kG * kU) {
+        for (int m = 0; m < kMaxM; ++m) {
+          if (m < M) {
+            const int4 a = load_a(m, c);
 #pragma unroll
-      for (int u = 0; u < kU; ++u) {
-        const int c = c0 + u * kG;
-        if (c < chunks) {
-#pragma unroll
-          for (int m = 0; m < kMaxM; ++m) {
-            if (m < M) {
-              const int4 a = load_a(m, c);
-#pragma unroll
-              for (int r = 0; r < kR; ++r) acc[m][r] = dot16(a, w[u][r], acc[m][r]);
-            }
+            for (int r = 0; r < kR; ++r) acc[m][r] = dot16(a, w[u][r], acc[m][r]);
           }
         }
       }
-      if (c0 + kG * kU < chunks) {
-        load_w(c0 + kG * kU);
-      } else if (next < row_end) {
-        set_rows(next);
-        load_w(gl);
-        prefetched = true;
-      }
     }
-    if (!prefetched && next < row_end) {  // a thread without chunks (K < 16·kG) still moves on
-      set_rows(next);
-      if (gl < chunks) load_w(gl);
-    }
+    if (c0 + kG * kU < chunks) load_w(c0 + kG * kU);
+  }
 
-    // Butterfly within the group (or the whole warp): every lane ends with the warp's sums.
-    constexpr int kWidth = Traits::kGroupInWarp ? kG : 32;
+  // Butterfly within the group (or the whole warp): every lane ends with the warp's sums.
+  constexpr int kWidth = Traits::kGroupInWarp ? kG : 32;
 #pragma unroll
-    for (int off = kWidth / 2; off >= 1; off /= 2)
+  for (int off = kWidth / 2; off >= 1; off /= 2)
+#pragma unroll
+    for (int m = 0; m < kMaxM; ++m)
+#pragma unroll
+      for (int r = 0; r < kR; ++r) acc[m][r] += __shfl_xor_sync(0xffffffffu, acc[m][r], off);
+
+  if constexpr (Traits::kGroupInWarp) {
+    // Spread the stores over the group's lanes (static register indices: no local memory).
+#pragma unroll
+    for (int idx = 0; idx < Traits::kOutputs; ++idx) {
+      const int m = idx / kR, r = idx % kR;
+      const int64_t n = n_first + r;
+      if (idx % kG == gl && m < M && n < N) store(m, n, acc[m][r]);
+    }
+  } else {
+    __shared__ int partial[Traits::kWarps][Traits::kOutputs];
+    const int warp = tid >> 5, lane = tid & 31;
+    if (lane == 0) {
 #pragma unroll
       for (int m = 0; m < kMaxM; ++m)
 #pragma unroll
-        for (int r = 0; r < kR; ++r) acc[m][r] += __shfl_xor_sync(0xffffffffu, acc[m][r], off);
-
-    if constexpr (Traits::kGroupInWarp) {
-      // Spread the stores over the group's lanes (static register indices: no local memory).
-#pragma unroll
-      for (int idx = 0; idx < Traits::kOutputs; ++idx) {
-        const int m = idx / kR, r = idx % kR;
-        const int64_t n = n_first + r;
-        if (idx % kG == gl && m < M && n < N) store(m, n, acc[m][r]);
-      }
-    } else {
-      __shared__ int partial[Traits::kWarps][Traits::kOutputs];
-      const int warp = tid >> 5, lane = tid & 31;
-      if (lane == 0) {
-#pragma unroll
-        for (int m = 0; m < kMaxM; ++m)
-#pragma unroll
-          for (int r = 0; r < kR; ++r) partial[warp][m * kR + r] = acc[m][r];
-      }
-      __syncthreads();
-      for (int idx = tid; idx < Traits::kOutputs; idx += Traits::kThreads) {
-        const int m = idx / kR, r = idx % kR;
-        const int64_t n = n_first + r;
-        if (m < M && n < N) {
-          int s = 0;
-#pragma unroll
-          for (int wp = 0; wp < Traits::kWarps; ++wp) s += partial[wp][idx];
-          store(m, n, s);
-        }
-      }
-      __syncthreads();  // `partial` is reused by the next row block
+        for (int r = 0; r < kR; ++r) partial[warp][m * kR + r] = acc[m][r];
     }
+    __syncthreads();
+    for (int idx = tid; idx < Traits::kOutputs; idx += Traits::kThreads) {
+      const int m = idx / kR, r = idx % kR;
+      const int64_t n = n_first + r;
+      if (m < M && n < N) {
+        int s = 0;
+#pragma unroll
+        for (int w = 0; w < Traits::kWarps; ++w) s += partial[w][idx];
+        store(m, n, s);
+      }
+    }
+    __syncthreads();  // `partial` is reused when the caller loops over row blocks
   }
-}
-
-// One row block [row_begin, row_begin + kRowsPerBlock): gemv_rows without persistence.
-template <typename Traits, typename Pre, typename LoadA, typename Store>
-QUAMBA_DEVICE void gemv_block(const int8_t* W, int64_t ldw, int64_t N, int64_t K, int M, int64_t row_begin, Pre&& pre,
-                              LoadA&& load_a, Store&& store) {
-  gemv_rows<Traits>(W, ldw, N, K, M, row_begin, 1, row_begin + 1, pre, load_a, store);
 }
 
 template <typename Traits, typename Epilogue>
