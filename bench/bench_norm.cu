@@ -8,6 +8,10 @@
 // M = 1 launches are timed as one CUDA graph of a launch per set, without the L2 flush (the
 // flush's dirty lines would be written back during a µs-long launch, inflating it; see
 // time_graph), which is also what a decode step sees; gamma rotates with the sets.
+// Row names: "default" is quamba::norm::run's own choice; "baseline-" the previous one-CTA-per-row
+// kernel; "T..." the variants of add_rmsnorm_kernel; "hoist-T..." those of the hoisted-load
+// kernel (xP persistent with the next row prefetched, xCS streaming stores); "+pdl" launched as
+// programmatic dependents of the previous launch.
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -15,6 +19,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "common/bench_utils.cuh"
@@ -123,14 +128,26 @@ struct IsLegacy : std::false_type {};
 template <int A, int B, int C>
 struct IsLegacy<legacy::Traits<A, B, C>> : std::true_type {};
 
+// The library's own dispatch (quamba::norm::run): the row named "default" times what callers get.
+struct DefaultRun {};
+
 template <typename Traits, typename TOut>
 Status launch_norm(const quamba::norm::AddRmsNormParams<__half, TOut>& p, cudaStream_t s = 0) {
-  if constexpr (IsLegacy<Traits>::value) return legacy::run_with<Traits>(p, s);
+  if constexpr (std::is_same_v<Traits, DefaultRun>) return quamba::norm::run(p, nullptr, s);
+  else if constexpr (IsLegacy<Traits>::value) return legacy::run_with<Traits>(p, s);
   else return quamba::norm::run_with<Traits>(p, s);
 }
 
 template <typename Traits, typename TOut>
-void bm_add_rmsnorm(benchmark::State& state, int64_t M, int D) {
+void bm_add_rmsnorm(benchmark::State& state, int64_t M, int D, bool pdl = false) {
+  if (pdl) {
+    int dev = 0;
+    QUAMBA_CUDA_CHECK(cudaGetDevice(&dev));
+    if (!quamba::device_supports_pdl(dev)) {
+      state.SkipWithError("programmatic dependent launch needs compute capability 9.0");
+      return;
+    }
+  }
   auto rng = quamba::test::make_rng(uint64_t(M) * 131 + D);
   const size_t n = size_t(M) * D;
   std::vector<float> hf = quamba::test::random_normal(n, rng), res = quamba::test::random_normal(n, rng, 0.f, 2.f);
@@ -158,10 +175,21 @@ void bm_add_rmsnorm(benchmark::State& state, int64_t M, int D) {
     p.D = D;
     p.eps = 1e-5f;
     p.inv_scale = inv_scale;
+    p.pdl = pdl;
     return p;
   };
   // Verify once (set 0) against the reference before timing.
-  if (launch_norm<Traits>(params(0)) != Status::kSuccess) {
+  // pdl rows run on a stream of their own (programmatic serialization between the launches).
+  cudaStream_t stream = 0;
+  if (pdl) QUAMBA_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());  // the fills above ran on the legacy stream
+  struct StreamGuard {
+    cudaStream_t s;
+    ~StreamGuard() {
+      if (s) cudaStreamDestroy(s);
+    }
+  } guard{stream};
+  if (launch_norm<Traits>(params(0), stream) != Status::kSuccess) {
     state.SkipWithError("run failed");
     return;
   }
@@ -191,7 +219,7 @@ void bm_add_rmsnorm(benchmark::State& state, int64_t M, int D) {
   if (M == 1)
     time_graph(state, [&](int i, cudaStream_t s) { return launch_norm<Traits>(params(i), s); }, sets);
   else
-    quamba::bench::time_gpu(state, [&](int i) { return launch_norm<Traits>(params(i % sets)); }, sets);
+    quamba::bench::time_gpu(state, [&](int i) { return launch_norm<Traits>(params(i % sets), stream); }, sets, true, stream);
   quamba::bench::report_bytes(state, bytes);
 }
 
@@ -253,8 +281,14 @@ std::string traits_name() {
 }
 template <typename Traits>
 std::string norm_traits_name() {
-  if constexpr (IsLegacy<Traits>::value)
+  if constexpr (std::is_same_v<Traits, DefaultRun>)
+    return "default";
+  else if constexpr (IsLegacy<Traits>::value)
     return "baseline-T" + std::to_string(Traits::kThreads) + "xV" + std::to_string(Traits::kVec);
+  else if constexpr (Traits::kHoisted)
+    return "hoist-T" + std::to_string(Traits::kThreads) + "xV" + std::to_string(Traits::kVec) + "xC" +
+           std::to_string(Traits::kMaxChunks) + "xR" + std::to_string(Traits::kRowThreads) +
+           (Traits::kPersistent ? "xP" : "") + (Traits::kStreamStores ? "xCS" : "");
   else
     return "T" + std::to_string(Traits::kThreads) + "xV" + std::to_string(Traits::kVec) + "xC" +
            std::to_string(Traits::kMaxChunks) + "xR" + std::to_string(Traits::kRowThreads) +
@@ -262,11 +296,12 @@ std::string norm_traits_name() {
 }
 
 template <typename Traits, typename TOut>
-void add_norm(const char* out_name, const std::string& sfx, int64_t M, int D) {
-  if constexpr (!IsLegacy<Traits>::value)
+void add_norm(const char* out_name, const std::string& sfx, int64_t M, int D, bool pdl = false) {
+  if constexpr (!IsLegacy<Traits>::value && !std::is_same_v<Traits, DefaultRun>)
     if (D > Traits::kMaxD) return;
-  benchmark::RegisterBenchmark(("AddRmsNorm/h=f16/out=" + std::string(out_name) + "/" + norm_traits_name<Traits>() + sfx).c_str(),
-                               [=](benchmark::State& s) { bm_add_rmsnorm<Traits, TOut>(s, M, D); })
+  const std::string name = norm_traits_name<Traits>() + (pdl ? "+pdl" : "");
+  benchmark::RegisterBenchmark(("AddRmsNorm/h=f16/out=" + std::string(out_name) + "/" + name + sfx).c_str(),
+                               [=](benchmark::State& s) { bm_add_rmsnorm<Traits, TOut>(s, M, D, pdl); })
       ->UseManualTime()->Iterations(20)->Unit(benchmark::kMicrosecond);
 }
 
@@ -283,6 +318,11 @@ int register_all() {
     for (int64_t M : kMs) {
       const std::string sfx = std::string("/") + mdl.name + "/D=" + std::to_string(mdl.D) + "/M=" + std::to_string(M);
       const int D = mdl.D;
+      add_norm<DefaultRun, int8_t>("i8", sfx, M, D);
+      // Each launch a programmatic dependent of the previous one (AddRmsNormParams::pdl): the
+      // next grid's CTAs become resident and load gamma while this one drains. Only meaningful
+      // where the kernel before the norm allows it; a separate row, not the default's number.
+      add_norm<DefaultRun, int8_t>("i8", sfx, M, D, /*pdl=*/true);
       add_norm<legacy::Traits<256, 4, 8>, int8_t>("i8", sfx, M, D);
       add_norm<AddRmsNormTraitsVec4, int8_t>("i8", sfx, M, D);
       add_norm<AddRmsNormTraitsWarpRow768, int8_t>("i8", sfx, M, D);
@@ -291,6 +331,16 @@ int register_all() {
       add_norm<AddRmsNormTraitsRow2560, int8_t>("i8", sfx, M, D);
       add_norm<AddRmsNormTraitsRow2560x2, int8_t>("i8", sfx, M, D);
       add_norm<AddRmsNormTraitsRow4096, int8_t>("i8", sfx, M, D);
+      // Hoisted-load kernel (every load of a row before its first store).
+      add_norm<AddRmsNormRowTraitsWarp768, int8_t>("i8", sfx, M, D);
+      add_norm<AddRmsNormRowTraitsWarp768P, int8_t>("i8", sfx, M, D);
+      add_norm<AddRmsNormRowTraitsWarp768S, int8_t>("i8", sfx, M, D);
+      add_norm<AddRmsNormRowTraitsRow768H, int8_t>("i8", sfx, M, D);
+      add_norm<AddRmsNormRowTraitsRow1024H, int8_t>("i8", sfx, M, D);
+      add_norm<AddRmsNormRowTraitsRow2560H, int8_t>("i8", sfx, M, D);
+      add_norm<AddRmsNormRowTraitsRow2560HP, int8_t>("i8", sfx, M, D);
+      add_norm<AddRmsNormRowTraitsRow4096H, int8_t>("i8", sfx, M, D);
+      add_norm<DefaultRun, __half>("f16", sfx, M, D);
       add_norm<legacy::Traits<256, 4, 8>, __half>("f16", sfx, M, D);
       add_norm<AddRmsNormTraitsRow768, __half>("f16", sfx, M, D);
       add_norm<AddRmsNormTraitsRow2560, __half>("f16", sfx, M, D);

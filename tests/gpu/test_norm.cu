@@ -48,8 +48,19 @@ struct NormCase {
 };
 
 template <typename TH, typename TOut>
-void check_add_rmsnorm(const NormCase& c, uint64_t salt) {
-  SCOPED_TRACE("M=" + std::to_string(c.M) + " D=" + std::to_string(c.D) + " h=" + std::to_string(c.has_h) +
+using NormLaunch = Status (*)(const quamba::norm::AddRmsNormParams<TH, TOut>&);
+
+// One named variant, for the explicit-variant tests (run() picks among them by shape).
+template <typename Traits, typename TH, typename TOut>
+Status launch_variant(const quamba::norm::AddRmsNormParams<TH, TOut>& p) {
+  return quamba::norm::run_with<Traits>(p, 0);
+}
+
+// launch == nullptr: quamba::norm::run.
+template <typename TH, typename TOut>
+void check_add_rmsnorm(const NormCase& c, uint64_t salt, NormLaunch<TH, TOut> launch = nullptr,
+                       const std::string& variant = "run") {
+  SCOPED_TRACE(variant + " M=" + std::to_string(c.M) + " D=" + std::to_string(c.D) + " h=" + std::to_string(c.has_h) +
                " pad=" + std::to_string(c.pad) + " h_half=" + std::to_string(std::is_same_v<TH, __half>) +
                " out_i8=" + std::to_string(std::is_same_v<TOut, int8_t>));
   auto rng = quamba::test::make_rng(salt);
@@ -98,7 +109,7 @@ void check_add_rmsnorm(const NormCase& c, uint64_t salt) {
     p.D = c.D;
     p.eps = eps;
     p.inv_scale = inv_scale;
-    ASSERT_EQ(quamba::norm::run(p, nullptr, 0), Status::kSuccess);
+    ASSERT_EQ(launch ? launch(p) : quamba::norm::run(p, nullptr, 0), Status::kSuccess);
     QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
     // The residual, padding included, is exactly the reference's (one fp32 add per element).
     const std::vector<float> got_res = dres.download();
@@ -154,6 +165,143 @@ TEST(AddRmsNorm, UnalignedViewsTakeScalarPath) {
 TEST(AddRmsNorm, ManyRows) {
   QUAMBA_REQUIRE_GPU();
   check_add_rmsnorm<__half, int8_t>({2049, 2560, true, 0}, 3001);
+}
+
+// Each hoisted-load variant by name, over its own D range: full rows (D = kMaxD), rows that leave
+// the last lanes with one chunk fewer (D = kMaxD - 4), short rows, M tails (rows past M in the
+// last CTA), row-stride views cut from wider buffers, and for the persistent variants enough
+// rows that every row group walks several rows (M well above one wave of resident rows on any
+// GPU of up to 132 SMs: 8 rows x 3 CTAs x 132 SMs = 3168 for Warp768P).
+template <typename Traits>
+void check_hoisted_variant(const std::string& name, uint64_t salt) {
+  using namespace quamba::norm;
+  constexpr int kMax = Traits::kMaxD;
+  const std::vector<int> Ds = {kMax, kMax - 4, kMax / 2 + 4, 4};
+  const std::vector<int64_t> Ms = {1, 2, 3, 8, 129, 151, 372};
+  for (int D : Ds)
+    for (int64_t M : Ms) {
+      check_add_rmsnorm<__half, int8_t>({M, D, true, 0}, ++salt, launch_variant<Traits, __half, int8_t>, name);
+      if (M == 151) {
+        check_add_rmsnorm<__half, int8_t>({M, D, false, 4}, ++salt, launch_variant<Traits, __half, int8_t>, name);
+        check_add_rmsnorm<float, __half>({M, D, true, 8}, ++salt, launch_variant<Traits, float, __half>, name);
+        check_add_rmsnorm<float, int8_t>({M, D, true, 0}, ++salt, launch_variant<Traits, float, int8_t>, name);
+      }
+      if (::testing::Test::HasFatalFailure()) return;
+    }
+  // Many rows: batch x tokens flattened (B = 3, L = 1134, and B = 2, L = 4099 or 1025 by width),
+  // the second through a token-stride view (row stride 2D as x = xz[..., :D]; h's is 3D). The
+  // host buffers stay under ~100 MB.
+  check_add_rmsnorm<__half, int8_t>({3 * 1134, kMax, true, 0}, ++salt, launch_variant<Traits, __half, int8_t>, name);
+  const int64_t L = kMax <= 1024 ? 4099 : 1025;
+  check_add_rmsnorm<__half, int8_t>({2 * L, kMax, true, kMax}, ++salt, launch_variant<Traits, __half, int8_t>, name);
+  check_add_rmsnorm<__half, __half>({2049, kMax - 4, true, 4}, ++salt, launch_variant<Traits, __half, __half>, name);
+}
+
+TEST(AddRmsNormHoisted, Warp768) {
+  QUAMBA_REQUIRE_GPU();
+  check_hoisted_variant<quamba::norm::AddRmsNormRowTraitsWarp768>("Warp768", 10000);
+}
+TEST(AddRmsNormHoisted, Warp768Persistent) {
+  QUAMBA_REQUIRE_GPU();
+  check_hoisted_variant<quamba::norm::AddRmsNormRowTraitsWarp768P>("Warp768P", 11000);
+}
+TEST(AddRmsNormHoisted, Warp768StreamStores) {
+  QUAMBA_REQUIRE_GPU();
+  check_hoisted_variant<quamba::norm::AddRmsNormRowTraitsWarp768S>("Warp768S", 12000);
+}
+TEST(AddRmsNormHoisted, Row768) {
+  QUAMBA_REQUIRE_GPU();
+  check_hoisted_variant<quamba::norm::AddRmsNormRowTraitsRow768H>("Row768H", 13000);
+}
+TEST(AddRmsNormHoisted, Row1024) {
+  QUAMBA_REQUIRE_GPU();
+  check_hoisted_variant<quamba::norm::AddRmsNormRowTraitsRow1024H>("Row1024H", 14000);
+}
+TEST(AddRmsNormHoisted, Row2048) {
+  QUAMBA_REQUIRE_GPU();
+  check_hoisted_variant<quamba::norm::AddRmsNormRowTraitsRow2048H>("Row2048H", 15000);
+}
+TEST(AddRmsNormHoisted, Row2560) {
+  QUAMBA_REQUIRE_GPU();
+  check_hoisted_variant<quamba::norm::AddRmsNormRowTraitsRow2560H>("Row2560H", 16000);
+}
+TEST(AddRmsNormHoisted, Row2560Persistent) {
+  QUAMBA_REQUIRE_GPU();
+  check_hoisted_variant<quamba::norm::AddRmsNormRowTraitsRow2560HP>("Row2560HP", 17000);
+}
+TEST(AddRmsNormHoisted, Row4096) {
+  QUAMBA_REQUIRE_GPU();
+  check_hoisted_variant<quamba::norm::AddRmsNormRowTraitsRow4096H>("Row4096H", 18000);
+}
+
+// Programmatic dependent launch: three launches in a row on one stream, each a dependent of the
+// previous and each reading the residual the previous one wrote (residual += h three times).
+// A launch whose loads passed its dependency wait would read a stale residual.
+TEST(AddRmsNormHoisted, PdlChainSeesPreviousResidual) {
+  QUAMBA_REQUIRE_GPU();
+  int dev = 0;
+  QUAMBA_CUDA_CHECK(cudaGetDevice(&dev));
+  if (!quamba::device_supports_pdl(dev)) GTEST_SKIP() << "programmatic dependent launch needs sm_90";
+  for (int D : {768, 2560})
+    for (int64_t M : {int64_t(1), int64_t(2049), int64_t(8192)}) {
+      SCOPED_TRACE("D=" + std::to_string(D) + " M=" + std::to_string(M));
+      auto rng = quamba::test::make_rng(uint64_t(M) * 31 + uint64_t(D));
+      const size_t n = size_t(M) * size_t(D);
+      std::vector<float> res = quamba::test::random_normal(n, rng, 0.f, 2.f);
+      std::vector<float> hf = quamba::test::random_normal(n, rng, 0.f, 1.f);
+      std::vector<__half> h(n);
+      for (size_t i = 0; i < n; ++i) { h[i] = to_half(hf[i]); hf[i] = from_half(h[i]); }
+      const std::vector<float> gamma = quamba::test::random_floats(size_t(D), rng, 0.25f, 1.75f);
+      const float eps = 1e-5f, inv_scale = quamba::inverse_scale(4.0f / 127.0f);
+      constexpr int kLaunches = 3;
+      std::vector<float> ref_res = res;
+      std::vector<int8_t> ref_q(n);
+      const int64_t shp[2] = {M, D}, st[2] = {D, 1};
+      for (int k = 0; k < kLaunches; ++k)
+        ASSERT_EQ(quamba::reference::add_rmsnorm_i8(view<const float, 2>(hf.data(), shp, st),
+                                                     view<float, 2>(ref_res.data(), shp, st), gamma.data(), eps,
+                                                     inv_scale, view<int8_t, 2>(ref_q.data(), shp, st)),
+                  Status::kSuccess);
+      DeviceBuffer<__half> dh(h);
+      DeviceBuffer<float> dg(gamma), dres(res);
+      DeviceBuffer<int8_t> dout(n);
+      dout.poison(0x5A);
+      cudaStream_t stream;
+      QUAMBA_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+      quamba::norm::AddRmsNormParams<__half, int8_t> p;
+      p.h = dh.get();
+      p.h_stride = D;
+      p.residual = dres.get();
+      p.residual_stride = D;
+      p.gamma = dg.get();
+      p.out = dout.get();
+      p.out_stride = D;
+      p.M = M;
+      p.D = D;
+      p.eps = eps;
+      p.inv_scale = inv_scale;
+      p.pdl = true;
+      // The uploads and the poison ran on the legacy stream, which a non-blocking stream does
+      // not wait for.
+      QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+      for (int k = 0; k < kLaunches; ++k) EXPECT_EQ(quamba::norm::run(p, nullptr, stream), Status::kSuccess);
+      QUAMBA_CUDA_CHECK(cudaStreamSynchronize(stream));
+      QUAMBA_CUDA_CHECK(cudaStreamDestroy(stream));
+      EXPECT_TRUE(quamba::test::all_close(dres.download(), ref_res, {0.0, 0.0}, "residual after 3 launches"));
+      const std::vector<int8_t> got = dout.download();
+      EXPECT_TRUE(quamba::test::int8_close(got.data(), ref_q.data(), n, "int8 out of the third launch"));
+    }
+}
+
+// run()'s picks at the model shapes, M = 1 (decode) and prefill sizes, both output types.
+TEST(AddRmsNorm, DefaultAtModelShapes) {
+  QUAMBA_REQUIRE_GPU();
+  uint64_t salt = 19000;
+  for (int D : {768, 2560})
+    for (int64_t M : {1, 2, 64, 65, 2048, 2049}) {
+      check_add_rmsnorm<__half, int8_t>({M, D, true, 0}, ++salt);
+      check_add_rmsnorm<__half, __half>({M, D, true, 0}, ++salt);
+    }
 }
 
 TEST(AddRmsNormBadInput, Status) {
@@ -213,6 +361,22 @@ TEST(AddRmsNormBadInput, Status) {
   q = p;
   q.D = 63;
   EXPECT_EQ(quamba::norm::run_with<quamba::norm::AddRmsNormTraitsVec4>(q, 0), Status::kErrorMisaligned);
+  // The hoisted-load variants: 16-byte accesses only, and D within the variant (no launch).
+  q = p;
+  q.h = h + 2;
+  EXPECT_EQ(quamba::norm::run_with<quamba::norm::AddRmsNormRowTraitsWarp768>(q, 0), Status::kErrorMisaligned);
+  q = p;
+  q.out_stride = 66;
+  EXPECT_EQ(quamba::norm::run_with<quamba::norm::AddRmsNormRowTraitsWarp768P>(q, 0), Status::kErrorMisaligned);
+  q = p;
+  q.M = 1;
+  q.D = quamba::norm::AddRmsNormRowTraitsWarp768::kMaxD + 4;
+  EXPECT_EQ(quamba::norm::run_with<quamba::norm::AddRmsNormRowTraitsWarp768>(q, 0), Status::kErrorNotSupported);
+  q.D = quamba::norm::AddRmsNormRowTraitsRow2560HP::kMaxD + 4;
+  EXPECT_EQ(quamba::norm::run_with<quamba::norm::AddRmsNormRowTraitsRow2560HP>(q, 0), Status::kErrorNotSupported);
+  q = p;
+  q.gamma = nullptr;
+  EXPECT_EQ(quamba::norm::run_with<quamba::norm::AddRmsNormRowTraitsRow2560H>(q, 0), Status::kErrorInvalidArgument);
 }
 
 // ---- embedding ----------------------------------------------------------------------------------

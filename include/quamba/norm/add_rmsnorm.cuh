@@ -11,8 +11,10 @@
 //
 // Supported: 1 <= D <= kMaxD (8192), M >= 0 (M == 0 is a no-op). When D, every row stride and
 // every pointer allow 16-byte fp32 accesses (D % 4 == 0, strides % 4 == 0, pointers aligned to
-// 4 elements) the vectorized variant runs; otherwise a scalar variant runs (any D, any
-// alignment). out must not overlap residual or h.
+// 4 elements) the vectorized variants run; otherwise a scalar variant runs (any D, any
+// alignment). residual is the only buffer written in place: out must not overlap residual, h or
+// gamma, and h and gamma must not overlap residual (gamma is read through the read-only cache,
+// and the persistent variants read row n + 1 of h before they write row n of residual).
 #pragma once
 
 #include <cuda_fp16.h>
@@ -23,6 +25,7 @@
 #include <type_traits>
 
 #include "quamba/core/cuda_check.hpp"
+#include "quamba/core/launch.cuh"
 #include "quamba/core/numeric.hpp"
 #include "quamba/core/static_switch.hpp"
 #include "quamba/core/status.hpp"
@@ -47,6 +50,11 @@ struct AddRmsNormParams {
   int D = 0;
   float eps = 1e-5f;
   float inv_scale = 1.0f;  // int8 output only: 1 / s_h
+  // Launch as a programmatic dependent of the stream's previous kernel (core/launch.cuh; sm_90+,
+  // pass false elsewhere). Only the 16-byte path honours it (the scalar fall-back launches
+  // normally). gamma is read BEFORE the dependency wait, so the kernels this launch may overlap
+  // must not write gamma (it is a weight); residual and h are read after it.
+  bool pdl = false;
 };
 
 // A group of kRowThreads threads (one warp up to the whole CTA) normalizes one row; a CTA holds
@@ -66,6 +74,7 @@ struct AddRmsNormTraits {
   // of kMaxChunks·kVec more registers: right for row-sized variants, not for the kMaxD = 8192
   // fall-back whose mostly idle chunk slots would cut occupancy.
   static constexpr bool kPrefetchGamma = PrefetchGamma;
+  static constexpr bool kHoisted = false;  // add_rmsnorm_kernel (run_with picks the kernel)
   static constexpr int kRowsPerBlock = Threads / RowThreads;
   static constexpr int kRowWarps = RowThreads / 32;
   static constexpr int kMaxD = RowThreads * Vec * MaxChunks;  // widest row this variant takes
@@ -79,7 +88,8 @@ struct AddRmsNormTraits {
 // Any D up to kMaxD (the fall-backs of run()).
 using AddRmsNormTraitsVec4 = AddRmsNormTraits<256, 4, 8>;
 using AddRmsNormTraitsScalar = AddRmsNormTraits<256, 1, 32>;
-// Row-sized variants: run() picks the narrowest that holds D, so each thread has 3..5 chunks.
+// Row-sized variants of add_rmsnorm_kernel (the defaults before the hoisted-load variants below;
+// kept for comparison in bench_norm and for the fall-backs above).
 using AddRmsNormTraitsWarpRow768 = AddRmsNormTraits<256, 4, 6, 32, true>;  // D <= 768, 8 rows per CTA
 using AddRmsNormTraitsRow768 = AddRmsNormTraits<256, 4, 3, 64, true>;      // D <= 768, 4 rows per CTA
 using AddRmsNormTraitsRow1024 = AddRmsNormTraits<256, 4, 4, 64, true>;     // D <= 1024, 4 rows per CTA
@@ -90,7 +100,54 @@ using AddRmsNormTraitsRow4096 = AddRmsNormTraits<256, 4, 4, 256, true>;    // D 
 static_assert(AddRmsNormTraitsVec4::kMaxD >= kMaxD && AddRmsNormTraitsScalar::kMaxD >= kMaxD,
               "the fall-back variants cover every supported D");
 
+// Hoisted-load variants (add_rmsnorm_rows_kernel). Same row groups as above, but every load of a
+// row (residual, h, gamma) is issued before the first store. In the kernel above the residual
+// store of chunk i precedes the loads of chunk i + 1 in program order and may alias them, so
+// neither the compiler nor ptxas can hoist those loads: a thread with C chunks waits C DRAM round
+// trips in a row. Here a row costs one round trip. Options:
+//   Persistent: the grid holds at most one wave of resident CTAs and each row group walks rows
+//     with a grid stride, issuing the loads of its next row before it reduces and stores the
+//     current one (two rows in registers), and gamma is loaded once per thread, not per row;
+//   StreamStores: residual and out are stored with .cs (evict first: written once, not re-read
+//     by this kernel).
+// Only 16-byte fp32 chunks (kVec = 4): the scalar path stays with the kernel above.
+template <int Threads, int Chunks, int RowThreads, bool Persistent = false, bool StreamStores = false>
+struct AddRmsNormRowTraits {
+  static constexpr int kThreads = Threads;
+  static constexpr int kVec = 4;
+  static constexpr int kMaxChunks = Chunks;  // Vec-chunks of a row per thread
+  static constexpr int kRowThreads = RowThreads;
+  static constexpr bool kPersistent = Persistent;
+  static constexpr bool kStreamStores = StreamStores;
+  static constexpr bool kHoisted = true;  // tells run_with which kernel to launch
+  static constexpr int kRowsPerBlock = Threads / RowThreads;
+  static constexpr int kRowWarps = RowThreads / 32;
+  static constexpr int kWarps = Threads / 32;
+  static constexpr int kMaxD = RowThreads * kVec * Chunks;
+  static_assert(Threads % 32 == 0 && Threads <= 1024, "whole warps");
+  static_assert(RowThreads % 32 == 0 && Threads % RowThreads == 0, "a row is whole warps of one CTA");
+  // Registers per thread: Chunks·4 gamma + Chunks·(4 + 2..4) per row in flight (two rows when
+  // persistent); past these bounds the kernel spills.
+  static_assert(Chunks >= 1 && Chunks <= (Persistent ? 6 : 8), "register budget");
+};
+
+// D = 768 (Mamba-130m) at M = 2048: a warp per row, 8 rows per CTA, 256 CTAs, one wave (at most
+// 16 rows = 74 KB of loads per SM, all issued at the kernel's start: ~3x the ~25 KB that
+// 3 TB/s x ~1 us of loaded latency needs per SM).
+using AddRmsNormRowTraitsWarp768 = AddRmsNormRowTraits<256, 6, 32>;
+using AddRmsNormRowTraitsWarp768P = AddRmsNormRowTraits<256, 6, 32, true>;
+using AddRmsNormRowTraitsWarp768S = AddRmsNormRowTraits<256, 6, 32, false, true>;
+using AddRmsNormRowTraitsRow768H = AddRmsNormRowTraits<256, 3, 64>;     // old Row768, hoisted
+using AddRmsNormRowTraitsRow1024H = AddRmsNormRowTraits<256, 4, 64>;    // D <= 1024
+using AddRmsNormRowTraitsRow2048H = AddRmsNormRowTraits<128, 4, 128>;   // D <= 2048
+using AddRmsNormRowTraitsRow2560H = AddRmsNormRowTraits<128, 5, 128>;   // D <= 2560 (Mamba-2.8B)
+using AddRmsNormRowTraitsRow2560HP = AddRmsNormRowTraits<128, 5, 128, true>;
+using AddRmsNormRowTraitsRow4096H = AddRmsNormRowTraits<256, 4, 256>;   // D <= 4096; few rows
+
 namespace detail {
+
+template <typename Traits>
+constexpr bool is_hoisted() { return Traits::kHoisted; }
 
 template <typename T, int N>
 __device__ __forceinline__ void load_as_float(const T* p, float (&v)[N]) {
@@ -206,6 +263,215 @@ bool vec4_ok(const AddRmsNormParams<THidden, TOut>& p) {
   return true;
 }
 
+// ---- hoisted-load kernel ----------------------------------------------------------------------
+// Loads and stores are inline PTX marked volatile so that their program order, all loads of a
+// row first, reaches ptxas unchanged (ptxas keeps a load behind a store it cannot disambiguate).
+// Residual and h bypass L1 (.L1::no_allocate: each byte is read once); gamma takes the
+// read-only path and stays in L1, shared by every row of the SM.
+
+QUAMBA_DEVICE void ld_chunk(const float* p, float (&v)[4]) {
+  asm volatile("ld.global.L1::no_allocate.v4.f32 {%0, %1, %2, %3}, [%4];"
+               : "=f"(v[0]), "=f"(v[1]), "=f"(v[2]), "=f"(v[3])
+               : "l"(p));
+}
+
+// h chunks stay packed until used (4 halves in two registers).
+template <typename T>
+struct RawChunk;
+template <>
+struct RawChunk<float> {
+  float w[4];
+};
+template <>
+struct RawChunk<__half> {
+  uint32_t w[2];
+};
+
+QUAMBA_DEVICE void ld_chunk(const float* p, RawChunk<float>& c) { ld_chunk(p, c.w); }
+QUAMBA_DEVICE void ld_chunk(const __half* p, RawChunk<__half>& c) {
+  asm volatile("ld.global.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(c.w[0]), "=r"(c.w[1]) : "l"(p));
+}
+
+QUAMBA_DEVICE void unpack(const RawChunk<float>& c, float (&v)[4]) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) v[j] = c.w[j];
+}
+QUAMBA_DEVICE void unpack(const RawChunk<__half>& c, float (&v)[4]) {
+#pragma unroll
+  for (int k = 0; k < 2; ++k) {
+    __half2 h2;
+    memcpy(&h2, &c.w[k], sizeof(h2));
+    const float2 f = __half22float2(h2);
+    v[2 * k] = f.x;
+    v[2 * k + 1] = f.y;
+  }
+}
+
+template <bool Stream>
+QUAMBA_DEVICE void st_chunk(float* p, const float (&v)[4]) {
+  if constexpr (Stream)
+    asm volatile("st.global.cs.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(p), "f"(v[0]), "f"(v[1]), "f"(v[2]), "f"(v[3]));
+  else
+    asm volatile("st.global.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(p), "f"(v[0]), "f"(v[1]), "f"(v[2]), "f"(v[3]));
+}
+
+template <bool Stream>
+QUAMBA_DEVICE void st_out(int8_t* p, const float (&v)[4], float inv_scale) {
+  uint32_t w = 0;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) w |= static_cast<uint32_t>(static_cast<uint8_t>(quantize_i8(v[j], inv_scale))) << (8 * j);
+  if constexpr (Stream) asm volatile("st.global.cs.b32 [%0], %1;" ::"l"(p), "r"(w));
+  else asm volatile("st.global.b32 [%0], %1;" ::"l"(p), "r"(w));
+}
+
+template <bool Stream>
+QUAMBA_DEVICE void st_out(__half* p, const float (&v)[4], float) {
+  uint32_t w[2];
+#pragma unroll
+  for (int k = 0; k < 2; ++k) {
+    const __half2 h2 = __floats2half2_rn(v[2 * k], v[2 * k + 1]);
+    memcpy(&w[k], &h2, sizeof(h2));
+  }
+  if constexpr (Stream) asm volatile("st.global.cs.v2.b32 [%0], {%1, %2};" ::"l"(p), "r"(w[0]), "r"(w[1]));
+  else asm volatile("st.global.v2.b32 [%0], {%1, %2};" ::"l"(p), "r"(w[0]), "r"(w[1]));
+}
+
+// One row's share of one thread: kMaxChunks residual chunks (fp32) and h chunks (packed).
+template <typename Traits, typename THidden>
+struct RowChunks {
+  float r[Traits::kMaxChunks][4];
+  RawChunk<THidden> h[Traits::kMaxChunks];
+};
+
+template <typename Traits, typename THidden, typename TOut>
+QUAMBA_DEVICE void load_row(const AddRmsNormParams<THidden, TOut>& p, int64_t row, int tid, int nchunks,
+                            RowChunks<Traits, THidden>& x) {
+  if (row >= p.M) return;
+  const float* res = p.residual + row * p.residual_stride;
+  const THidden* h = p.h ? p.h + row * p.h_stride : nullptr;
+#pragma unroll
+  for (int i = 0; i < Traits::kMaxChunks; ++i) {
+    const int chunk = tid + i * Traits::kRowThreads;
+    if (chunk < nchunks) {
+      ld_chunk(res + chunk * 4, x.r[i]);
+      if (h) ld_chunk(h + chunk * 4, x.h[i]);
+    }
+  }
+}
+
+template <typename Traits>
+QUAMBA_DEVICE void load_gamma(const float* gamma, int tid, int nchunks, float (&g)[Traits::kMaxChunks][4]) {
+#pragma unroll
+  for (int i = 0; i < Traits::kMaxChunks; ++i) {
+    const int chunk = tid + i * Traits::kRowThreads;
+    if (chunk < nchunks) {
+      const float4 v = __ldg(reinterpret_cast<const float4*>(gamma + chunk * 4));
+      g[i][0] = v.x;
+      g[i][1] = v.y;
+      g[i][2] = v.z;
+      g[i][3] = v.w;
+    }
+  }
+}
+
+// residual += h (stored), sum of squares, row reduction, out = q((r · rstd) · gamma). Every
+// thread of the CTA calls it (rows past M included) because of the barrier of multi-warp rows;
+// warp_ss is double-buffered by `parity` so that one barrier per row suffices in a row loop
+// (a warp writing slot parity of row k has passed the barrier of row k - 1, which every reader
+// of row k - 2's slot reached after reading it).
+template <typename Traits, typename THidden, typename TOut>
+QUAMBA_DEVICE void finish_row(const AddRmsNormParams<THidden, TOut>& p, int64_t row, int sub, int tid, int nchunks,
+                              RowChunks<Traits, THidden>& x, const float (&g)[Traits::kMaxChunks][4],
+                              float (*warp_ss)[Traits::kWarps], int parity) {
+  constexpr int kRT = Traits::kRowThreads;
+  const bool valid = row < p.M;
+  float ss = 0.f;
+  if (valid) {
+    float* res = p.residual + row * p.residual_stride;
+#pragma unroll
+    for (int i = 0; i < Traits::kMaxChunks; ++i) {
+      const int chunk = tid + i * kRT;
+      if (chunk < nchunks) {
+        if (p.h) {
+          float hv[4];
+          unpack(x.h[i], hv);
+#pragma unroll
+          for (int j = 0; j < 4; ++j) x.r[i][j] = __fadd_rn(x.r[i][j], hv[j]);
+          st_chunk<Traits::kStreamStores>(res + chunk * 4, x.r[i]);
+        }
+#pragma unroll
+        for (int j = 0; j < 4; ++j) ss = fmaf(x.r[i][j], x.r[i][j], ss);
+      }
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  if constexpr (Traits::kRowWarps > 1) {
+    if ((threadIdx.x & 31) == 0) warp_ss[parity][threadIdx.x >> 5] = ss;
+    __syncthreads();
+    ss = 0.f;
+#pragma unroll
+    for (int w = 0; w < Traits::kRowWarps; ++w) ss += warp_ss[parity][sub * Traits::kRowWarps + w];
+  }
+  if (!valid) return;
+  const float rstd = rsqrtf(ss / static_cast<float>(p.D) + p.eps);
+  TOut* out = p.out + row * p.out_stride;
+#pragma unroll
+  for (int i = 0; i < Traits::kMaxChunks; ++i) {
+    const int chunk = tid + i * kRT;
+    if (chunk < nchunks) {
+      float v[4];
+      // Same association as the reference: (r · rstd) · gamma.
+#pragma unroll
+      for (int j = 0; j < 4; ++j) v[j] = __fmul_rn(__fmul_rn(x.r[i][j], rstd), g[i][j]);
+      st_out<Traits::kStreamStores>(out + chunk * 4, v, p.inv_scale);
+    }
+  }
+}
+
+template <typename Traits, typename THidden, typename TOut>
+__global__ void __launch_bounds__(Traits::kThreads)
+    add_rmsnorm_rows_kernel(AddRmsNormParams<THidden, TOut> p) {
+  constexpr int kRT = Traits::kRowThreads;
+  constexpr int kRPB = Traits::kRowsPerBlock;
+  __shared__ float warp_ss[Traits::kRowWarps > 1 ? 2 : 1][Traits::kWarps];
+  const int sub = static_cast<int>(threadIdx.x) / kRT;
+  const int tid = static_cast<int>(threadIdx.x) % kRT;
+  const int nchunks = p.D / 4;
+  const int64_t block_row = static_cast<int64_t>(blockIdx.x) * kRPB;
+  int64_t row = block_row + sub;
+
+  // gamma is a weight: its loads go out before the dependency wait (launched with p.pdl, this
+  // CTA may be resident while the previous kernel drains; without it the wait is a no-op). The
+  // next kernel may launch as soon as every CTA of this one runs: its own wait keeps it behind
+  // this grid's completion.
+  float g[Traits::kMaxChunks][4];
+  load_gamma<Traits>(p.gamma, tid, nchunks, g);
+  grid_dependency_wait();
+  grid_dependents_launch();
+  // All of the row's loads before its first store.
+  RowChunks<Traits, THidden> cur;
+  load_row<Traits>(p, row, tid, nchunks, cur);
+  if constexpr (!Traits::kPersistent) {
+    finish_row<Traits>(p, row, sub, tid, nchunks, cur, g, warp_ss, 0);
+  } else {
+    // The loop bound depends only on the CTA, so every thread runs the same number of rows and
+    // meets every barrier of finish_row.
+    const int64_t stride = static_cast<int64_t>(gridDim.x) * kRPB;
+    int parity = 0;
+    for (int64_t base = block_row; base < p.M; base += stride) {
+      RowChunks<Traits, THidden> nxt;
+      // Next row's loads go out before this row's first store (see ld_chunk), so a row group
+      // always has a row in flight while it reduces and writes the previous one.
+      load_row<Traits>(p, row + stride, tid, nchunks, nxt);
+      finish_row<Traits>(p, row, sub, tid, nchunks, cur, g, warp_ss, parity);
+      cur = nxt;
+      row += stride;
+      parity ^= 1;
+    }
+  }
+}
+
 }  // namespace detail
 
 template <typename THidden, typename TOut>
@@ -235,9 +501,20 @@ Status run_with(const AddRmsNormParams<THidden, TOut>& p, cudaStream_t stream) {
   if (Traits::kVec > 1 && !detail::vec4_ok(p)) return Status::kErrorMisaligned;
   if (p.D % Traits::kVec != 0 || p.D > Traits::kMaxD) return Status::kErrorNotSupported;
   if (p.M == 0) return Status::kSuccess;
-  const int64_t blocks = (p.M + Traits::kRowsPerBlock - 1) / Traits::kRowsPerBlock;
-  detail::add_rmsnorm_kernel<Traits, THidden, TOut>
-      <<<static_cast<unsigned>(blocks), Traits::kThreads, 0, stream>>>(p);
+  int64_t blocks = (p.M + Traits::kRowsPerBlock - 1) / Traits::kRowsPerBlock;
+  if constexpr (detail::is_hoisted<Traits>()) {
+    auto kernel = detail::add_rmsnorm_rows_kernel<Traits, THidden, TOut>;
+    if constexpr (Traits::kPersistent) {
+      static ResidentCache residency_cache;
+      Residency r;
+      QUAMBA_RETURN_IF_ERROR(residency_cache.get(kernel, Traits::kThreads, 0, &r));
+      blocks = blocks < r.total() ? blocks : r.total();
+    }
+    return launch_kernel(kernel, dim3(static_cast<unsigned>(blocks)), dim3(Traits::kThreads), 0, stream, p.pdl, p);
+  } else {
+    detail::add_rmsnorm_kernel<Traits, THidden, TOut>
+        <<<static_cast<unsigned>(blocks), Traits::kThreads, 0, stream>>>(p);
+  }
   return last_launch_status();
 }
 
@@ -245,22 +522,25 @@ template <typename THidden, typename TOut>
 Status run(const AddRmsNormParams<THidden, TOut>& p, void* /*workspace*/, cudaStream_t stream) {
   QUAMBA_RETURN_IF_ERROR(can_implement(p));
   if (!detail::vec4_ok(p)) return run_with<AddRmsNormTraitsScalar>(p, stream);
-  // H100 (bench_norm, copy 3.00 TB/s; h fp16, int8 out; previous kernel = 256-thread CTA per row):
-  //   D=768  M=2048: Row768 9.26 µs (62% of copy), WarpRow768 10.4, Row2560 9.67, previous 10.9
-  //   D=768  M=8192: Row768 27.8 (83%), WarpRow768 27.9, previous 31.5 (73%)
-  //   D=2560 M=2048: Row2560 24.0 (80%), Row2560x2 24.7, Row4096 25.0, previous 26.3 (73%)
-  //   D=2560 M=8192: Row2560 82.9 (93%), Row2560x2 84.9, previous 85.5 (90%)
-  //   M=1 (CUDA graph): Row4096 1.68 / 2.74 µs (D=768 / 2560), Row768 2.52, Row2560 3.71,
-  //                     previous 2.41 / 4.16
-  // A few rows are latency-bound: the widest row group (most threads per row, fewest chunks per
-  // thread) finishes first. Many rows are bandwidth-bound: 3..5 chunks per thread with as few
-  // threads per row as that allows (more rows, and so more requests, per CTA).
-  if (p.M <= 64 && p.D <= AddRmsNormTraitsRow4096::kMaxD) return run_with<AddRmsNormTraitsRow4096>(p, stream);
-  if (p.D <= AddRmsNormTraitsRow768::kMaxD) return run_with<AddRmsNormTraitsRow768>(p, stream);
-  if (p.D <= AddRmsNormTraitsRow1024::kMaxD) return run_with<AddRmsNormTraitsRow1024>(p, stream);
-  if (p.D <= AddRmsNormTraitsRow2048::kMaxD) return run_with<AddRmsNormTraitsRow2048>(p, stream);
-  if (p.D <= AddRmsNormTraitsRow2560::kMaxD) return run_with<AddRmsNormTraitsRow2560>(p, stream);
-  if (p.D <= AddRmsNormTraitsRow4096::kMaxD) return run_with<AddRmsNormTraitsRow4096>(p, stream);
+  // H100, add_rmsnorm_kernel (chunk loads serialized behind the residual stores; bench_norm,
+  // copy 3.00 TB/s; h fp16, int8 out):
+  //   D=768  M=2048: Row768 8.9-9.3 µs (62-65% of copy), WarpRow768 10.4
+  //   D=768  M=8192: Row768 25.9-27.8 (83-89%), WarpRow768 27.9
+  //   D=2560 M=2048: Row2560 23.8-24.0 (80%); D=2560 M=8192: Row2560 82.9 (93%)
+  //   M=1 (CUDA graph): Row4096 1.68 / 2.74 µs (D=768 / 2560)
+  // The hoisted-load kernel issues a row's loads at once (one DRAM round trip per row instead
+  // of one per chunk), so its row groups are chosen for rows per CTA, not for latency per
+  // chunk: a warp per row up to D = 768 (no barrier, 8 rows per CTA, M = 2048 fits one wave),
+  // whole-row CTAs of 3..5 chunks per thread above. A few rows are latency-bound: the widest row
+  // group (fewest chunks per thread) finishes first.
+  // Not yet measured on a GPU: D=768 M=2048 is expected at ~7 µs (one wave of 256 CTAs, ~74 KB
+  // of loads per SM issued at launch; left: launch, first-byte latency, 17.3 MB at ~3 TB/s).
+  if (p.M <= 64 && p.D <= AddRmsNormRowTraitsRow4096H::kMaxD) return run_with<AddRmsNormRowTraitsRow4096H>(p, stream);
+  if (p.D <= AddRmsNormRowTraitsWarp768::kMaxD) return run_with<AddRmsNormRowTraitsWarp768>(p, stream);
+  if (p.D <= AddRmsNormRowTraitsRow1024H::kMaxD) return run_with<AddRmsNormRowTraitsRow1024H>(p, stream);
+  if (p.D <= AddRmsNormRowTraitsRow2048H::kMaxD) return run_with<AddRmsNormRowTraitsRow2048H>(p, stream);
+  if (p.D <= AddRmsNormRowTraitsRow2560H::kMaxD) return run_with<AddRmsNormRowTraitsRow2560H>(p, stream);
+  if (p.D <= AddRmsNormRowTraitsRow4096H::kMaxD) return run_with<AddRmsNormRowTraitsRow4096H>(p, stream);
   return run_with<AddRmsNormTraitsVec4>(p, stream);
 }
 
