@@ -8,7 +8,9 @@
 // memset's dirty lines would inflate a few-µs launch) and times back-to-back launches over
 // > 2× L2 of rotating sets, which is what a decode step sees. The label is the Traits name of
 // the variant run() picked. Each configuration is checked once against the dense reference (a
-// sample of rows and columns) before it is timed. *_staged*: the staged kernel (run_staged())
+// sample of rows and columns) before it is timed. run() takes the streamed kernel at n = 3072 /
+// 5120 (fp16 in); *_generic: the generic kernel (run_generic(), run()'s choice before), *_streamed*:
+// the streamed kernel (run_streamed()) and its ring-depth / split / grid variants. *_staged*: the staged kernel (run_staged())
 // and its block-shape variants, *_pipelined*: the pipelined kernel (run_pipelined()) and its
 // ring-depth / occupancy variants, for a same-run comparison with run()'s generic kernel.
 #include <benchmark/benchmark.h>
@@ -68,10 +70,31 @@ bool verify(const std::vector<float>& x0, const std::vector<typename DevOf<OutT>
 // n = 5120 kernel with a 3-slot ring; 24: the pipelined n = 5120 kernel, 2 slots, minimum 4
 // blocks per SM (more registers allowed); 30: run_pipelined_mma() (the tensor-core pipelined
 // kernel, n = 3072 / 5120 / 7168); 33: the tensor-core n = 5120 kernel with a 3-slot ring.
+// 40 / 41: run_streamed() split 1 / 2 (the streamed kernel, n = 3072 / 5120); 42: streamed
+// n = 5120, 2-slot ring, 8 blocks per SM (register-bound); 43: streamed n = 5120, 4-slot ring
+// (5 blocks per SM); 44: streamed n = 5120 with one row per block (no persistent loop: the block
+// scheduler balances the tail); 45: streamed n = 5120 split 2 with a 2-slot ring (7 blocks per
+// SM); 50: run_generic() (the generic kernel, run()'s choice before the streamed variant).
 template <typename OutT, int kVariant>
 quamba::Status launch_variant(const qh::HadamardParams<__half, OutT>& p) {
   if constexpr (kVariant == 0) {
     return qh::run(p);
+  } else if constexpr (kVariant == 40 || kVariant == 41) {
+    return qh::run_streamed(p, nullptr, nullptr, kVariant == 40 ? 1 : 2);
+  } else if constexpr (kVariant == 42) {
+    QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
+    return qh::launch_streamed<OutT, 20, 2, 1, 8>(p, nullptr);
+  } else if constexpr (kVariant == 43) {
+    QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
+    return qh::launch_streamed<OutT, 20, 4, 1>(p, nullptr);
+  } else if constexpr (kVariant == 44) {
+    QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
+    return qh::launch_streamed<OutT, 20, qh::kStreamedDefaultStages, 1, 0, /*kPersistent=*/false>(p, nullptr);
+  } else if constexpr (kVariant == 45) {
+    QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
+    return qh::launch_streamed<OutT, 20, 2, 2>(p, nullptr);
+  } else if constexpr (kVariant == 50) {
+    return qh::run_generic(p);
   } else if constexpr (kVariant == 20) {
     return qh::run_pipelined(p);
   } else if constexpr (kVariant == 30) {
@@ -97,9 +120,21 @@ quamba::Status launch_variant(const qh::HadamardParams<__half, OutT>& p) {
 }
 
 template <typename OutT, int kVariant>
-std::string variant_label(int64_t n) {
+std::string variant_label(int64_t n, int64_t M) {
   if constexpr (kVariant == 0) {
-    return qh::variant_name<__half, OutT>(n);
+    return qh::variant_name<__half, OutT>(n, false, M);
+  } else if constexpr (kVariant == 40 || kVariant == 41) {
+    return qh::streamed_variant_name<__half, OutT>(n, kVariant == 40 ? 1 : 2);
+  } else if constexpr (kVariant == 42) {
+    return qh::HadamardStreamedTraits<OutT, 20, 2, 1, 8>::name();
+  } else if constexpr (kVariant == 43) {
+    return qh::HadamardStreamedTraits<OutT, 20, 4, 1>::name();
+  } else if constexpr (kVariant == 44) {
+    return qh::HadamardStreamedTraits<OutT, 20>::name() + "_onerow";
+  } else if constexpr (kVariant == 45) {
+    return qh::HadamardStreamedTraits<OutT, 20, 2, 2>::name();
+  } else if constexpr (kVariant == 50) {
+    return qh::generic_name<__half, OutT>(n);
   } else if constexpr (kVariant == 20) {
     return qh::pipelined_variant_name<__half, OutT>(n);
   } else if constexpr (kVariant == 30) {
@@ -169,7 +204,7 @@ void BM_Hadamard(benchmark::State& state) {
   // thousands of sets are walked across batches by a running counter (time_gpu reports the
   // per-launch time, which Google Benchmark's min_time counts per iteration).
   const int inner = std::min(sets, 64);
-  state.SetLabel(variant_label<OutT, kVariant>(n) + " sets=" + std::to_string(sets) + (flush ? "" : " noflush"));
+  state.SetLabel(variant_label<OutT, kVariant>(n, M) + " sets=" + std::to_string(sets) + (flush ? "" : " noflush"));
   int64_t next = 0;
   quamba::bench::time_gpu(
       state,
@@ -219,6 +254,15 @@ BENCHMARK_TEMPLATE(BM_Hadamard, __half, 20)->Name("Hadamard_f16_to_f16_pipelined
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 30)->Name("Hadamard_f16_to_i8_pipelined_mma")->Apply(sizes_mma);
 BENCHMARK_TEMPLATE(BM_Hadamard, __half, 30)->Name("Hadamard_f16_to_f16_pipelined_mma")->Apply(sizes_mma);
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 33)->Name("Hadamard_f16_to_i8_pipelined_mma_stages3")->Apply(sizes_5120);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 50)->Name("Hadamard_f16_to_i8_generic")->Apply(sizes_mma);
+BENCHMARK_TEMPLATE(BM_Hadamard, __half, 50)->Name("Hadamard_f16_to_f16_generic")->Apply(sizes_5120);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 40)->Name("Hadamard_f16_to_i8_streamed")->Apply(sizes_mma);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 41)->Name("Hadamard_f16_to_i8_streamed_split2")->Apply(sizes_mma);
+BENCHMARK_TEMPLATE(BM_Hadamard, __half, 40)->Name("Hadamard_f16_to_f16_streamed")->Apply(sizes_5120);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 42)->Name("Hadamard_f16_to_i8_streamed_stages2")->Apply(sizes_5120);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 43)->Name("Hadamard_f16_to_i8_streamed_stages4")->Apply(sizes_5120);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 44)->Name("Hadamard_f16_to_i8_streamed_onerow")->Apply(sizes_5120);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 45)->Name("Hadamard_f16_to_i8_streamed_split2_stages2")->Apply(sizes_5120);
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 23)->Name("Hadamard_f16_to_i8_pipelined_stages3")->Apply(sizes_5120);
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 24)->Name("Hadamard_f16_to_i8_pipelined_minblocks4")->Apply(sizes_5120);
 

@@ -2,7 +2,7 @@
 // reference (quamba/reference/hadamard.hpp).
 //
 // Every size class 2^k (k = 0..15), 12·2^k, 20·2^k, 28·2^k up to 32768; M ∈ {1, 3, 17, 64};
-// compact and strided rows; all four variants; poisoned outputs (every in-row element written,
+// compact and strided rows; every variant; poisoned outputs (every in-row element written,
 // every padding element untouched). The reference is O(n²) per row, so big shapes are checked on
 // a sample of rows and output columns (the sample always includes the first and last row and
 // the first and last columns of each 2^k block boundary region).
@@ -281,6 +281,81 @@ TEST(HadamardValidate, PipelinedMmaSizes) {
   EXPECT_EQ(qh::run_pipelined_mma(q), Status::kSuccess);
 }
 
+// The streamed variant: fp16 inputs, int8 / fp16 outputs, n ∈ {3072, 5120}; everything else
+// returns kErrorNotSupported (or kErrorInvalidArgument for a bad split) before any launch.
+TEST(HadamardValidate, StreamedSizes) {
+  EXPECT_TRUE(qh::streamed_supported(20, 8, 2));
+  EXPECT_TRUE(qh::streamed_supported(12, 8, 2));
+  EXPECT_FALSE(qh::streamed_supported(28, 8, 2));
+  EXPECT_FALSE(qh::streamed_supported(12, 7, 2));  // 1536
+  EXPECT_FALSE(qh::streamed_supported(1, 8, 2));
+  EXPECT_FALSE(qh::streamed_supported(20, 8, 4));
+  EXPECT_TRUE((qh::streamed_default<__half, int8_t>(20, 8)));
+  EXPECT_TRUE((qh::streamed_default<__half, __half>(12, 8)));
+  EXPECT_FALSE((qh::streamed_default<float, int8_t>(20, 8)));
+  EXPECT_FALSE((qh::streamed_default<float, float>(20, 8)));
+  using Tr = qh::HadamardStreamedTraits<int8_t, 20>;
+  using Tr2 = qh::HadamardStreamedTraits<int8_t, 20, 3, 2>;
+  using TrH = qh::HadamardStreamedTraits<__half, 20>;
+  EXPECT_EQ(Tr::kThreads, 64);
+  EXPECT_EQ(Tr::kSmemBytes, 3u * 10240u);
+  EXPECT_EQ(Tr::kMinBlocks, 7);  // smem-bound: 7 × (30 + 1) KiB ≤ 227 KiB
+  EXPECT_EQ(Tr::kStoreBytes, 4);
+  EXPECT_EQ(Tr2::kThreads, 128);
+  EXPECT_EQ(Tr2::kSmemBytes, 3u * 10240u + 10240u);
+  EXPECT_EQ(Tr2::kStoreBytes, 2);
+  EXPECT_EQ(TrH::kStoreBytes, 4);
+  EXPECT_FALSE((qh::streamed_variant_name<__half, int8_t>(5120).empty()));
+  EXPECT_FALSE((qh::streamed_variant_name<__half, __half>(3072, 2).empty()));
+  EXPECT_TRUE((qh::streamed_variant_name<__half, int8_t>(1536).empty()));
+  EXPECT_TRUE((qh::streamed_variant_name<float, int8_t>(5120).empty()));
+  EXPECT_EQ((qh::variant_name<__half, int8_t>(5120, false, 2048)), Tr::name());
+  EXPECT_EQ((qh::variant_name<__half, int8_t>(5120, false, 1)), Tr2::name());
+  EXPECT_EQ((qh::variant_name<__half, int8_t>(1536)), (qh::generic_name<__half, int8_t>(1536)));
+  EXPECT_EQ((qh::variant_name<float, int8_t>(5120)), (qh::generic_name<float, int8_t>(5120)));
+
+  alignas(16) static __half hin[64];
+  alignas(16) static float fin[64];
+  alignas(16) static int8_t qout[64];
+  HadamardParams<__half, int8_t> p = one_row_params(hin, qout);
+  for (int64_t n : {1, 16, 256, 512, 1024, 2048, 4096, 32768, 12, 768, 1536, 6144, 20, 2560, 10240, 28, 3584, 7168,
+                    14336}) {
+    p.n = n;
+    ASSERT_EQ(qh::can_implement(p), Status::kSuccess) << "n=" << n;
+    EXPECT_EQ(qh::run_streamed(p), Status::kErrorNotSupported) << "n=" << n;
+    EXPECT_EQ(qh::run_streamed(p, nullptr, nullptr, 2), Status::kErrorNotSupported) << "n=" << n;
+  }
+  for (int64_t n : {0, 3, 36, 5000, 65536}) {
+    p.n = n;
+    EXPECT_EQ(qh::run_streamed(p), Status::kErrorNotSupported) << "n=" << n;
+  }
+  HadamardParams<float, int8_t> f = one_row_params(fin, qout);
+  f.n = 5120;
+  ASSERT_EQ(qh::can_implement(f), Status::kSuccess);
+  EXPECT_EQ(qh::run_streamed(f), Status::kErrorNotSupported);
+  p.n = 5120;
+  EXPECT_EQ(qh::run_streamed(p, nullptr, nullptr, 3), Status::kErrorInvalidArgument);
+  EXPECT_EQ(qh::run_streamed(p, nullptr, nullptr, 0), Status::kErrorInvalidArgument);
+  auto q = p;
+  q.out = nullptr;
+  EXPECT_EQ(qh::run_streamed(q), Status::kErrorInvalidArgument);
+  EXPECT_EQ(qh::run(q), Status::kErrorInvalidArgument);
+  q = p;
+  q.rows = 2;
+  q.x_row_stride = 5124;  // not a multiple of 16 bytes
+  q.out_row_stride = 5120;
+  EXPECT_EQ(qh::run_streamed(q), Status::kErrorMisaligned);
+  EXPECT_EQ(qh::run(q), Status::kErrorMisaligned);
+  q = p;
+  q.x = hin + 4;  // 8-byte aligned only
+  EXPECT_EQ(qh::run_streamed(q, nullptr, nullptr, 2), Status::kErrorMisaligned);
+  q = p;
+  q.rows = 0;
+  EXPECT_EQ(qh::run_streamed(q), Status::kSuccess);
+  EXPECT_EQ(qh::run_streamed(q, nullptr, nullptr, 2), Status::kSuccess);
+  EXPECT_EQ(qh::run(q), Status::kSuccess);
+}
+
 TEST(HadamardValidate, BadArguments) {
   alignas(16) static __half hin[256];
   alignas(16) static int8_t qout[256];
@@ -416,25 +491,68 @@ std::vector<double> sampled_sums(const std::vector<float>& x, int64_t n, const S
   return acc;
 }
 
+// One output row of two kernels: int8 within one step (at most 2e-3 of the row off by one:
+// each kernel is within 1e-3 of the reference), fp16 within kTolF16.
+::testing::AssertionResult rows_agree(const int8_t* a, const int8_t* b, int64_t n, const std::string& what) {
+  return quamba::test::int8_close(a, b, size_t(n), what, 2e-3);
+}
+::testing::AssertionResult rows_agree(const uint16_t* a, const uint16_t* b, int64_t n, const std::string& what) {
+  std::vector<float> fa(static_cast<size_t>(n)), fb(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    fa[size_t(i)] = quamba::half_bits_to_float(a[i]);
+    fb[size_t(i)] = quamba::half_bits_to_float(b[i]);
+  }
+  return quamba::test::all_close(fa, fb, quamba::test::kTolF16, what);
+}
+::testing::AssertionResult rows_agree(const float* a, const float* b, int64_t n, const std::string& what) {
+  return quamba::test::all_close(a, b, size_t(n), quamba::test::kTolF32Reorder, what);
+}
+
+// Launches one variant: 0 = run(), 1 = run_staged(), 2 = run_pipelined(), 3 = run_pipelined_mma(),
+// 4 / 5 = run_streamed() with split 1 / 2, 6 = run_generic().
 template <typename InT, typename OutT>
-// variant: 0 = run() (generic), 1 = run_staged(), 2 = run_pipelined(), 3 = run_pipelined_mma().
+Status run_variant(const HadamardParams<InT, OutT>& p, int variant) {
+  switch (variant) {
+    case 1: return qh::run_staged(p);
+    case 2: return qh::run_pipelined(p);
+    case 3: return qh::run_pipelined_mma(p);
+    case 4: return qh::run_streamed(p, nullptr, nullptr, 1);
+    case 5: return qh::run_streamed(p, nullptr, nullptr, 2);
+    case 6: return qh::run_generic(p);
+    default: return qh::run(p);
+  }
+}
+
+const char* variant_tag(int variant) {
+  switch (variant) {
+    case 1: return " run_staged";
+    case 2: return " run_pipelined";
+    case 3: return " run_pipelined_mma";
+    case 4: return " run_streamed(split 1)";
+    case 5: return " run_streamed(split 2)";
+    case 6: return " run_generic";
+    default: return "";
+  }
+}
+
+template <typename InT, typename OutT>
+// variant: see run_variant(). Variants 4 and 5 are also compared on EVERY element of every row
+// with run_generic() (the reference itself is sampled for big shapes, and a ring-slot mix-up of
+// a persistent kernel would show only in unsampled rows).
 void sweep_one(int64_t n, int64_t M, bool strided, uint64_t salt, int64_t out_pad = 3, int variant = 0) {
   using DIn = typename DevOf<InT>::type;
   using DOut = typename DevOf<OutT>::type;
   constexpr bool kInt8 = std::is_same_v<OutT, int8_t>;
   const std::string what = std::string("n=") + std::to_string(n) + " M=" + std::to_string(M) +
                            (strided ? " strided+" + std::to_string(out_pad) : std::string(" compact")) +
-                           (variant == 1   ? " run_staged"
-                            : variant == 2 ? " run_pipelined"
-                            : variant == 3 ? " run_pipelined_mma"
-                                           : "");
+                           variant_tag(variant);
   SCOPED_TRACE(what);
   auto rng = quamba::test::make_rng(salt);
   const int64_t xs = strided ? n + 8 : n;   // keeps the 16-byte input rule
   const int64_t os = strided ? n + out_pad : n;  // outputs only need natural alignment
   // Inputs: normal(0, 1); fp16 inputs are rounded first and the reference sees the rounded values.
   std::vector<float> xf = quamba::test::random_normal(size_t(M * n), rng);
-  if (variant == 3 && M >= 2) {
+  if ((variant == 3 || variant == 4 || variant == 5) && M >= 2) {
     // One 16-element run of ±30000 (exact in fp16) in row 1 and the last row: the first-stage
     // sums of the tensor-core variant reach 16·30000 unless the 1/16 keeps them in fp16 range.
     for (int64_t j = 0; j < 16; ++j) {
@@ -480,10 +598,7 @@ void sweep_one(int64_t n, int64_t M, bool strided, uint64_t salt, int64_t out_pa
   const int poison[2] = {0x5A, 0xA5};
   for (int rep = 0; rep < 2; ++rep) {
     dout.poison(poison[rep]);
-    const Status st = variant == 1   ? qh::run_staged(p)
-                      : variant == 2 ? qh::run_pipelined(p)
-                      : variant == 3 ? qh::run_pipelined_mma(p)
-                                     : qh::run(p);
+    const Status st = run_variant(p, variant);
     ASSERT_EQ(st, Status::kSuccess);
     QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
     got[rep] = dout.download();
@@ -501,6 +616,21 @@ void sweep_one(int64_t n, int64_t M, bool strided, uint64_t salt, int64_t out_pa
           << "element not written (or nondeterministic) at row " << r << " col " << j;
       if constexpr (!kInt8) ASSERT_TRUE(std::isfinite(to_f(got[0][o]))) << "row " << r << " col " << j;
     }
+
+  if (variant == 4 || variant == 5) {
+    // Every element against the generic kernel (itself checked against the reference).
+    quamba::test::DeviceBuffer<DOut> dgen(size_t(M * os));
+    dgen.poison(0x33);
+    auto pg = p;
+    pg.out = reinterpret_cast<OutT*>(dgen.get());
+    ASSERT_EQ(qh::run_generic(pg), Status::kSuccess);
+    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+    const auto gen = dgen.download();
+    for (int64_t r = 0; r < M; ++r) {
+      ASSERT_TRUE(rows_agree(got[0].data() + r * os, gen.data() + r * os, n,
+                             what + " vs run_generic, row " + std::to_string(r)));
+    }
+  }
 
   // Against the reference.
   const Sample s = make_sample(M, n, salt ^ 0x5151);
@@ -699,6 +829,72 @@ TEST(HadamardSweep, PipelinedMmaVariant) {
     sweep_one<__half, __half>(n, 151, /*strided=*/false, ++s, 3, 3);
     if (HasFatalFailure()) return;
   }
+}
+
+// The streamed variant (run_streamed(), run()'s default at fp16 n = 3072 / 5120) with both
+// splits: one row, two rows, odd row counts, tails of the persistent grid (rows not a multiple
+// of the resident block count; 4099 rows make every block walk 4 or more rows through its
+// 3-slot ring, wrapping it), unaligned outputs (n + 3: element stores),
+// aligned strided outputs (vector stores), strided inputs, compact rows, int8 and fp16 outputs.
+// Every element of every row is also compared with run_generic(); rows 1 and M − 1 carry the
+// ±30000 runs of sweep_one.
+TEST(HadamardSweep, StreamedVariant) {
+  QUAMBA_REQUIRE_GPU();
+  uint64_t s = 1300;
+  for (int64_t n : {5120, 3072})
+    for (int variant : {4, 5}) {
+      sweep_one<__half, int8_t>(n, 1, /*strided=*/false, ++s, 3, variant);
+      sweep_one<__half, int8_t>(n, 2, /*strided=*/true, ++s, /*out_pad=*/4, variant);
+      sweep_one<__half, int8_t>(n, 3, /*strided=*/true, ++s, /*out_pad=*/3, variant);
+      sweep_one<__half, int8_t>(n, 17, /*strided=*/true, ++s, /*out_pad=*/3, variant);
+      sweep_one<__half, int8_t>(n, 129, /*strided=*/false, ++s, 3, variant);
+      sweep_one<__half, int8_t>(n, 1134, /*strided=*/true, ++s, /*out_pad=*/16, variant);
+      sweep_one<__half, int8_t>(n, 4099, /*strided=*/true, ++s, /*out_pad=*/16, variant);
+      sweep_one<__half, int8_t>(n, 2049, /*strided=*/true, ++s, /*out_pad=*/3, variant);
+      sweep_one<__half, __half>(n, 1, /*strided=*/false, ++s, 3, variant);
+      sweep_one<__half, __half>(n, 3, /*strided=*/true, ++s, /*out_pad=*/3, variant);
+      sweep_one<__half, __half>(n, 151, /*strided=*/false, ++s, 3, variant);
+      sweep_one<__half, __half>(n, 301, /*strided=*/true, ++s, /*out_pad=*/8, variant);
+      if (HasFatalFailure()) return;
+    }
+}
+
+// The generic kernel at the sizes where run() now takes the streamed variant (run_generic()).
+TEST(HadamardSweep, GenericAtStreamedSizes) {
+  QUAMBA_REQUIRE_GPU();
+  uint64_t s = 1400;
+  for (int64_t n : {5120, 3072}) {
+    sweep_one<__half, int8_t>(n, 1, /*strided=*/false, ++s, 3, 6);
+    sweep_one<__half, int8_t>(n, 17, /*strided=*/true, ++s, 3, 6);
+    sweep_one<__half, int8_t>(n, 1134, /*strided=*/true, ++s, /*out_pad=*/16, 6);
+    sweep_one<__half, __half>(n, 64, /*strided=*/true, ++s, /*out_pad=*/8, 6);
+    if (HasFatalFailure()) return;
+  }
+}
+
+// The streamed variant in place (fp16 → fp16, equal strides, both splits, strided rows): the
+// same bytes as out of place.
+TEST(HadamardSweep, StreamedInPlace) {
+  QUAMBA_REQUIRE_GPU();
+  for (int64_t n : {5120, 3072})
+    for (int split : {1, 2}) {
+      SCOPED_TRACE("run_streamed in place n=" + std::to_string(n) + " split=" + std::to_string(split));
+      auto rng = quamba::test::make_rng(1500 + uint64_t(n) + uint64_t(split));
+      const int64_t M = 3001, ld = n + 8;
+      auto xf = quamba::test::random_normal(size_t(M * ld), rng);
+      std::vector<uint16_t> x(xf.size());
+      for (size_t i = 0; i < x.size(); ++i) x[i] = quamba::float_to_half_bits(xf[i]);
+      quamba::test::DeviceBuffer<uint16_t> a(x), b(x), c(x);
+      HadamardParams<__half, __half> p;
+      p.n = n; p.rows = M; p.x_row_stride = p.out_row_stride = ld; p.scale = qh::orthonormal_scale(n);
+      p.x = reinterpret_cast<const __half*>(a.get()); p.out = reinterpret_cast<__half*>(c.get());
+      ASSERT_EQ(qh::run_streamed(p, nullptr, nullptr, split), Status::kSuccess);
+      p.x = reinterpret_cast<const __half*>(b.get()); p.out = reinterpret_cast<__half*>(b.get());
+      ASSERT_EQ(qh::run_streamed(p, nullptr, nullptr, split), Status::kSuccess);
+      QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+      const auto oc = c.download(), ob = b.download();
+      EXPECT_TRUE(quamba::test::all_equal(ob.data(), oc.data(), ob.size(), "in place"));
+    }
 }
 
 // The same rows through run() (generic kernel), for the aligned strided outputs and many rows.

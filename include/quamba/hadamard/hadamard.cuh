@@ -362,6 +362,84 @@ struct HadamardPipelinedMmaTraits {
   }
 };
 
+
+// Streamed variant (run_streamed(); run() picks it for fp16 inputs at n = 3072 and 5120, numbers
+// at run()): fp16 inputs, n = m·256 with m ∈ {12, 20}. Why another kernel: the tensor-core
+// variant still spends a third of its instructions moving the 256-point result through an fp32
+// work row (20 KiB written and read back per row, a second barrier) and keeps its ring two rows
+// deep with 4 warps per row. Here a WARP PAIR owns a row and nothing but the raw input touches
+// shared memory:
+//   index map  element i_p of a 256-element sub-block is X[a][b] (a, b ∈ [0, 16)) with
+//              i_p = 128·b3 + 4·(4·(a & 7) + ((b >> 1) & 3)) + 2·a3 + b0. Sylvester's H_256 is
+//              invariant under a common permutation of index bits, so H_256 = H_16(a) ⊗ H_16(b)
+//              under this map too. It is chosen so that the mma.m16n8k16 A fragment of lane
+//              (g, q) = lane is two 8-byte runs (i_p = 4·lane + 0..3 and 128 + 4·lane + 0..3):
+//              plain ld.shared.v2 (a warp reads 256 contiguous bytes: no conflicts, no swizzle,
+//              no ldmatrix), and the stage-2 accumulator of n-tile j holds the outputs
+//              i_p = 128·j + 4·lane + 0..3: 4 contiguous outputs per lane per sub-block.
+//   step A     warp j (n-tile j) of the pair runs, for every sub-block, T = X·(H_16/16) (one mma)
+//              and Z = H_16·T (T split into fp16 hi + lo, movmatrix.trans, two mmas), the same
+//              arithmetic as the tensor-core pipelined variant, and keeps Z in registers: m·4
+//              floats per lane, the SAME 4 positions in every sub-block.
+//   mix        so H_m mixes registers: per position the lane holds all m values; mix_scaled
+//              (Paley I) applies H_m and the scale, and a lane stores 4 contiguous outputs per
+//              sub-block (int8: one 4-byte store; a warp store covers 128 contiguous bytes).
+// kSplit = 2 (4 warps per row: for small row counts, where a row's latency is the time): warp
+// (j, h) does sub-blocks [h·m/2, (h+1)·m/2), swaps the other half of its positions with warp
+// (j, 1 − h) through shared memory (m·1 KiB: a float2 per lane per sub-block, no conflicts) and
+// mixes 2 positions.
+// Rows stream through a kStages-slot cp.async ring per block (persistent grid; one barrier per
+// row with kSplit = 1: it both publishes the arrived row and frees the slot read one row earlier,
+// which is refilled at once, kStages − 1 rows ahead).
+QUAMBA_HD constexpr bool streamed_supported(int m, int log_p, int in_bytes) {
+  return in_bytes == 2 && log_p == 8 && (m == 12 || m == 20);
+}
+inline constexpr int kStreamedDefaultStages = 3;
+
+template <typename OutT, int kM_, int kStages_ = kStreamedDefaultStages, int kSplit_ = 1, int kMinBlocks_ = 0>
+struct HadamardStreamedTraits {
+  static_assert(std::is_same_v<OutT, int8_t> || std::is_same_v<OutT, __half>, "outputs: int8 or fp16");
+  static constexpr int kM = kM_;
+  static constexpr int kLogP = 8;
+  static constexpr int kP = 256;
+  static constexpr int kN = kM * kP;
+  static constexpr int kStages = kStages_;
+  static constexpr int kSplit = kSplit_;
+  static_assert(streamed_supported(kM, kLogP, 2), "streamed variant: m in {12, 20}, 2^k = 256");
+  static_assert(kStages >= 2, "the ring refills the slot read one row earlier: at least 2 slots");
+  static_assert(kSplit == 1 || kSplit == 2, "1 or 2 warps per n-tile");
+  static_assert(kM % kSplit == 0, "sub-blocks split evenly");
+  static constexpr int kWarps = 2 * kSplit;
+  static constexpr int kThreads = 32 * kWarps;
+  static constexpr int kTiles = kM / kSplit;    // sub-blocks per warp in step A
+  static constexpr int kPos = 4 / kSplit;       // positions per lane and sub-block in the mix
+  // Outputs per vector store: int8 all kPos (4 or 2 bytes), fp16 2 (4 bytes, stored as soon as
+  // a pair is mixed so fewer packed registers stay live).
+  static constexpr int kStoreVec = std::is_same_v<OutT, int8_t> ? kPos : 2;
+  static constexpr int kStoreBytes = kStoreVec * static_cast<int>(sizeof(OutT));
+  static constexpr int kRowBytes = kN * 2;
+  static constexpr int kChunksPerRow = kRowBytes / 16;
+  static constexpr size_t kRingBytes = static_cast<size_t>(kStages) * kRowBytes;
+  static constexpr size_t kXchBytes = kSplit == 2 ? static_cast<size_t>(kWarps) * kTiles * 32 * 8 : 0;
+  static constexpr size_t kSmemBytes = kRingBytes + kXchBytes;
+  // Registers per thread under which ptxas (CUDA 13, sm_90a and sm_80) starts to spill: the
+  // m·4 / kSplit Z values plus the mix's temporaries. m = 20: 128 with kSplit = 1 (8 blocks of
+  // 64 threads fill the register file; a 112 cap spills 192 bytes), 92 with kSplit = 2; m = 12:
+  // 92 / 80. The resident block count asked of ptxas is the smaller of this and the smem bound.
+  static constexpr int kRegEstimate = kSplit == 1 ? (kM == 20 ? 128 : 96) : (kM == 20 ? 96 : 80);
+  static constexpr int kBySmem = static_cast<int>((227 * 1024) / (kSmemBytes + 1024));
+  static constexpr int kByRegs = 65536 / (kThreads * kRegEstimate);
+  static constexpr int kAutoMin = kBySmem < kByRegs ? kBySmem : kByRegs;
+  static constexpr int kMinBlocks = kMinBlocks_ > 0 ? kMinBlocks_ : (kAutoMin > 0 ? kAutoMin : 1);
+  static_assert(kSmemBytes <= 227 * 1024, "ring within the opt-in smem");
+
+  static std::string name() {
+    const char* out = std::is_same_v<OutT, int8_t> ? "i8" : "f16";
+    return std::string("streamed_f16to") + out + "_m" + std::to_string(kM) + "_p256_t" + std::to_string(kThreads) +
+           "_s" + std::to_string(kStages) + "_b" + std::to_string(kMinBlocks);
+  }
+};
+
 namespace detail {
 
 template <typename T> struct Raw;
@@ -1164,6 +1242,190 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
   cp_async_wait<0>();
 }
 
+
+// ---- streamed kernel ---------------------------------------------------------------------------
+
+// Issues the 16-byte copies of `row` into ring slot `slot` (nothing past M) and commits one group,
+// empty or not, so every thread's wait count stays uniform.
+template <typename Tr, typename OutT>
+QUAMBA_DEVICE void streamed_issue(const HadamardParams<__half, OutT>& p, char* ring, int64_t row, int slot) {
+  if (row < p.rows) {
+    char* dst = ring + static_cast<size_t>(slot) * Tr::kRowBytes;
+    const char* src = reinterpret_cast<const char*>(p.x + row * p.x_row_stride);
+    for (int c = threadIdx.x; c < Tr::kChunksPerRow; c += Tr::kThreads)
+      cp_async_16(dst + static_cast<size_t>(c) * 16, src + static_cast<size_t>(c) * 16);
+  }
+  cp_async_commit();
+}
+
+// Z = (H_256 · x)/16 of one 256-element sub-block (512 bytes of the raw row at `tile`) for the
+// n-tile whose stage-1 fragment is (hb0, hb1): z[e] is output i_p = 128·j + 4·lane + e.
+QUAMBA_DEVICE void streamed_tile(const char* tile, int lane, uint32_t hb0, uint32_t hb1, const uint32_t (&ha)[4],
+                                 float (&z)[4]) {
+  const uint2 r01 = *reinterpret_cast<const uint2*>(tile + 8 * lane);        // a0..a3: i_p 4·lane + 0..3
+  const uint2 r23 = *reinterpret_cast<const uint2*>(tile + 256 + 8 * lane);  // a4..a7: b3 = 1
+  const uint32_t xa[4] = {r01.x, r01.y, r23.x, r23.y};
+  float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  mma_f16_16816(t, xa, hb0, hb1);
+  // T (rows a = g, g + 8; columns b' = 8j + 2q, +1) as fp16 hi + lo: |T| ≤ max|x| fits fp16.
+  const uint32_t hi0 = half_pair_bits(t[0], t[1]);
+  const uint32_t hi1 = half_pair_bits(t[2], t[3]);
+  const float2 f0 = __half22float2(*reinterpret_cast<const __half2*>(&hi0));
+  const float2 f1 = __half22float2(*reinterpret_cast<const __half2*>(&hi1));
+  const uint32_t lo0 = half_pair_bits(t[0] - f0.x, t[1] - f0.y);
+  const uint32_t lo1 = half_pair_bits(t[2] - f1.x, t[3] - f1.y);
+#pragma unroll
+  for (int e = 0; e < 4; ++e) z[e] = 0.0f;
+  mma_f16_16816(z, ha, movmatrix_trans(hi0), movmatrix_trans(hi1));
+  mma_f16_16816(z, ha, movmatrix_trans(lo0), movmatrix_trans(lo1));
+}
+
+// Output bits of one scaled value: int8 (q8: ties to even, saturate, NaN → 0) or fp16.
+QUAMBA_DEVICE uint32_t out_bits(float v, int8_t*) { return cvt_s8(v); }
+QUAMBA_DEVICE uint32_t out_bits(float v, __half*) {
+  return static_cast<uint32_t>(__half_as_ushort(__float2half_rn(v)));
+}
+QUAMBA_DEVICE void store_bits(int8_t* o, uint32_t v, std::integral_constant<int, 1>) {
+  *reinterpret_cast<uint8_t*>(o) = static_cast<uint8_t>(v);
+}
+QUAMBA_DEVICE void store_bits(__half* o, uint32_t v, std::integral_constant<int, 1>) {
+  *reinterpret_cast<uint16_t*>(o) = static_cast<uint16_t>(v);
+}
+template <typename OutT>
+QUAMBA_DEVICE void store_bits(OutT* o, uint32_t v, std::integral_constant<int, 2>) {
+  if constexpr (sizeof(OutT) == 1) *reinterpret_cast<uint16_t*>(o) = static_cast<uint16_t>(v);
+  else *reinterpret_cast<uint32_t*>(o) = v;
+}
+template <typename OutT>
+QUAMBA_DEVICE void store_bits(OutT* o, uint32_t v, std::integral_constant<int, 4>) {
+  static_assert(sizeof(OutT) == 1, "4 packed outputs: int8 only");
+  *reinterpret_cast<uint32_t*>(o) = v;
+}
+
+// Mixes position e (0 ≤ e < kPos) of all m sub-blocks and stores it; pk packs kStoreVec
+// consecutive positions per sub-block until a vector store is due. o points at position 0 of
+// sub-block 0 of this lane.
+template <typename Tr, int kE, typename OutT>
+QUAMBA_DEVICE void streamed_mix_store(const float (&x)[Tr::kM], float mix_scale, OutT* o, bool vec_out,
+                                      uint32_t (&pk)[Tr::kM]) {
+  float y[Tr::kM];
+  mix_scaled<Tr::kM>(x, y, mix_scale);
+  constexpr int kS = kE % Tr::kStoreVec;
+  constexpr int kBits = 8 * static_cast<int>(sizeof(OutT));
+#pragma unroll
+  for (int im = 0; im < Tr::kM; ++im) {
+    const uint32_t b = out_bits(y[im], static_cast<OutT*>(nullptr));
+    pk[im] = kS == 0 ? b : (pk[im] | (b << (kBits * kS)));
+  }
+  if (vec_out) {
+    if constexpr (kS == Tr::kStoreVec - 1) {
+#pragma unroll
+      for (int im = 0; im < Tr::kM; ++im)
+        store_bits(o + im * Tr::kP + (kE - kS), pk[im], std::integral_constant<int, Tr::kStoreVec>{});
+    }
+  } else {
+#pragma unroll
+    for (int im = 0; im < Tr::kM; ++im)
+      store_bits(o + im * Tr::kP + kE, pk[im] >> (kBits * kS), std::integral_constant<int, 1>{});
+  }
+}
+
+template <typename Tr, typename OutT>
+__global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
+    hadamard_streamed_kernel(HadamardParams<__half, OutT> p, bool vec_out) {
+  extern __shared__ float4 smem_f4[];
+  char* ring = reinterpret_cast<char*>(smem_f4);
+  float2* xch = reinterpret_cast<float2*>(ring + Tr::kRingBytes);  // kSplit = 2 only
+  const int t = threadIdx.x;
+  const int lane = t & 31;
+  const int warp = t >> 5;
+  const int j = warp & 1;   // n-tile: outputs i_p = 128·j + 4·lane + 0..3 of each sub-block
+  const int h = warp >> 1;  // kSplit = 2: sub-block half in step A, position half in the mix
+  const int g = lane >> 2, q = lane & 3;
+
+  const int64_t stride = gridDim.x;
+  // The first rows' copies go out before anything else: at M = 1 the load latency is the time.
+#pragma unroll
+  for (int s = 0; s < Tr::kStages - 1; ++s) streamed_issue<Tr>(p, ring, blockIdx.x + s * stride, s);
+
+  // Stage 1 B = H_16/16 (k = b, n = b'), n-tile j: columns b' = 8j + g.
+  const uint32_t hb0 = h16_pair(2 * q, 8 * j + g, 2 * q + 1, 8 * j + g, 0x2C00u);
+  const uint32_t hb1 = h16_pair(2 * q + 8, 8 * j + g, 2 * q + 9, 8 * j + g, 0x2C00u);
+  // Stage 2 A = H_16 (m = a', k = a).
+  uint32_t ha[4];
+  ha[0] = h16_pair(g, 2 * q, g, 2 * q + 1, 0x3C00u);
+  ha[1] = h16_pair(g + 8, 2 * q, g + 8, 2 * q + 1, 0x3C00u);
+  ha[2] = h16_pair(g, 2 * q + 8, g, 2 * q + 9, 0x3C00u);
+  ha[3] = h16_pair(g + 8, 2 * q + 8, g + 8, 2 * q + 9, 0x3C00u);
+  const float mix_scale = p.scale * 16.0f;  // Z carries 1/16: a power of two, same rounding
+
+  int slot = 0;
+  for (int64_t row = blockIdx.x; row < p.rows; row += stride) {
+    // This row's group is complete once at most kStages − 2 newer ones are pending; the barrier
+    // publishes every thread's copies and ends every warp's reads of the slot used one row ago
+    // (and, kSplit = 2, its reads of the exchange area).
+    cp_async_wait<Tr::kStages - 2>();
+    __syncthreads();
+    streamed_issue<Tr>(p, ring, row + (Tr::kStages - 1) * stride, slot == 0 ? Tr::kStages - 1 : slot - 1);
+
+    const char* src = ring + static_cast<size_t>(slot) * Tr::kRowBytes;
+    OutT* o = p.out + row * p.out_row_stride + 128 * j + 4 * lane;
+    float z[Tr::kTiles][4];
+    uint32_t pk[Tr::kM];
+    if constexpr (Tr::kSplit == 1) {
+#pragma unroll
+      for (int im = 0; im < Tr::kM; ++im) streamed_tile(src + im * 512, lane, hb0, hb1, ha, z[im]);
+      float x[Tr::kM];
+#pragma unroll
+      for (int im = 0; im < Tr::kM; ++im) x[im] = z[im][0];
+      streamed_mix_store<Tr, 0>(x, mix_scale, o, vec_out, pk);
+#pragma unroll
+      for (int im = 0; im < Tr::kM; ++im) x[im] = z[im][1];
+      streamed_mix_store<Tr, 1>(x, mix_scale, o, vec_out, pk);
+#pragma unroll
+      for (int im = 0; im < Tr::kM; ++im) x[im] = z[im][2];
+      streamed_mix_store<Tr, 2>(x, mix_scale, o, vec_out, pk);
+#pragma unroll
+      for (int im = 0; im < Tr::kM; ++im) x[im] = z[im][3];
+      streamed_mix_store<Tr, 3>(x, mix_scale, o, vec_out, pk);
+    } else {
+      // Warp (j, h): sub-blocks [h·kTiles, (h+1)·kTiles); keeps positions 2h, 2h + 1 and hands
+      // the other two to warp (j, 1 − h) = warp ^ 2.
+#pragma unroll
+      for (int i = 0; i < Tr::kTiles; ++i)
+        streamed_tile(src + (h * Tr::kTiles + i) * 512, lane, hb0, hb1, ha, z[i]);
+      float2* mine = xch + warp * Tr::kTiles * 32 + lane;
+#pragma unroll
+      for (int i = 0; i < Tr::kTiles; ++i)
+        mine[i * 32] = h ? make_float2(z[i][0], z[i][1]) : make_float2(z[i][2], z[i][3]);
+      __syncthreads();  // both halves of every position are in the exchange area
+      const float2* theirs = xch + (warp ^ 2) * Tr::kTiles * 32 + lane;
+      float2 pz[Tr::kTiles];
+#pragma unroll
+      for (int i = 0; i < Tr::kTiles; ++i) pz[i] = theirs[i * 32];
+      o += 2 * h;
+      float x[Tr::kM];
+      // Sub-blocks in order: h = 0 owns the first half. Selects keep every index a constant.
+#pragma unroll
+      for (int i = 0; i < Tr::kTiles; ++i) {
+        const float own = h ? z[i][2] : z[i][0];
+        x[i] = h ? pz[i].x : own;
+        x[Tr::kTiles + i] = h ? own : pz[i].x;
+      }
+      streamed_mix_store<Tr, 0>(x, mix_scale, o, vec_out, pk);
+#pragma unroll
+      for (int i = 0; i < Tr::kTiles; ++i) {
+        const float own = h ? z[i][3] : z[i][1];
+        x[i] = h ? pz[i].y : own;
+        x[Tr::kTiles + i] = h ? own : pz[i].y;
+      }
+      streamed_mix_store<Tr, 1>(x, mix_scale, o, vec_out, pk);
+    }
+    slot = slot + 1 == Tr::kStages ? 0 : slot + 1;
+  }
+  cp_async_wait<0>();  // no copy may be left in flight when the block exits
+}
+
 }  // namespace detail
 
 // ---- layer 3: launch ---------------------------------------------------------------------------
@@ -1254,6 +1516,32 @@ Status launch_pipelined_mma(const HadamardParams<__half, OutT>& p, cudaStream_t 
   return last_launch_status();
 }
 
+// Launches the streamed variant for H_m ⊗ H_256: a persistent grid of at most (resident blocks
+// per SM × SMs) blocks walking rows blockIdx.x, +gridDim.x, ...; kPersistent = false (one row
+// per block, the hardware's block scheduler balancing the tail) exists for the benchmark.
+template <typename OutT, int kM, int kStages = kStreamedDefaultStages, int kSplit = 1, int kMinBlocks = 0,
+          bool kPersistent = true>
+Status launch_streamed(const HadamardParams<__half, OutT>& p, cudaStream_t stream) {
+  using Tr = HadamardStreamedTraits<OutT, kM, kStages, kSplit, kMinBlocks>;
+  if (p.n != Tr::kN) return Status::kErrorInvalidArgument;
+  if (p.rows == 0) return Status::kSuccess;
+  auto kernel = detail::hadamard_streamed_kernel<Tr, OutT>;
+  int dev = 0, major = 0;
+  QUAMBA_RETURN_IF_CUDA_ERROR(cudaGetDevice(&dev));
+  QUAMBA_RETURN_IF_CUDA_ERROR(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  if (major < 8) return Status::kErrorNotSupported;  // mma.m16n8k16, movmatrix, cp.async: sm_80+
+  static ResidentCache cache;
+  Residency res;
+  QUAMBA_RETURN_IF_ERROR(cache.get(kernel, Tr::kThreads, Tr::kSmemBytes, &res));
+  const int64_t cap = kPersistent ? res.total() : int64_t(0x7fffffff);
+  const int64_t grid = p.rows < cap ? p.rows : cap;
+  constexpr int64_t kVecBytes = Tr::kStoreBytes;
+  const bool vec_out = is_aligned(p.out, kVecBytes) &&
+                       (p.rows <= 1 || (p.out_row_stride * static_cast<int64_t>(sizeof(OutT))) % kVecBytes == 0);
+  kernel<<<static_cast<unsigned>(grid), Tr::kThreads, Tr::kSmemBytes, stream>>>(p, vec_out);
+  return last_launch_status();
+}
+
 // Runtime n → (m, k) template values. Ranges end at kMaxN: 2^15, 12·2^11, 20·2^10, 28·2^10.
 template <typename Body>
 Status dispatch_size(int64_t n, Body&& body) {
@@ -1311,17 +1599,85 @@ size_t workspace_size(const HadamardParams<InT, OutT>&) {
   return 0;
 }
 
-// run() launches the generic kernel (launch<>) for every n.
+// Whether run() takes the streamed variant for (InT, OutT, m, k): fp16 inputs, int8 or fp16
+// outputs, n = 3072 or 5120.
+template <typename InT, typename OutT>
+QUAMBA_HD constexpr bool streamed_default(int m, int log_p) {
+  return std::is_same_v<InT, __half> && (std::is_same_v<OutT, int8_t> || std::is_same_v<OutT, __half>) &&
+         streamed_supported(m, log_p, 2);
+}
+
+// Row count up to which run() splits each row over 4 warps (kSplit = 2) instead of 2: with fewer
+// rows than about two per SM a row's latency, not the SM's throughput, is the time.
+inline constexpr int64_t kStreamedSplitMaxRows = 256;
+
+// run() launches the streamed variant (launch_streamed<>) for fp16 inputs at n = 3072 / 5120
+// (int8 or fp16 outputs; kSplit = 2 up to kStreamedSplitMaxRows rows) and the generic kernel
+// (launch<>) for everything else. run_generic() keeps the generic kernel for every n.
 // H100, fp16→int8, n = 5120 (bench_hadamard, same run, copy 2.96 TB/s): generic 20.7 / 67.3 µs
 // at M = 2048 / 8192; staged 24.8 / 83.6 µs (126 registers: 3 blocks = 15 warps per SM),
 // staged with __launch_bounds__ min 4 blocks 21.6 / 69.6 µs (64 B spilled), min 5 blocks
 // 27.5 / 84.1 µs (200 B spilled), staged with one row group per block 26.1 / 87.9 µs; n = 1536:
 // generic 8.4 / 22.6 µs, staged 9.9 / 25.8 µs; M = 1: 4.3–4.9 µs for every variant (launch
-// bound). So the staged variant stays reachable through run_staged() only.
+// bound). So the staged variant stays reachable through run_staged() only. Later run (H100):
+// generic 19.7 / 63.6 µs, tensor-core pipelined 18.1 / 57.2 µs, M = 1 4.5 µs both.
+// The streamed variant is the default at 3072 / 5120 by its design, not yet by a measurement:
+// ~2300 warp instructions per 5120-row (the pipelined tensor-core kernel ~2500, generic ~4800)
+// and no fp32 round trip through shared memory; 7 blocks of 2 warps per SM each keep 2 rows in
+// flight (140 KB per SM, ~4× what Little's law asks at 3 TB/s and ~1.5 µs), so at M = 2048
+// 1848 of the 2048 rows are requested in the first microsecond.
 template <typename InT, typename OutT>
 Status run(const HadamardParams<InT, OutT>& p, void* /*workspace*/ = nullptr, cudaStream_t stream = nullptr) {
   QUAMBA_RETURN_IF_ERROR(can_implement(p));
+  return dispatch_size(p.n, [&](auto M, auto K) {
+    if constexpr (streamed_default<InT, OutT>(M.value, K.value)) {
+      if (p.rows <= kStreamedSplitMaxRows)
+        return launch_streamed<OutT, M.value, kStreamedDefaultStages, /*kSplit=*/2>(p, stream);
+      return launch_streamed<OutT, M.value>(p, stream);
+    } else {
+      return launch<InT, OutT, M.value, K.value>(p, stream);
+    }
+  });
+}
+
+// The generic kernel (HadamardTraits) for every supported n: run() before the streamed variant.
+template <typename InT, typename OutT>
+Status run_generic(const HadamardParams<InT, OutT>& p, void* /*workspace*/ = nullptr, cudaStream_t stream = nullptr) {
+  QUAMBA_RETURN_IF_ERROR(can_implement(p));
   return dispatch_size(p.n, [&](auto M, auto K) { return launch<InT, OutT, M.value, K.value>(p, stream); });
+}
+
+// The streamed variant (HadamardStreamedTraits): fp16 inputs, int8 or fp16 outputs, n ∈ {3072,
+// 5120}; kErrorNotSupported for any other n or dtype pair, or a device below sm_80. split = 1:
+// 2 warps per row (run()'s choice above kStreamedSplitMaxRows rows), 2: 4 warps per row. Same
+// contract as run(), in place included (a row is in shared memory before any of it is written).
+template <typename InT, typename OutT>
+Status run_streamed(const HadamardParams<InT, OutT>& p, void* /*workspace*/ = nullptr, cudaStream_t stream = nullptr,
+                    int split = 1) {
+  QUAMBA_RETURN_IF_ERROR(can_implement(p));
+  if (split != 1 && split != 2) return Status::kErrorInvalidArgument;
+  return dispatch_size(p.n, [&](auto M, auto K) {
+    if constexpr (streamed_default<InT, OutT>(M.value, K.value)) {
+      if (split == 2) return launch_streamed<OutT, M.value, kStreamedDefaultStages, 2>(p, stream);
+      return launch_streamed<OutT, M.value>(p, stream);
+    } else {
+      return Status::kErrorNotSupported;
+    }
+  });
+}
+
+// The Traits name of the variant run_streamed() picks for n and split ("" when unsupported).
+template <typename InT, typename OutT>
+std::string streamed_variant_name(int64_t n, int split = 1) {
+  std::string s;
+  dispatch_size(n, [&](auto M, auto K) {
+    if constexpr (streamed_default<InT, OutT>(M.value, K.value)) {
+      s = split == 2 ? HadamardStreamedTraits<OutT, M.value, kStreamedDefaultStages, 2>::name()
+                     : HadamardStreamedTraits<OutT, M.value>::name();
+    }
+    return Status::kSuccess;
+  });
+  return s;
 }
 
 // The staged variant (HadamardStagedTraits) for the sizes it covers (staged_supported);
@@ -1392,16 +1748,34 @@ std::string pipelined_mma_variant_name(int64_t n) {
   return s;
 }
 
-// The Traits name of the variant run() (staged = false) or run_staged() picks for n ("" when
-// unsupported); for benchmarks.
+// The Traits name of the variant run() (staged = false; `rows` picks the streamed split) or
+// run_staged() picks for n ("" when unsupported); for benchmarks. generic_name(n) names the
+// generic kernel (run_generic()).
 template <typename InT, typename OutT>
-std::string variant_name(int64_t n, bool staged = false) {
+std::string variant_name(int64_t n, bool staged = false, int64_t rows = kStreamedSplitMaxRows + 1) {
   std::string s;
   dispatch_size(n, [&](auto M, auto K) {
     if constexpr (staged_supported(M.value, K.value)) {
       if (staged) s = HadamardStagedTraits<InT, OutT, M.value, K.value>::name();
     }
-    if (!staged) s = HadamardTraits<InT, OutT, M.value, K.value>::name();
+    if (!staged) {
+      if constexpr (streamed_default<InT, OutT>(M.value, K.value)) {
+        s = rows <= kStreamedSplitMaxRows ? HadamardStreamedTraits<OutT, M.value, kStreamedDefaultStages, 2>::name()
+                                          : HadamardStreamedTraits<OutT, M.value>::name();
+      } else {
+        s = HadamardTraits<InT, OutT, M.value, K.value>::name();
+      }
+    }
+    return Status::kSuccess;
+  });
+  return s;
+}
+
+template <typename InT, typename OutT>
+std::string generic_name(int64_t n) {
+  std::string s;
+  dispatch_size(n, [&](auto M, auto K) {
+    s = HadamardTraits<InT, OutT, M.value, K.value>::name();
     return Status::kSuccess;
   });
   return s;
