@@ -335,6 +335,7 @@ int register_all() {
       add_norm<AddRmsNormRowTraitsWarp768, int8_t>("i8", sfx, M, D);
       add_norm<AddRmsNormRowTraitsWarp768P, int8_t>("i8", sfx, M, D);
       add_norm<AddRmsNormRowTraitsWarp768S, int8_t>("i8", sfx, M, D);
+      add_norm<AddRmsNormRowTraitsWarp768x16, int8_t>("i8", sfx, M, D);
       add_norm<AddRmsNormRowTraitsRow768H, int8_t>("i8", sfx, M, D);
       add_norm<AddRmsNormRowTraitsRow1024H, int8_t>("i8", sfx, M, D);
       add_norm<AddRmsNormRowTraitsRow2560H, int8_t>("i8", sfx, M, D);

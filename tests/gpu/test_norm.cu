@@ -209,6 +209,10 @@ TEST(AddRmsNormHoisted, Warp768StreamStores) {
   QUAMBA_REQUIRE_GPU();
   check_hoisted_variant<quamba::norm::AddRmsNormRowTraitsWarp768S>("Warp768S", 12000);
 }
+TEST(AddRmsNormHoisted, Warp768x16) {
+  QUAMBA_REQUIRE_GPU();
+  check_hoisted_variant<quamba::norm::AddRmsNormRowTraitsWarp768x16>("Warp768x16", 12500);
+}
 TEST(AddRmsNormHoisted, Row768) {
   QUAMBA_REQUIRE_GPU();
   check_hoisted_variant<quamba::norm::AddRmsNormRowTraitsRow768H>("Row768H", 13000);

@@ -137,6 +137,10 @@ struct AddRmsNormRowTraits {
 using AddRmsNormRowTraitsWarp768 = AddRmsNormRowTraits<256, 6, 32>;
 using AddRmsNormRowTraitsWarp768P = AddRmsNormRowTraits<256, 6, 32, true>;
 using AddRmsNormRowTraitsWarp768S = AddRmsNormRowTraits<256, 6, 32, false, true>;
+// 16 rows per CTA: at ~77 registers one 512-thread CTA fits an SM, so M = 2048 is exactly one CTA
+// on each of 128 SMs (no SM gets a third 8-row CTA however the CTAs are placed); no good for
+// several waves (an SM idles between its CTAs).
+using AddRmsNormRowTraitsWarp768x16 = AddRmsNormRowTraits<512, 6, 32>;
 using AddRmsNormRowTraitsRow768H = AddRmsNormRowTraits<256, 3, 64>;     // old Row768, hoisted
 using AddRmsNormRowTraitsRow1024H = AddRmsNormRowTraits<256, 4, 64>;    // D <= 1024
 using AddRmsNormRowTraitsRow2048H = AddRmsNormRowTraits<128, 4, 128>;   // D <= 2048
@@ -533,8 +537,10 @@ Status run(const AddRmsNormParams<THidden, TOut>& p, void* /*workspace*/, cudaSt
   // chunk: a warp per row up to D = 768 (no barrier, 8 rows per CTA, M = 2048 fits one wave),
   // whole-row CTAs of 3..5 chunks per thread above. A few rows are latency-bound: the widest row
   // group (fewest chunks per thread) finishes first.
-  // Not yet measured on a GPU: D=768 M=2048 is expected at ~7 µs (one wave of 256 CTAs, ~74 KB
-  // of loads per SM issued at launch; left: launch, first-byte latency, 17.3 MB at ~3 TB/s).
+  // Expected, not yet measured: D=768 M=2048 ~6.5-7.2 µs (one wave of 256 CTAs, ~74 KB of loads
+  // per SM issued at launch; what remains is the launch, one loaded DRAM latency and 17.3 MB at
+  // ~3 TB/s); D=768 M=8192 and D=2560 M=2048 / 8192 no slower than above (same row groups, more
+  // bytes in flight); M=1 D=2560 ~2 µs (one round trip instead of three).
   if (p.M <= 64 && p.D <= AddRmsNormRowTraitsRow4096H::kMaxD) return run_with<AddRmsNormRowTraitsRow4096H>(p, stream);
   if (p.D <= AddRmsNormRowTraitsWarp768::kMaxD) return run_with<AddRmsNormRowTraitsWarp768>(p, stream);
   if (p.D <= AddRmsNormRowTraitsRow1024H::kMaxD) return run_with<AddRmsNormRowTraitsRow1024H>(p, stream);
