@@ -24,9 +24,13 @@
 // block); above 48 KiB the kernel opts in, and where the device's opt-in limit is smaller (sm_86
 // and sm_89: 99 KiB, so n ≥ 28672) run returns kErrorNotSupported.
 // workspace_size is 0. run never allocates and never synchronizes.
+// run(p) takes the streamed variant for fp16 inputs at n = 3072 and 5120 (int8 or fp16 outputs)
+// and the generic kernel for everything else; run_generic(p) is the generic kernel for every n.
+// run_streamed(p, ws, stream, split): the streamed variant itself (fp16 in, int8 / fp16 out,
+// n ∈ {3072, 5120}, sm_80+; split 1 or 2 warp pairs per row; kErrorNotSupported otherwise).
 // run_staged(p): the same contract through the staged variant (2^k ∈ {128, 256, 512}, rows of
-// at most 48 KiB as fp32; kErrorNotSupported otherwise); run() keeps the generic kernel, which
-// measured faster on H100 (numbers at run()).
+// at most 48 KiB as fp32; kErrorNotSupported otherwise); slower than the generic kernel on H100
+// (numbers at run()).
 // run_pipelined(p): the same contract through the pipelined variant (persistent blocks, cp.async
 // ring of raw rows; 2^k ∈ [32, 1024] and ring + work row ≤ 96 KiB of smem, so fp16 in up to
 // n = 12288 and fp32 in up to 8192: 1536, 3072, 5120, 768, ...; m = 1 only up to 1024;
@@ -386,7 +390,7 @@ struct HadamardPipelinedMmaTraits {
 //              sub-block (int8: one 4-byte store; a warp store covers 128 contiguous bytes).
 // kSplit = 2 (4 warps per row: for small row counts, where a row's latency is the time): warp
 // (j, h) does sub-blocks [h·m/2, (h+1)·m/2), swaps the other half of its positions with warp
-// (j, 1 − h) through shared memory (m·1 KiB: a float2 per lane per sub-block, no conflicts) and
+// (j, 1 − h) through shared memory (m/2 KiB: a float2 per lane per sub-block, no conflicts) and
 // mixes 2 positions.
 // Rows stream through a kStages-slot cp.async ring per block (persistent grid; one barrier per
 // row with kSplit = 1: it both publishes the arrived row and frees the slot read one row earlier,
