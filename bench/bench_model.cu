@@ -125,11 +125,11 @@ void BM_TTFT(benchmark::State& state, qm::Precision p) {
 // W8A8 decode step kernels: the engine's default (kAuto, programmatic dependent launch where
 // supported) and the variants it is measured against in the same run.
 void BM_TPOT(benchmark::State& state, qm::Precision p, qb::StepKernels kernels = qb::StepKernels::kAuto,
-             bool pdl = true, qb::StepPrefetch prefetch = qb::StepPrefetch::kNone) {
+             bool pdl = true) {
   const int64_t B = state.range(0);
   qm::GpuEngine* e = engine(p, state);
   if (!e) return;
-  e->set_step_kernels(kernels, pdl, prefetch);
+  e->set_step_kernels(kernels, pdl);
   if (e->batch() != B && e->reset(B) != Status::kSuccess) return state.SkipWithError("reset failed");
   const auto ids = prompt(B);
   if (e->set_decode_ids(ids.data()) != Status::kSuccess) return state.SkipWithError("bad ids");
@@ -177,12 +177,6 @@ void register_all() {
   benchmark::RegisterBenchmark("TPOT/w8a8-fused-nopdl", [w8a8](benchmark::State& s) {
     BM_TPOT(s, w8a8, qb::StepKernels::kFused, false);
   })->Arg(1)->Arg(8)->UseManualTime()->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("TPOT/w8a8-l2-outproj", [w8a8](benchmark::State& s) {
-    BM_TPOT(s, w8a8, qb::StepKernels::kAuto, true, qb::StepPrefetch::kOutProj);
-  })->Arg(1)->UseManualTime()->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("TPOT/w8a8-l2-all", [w8a8](benchmark::State& s) {
-    BM_TPOT(s, w8a8, qb::StepKernels::kAuto, true, qb::StepPrefetch::kAll);
-  })->Arg(1)->UseManualTime()->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("TPOT/w8a8-unfused", [w8a8](benchmark::State& s) {
     BM_TPOT(s, w8a8, qb::StepKernels::kUnfused, false);
   })->Arg(1)->Arg(8)->UseManualTime()->Unit(benchmark::kMillisecond);

@@ -454,10 +454,6 @@ TEST(GpuBlockStep, FusedStepMatchesEightKernelStep) {
             StepRig r(d, B, S, conv0, ssm0, res0, idx);
             r.io.kernels = fused == 1 ? qb::StepKernels::kFused : qb::StepKernels::kUnfused;
             r.io.pdl = pdl && fused == 1;
-            if (r.io.pdl) {  // with the L2 prefetch hints (an unaligned range on purpose): same results
-              r.io.prefetch = qb::StepPrefetch::kAll;
-              r.io.next_weights = quamba::L2Prefetch{dl.layer.in_proj + 3, 2 * E * D - 5};
-            }
             for (int step = 0; step < 3; ++step)
               ASSERT_EQ(qb::step_i8(d, dl.layer, r.ws, r.io, nullptr), Status::kSuccess);
             ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);

@@ -117,13 +117,6 @@ struct PrefillIO {
 
 enum class StepKernels { kAuto, kFused, kUnfused };
 
-// L2 prefetch in the fused W8A8 step (core/launch.cuh L2Prefetch). x_proj and the scan update are
-// latency bound and leave DRAM idle; they can request the weights that come next:
-//   kOutProj: the x_proj GEMV requests this layer's out_proj weights (D·E bytes);
-//   kAll:     and the scan update requests StepIO::next_weights (step_layers: the next layer's
-//             in_proj, 2E·D bytes; together 39 MB for Mamba-2.8B, within a 50 MB L2).
-enum class StepPrefetch { kNone, kOutProj, kAll };
-
 struct StepIO {
   int64_t B = 0;                     // sequences, one token each
   float* residual = nullptr;         // (B, D) fp32 in/out
@@ -140,9 +133,6 @@ struct StepIO {
   // Launch the step's kernels as programmatic dependents (core/launch.cuh). Only for devices
   // of compute capability 9.0 and up (device_supports_pdl).
   bool pdl = false;
-  // Fused step only: L2 prefetch of the weights that come next (a hint; results never change).
-  StepPrefetch prefetch = StepPrefetch::kNone;
-  L2Prefetch next_weights{};  // what kAll requests (step_layers: the next layer's in_proj)
 };
 
 // Calibration context of the fp16 forward.
@@ -193,10 +183,9 @@ inline Status quantize_f16_i8(const __half* x, int8_t* q, int64_t n, float inv_s
 }
 
 inline Status requant_gemm(const int8_t* A, int64_t lda, const int8_t* W, int64_t M, int64_t N, int64_t K, int8_t* C,
-                           int64_t ldc, float alpha, cudaStream_t s, bool pdl = false, L2Prefetch prefetch = {}) {
+                           int64_t ldc, float alpha, cudaStream_t s, bool pdl = false) {
   gemm::GemmParams<gemm::Requant> g;
   g.pdl = pdl;
-  g.prefetch = prefetch;
   g.M = M; g.N = N; g.K = K;
   g.A = A; g.lda = lda;
   g.W = W; g.ldw = K;
@@ -390,13 +379,10 @@ inline Status step_i8_fused(const BlockDims& d, const LayerI8& w, const BlockWor
   auto* u = static_cast<int8_t*>(ws.u);
   auto* xd = static_cast<int8_t*>(ws.xdbl);
   QUAMBA_RETURN_IF_ERROR(block::run(f.in, s));
-  L2Prefetch out_w;
-  if (io.prefetch != StepPrefetch::kNone) out_w = L2Prefetch{w.out_proj, d.D * E};
-  QUAMBA_RETURN_IF_ERROR(requant_gemm(u, E, w.x_proj, B, d.Xp, E, xd, d.Xp, w.s.alpha_x, s, io.pdl, out_w));
+  QUAMBA_RETURN_IF_ERROR(requant_gemm(u, E, w.x_proj, B, d.Xp, E, xd, d.Xp, w.s.alpha_x, s, io.pdl));
   scan::DecodeParamsI8 p = step_scan_params(d, w, io, static_cast<int8_t*>(ws.xz), u, xd, ws.y);
   p.dt_x = xd; p.dt_x_stride = d.Xp; p.dt_weight = w.dt_proj; p.dt_k = d.Rp; p.dt_alpha = w.s.alpha_dt;
   p.pdl = io.pdl;
-  if (io.prefetch == StepPrefetch::kAll) p.prefetch = io.next_weights;
   QUAMBA_RETURN_IF_ERROR(scan::run(p, nullptr, s));
   return block::run(f.out, s);
 }

@@ -157,19 +157,16 @@ inline Status step_layers(const DeviceModelF16& m, const ModelWorkspace& ws, con
   return Status::kSuccess;
 }
 
-// kernels / pdl / prefetch: StepIO's switches (which step kernels; programmatic dependent launch;
-// L2 prefetch of the next weights, with StepIO::next_weights = the next layer's in_proj).
+// kernels / pdl: StepIO's switches (which step kernels; programmatic dependent launch).
 inline Status step_layers(const DeviceModelI8& m, const ModelWorkspace& ws, const ModelCaches& c, int64_t B,
                           const int32_t* state_idx, cublasHandle_t, cudaStream_t s,
-                          StepKernels kernels = StepKernels::kAuto, bool pdl = false,
-                          StepPrefetch prefetch = StepPrefetch::kNone) {
+                          StepKernels kernels = StepKernels::kAuto, bool pdl = false) {
   for (int64_t l = 0; l < m.dims.n_layer; ++l) {
     StepIO io;
     io.B = B; io.residual = ws.residual;
     io.conv_state = c.conv_layer(m.dims, l); io.ssm_state = c.ssm_layer(m.dims, l);
     io.num_slots = c.num_slots; io.state_idx = state_idx; io.error_flag = ws.error_flag;
-    io.kernels = kernels; io.pdl = pdl; io.prefetch = prefetch;
-    if (l + 1 < m.dims.n_layer) io.next_weights = L2Prefetch{m.layers[size_t(l + 1)].in_proj, 2 * m.dims.E * m.dims.D};
+    io.kernels = kernels; io.pdl = pdl;
     QUAMBA_RETURN_IF_ERROR(step_i8(m.dims, m.layers[size_t(l)], ws.blk, io, s));
   }
   return Status::kSuccess;

@@ -30,48 +30,7 @@
 
 namespace quamba {
 
-// A byte range that a kernel asks L2 to load on behalf of a LATER kernel (e.g. the weights of the
-// next GEMV of a decode step). A latency-bound kernel (x_proj, the scan update) leaves DRAM idle
-// for microseconds; issuing the next bandwidth-bound kernel's weight stream there overlaps the
-// two. A hint only: results never depend on it, and any range of readable memory is valid
-// (null / 0 bytes: nothing). Each CTA of the issuing grid requests its own share, once.
-struct L2Prefetch {
-  const void* ptr = nullptr;
-  int64_t bytes = 0;
-};
-
 #if QUAMBA_HAS_CUDA_COMPILER
-// Requests this CTA's share of `r` into L2: sm_90+ with bulk prefetches from one thread, older
-// architectures with one prefetch per 128-byte line spread over the CTA's threads. Call it before
-// grid_dependency_wait() when the range is constant (weights): it does not read earlier kernels'
-// results, and the requests then overlap the wait.
-QUAMBA_DEVICE void l2_prefetch_share(const L2Prefetch& r) {
-  if (r.ptr == nullptr || r.bytes <= 0) return;
-  const int64_t parts = static_cast<int64_t>(gridDim.x) * gridDim.y * gridDim.z;
-  const int64_t part = blockIdx.x + static_cast<int64_t>(gridDim.x) * (blockIdx.y + static_cast<int64_t>(gridDim.y) * blockIdx.z);
-  // Shares in whole 128-byte lines from a line-aligned start.
-  const auto base = reinterpret_cast<uintptr_t>(r.ptr) & ~uintptr_t(127);
-  const int64_t lines = (static_cast<int64_t>(reinterpret_cast<uintptr_t>(r.ptr) - base) + r.bytes + 127) / 128;
-  const int64_t per = (lines + parts - 1) / parts;
-  const int64_t l0 = part * per, l1 = l0 + per < lines ? l0 + per : lines;
-  if (l0 >= l1) return;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if (threadIdx.x + threadIdx.y + threadIdx.z != 0) return;
-  constexpr int64_t kPieceLines = 256;  // 32 KB per bulk request
-  for (int64_t l = l0; l < l1; l += kPieceLines) {
-    const int64_t n = l1 - l < kPieceLines ? l1 - l : kPieceLines;
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(base + l * 128),
-                 "r"(static_cast<uint32_t>(n * 128))
-                 : "memory");
-  }
-#else
-  const int64_t threads = static_cast<int64_t>(blockDim.x) * blockDim.y * blockDim.z;
-  const int64_t t = threadIdx.x + static_cast<int64_t>(blockDim.x) * (threadIdx.y + static_cast<int64_t>(blockDim.y) * threadIdx.z);
-  for (int64_t l = l0 + t; l < l1; l += threads)
-    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(base + l * 128) : "memory");
-#endif
-}
-
 QUAMBA_DEVICE void grid_dependency_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;\n" ::: "memory");

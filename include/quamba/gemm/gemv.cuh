@@ -190,7 +190,6 @@ QUAMBA_DEVICE void gemv_block(const int8_t* W, int64_t ldw, int64_t N, int64_t K
 template <typename Traits, typename Epilogue>
 __global__ void __launch_bounds__(Traits::kThreads) gemv_kernel(GemmParams<Epilogue> p) {
   grid_dependents_launch();
-  l2_prefetch_share(p.prefetch);
   const int4* arow = reinterpret_cast<const int4*>(p.A);
   const int64_t lda16 = p.lda / 16;
   gemv_block<Traits>(

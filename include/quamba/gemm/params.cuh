@@ -13,7 +13,6 @@
 
 #include <cstdint>
 
-#include "quamba/core/launch.cuh"
 #include "quamba/core/status.hpp"
 #include "quamba/core/tensor_view.hpp"
 #include "quamba/gemm/epilogue.cuh"
@@ -37,8 +36,6 @@ struct GemmParams {
   // GEMV path (M <= 16) only: launch as a programmatic dependent of the stream's previous kernel
   // (core/launch.cuh; sm_90+, pass false elsewhere). The tensor-core kernels launch normally.
   bool pdl = false;
-  // GEMV path only: a range for L2 to load for a later kernel (core/launch.cuh; a hint).
-  L2Prefetch prefetch{};
 };
 
 // Checks shared by every kernel of the family; touches no device state.

@@ -183,11 +183,10 @@ class GpuEngine final : public Engine {
   // W8A8 decode step kernels (block::StepKernels; default kAuto) with or without programmatic
   // dependent launch (default: where the device supports it). For comparisons: every choice
   // computes the same step.
-  void set_step_kernels(block::StepKernels kernels, bool pdl, block::StepPrefetch prefetch = block::StepPrefetch::kNone) {
+  void set_step_kernels(block::StepKernels kernels, bool pdl) {
     drop_graph();
     step_kernels_ = kernels;
     pdl_ = pdl && pdl_supported_;
-    step_prefetch_ = prefetch;
   }
 
   Status reset(int64_t batch) override {
@@ -429,7 +428,7 @@ class GpuEngine final : public Engine {
       QUAMBA_RETURN_IF_ERROR(block::step_layers(f16_, ws_, caches_, batch_, nullptr, cublas_, stream_));
     else
       QUAMBA_RETURN_IF_ERROR(
-          block::step_layers(i8_, ws_, caches_, batch_, nullptr, cublas_, stream_, step_kernels_, pdl_, step_prefetch_));
+          block::step_layers(i8_, ws_, caches_, batch_, nullptr, cublas_, stream_, step_kernels_, pdl_));
     return block::head(dims_, head_weights(), ws_, ws_.residual, dims_.D, batch_, ws_.logits, cublas_, stream_);
   }
 
@@ -465,7 +464,6 @@ class GpuEngine final : public Engine {
   int64_t weight_read_bytes_ = 0;
   cudaStream_t stream_ = nullptr;
   block::StepKernels step_kernels_ = block::StepKernels::kAuto;
-  block::StepPrefetch step_prefetch_ = block::StepPrefetch::kNone;
   bool pdl_supported_ = false;
   bool pdl_ = false;
   cublasHandle_t cublas_ = nullptr;

@@ -16,7 +16,6 @@
 // part of x_proj's output row and dt_weight (E, dt_k), dt_k % 16 == 0, rows 16-byte aligned: the
 // exact int32 sum and gemm::Requant's rounding, so δraw_q is bit-identical to the dt_proj GEMV.
 // pdl: launch as a programmatic dependent of the previous kernel (core/launch.cuh; sm_90+).
-// prefetch: a byte range (typically the next kernel's weights) requested into L2 at the start.
 // Numerics exactly as the prefill (selective_scan.cuh): softplus threshold 20, the same ex2 of
 // δ·A·log2e, so a prefill followed by decode steps matches a longer prefill to fp32 rounding.
 // Design: memory bound on the state (E·N·4 bytes read + written per sequence; 655 KB at
@@ -64,7 +63,6 @@ struct DecodeParamsI8 {
   int64_t dt_k = 0;
   float dt_alpha = 1;
   bool pdl = false;
-  L2Prefetch prefetch{};  // a range for L2 to load for a later kernel (core/launch.cuh; a hint)
 };
 
 struct DecodeParamsF16 {
@@ -77,7 +75,6 @@ struct DecodeParamsF16 {
   const int32_t* state_idx = nullptr;
   TensorView<__half, 2> y;
   bool pdl = false;
-  L2Prefetch prefetch{};
 };
 
 template <int kDState_>
@@ -109,7 +106,6 @@ __global__ void __launch_bounds__(Traits::kThreads) decode_kernel(const Params p
   const int64_t ch = static_cast<int64_t>(blockIdx.x) * Traits::kChannelsPerBlock + threadIdx.x / G;
   const int q = threadIdx.x % G;
   grid_dependents_launch();
-  l2_prefetch_share(p.prefetch);
   // A channel's G threads are G aligned lanes of one warp; E is whole channels, so a group is
   // either entirely in range or entirely out, and the shuffles below only name live lanes.
   // Threads past E still take part in the dependency wait (every thread of a programmatic
