@@ -10,13 +10,16 @@
 // lm_head K=D N=50280 (dequant fp16). Counters: TOPS (2MNK), GB/s and copy_frac on the minimum
 // bytes (A + W + C (+ residual) once each; the fp16 baseline counts 2-byte operands); wcopy_frac:
 // the weight bytes alone against the same-run copy ceiling (the decode roofline).
-// Timing: M >= 128: one launch per timed batch after an L2 flush. M <= 16 (decode): `sets` copies
+// auto+pdl (M = 1): auto with the launches chained by programmatic dependent launch, as the W8A8
+// decode step launches them. out_proj_f16: out_proj's shape with an fp16 output and no residual
+// (the output bytes of the cuBLAS fp16 baseline).
+// Timing: M >= 128: one launch per timed batch after an L2 flush. M <= 32 (decode batches): `sets` copies
 // of every operand (A, W, C, residual; together more than 2x L2) are launched back to back, set i
 // then set i+1, without a flush, and the batch time is divided by the number of sets: every
 // launch streams its weights from DRAM as in a decode step, and no dirty lines of a flush memset
 // are written back during the timed launches. The batch is captured once into a CUDA graph when
 // capture works (counter graph = 1), so the number is device time, not host launch rate.
-// Example filters: --benchmark_filter='D2560/.*/M1$', --benchmark_filter='sm90a.*/D2560/(in|out)_proj/M2048'.
+// Example filters: --benchmark_filter='D2560/.*/M1/', --benchmark_filter='sm90a.*/D2560/(in|out)_proj/M2048'.
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
@@ -67,7 +70,7 @@ struct Shape {
 enum class Variant {
   kAuto, kSm80Tile128, kSm80Tile64, kGemvWide, kGemvSplitK, kGemvNarrow,
   kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St,
-  kSm90aP160, kSm90aC256St, kSm90aC160, kSm90aP256x160, kCublasF16, kCublasLtI8
+  kSm90aP160, kSm90aC256St, kSm90aC160, kSm90aP256x160, kCublasF16, kCublasLtI8, kAutoPdl
 };
 
 const char* variant_name(Variant v) {
@@ -91,6 +94,7 @@ const char* variant_name(Variant v) {
     case Variant::kSm90aP256x160: return gemm::sm90a_name<gemm::Sm90aPersistent256x160>();
     case Variant::kCublasF16: return "cublas_f16";
     case Variant::kCublasLtI8: return "cublaslt_i8";
+    case Variant::kAutoPdl: return "auto+pdl";
   }
   return "?";
 }
@@ -98,7 +102,8 @@ const char* variant_name(Variant v) {
 template <typename Epi>
 Status run_variant(Variant v, const gemm::GemmParams<Epi>& p, cudaStream_t st) {
   switch (v) {
-    case Variant::kAuto: return gemm::run(p, nullptr, st);
+    case Variant::kAuto:
+    case Variant::kAutoPdl: return gemm::run(p, nullptr, st);
     case Variant::kSm80Tile128: return gemm::run_sm80<gemm::Sm80Tile128x128>(p, st);
     case Variant::kSm80Tile64: return gemm::run_sm80<gemm::Sm80Tile64x64>(p, st);
     case Variant::kGemvWide: return gemm::run_gemv(p, st, gemm::GemvKind::kWide);
@@ -128,7 +133,7 @@ int cluster_count() {
 
 // ---- timing ------------------------------------------------------------------------------------
 
-bool is_decode(int64_t M) { return M <= gemm::kGemvMaxM; }
+bool is_decode(int64_t M) { return M <= 32; }
 
 // Operand sets for one benchmark: 1 for M >= 128 (flushed L2), else enough copies that together
 // they exceed 2x L2 (see the header).
@@ -262,6 +267,9 @@ void bench_ours(benchmark::State& state, const Shape& s, Variant v) {
     p.A = A.get() + i * a_pitch; p.lda = s.K;
     p.W = W.get() + i * w_pitch; p.ldw = s.K;
     p.C = C.get() + i * c_pitch; p.ldc = s.N;
+    // auto+pdl: decode launches chained as the W8A8 decode step chains them (core/launch.cuh):
+    // each GEMV's first weight loads overlap the previous launch's tail.
+    p.pdl = v == Variant::kAutoPdl && quamba::device_supports_pdl(0);
     // Uniform int8 products: |acc| ~ 5.5e3·sqrt(K); alpha spreads the outputs over int8.
     p.epilogue.alpha = 40.f / (5.5e3f * std::sqrt(float(s.K)));
     if constexpr (std::is_same_v<Epi, gemm::DequantF32>) {
@@ -346,6 +354,7 @@ void bench_shape(benchmark::State& state, Shape s, Variant v) {
   if (v == Variant::kCublasF16) return bench_cublas_f16(state, s);
   if (v == Variant::kCublasLtI8) return bench_cublaslt_i8(state, s);
   if (s.layer == "out_proj") return bench_ours<gemm::DequantF32>(state, s, v);
+  if (s.layer == "out_proj_f16") return bench_ours<gemm::DequantF16>(state, s, v);
   if (s.layer == "lm_head") return bench_ours<gemm::DequantF16>(state, s, v);
   return bench_ours<gemm::Requant>(state, s, v);
 }
@@ -355,8 +364,19 @@ const bool registered = [] {
     const int64_t E = 2 * D, R = (D + 15) / 16;
     const Shape layers[] = {{D, "in_proj", 0, 2 * E, D}, {D, "x_proj", 0, R + 32, E}, {D, "dt_proj", 0, E, R},
                             {D, "out_proj", 0, D, E}, {D, "lm_head", 0, 50280, D}};
+    // out_proj's GEMM with the fp16 output of the cuBLAS fp16 baseline (no residual): the same
+    // output bytes as the baseline, to separate the GEMM from the model's fp32 residual epilogue.
+    for (int64_t M : {2048, 8192})
+      for (Variant v : {Variant::kAuto, Variant::kSm90aP160, Variant::kSm90aP256, Variant::kCublasF16}) {
+        const Shape s{D, "out_proj_f16", M, D, E};
+        const std::string name = std::string("Gemm/") + variant_name(v) + "/D" + std::to_string(D) + "/out_proj_f16/M" +
+                                 std::to_string(M);
+        benchmark::RegisterBenchmark(name.c_str(), [s, v](benchmark::State& st) { bench_shape(st, s, v); })
+            ->UseManualTime()
+            ->Unit(benchmark::kMicrosecond);
+      }
     for (const Shape& base : layers)
-      for (int64_t M : {1, 16, 128, 2048, 8192}) {
+      for (int64_t M : {1, 4, 8, 16, 32, 128, 2048, 8192}) {
         Shape s = base;
         s.M = M;
         std::vector<Variant> vs = {Variant::kAuto, Variant::kSm80Tile128, Variant::kSm80Tile64};
@@ -365,6 +385,7 @@ const bool registered = [] {
           vs.insert(vs.end(), {Variant::kSm90a, Variant::kSm90aTile128, Variant::kSm90aTile256, Variant::kSm90aTile128S7,
                                Variant::kSm90aP256, Variant::kSm90aP256St, Variant::kSm90aP128St, Variant::kSm90aP160,
                                Variant::kSm90aC256St, Variant::kSm90aC160, Variant::kSm90aP256x160});
+        if (M == 1) vs.push_back(Variant::kAutoPdl);
         vs.insert(vs.end(), {Variant::kCublasF16, Variant::kCublasLtI8});
         for (Variant v : vs) {
           const std::string name = std::string("Gemm/") + variant_name(v) + "/D" + std::to_string(D) + "/" + s.layer +
