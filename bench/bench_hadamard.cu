@@ -5,12 +5,14 @@
 // n ∈ {5120 (mamba-2.8b E), 1536, 2048, 4096}, M ∈ {1, 2048, 8192}. Input/output sets rotate
 // (offsets into one allocation) so the footprint of one timed batch exceeds 2× L2, so the
 // numbers are DRAM numbers: M ≥ 2048 also flushes L2 before every batch; M = 1 does not (the
-// memset's dirty lines would inflate a few-µs launch) and times back-to-back launches over
-// > 2× L2 of rotating sets, which is what a decode step sees. The label is the Traits name of
+// flush would inflate a few-µs launch) and replays a CUDA graph of one launch per rotating set
+// (> 2× L2 in all; time_graph: GPU time per launch, gaps included, no host launch cost), which
+// is what a decode step run through graphs sees. The label is the Traits name of
 // the variant run() picked. Each configuration is checked once against the dense reference (a
-// sample of rows and columns) before it is timed. run() takes the streamed kernel at n = 3072 /
-// 5120 (fp16 in); *_generic: the generic kernel (run_generic(), run()'s choice before), *_streamed*:
-// the streamed kernel (run_streamed()) and its ring-depth / split / grid variants. *_staged*: the staged kernel (run_staged())
+// sample of rows and columns) before it is timed. run() takes the streamed kernel at n = 1536,
+// 3072, 5120 (fp16 in); *_generic: the generic kernel (run_generic(), run()'s choice before), *_streamed*:
+// the streamed kernel (run_streamed()) and its ring-depth / split / grid variants. *_staged*: the
+// staged kernel (run_staged())
 // and its block-shape variants, *_pipelined*: the pipelined kernel (run_pipelined()) and its
 // ring-depth / occupancy variants, for a same-run comparison with run()'s generic kernel.
 #include <benchmark/benchmark.h>
@@ -70,52 +72,52 @@ bool verify(const std::vector<float>& x0, const std::vector<typename DevOf<OutT>
 // n = 5120 kernel with a 3-slot ring; 24: the pipelined n = 5120 kernel, 2 slots, minimum 4
 // blocks per SM (more registers allowed); 30: run_pipelined_mma() (the tensor-core pipelined
 // kernel, n = 3072 / 5120 / 7168); 33: the tensor-core n = 5120 kernel with a 3-slot ring.
-// 40 / 41: run_streamed() split 1 / 2 (the streamed kernel, n = 3072 / 5120); 42: streamed
+// 40 / 41: run_streamed() split 1 / 2 (the streamed kernel, n = 1536 / 3072 / 5120); 42: streamed
 // n = 5120, 2-slot ring, 8 blocks per SM (register-bound); 43: streamed n = 5120, 4-slot ring
 // (5 blocks per SM); 44: streamed n = 5120 with one row per block (no persistent loop: the block
 // scheduler balances the tail); 45: streamed n = 5120 split 2 with a 2-slot ring (7 blocks per
 // SM); 50: run_generic() (the generic kernel, run()'s choice before the streamed variant).
 template <typename OutT, int kVariant>
-quamba::Status launch_variant(const qh::HadamardParams<__half, OutT>& p) {
+quamba::Status launch_variant(const qh::HadamardParams<__half, OutT>& p, cudaStream_t st = nullptr) {
   if constexpr (kVariant == 0) {
-    return qh::run(p);
+    return qh::run(p, nullptr, st);
   } else if constexpr (kVariant == 40 || kVariant == 41) {
-    return qh::run_streamed(p, nullptr, nullptr, kVariant == 40 ? 1 : 2);
+    return qh::run_streamed(p, nullptr, st, kVariant == 40 ? 1 : 2);
   } else if constexpr (kVariant == 42) {
     QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
-    return qh::launch_streamed<OutT, 20, 2, 1, 8>(p, nullptr);
+    return qh::launch_streamed<OutT, 20, 8, 2, 1, 8>(p, st);
   } else if constexpr (kVariant == 43) {
     QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
-    return qh::launch_streamed<OutT, 20, 4, 1>(p, nullptr);
+    return qh::launch_streamed<OutT, 20, 8, 4, 1>(p, st);
   } else if constexpr (kVariant == 44) {
     QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
-    return qh::launch_streamed<OutT, 20, qh::kStreamedDefaultStages, 1, 0, /*kPersistent=*/false>(p, nullptr);
+    return qh::launch_streamed<OutT, 20, 8, qh::kStreamedDefaultStages, 1, 0, /*kPersistent=*/false>(p, st);
   } else if constexpr (kVariant == 45) {
     QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
-    return qh::launch_streamed<OutT, 20, 2, 2>(p, nullptr);
+    return qh::launch_streamed<OutT, 20, 8, 2, 2>(p, st);
   } else if constexpr (kVariant == 50) {
-    return qh::run_generic(p);
+    return qh::run_generic(p, nullptr, st);
   } else if constexpr (kVariant == 20) {
-    return qh::run_pipelined(p);
+    return qh::run_pipelined(p, nullptr, st);
   } else if constexpr (kVariant == 30) {
-    return qh::run_pipelined_mma(p);
+    return qh::run_pipelined_mma(p, nullptr, st);
   } else if constexpr (kVariant == 33) {
     QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
-    return qh::launch_pipelined_mma<OutT, 20, 3>(p, nullptr);
+    return qh::launch_pipelined_mma<OutT, 20, 3>(p, st);
   } else if constexpr (kVariant == 23) {
     QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
-    return qh::launch_pipelined<__half, OutT, 20, 8, 3>(p, nullptr);
+    return qh::launch_pipelined<__half, OutT, 20, 8, 3>(p, st);
   } else if constexpr (kVariant == 24) {
     QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
-    return qh::launch_pipelined<__half, OutT, 20, 8, 2, 4>(p, nullptr);
+    return qh::launch_pipelined<__half, OutT, 20, 8, 2, 4>(p, st);
   } else if constexpr (kVariant == 9) {
     QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
-    return qh::launch_staged<__half, OutT, 20, 8, 1, /*kPersistent=*/false>(p, nullptr);
+    return qh::launch_staged<__half, OutT, 20, 8, 1, /*kPersistent=*/false>(p, st);
   } else if constexpr (kVariant > 1) {
     QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
-    return qh::launch_staged<__half, OutT, 20, 8, kVariant>(p, nullptr);
+    return qh::launch_staged<__half, OutT, 20, 8, kVariant>(p, st);
   } else {
-    return qh::run_staged(p);
+    return qh::run_staged(p, nullptr, st);
   }
 }
 
@@ -126,13 +128,13 @@ std::string variant_label(int64_t n, int64_t M) {
   } else if constexpr (kVariant == 40 || kVariant == 41) {
     return qh::streamed_variant_name<__half, OutT>(n, kVariant == 40 ? 1 : 2);
   } else if constexpr (kVariant == 42) {
-    return qh::HadamardStreamedTraits<OutT, 20, 2, 1, 8>::name();
+    return qh::HadamardStreamedTraits<OutT, 20, 8, 2, 1, 8>::name();
   } else if constexpr (kVariant == 43) {
-    return qh::HadamardStreamedTraits<OutT, 20, 4, 1>::name();
+    return qh::HadamardStreamedTraits<OutT, 20, 8, 4, 1>::name();
   } else if constexpr (kVariant == 44) {
-    return qh::HadamardStreamedTraits<OutT, 20>::name() + "_onerow";
+    return qh::HadamardStreamedTraits<OutT, 20, 8>::name() + "_onerow";
   } else if constexpr (kVariant == 45) {
-    return qh::HadamardStreamedTraits<OutT, 20, 2, 2>::name();
+    return qh::HadamardStreamedTraits<OutT, 20, 8, 2, 2>::name();
   } else if constexpr (kVariant == 50) {
     return qh::generic_name<__half, OutT>(n);
   } else if constexpr (kVariant == 20) {
@@ -167,7 +169,8 @@ void BM_Hadamard(benchmark::State& state) {
   QUAMBA_CUDA_CHECK(cudaGetDevice(&dev));
   QUAMBA_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
   const bool flush = M > 1;
-  const int sets = int(std::min<size_t>(8192, (2 * size_t(l2)) / (in_bytes + out_bytes) + 1));
+  // M = 1: enough sets that one graph replay (one launch per set) streams more than 2× L2.
+  const int sets = int(std::min<size_t>(flush ? 8192 : 32768, (2 * size_t(l2)) / (in_bytes + out_bytes) + 1));
 
   // Two distinct random rows tiled over M rows (the generator stays cheap at M = 8192).
   auto rng = quamba::test::make_rng(uint64_t(n) * 131 + uint64_t(M));
@@ -204,18 +207,34 @@ void BM_Hadamard(benchmark::State& state) {
   // thousands of sets are walked across batches by a running counter (time_gpu reports the
   // per-launch time, which Google Benchmark's min_time counts per iteration).
   const int inner = std::min(sets, 64);
-  state.SetLabel(variant_label<OutT, kVariant>(n, M) + " sets=" + std::to_string(sets) + (flush ? "" : " noflush"));
+  state.SetLabel(variant_label<OutT, kVariant>(n, M) + " sets=" + std::to_string(sets) + (flush ? "" : " graph"));
   int64_t next = 0;
-  quamba::bench::time_gpu(
-      state,
-      [&](int) {
-        const size_t k = size_t(next++ % sets);
-        auto q = p;
-        q.x = reinterpret_cast<const InT*>(xs.get() + k * elems);
-        q.out = reinterpret_cast<OutT*>(os.get() + k * elems);
-        return launch_variant<OutT, kVariant>(q);
-      },
-      inner, flush);
+  if (flush) {
+    quamba::bench::time_gpu(
+        state,
+        [&](int) {
+          const size_t k = size_t(next++ % sets);
+          auto q = p;
+          q.x = reinterpret_cast<const InT*>(xs.get() + k * elems);
+          q.out = reinterpret_cast<OutT*>(os.get() + k * elems);
+          return launch_variant<OutT, kVariant>(q);
+        },
+        inner, flush);
+  } else {
+    // Decode size: one launch per rotating set captured into a CUDA graph and replayed (the
+    // host's per-launch cost, larger than the kernel, is what a decode loop run through graphs
+    // does not pay); GPU time per launch, gaps included.
+    quamba::bench::time_graph(
+        state,
+        [&](int i, cudaStream_t st) {
+          const size_t k = size_t(i % sets);
+          auto q = p;
+          q.x = reinterpret_cast<const InT*>(xs.get() + k * elems);
+          q.out = reinterpret_cast<OutT*>(os.get() + k * elems);
+          return launch_variant<OutT, kVariant>(q, st);
+        },
+        sets);
+  }
   quamba::bench::report_bytes(state, double(in_bytes + out_bytes));
   state.counters["flops"] = 0;  // add/sub only: n·(log2 2^k + ~m/3) per row, far below any ALU roof
 }
@@ -237,6 +256,12 @@ void sizes_5120(benchmark::internal::Benchmark* b) {
   b->ArgNames({"n", "M"})->UseManualTime()->Unit(benchmark::kMicrosecond);
 }
 
+void sizes_streamed(benchmark::internal::Benchmark* b) {
+  for (int64_t n : {5120, 3072, 1536})
+    for (int64_t M : {1, 2048, 8192}) b->Args({n, M});
+  b->ArgNames({"n", "M"})->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+
 void sizes_mma(benchmark::internal::Benchmark* b) {
   for (int64_t n : {5120, 3072})
     for (int64_t M : {1, 2048, 8192}) b->Args({n, M});
@@ -254,10 +279,10 @@ BENCHMARK_TEMPLATE(BM_Hadamard, __half, 20)->Name("Hadamard_f16_to_f16_pipelined
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 30)->Name("Hadamard_f16_to_i8_pipelined_mma")->Apply(sizes_mma);
 BENCHMARK_TEMPLATE(BM_Hadamard, __half, 30)->Name("Hadamard_f16_to_f16_pipelined_mma")->Apply(sizes_mma);
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 33)->Name("Hadamard_f16_to_i8_pipelined_mma_stages3")->Apply(sizes_5120);
-BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 50)->Name("Hadamard_f16_to_i8_generic")->Apply(sizes_mma);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 50)->Name("Hadamard_f16_to_i8_generic")->Apply(sizes_streamed);
 BENCHMARK_TEMPLATE(BM_Hadamard, __half, 50)->Name("Hadamard_f16_to_f16_generic")->Apply(sizes_5120);
-BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 40)->Name("Hadamard_f16_to_i8_streamed")->Apply(sizes_mma);
-BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 41)->Name("Hadamard_f16_to_i8_streamed_split2")->Apply(sizes_mma);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 40)->Name("Hadamard_f16_to_i8_streamed")->Apply(sizes_streamed);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 41)->Name("Hadamard_f16_to_i8_streamed_split2")->Apply(sizes_streamed);
 BENCHMARK_TEMPLATE(BM_Hadamard, __half, 40)->Name("Hadamard_f16_to_f16_streamed")->Apply(sizes_5120);
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 42)->Name("Hadamard_f16_to_i8_streamed_stages2")->Apply(sizes_5120);
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 43)->Name("Hadamard_f16_to_i8_streamed_stages4")->Apply(sizes_5120);
