@@ -377,6 +377,8 @@ void bm_update(benchmark::State& state, int64_t B, int E) {
   quamba::bench::report_bytes(state, bytes);
 }
 
+// Names by Traits; the SiLU form is the dtype group ("i8" rcp-each, "i8-pair", "i8-pairfma",
+// "i8-tanh"), so names of the older variants are unchanged.
 template <typename Traits>
 std::string traits_name() {
   bool spread = false;
@@ -416,6 +418,14 @@ int register_all() {
       add_prefill<Conv1dI8Traits4x8, int8_t>("i8", mdl, M);
       add_prefill<Conv1dI8Traits8x8a4P, int8_t>("i8-pair", mdl, M);
       add_prefill<Conv1dI8Traits4x8P, int8_t>("i8-pair", mdl, M);
+      // Same configs, pair-rcp SiLU in one instruction fewer per channel (run()'s defaults).
+      add_prefill<Conv1dI8Traits8x8a4F, int8_t>("i8-pairfma", mdl, M);
+      add_prefill<Conv1dI8Traits8x8a4F8, int8_t>("i8-pairfma", mdl, M);
+      add_prefill<Conv1dI8Traits4x8F, int8_t>("i8-pairfma", mdl, M);
+      // One tanh.approx per channel: outside the int8 tolerance (off_by_1 counter), measures
+      // how much of the time the SiLU instructions still cost.
+      add_prefill<Conv1dI8Traits8x8a4T, int8_t>("i8-tanh", mdl, M);
+      add_prefill<Conv1dI8Traits4x8T, int8_t>("i8-tanh", mdl, M);
       add_prefill<Conv1dI8Traits8xS8, int8_t>("i8", mdl, M);
       add_prefill<Conv1dI8Traits8xS16, int8_t>("i8", mdl, M);
       add_prefill<Conv1dI8Traits4xS8, int8_t>("i8", mdl, M);

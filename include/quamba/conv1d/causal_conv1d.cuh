@@ -19,8 +19,10 @@
 //   SiLU uses ex2.approx and rcp.approx (the reference uses std::exp), and prefill folds the
 //   clamp and rounding into saturating FMAs (see conv_i8_out_bits_sat), so an int8 output may
 //   differ by one step where silu(v)·inv_s_out lies within ~2e-5 of a .5 boundary. The default
-//   prefill variants share one reciprocal between two channels (conv_i8_out_bits_sat2), which
-//   treats v < -42 as -42: the output is still 0 there for any inv_s_out < 2^54.
+//   prefill variants share one reciprocal between two channels (conv_i8_out_bits_pair_fma, or
+//   conv_i8_out_bits_sat2 when |scale_wx|·K·2^14 + |s_b|·128 >= 2^60), which treats v < -42 as
+//   -42: the output is still 0 there for any inv_s_out < 2^54. The kSiluTanh variants (named
+//   only, never picked by run()) are outside this tolerance: see conv_i8_out_bits_tanh.
 //   Scales must be finite and small enough that |scale_wx|·K·2^14 + |s_b|·128 is finite.
 // T = __half (fp16):  fp32 weight and bias, fp32 accumulation, out = silu ? silu(v) : v.
 //
@@ -137,8 +139,23 @@ struct Conv1dUpdateParams {
 // runs at 16 lanes/clk/SM against 128 for the FP32 pipe, and at 2 MUFU ops per channel it is the
 // busiest unit after DRAM (E=5120, M=8192: 23 µs of MUFU under a 28 µs DRAM floor). Sharing the
 // reciprocal makes it 1.5 per channel for 1.5 extra FP32 ops (see conv_i8_out_bits_sat2).
+// With 1.5 MUFU ops (12 MUFU cycles per warp-channel) the issue slots (~14 per warp-channel in
+// the loop, one warp instruction per clk per SM quarter) bind instead, so the PairFma form cuts
+// instructions, not MUFU ops (conv_i8_out_bits_pair_fma). Per SM, E=5120 M=2048 is 80K
+// channel-tokens; at ~16.5 slots each (loop plus per-run work: index division, taps, bias, halo)
+// that is ~10K issue cycles (~6 µs) against ~7 µs of DRAM time, and measured launches take about
+// the sum (13 µs): all threads load first and compute after, so every slot saved shows. Hence
+// also the per-run savings in the kernel (DivU31, unguarded full runs).
+//
+// SiLU + requantize forms of the int8 prefill epilogue (Conv1dPrefillTraits::kSilu).
+inline constexpr int kSiluRcpEach = 0;  // ex2 + rcp per channel (conv_i8_out_bits_sat)
+inline constexpr int kSiluPairRcp = 1;  // one rcp per two channels (conv_i8_out_bits_sat2)
+inline constexpr int kSiluPairFma = 2;  // kSiluPairRcp in fewer instructions (conv_i8_out_bits_pair_fma)
+inline constexpr int kSiluTanh = 3;     // one tanh.approx per channel: NOT within the header's tolerance
+                                        // (conv_i8_out_bits_tanh); measurement variant, never chosen by run()
+
 template <int Threads, int VecElems, int Tokens, int LoadAhead = 4, int MinBlocks = 1, bool Spread = false,
-          bool PairRcp = false>
+          int Silu = kSiluRcpEach>
 struct Conv1dPrefillTraits {
   static constexpr int kThreads = Threads;
   static constexpr int kVec = VecElems;       // channels per thread
@@ -146,10 +163,13 @@ struct Conv1dPrefillTraits {
   static constexpr int kLoadAhead = LoadAhead;  // tokens loaded ahead of the math
   static constexpr int kMinBlocks = MinBlocks;  // resident CTAs per SM the registers must allow
   static constexpr bool kSpread = Spread;
-  static constexpr bool kPairRcp = PairRcp;  // int8 only
+  static constexpr int kSilu = Silu;  // int8 only
+  static constexpr bool kPairRcp = Silu == kSiluPairRcp;
   static_assert(Threads % 32 == 0 && Threads <= 1024, "whole warps");
   static_assert(Tokens % LoadAhead == 0, "a token run holds whole load groups");
   static_assert(MinBlocks >= 1 && MinBlocks * Threads <= 2048, "at most 2048 resident threads per SM");
+  static_assert(Silu >= kSiluRcpEach && Silu <= kSiluTanh, "a known SiLU form");
+  static_assert(Silu == kSiluRcpEach || Silu == kSiluTanh || VecElems % 2 == 0, "pair forms take channel pairs");
 };
 
 // int8: 16 channels = one 16-byte access, 8 = one 8-byte access; 4 channels = the narrowest
@@ -168,8 +188,13 @@ using Conv1dI8Traits8xS8 = Conv1dPrefillTraits<128, 8, 8, 4, 7, true>;
 using Conv1dI8Traits8xS16 = Conv1dPrefillTraits<128, 8, 16, 4, 7, true>;
 using Conv1dI8Traits4xS8 = Conv1dPrefillTraits<128, 4, 8, 4, 10, true>;
 using Conv1dI8Traits16xS8 = Conv1dPrefillTraits<128, 16, 8, 4, 4, true>;
-using Conv1dI8Traits8x8a4P = Conv1dPrefillTraits<128, 8, 8, 4, 7, false, true>;
-using Conv1dI8Traits4x8P = Conv1dPrefillTraits<128, 4, 8, 4, 8, false, true>;
+using Conv1dI8Traits8x8a4P = Conv1dPrefillTraits<128, 8, 8, 4, 7, false, kSiluPairRcp>;
+using Conv1dI8Traits4x8P = Conv1dPrefillTraits<128, 4, 8, 4, 8, false, kSiluPairRcp>;
+using Conv1dI8Traits8x8a4F = Conv1dPrefillTraits<128, 8, 8, 4, 7, false, kSiluPairFma>;
+using Conv1dI8Traits8x8a4F8 = Conv1dPrefillTraits<128, 8, 8, 4, 8, false, kSiluPairFma>;  // 64 regs, no spills
+using Conv1dI8Traits4x8F = Conv1dPrefillTraits<128, 4, 8, 4, 8, false, kSiluPairFma>;
+using Conv1dI8Traits8x8a4T = Conv1dPrefillTraits<128, 8, 8, 4, 7, false, kSiluTanh>;
+using Conv1dI8Traits4x8T = Conv1dPrefillTraits<128, 4, 8, 4, 8, false, kSiluTanh>;
 // fp16: 8 halves = one 16-byte access; 1 channel for odd C or unaligned views.
 using Conv1dF16Traits8x16 = Conv1dPrefillTraits<128, 8, 16>;
 using Conv1dF16Traits1x16 = Conv1dPrefillTraits<128, 1, 16>;
@@ -261,6 +286,57 @@ __device__ __forceinline__ void conv_i8_out_bits_sat2(int32_t acc_a, int32_t acc
   out_b = __float_as_uint(__fmaf_rn(sb, 255.f, kMagicF - 128.f));
 }
 
+// conv_i8_out_bits_sat2 in 10 FP32-pipe/MUFU instructions per channel instead of 11. The
+// prefill's issue slots, not MUFU, are what the pair form leaves binding: per warp and channel it
+// needs ~14 issue cycles (~11 FP32/MUFU + dp4a + tap slide + 3/4 pack PRMT) against 1.5 MUFU ops
+// x 8 cycles (16 lanes/clk/SM) = 12 MUFU cycles. Two rewrites remove one instruction per channel
+// and change no rounding count:
+//   P = ea·db + db = (1 + ea)·db in one FMA (da is never rounded, and 1/db = (1 + ea)·r is one FMA
+//   as well); k_out is applied once per pair to the reciprocal (rk = r·k_out) instead of once per
+//   channel to v·(1/d).
+// rk may be subnormal (r >= 2^-121.2, k_out may be tiny); its absolute error, scaled by d <= 2^61
+// and |v|, adds < |v|·2^-89 to s, under 4e-7 of a step while |v| < 2^60: silu_form_ok refuses
+// larger scale ranges (run() then takes the kSiluPairRcp form).
+// Moving exponentials/reciprocals to the FMA pipe (Cody-Waite exp2 + polynomial, Newton rcp)
+// would cost ~10 issue slots per MUFU op saved: the wrong direction while issue binds.
+__device__ __forceinline__ void conv_i8_out_bits_pair_fma(int32_t acc_a, int32_t acc_b, float scale_wx, float bias_a,
+                                                          float bias_b, float k_out, uint32_t& out_a,
+                                                          uint32_t& out_b) {
+  constexpr float kLog2e = 1.4426950408889634f;
+  const float va = fmaxf(__fmaf_rn(__fsub_rn(__int_as_float(acc_a), kMagicF), scale_wx, bias_a), -42.f);
+  const float vb = fmaxf(__fmaf_rn(__fsub_rn(__int_as_float(acc_b), kMagicF), scale_wx, bias_b), -42.f);
+  const float ea = ex2_ftz(__fmul_rn(va, -kLog2e));
+  const float eb = ex2_ftz(__fmul_rn(vb, -kLog2e));
+  const float db = __fadd_rn(1.f, eb);
+  const float rk = __fmul_rn(rcp_ftz(__fmaf_rn(ea, db, db)), k_out);  // k_out / (da·db), da = 1 + ea
+  const float sa = fma_sat(va, __fmul_rn(db, rk), 128.f / 255.f);     // v·k_out/da
+  const float sb = fma_sat(vb, __fmaf_rn(ea, rk, rk), 128.f / 255.f);  // v·k_out/db
+  out_a = __float_as_uint(__fmaf_rn(sa, 255.f, kMagicF - 128.f));
+  out_b = __float_as_uint(__fmaf_rn(sb, 255.f, kMagicF - 128.f));
+}
+
+__device__ __forceinline__ float tanh_approx(float x) {
+  float y;
+  asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// SiLU with ONE MUFU op: silu(v) = h·(1 + tanh(h)), h = v/2 (6 FP32/MUFU instructions per channel,
+// 1 MUFU). Measurement variant only: the PTX ISA gives tanh.approx.f32 a maximum relative error of
+// about 2^-11, so q = silu(v)·inv_s_out moves by up to |h|·2^-11·inv_s_out steps (0.03 at v = 5,
+// inv_s_out = 25.4; more than one step once |h|·inv_s_out > 2^11): an off-by-one rate of the order
+// of 1e-2 instead of the other forms' ~1e-5 (outputs within 2e-5 of a .5 boundary), so it does not
+// meet the tolerance stated in the header and run() never picks it. Takes scale_half = scale_wx/2
+// and bias_half = bias·s_b/2 (exact halvings); 1 + t is exact for t in [-1, -0.5] (Sterbenz), so a
+// saturated t = -1 gives s = 128/255 -> q = 0 for any large negative v.
+__device__ __forceinline__ uint32_t conv_i8_out_bits_tanh(int32_t acc_magic, float scale_half, float bias_half,
+                                                          float k_out) {
+  const float h = __fmaf_rn(__fsub_rn(__int_as_float(acc_magic), kMagicF), scale_half, bias_half);
+  const float t = tanh_approx(h);
+  const float s = fma_sat(__fmul_rn(h, k_out), __fadd_rn(1.f, t), 128.f / 255.f);
+  return __float_as_uint(__fmaf_rn(s, 255.f, kMagicF - 128.f));
+}
+
 __device__ __forceinline__ uint32_t pack4_low_bytes(uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
   return __byte_perm(__byte_perm(a, b, 0x0040), __byte_perm(c, d, 0x0040), 0x5410);
 }
@@ -288,25 +364,51 @@ __device__ __forceinline__ void slide_all(uint32_t (&taps)[kWords * 4], const Ve
   }
 }
 
+// Unsigned division of n < 2^31 by a launch-constant d in [1, 2^31) with one multiply-high: a u32
+// division by a runtime divisor is ~18 instructions, three of them on the quarter-rate MUFU and
+// conversion pipes, and the int8 prefill did two per thread and run (nchunks and idx / nvec),
+// ~0.6 issue slots per channel-token at 8 channels x 8 tokens. Round-up method (Granlund and
+// Montgomery): l = ceil(log2 d), m = floor(2^32·(2^l - d)/d) + 1 < 2^32, q = (mulhi(n, m) + n) >> l;
+// n < 2^31 keeps the sum in 32 bits (tests/gpu/test_conv1d.cu checks it on the host).
+struct DivU31 {
+  uint32_t mul = 1;
+  uint32_t shift = 0;
+  static DivU31 make(uint32_t d) {
+    DivU31 r;
+    while ((uint64_t(1) << r.shift) < d) ++r.shift;
+    r.mul = static_cast<uint32_t>((uint64_t(1) << 32) * ((uint64_t(1) << r.shift) - d) / d + 1);
+    return r;
+  }
+  __host__ __device__ __forceinline__ uint32_t div(uint32_t n) const {
+#ifdef __CUDA_ARCH__
+    const uint32_t hi = __umulhi(n, mul);
+#else
+    const uint32_t hi = static_cast<uint32_t>((uint64_t(n) * mul) >> 32);
+#endif
+    return (hi + n) >> shift;
+  }
+};
+
+// nthreads = nvec · (runs per sequence), computed once on the host; nvec_div divides by nvec.
 template <typename Traits, int K>
 __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
-    conv1d_prefill_i8_kernel(Conv1dParams<int8_t> p, int64_t run_len) {
+    conv1d_prefill_i8_kernel(Conv1dParams<int8_t> p, int64_t run_len, int64_t nthreads, DivU31 nvec_div) {
   constexpr int kVec = Traits::kVec;
   constexpr int kWords = kVec / 4;
   constexpr int kAhead = Traits::kLoadAhead;
   constexpr int kGroups = Traits::kTokens / kAhead;
   static_assert(kVec % 4 == 0 && kVec <= 16, "int8 channel vectors are 1..4 dp4a words");
   const int nvec = p.C / kVec;
-  const int64_t nchunks = (p.L + run_len - 1) / run_len;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * Traits::kThreads + threadIdx.x;
-  if (idx >= nchunks * nvec) return;
-  // 32-bit division when it fits (a 64-bit one costs ~70 instructions per run).
+  if (idx >= nthreads) return;
+  // Multiply-high division when it fits (a 64-bit one costs ~70 instructions per run).
   int cv;
   int64_t chunk;
-  if (idx <= 0xffffffffll) {
+  if (idx < 0x80000000ll) {
     const uint32_t i32 = static_cast<uint32_t>(idx);
-    cv = static_cast<int>(i32 % static_cast<uint32_t>(nvec));
-    chunk = i32 / static_cast<uint32_t>(nvec);
+    const uint32_t q = nvec_div.div(i32);
+    cv = static_cast<int>(i32 - q * static_cast<uint32_t>(nvec));
+    chunk = q;
   } else {
     cv = static_cast<int>(idx % nvec);
     chunk = idx / nvec;
@@ -354,18 +456,23 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
       wq[i] = w;
     }
   }
+  // The tanh form works on h = v/2: both halvings are exact (powers of two).
+  constexpr float kVScale = Traits::kSilu == kSiluTanh ? 0.5f : 1.f;
+  const float s_b = p.s_b * kVScale;
   if (p.bias && is_aligned(p.bias, kVec)) {
     const Vec<uint32_t, kWords> bv = load_words<kWords>(p.bias + c0);
 #pragma unroll
     for (int i = 0; i < kVec; ++i)
-      bias_f[i] = __fmul_rn(static_cast<float>(static_cast<int8_t>(bv[i / 4] >> (8 * (i % 4)))), p.s_b);
+      bias_f[i] = __fmul_rn(static_cast<float>(static_cast<int8_t>(bv[i / 4] >> (8 * (i % 4)))), s_b);
   } else {
 #pragma unroll
-    for (int i = 0; i < kVec; ++i) bias_f[i] = p.bias ? __fmul_rn(static_cast<float>(p.bias[c0 + i]), p.s_b) : 0.f;
+    for (int i = 0; i < kVec; ++i) bias_f[i] = p.bias ? __fmul_rn(static_cast<float>(p.bias[c0 + i]), s_b) : 0.f;
   }
 
   // taps[i]: channel i's inputs at t-3..t, oldest in byte 0. The halo (positions t0-3..t0-1)
-  // slides in first; positions beyond the conv's reach meet zero taps, so they stay zero.
+  // slides in first; positions beyond the conv's reach meet zero taps, so they stay zero. (A 4x4
+  // byte transpose of the three halo words takes 6 PRMT per 4 channels instead of 12, but holds
+  // all three words at once and made the 8-channel, 8-block variants spill at K = 3.)
   uint32_t taps[kVec];
 #pragma unroll
   for (int i = 0; i < kVec; ++i) taps[i] = 0u;
@@ -387,7 +494,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     slide_all<kWords>(taps, h);
   }
 
-  const float scale_wx = p.scale_wx;
+  const float scale_wx = p.scale_wx * kVScale;
   const float k_out = __fmul_rn(p.inv_s_out, 1.f / 255.f);
   // One output token: slide the new inputs in, 4 channels per dp4a word, pack 4 int8 per word.
   auto conv_token = [&](const Vec<uint32_t, kWords>& in) {
@@ -400,11 +507,19 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
 #pragma unroll
       for (int i = 0; i < 4; ++i)
         acc[i] = __dp4a(static_cast<int>(taps[w * 4 + i]), static_cast<int>(wq[w * 4 + i]), kMagicI);
-      if constexpr (Traits::kPairRcp) {
+      if constexpr (Traits::kSilu == kSiluPairRcp) {
 #pragma unroll
         for (int i = 0; i < 4; i += 2)
           conv_i8_out_bits_sat2(acc[i], acc[i + 1], scale_wx, bias_f[w * 4 + i], bias_f[w * 4 + i + 1], k_out, r[i],
                                 r[i + 1]);
+      } else if constexpr (Traits::kSilu == kSiluPairFma) {
+#pragma unroll
+        for (int i = 0; i < 4; i += 2)
+          conv_i8_out_bits_pair_fma(acc[i], acc[i + 1], scale_wx, bias_f[w * 4 + i], bias_f[w * 4 + i + 1], k_out,
+                                    r[i], r[i + 1]);
+      } else if constexpr (Traits::kSilu == kSiluTanh) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) r[i] = conv_i8_out_bits_tanh(acc[i], scale_wx, bias_f[w * 4 + i], k_out);
       } else {
 #pragma unroll
         for (int i = 0; i < 4; ++i) r[i] = conv_i8_out_bits_sat(acc[i], scale_wx, bias_f[w * 4 + i], k_out);
@@ -437,24 +552,34 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         if (base + kAhead + j < n) conv_token(buf[1][j]);
     }
   } else {
+    // Full runs (all but the last of each sequence) take a copy without the per-token bounds
+    // tests: ~2 instructions per token and thread, 1/4 slot per channel-token at 8 channels.
+    // Only for runs of <= 64 channel-tokens: the larger ones sit at their register caps and
+    // spilled with the second copy.
+    constexpr bool kSplitFull = kVec * Traits::kTokens <= 64;
     const int nf = static_cast<int>(n);  // <= kTokens
+    auto walk = [&](auto full) {
+      constexpr bool kFull = decltype(full)::value;
 #pragma unroll
-    for (int g = 0; g < kGroups; ++g) {
-      if (g * kAhead >= nf) break;
-      if (g + 1 < kGroups) {
+      for (int g = 0; g < kGroups; ++g) {
+        if (!kFull && g * kAhead >= nf) break;
+        if (g + 1 < kGroups) {
 #pragma unroll
-        for (int j = 0; j < kAhead; ++j) {
-          const int t = (g + 1) * kAhead + j;
-          if (t < nf) {
-            buf[(g + 1) & 1][j] = load_words<kWords>(xr);
-            xr += xts;
+          for (int j = 0; j < kAhead; ++j) {
+            const int t = (g + 1) * kAhead + j;
+            if (kFull || t < nf) {
+              buf[(g + 1) & 1][j] = load_words<kWords>(xr);
+              xr += xts;
+            }
           }
         }
-      }
 #pragma unroll
-      for (int j = 0; j < kAhead; ++j)
-        if (g * kAhead + j < nf) conv_token(buf[g & 1][j]);
-    }
+        for (int j = 0; j < kAhead; ++j)
+          if (kFull || g * kAhead + j < nf) conv_token(buf[g & 1][j]);
+      }
+    };
+    if (kSplitFull && nf == Traits::kTokens) walk(std::true_type{});
+    else walk(std::false_type{});
   }
 
   // The run that owns t = 0 is the only reader of state_in for these channels, so it also
@@ -637,6 +762,16 @@ inline Status check_i8_scales(float scale_wx, float s_b, float inv_s_out, int K)
   return vmax < double(FLT_MAX) ? Status::kSuccess : Status::kErrorInvalidArgument;
 }
 
+// Scale ranges of the int8 SiLU forms beyond can_implement's (see conv_i8_out_bits_pair_fma and
+// conv_i8_out_bits_tanh): |v| <= vmax < 2^60 keeps pair_fma's subnormal k_out/d terms below 4e-7
+// of a step; vmax·|inv_s_out| < 2^100 keeps the tanh form's h·k_out finite.
+inline bool silu_form_ok(float scale_wx, float s_b, float inv_s_out, int K, int form) {
+  const double vmax = std::fabs(double(scale_wx)) * K * 16384.0 + std::fabs(double(s_b)) * 128.0;
+  if (form == kSiluPairFma) return vmax < 0x1p60;
+  if (form == kSiluTanh) return vmax * std::fabs(double(inv_s_out)) < 0x1p100;
+  return true;
+}
+
 template <typename T>
 constexpr bool kIsI8 = std::is_same_v<T, int8_t>;
 
@@ -698,6 +833,8 @@ template <typename Traits, typename T>
 Status run_with(const Conv1dParams<T>& p, cudaStream_t stream) {
   QUAMBA_RETURN_IF_ERROR(can_implement(p));
   if (!detail::prefill_vec_ok(p, Traits::kVec)) return Status::kErrorMisaligned;
+  if constexpr (detail::kIsI8<T>)
+    if (!detail::silu_form_ok(p.scale_wx, p.s_b, p.inv_s_out, p.K, Traits::kSilu)) return Status::kErrorNotSupported;
   if (p.B == 0) return Status::kSuccess;
   if (p.L == 0) {
     // An empty chunk leaves the state as it was: state_out = state_in (zeros without one).
@@ -733,7 +870,8 @@ Status run_with(const Conv1dParams<T>& p, cudaStream_t stream) {
   return dispatch_int<2, 3, 4>(p.K, [&](auto kw) {
     constexpr int K = decltype(kw)::value;
     if constexpr (detail::kIsI8<T>)
-      detail::conv1d_prefill_i8_kernel<Traits, K><<<grid, Traits::kThreads, 0, stream>>>(p, run_len);
+      detail::conv1d_prefill_i8_kernel<Traits, K><<<grid, Traits::kThreads, 0, stream>>>(
+          p, run_len, threads, detail::DivU31::make(static_cast<uint32_t>(nvec)));
     else
       detail::conv1d_prefill_f16_kernel<Traits, K><<<grid, Traits::kThreads, 0, stream>>>(p);
     return last_launch_status();
@@ -757,11 +895,20 @@ Status run(const Conv1dParams<T>& p, void* /*workspace*/, cudaStream_t stream) {
     // not beat them, so the SiLU/requantize issue rate, not latency, is what remains.
     // The pair-reciprocal forms of the same two configs (bench_conv1d, H200, same run): E=5120
     // M=2048 13.1 -> 12.6 µs, M=8192 36.0 -> 35.9; E=1536 M=8192 14.4 -> 14.0, M=2048 (4x8)
-    // 6.62 -> 6.57; never slower, so they are the defaults.
-    if (!detail::prefill_vec_ok(p, 8)) return run_with<Conv1dI8Traits4x8P>(p, stream);
+    // 6.62 -> 6.57; never slower, so they were the defaults.
+    // The pair-FMA forms (same configs, same registers, no spills) do the same arithmetic in
+    // 12.75 instead of 13.75 issue slots per channel-token (conv_i8_out_bits_pair_fma), same MUFU
+    // count. Not yet measured; with the per-run savings every variant got (~0.8 slots per
+    // channel-token at 8 channels x 8 tokens, ~1.4 at 4 x 8) the defaults go from ~16.7 to
+    // ~14.9 slots (-11%). Expected: the exposed compute of a launch (its excess over the DRAM
+    // time, ~6 µs at E=5120 M=2048) shrinks by about that, i.e. E=5120 M=2048 13.0 -> ~12.3 µs,
+    // E=1536 M=8192 14.4 -> ~13.6, E=1536 M=2048 6.8 -> ~6.4 (H100); never slower. They need
+    // |v| < 2^60 (any realistic scales); otherwise the pair-rcp forms run.
+    const bool pair_fma = detail::silu_form_ok(p.scale_wx, p.s_b, p.inv_s_out, p.K, kSiluPairFma);
     const int64_t runs8 = int64_t(p.C / 8) * ((p.L + 7) / 8) * p.B;
-    if (runs8 < 100000) return run_with<Conv1dI8Traits4x8P>(p, stream);
-    return run_with<Conv1dI8Traits8x8a4P>(p, stream);
+    if (!detail::prefill_vec_ok(p, 8) || runs8 < 100000)
+      return pair_fma ? run_with<Conv1dI8Traits4x8F>(p, stream) : run_with<Conv1dI8Traits4x8P>(p, stream);
+    return pair_fma ? run_with<Conv1dI8Traits8x8a4F>(p, stream) : run_with<Conv1dI8Traits8x8a4P>(p, stream);
   } else {
     return detail::prefill_vec_ok(p, 8) ? run_with<Conv1dF16Traits8x16>(p, stream)
                                         : run_with<Conv1dF16Traits1x16>(p, stream);
