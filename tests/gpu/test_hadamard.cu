@@ -844,8 +844,8 @@ TEST(HadamardSweep, PipelinedMmaVariant) {
 
 // The streamed variant (run_streamed(), run()'s default at fp16 n = 1536 / 2560 / 3072 / 5120) with both
 // splits: one row, two rows, odd row counts, tails of the persistent grid (rows not a multiple
-// of the resident block count; 4099 rows, and 12007 at the smaller rows, make every block walk
-// 3 or more rows through its 3-slot ring, wrapping it), unaligned outputs (n + 3: element
+// of the resident block count; 4099 rows at 5120, 12007 / 6007 at 1536 / 3072, make every block
+// walk 4 or more rows through its 3-slot ring, wrapping it), unaligned outputs (n + 3: element
 // stores), aligned strided outputs (vector stores), strided inputs, compact rows, int8 and fp16
 // outputs.
 // Every element of every row is also compared with run_generic(); rows 1 and M − 1 carry the
@@ -869,9 +869,11 @@ TEST(HadamardSweep, StreamedVariant) {
       sweep_one<__half, __half>(n, 301, /*strided=*/true, ++s, /*out_pad=*/8, variant);
       if (HasFatalFailure()) return;
     }
+  // ~18M elements each: 1536 runs 22 blocks of one warp per SM, 3072 10 blocks of two warps.
   for (int64_t n : {1536, 3072}) {
-    sweep_one<__half, int8_t>(n, 12007, /*strided=*/true, ++s, /*out_pad=*/16, 4);
-    sweep_one<__half, __half>(n, 12007, /*strided=*/false, ++s, 3, 4);
+    const int64_t M = n == 1536 ? 12007 : 6007;
+    sweep_one<__half, int8_t>(n, M, /*strided=*/true, ++s, /*out_pad=*/16, 4);
+    sweep_one<__half, __half>(n, M, /*strided=*/false, ++s, 3, 4);
     if (HasFatalFailure()) return;
   }
 }
