@@ -422,6 +422,8 @@ int register_all() {
       add_prefill<Conv1dI8Traits8x8a4F, int8_t>("i8-pairfma", mdl, M);
       add_prefill<Conv1dI8Traits8x8a4F8, int8_t>("i8-pairfma", mdl, M);
       add_prefill<Conv1dI8Traits4x8F, int8_t>("i8-pairfma", mdl, M);
+      add_prefill<Conv1dI8Traits8xS8a2F, int8_t>("i8-pairfma", mdl, M);
+      add_prefill<Conv1dI8Traits4xS8a2F, int8_t>("i8-pairfma", mdl, M);
       // One tanh.approx per channel: outside the int8 tolerance (off_by_1 counter), measures
       // how much of the time the SiLU instructions still cost.
       add_prefill<Conv1dI8Traits8x8a4T, int8_t>("i8-tanh", mdl, M);

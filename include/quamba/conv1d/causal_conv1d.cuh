@@ -193,6 +193,11 @@ using Conv1dI8Traits4x8P = Conv1dPrefillTraits<128, 4, 8, 4, 8, false, kSiluPair
 using Conv1dI8Traits8x8a4F = Conv1dPrefillTraits<128, 8, 8, 4, 7, false, kSiluPairFma>;
 using Conv1dI8Traits8x8a4F8 = Conv1dPrefillTraits<128, 8, 8, 4, 8, false, kSiluPairFma>;  // 64 regs, no spills
 using Conv1dI8Traits4x8F = Conv1dPrefillTraits<128, 4, 8, 4, 8, false, kSiluPairFma>;
+// Spread pair-FMA variants with 2-token groups: the compute left after a thread's last load
+// lands is one group (2 tokens) instead of 4, and a launch-wide tail of ~1/5 of a share instead
+// of ~1/2 at M = 2048; 2 x 2 tokens in flight per thread still keep ~4 MB requested at E = 5120.
+using Conv1dI8Traits8xS8a2F = Conv1dPrefillTraits<128, 8, 8, 2, 8, true, kSiluPairFma>;
+using Conv1dI8Traits4xS8a2F = Conv1dPrefillTraits<128, 4, 8, 2, 10, true, kSiluPairFma>;
 using Conv1dI8Traits8x8a4T = Conv1dPrefillTraits<128, 8, 8, 4, 7, false, kSiluTanh>;
 using Conv1dI8Traits4x8T = Conv1dPrefillTraits<128, 4, 8, 4, 8, false, kSiluTanh>;
 // fp16: 8 halves = one 16-byte access; 1 channel for odd C or unaligned views.
