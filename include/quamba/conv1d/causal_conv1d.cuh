@@ -903,14 +903,14 @@ Status run(const Conv1dParams<T>& p, void* /*workspace*/, cudaStream_t stream) {
     // The pair-reciprocal forms of the same two configs (bench_conv1d, H200, same run): E=5120
     // M=2048 13.1 -> 12.6 µs, M=8192 36.0 -> 35.9; E=1536 M=8192 14.4 -> 14.0, M=2048 (4x8)
     // 6.62 -> 6.57; never slower, so they were the defaults.
-    // The pair-FMA forms (same configs, same registers, no spills) do the same arithmetic in
+    // The pair-FMA forms (same configs and register caps, no spills) do the same arithmetic in
     // 12.75 instead of 13.75 issue slots per channel-token (conv_i8_out_bits_pair_fma), same MUFU
     // count. Not yet measured; with the per-run savings every variant got (~0.8 slots per
     // channel-token at 8 channels x 8 tokens, ~1.4 at 4 x 8) the defaults go from ~16.7 to
     // ~14.9 slots (-11%). Expected: the exposed compute of a launch (its excess over the DRAM
     // time, ~6 µs at E=5120 M=2048) shrinks by about that, i.e. E=5120 M=2048 13.0 -> ~12.3 µs,
-    // E=1536 M=8192 14.4 -> ~13.6, E=1536 M=2048 6.8 -> ~6.4 (H100); never slower. They need
-    // |v| < 2^60 (any realistic scales); otherwise the pair-rcp forms run.
+    // E=1536 M=8192 14.4 -> ~13.6, E=1536 M=2048 6.8 -> ~6.4, E=5120 M=8192 35.8 -> ~35 (H100);
+    // never slower. They need |v| < 2^60 (any realistic scales); otherwise the pair-rcp forms run.
     const bool pair_fma = detail::silu_form_ok(p.scale_wx, p.s_b, p.inv_s_out, p.K, kSiluPairFma);
     const int64_t runs8 = int64_t(p.C / 8) * ((p.L + 7) / 8) * p.B;
     if (!detail::prefill_vec_ok(p, 8) || runs8 < 100000)
