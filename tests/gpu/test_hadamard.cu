@@ -281,25 +281,22 @@ TEST(HadamardValidate, PipelinedMmaSizes) {
   EXPECT_EQ(qh::run_pipelined_mma(q), Status::kSuccess);
 }
 
-// The streamed variant: fp16 inputs, int8 / fp16 outputs, n ∈ {1536, 2560, 3072, 5120}; everything else
+// The streamed variant: fp16 inputs, int8 / fp16 outputs, n ∈ {3072, 5120}; everything else
 // returns kErrorNotSupported (or kErrorInvalidArgument for a bad split) before any launch.
 TEST(HadamardValidate, StreamedSizes) {
   EXPECT_TRUE(qh::streamed_supported(20, 8, 2));
   EXPECT_TRUE(qh::streamed_supported(12, 8, 2));
   EXPECT_FALSE(qh::streamed_supported(28, 8, 2));
-  EXPECT_TRUE(qh::streamed_supported(12, 7, 2));   // 1536
-  EXPECT_TRUE(qh::streamed_supported(20, 7, 2));   // 2560
-  EXPECT_FALSE(qh::streamed_supported(12, 6, 2));  // 768
-  EXPECT_FALSE(qh::streamed_supported(12, 9, 2));  // 6144
+  EXPECT_FALSE(qh::streamed_supported(12, 7, 2));  // 1536
   EXPECT_FALSE(qh::streamed_supported(1, 8, 2));
   EXPECT_FALSE(qh::streamed_supported(20, 8, 4));
   EXPECT_TRUE((qh::streamed_default<__half, int8_t>(20, 8)));
   EXPECT_TRUE((qh::streamed_default<__half, __half>(12, 8)));
   EXPECT_FALSE((qh::streamed_default<float, int8_t>(20, 8)));
   EXPECT_FALSE((qh::streamed_default<float, float>(20, 8)));
-  using Tr = qh::HadamardStreamedTraits<int8_t, 20, 8>;
-  using Tr2 = qh::HadamardStreamedTraits<int8_t, 20, 8, 3, 2>;
-  using TrH = qh::HadamardStreamedTraits<__half, 20, 8>;
+  using Tr = qh::HadamardStreamedTraits<int8_t, 20>;
+  using Tr2 = qh::HadamardStreamedTraits<int8_t, 20, 3, 2>;
+  using TrH = qh::HadamardStreamedTraits<__half, 20>;
   EXPECT_EQ(Tr::kThreads, 64);
   EXPECT_EQ(Tr::kSmemBytes, 3u * 10240u);
   EXPECT_EQ(Tr::kMinBlocks, 7);  // smem-bound: 7 × (30 + 1) KiB ≤ 227 KiB
@@ -310,26 +307,18 @@ TEST(HadamardValidate, StreamedSizes) {
   EXPECT_EQ(TrH::kStoreBytes, 4);
   EXPECT_FALSE((qh::streamed_variant_name<__half, int8_t>(5120).empty()));
   EXPECT_FALSE((qh::streamed_variant_name<__half, __half>(3072, 2).empty()));
-  EXPECT_FALSE((qh::streamed_variant_name<__half, int8_t>(1536).empty()));
-  EXPECT_TRUE((qh::streamed_variant_name<__half, int8_t>(768).empty()));
-  using Tr128 = qh::HadamardStreamedTraits<int8_t, 12, 7>;
-  using Tr128s = qh::HadamardStreamedTraits<__half, 12, 7, 3, 2>;
-  EXPECT_EQ(Tr128::kThreads, 32);
-  EXPECT_EQ(Tr128::kSmemBytes, 3u * 3072u);
-  EXPECT_EQ(Tr128s::kThreads, 64);
-  EXPECT_EQ(Tr128s::kSmemBytes, 3u * 3072u + 2u * 6u * 256u);
+  EXPECT_TRUE((qh::streamed_variant_name<__half, int8_t>(1536).empty()));
   EXPECT_TRUE((qh::streamed_variant_name<float, int8_t>(5120).empty()));
   EXPECT_EQ((qh::variant_name<__half, int8_t>(5120, false, 2048)), Tr::name());
   EXPECT_EQ((qh::variant_name<__half, int8_t>(5120, false, 1)), Tr2::name());
-  EXPECT_EQ((qh::variant_name<__half, int8_t>(768)), (qh::generic_name<__half, int8_t>(768)));
-  EXPECT_EQ((qh::variant_name<__half, int8_t>(1536)), Tr128::name());
+  EXPECT_EQ((qh::variant_name<__half, int8_t>(1536)), (qh::generic_name<__half, int8_t>(1536)));
   EXPECT_EQ((qh::variant_name<float, int8_t>(5120)), (qh::generic_name<float, int8_t>(5120)));
 
   alignas(16) static __half hin[64];
   alignas(16) static float fin[64];
   alignas(16) static int8_t qout[64];
   HadamardParams<__half, int8_t> p = one_row_params(hin, qout);
-  for (int64_t n : {1, 16, 256, 512, 1024, 2048, 4096, 32768, 12, 768, 6144, 20, 640, 10240, 28, 3584, 7168,
+  for (int64_t n : {1, 16, 256, 512, 1024, 2048, 4096, 32768, 12, 768, 1536, 6144, 20, 2560, 10240, 28, 3584, 7168,
                     14336}) {
     p.n = n;
     ASSERT_EQ(qh::can_implement(p), Status::kSuccess) << "n=" << n;
@@ -842,18 +831,17 @@ TEST(HadamardSweep, PipelinedMmaVariant) {
   }
 }
 
-// The streamed variant (run_streamed(), run()'s default at fp16 n = 1536 / 2560 / 3072 / 5120) with both
+// The streamed variant (run_streamed(), run()'s default at fp16 n = 3072 / 5120) with both
 // splits: one row, two rows, odd row counts, tails of the persistent grid (rows not a multiple
-// of the resident block count; 4099 rows at 5120, 12007 / 6007 at 1536 / 3072, make every block
-// walk 4 or more rows through its 3-slot ring, wrapping it), unaligned outputs (n + 3: element
-// stores), aligned strided outputs (vector stores), strided inputs, compact rows, int8 and fp16
-// outputs.
+// of the resident block count; 4099 rows make every block walk 4 or more rows through its
+// 3-slot ring, wrapping it), unaligned outputs (n + 3: element stores),
+// aligned strided outputs (vector stores), strided inputs, compact rows, int8 and fp16 outputs.
 // Every element of every row is also compared with run_generic(); rows 1 and M − 1 carry the
 // ±30000 runs of sweep_one.
 TEST(HadamardSweep, StreamedVariant) {
   QUAMBA_REQUIRE_GPU();
   uint64_t s = 1300;
-  for (int64_t n : {5120, 3072, 1536, 2560})
+  for (int64_t n : {5120, 3072})
     for (int variant : {4, 5}) {
       sweep_one<__half, int8_t>(n, 1, /*strided=*/false, ++s, 3, variant);
       sweep_one<__half, int8_t>(n, 2, /*strided=*/true, ++s, /*out_pad=*/4, variant);
@@ -869,9 +857,9 @@ TEST(HadamardSweep, StreamedVariant) {
       sweep_one<__half, __half>(n, 301, /*strided=*/true, ++s, /*out_pad=*/8, variant);
       if (HasFatalFailure()) return;
     }
-  // ~18M elements each: 1536 runs 22 blocks of one warp per SM, 3072 10 blocks of two warps.
-  for (int64_t n : {1536, 3072}) {
-    const int64_t M = n == 1536 ? 12007 : 6007;
+  // ~18M elements: 3072 runs 10 blocks of two warps per SM.
+  {
+    const int64_t n = 3072, M = 6007;
     sweep_one<__half, int8_t>(n, M, /*strided=*/true, ++s, /*out_pad=*/16, 4);
     sweep_one<__half, __half>(n, M, /*strided=*/false, ++s, 3, 4);
     if (HasFatalFailure()) return;
@@ -882,7 +870,7 @@ TEST(HadamardSweep, StreamedVariant) {
 TEST(HadamardSweep, GenericAtStreamedSizes) {
   QUAMBA_REQUIRE_GPU();
   uint64_t s = 1400;
-  for (int64_t n : {5120, 3072, 1536, 2560}) {
+  for (int64_t n : {5120, 3072}) {
     sweep_one<__half, int8_t>(n, 1, /*strided=*/false, ++s, 3, 6);
     sweep_one<__half, int8_t>(n, 17, /*strided=*/true, ++s, 3, 6);
     sweep_one<__half, int8_t>(n, 1134, /*strided=*/true, ++s, /*out_pad=*/16, 6);
@@ -895,7 +883,7 @@ TEST(HadamardSweep, GenericAtStreamedSizes) {
 // same bytes as out of place.
 TEST(HadamardSweep, StreamedInPlace) {
   QUAMBA_REQUIRE_GPU();
-  for (int64_t n : {5120, 3072, 1536})
+  for (int64_t n : {5120, 3072})
     for (int split : {1, 2}) {
       SCOPED_TRACE("run_streamed in place n=" + std::to_string(n) + " split=" + std::to_string(split));
       auto rng = quamba::test::make_rng(1500 + uint64_t(n) + uint64_t(split));

@@ -24,10 +24,10 @@
 // block); above 48 KiB the kernel opts in, and where the device's opt-in limit is smaller (sm_86
 // and sm_89: 99 KiB, so n ≥ 28672) run returns kErrorNotSupported.
 // workspace_size is 0. run never allocates and never synchronizes.
-// run(p) takes the streamed variant for fp16 inputs at n = 1536, 2560, 3072 and 5120 (int8 or
-// fp16 outputs) and the generic kernel for everything else; run_generic(p) is the generic kernel
-// for every n. run_streamed(p, ws, stream, split): the streamed variant itself (fp16 in, int8 /
-// fp16 out, those n, sm_80+; split 1 or 2; kErrorNotSupported otherwise).
+// run(p) takes the streamed variant for fp16 inputs at n = 3072 and 5120 (int8 or fp16 outputs)
+// and the generic kernel for everything else; run_generic(p) is the generic kernel for every n.
+// run_streamed(p, ws, stream, split): the streamed variant itself (fp16 in, int8 / fp16 out,
+// n ∈ {3072, 5120}, sm_80+; split 1 or 2 warp pairs per row; kErrorNotSupported otherwise).
 // run_staged(p): the same contract through the staged variant (2^k ∈ {128, 256, 512}, rows of
 // at most 48 KiB as fp32; kErrorNotSupported otherwise); slower than the generic kernel on H100
 // (numbers at run()).
@@ -367,64 +367,55 @@ struct HadamardPipelinedMmaTraits {
 };
 
 
-// Streamed variant (run_streamed(); run() picks it for fp16 inputs at n = 1536, 2560, 3072 and
-// 5120, numbers at run()): fp16 inputs, n = m·2^k with m ∈ {12, 20}, 2^k ∈ {128, 256}. Why
-// another kernel: the tensor-core variant still spends a third of its instructions moving the
-// 256-point result through an fp32 work row (20 KiB written and read back per row, a second
-// barrier) and keeps its ring two rows deep with 4 warps per row; the generic kernel spends ~30
-// instructions per element. Here one warp pair (2^k = 256) or one warp (2^k = 128) owns a row
-// and nothing but the raw input touches shared memory:
-//   index map  a 16×16 tile X[a][b] (a, b ∈ [0, 16)) covers 256 consecutive elements, element
-//              t = 128·b3 + 4·(4·(a & 7) + ((b >> 1) & 3)) + 2·a3 + b0. Sylvester's H is
-//              invariant under a common permutation of index bits, so for 2^k = 256 (one
-//              sub-block per tile) H_256 = H_16(a) ⊗ H_16(b) under this map, and for 2^k = 128
-//              (b3 = which of the tile's two sub-blocks) H_128 = H_16(a) ⊗ H_8(b mod 8). The map
-//              makes the mma.m16n8k16 A fragment of lane (g, q) = lane two 8-byte runs (t =
-//              4·lane + 0..3 and 128 + 4·lane + 0..3): plain ld.shared.v2 (a warp reads 256
-//              contiguous bytes: no conflicts, no swizzle, no ldmatrix), and the stage-2
-//              accumulator of n-tile j holds the outputs t = 128·j + 4·lane + 0..3: 4 contiguous
-//              outputs per lane per sub-block.
-//   step A     per tile and n-tile j: T = X·B (one mma; B = H_16/16, or for 2^k = 128 the
-//              block-diagonal I_2 ⊗ H_8 / 16) and Z = H_16·T (T split into fp16 hi + lo,
-//              movmatrix.trans, two mmas), the arithmetic of the tensor-core pipelined variant;
-//              Z stays in registers: 4·m floats per lane, the SAME 4 positions of every
-//              sub-block. 2^k = 256: warp j of the pair does n-tile j of every sub-block;
-//              2^k = 128: the warp does both n-tiles (sub-blocks 2u and 2u + 1) of every tile.
+// Streamed variant (run_streamed(); run() picks it for fp16 inputs at n = 3072 and 5120, numbers
+// at run()): fp16 inputs, n = m·256 with m ∈ {12, 20}. Why another kernel: the tensor-core
+// variant still spends a third of its instructions moving the 256-point result through an fp32
+// work row (20 KiB written and read back per row, a second barrier) and keeps its ring two rows
+// deep with 4 warps per row. Here a WARP PAIR owns a row and nothing but the raw input touches
+// shared memory:
+//   index map  element i_p of a 256-element sub-block is X[a][b] (a, b ∈ [0, 16)) with
+//              i_p = 128·b3 + 4·(4·(a & 7) + ((b >> 1) & 3)) + 2·a3 + b0. Sylvester's H_256 is
+//              invariant under a common permutation of index bits, so H_256 = H_16(a) ⊗ H_16(b)
+//              under this map too. It is chosen so that the mma.m16n8k16 A fragment of lane
+//              (g, q) = lane is two 8-byte runs (i_p = 4·lane + 0..3 and 128 + 4·lane + 0..3):
+//              plain ld.shared.v2 (a warp reads 256 contiguous bytes: no conflicts, no swizzle,
+//              no ldmatrix), and the stage-2 accumulator of n-tile j holds the outputs
+//              i_p = 128·j + 4·lane + 0..3: 4 contiguous outputs per lane per sub-block.
+//   step A     warp j (n-tile j) of the pair runs, for every sub-block, T = X·(H_16/16) (one mma)
+//              and Z = H_16·T (T split into fp16 hi + lo, movmatrix.trans, two mmas), the same
+//              arithmetic as the tensor-core pipelined variant, and keeps Z in registers: m·4
+//              floats per lane, the SAME 4 positions in every sub-block.
 //   mix        so H_m mixes registers: per position the lane holds all m values; mix_scaled
 //              (Paley I) applies H_m and the scale, and a lane stores 4 contiguous outputs per
 //              sub-block (int8: one 4-byte store; a warp store covers 128 contiguous bytes).
-// kSplit = 2 (twice the warps per row: for small row counts, where a row's latency is the time):
-// warp h of a pair of warps doing the same n-tiles computes sub-blocks [h·m/2, (h+1)·m/2),
-// swaps the other half of its positions with its partner through shared memory (a float2 per
-// lane per sub-block it computed: lanes 8 bytes apart, no conflicts) and mixes 2 positions.
+// kSplit = 2 (4 warps per row: for small row counts, where a row's latency is the time): warp
+// (j, h) does sub-blocks [h·m/2, (h+1)·m/2), swaps the other half of its positions with warp
+// (j, 1 − h) through shared memory (m/2 KiB: a float2 per lane per sub-block, no conflicts) and
+// mixes 2 positions.
 // Rows stream through a kStages-slot cp.async ring per block (persistent grid; one barrier per
 // row with kSplit = 1: it both publishes the arrived row and frees the slot read one row earlier,
 // which is refilled at once, kStages − 1 rows ahead).
 QUAMBA_HD constexpr bool streamed_supported(int m, int log_p, int in_bytes) {
-  return in_bytes == 2 && (log_p == 7 || log_p == 8) && (m == 12 || m == 20);
+  return in_bytes == 2 && log_p == 8 && (m == 12 || m == 20);
 }
 inline constexpr int kStreamedDefaultStages = 3;
 
-template <typename OutT, int kM_, int kLogP_ = 8, int kStages_ = kStreamedDefaultStages, int kSplit_ = 1,
-          int kMinBlocks_ = 0>
+template <typename OutT, int kM_, int kStages_ = kStreamedDefaultStages, int kSplit_ = 1, int kMinBlocks_ = 0>
 struct HadamardStreamedTraits {
   static_assert(std::is_same_v<OutT, int8_t> || std::is_same_v<OutT, __half>, "outputs: int8 or fp16");
   static constexpr int kM = kM_;
-  static constexpr int kLogP = kLogP_;
-  static constexpr int kP = 1 << kLogP;
+  static constexpr int kLogP = 8;
+  static constexpr int kP = 256;
   static constexpr int kN = kM * kP;
   static constexpr int kStages = kStages_;
   static constexpr int kSplit = kSplit_;
-  static_assert(streamed_supported(kM, kLogP, 2), "streamed variant: m in {12, 20}, 2^k in {128, 256}");
+  static_assert(streamed_supported(kM, kLogP, 2), "streamed variant: m in {12, 20}, 2^k = 256");
   static_assert(kStages >= 2, "the ring refills the slot read one row earlier: at least 2 slots");
   static_assert(kSplit == 1 || kSplit == 2, "1 or 2 warps per n-tile");
-  // n-tiles per warp: 2^k = 256 gives each warp of a pair one n-tile (128 of the 256 positions);
-  // 2^k = 128 packs sub-blocks 2u, 2u + 1 into one 16×16 tile and one warp does both n-tiles.
-  static constexpr int kTilesN = kP == 256 ? 1 : 2;
-  static constexpr int kWarps = (kP == 256 ? 2 : 1) * kSplit;
+  static_assert(kM % kSplit == 0, "sub-blocks split evenly");
+  static constexpr int kWarps = 2 * kSplit;
   static constexpr int kThreads = 32 * kWarps;
-  static constexpr int kOwn = kM / kSplit;      // sub-blocks whose Z a warp computes
-  static_assert(kOwn % kTilesN == 0, "whole 16×16 tiles per warp");
+  static constexpr int kTiles = kM / kSplit;    // sub-blocks per warp in step A
   static constexpr int kPos = 4 / kSplit;       // positions per lane and sub-block in the mix
   // Outputs per vector store: int8 all kPos (4 or 2 bytes), fp16 2 (4 bytes, stored as soon as
   // a pair is mixed so fewer packed registers stay live).
@@ -433,25 +424,23 @@ struct HadamardStreamedTraits {
   static constexpr int kRowBytes = kN * 2;
   static constexpr int kChunksPerRow = kRowBytes / 16;
   static constexpr size_t kRingBytes = static_cast<size_t>(kStages) * kRowBytes;
-  static constexpr size_t kXchBytes = kSplit == 2 ? static_cast<size_t>(kWarps) * kOwn * 32 * 8 : 0;
+  static constexpr size_t kXchBytes = kSplit == 2 ? static_cast<size_t>(kWarps) * kTiles * 32 * 8 : 0;
   static constexpr size_t kSmemBytes = kRingBytes + kXchBytes;
-  // Registers per thread ptxas needs without spilling (CUDA 13, sm_90a and sm_80, unbounded
-  // after the first 20 Z values are live): 4·m / kSplit Z values plus the mix's temporaries.
-  // m = 20: 128 with kSplit = 1 (a 112 cap spills 192 bytes), 96 with kSplit = 2; m = 12: 96
-  // (2^k = 256) / 80 (2^k = 128) with kSplit = 1, 70 with kSplit = 2. The resident block count
-  // asked of ptxas is the smaller of what these allow, the smem bound and 32 blocks per SM.
-  static constexpr int kRegEstimate = kSplit == 1 ? (kM == 20 ? 128 : (kP == 256 ? 96 : 80)) : (kM == 20 ? 96 : 72);
+  // Registers per thread under which ptxas (CUDA 13, sm_90a and sm_80) starts to spill: the
+  // m·4 / kSplit Z values plus the mix's temporaries. m = 20: 128 with kSplit = 1 (8 blocks of
+  // 64 threads fill the register file; a 112 cap spills 192 bytes), 92 with kSplit = 2; m = 12:
+  // 92 / 80. The resident block count asked of ptxas is the smaller of this and the smem bound.
+  static constexpr int kRegEstimate = kSplit == 1 ? (kM == 20 ? 128 : 96) : (kM == 20 ? 96 : 80);
   static constexpr int kBySmem = static_cast<int>((227 * 1024) / (kSmemBytes + 1024));
   static constexpr int kByRegs = 65536 / (kThreads * kRegEstimate);
-  static constexpr int kAutoMin0 = kBySmem < kByRegs ? kBySmem : kByRegs;
-  static constexpr int kAutoMin = kAutoMin0 < 32 ? kAutoMin0 : 32;
+  static constexpr int kAutoMin = kBySmem < kByRegs ? kBySmem : kByRegs;
   static constexpr int kMinBlocks = kMinBlocks_ > 0 ? kMinBlocks_ : (kAutoMin > 0 ? kAutoMin : 1);
   static_assert(kSmemBytes <= 227 * 1024, "ring within the opt-in smem");
 
   static std::string name() {
     const char* out = std::is_same_v<OutT, int8_t> ? "i8" : "f16";
-    return std::string("streamed_f16to") + out + "_m" + std::to_string(kM) + "_p" + std::to_string(kP) + "_t" +
-           std::to_string(kThreads) + "_s" + std::to_string(kStages) + "_b" + std::to_string(kMinBlocks);
+    return std::string("streamed_f16to") + out + "_m" + std::to_string(kM) + "_p256_t" + std::to_string(kThreads) +
+           "_s" + std::to_string(kStages) + "_b" + std::to_string(kMinBlocks);
   }
 };
 
@@ -1273,20 +1262,13 @@ QUAMBA_DEVICE void streamed_issue(const HadamardParams<__half, OutT>& p, char* r
   cp_async_commit();
 }
 
-// The A fragment of one 16×16 tile (512 bytes of the raw row at `tile`, see the index map).
-QUAMBA_DEVICE void streamed_load_a(const char* tile, int lane, uint32_t (&xa)[4]) {
-  const uint2 r01 = *reinterpret_cast<const uint2*>(tile + 8 * lane);        // a0..a3: t = 4·lane + 0..3
-  const uint2 r23 = *reinterpret_cast<const uint2*>(tile + 256 + 8 * lane);  // a4..a7: b3 = 1
-  xa[0] = r01.x;
-  xa[1] = r01.y;
-  xa[2] = r23.x;
-  xa[3] = r23.y;
-}
-
-// Z = H_16·(X·B) for the n-tile whose stage-1 fragment is (hb0, hb1): z[e] is output
-// t = 128·j + 4·lane + e of the tile, i.e. (H_2^k · x)/16 of that sub-block.
-QUAMBA_DEVICE void streamed_tile(const uint32_t (&xa)[4], uint32_t hb0, uint32_t hb1, const uint32_t (&ha)[4],
+// Z = (H_256 · x)/16 of one 256-element sub-block (512 bytes of the raw row at `tile`) for the
+// n-tile whose stage-1 fragment is (hb0, hb1): z[e] is output i_p = 128·j + 4·lane + e.
+QUAMBA_DEVICE void streamed_tile(const char* tile, int lane, uint32_t hb0, uint32_t hb1, const uint32_t (&ha)[4],
                                  float (&z)[4]) {
+  const uint2 r01 = *reinterpret_cast<const uint2*>(tile + 8 * lane);        // a0..a3: i_p 4·lane + 0..3
+  const uint2 r23 = *reinterpret_cast<const uint2*>(tile + 256 + 8 * lane);  // a4..a7: b3 = 1
+  const uint32_t xa[4] = {r01.x, r01.y, r23.x, r23.y};
   float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   mma_f16_16816(t, xa, hb0, hb1);
   // T (rows a = g, g + 8; columns b' = 8j + 2q, +1) as fp16 hi + lo: |T| ≤ max|x| fits fp16.
@@ -1361,12 +1343,8 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
   const int t = threadIdx.x;
   const int lane = t & 31;
   const int warp = t >> 5;
-  // 2^k = 256: warp = (h, j), j = n-tile (outputs 128·j + 4·lane + 0..3 of each sub-block);
-  // 2^k = 128: warp = h, both n-tiles. h: kSplit = 2's sub-block half in step A and position
-  // half in the mix; the partner warp (other h, same n-tiles) is warp ^ kHStep.
-  constexpr int kHStep = Tr::kP == 256 ? 2 : 1;
-  const int j = Tr::kP == 256 ? (warp & 1) : 0;
-  const int h = warp / kHStep;
+  const int j = warp & 1;   // n-tile: outputs i_p = 128·j + 4·lane + 0..3 of each sub-block
+  const int h = warp >> 1;  // kSplit = 2: sub-block half in step A, position half in the mix
   const int g = lane >> 2, q = lane & 3;
 
   const int64_t stride = gridDim.x;
@@ -1374,12 +1352,9 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
 #pragma unroll
   for (int s = 0; s < Tr::kStages - 1; ++s) streamed_issue<Tr>(p, ring, blockIdx.x + s * stride, s);
 
-  // Stage 1 B (k = b, n = b'). 2^k = 256: H_16/16, n-tile j (columns b' = 8j + g). 2^k = 128:
-  // [b3 = b'3]·H_8(b mod 8, b' mod 8)/16, n-tile 0 uses rows b3 = 0 (fragment half hb0), n-tile
-  // 1 rows b3 = 1 (half hb1): the other half is zero.
+  // Stage 1 B = H_16/16 (k = b, n = b'), n-tile j: columns b' = 8j + g.
   const uint32_t hb0 = h16_pair(2 * q, 8 * j + g, 2 * q + 1, 8 * j + g, 0x2C00u);
   const uint32_t hb1 = h16_pair(2 * q + 8, 8 * j + g, 2 * q + 9, 8 * j + g, 0x2C00u);
-  const uint32_t hb8 = h16_pair(2 * q, g, 2 * q + 1, g, 0x2C00u);  // H_8 / 16 (2^k = 128)
   // Stage 2 A = H_16 (m = a', k = a).
   uint32_t ha[4];
   ha[0] = h16_pair(g, 2 * q, g, 2 * q + 1, 0x3C00u);
@@ -1397,29 +1372,14 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     __syncthreads();
     streamed_issue<Tr>(p, ring, row + (Tr::kStages - 1) * stride, slot == 0 ? Tr::kStages - 1 : slot - 1);
 
-    // This warp's sub-blocks [h·kOwn, (h+1)·kOwn): tiles of 512 bytes from h·kOwn / kTilesN.
-    const char* src = ring + static_cast<size_t>(slot) * Tr::kRowBytes + (h * (Tr::kOwn / Tr::kTilesN)) * 512;
-    float z[Tr::kOwn][4];
-    if constexpr (Tr::kP == 256) {
-#pragma unroll
-      for (int i = 0; i < Tr::kOwn; ++i) {
-        uint32_t xa[4];
-        streamed_load_a(src + i * 512, lane, xa);
-        streamed_tile(xa, hb0, hb1, ha, z[i]);
-      }
-    } else {
-#pragma unroll
-      for (int u = 0; u < Tr::kOwn / 2; ++u) {
-        uint32_t xa[4];
-        streamed_load_a(src + u * 512, lane, xa);
-        streamed_tile(xa, hb8, 0u, ha, z[2 * u]);      // sub-block 2u: b3 = 0
-        streamed_tile(xa, 0u, hb8, ha, z[2 * u + 1]);  // sub-block 2u + 1: b3 = 1
-      }
-    }
-    OutT* o = p.out + row * p.out_row_stride + (Tr::kP == 256 ? 128 * j : 0) + 4 * lane;
+    const char* src = ring + static_cast<size_t>(slot) * Tr::kRowBytes;
+    OutT* o = p.out + row * p.out_row_stride + 128 * j + 4 * lane;
+    float z[Tr::kTiles][4];
     uint32_t pk[Tr::kM];
-    float x[Tr::kM];
     if constexpr (Tr::kSplit == 1) {
+#pragma unroll
+      for (int im = 0; im < Tr::kM; ++im) streamed_tile(src + im * 512, lane, hb0, hb1, ha, z[im]);
+      float x[Tr::kM];
 #pragma unroll
       for (int im = 0; im < Tr::kM; ++im) x[im] = z[im][0];
       streamed_mix_store<Tr, 0>(x, mix_scale, o, vec_out, pk);
@@ -1433,30 +1393,35 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
       for (int im = 0; im < Tr::kM; ++im) x[im] = z[im][3];
       streamed_mix_store<Tr, 3>(x, mix_scale, o, vec_out, pk);
     } else {
-      // Keeps positions 2h, 2h + 1 and hands the other two to the partner.
-      float2* mine = xch + warp * Tr::kOwn * 32 + lane;
+      // Warp (j, h): sub-blocks [h·kTiles, (h+1)·kTiles); keeps positions 2h, 2h + 1 and hands
+      // the other two to warp (j, 1 − h) = warp ^ 2.
 #pragma unroll
-      for (int i = 0; i < Tr::kOwn; ++i)
+      for (int i = 0; i < Tr::kTiles; ++i)
+        streamed_tile(src + (h * Tr::kTiles + i) * 512, lane, hb0, hb1, ha, z[i]);
+      float2* mine = xch + warp * Tr::kTiles * 32 + lane;
+#pragma unroll
+      for (int i = 0; i < Tr::kTiles; ++i)
         mine[i * 32] = h ? make_float2(z[i][0], z[i][1]) : make_float2(z[i][2], z[i][3]);
       __syncthreads();  // both halves of every position are in the exchange area
-      const float2* theirs = xch + (warp ^ kHStep) * Tr::kOwn * 32 + lane;
-      float2 pz[Tr::kOwn];
+      const float2* theirs = xch + (warp ^ 2) * Tr::kTiles * 32 + lane;
+      float2 pz[Tr::kTiles];
 #pragma unroll
-      for (int i = 0; i < Tr::kOwn; ++i) pz[i] = theirs[i * 32];
+      for (int i = 0; i < Tr::kTiles; ++i) pz[i] = theirs[i * 32];
       o += 2 * h;
+      float x[Tr::kM];
       // Sub-blocks in order: h = 0 owns the first half. Selects keep every index a constant.
 #pragma unroll
-      for (int i = 0; i < Tr::kOwn; ++i) {
+      for (int i = 0; i < Tr::kTiles; ++i) {
         const float own = h ? z[i][2] : z[i][0];
         x[i] = h ? pz[i].x : own;
-        x[Tr::kOwn + i] = h ? own : pz[i].x;
+        x[Tr::kTiles + i] = h ? own : pz[i].x;
       }
       streamed_mix_store<Tr, 0>(x, mix_scale, o, vec_out, pk);
 #pragma unroll
-      for (int i = 0; i < Tr::kOwn; ++i) {
+      for (int i = 0; i < Tr::kTiles; ++i) {
         const float own = h ? z[i][3] : z[i][1];
         x[i] = h ? pz[i].y : own;
-        x[Tr::kOwn + i] = h ? own : pz[i].y;
+        x[Tr::kTiles + i] = h ? own : pz[i].y;
       }
       streamed_mix_store<Tr, 1>(x, mix_scale, o, vec_out, pk);
     }
@@ -1558,10 +1523,10 @@ Status launch_pipelined_mma(const HadamardParams<__half, OutT>& p, cudaStream_t 
 // Launches the streamed variant for H_m ⊗ H_256: a persistent grid of at most (resident blocks
 // per SM × SMs) blocks walking rows blockIdx.x, +gridDim.x, ...; kPersistent = false (one row
 // per block, the hardware's block scheduler balancing the tail) exists for the benchmark.
-template <typename OutT, int kM, int kLogP, int kStages = kStreamedDefaultStages, int kSplit = 1, int kMinBlocks = 0,
+template <typename OutT, int kM, int kStages = kStreamedDefaultStages, int kSplit = 1, int kMinBlocks = 0,
           bool kPersistent = true>
 Status launch_streamed(const HadamardParams<__half, OutT>& p, cudaStream_t stream) {
-  using Tr = HadamardStreamedTraits<OutT, kM, kLogP, kStages, kSplit, kMinBlocks>;
+  using Tr = HadamardStreamedTraits<OutT, kM, kStages, kSplit, kMinBlocks>;
   if (p.n != Tr::kN) return Status::kErrorInvalidArgument;
   if (p.rows == 0) return Status::kSuccess;
   auto kernel = detail::hadamard_streamed_kernel<Tr, OutT>;
@@ -1639,20 +1604,20 @@ size_t workspace_size(const HadamardParams<InT, OutT>&) {
 }
 
 // Whether run() takes the streamed variant for (InT, OutT, m, k): fp16 inputs, int8 or fp16
-// outputs, n ∈ {1536, 2560, 3072, 5120}.
+// outputs, n = 3072 or 5120.
 template <typename InT, typename OutT>
 QUAMBA_HD constexpr bool streamed_default(int m, int log_p) {
   return std::is_same_v<InT, __half> && (std::is_same_v<OutT, int8_t> || std::is_same_v<OutT, __half>) &&
          streamed_supported(m, log_p, 2);
 }
 
-// Row count up to which run() splits each row over twice the warps (kSplit = 2): with fewer rows
-// than about two per SM a row's latency, not the SM's throughput, is the time.
+// Row count up to which run() splits each row over 4 warps (kSplit = 2) instead of 2: with fewer
+// rows than about two per SM a row's latency, not the SM's throughput, is the time.
 inline constexpr int64_t kStreamedSplitMaxRows = 256;
 
-// run() launches the streamed variant (launch_streamed<>) for fp16 inputs at n = 1536, 2560,
-// 3072, 5120 (int8 or fp16 outputs; kSplit = 2 up to kStreamedSplitMaxRows rows) and the generic
-// kernel (launch<>) for everything else. run_generic() keeps the generic kernel for every n.
+// run() launches the streamed variant (launch_streamed<>) for fp16 inputs at n = 3072 / 5120
+// (int8 or fp16 outputs; kSplit = 2 up to kStreamedSplitMaxRows rows) and the generic kernel
+// (launch<>) for everything else. run_generic() keeps the generic kernel for every n.
 // H100, fp16→int8, n = 5120 (bench_hadamard, same run, copy 2.96 TB/s): generic 20.7 / 67.3 µs
 // at M = 2048 / 8192; staged 24.8 / 83.6 µs (126 registers: 3 blocks = 15 warps per SM),
 // staged with __launch_bounds__ min 4 blocks 21.6 / 69.6 µs (64 B spilled), min 5 blocks
@@ -1660,19 +1625,19 @@ inline constexpr int64_t kStreamedSplitMaxRows = 256;
 // generic 8.4 / 22.6 µs, staged 9.9 / 25.8 µs; M = 1: 4.3–4.9 µs for every variant (launch
 // bound). So the staged variant stays reachable through run_staged() only. Later run (H100):
 // generic 19.7 / 63.6 µs, tensor-core pipelined 18.1 / 57.2 µs, M = 1 4.5 µs both.
-// The streamed variant is the default at these sizes by its design, not yet by a measurement:
-// ~2400 warp instructions per 5120-row (the pipelined tensor-core kernel ~2500, generic ~4800),
-// ~600 per 1536-row (generic ~1450), no fp32 round trip through shared memory; at 5120, 7
-// blocks of 2 warps per SM each keep 2 rows in flight (140 KB per SM, ~3× what Little's law
-// asks at 3 TB/s and ~1.5 µs), so at M = 2048 1848 of the 2048 rows are requested at once.
+// The streamed variant is the default at 3072 / 5120 by its design, not yet by a measurement:
+// ~2300 warp instructions per 5120-row (the pipelined tensor-core kernel ~2500, generic ~4800)
+// and no fp32 round trip through shared memory; 7 blocks of 2 warps per SM each keep 2 rows in
+// flight (140 KB per SM, ~4× what Little's law asks at 3 TB/s and ~1.5 µs), so at M = 2048
+// 1848 of the 2048 rows are requested in the first microsecond.
 template <typename InT, typename OutT>
 Status run(const HadamardParams<InT, OutT>& p, void* /*workspace*/ = nullptr, cudaStream_t stream = nullptr) {
   QUAMBA_RETURN_IF_ERROR(can_implement(p));
   return dispatch_size(p.n, [&](auto M, auto K) {
     if constexpr (streamed_default<InT, OutT>(M.value, K.value)) {
       if (p.rows <= kStreamedSplitMaxRows)
-        return launch_streamed<OutT, M.value, K.value, kStreamedDefaultStages, /*kSplit=*/2>(p, stream);
-      return launch_streamed<OutT, M.value, K.value>(p, stream);
+        return launch_streamed<OutT, M.value, kStreamedDefaultStages, /*kSplit=*/2>(p, stream);
+      return launch_streamed<OutT, M.value>(p, stream);
     } else {
       return launch<InT, OutT, M.value, K.value>(p, stream);
     }
@@ -1686,11 +1651,10 @@ Status run_generic(const HadamardParams<InT, OutT>& p, void* /*workspace*/ = nul
   return dispatch_size(p.n, [&](auto M, auto K) { return launch<InT, OutT, M.value, K.value>(p, stream); });
 }
 
-// The streamed variant (HadamardStreamedTraits): fp16 inputs, int8 or fp16 outputs, n ∈ {1536,
-// 2560, 3072, 5120}; kErrorNotSupported for any other n or dtype pair, or a device below sm_80.
-// split = 1: 2 warps per row at 2^k = 256, 1 at 128 (run()'s choice above kStreamedSplitMaxRows
-// rows); split = 2: twice that. Same contract as run(), in place included (a row is in shared
-// memory before any of it is written).
+// The streamed variant (HadamardStreamedTraits): fp16 inputs, int8 or fp16 outputs, n ∈ {3072,
+// 5120}; kErrorNotSupported for any other n or dtype pair, or a device below sm_80. split = 1:
+// 2 warps per row (run()'s choice above kStreamedSplitMaxRows rows), 2: 4 warps per row. Same
+// contract as run(), in place included (a row is in shared memory before any of it is written).
 template <typename InT, typename OutT>
 Status run_streamed(const HadamardParams<InT, OutT>& p, void* /*workspace*/ = nullptr, cudaStream_t stream = nullptr,
                     int split = 1) {
@@ -1698,8 +1662,8 @@ Status run_streamed(const HadamardParams<InT, OutT>& p, void* /*workspace*/ = nu
   if (split != 1 && split != 2) return Status::kErrorInvalidArgument;
   return dispatch_size(p.n, [&](auto M, auto K) {
     if constexpr (streamed_default<InT, OutT>(M.value, K.value)) {
-      if (split == 2) return launch_streamed<OutT, M.value, K.value, kStreamedDefaultStages, 2>(p, stream);
-      return launch_streamed<OutT, M.value, K.value>(p, stream);
+      if (split == 2) return launch_streamed<OutT, M.value, kStreamedDefaultStages, 2>(p, stream);
+      return launch_streamed<OutT, M.value>(p, stream);
     } else {
       return Status::kErrorNotSupported;
     }
@@ -1712,8 +1676,8 @@ std::string streamed_variant_name(int64_t n, int split = 1) {
   std::string s;
   dispatch_size(n, [&](auto M, auto K) {
     if constexpr (streamed_default<InT, OutT>(M.value, K.value)) {
-      s = split == 2 ? HadamardStreamedTraits<OutT, M.value, K.value, kStreamedDefaultStages, 2>::name()
-                     : HadamardStreamedTraits<OutT, M.value, K.value>::name();
+      s = split == 2 ? HadamardStreamedTraits<OutT, M.value, kStreamedDefaultStages, 2>::name()
+                     : HadamardStreamedTraits<OutT, M.value>::name();
     }
     return Status::kSuccess;
   });
@@ -1800,9 +1764,8 @@ std::string variant_name(int64_t n, bool staged = false, int64_t rows = kStreame
     }
     if (!staged) {
       if constexpr (streamed_default<InT, OutT>(M.value, K.value)) {
-        s = rows <= kStreamedSplitMaxRows
-                ? HadamardStreamedTraits<OutT, M.value, K.value, kStreamedDefaultStages, 2>::name()
-                : HadamardStreamedTraits<OutT, M.value, K.value>::name();
+        s = rows <= kStreamedSplitMaxRows ? HadamardStreamedTraits<OutT, M.value, kStreamedDefaultStages, 2>::name()
+                                          : HadamardStreamedTraits<OutT, M.value>::name();
       } else {
         s = HadamardTraits<InT, OutT, M.value, K.value>::name();
       }
