@@ -58,7 +58,7 @@ TEST_P(GemmMamba, AllLayers) {
                           {"lm_head", D, 50280}};
   for (const Layer& L : layers) {
     Weights w(L.N, L.K, L.K, 3000 + D * 13 + L.N);
-    for (int64_t M : {1, 3, 17, 130}) {
+    for (int64_t M : {1, 3, 8, 17, 130}) {  // 8: auto takes the mma.sync tile on wide layers
       // in_proj reads the normalized activations directly; the others read strided views
       // (x of xz has pitch 2E; dt of xdbl has pitch R + 32 rounded to 16).
       const int64_t lda = std::string(L.name) == "dt_proj" ? (R + 32 + 15) / 16 * 16 : L.K;

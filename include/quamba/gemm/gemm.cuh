@@ -10,7 +10,8 @@
 //   kGemv   M <= 16: weight-streaming dp4a kernel (gemm/gemv.cuh), any sm >= 80.
 //   kSm80   mma.sync.m16n8k32 tensor-core kernel (gemm/gemm_sm80.cuh), any sm >= 80.
 //   kSm90a  wgmma + TMA kernel (gemm/gemm_sm90.cuh), sm_90 built as 90a only.
-//   kAuto   kGemv for M <= 16; else kSm90a on sm_90 with a 90a build when M >= kSm90aMinM and
+//   kAuto   kGemv for M <= 16 (except 4 < M with at least one 64-column tile per SM: kSm80,
+//           see small_m_mma_worthwhile); else kSm90a on sm_90 with a 90a build when M >= kSm90aMinM and
 //           the problem has at least half as many 128 x 128 tiles as there are SMs (see
 //           sm90a_worthwhile; within kSm90a, run_sm90a_auto picks the tile and the two-CTA W
 //           multicast kernels for problems that fill every SM); else kSm80 with a tile chosen
@@ -40,6 +41,16 @@ inline constexpr int64_t kSm90aMinM = 128;
 // The wgmma kernel runs one 128-row tile per SM; with fewer 128 x 128 tiles than half the SMs
 // (M = 128 in_proj at d_model 768: 24 tiles on 132 SMs) the 64x64 mma.sync tile's 4x more CTAs
 // finish first (bench_gemm M128 rows).
+// Small batches (4 < M <= 16) of a wide layer: the GEMV re-reads the M activation rows from L1
+// for every 16-byte weight chunk, so its cost grows with M, while the 64x64 mma.sync tile reads
+// them once per CTA. H100, bench_gemm D2560 in_proj (N = 10240, 160 tiles of 64 columns): GEMV
+// 15.0 / 23.0 / 33.6 us at M = 4 / 8 / 16, mma.sync 64x64 17.7 / 18.1 / 18.2 us. With fewer
+// 64-column tiles than SMs the tile grid leaves SMs idle (x_proj, N = 192: GEMV 5.3 us, tile 20.9
+// us at M = 8), so those shapes keep the GEMV.
+inline bool small_m_mma_worthwhile(int64_t M, int64_t N, int sm_count) {
+  return M > 4 && (N + 63) / 64 >= sm_count;
+}
+
 inline bool sm90a_worthwhile(int64_t M, int64_t N, int sm_count) {
   if (M < kSm90aMinM) return false;
   const int64_t tiles = ((M + 127) / 128) * ((N + 127) / 128);
@@ -93,7 +104,7 @@ Status run(const GemmParams<Epilogue>& p, void* /*workspace*/, cudaStream_t stre
   QUAMBA_RETURN_IF_ERROR(query_device(&info));
   if (info.arch < kMinSupportedArch) return Status::kErrorArchNotSupported;
   if (path == GemmPath::kAuto) {
-    if (p.M <= kGemvMaxM) path = GemmPath::kGemv;
+    if (p.M <= kGemvMaxM && !small_m_mma_worthwhile(p.M, p.N, info.sm_count)) path = GemmPath::kGemv;
     else if (info.arch == 90 && sm90a_dispatch_enabled() && sm90a_worthwhile(p.M, p.N, info.sm_count) &&
              sm90a_available<Epilogue>())
       path = GemmPath::kSm90a;
