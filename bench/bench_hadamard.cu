@@ -72,7 +72,7 @@ bool verify(const std::vector<float>& x0, const std::vector<typename DevOf<OutT>
 // n = 5120 kernel with a 3-slot ring; 24: the pipelined n = 5120 kernel, 2 slots, minimum 4
 // blocks per SM (more registers allowed); 30: run_pipelined_mma() (the tensor-core pipelined
 // kernel, n = 3072 / 5120 / 7168); 33: the tensor-core n = 5120 kernel with a 3-slot ring.
-// 40 / 41: run_streamed() split 1 / 2 (the streamed kernel, n = 1536 / 3072 / 5120); 42: streamed
+// 40 / 41: run_streamed() split 1 / 2 (the streamed kernel, n = 3072 / 5120); 42: streamed
 // n = 5120, 2-slot ring, 8 blocks per SM (register-bound); 43: streamed n = 5120, 4-slot ring
 // (5 blocks per SM); 44: streamed n = 5120 with one row per block (no persistent loop: the block
 // scheduler balances the tail); 45: streamed n = 5120 split 2 with a 2-slot ring (7 blocks per
@@ -85,16 +85,16 @@ quamba::Status launch_variant(const qh::HadamardParams<__half, OutT>& p, cudaStr
     return qh::run_streamed(p, nullptr, st, kVariant == 40 ? 1 : 2);
   } else if constexpr (kVariant == 42) {
     QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
-    return qh::launch_streamed<OutT, 20, 8, 2, 1, 8>(p, st);
+    return qh::launch_streamed<OutT, 20, 2, 1, 8>(p, st);
   } else if constexpr (kVariant == 43) {
     QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
-    return qh::launch_streamed<OutT, 20, 8, 4, 1>(p, st);
+    return qh::launch_streamed<OutT, 20, 4, 1>(p, st);
   } else if constexpr (kVariant == 44) {
     QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
-    return qh::launch_streamed<OutT, 20, 8, qh::kStreamedDefaultStages, 1, 0, /*kPersistent=*/false>(p, st);
+    return qh::launch_streamed<OutT, 20, qh::kStreamedDefaultStages, 1, 0, /*kPersistent=*/false>(p, st);
   } else if constexpr (kVariant == 45) {
     QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
-    return qh::launch_streamed<OutT, 20, 8, 2, 2>(p, st);
+    return qh::launch_streamed<OutT, 20, 2, 2>(p, st);
   } else if constexpr (kVariant == 50) {
     return qh::run_generic(p, nullptr, st);
   } else if constexpr (kVariant == 20) {
@@ -128,13 +128,13 @@ std::string variant_label(int64_t n, int64_t M) {
   } else if constexpr (kVariant == 40 || kVariant == 41) {
     return qh::streamed_variant_name<__half, OutT>(n, kVariant == 40 ? 1 : 2);
   } else if constexpr (kVariant == 42) {
-    return qh::HadamardStreamedTraits<OutT, 20, 8, 2, 1, 8>::name();
+    return qh::HadamardStreamedTraits<OutT, 20, 2, 1, 8>::name();
   } else if constexpr (kVariant == 43) {
-    return qh::HadamardStreamedTraits<OutT, 20, 8, 4, 1>::name();
+    return qh::HadamardStreamedTraits<OutT, 20, 4, 1>::name();
   } else if constexpr (kVariant == 44) {
-    return qh::HadamardStreamedTraits<OutT, 20, 8>::name() + "_onerow";
+    return qh::HadamardStreamedTraits<OutT, 20>::name() + "_onerow";
   } else if constexpr (kVariant == 45) {
-    return qh::HadamardStreamedTraits<OutT, 20, 8, 2, 2>::name();
+    return qh::HadamardStreamedTraits<OutT, 20, 2, 2>::name();
   } else if constexpr (kVariant == 50) {
     return qh::generic_name<__half, OutT>(n);
   } else if constexpr (kVariant == 20) {
