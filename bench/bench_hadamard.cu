@@ -242,30 +242,40 @@ void BM_Hadamard(benchmark::State& state) {
 void sizes(benchmark::internal::Benchmark* b) {
   for (int64_t n : {5120, 1536, 2048, 4096})
     for (int64_t M : {1, 2048, 8192}) b->Args({n, M});
-  b->ArgNames({"n", "M"})->UseManualTime()->Unit(benchmark::kMicrosecond);
+  // Fixed iteration count: an M = 1 iteration replays a graph of thousands of launches while it
+  // reports the per-launch time, so a min_time rule would run it for minutes.
+  b->ArgNames({"n", "M"})->UseManualTime()->Iterations(20)->Unit(benchmark::kMicrosecond);
 }
 
 void sizes_staged(benchmark::internal::Benchmark* b) {
   for (int64_t n : {5120, 1536})
     for (int64_t M : {1, 2048, 8192}) b->Args({n, M});
-  b->ArgNames({"n", "M"})->UseManualTime()->Unit(benchmark::kMicrosecond);
+  // Fixed iteration count: an M = 1 iteration replays a graph of thousands of launches while it
+  // reports the per-launch time, so a min_time rule would run it for minutes.
+  b->ArgNames({"n", "M"})->UseManualTime()->Iterations(20)->Unit(benchmark::kMicrosecond);
 }
 
 void sizes_5120(benchmark::internal::Benchmark* b) {
   for (int64_t M : {1, 2048, 8192}) b->Args({5120, M});
-  b->ArgNames({"n", "M"})->UseManualTime()->Unit(benchmark::kMicrosecond);
+  // Fixed iteration count: an M = 1 iteration replays a graph of thousands of launches while it
+  // reports the per-launch time, so a min_time rule would run it for minutes.
+  b->ArgNames({"n", "M"})->UseManualTime()->Iterations(20)->Unit(benchmark::kMicrosecond);
 }
 
 void sizes_streamed(benchmark::internal::Benchmark* b) {
   for (int64_t n : {5120, 3072})
     for (int64_t M : {1, 2048, 8192}) b->Args({n, M});
-  b->ArgNames({"n", "M"})->UseManualTime()->Unit(benchmark::kMicrosecond);
+  // Fixed iteration count: an M = 1 iteration replays a graph of thousands of launches while it
+  // reports the per-launch time, so a min_time rule would run it for minutes.
+  b->ArgNames({"n", "M"})->UseManualTime()->Iterations(20)->Unit(benchmark::kMicrosecond);
 }
 
 void sizes_mma(benchmark::internal::Benchmark* b) {
   for (int64_t n : {5120, 3072})
     for (int64_t M : {1, 2048, 8192}) b->Args({n, M});
-  b->ArgNames({"n", "M"})->UseManualTime()->Unit(benchmark::kMicrosecond);
+  // Fixed iteration count: an M = 1 iteration replays a graph of thousands of launches while it
+  // reports the per-launch time, so a min_time rule would run it for minutes.
+  b->ArgNames({"n", "M"})->UseManualTime()->Iterations(20)->Unit(benchmark::kMicrosecond);
 }
 
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 0)->Name("Hadamard_f16_to_i8")->Apply(sizes);
