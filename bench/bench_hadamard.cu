@@ -239,43 +239,39 @@ void BM_Hadamard(benchmark::State& state) {
   state.counters["flops"] = 0;  // add/sub only: n·(log2 2^k + ~m/3) per row, far below any ALU roof
 }
 
+// Fixed iteration count: an M = 1 iteration replays a graph of thousands of launches while it
+// reports the per-launch time, so a min_time rule would run it for minutes.
+void finish_rows(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"n", "M"})->UseManualTime()->Iterations(20)->Unit(benchmark::kMicrosecond);
+}
+
 void sizes(benchmark::internal::Benchmark* b) {
   for (int64_t n : {5120, 1536, 2048, 4096})
     for (int64_t M : {1, 2048, 8192}) b->Args({n, M});
-  // Fixed iteration count: an M = 1 iteration replays a graph of thousands of launches while it
-  // reports the per-launch time, so a min_time rule would run it for minutes.
-  b->ArgNames({"n", "M"})->UseManualTime()->Iterations(20)->Unit(benchmark::kMicrosecond);
+  finish_rows(b);
 }
 
 void sizes_staged(benchmark::internal::Benchmark* b) {
   for (int64_t n : {5120, 1536})
     for (int64_t M : {1, 2048, 8192}) b->Args({n, M});
-  // Fixed iteration count: an M = 1 iteration replays a graph of thousands of launches while it
-  // reports the per-launch time, so a min_time rule would run it for minutes.
-  b->ArgNames({"n", "M"})->UseManualTime()->Iterations(20)->Unit(benchmark::kMicrosecond);
+  finish_rows(b);
 }
 
 void sizes_5120(benchmark::internal::Benchmark* b) {
   for (int64_t M : {1, 2048, 8192}) b->Args({5120, M});
-  // Fixed iteration count: an M = 1 iteration replays a graph of thousands of launches while it
-  // reports the per-launch time, so a min_time rule would run it for minutes.
-  b->ArgNames({"n", "M"})->UseManualTime()->Iterations(20)->Unit(benchmark::kMicrosecond);
+  finish_rows(b);
 }
 
 void sizes_streamed(benchmark::internal::Benchmark* b) {
   for (int64_t n : {5120, 3072})
     for (int64_t M : {1, 2048, 8192}) b->Args({n, M});
-  // Fixed iteration count: an M = 1 iteration replays a graph of thousands of launches while it
-  // reports the per-launch time, so a min_time rule would run it for minutes.
-  b->ArgNames({"n", "M"})->UseManualTime()->Iterations(20)->Unit(benchmark::kMicrosecond);
+  finish_rows(b);
 }
 
 void sizes_mma(benchmark::internal::Benchmark* b) {
   for (int64_t n : {5120, 3072})
     for (int64_t M : {1, 2048, 8192}) b->Args({n, M});
-  // Fixed iteration count: an M = 1 iteration replays a graph of thousands of launches while it
-  // reports the per-launch time, so a min_time rule would run it for minutes.
-  b->ArgNames({"n", "M"})->UseManualTime()->Iterations(20)->Unit(benchmark::kMicrosecond);
+  finish_rows(b);
 }
 
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 0)->Name("Hadamard_f16_to_i8")->Apply(sizes);
