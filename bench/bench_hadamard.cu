@@ -22,6 +22,7 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <initializer_list>
 #include <vector>
 
 #include "common/bench_utils.cuh"
@@ -239,40 +240,19 @@ void BM_Hadamard(benchmark::State& state) {
   state.counters["flops"] = 0;  // add/sub only: n·(log2 2^k + ~m/3) per row, far below any ALU roof
 }
 
-// Fixed iteration count: an M = 1 iteration replays a graph of thousands of launches while it
-// reports the per-launch time, so a min_time rule would run it for minutes.
-void finish_rows(benchmark::internal::Benchmark* b) {
+// Rows n × M ∈ {1, 2048, 8192}. Fixed iteration count: an M = 1 iteration replays a graph of
+// thousands of launches while it reports the per-launch time, so a min_time rule would run it
+// for minutes.
+void rows_for(benchmark::internal::Benchmark* b, std::initializer_list<int64_t> ns) {
+  for (int64_t n : ns)
+    for (int64_t M : {1, 2048, 8192}) b->Args({n, M});
   b->ArgNames({"n", "M"})->UseManualTime()->Iterations(20)->Unit(benchmark::kMicrosecond);
 }
-
-void sizes(benchmark::internal::Benchmark* b) {
-  for (int64_t n : {5120, 1536, 2048, 4096})
-    for (int64_t M : {1, 2048, 8192}) b->Args({n, M});
-  finish_rows(b);
-}
-
-void sizes_staged(benchmark::internal::Benchmark* b) {
-  for (int64_t n : {5120, 1536})
-    for (int64_t M : {1, 2048, 8192}) b->Args({n, M});
-  finish_rows(b);
-}
-
-void sizes_5120(benchmark::internal::Benchmark* b) {
-  for (int64_t M : {1, 2048, 8192}) b->Args({5120, M});
-  finish_rows(b);
-}
-
-void sizes_streamed(benchmark::internal::Benchmark* b) {
-  for (int64_t n : {5120, 3072})
-    for (int64_t M : {1, 2048, 8192}) b->Args({n, M});
-  finish_rows(b);
-}
-
-void sizes_mma(benchmark::internal::Benchmark* b) {
-  for (int64_t n : {5120, 3072})
-    for (int64_t M : {1, 2048, 8192}) b->Args({n, M});
-  finish_rows(b);
-}
+void sizes(benchmark::internal::Benchmark* b) { rows_for(b, {5120, 1536, 2048, 4096}); }
+void sizes_staged(benchmark::internal::Benchmark* b) { rows_for(b, {5120, 1536}); }
+void sizes_5120(benchmark::internal::Benchmark* b) { rows_for(b, {5120}); }
+// The tensor-core variants (streamed, pipelined_mma): H_m ⊗ H_256 with m ∈ {12, 20}.
+void sizes_mma(benchmark::internal::Benchmark* b) { rows_for(b, {5120, 3072}); }
 
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 0)->Name("Hadamard_f16_to_i8")->Apply(sizes);
 BENCHMARK_TEMPLATE(BM_Hadamard, __half, 0)->Name("Hadamard_f16_to_f16")->Apply(sizes);
@@ -285,10 +265,10 @@ BENCHMARK_TEMPLATE(BM_Hadamard, __half, 20)->Name("Hadamard_f16_to_f16_pipelined
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 30)->Name("Hadamard_f16_to_i8_pipelined_mma")->Apply(sizes_mma);
 BENCHMARK_TEMPLATE(BM_Hadamard, __half, 30)->Name("Hadamard_f16_to_f16_pipelined_mma")->Apply(sizes_mma);
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 33)->Name("Hadamard_f16_to_i8_pipelined_mma_stages3")->Apply(sizes_5120);
-BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 50)->Name("Hadamard_f16_to_i8_generic")->Apply(sizes_streamed);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 50)->Name("Hadamard_f16_to_i8_generic")->Apply(sizes_mma);
 BENCHMARK_TEMPLATE(BM_Hadamard, __half, 50)->Name("Hadamard_f16_to_f16_generic")->Apply(sizes_5120);
-BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 40)->Name("Hadamard_f16_to_i8_streamed")->Apply(sizes_streamed);
-BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 41)->Name("Hadamard_f16_to_i8_streamed_split2")->Apply(sizes_streamed);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 40)->Name("Hadamard_f16_to_i8_streamed")->Apply(sizes_mma);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 41)->Name("Hadamard_f16_to_i8_streamed_split2")->Apply(sizes_mma);
 BENCHMARK_TEMPLATE(BM_Hadamard, __half, 40)->Name("Hadamard_f16_to_f16_streamed")->Apply(sizes_5120);
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 42)->Name("Hadamard_f16_to_i8_streamed_stages2")->Apply(sizes_5120);
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 43)->Name("Hadamard_f16_to_i8_streamed_stages4")->Apply(sizes_5120);

@@ -809,6 +809,21 @@ QUAMBA_DEVICE void mix_scaled(const float (&x)[kM], float (&o)[kM], float scale)
   }
 }
 
+// The m-point mix of one column pair: v[im] holds columns (2u, 2u + 1) of sub-block im (stride
+// kP); the scaled outputs of both columns go to o[im·kP], o[im·kP + 1].
+template <int kM, int kP, typename OutT>
+QUAMBA_DEVICE void mix_store_pair(const float2 (&v)[kM], OutT* o, float scale, bool vec_out) {
+  float x[kM], y0[kM], y1[kM];
+#pragma unroll
+  for (int im = 0; im < kM; ++im) x[im] = v[im].x;
+  mix_scaled<kM>(x, y0, scale);
+#pragma unroll
+  for (int im = 0; im < kM; ++im) x[im] = v[im].y;
+  mix_scaled<kM>(x, y1, scale);
+#pragma unroll
+  for (int im = 0; im < kM; ++im) store2(o + im * kP, y0[im], y1[im], vec_out);
+}
+
 // Float index in the block's smem of element e (a multiple of 2 at least) of local row rl.
 template <typename Tr>
 QUAMBA_DEVICE int staged_smem_index(int rl, int e) {
@@ -932,16 +947,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
 #pragma unroll
           for (int im = 0; im < Tr::kM; ++im)
             v[im] = *reinterpret_cast<const float2*>(s + staged_smem_index<Tr>(rl, im * Tr::kP + 2 * u));
-          float x[Tr::kM], y0[Tr::kM], y1[Tr::kM];
-#pragma unroll
-          for (int im = 0; im < Tr::kM; ++im) x[im] = v[im].x;
-          mix_scaled<Tr::kM>(x, y0, p.scale);
-#pragma unroll
-          for (int im = 0; im < Tr::kM; ++im) x[im] = v[im].y;
-          mix_scaled<Tr::kM>(x, y1, p.scale);
-          OutT* o = p.out + row * p.out_row_stride + 2 * u;
-#pragma unroll
-          for (int im = 0; im < Tr::kM; ++im) store2(o + im * Tr::kP, y0[im], y1[im], vec_out);
+          mix_store_pair<Tr::kM, Tr::kP>(v, p.out + row * p.out_row_stride + 2 * u, p.scale, vec_out);
         }
       }
     }
@@ -1086,20 +1092,11 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
         const int64_t row = row_base + rl;
         if (row >= p.rows) continue;
         const float* w = work + rl * Tr::kN;
-        float x[Tr::kM], y0[Tr::kM], y1[Tr::kM];
         float2 v[Tr::kM];
 #pragma unroll
         for (int im = 0; im < Tr::kM; ++im)
           v[im] = *reinterpret_cast<const float2*>(w + pipelined_swizzle(im * Tr::kP + 2 * u));
-#pragma unroll
-        for (int im = 0; im < Tr::kM; ++im) x[im] = v[im].x;
-        mix_scaled<Tr::kM>(x, y0, p.scale);
-#pragma unroll
-        for (int im = 0; im < Tr::kM; ++im) x[im] = v[im].y;
-        mix_scaled<Tr::kM>(x, y1, p.scale);
-        OutT* o = p.out + row * p.out_row_stride + 2 * u;
-#pragma unroll
-        for (int im = 0; im < Tr::kM; ++im) store2(o + im * Tr::kP, y0[im], y1[im], vec_out);
+        mix_store_pair<Tr::kM, Tr::kP>(v, p.out + row * p.out_row_stride + 2 * u, p.scale, vec_out);
       }
     }
   }
@@ -1227,20 +1224,11 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
 
     {
       const int u = t;  // column pair 2u, 2u+1 (kMixItems == kThreads)
-      float x[Tr::kM], y0[Tr::kM], y1[Tr::kM];
       float2 v[Tr::kM];
 #pragma unroll
       for (int im = 0; im < Tr::kM; ++im)
         v[im] = *reinterpret_cast<const float2*>(work + mma_work_swizzle(im * Tr::kP + 2 * u));
-#pragma unroll
-      for (int im = 0; im < Tr::kM; ++im) x[im] = v[im].x;
-      mix_scaled<Tr::kM>(x, y0, mix_scale);
-#pragma unroll
-      for (int im = 0; im < Tr::kM; ++im) x[im] = v[im].y;
-      mix_scaled<Tr::kM>(x, y1, mix_scale);
-      OutT* o = p.out + row * p.out_row_stride + 2 * u;
-#pragma unroll
-      for (int im = 0; im < Tr::kM; ++im) store2(o + im * Tr::kP, y0[im], y1[im], vec_out);
+      mix_store_pair<Tr::kM, Tr::kP>(v, p.out + row * p.out_row_stride + 2 * u, mix_scale, vec_out);
     }
   }
   cp_async_wait<0>();
@@ -1434,6 +1422,36 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
 
 // ---- layer 3: launch ---------------------------------------------------------------------------
 
+namespace detail {
+
+// Whether every row of the output takes stores of vec_bytes (base and row pitch aligned).
+template <typename InT, typename OutT>
+bool vector_rows(const HadamardParams<InT, OutT>& p, int64_t vec_bytes) {
+  return is_aligned(p.out, vec_bytes) &&
+         (p.rows <= 1 || (p.out_row_stride * static_cast<int64_t>(sizeof(OutT))) % vec_bytes == 0);
+}
+
+// Grid of a persistent kernel over `items` work items: at most its resident blocks (SMs × blocks
+// per SM, cached per launch site), fewer when there are fewer items.
+template <typename Kernel>
+Status persistent_grid(ResidentCache& cache, Kernel kernel, int threads, size_t smem, int64_t items,
+                       int64_t* grid) {
+  Residency res;
+  QUAMBA_RETURN_IF_ERROR(cache.get(kernel, threads, smem, &res));
+  *grid = items < res.total() ? items : res.total();
+  return Status::kSuccess;
+}
+
+// The tensor-core variants use mma.m16n8k16, movmatrix and cp.async: sm_80 and up.
+inline Status require_sm80() {
+  int dev = 0, major = 0;
+  QUAMBA_RETURN_IF_CUDA_ERROR(cudaGetDevice(&dev));
+  QUAMBA_RETURN_IF_CUDA_ERROR(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  return major < 8 ? Status::kErrorNotSupported : Status::kSuccess;
+}
+
+}  // namespace detail
+
 // Launches the variant for one (m, k); p must have passed can_implement with n = m·2^k.
 template <typename InT, typename OutT, int kM, int kLogP, int kRunsPerThread = 2>
 Status launch(const HadamardParams<InT, OutT>& p, cudaStream_t stream) {
@@ -1460,15 +1478,11 @@ Status launch_staged(const HadamardParams<InT, OutT>& p, cudaStream_t stream) {
   if (p.rows == 0) return Status::kSuccess;
   const int64_t groups = (p.rows + Tr::kRows - 1) / Tr::kRows;
   auto kernel = detail::hadamard_staged_kernel<Tr, InT, OutT>;
-  static ResidentCache cache;  // resident blocks (SMs × blocks per SM) of this kernel
-  Residency res;
-  QUAMBA_RETURN_IF_ERROR(cache.get(kernel, Tr::kThreads, Tr::kSmemBytes, &res));
-  const int64_t resident = res.total();
-  const int64_t grid = (groups < resident || !kPersistent) ? groups : resident;
+  static ResidentCache cache;
+  int64_t grid = groups;
+  if (kPersistent) QUAMBA_RETURN_IF_ERROR(detail::persistent_grid(cache, kernel, Tr::kThreads, Tr::kSmemBytes, groups, &grid));
   if (grid > 0x7fffffff) return Status::kErrorNotSupported;
-  constexpr int64_t kVecBytes = Tr::kStoreVec * static_cast<int64_t>(sizeof(OutT));
-  const bool vec_out = is_aligned(p.out, kVecBytes) &&
-                       (p.rows <= 1 || (p.out_row_stride * static_cast<int64_t>(sizeof(OutT))) % kVecBytes == 0);
+  const bool vec_out = detail::vector_rows(p, Tr::kStoreVec * static_cast<int64_t>(sizeof(OutT)));
   kernel<<<static_cast<unsigned>(grid), Tr::kThreads, Tr::kSmemBytes, stream>>>(p, groups, vec_out);
   return last_launch_status();
 }
@@ -1484,13 +1498,9 @@ Status launch_pipelined(const HadamardParams<InT, OutT>& p, cudaStream_t stream)
   const int64_t groups = (p.rows + Tr::kRows - 1) / Tr::kRows;
   auto kernel = detail::hadamard_pipelined_kernel<Tr, InT, OutT>;
   static ResidentCache cache;
-  Residency res;
-  QUAMBA_RETURN_IF_ERROR(cache.get(kernel, Tr::kThreads, Tr::kSmemBytes, &res));
-  const int64_t resident = res.total();
-  const int64_t grid = groups < resident ? groups : resident;
-  constexpr int64_t kVecBytes = Tr::kStoreVec * static_cast<int64_t>(sizeof(OutT));
-  const bool vec_out = is_aligned(p.out, kVecBytes) &&
-                       (p.rows <= 1 || (p.out_row_stride * static_cast<int64_t>(sizeof(OutT))) % kVecBytes == 0);
+  int64_t grid = 0;
+  QUAMBA_RETURN_IF_ERROR(detail::persistent_grid(cache, kernel, Tr::kThreads, Tr::kSmemBytes, groups, &grid));
+  const bool vec_out = detail::vector_rows(p, Tr::kStoreVec * static_cast<int64_t>(sizeof(OutT)));
   kernel<<<static_cast<unsigned>(grid), Tr::kThreads, Tr::kSmemBytes, stream>>>(p, groups, vec_out);
   return last_launch_status();
 }
@@ -1504,18 +1514,11 @@ Status launch_pipelined_mma(const HadamardParams<__half, OutT>& p, cudaStream_t 
   if (p.n != Tr::kN) return Status::kErrorInvalidArgument;
   if (p.rows == 0) return Status::kSuccess;
   auto kernel = detail::hadamard_pipelined_mma_kernel<Tr, OutT>;
-  int dev = 0, major = 0;
-  QUAMBA_RETURN_IF_CUDA_ERROR(cudaGetDevice(&dev));
-  QUAMBA_RETURN_IF_CUDA_ERROR(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-  if (major < 8) return Status::kErrorNotSupported;  // mma.m16n8k16, cp.async: sm_80+
+  QUAMBA_RETURN_IF_ERROR(detail::require_sm80());
   static ResidentCache cache;
-  Residency res;
-  QUAMBA_RETURN_IF_ERROR(cache.get(kernel, Tr::kThreads, Tr::kSmemBytes, &res));
-  const int64_t resident = res.total();
-  const int64_t grid = p.rows < resident ? p.rows : resident;
-  constexpr int64_t kVecBytes = Tr::kStoreVec * static_cast<int64_t>(sizeof(OutT));
-  const bool vec_out = is_aligned(p.out, kVecBytes) &&
-                       (p.rows <= 1 || (p.out_row_stride * static_cast<int64_t>(sizeof(OutT))) % kVecBytes == 0);
+  int64_t grid = 0;
+  QUAMBA_RETURN_IF_ERROR(detail::persistent_grid(cache, kernel, Tr::kThreads, Tr::kSmemBytes, p.rows, &grid));
+  const bool vec_out = detail::vector_rows(p, Tr::kStoreVec * static_cast<int64_t>(sizeof(OutT)));
   kernel<<<static_cast<unsigned>(grid), Tr::kThreads, Tr::kSmemBytes, stream>>>(p, vec_out);
   return last_launch_status();
 }
@@ -1530,18 +1533,11 @@ Status launch_streamed(const HadamardParams<__half, OutT>& p, cudaStream_t strea
   if (p.n != Tr::kN) return Status::kErrorInvalidArgument;
   if (p.rows == 0) return Status::kSuccess;
   auto kernel = detail::hadamard_streamed_kernel<Tr, OutT>;
-  int dev = 0, major = 0;
-  QUAMBA_RETURN_IF_CUDA_ERROR(cudaGetDevice(&dev));
-  QUAMBA_RETURN_IF_CUDA_ERROR(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-  if (major < 8) return Status::kErrorNotSupported;  // mma.m16n8k16, movmatrix, cp.async: sm_80+
+  QUAMBA_RETURN_IF_ERROR(detail::require_sm80());
   static ResidentCache cache;
-  Residency res;
-  QUAMBA_RETURN_IF_ERROR(cache.get(kernel, Tr::kThreads, Tr::kSmemBytes, &res));
-  const int64_t cap = kPersistent ? res.total() : int64_t(0x7fffffff);
-  const int64_t grid = p.rows < cap ? p.rows : cap;
-  constexpr int64_t kVecBytes = Tr::kStoreBytes;
-  const bool vec_out = is_aligned(p.out, kVecBytes) &&
-                       (p.rows <= 1 || (p.out_row_stride * static_cast<int64_t>(sizeof(OutT))) % kVecBytes == 0);
+  int64_t grid = p.rows < 0x7fffffff ? p.rows : int64_t(0x7fffffff);
+  if (kPersistent) QUAMBA_RETURN_IF_ERROR(detail::persistent_grid(cache, kernel, Tr::kThreads, Tr::kSmemBytes, p.rows, &grid));
+  const bool vec_out = detail::vector_rows(p, Tr::kStoreBytes);
   kernel<<<static_cast<unsigned>(grid), Tr::kThreads, Tr::kSmemBytes, stream>>>(p, vec_out);
   return last_launch_status();
 }
