@@ -627,20 +627,27 @@ TEST(GpuModelMemory, IndependentOfPromptLength) {
   size_t free0 = 0, free1 = 0, total = 0;
   const auto shortp = random_ids(16, 90), longp = random_ids(1500, 91);
   std::vector<float> last(kVocab);
-  // One untimed pass over both lengths first: the first launch of each kernel loads its module
-  // (CUDA lazy loading), which takes device memory once and is not a per-prompt cost.
+  // One pass over the long prompt first (the short prompt's kernels load before free0 is read):
+  // the first launch of each kernel loads its module (CUDA lazy loading), which takes device
+  // memory once and is not a per-prompt cost.
   ASSERT_EQ(e->prefill(0, longp.data(), int64_t(longp.size()), last.data(), false), Status::kSuccess);
-  ASSERT_EQ(e->reset_slot(0), Status::kSuccess);
-  ASSERT_EQ(e->prefill(0, shortp.data(), int64_t(shortp.size()), last.data(), false), Status::kSuccess);
-  QUAMBA_CUDA_CHECK(cudaMemGetInfo(&free0, &total));
-  ASSERT_EQ(e->reset_slot(0), Status::kSuccess);
-  ASSERT_EQ(e->prefill(0, longp.data(), int64_t(longp.size()), last.data(), false), Status::kSuccess);
-  QUAMBA_CUDA_CHECK(cudaMemGetInfo(&free1, &total));
-  // Free memory is device-wide: other processes (ctest -j) move it too, so this bound is loose
-  // and the engine's own accounting above is the exact check.
-  EXPECT_TRUE(all_finite(last));
+  // Free memory is device-wide: other processes (ctest -j) move it too. A leak or a buffer that
+  // grows with the prompt shows in every attempt, another process's allocation rarely in three in
+  // a row, so the smallest growth of three short-then-long pairs is compared with the bound. The
+  // engine's own accounting is the exact check.
+  size_t growth = ~size_t(0);
+  for (int attempt = 0; attempt < 3 && growth > (size_t(4) << 20); ++attempt) {
+    ASSERT_EQ(e->reset_slot(0), Status::kSuccess);
+    ASSERT_EQ(e->prefill(0, shortp.data(), int64_t(shortp.size()), last.data(), false), Status::kSuccess);
+    QUAMBA_CUDA_CHECK(cudaMemGetInfo(&free0, &total));
+    ASSERT_EQ(e->reset_slot(0), Status::kSuccess);
+    ASSERT_EQ(e->prefill(0, longp.data(), int64_t(longp.size()), last.data(), false), Status::kSuccess);
+    QUAMBA_CUDA_CHECK(cudaMemGetInfo(&free1, &total));
+    growth = std::min(growth, free0 - std::min(free0, free1));
+    EXPECT_TRUE(all_finite(last));
+  }
   EXPECT_EQ(g->memory().total(), before.total());
-  EXPECT_LE(free0 - std::min(free0, free1), size_t(4) << 20) << "device memory grew with the prompt";
+  EXPECT_LE(growth, size_t(4) << 20) << "device memory grew with the prompt";
 }
 
 // ---- calibration ----------------------------------------------------------------------------------
