@@ -437,9 +437,12 @@ TEST(GpuBlockStep, FusedStepMatchesEightKernelStep) {
       const int64_t S = 11;
       const int64_t E = d.E, K = d.K, N = d.N;
       for (int64_t B : {1, 3, 8}) {
-        for (bool pdl : {false, true}) {
+        // 0: ordinary launches; 1: pdl, steps chained back to back; 2: pdl with settled states
+        // (the scan reads its state before the wait), the steps separated by a synchronization.
+        for (int mode : {0, 1, 2}) {
+          const bool pdl = mode > 0, settled = mode == 2;
           SCOPED_TRACE("D=" + std::to_string(D) + (quamba ? " quamba" : " naive") + " B=" + std::to_string(B) +
-                       (pdl ? " pdl" : ""));
+                       (pdl ? " pdl" : "") + (settled ? " settled" : ""));
           std::mt19937_64 rng(uint64_t(D * 100 + B));
           // Distinct slots in reverse order with gaps; states and residual rows of plausible size.
           const int32_t kSlots[8] = {9, 2, 5, 0, 7, 10, 3, 6};
@@ -454,8 +457,11 @@ TEST(GpuBlockStep, FusedStepMatchesEightKernelStep) {
             StepRig r(d, B, S, conv0, ssm0, res0, idx);
             r.io.kernels = fused == 1 ? qb::StepKernels::kFused : qb::StepKernels::kUnfused;
             r.io.pdl = pdl && fused == 1;
-            for (int step = 0; step < 3; ++step)
+            r.io.states_settled = settled;
+            for (int step = 0; step < 3; ++step) {
               ASSERT_EQ(qb::step_i8(d, dl.layer, r.ws, r.io, nullptr), Status::kSuccess);
+              if (settled) ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+            }
             ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
             EXPECT_EQ(r.flag.download()[0], 0);
             res_out[fused] = r.res.download();

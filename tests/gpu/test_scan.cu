@@ -614,7 +614,10 @@ TEST(ScanDecodeI8, PrefillThenDecodeEqualsLongerPrefill) {
 // writes NaN.
 TEST(ScanDecodeI8, StateIndex) {
   QUAMBA_REQUIRE_GPU();
+  // prefetch_state: the slot and the state are read before the (here no-op) dependency wait.
+  for (bool prefetch : {false, true})
   for (int64_t E : {64, 5120}) {
+    SCOPED_TRACE(std::string("E=") + std::to_string(E) + (prefetch ? " prefetch_state" : ""));
     const int64_t B = 4, N = 16, S = 6;
     auto rng = quamba::test::make_rng(900 + E);
     auto u = quamba::test::random_int8(B * E, rng), dt = quamba::test::random_int8(B * E, rng);
@@ -641,6 +644,7 @@ TEST(ScanDecodeI8, StateIndex) {
     p.states = dstates.get();
     p.num_slots = S;
     p.state_idx = didx.get();
+    p.prefetch_state = prefetch;
     p.y = quamba::make_view(reinterpret_cast<__half*>(dy.get()), B, E);
     ASSERT_EQ(qs::can_implement(p), Status::kSuccess);
     ASSERT_EQ(qs::run(p, nullptr, 0), Status::kSuccess);

@@ -133,6 +133,12 @@ struct StepIO {
   // Launch the step's kernels as programmatic dependents (core/launch.cuh). Only for devices
   // of compute capability 9.0 and up (device_supports_pdl).
   bool pdl = false;
+  // With pdl: no kernel of this step's chain of programmatic launches writes the layer's conv
+  // and ssm states or state_idx (for example, each step's chain begins with an ordinary launch,
+  // as the model's decode begins with the embedding, and a layer's states are written only by
+  // that layer). The in_proj and scan kernels then read the states before their dependency waits
+  // (prefetch_state). Leave false when steps are chained back to back.
+  bool states_settled = false;
 };
 
 // Calibration context of the fp16 forward.
@@ -354,6 +360,7 @@ inline FusedStep fused_step_params(const BlockDims& d, const LayerI8& w, const B
   a.conv_w = w.conv_w; a.conv_b = w.conv_b;
   a.conv_scale_wx = w.s.conv_scale_wx; a.conv_s_b = w.s.conv_s_b; a.conv_inv_s_u = w.s.conv_inv_s_u;
   a.u = static_cast<int8_t*>(ws.u); a.xz = static_cast<int8_t*>(ws.xz); a.pdl = io.pdl;
+  a.prefetch_state = io.pdl && io.states_settled;
   OutProjStepParams& o = f.out;
   o.M = a.M; o.D = a.D; o.E = a.E;
   o.y = ws.y; o.rotate = w.use_hadamard; o.factor = w.s.out_factor;
@@ -383,6 +390,7 @@ inline Status step_i8_fused(const BlockDims& d, const LayerI8& w, const BlockWor
   scan::DecodeParamsI8 p = step_scan_params(d, w, io, static_cast<int8_t*>(ws.xz), u, xd, ws.y);
   p.dt_x = xd; p.dt_x_stride = d.Xp; p.dt_weight = w.dt_proj; p.dt_k = d.Rp; p.dt_alpha = w.s.alpha_dt;
   p.pdl = io.pdl;
+  p.prefetch_state = io.pdl && io.states_settled;
   QUAMBA_RETURN_IF_ERROR(scan::run(p, nullptr, s));
   return block::run(f.out, s);
 }

@@ -157,7 +157,9 @@ inline Status step_layers(const DeviceModelF16& m, const ModelWorkspace& ws, con
   return Status::kSuccess;
 }
 
-// kernels / pdl: StepIO's switches (which step kernels; programmatic dependent launch).
+// kernels / pdl: StepIO's switches (which step kernels; programmatic dependent launch). With pdl
+// the step's chain must begin with an ordinary launch (block::embed is one): the scans then read
+// their states before their dependency waits (StepIO::states_settled).
 inline Status step_layers(const DeviceModelI8& m, const ModelWorkspace& ws, const ModelCaches& c, int64_t B,
                           const int32_t* state_idx, cublasHandle_t, cudaStream_t s,
                           StepKernels kernels = StepKernels::kAuto, bool pdl = false) {
@@ -167,6 +169,7 @@ inline Status step_layers(const DeviceModelI8& m, const ModelWorkspace& ws, cons
     io.conv_state = c.conv_layer(m.dims, l); io.ssm_state = c.ssm_layer(m.dims, l);
     io.num_slots = c.num_slots; io.state_idx = state_idx; io.error_flag = ws.error_flag;
     io.kernels = kernels; io.pdl = pdl;
+    io.states_settled = true;  // the step's chain begins with the embedding, an ordinary launch
     QUAMBA_RETURN_IF_ERROR(step_i8(m.dims, m.layers[size_t(l)], ws.blk, io, s));
   }
   return Status::kSuccess;

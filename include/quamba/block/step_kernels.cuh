@@ -28,6 +28,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <limits>
 
 #include "quamba/conv1d/causal_conv1d.cuh"
 #include "quamba/core/cuda_check.hpp"
@@ -61,6 +62,9 @@ struct InProjStepParams {
   int8_t* u = nullptr;                 // (M, E) out
   int8_t* xz = nullptr;                // (M, 2E) out: the z half [E, 2E) is written
   bool pdl = false;
+  // With pdl: read state_idx and conv_state before the dependency wait. Only when no kernel of
+  // the same chain of programmatic launches writes them (scan::DecodeParamsI8::prefetch_state).
+  bool prefetch_state = false;
 };
 
 struct OutProjStepParams {
@@ -77,16 +81,28 @@ struct OutProjStepParams {
 
 namespace detail {
 
-// GEMV shape of the two fused kernels, persistent over row blocks so that the prologue runs
-// once per CTA. A warp owns kRowsPerGroup rows and splits K among its lanes (the reduction is
-// shuffles only: no block barrier inside the row loop, so a warp in its epilogue never holds
-// the others back); 5 chunks per lane and row are loaded at once: in_proj (K = d_model = 2560)
-// reads a row pair in one round, out_proj (K = d_inner = 5120) in two. With
-// kStepCtasPerSm CTAs of 4 warps per SM that is ~80 KB per SM in flight (ncu, H100: the first
-// form, 2 CTAs of 128-thread row groups with one barrier per 4 rows, streamed in_proj at only
-// 1 TB/s).
+// GEMV shapes of the two fused kernels. A warp owns kRowsPerGroup rows and splits K among its
+// lanes (the reduction is shuffles only: no block barrier inside the row loop, so a warp in its
+// epilogue never holds the others back); 5 chunks per lane and row are loaded at once: in_proj
+// (K = d_model = 2560) reads a row pair in one round, out_proj (K = d_inner = 5120) in two.
+// in_proj: one CTA of 8 warps per 16-row block (640 CTAs at d_inner 5120), not persistent. Every
+// CTA normalizes the residual again (10 KB of L2 reads per row and CTA), but almost all CTAs are
+// resident at once and issue their first weight loads before the dependency wait, so the whole
+// weight stream is requested while the previous kernel finishes, and the epilogues' conv-state
+// round trips of one CTA overlap the others' streams. Measured (H100, TPOT batch 1, same run):
+// 1.94 ms, against 2.08 for a persistent grid of 4 CTAs of 4 warps per SM (the row blocks of a
+// persistent CTA run one after another, each with a full DRAM round trip), 1.98 for 8-row
+// CTAs of 4 warps, 2.05 for 4-row CTAs and 2.18 for 4-row CTAs of 2 warps.
+// out_proj: 16-row blocks of 8 warps, at most kStepCtasPerSm CTAs per SM looping over them (at
+// d_model 2560 that is 160 CTAs of one block each, so every CTA's rotation prologue, three block
+// barriers, runs once and with 256 threads). Same kind of run, TPOT batch 1 with the scan's
+// state prefetch: 1.80 ms, against 1.89 for 8-row blocks of 4 warps, 1.87 and 1.81 with both
+// K-rounds of a row pair in flight at once (10 chunks per lane) at 4 and 8 warps; with 8-row
+// blocks of 4 warps, 4 CTAs per SM measured 1.98 ms, 2 per SM 2.07 and 1 per SM 2.18.
 template <int kMaxM>
-using StepGemv = gemm::GemvTraits<kMaxM, 32, 4, 2, 5>;
+using StepInProjGemv = gemm::GemvTraits<kMaxM, 32, 8, 2, 5>;
+template <int kMaxM>
+using StepOutProjGemv = gemm::GemvTraits<kMaxM, 32, 8, 2, 5>;
 inline constexpr int kStepCtasPerSm = 4;
 
 #if QUAMBA_HAS_CUDA_COMPILER
@@ -111,24 +127,70 @@ QUAMBA_DEVICE void block_sum(float (&v)[kMaxM], float (*red)[kMaxM]) {
   }
 }
 
+// One CTA per block of Traits::kRowsPerBlock rows of in_proj (launched with one CTA per block).
 template <typename Traits>
 __global__ void __launch_bounds__(Traits::kThreads) in_proj_step_kernel(const InProjStepParams p) {
-  constexpr int kMaxM = Traits::kMaxM, kThreads = Traits::kThreads;
+  constexpr int kMaxM = Traits::kMaxM, kThreads = Traits::kThreads, kRows = Traits::kRowsPerBlock;
+  constexpr int kW = conv1d::kMaxWidth;
+  static_assert(kMaxM * kRows <= kThreads, "one thread per (sequence, row) fetches the conv inputs");
   extern __shared__ int4 smem_i4[];
   int8_t* hq = reinterpret_cast<int8_t*>(smem_i4);  // (M, D)
   __shared__ float red[kThreads / 32][kMaxM];
+  // The conv inputs of the block's channel rows, fetched together with the residual so that the
+  // epilogue does not start a DRAM round trip of its own: the state window of each (sequence,
+  // row), the row's weights and bias, and each sequence's slot (-1: invalid).
+  __shared__ int8_t conv_win[kMaxM][kRows][kW];
+  __shared__ int8_t conv_wt[kRows][kW];
+  __shared__ int8_t conv_bias[kRows];
+  __shared__ int64_t slot_of[kMaxM];
   grid_dependents_launch();
-  const int M = p.M, D = p.D, E = p.E;
+  const int M = p.M, D = p.D, E = p.E, K = p.K;
   const int64_t N = 2 * static_cast<int64_t>(E);
-  const int row_blocks = static_cast<int>((N + Traits::kRowsPerBlock - 1) / Traits::kRowsPerBlock);
-  bool first = true;
+  const int64_t row_begin = static_cast<int64_t>(blockIdx.x) * kRows;
+
+  // Thread t < kMaxM·kRows fetches (m, j) = (t / kRows, t % kRows) into registers; stash_conv
+  // moves them to shared memory once the residual loads are in flight as well.
+  const int cm = static_cast<int>(threadIdx.x) / kRows, cj = static_cast<int>(threadIdx.x) % kRows;
+  const int64_t cn = row_begin + cj;
+  const bool conv_thread = cm < M && cn < E;
+  int8_t win[kW] = {}, wt[kW] = {}, bias = 0;
+  int64_t slot = -1;
+  auto fetch_conv = [&] {
+    if (!conv_thread) return;
+    const int64_t s = p.state_idx ? static_cast<int64_t>(p.state_idx[cm]) : cm;
+    slot = s >= 0 && s < p.num_slots ? s : -1;
+    if (slot >= 0) {
+      const int8_t* st = p.conv_state + (slot * E + cn) * K;
+#pragma unroll
+      for (int k = 0; k < kW; ++k)
+        if (k < K) win[k] = st[k];
+    }
+    if (cm == 0) {
+#pragma unroll
+      for (int k = 0; k < kW; ++k)
+        if (k < K) wt[k] = __ldg(p.conv_w + cn * K + k);
+      if (p.conv_b) bias = __ldg(p.conv_b + cn);
+    }
+  };
+  auto stash_conv = [&] {
+    if (!conv_thread) return;
+#pragma unroll
+    for (int k = 0; k < kW; ++k) conv_win[cm][cj][k] = win[k];
+    if (cj == 0) slot_of[cm] = slot;
+    if (cm == 0) {
+#pragma unroll
+      for (int k = 0; k < kW; ++k) conv_wt[cj][k] = wt[k];
+      conv_bias[cj] = bias;
+    }
+  };
+  if (p.prefetch_state) fetch_conv();
+
   auto prologue = [&] {
-    if (!first) return;
-    first = false;
     grid_dependency_wait();
+    if (!p.prefetch_state) fetch_conv();
     // RMSNorm statistics in fp32 as norm::add_rmsnorm: rstd = rsqrt(Σr²/D + eps); h = (r·rstd)·γ.
     // A thread's float4s of a row stay in registers between the two passes when they fit
-    // (kRegVecs per thread: D <= 4096 at 128 threads), else the row is read again (L2).
+    // (kRegVecs per thread: D <= 8192 at 256 threads), else the row is read again (L2).
     constexpr int kRegVecs = 8;
     const int d4 = D / 4;
     const bool in_regs = d4 <= kRegVecs * kThreads;
@@ -153,6 +215,7 @@ __global__ void __launch_bounds__(Traits::kThreads) in_proj_step_kernel(const In
         }
       }
     }
+    stash_conv();  // read by the epilogue, after the barriers below
     block_sum<kThreads, kMaxM>(ss, red);
     auto quantize4 = [&](const float4& r, int m, int i, float rstd) {
       const float4 g = __ldg(reinterpret_cast<const float4*>(p.gamma) + i);
@@ -181,30 +244,28 @@ __global__ void __launch_bounds__(Traits::kThreads) in_proj_step_kernel(const In
     __syncthreads();
   };
   const gemm::Requant rq{p.alpha_in};
-  for (int rb = blockIdx.x; rb < row_blocks; rb += gridDim.x) {
-    gemm::detail::gemv_block<Traits>(
-        p.w_in, D, N, D, M, static_cast<int64_t>(rb) * Traits::kRowsPerBlock, prologue,
-        [&](int m, int c) { return reinterpret_cast<const int4*>(hq + m * D)[c]; },
-        [&](int m, int64_t n, int acc) {
-          const int8_t v = rq.apply(acc, m, n);
-          if (n >= E) {
-            p.xz[static_cast<int64_t>(m) * N + n] = v;
-            return;
-          }
-          // The conv update of channel n of sequence m (conv1d_update_kernel's function).
-          const int64_t slot = p.state_idx ? static_cast<int64_t>(p.state_idx[m]) : m;
-          int8_t* uo = p.u + static_cast<int64_t>(m) * E + n;
-          if (slot < 0 || slot >= p.num_slots) {
-            *uo = 0;
-            if (p.error_flag) *p.error_flag = 1;
-            return;
-          }
-          *uo = conv1d::detail::update_channel_i8<conv1d::kMaxWidth>(
-              p.conv_state + (slot * E + n) * p.K, v, p.conv_w + n * p.K, p.K, p.conv_b ? p.conv_b + n : nullptr,
-              p.conv_s_b, p.conv_scale_wx, p.conv_inv_s_u);
-        });
-  }
-  if (first) grid_dependency_wait();  // a CTA without rows still orders the chain
+  gemm::detail::gemv_block<Traits>(
+      p.w_in, D, N, D, M, row_begin, prologue,
+      [&](int m, int c) { return reinterpret_cast<const int4*>(hq + m * D)[c]; },
+      [&](int m, int64_t n, int acc) {
+        const int8_t v = rq.apply(acc, m, n);
+        if (n >= E) {
+          p.xz[static_cast<int64_t>(m) * N + n] = v;
+          return;
+        }
+        // The conv update of channel n of sequence m (conv1d_update_kernel's function).
+        const int j = static_cast<int>(n - row_begin);
+        const int64_t sl = slot_of[m];
+        int8_t* uo = p.u + static_cast<int64_t>(m) * E + n;
+        if (sl < 0) {
+          *uo = 0;
+          if (p.error_flag) *p.error_flag = 1;
+          return;
+        }
+        *uo = conv1d::detail::update_channel_i8<kW>(conv_win[m][j], p.conv_state + (sl * E + n) * K, v, conv_wt[j], K,
+                                                    p.conv_b ? &conv_bias[j] : nullptr, p.conv_s_b, p.conv_scale_wx,
+                                                    p.conv_inv_s_u);
+      });
 }
 
 // One power-of-two phase of the Walsh–Hadamard on an fp32 row in shared memory: butterflies over
@@ -385,11 +446,11 @@ inline Status can_implement(const OutProjStepParams& p) {
 inline Status run(const InProjStepParams& p, cudaStream_t stream) {
   QUAMBA_RETURN_IF_ERROR(can_implement(p));
   return dispatch_int<1, 8>(detail::step_max_m(p.M), [&](auto kMaxM) {
-    using Traits = detail::StepGemv<decltype(kMaxM)::value>;
-    static ResidentCache cache;
+    using Traits = detail::StepInProjGemv<decltype(kMaxM)::value>;
     const int64_t row_blocks = (2 * static_cast<int64_t>(p.E) + Traits::kRowsPerBlock - 1) / Traits::kRowsPerBlock;
-    return detail::launch_persistent(cache, detail::in_proj_step_kernel<Traits>, Traits::kThreads,
-                                     static_cast<size_t>(p.M) * p.D, row_blocks, stream, p.pdl, p);
+    if (row_blocks > std::numeric_limits<int>::max()) return Status::kErrorNotSupported;
+    return launch_kernel(detail::in_proj_step_kernel<Traits>, dim3(static_cast<unsigned>(row_blocks)),
+                         dim3(Traits::kThreads), static_cast<size_t>(p.M) * p.D, stream, p.pdl, p);
   });
 }
 
@@ -399,7 +460,7 @@ inline Status run(const OutProjStepParams& p, cudaStream_t stream) {
   if (p.rotate) detail::step_rotation_size(p.E, &m, &k);
   return dispatch_int<1, 12, 20, 28>(m, [&](auto kM) {
     return dispatch_int<1, 8>(detail::step_max_m(p.M), [&](auto kMaxM) {
-      using Traits = detail::StepGemv<decltype(kMaxM)::value>;
+      using Traits = detail::StepOutProjGemv<decltype(kMaxM)::value>;
       static ResidentCache cache;
       const size_t smem = static_cast<size_t>(p.M) * p.E + (p.rotate ? 4 * static_cast<size_t>(p.E) : 0);
       const int64_t row_blocks = (p.D + Traits::kRowsPerBlock - 1) / Traits::kRowsPerBlock;

@@ -696,18 +696,20 @@ __global__ void __launch_bounds__(Traits::kThreads) conv1d_prefill_f16_kernel(Co
   }
 }
 
-// Decode update of one int8 channel: shifts x into its state window st[0, K) (slot 0 oldest),
-// returns q(SiLU(Σ w·window·scale_wx + bias·s_b) / s_out) with the prefill's fp32 operations.
+// Decode update of one int8 channel: shifts x into its state window (slot 0 oldest), read from
+// st_in[0, K) and written to st_out[0, K) (the same pointer for an in-place update), and returns
+// q(SiLU(Σ w·window·scale_wx + bias·s_b) / s_out) with the prefill's fp32 operations.
 // kMaxK bounds the runtime width K (kMaxK = K for a compile-time width).
 template <int kMaxK>
-__device__ __forceinline__ int8_t update_channel_i8(int8_t* st, int8_t x, const int8_t* w, int K, const int8_t* bias,
-                                                    float s_b, float scale_wx, float inv_s_out) {
+__device__ __forceinline__ int8_t update_channel_i8(const int8_t* st_in, int8_t* st_out, int8_t x, const int8_t* w,
+                                                    int K, const int8_t* bias, float s_b, float scale_wx,
+                                                    float inv_s_out) {
   int32_t acc = kMagicI;
 #pragma unroll
   for (int k = 0; k < kMaxK; ++k) {
     if (k < K) {
-      const int8_t v = k + 1 < K ? st[k + 1] : x;
-      st[k] = v;
+      const int8_t v = k + 1 < K ? st_in[k + 1] : x;  // read before st_out[k + 1] is written
+      st_out[k] = v;
       acc += static_cast<int32_t>(w[k]) * static_cast<int32_t>(v);
     }
   }
@@ -735,7 +737,8 @@ __global__ void __launch_bounds__(Traits::kThreads) conv1d_update_kernel(Conv1dU
   T* st = p.state + slot * p.state_batch_stride;
   for (int c = c_begin; c < c_end; ++c) {
     if constexpr (std::is_same_v<T, int8_t>) {
-      ob[c] = update_channel_i8<K>(st + static_cast<int64_t>(c) * K, xb[c], p.weight + c * K, K,
+      ob[c] = update_channel_i8<K>(st + static_cast<int64_t>(c) * K, st + static_cast<int64_t>(c) * K, xb[c],
+                                   p.weight + c * K, K,
                                    p.bias ? p.bias + c : nullptr, p.s_b, p.scale_wx, p.inv_s_out);
     } else {
       T win[K];

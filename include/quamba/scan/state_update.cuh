@@ -15,7 +15,14 @@
 // computed here as q(Σ_k dt_x(b, k)·dt_weight(e, k) · dt_alpha) with dt_x (B, dt_k) the dt_low
 // part of x_proj's output row and dt_weight (E, dt_k), dt_k % 16 == 0, rows 16-byte aligned: the
 // exact int32 sum and gemm::Requant's rounding, so δraw_q is bit-identical to the dt_proj GEMV.
-// pdl: launch as a programmatic dependent of the previous kernel (core/launch.cuh; sm_90+).
+// pdl: launch as a programmatic dependent of the previous kernel (core/launch.cuh; sm_90+). The
+// weights (A_log/A, D, δ bias, dt_proj) are read before the dependency wait, everything else
+// after it, unless prefetch_state is set: then `state_idx` and `states` are read before the wait
+// too, which takes the state's DRAM round trip off the chain's critical path. Set it only when
+// no kernel of the same chain of programmatic launches writes them (a kernel launched with pdl
+// may start while earlier kernels of its chain still run): the model's decode step qualifies,
+// because each step's chain begins with an ordinary launch (the embedding) and a layer's states
+// are written only by that layer's scan.
 // Numerics exactly as the prefill (selective_scan.cuh): softplus threshold 20, the same ex2 of
 // δ·A·log2e, so a prefill followed by decode steps matches a longer prefill to fp32 rounding.
 // Design: memory bound on the state (E·N·4 bytes read + written per sequence; 655 KB at
@@ -63,6 +70,7 @@ struct DecodeParamsI8 {
   int64_t dt_k = 0;
   float dt_alpha = 1;
   bool pdl = false;
+  bool prefetch_state = false;         // with pdl: read state_idx and states before the wait
 };
 
 struct DecodeParamsF16 {
@@ -75,6 +83,7 @@ struct DecodeParamsF16 {
   const int32_t* state_idx = nullptr;
   TensorView<__half, 2> y;
   bool pdl = false;
+  bool prefetch_state = false;  // as DecodeParamsI8
 };
 
 template <int kDState_>
@@ -97,6 +106,24 @@ struct DecodeIo<DecodeParamsI8> : QuantIo<DecodeParamsI8> {};
 template <>
 struct DecodeIo<DecodeParamsF16> : HalfIo<DecodeParamsF16> {};
 
+// A thread's four states of (sequence b, channel ch): sp = nullptr for an invalid slot.
+template <int N>
+struct StateSlot {
+  float4* sp = nullptr;
+  float4 s4 = make_float4(0.f, 0.f, 0.f, 0.f);
+};
+
+template <int N, class Params>
+QUAMBA_DEVICE StateSlot<N> load_state(const Params& p, int64_t b, int64_t ch, int q, int64_t E) {
+  StateSlot<N> r;
+  const int64_t slot = p.state_idx ? static_cast<int64_t>(p.state_idx[b]) : b;
+  if (slot >= 0 && slot < p.num_slots) {
+    r.sp = reinterpret_cast<float4*>(p.states + (slot * E + ch) * N + 4 * q);
+    r.s4 = *r.sp;
+  }
+  return r;
+}
+
 template <class Traits, class Params>
 __global__ void __launch_bounds__(Traits::kThreads) decode_kernel(const Params p) {
   using Io = DecodeIo<Params>;
@@ -117,12 +144,21 @@ __global__ void __launch_bounds__(Traits::kThreads) decode_kernel(const Params p
   const int lane = threadIdx.x & 31;
   const unsigned group_mask = G == 32 ? 0xffffffffu : (((1u << G) - 1u) << (lane & ~(G - 1)));
 
+  // The weights never change during a chain: fetched before the wait. The slot and the state
+  // only with prefetch_state (see `pdl` above), else right after the wait.
+  float a2[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) a2[j] = Io::a_log2(p, ch * N + 4 * q + j);
+  const float d_skip = Io::d(p, ch), dt_bias = Io::bias(p, ch);
+  StateSlot<N> st;
+  if (p.prefetch_state) st = load_state<N>(p, b, ch, q, E);
+
   float dr = 0.f;
   bool have_dr = false;
   if constexpr (std::is_same_v<Params, DecodeParamsI8>) {
     if (p.dt_weight) {
-      // Fused dt_proj: the channel's G threads split dt_k; the weight row is constant, so its
-      // first chunks are loaded before the wait on the previous kernel.
+      // Fused dt_proj: the channel's G threads split dt_k; the first chunks of the (constant)
+      // weight row are loaded before the wait.
       constexpr int kPre = 4;
       const int chunks = static_cast<int>(p.dt_k / 16);
       const int4* wr = reinterpret_cast<const int4*>(p.dt_weight + ch * p.dt_k);
@@ -130,6 +166,7 @@ __global__ void __launch_bounds__(Traits::kThreads) decode_kernel(const Params p
 #pragma unroll
       for (int i = 0; i < kPre; ++i) wpre[i] = q + i * G < chunks ? __ldg(wr + q + i * G) : make_int4(0, 0, 0, 0);
       grid_dependency_wait();
+      if (!p.prefetch_state) st = load_state<N>(p, b, ch, q, E);  // in flight during the dt_proj dot product
       const int4* xr = reinterpret_cast<const int4*>(p.dt_x + b * p.dt_x_stride);
       int acc = 0;
 #pragma unroll
@@ -139,41 +176,40 @@ __global__ void __launch_bounds__(Traits::kThreads) decode_kernel(const Params p
 #pragma unroll
       for (int off = G / 2; off > 0; off >>= 1) acc += __shfl_xor_sync(group_mask, acc, off, G);
       const gemm::Requant rq{p.dt_alpha};
-      dr = to_float(rq.apply(acc, b, ch)) * Io::s_delta(p) + Io::bias(p, ch);
+      dr = to_float(rq.apply(acc, b, ch)) * Io::s_delta(p) + dt_bias;
       have_dr = true;
     }
   }
   if (!have_dr) {
     grid_dependency_wait();
-    dr = to_float(p.delta.data[b * p.delta.stride[0] + ch]) * Io::s_delta(p) + Io::bias(p, ch);
+    if (!p.prefetch_state) st = load_state<N>(p, b, ch, q, E);
+    dr = to_float(p.delta.data[b * p.delta.stride[0] + ch]) * Io::s_delta(p) + dt_bias;
   }
-  const int64_t slot = p.state_idx ? static_cast<int64_t>(p.state_idx[b]) : b;
-  const bool valid = slot >= 0 && slot < p.num_slots;
 
   const float uf = to_float(p.u.data[b * p.u.stride[0] + ch]) * Io::s_u(p);
   const float dl = softplus(dr);
   const float du = dl * uf;
 
   float acc = 0.f;
+  const bool valid = st.sp != nullptr;
   if (valid) {
-    float4* sp = reinterpret_cast<float4*>(p.states + (slot * E + ch) * N + 4 * q);
-    float4 s4 = *sp;
+    float4 s4 = st.s4;
     float* s = reinterpret_cast<float*>(&s4);
     const int64_t bn = b * p.Bm.stride[0] + 4 * q, cn = b * p.Cm.stride[0] + 4 * q;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      const float a = ex2(dl * Io::a_log2(p, ch * N + 4 * q + j));
+      const float a = ex2(dl * a2[j]);
       const float Bv = to_float(p.Bm.data[bn + j]) * Io::s_B(p);
       const float Cv = to_float(p.Cm.data[cn + j]) * Io::s_C(p);
       s[j] = fmaf(a, s[j], du * Bv);
       acc = fmaf(s[j], Cv, acc);
     }
-    *sp = s4;
+    *st.sp = s4;
   }
 #pragma unroll
   for (int off = G / 2; off > 0; off >>= 1) acc += __shfl_xor_sync(group_mask, acc, off, G);
   if (q == 0) {
-    float out = acc + Io::d(p, ch) * uf;
+    float out = acc + d_skip * uf;
     if (p.z.data) out *= silu(to_float(p.z.data[b * p.z.stride[0] + ch]) * Io::s_z(p));
     p.y.data[b * p.y.stride[0] + ch] = valid ? __float2half_rn(out) : __float2half_rn(__int_as_float(0x7fc00000));
   }
