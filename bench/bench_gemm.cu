@@ -68,7 +68,7 @@ struct Shape {
 };
 
 enum class Variant {
-  kAuto, kSm80Tile128, kSm80Tile64, kGemvWide, kGemvSplitK, kGemvNarrow,
+  kAuto, kSm80Tile128, kSm80Tile64, kGemvWide, kGemvWideDeep, kGemvSplitK, kGemvNarrow,
   kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St,
   kSm90aP160, kSm90aC256St, kSm90aC160, kSm90aP256x160, kCublasF16, kCublasLtI8, kAutoPdl
 };
@@ -79,6 +79,7 @@ const char* variant_name(Variant v) {
     case Variant::kSm80Tile128: return gemm::sm80_name<gemm::Sm80Tile128x128>();
     case Variant::kSm80Tile64: return gemm::sm80_name<gemm::Sm80Tile64x64>();
     case Variant::kGemvWide: return gemm::to_string(gemm::GemvKind::kWide);
+    case Variant::kGemvWideDeep: return gemm::to_string(gemm::GemvKind::kWideDeep);
     case Variant::kGemvSplitK: return gemm::to_string(gemm::GemvKind::kSplitK);
     case Variant::kGemvNarrow: return gemm::to_string(gemm::GemvKind::kNarrow);
     case Variant::kSm90a: return "sm90a";
@@ -107,6 +108,7 @@ Status run_variant(Variant v, const gemm::GemmParams<Epi>& p, cudaStream_t st) {
     case Variant::kSm80Tile128: return gemm::run_sm80<gemm::Sm80Tile128x128>(p, st);
     case Variant::kSm80Tile64: return gemm::run_sm80<gemm::Sm80Tile64x64>(p, st);
     case Variant::kGemvWide: return gemm::run_gemv(p, st, gemm::GemvKind::kWide);
+    case Variant::kGemvWideDeep: return gemm::run_gemv(p, st, gemm::GemvKind::kWideDeep);
     case Variant::kGemvSplitK: return gemm::run_gemv(p, st, gemm::GemvKind::kSplitK);
     case Variant::kGemvNarrow: return gemm::run_gemv(p, st, gemm::GemvKind::kNarrow);
     case Variant::kSm90a: return gemm::run(p, nullptr, st, gemm::GemmPath::kSm90a);
@@ -380,7 +382,8 @@ const bool registered = [] {
         Shape s = base;
         s.M = M;
         std::vector<Variant> vs = {Variant::kAuto, Variant::kSm80Tile128, Variant::kSm80Tile64};
-        if (M <= gemm::kGemvMaxM) vs.insert(vs.end(), {Variant::kGemvWide, Variant::kGemvSplitK, Variant::kGemvNarrow});
+        if (M <= gemm::kGemvMaxM)
+          vs.insert(vs.end(), {Variant::kGemvWide, Variant::kGemvWideDeep, Variant::kGemvSplitK, Variant::kGemvNarrow});
         if (M >= 128)
           vs.insert(vs.end(), {Variant::kSm90a, Variant::kSm90aTile128, Variant::kSm90aTile256, Variant::kSm90aTile128S7,
                                Variant::kSm90aP256, Variant::kSm90aP256St, Variant::kSm90aP128St, Variant::kSm90aP160,

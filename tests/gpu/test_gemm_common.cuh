@@ -152,7 +152,7 @@ Epi make_epilogue(const Problem& p, const EpiConfig& cfg, float alpha) {
 }
 
 enum class Runner {
-  kAuto, kGemv, kGemvWide, kGemvSplitK, kGemvNarrow, kSm80Tile128, kSm80Tile64,
+  kAuto, kGemv, kGemvWide, kGemvWideDeep, kGemvSplitK, kGemvNarrow, kSm80Tile128, kSm80Tile64,
   kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St, kSm90aP160,
   kSm90aC256St, kSm90aC160, kSm90aP256x160
 };
@@ -168,6 +168,7 @@ const char* runner_name(Runner r) {
     case Runner::kAuto: return "auto";
     case Runner::kGemv: return "gemv";
     case Runner::kGemvWide: return gemm::to_string(gemm::GemvKind::kWide);
+    case Runner::kGemvWideDeep: return gemm::to_string(gemm::GemvKind::kWideDeep);
     case Runner::kGemvSplitK: return gemm::to_string(gemm::GemvKind::kSplitK);
     case Runner::kGemvNarrow: return gemm::to_string(gemm::GemvKind::kNarrow);
     case Runner::kSm80Tile128: return gemm::sm80_name<gemm::Sm80Tile128x128>();
@@ -193,6 +194,7 @@ Status run_with(Runner r, const gemm::GemmParams<Epi>& p) {
     case Runner::kAuto: return gemm::run(p, nullptr, 0);
     case Runner::kGemv: return gemm::run(p, nullptr, 0, gemm::GemmPath::kGemv);
     case Runner::kGemvWide: return gemm::run_gemv(p, 0, gemm::GemvKind::kWide);
+    case Runner::kGemvWideDeep: return gemm::run_gemv(p, 0, gemm::GemvKind::kWideDeep);
     case Runner::kGemvSplitK: return gemm::run_gemv(p, 0, gemm::GemvKind::kSplitK);
     case Runner::kGemvNarrow: return gemm::run_gemv(p, 0, gemm::GemvKind::kNarrow);
     case Runner::kSm80Tile128: return gemm::run_sm80<gemm::Sm80Tile128x128>(p, 0);
@@ -223,7 +225,7 @@ bool sm90a_runnable() {
 std::vector<Runner> runners_for(int64_t M) {
   std::vector<Runner> v{Runner::kAuto, Runner::kSm80Tile128, Runner::kSm80Tile64};
   if (M <= gemm::kGemvMaxM)
-    v.insert(v.end(), {Runner::kGemv, Runner::kGemvWide, Runner::kGemvSplitK, Runner::kGemvNarrow});
+    v.insert(v.end(), {Runner::kGemv, Runner::kGemvWide, Runner::kGemvWideDeep, Runner::kGemvSplitK, Runner::kGemvNarrow});
   return v;
 }
 

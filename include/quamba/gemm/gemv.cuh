@@ -51,17 +51,22 @@ struct GemvTraits {
 // Wide: many long rows (in_proj, out_proj, lm_head): 4 rows per 128-thread block, 2 chunks per
 // thread and row in flight: 128 B per thread keeps enough bytes in flight to cover DRAM latency.
 template <int kMaxM> using GemvWide = GemvTraits<kMaxM, 128, 1, 4, 2>;
+// WideDeep: the wide shape with 3 chunks per thread and row, for rows of 257..384 chunks
+// (4096 < K <= 6144: out_proj at d_inner 5120): the whole row is requested in one round, where
+// the 2-chunk form needs a second round (a second DRAM round trip) for the last 64 chunks.
+template <int kMaxM> using GemvWideDeep = GemvTraits<kMaxM, 128, 1, 4, 3>;
 // SplitK: few long rows (x_proj: N = R + 32 <= 192, K = E up to 5120): one row per 256-thread
 // block so that N blocks still cover the machine and all of a row is requested in one round.
 template <int kMaxM> using GemvSplitK = GemvTraits<kMaxM, 256, 1, 1, 2>;
 // Narrow: many short rows (dt_proj: K = R = 48..160, i.e. <= 10 chunks): 8 threads per row pair.
 template <int kMaxM> using GemvNarrow = GemvTraits<kMaxM, 8, 16, 2, 2>;
 
-enum class GemvKind { kWide, kSplitK, kNarrow };
+enum class GemvKind { kWide, kWideDeep, kSplitK, kNarrow };
 
 inline const char* to_string(GemvKind k) {
   switch (k) {
     case GemvKind::kWide: return "gemv_wide_g128x1_r4_u2";
+    case GemvKind::kWideDeep: return "gemv_wide_g128x1_r4_u3";
     case GemvKind::kSplitK: return "gemv_splitk_g256x1_r1_u2";
     case GemvKind::kNarrow: return "gemv_narrow_g8x16_r2_u2";
   }
@@ -72,6 +77,7 @@ inline const char* to_string(GemvKind k) {
 inline GemvKind select_gemv(int64_t N, int64_t K) {
   if (K / 16 <= 16) return GemvKind::kNarrow;
   if (N <= 1024) return GemvKind::kSplitK;
+  if (K / 16 > 256 && K / 16 <= 384) return GemvKind::kWideDeep;
   return GemvKind::kWide;
 }
 
@@ -228,6 +234,7 @@ template <typename Epilogue>
 Status run_gemv(const GemmParams<Epilogue>& p, cudaStream_t stream, GemvKind kind) {
   switch (kind) {
     case GemvKind::kWide: return run_gemv_variant<GemvWide>(p, stream);
+    case GemvKind::kWideDeep: return run_gemv_variant<GemvWideDeep>(p, stream);
     case GemvKind::kSplitK: return run_gemv_variant<GemvSplitK>(p, stream);
     case GemvKind::kNarrow: return run_gemv_variant<GemvNarrow>(p, stream);
   }
