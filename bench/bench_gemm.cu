@@ -11,7 +11,8 @@
 // bytes (A + W + C (+ residual) once each; the fp16 baseline counts 2-byte operands); wcopy_frac:
 // the weight bytes alone against the same-run copy ceiling (the decode roofline).
 // auto+pdl (M = 1): auto with the launches chained by programmatic dependent launch, as the W8A8
-// decode step launches them. out_proj_f16: out_proj's shape with an fp16 output and no residual
+// decode step launches them. auto+ws: auto with a split-K workspace (shapes whose plan splits;
+// the model passes one). out_proj_f16: out_proj's shape with an fp16 output and no residual
 // (the output bytes of the cuBLAS fp16 baseline).
 // Timing: M >= 128: one launch per timed batch after an L2 flush. M <= 32 (decode batches): `sets` copies
 // of every operand (A, W, C, residual; together more than 2x L2) are launched back to back, set i
@@ -68,7 +69,7 @@ struct Shape {
 };
 
 enum class Variant {
-  kAuto, kSm80Tile128, kSm80Tile64, kGemvWide, kGemvWideDeep, kGemvSplitK, kGemvNarrow,
+  kAuto, kAutoWorkspace, kSm80Tile128, kSm80Tile64, kGemvWide, kGemvWideDeep, kGemvSplitK, kGemvNarrow,
   kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St,
   kSm90aP160, kSm90aC256St, kSm90aC160, kSm90aP256x160, kCublasF16, kCublasLtI8, kAutoPdl
 };
@@ -76,6 +77,7 @@ enum class Variant {
 const char* variant_name(Variant v) {
   switch (v) {
     case Variant::kAuto: return "auto";
+    case Variant::kAutoWorkspace: return "auto+ws";
     case Variant::kSm80Tile128: return gemm::sm80_name<gemm::Sm80Tile128x128>();
     case Variant::kSm80Tile64: return gemm::sm80_name<gemm::Sm80Tile64x64>();
     case Variant::kGemvWide: return gemm::to_string(gemm::GemvKind::kWide);
@@ -100,11 +102,13 @@ const char* variant_name(Variant v) {
   return "?";
 }
 
+// ws: the split-K workspace of auto+ws (gemm::workspace_size bytes).
 template <typename Epi>
-Status run_variant(Variant v, const gemm::GemmParams<Epi>& p, cudaStream_t st) {
+Status run_variant(Variant v, const gemm::GemmParams<Epi>& p, cudaStream_t st, void* ws = nullptr) {
   switch (v) {
     case Variant::kAuto:
     case Variant::kAutoPdl: return gemm::run(p, nullptr, st);
+    case Variant::kAutoWorkspace: return gemm::run(p, ws, st);
     case Variant::kSm80Tile128: return gemm::run_sm80<gemm::Sm80Tile128x128>(p, st);
     case Variant::kSm80Tile64: return gemm::run_sm80<gemm::Sm80Tile64x64>(p, st);
     case Variant::kGemvWide: return gemm::run_gemv(p, st, gemm::GemvKind::kWide);
@@ -279,9 +283,10 @@ void bench_ours(benchmark::State& state, const Shape& s, Variant v) {
       p.epilogue.ldr = s.N;
     }
   }
+  DeviceBuffer<char> ws(std::max<size_t>(gemm::workspace_size(ps[0]), 16));
   QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
   for (int i : {0, sets - 1}) {
-    const Status st = run_variant(v, ps[i], 0);
+    const Status st = run_variant(v, ps[i], 0, ws.get());
     if (st != Status::kSuccess) {
       state.SkipWithError((std::string("not runnable: ") + to_string(st)).c_str());
       return;
@@ -291,7 +296,7 @@ void bench_ours(benchmark::State& state, const Shape& s, Variant v) {
     if constexpr (std::is_same_v<Epi, gemm::DequantF32>) res = ps[i].epilogue.residual;
     if (!verify(state, ps[i], nullptr, res)) return;
   }
-  time_sets(state, s.M, sets, [&](int i, cudaStream_t st) { return run_variant(v, ps[i], st); });
+  time_sets(state, s.M, sets, [&](int i, cudaStream_t st) { return run_variant(v, ps[i], st, ws.get()); });
   // Resident two-CTA clusters of the multicast kernels (the persistent grid is twice this).
   if (v == Variant::kSm90aC256St) state.counters["clusters"] = cluster_count<gemm::Sm90aCluster128x256St, Epi>();
   if (v == Variant::kSm90aC160) state.counters["clusters"] = cluster_count<gemm::Sm90aCluster128x160, Epi>();
@@ -382,6 +387,7 @@ const bool registered = [] {
         Shape s = base;
         s.M = M;
         std::vector<Variant> vs = {Variant::kAuto, Variant::kSm80Tile128, Variant::kSm80Tile64};
+        if (gemm::split_k_workspace_size(M, s.N, s.K) > 0) vs.push_back(Variant::kAutoWorkspace);
         if (M <= gemm::kGemvMaxM)
           vs.insert(vs.end(), {Variant::kGemvWide, Variant::kGemvWideDeep, Variant::kGemvSplitK, Variant::kGemvNarrow});
         if (M >= 128)

@@ -97,18 +97,22 @@ TEST(GemmStrided, XzLeftHalf) {
   for (Runner r : runners_for(p1.M)) check<gemm::Requant>(p1, r, {}, "x_proj on xz view");
 }
 
-// out_proj adds into the fp32 residual stream in place: residual == C, ldr == ldc.
+// out_proj adds into the fp32 residual stream in place: residual == C, ldr == ldc. The last shape
+// is out_proj at batch 32, which auto with a workspace splits over K (the reduce kernel reads
+// each residual element before it writes it).
 TEST(GemmInPlace, ResidualIsOutput) {
   QUAMBA_REQUIRE_GPU();
-  for (int64_t M : {1, 7, 130}) {
-    Weights w(200, 96, 96, 30);
-    Problem p(w, M, 96, 31 + M);
+  for (const VariantShape s : {VariantShape{1, 200, 96}, VariantShape{7, 200, 96}, VariantShape{130, 200, 96},
+                               VariantShape{32, 2560, 5120}}) {
+    const int64_t M = s.M, N = s.N, K = s.K;
+    Weights w(N, K, K, 30 + N);
+    Problem p(w, M, K, 31 + M);
     for (Runner r : runners_for(M)) {
-      SCOPED_TRACE(std::string(runner_name(r)) + " M=" + std::to_string(M));
+      SCOPED_TRACE(std::string(runner_name(r)) + " M=" + std::to_string(M) + " N=" + std::to_string(N));
       const int64_t ldc = p.ldr;
       DeviceBuffer<float> C(p.residual);  // starts as the residual, ends as residual + h
       gemm::GemmParams<gemm::DequantF32> prm;
-      prm.M = M; prm.N = 200; prm.K = 96; prm.A = p.dA.get(); prm.lda = 96; prm.W = w.dev.get(); prm.ldw = 96;
+      prm.M = M; prm.N = N; prm.K = K; prm.A = p.dA.get(); prm.lda = K; prm.W = w.dev.get(); prm.ldw = K;
       prm.C = C.get(); prm.ldc = ldc;
       prm.epilogue.alpha = 3.f / p.acc_rms;
       prm.epilogue.bias = w.d_bias.get();
@@ -120,7 +124,7 @@ TEST(GemmInPlace, ResidualIsOutput) {
       reference::EpilogueRef ref;
       ref.alpha = prm.epilogue.alpha;
       ref.bias = w.bias.data();
-      const int64_t shape[2] = {M, 200}, stride[2] = {ldc, 1};
+      const int64_t shape[2] = {M, N}, stride[2] = {ldc, 1};
       ref.residual = make_strided_view<const float, 2>(p.residual.data(), shape, stride);
       size_t bad = 0;
       for (size_t i = 0; i < p.rows.size(); ++i)
@@ -132,7 +136,7 @@ TEST(GemmInPlace, ResidualIsOutput) {
       EXPECT_EQ(bad, 0u);
       // Padding columns of the residual buffer are left as they were.
       for (int64_t m = 0; m < M; ++m)
-        for (int64_t n = 200; n < ldc; ++n) ASSERT_EQ(float_bits(got[m * ldc + n]), float_bits(p.residual[m * ldc + n]));
+        for (int64_t n = N; n < ldc; ++n) ASSERT_EQ(float_bits(got[m * ldc + n]), float_bits(p.residual[m * ldc + n]));
     }
   }
 }
@@ -155,6 +159,47 @@ TEST(GemmConsistency, GemvEqualsTensorCore) {
     const auto a = c1.download(), b = c2.download();
     EXPECT_TRUE(test::all_equal(a.data(), b.data(), a.size(), "gemv vs sm80 M=" + std::to_string(M)));
   }
+}
+
+// ---- split-K ---------------------------------------------------------------------------------------
+
+// The split-K form of the 64x64 tile, every epilogue, on shapes whose plan splits: a last slice
+// shorter than the others (K = 1040), M and N tails, one M-tile (decode batches) and several.
+TEST(GemmSplitK, AllEpilogues) {
+  QUAMBA_REQUIRE_GPU();
+  const VariantShape shapes[] = {{33, 200, 1040}, {130, 77, 2048}, {1, 264, 512}, {32, 192, 5120}, {200, 40, 4096}};
+  for (const auto& s : shapes) {
+    ASSERT_GT(gemm::plan_split_k(s.M, s.N, s.K).splits, 1) << s.M << "x" << s.N << "x" << s.K;
+    Weights w(s.N, s.K, s.K + 16, 7000 + s.N + s.K);
+    Problem p(w, s.M, s.K + 32, 8000 + s.M);
+    check<gemm::Identity>(p, Runner::kSm80SplitK, {}, "identity");
+    check<gemm::Requant>(p, Runner::kSm80SplitK, {true, false, false}, "requant");
+    check<gemm::DequantF32>(p, Runner::kSm80SplitK, {true, true, true}, "dequant_f32");
+    check<gemm::DequantF16>(p, Runner::kSm80SplitK, {}, "dequant_f16");
+  }
+}
+
+// The plan (host only): whole 64-byte K-tiles, slices covering K, and every shape's workspace
+// within the documented bound.
+TEST(GemmSplitK, PlanRules) {
+  size_t worst = 0;
+  for (int64_t M : {1, 7, 32, 64, 65, 130, 512, 2048, 4096})
+    for (int64_t N : {8, 40, 192, 200, 1000, 2560, 10240})
+      for (int64_t K : {16, 496, 512, 1040, 2560, 5120, 8192, 16384}) {
+        const auto s = gemm::plan_split_k(M, N, K);
+        const int64_t tiles = ((M + 63) / 64) * ((N + 63) / 64);
+        if (s.splits == 1) continue;
+        EXPECT_EQ(s.slice % 64, 0);
+        EXPECT_GE(s.slice * s.splits, K);
+        EXPECT_LT(s.slice * (s.splits - 1), K) << "no empty slice";
+        EXPECT_LT(2 * tiles, gemm::kSplitKTargetCtas);
+        worst = std::max(worst, gemm::split_k_workspace_size(M, N, K));
+      }
+  EXPECT_GT(worst, 0u);
+  EXPECT_LE(worst, gemm::kSplitKWorkspaceBound);
+  EXPECT_EQ(gemm::plan_split_k(2048, 10240, 2560).splits, 1) << "many tiles: no split";
+  EXPECT_EQ(gemm::plan_split_k(32, 192, 160).splits, 1) << "short K: no split";
+  EXPECT_EQ(gemm::plan_split_k(32, 192, 5120).splits, 20);
 }
 
 // ---- bad input (host-only validation: runs without a GPU too) ------------------------------------

@@ -152,7 +152,7 @@ Epi make_epilogue(const Problem& p, const EpiConfig& cfg, float alpha) {
 }
 
 enum class Runner {
-  kAuto, kGemv, kGemvWide, kGemvWideDeep, kGemvSplitK, kGemvNarrow, kSm80Tile128, kSm80Tile64,
+  kAuto, kAutoWorkspace, kSm80SplitK, kGemv, kGemvWide, kGemvWideDeep, kGemvSplitK, kGemvNarrow, kSm80Tile128, kSm80Tile64,
   kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St, kSm90aP160,
   kSm90aC256St, kSm90aC160, kSm90aP256x160
 };
@@ -166,6 +166,8 @@ inline constexpr Runner kSm90aVariants[] = {Runner::kSm90aTile128, Runner::kSm90
 const char* runner_name(Runner r) {
   switch (r) {
     case Runner::kAuto: return "auto";
+    case Runner::kAutoWorkspace: return "auto+workspace";
+    case Runner::kSm80SplitK: return "sm80_64x64_split_k";
     case Runner::kGemv: return "gemv";
     case Runner::kGemvWide: return gemm::to_string(gemm::GemvKind::kWide);
     case Runner::kGemvWideDeep: return gemm::to_string(gemm::GemvKind::kWideDeep);
@@ -188,10 +190,24 @@ const char* runner_name(Runner r) {
   return "?";
 }
 
+// Runs p with a workspace of `bytes` (at least 16) and waits for it, so the buffer can go.
+template <typename Fn>
+Status with_workspace(size_t bytes, Fn&& fn) {
+  quamba::test::DeviceBuffer<char> ws(std::max<size_t>(bytes, 16));
+  const Status s = fn(static_cast<void*>(ws.get()));
+  QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+  return s;
+}
+
 template <typename Epi>
 Status run_with(Runner r, const gemm::GemmParams<Epi>& p) {
   switch (r) {
     case Runner::kAuto: return gemm::run(p, nullptr, 0);
+    case Runner::kAutoWorkspace:
+      return with_workspace(gemm::workspace_size(p), [&](void* ws) { return gemm::run(p, ws, 0); });
+    case Runner::kSm80SplitK:
+      return with_workspace(gemm::split_k_workspace_size(p.M, p.N, p.K),
+                            [&](void* ws) { return gemm::run_sm80_split_k(p, ws, 0); });
     case Runner::kGemv: return gemm::run(p, nullptr, 0, gemm::GemmPath::kGemv);
     case Runner::kGemvWide: return gemm::run_gemv(p, 0, gemm::GemvKind::kWide);
     case Runner::kGemvWideDeep: return gemm::run_gemv(p, 0, gemm::GemvKind::kWideDeep);
@@ -223,7 +239,7 @@ bool sm90a_runnable() {
 // The sm90a runner lives in its own binary (test_gemm_sm90.cu): a pipeline fault there must not
 // take the other paths' tests down with it.
 std::vector<Runner> runners_for(int64_t M) {
-  std::vector<Runner> v{Runner::kAuto, Runner::kSm80Tile128, Runner::kSm80Tile64};
+  std::vector<Runner> v{Runner::kAuto, Runner::kAutoWorkspace, Runner::kSm80Tile128, Runner::kSm80Tile64};
   if (M <= gemm::kGemvMaxM)
     v.insert(v.end(), {Runner::kGemv, Runner::kGemvWide, Runner::kGemvWideDeep, Runner::kGemvSplitK, Runner::kGemvNarrow});
   return v;

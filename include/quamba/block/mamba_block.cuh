@@ -74,6 +74,7 @@ struct BlockWorkspace {
   void* dt = nullptr;     // (M, E)  int8 / fp16 (raw dt_proj output)
   __half* y = nullptr;    // (M, E)  fp16 gated scan output
   void* yo = nullptr;     // (M, E)  int8 rotated+quantized y (W8A8) / fp16 rotated y (calibration)
+  void* gemm = nullptr;   // W8A8: split-K partial sums of the int8 GEMMs (gemm::kSplitKWorkspaceBound bytes)
 };
 
 // rotated_scratch: fp16 path only, the kORotated scratch (calibration with a Hadamard size E).
@@ -82,7 +83,7 @@ inline WorkspacePlan block_workspace_plan(const BlockDims& d, int64_t max_rows, 
   WorkspacePlan p;
   p.add<char>(M * d.D * es).add<char>(M * 2 * d.E * es).add<char>(M * d.E * es).add<char>(M * d.Xp * es);
   p.add<char>(M * d.E * es).add<__half>(M * d.E);
-  if (dt == Dtype::kI8) p.add<int8_t>(M * d.E);
+  if (dt == Dtype::kI8) p.add<int8_t>(M * d.E).add<char>(gemm::kSplitKWorkspaceBound);
   else if (rotated_scratch) p.add<__half>(M * d.E);
   return p;
 }
@@ -99,8 +100,12 @@ inline Status carve_block_workspace(WorkspaceCarver& c, const BlockDims& d, int6
   w.xdbl = c.take<char>(M * d.Xp * es);
   w.dt = c.take<char>(M * d.E * es);
   w.y = c.take<__half>(M * d.E);
-  if (dt == Dtype::kI8) w.yo = c.take<int8_t>(M * d.E);
-  else if (rotated_scratch) w.yo = c.take<__half>(M * d.E);
+  if (dt == Dtype::kI8) {
+    w.yo = c.take<int8_t>(M * d.E);
+    w.gemm = c.take<char>(gemm::kSplitKWorkspaceBound);
+  } else if (rotated_scratch) {
+    w.yo = c.take<__half>(M * d.E);
+  }
   QUAMBA_RETURN_IF_ERROR(c.status());
   *out = w;
   return Status::kSuccess;
@@ -188,8 +193,9 @@ inline Status quantize_f16_i8(const __half* x, int8_t* q, int64_t n, float inv_s
   return last_launch_status();
 }
 
+// gemm_ws: the block's split-K workspace (BlockWorkspace::gemm), or nullptr.
 inline Status requant_gemm(const int8_t* A, int64_t lda, const int8_t* W, int64_t M, int64_t N, int64_t K, int8_t* C,
-                           int64_t ldc, float alpha, cudaStream_t s, bool pdl = false) {
+                           int64_t ldc, float alpha, void* gemm_ws, cudaStream_t s, bool pdl = false) {
   gemm::GemmParams<gemm::Requant> g;
   g.pdl = pdl;
   g.M = M; g.N = N; g.K = K;
@@ -197,7 +203,7 @@ inline Status requant_gemm(const int8_t* A, int64_t lda, const int8_t* W, int64_
   g.W = W; g.ldw = K;
   g.C = C; g.ldc = ldc;
   g.epilogue.alpha = alpha;
-  return gemm::run(g, nullptr, s, gemm::GemmPath::kAuto);
+  return gemm::run(g, gemm_ws, s, gemm::GemmPath::kAuto);
 }
 
 template <typename T, int R>
@@ -226,13 +232,13 @@ Status block_i8(const BlockDims& d, const LayerI8& w, const BlockWorkspace& ws, 
   np.M = M; np.D = static_cast<int>(D); np.eps = d.eps; np.inv_scale = w.s.inv_s_h;
   QUAMBA_RETURN_IF_ERROR(norm::run(np, nullptr, s));
   // 2. xz_q = q(acc · s_Win·s_h/s_xz)
-  QUAMBA_RETURN_IF_ERROR(requant_gemm(hq, D, w.in_proj, M, 2 * E, D, xz, 2 * E, w.s.alpha_in, s));
+  QUAMBA_RETURN_IF_ERROR(requant_gemm(hq, D, w.in_proj, M, 2 * E, D, xz, 2 * E, w.s.alpha_in, ws.gemm, s));
   // 3. u_q = q(SiLU(conv(x_q)) / s_u), conv state carried
   QUAMBA_RETURN_IF_ERROR(conv(xz, u));
   // 4. xdbl_q = q(acc · s_Wx·s_u/s_xd), Xp columns (zero padding rows of W_x give exact zeros)
-  QUAMBA_RETURN_IF_ERROR(requant_gemm(u, E, w.x_proj, M, d.Xp, E, xd, d.Xp, w.s.alpha_x, s));
+  QUAMBA_RETURN_IF_ERROR(requant_gemm(u, E, w.x_proj, M, d.Xp, E, xd, d.Xp, w.s.alpha_x, ws.gemm, s));
   // 5. δraw_q = q(acc · s_Wdt·s_xd/s_dt): K = Rp columns of xdbl against W_dt's zero-padded columns
-  QUAMBA_RETURN_IF_ERROR(requant_gemm(xd, d.Xp, w.dt_proj, M, E, d.Rp, dtq, E, w.s.alpha_dt, s));
+  QUAMBA_RETURN_IF_ERROR(requant_gemm(xd, d.Xp, w.dt_proj, M, E, d.Rp, dtq, E, w.s.alpha_dt, ws.gemm, s));
   // 6. scan (fp32 state) -> fp16 gated y
   QUAMBA_RETURN_IF_ERROR(scan(xz, u, xd, dtq, ws.y));
   // 7. yh_q = q(H·y·(1/√E)/s_o), or q(y/s_o)
@@ -253,7 +259,7 @@ Status block_i8(const BlockDims& d, const LayerI8& w, const BlockWorkspace& ws, 
   g.epilogue.alpha = w.s.alpha_out;
   g.epilogue.residual = residual;
   g.epilogue.ldr = D;
-  return gemm::run(g, nullptr, s, gemm::GemmPath::kAuto);
+  return gemm::run(g, ws.gemm, s, gemm::GemmPath::kAuto);
 }
 
 inline Status observe(const ObserverCtx* obs, quant::Site site, const void* p, int64_t rows, int64_t cols,
@@ -386,7 +392,7 @@ inline Status step_i8_fused(const BlockDims& d, const LayerI8& w, const BlockWor
   auto* u = static_cast<int8_t*>(ws.u);
   auto* xd = static_cast<int8_t*>(ws.xdbl);
   QUAMBA_RETURN_IF_ERROR(block::run(f.in, s));
-  QUAMBA_RETURN_IF_ERROR(requant_gemm(u, E, w.x_proj, B, d.Xp, E, xd, d.Xp, w.s.alpha_x, s, io.pdl));
+  QUAMBA_RETURN_IF_ERROR(requant_gemm(u, E, w.x_proj, B, d.Xp, E, xd, d.Xp, w.s.alpha_x, ws.gemm, s, io.pdl));
   scan::DecodeParamsI8 p = step_scan_params(d, w, io, static_cast<int8_t*>(ws.xz), u, xd, ws.y);
   p.dt_x = xd; p.dt_x_stride = d.Xp; p.dt_weight = w.dt_proj; p.dt_k = d.Rp; p.dt_alpha = w.s.alpha_dt;
   p.pdl = io.pdl;

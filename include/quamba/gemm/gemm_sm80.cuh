@@ -7,6 +7,11 @@
 // of A and W are kept in flight in shared memory with cp.async; warps read their fragments with
 // ldmatrix and issue mma.sync.m16n8k32.s8 into int32 registers; the epilogue evaluates the
 // descriptor per element and writes C directly from registers.
+// Split-K (run_sm80_auto with a workspace, plan_split_k): a problem with fewer 64 x 64 tiles than
+// half of kSplitKTargetCtas and a long K (x_proj: N = 192, K = 5120; out_proj at batch 32: 40
+// tiles of K = 5120) leaves most SMs idle while each CTA walks K alone. It then runs as `splits`
+// CTAs per tile, each over one K-slice, writing exact int32 partial sums to the workspace, and a
+// second kernel adds the slices and applies the epilogue: bit-identical to the unsplit kernel.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -88,11 +93,21 @@ QUAMBA_DEVICE void store_pair(const GemmParams<Epilogue>& p, bool pair_ok, int64
   }
 }
 
+// k_split > 0: this CTA covers K-slice blockIdx.z ([z·k_split, (z+1)·k_split) ∩ [0, K)) and
+// writes to C + z·c_split_stride (split-K partial sums, Identity epilogue).
 template <typename Traits, typename Epilogue>
-__global__ void __launch_bounds__(Traits::kThreads) gemm_sm80_kernel(GemmParams<Epilogue> p, bool pair_ok) {
+__global__ void __launch_bounds__(Traits::kThreads)
+    gemm_sm80_kernel(GemmParams<Epilogue> p, bool pair_ok, int64_t k_split, int64_t c_split_stride) {
   using Output = typename Epilogue::Output;
   constexpr int kBM = Traits::kBM, kBN = Traits::kBN, kBK = Traits::kBK, kStages = Traits::kStages;
   extern __shared__ __align__(128) uint8_t smem[];
+  if (k_split > 0) {
+    const int64_t k0 = static_cast<int64_t>(blockIdx.z) * k_split;
+    p.A += k0;
+    p.W += k0;
+    p.K = p.K - k0 < k_split ? p.K - k0 : k_split;
+    p.C += static_cast<int64_t>(blockIdx.z) * c_split_stride;
+  }
   const uint32_t smem_base = ptx::smem_u32(smem);
 
   const int tid = threadIdx.x;
@@ -204,9 +219,70 @@ __global__ void __launch_bounds__(Traits::kThreads) gemm_sm80_kernel(GemmParams<
     }
 }
 
+// Sums the split-K partials (splits, M, n4) int32 of every output and applies the epilogue;
+// one thread per 4 consecutive columns (n4 = N rounded up to 4: 16-byte loads).
+template <typename Epilogue>
+__global__ void __launch_bounds__(256) split_k_reduce_kernel(GemmParams<Epilogue> p, const int32_t* partial,
+                                                             int splits, int64_t n4) {
+  const int64_t quads = n4 / 4;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= p.M * quads) return;
+  const int64_t m = i / quads, n = (i % quads) * 4;
+  int acc[4] = {0, 0, 0, 0};
+  for (int s = 0; s < splits; ++s) {
+    const int4 v = __ldcg(reinterpret_cast<const int4*>(partial + (s * p.M + m) * n4 + n));
+    acc[0] += v.x;
+    acc[1] += v.y;
+    acc[2] += v.z;
+    acc[3] += v.w;
+  }
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+    if (n + j < p.N) p.C[m * p.ldc + n + j] = p.epilogue.apply(acc[j], m, n + j);
+}
+
 #endif  // QUAMBA_HAS_CUDA_COMPILER
 
 }  // namespace detail
+
+// Split-K plan of the 64 x 64 tile (host only, device independent, so that workspace_size needs
+// no device): split when the tile grid is below half of kSplitKTargetCtas and K holds at least two
+// slices of kSplitKMinSlice; slices are whole 64-byte K-tiles, as many as bring the grid to about
+// kSplitKTargetCtas CTAs (two waves on a 132-SM H100).
+inline constexpr int64_t kSplitKTargetCtas = 264;
+inline constexpr int64_t kSplitKMinSlice = 256;
+
+struct SplitKPlan {
+  int splits = 1;      // 1: no split
+  int64_t slice = 0;   // K per split (multiple of 64)
+  int64_t n4 = 0;      // partial row pitch (N rounded up to 4)
+};
+
+inline SplitKPlan plan_split_k(int64_t M, int64_t N, int64_t K) {
+  SplitKPlan s;
+  if (M <= 0 || N <= 0 || K <= 0) return s;
+  const int64_t tiles = ((M + 63) / 64) * ((N + 63) / 64);
+  if (2 * tiles >= kSplitKTargetCtas || K < 2 * kSplitKMinSlice) return s;
+  const int64_t by_k = K / kSplitKMinSlice, by_grid = (kSplitKTargetCtas + tiles - 1) / tiles;
+  const int64_t want = by_k < by_grid ? by_k : by_grid;
+  const int64_t slice = ((K + want - 1) / want + 63) / 64 * 64;
+  const int64_t splits = (K + slice - 1) / slice;
+  if (splits < 2) return s;
+  s.splits = static_cast<int>(splits);
+  s.slice = slice;
+  s.n4 = (N + 3) / 4 * 4;
+  return s;
+}
+
+// Workspace bytes of the split-K path for this problem (0: it does not split).
+inline size_t split_k_workspace_size(int64_t M, int64_t N, int64_t K) {
+  const SplitKPlan s = plan_split_k(M, N, K);
+  return s.splits > 1 ? static_cast<size_t>(s.splits) * static_cast<size_t>(M) * static_cast<size_t>(s.n4) * 4 : 0;
+}
+
+// Bound of split_k_workspace_size over every shape: splits·tiles < kSplitKTargetCtas + tiles
+// < 1.5·kSplitKTargetCtas, and M·n4 <= tiles·64·64.
+inline constexpr size_t kSplitKWorkspaceBound = static_cast<size_t>(kSplitKTargetCtas * 3 / 2) * 64 * 64 * 4;
 
 template <typename Traits, typename Epilogue>
 Status can_implement_sm80(const GemmParams<Epilogue>& p) {
@@ -228,7 +304,35 @@ Status run_sm80(const GemmParams<Epilogue>& p, cudaStream_t stream) {
   const bool pair_ok = p.ldc % 2 == 0 && is_aligned(p.C, 2 * sizeof(Output));
   const dim3 grid(static_cast<unsigned>((p.M + Traits::kBM - 1) / Traits::kBM),
                   static_cast<unsigned>((p.N + Traits::kBN - 1) / Traits::kBN));
-  kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p, pair_ok);
+  kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p, pair_ok, 0, 0);
+  return last_launch_status();
+}
+
+// The split-K form of the 64 x 64 tile (plan_split_k(M, N, K) must split). `workspace`: at least
+// split_k_workspace_size(M, N, K) bytes, 16-byte aligned; overwritten, no initial contents needed.
+template <typename Epilogue>
+Status run_sm80_split_k(const GemmParams<Epilogue>& p, void* workspace, cudaStream_t stream) {
+  using Traits = Sm80Tile64x64;
+  QUAMBA_RETURN_IF_ERROR(can_implement_sm80<Traits>(p));
+  const SplitKPlan s = plan_split_k(p.M, p.N, p.K);
+  if (s.splits < 2) return Status::kErrorInvalidArgument;
+  if (!workspace) return Status::kErrorInvalidArgument;
+  if (!is_aligned(workspace, 16)) return Status::kErrorMisaligned;
+  GemmParams<Identity> q;
+  q.M = p.M; q.N = p.N; q.K = p.K;
+  q.A = p.A; q.lda = p.lda;
+  q.W = p.W; q.ldw = p.ldw;
+  q.C = static_cast<int32_t*>(workspace); q.ldc = s.n4;
+  auto kernel = detail::gemm_sm80_kernel<Traits, Identity>;
+  QUAMBA_RETURN_IF_CUDA_ERROR(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
+  const dim3 grid(static_cast<unsigned>((p.M + Traits::kBM - 1) / Traits::kBM),
+                  static_cast<unsigned>((p.N + Traits::kBN - 1) / Traits::kBN), static_cast<unsigned>(s.splits));
+  kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(q, true, s.slice, p.M * s.n4);
+  QUAMBA_RETURN_IF_ERROR(last_launch_status());
+  const int64_t threads = p.M * (s.n4 / 4);
+  detail::split_k_reduce_kernel<Epilogue><<<static_cast<unsigned>((threads + 255) / 256), 256, 0, stream>>>(
+      p, static_cast<const int32_t*>(workspace), s.splits, s.n4);
   return last_launch_status();
 }
 #endif
