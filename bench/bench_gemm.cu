@@ -69,7 +69,7 @@ struct Shape {
 };
 
 enum class Variant {
-  kAuto, kAutoWorkspace, kSm80Tile128, kSm80Tile64, kGemvWide, kGemvWideDeep, kGemvSplitK, kGemvNarrow,
+  kAuto, kAutoWorkspace, kSm80SplitK, kSm80Tile128, kSm80Tile64, kGemvWide, kGemvWideDeep, kGemvSplitK, kGemvNarrow,
   kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St,
   kSm90aP160, kSm90aC256St, kSm90aC160, kSm90aP256x160, kCublasF16, kCublasLtI8, kAutoPdl
 };
@@ -78,6 +78,7 @@ const char* variant_name(Variant v) {
   switch (v) {
     case Variant::kAuto: return "auto";
     case Variant::kAutoWorkspace: return "auto+ws";
+    case Variant::kSm80SplitK: return "sm80_64x64_split_k";
     case Variant::kSm80Tile128: return gemm::sm80_name<gemm::Sm80Tile128x128>();
     case Variant::kSm80Tile64: return gemm::sm80_name<gemm::Sm80Tile64x64>();
     case Variant::kGemvWide: return gemm::to_string(gemm::GemvKind::kWide);
@@ -109,6 +110,7 @@ Status run_variant(Variant v, const gemm::GemmParams<Epi>& p, cudaStream_t st, v
     case Variant::kAuto:
     case Variant::kAutoPdl: return gemm::run(p, nullptr, st);
     case Variant::kAutoWorkspace: return gemm::run(p, ws, st);
+    case Variant::kSm80SplitK: return gemm::run_sm80_split_k(p, ws, st);
     case Variant::kSm80Tile128: return gemm::run_sm80<gemm::Sm80Tile128x128>(p, st);
     case Variant::kSm80Tile64: return gemm::run_sm80<gemm::Sm80Tile64x64>(p, st);
     case Variant::kGemvWide: return gemm::run_gemv(p, st, gemm::GemvKind::kWide);
@@ -283,7 +285,7 @@ void bench_ours(benchmark::State& state, const Shape& s, Variant v) {
       p.epilogue.ldr = s.N;
     }
   }
-  DeviceBuffer<char> ws(std::max<size_t>(gemm::workspace_size(ps[0]), 16));
+  DeviceBuffer<char> ws(std::max<size_t>(gemm::split_k_workspace_size(s.M, s.N, s.K), 16));
   QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
   for (int i : {0, sets - 1}) {
     const Status st = run_variant(v, ps[i], 0, ws.get());
@@ -387,7 +389,7 @@ const bool registered = [] {
         Shape s = base;
         s.M = M;
         std::vector<Variant> vs = {Variant::kAuto, Variant::kSm80Tile128, Variant::kSm80Tile64};
-        if (gemm::split_k_workspace_size(M, s.N, s.K) > 0) vs.push_back(Variant::kAutoWorkspace);
+        if (gemm::split_k_workspace_size(M, s.N, s.K) > 0) vs.insert(vs.end(), {Variant::kAutoWorkspace, Variant::kSm80SplitK});
         if (M <= gemm::kGemvMaxM)
           vs.insert(vs.end(), {Variant::kGemvWide, Variant::kGemvWideDeep, Variant::kGemvSplitK, Variant::kGemvNarrow});
         if (M >= 128)
