@@ -511,6 +511,9 @@ TEST(GpuBlockStep, CanImplementRules) {
   { auto p = in(); p.M = 2; EXPECT_EQ(qb::can_implement(p), Status::kErrorInvalidArgument) << "2 sequences, 1 slot"; }
   { auto p = in(); p.M = 2; p.state_idx = reinterpret_cast<const int32_t*>(f32); EXPECT_EQ(qb::can_implement(p), Status::kSuccess); }
   { auto p = in(); p.M = 0; EXPECT_EQ(qb::can_implement(p), Status::kErrorInvalidArgument); }
+  // Shared memory: 8 normalized rows of D bytes plus the kernel's static ~1 KB within 48 KiB.
+  { auto p = in(); p.M = 8; p.num_slots = 8; p.D = 6000; EXPECT_EQ(qb::can_implement(p), Status::kSuccess); }
+  { auto p = in(); p.M = 8; p.num_slots = 8; p.D = 6016; EXPECT_EQ(qb::can_implement(p), Status::kErrorNotSupported); }
   auto out = [&] {
     qb::OutProjStepParams p;
     p.M = 1; p.D = 64; p.E = 128;
@@ -538,18 +541,24 @@ TEST(GpuBlockStep, FusedStepBadSlotSetsFlag) {
   const int64_t S = 2, B = 2;
   const std::vector<int8_t> conv0(size_t(S * d.E * d.K), 3);
   const std::vector<float> ssm0(size_t(S * d.E * d.N), 0.25f), res0(size_t(B * d.D), 1.0f);
-  StepRig r(d, B, S, conv0, ssm0, res0, {1, 7});
-  r.io.kernels = qb::StepKernels::kFused;
-  ASSERT_EQ(qb::step_i8(d, dl.layer, r.ws, r.io, nullptr), Status::kSuccess);
-  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  EXPECT_EQ(r.flag.download()[0], 1);
-  const auto conv1 = r.conv.download();
-  const auto ssm1 = r.ssm.download();
-  for (int64_t i = 0; i < d.E * d.K; ++i) ASSERT_EQ(conv1[size_t(i)], 3) << "slot 0 conv state changed";
-  for (int64_t i = 0; i < d.E * d.N; ++i) ASSERT_EQ(ssm1[size_t(i)], 0.25f) << "slot 0 ssm state changed";
-  bool slot1_changed = false;
-  for (int64_t i = d.E * d.N; i < 2 * d.E * d.N; ++i) slot1_changed |= ssm1[size_t(i)] != 0.25f;
-  EXPECT_TRUE(slot1_changed) << "the valid sequence's state was not updated";
+  // Plain launches, and programmatic dependent launches with the states read before the waits.
+  for (bool pdl_settled : {false, true}) {
+    SCOPED_TRACE(pdl_settled ? "pdl + states_settled" : "plain");
+    StepRig r(d, B, S, conv0, ssm0, res0, {1, 7});
+    r.io.kernels = qb::StepKernels::kFused;
+    r.io.pdl = pdl_settled && quamba::device_supports_pdl(0);
+    r.io.states_settled = pdl_settled;
+    ASSERT_EQ(qb::step_i8(d, dl.layer, r.ws, r.io, nullptr), Status::kSuccess);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_EQ(r.flag.download()[0], 1);
+    const auto conv1 = r.conv.download();
+    const auto ssm1 = r.ssm.download();
+    for (int64_t i = 0; i < d.E * d.K; ++i) ASSERT_EQ(conv1[size_t(i)], 3) << "slot 0 conv state changed";
+    for (int64_t i = 0; i < d.E * d.N; ++i) ASSERT_EQ(ssm1[size_t(i)], 0.25f) << "slot 0 ssm state changed";
+    bool slot1_changed = false;
+    for (int64_t i = d.E * d.N; i < 2 * d.E * d.N; ++i) slot1_changed |= ssm1[size_t(i)] != 0.25f;
+    EXPECT_TRUE(slot1_changed) << "the valid sequence's state was not updated";
+  }
 }
 
 TEST(GpuModelErrors, BadIdsLeaveStatesUnchanged) {

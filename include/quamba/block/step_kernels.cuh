@@ -21,7 +21,8 @@
 // orders: the RMSNorm sum of squares and the Hadamard sums are added in another order, which
 // can move an int8 value by one step where the fp32 result sits on a rounding boundary.
 // Shapes: D, E multiples of 16; E = m·2^k with k >= 5 when rotating (every public Mamba size);
-// the shared memory (M·D bytes; 4·E + M·E bytes) within the device's opt-in limit.
+// shared memory: in_proj M·D bytes plus about 1 KB within 48 KiB (M = 8: D <= 6000), out_proj
+// 4·E + M·E bytes within the device's opt-in limit.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -104,6 +105,17 @@ using StepInProjGemv = gemm::GemvTraits<kMaxM, 32, 8, 2, 5>;
 template <int kMaxM>
 using StepOutProjGemv = gemm::GemvTraits<kMaxM, 32, 8, 2, 5>;
 inline constexpr int kStepCtasPerSm = 4;
+
+// Static shared memory of in_proj_step_kernel (its block reduction and conv inputs, below), an
+// upper bound with alignment slack. The kernel is not opted in to more than the 48 KiB every
+// device grants, so M·D bytes of normalized rows plus this must fit in 48 KiB.
+template <int kMaxM>
+constexpr size_t in_proj_static_smem() {
+  using T = StepInProjGemv<kMaxM>;
+  return sizeof(float) * (T::kThreads / 32) * kMaxM + size_t(kMaxM) * T::kRowsPerBlock * 4 + T::kRowsPerBlock * 5 +
+         8 * kMaxM + 128;
+}
+inline constexpr size_t kInProjSmemLimit = 48 * 1024;
 
 #if QUAMBA_HAS_CUDA_COMPILER
 
@@ -430,6 +442,9 @@ inline Status can_implement(const InProjStepParams& p) {
   if (p.M > kStepMaxRows || p.K < 2 || p.K > conv1d::kMaxWidth) return Status::kErrorNotSupported;
   if (p.D % 16 != 0 || !is_aligned(p.residual, 16) || !is_aligned(p.gamma, 16) || !is_aligned(p.w_in, 16))
     return Status::kErrorMisaligned;
+  const size_t static_smem =
+      p.M <= 1 ? detail::in_proj_static_smem<1>() : detail::in_proj_static_smem<kStepMaxRows>();
+  if (static_cast<size_t>(p.M) * p.D + static_smem > detail::kInProjSmemLimit) return Status::kErrorNotSupported;
   return Status::kSuccess;
 }
 

@@ -220,7 +220,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
 }
 
 // Sums the split-K partials (splits, M, n4) int32 of every output and applies the epilogue;
-// one thread per 4 consecutive columns (n4 = N rounded up to 4: 16-byte loads).
+// one thread per 4 consecutive columns (n4 = N rounded up to 4: 16-byte loads of whole quads).
 template <typename Epilogue>
 __global__ void __launch_bounds__(256) split_k_reduce_kernel(GemmParams<Epilogue> p, const int32_t* partial,
                                                              int splits, int64_t n4) {
@@ -229,12 +229,20 @@ __global__ void __launch_bounds__(256) split_k_reduce_kernel(GemmParams<Epilogue
   if (i >= p.M * quads) return;
   const int64_t m = i / quads, n = (i % quads) * 4;
   int acc[4] = {0, 0, 0, 0};
-  for (int s = 0; s < splits; ++s) {
-    const int4 v = __ldcg(reinterpret_cast<const int4*>(partial + (s * p.M + m) * n4 + n));
-    acc[0] += v.x;
-    acc[1] += v.y;
-    acc[2] += v.z;
-    acc[3] += v.w;
+  if (n + 4 <= p.N) {
+    for (int s = 0; s < splits; ++s) {
+      const int4 v = __ldcg(reinterpret_cast<const int4*>(partial + (s * p.M + m) * n4 + n));
+      acc[0] += v.x;
+      acc[1] += v.y;
+      acc[2] += v.z;
+      acc[3] += v.w;
+    }
+  } else {
+    // The last quad of a row whose N is not a multiple of 4: the partial kernel never writes
+    // columns [N, n4), so they are not read.
+    for (int s = 0; s < splits; ++s)
+      for (int j = 0; j < 4; ++j)
+        if (n + j < p.N) acc[j] += __ldcg(partial + (s * p.M + m) * n4 + n + j);
   }
 #pragma unroll
   for (int j = 0; j < 4; ++j)

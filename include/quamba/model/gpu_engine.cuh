@@ -428,7 +428,8 @@ class GpuEngine final : public Engine {
       QUAMBA_RETURN_IF_ERROR(block::step_layers(f16_, ws_, caches_, batch_, nullptr, cublas_, stream_));
     else
       QUAMBA_RETURN_IF_ERROR(
-          block::step_layers(i8_, ws_, caches_, batch_, nullptr, cublas_, stream_, step_kernels_, pdl_));
+          block::step_layers(i8_, ws_, caches_, batch_, nullptr, cublas_, stream_, step_kernels_, pdl_,
+                             /*states_settled=*/true));  // the chain starts with embed, an ordinary launch
     return block::head(dims_, head_weights(), ws_, ws_.residual, dims_.D, batch_, ws_.logits, cublas_, stream_);
   }
 
