@@ -408,10 +408,11 @@ __global__ void __launch_bounds__(Traits::kThreads) out_proj_step_kernel(const O
   if (first) grid_dependency_wait();
 }
 
-// Persistent grid: at most kStepCtasPerSm CTAs per SM (fewer where they do not fit), sized so
-// that every CTA gets the same number of row blocks (±1): the kernel ends when its slowest CTA
-// does, and uneven shares left a second round of a few CTAs that cannot fill DRAM (ncu, H100:
-// 640 row blocks on 528 CTAs). Launches on `stream` (pdl: core/launch.cuh).
+// Persistent grid of the out_proj step: at most kStepCtasPerSm CTAs per SM (fewer where they do
+// not fit), sized so that every CTA gets the same number of row blocks (±1): the kernel ends when
+// its slowest CTA does, and uneven shares left a second round of a few CTAs that cannot fill DRAM
+// (ncu, H100, when the in_proj step was persistent too: 640 row blocks on 528 CTAs). Launches on
+// `stream` (pdl: core/launch.cuh).
 template <typename Kernel, typename... Args>
 Status launch_persistent(ResidentCache& cache, Kernel kernel, int threads, size_t smem, int64_t row_blocks,
                          cudaStream_t stream, bool pdl, const Args&... args) {
