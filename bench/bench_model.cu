@@ -13,8 +13,6 @@
 //                     (embedding, 64 blocks, norm_f, lm_head to device logits), event-timed,
 //                     8 replays per timing. Weights stream from DRAM: 2.6 GB (W8A8) / 5.3 GB
 //                     (fp16) per step exceed the 50 MB L2 by 50×, so no flush is needed.
-//   TPOT/w8a8-*       the W8A8 step with other switches, same run (noprefetch: without the L2
-//                     weight prefetch of block::StepOptions; fused / nopdl / unfused kernels).
 // Counters: weight_MB (bytes of weights read per step), mem_MB (engine's allocations: weights +
 // caches + workspace), dev_MB (device memory in use, cudaMemGetInfo, minus what was in use
 // before this engine was created), GB/s = weight bytes / step time (TPOT) and copy_frac.
@@ -127,11 +125,11 @@ void BM_TTFT(benchmark::State& state, qm::Precision p) {
 // W8A8 decode step kernels: the engine's default (kAuto, programmatic dependent launch where
 // supported) and the variants it is measured against in the same run.
 void BM_TPOT(benchmark::State& state, qm::Precision p, qb::StepKernels kernels = qb::StepKernels::kAuto,
-             bool pdl = true, bool l2_prefetch = true) {
+             bool pdl = true) {
   const int64_t B = state.range(0);
   qm::GpuEngine* e = engine(p, state);
   if (!e) return;
-  e->set_step_kernels(kernels, pdl, l2_prefetch);
+  e->set_step_kernels(kernels, pdl);
   if (e->batch() != B && e->reset(B) != Status::kSuccess) return state.SkipWithError("reset failed");
   const auto ids = prompt(B);
   if (e->set_decode_ids(ids.data()) != Status::kSuccess) return state.SkipWithError("bad ids");
@@ -176,9 +174,6 @@ void register_all() {
   benchmark::RegisterBenchmark("TPOT/w8a8-fused", [w8a8](benchmark::State& s) {
     BM_TPOT(s, w8a8, qb::StepKernels::kFused, true);
   })->Arg(8)->UseManualTime()->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("TPOT/w8a8-noprefetch", [w8a8](benchmark::State& s) {
-    BM_TPOT(s, w8a8, qb::StepKernels::kAuto, true, false);
-  })->Arg(1)->UseManualTime()->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("TPOT/w8a8-fused-nopdl", [w8a8](benchmark::State& s) {
     BM_TPOT(s, w8a8, qb::StepKernels::kFused, false);
   })->Arg(1)->Arg(8)->UseManualTime()->Unit(benchmark::kMillisecond);

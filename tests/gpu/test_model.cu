@@ -418,7 +418,7 @@ struct StepRig {
 };
 
 // The fused W8A8 decode step (block/step_kernels.cuh: four kernels, optional programmatic
-// dependent launch, L2 weight prefetch) against the eight-kernel step on the same layer, weights and states: batch
+// dependent launch) against the eight-kernel step on the same layer, weights and states: batch
 // 1 / 3 / 8 (the kernels' two row counts), sequences scattered over slots by state_idx, rotated
 // (Quamba) and unrotated (naive) layers, E = 128 (H_{2^7}) and 320 (H_20 ⊗ H_16 is not fused:
 // 2^k < 32, so that case checks the fallback) and 384 (H_12 ⊗ H_32). Both steps use the same integer
@@ -458,10 +458,6 @@ TEST(GpuBlockStep, FusedStepMatchesEightKernelStep) {
             r.io.kernels = fused == 1 ? qb::StepKernels::kFused : qb::StepKernels::kUnfused;
             r.io.pdl = pdl && fused == 1;
             r.io.states_settled = settled;
-            // The L2 weight prefetch (hints only) with pdl: a whole matrix, or a range whose
-            // length is not a multiple of 16 bytes.
-            r.io.l2_prefetch = pdl;
-            r.io.next_weights = {dl.layer.in_proj, 2 * E * D - (mode == 1 ? 7 : 0)};
             for (int step = 0; step < 3; ++step) {
               ASSERT_EQ(qb::step_i8(d, dl.layer, r.ws, r.io, nullptr), Status::kSuccess);
               if (settled) ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);

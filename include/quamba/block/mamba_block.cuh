@@ -144,23 +144,6 @@ struct StepIO {
   // that layer). The in_proj and scan kernels then read the states before their dependency waits
   // (prefetch_state). Leave false when steps are chained back to back.
   bool states_settled = false;
-  // With pdl, fused step: bring weights into L2 before the kernel that reads them, while DRAM
-  // would idle (core/prefetch.cuh). The in_proj kernel requests the layer's x_proj, dt_proj and
-  // out_proj after its rows; the out_proj kernel requests next_weights (the model passes a prefix
-  // of the next layer's in_proj) during the scan. Hints only: the results do not change.
-  bool l2_prefetch = false;
-  L2Prefetch next_weights;
-};
-
-// Switches of a W8A8 decode step over the layers (block::step_layers), as StepIO's fields of the
-// same names; next_in_proj_bytes: how much of the next layer's in_proj the out_proj kernel
-// requests (clamped to the matrix).
-struct StepOptions {
-  StepKernels kernels = StepKernels::kAuto;
-  bool pdl = false;
-  bool states_settled = false;
-  bool l2_prefetch = true;
-  int64_t next_in_proj_bytes = 8 << 20;
 };
 
 // Calibration context of the fp16 forward.
@@ -384,16 +367,10 @@ inline FusedStep fused_step_params(const BlockDims& d, const LayerI8& w, const B
   a.conv_scale_wx = w.s.conv_scale_wx; a.conv_s_b = w.s.conv_s_b; a.conv_inv_s_u = w.s.conv_inv_s_u;
   a.u = static_cast<int8_t*>(ws.u); a.xz = static_cast<int8_t*>(ws.xz); a.pdl = io.pdl;
   a.prefetch_state = io.pdl && io.states_settled;
-  if (io.pdl && io.l2_prefetch) {
-    a.l2_prefetch[0] = {w.x_proj, d.Xp * d.E};
-    a.l2_prefetch[1] = {w.dt_proj, d.E * d.Rp};
-    a.l2_prefetch[2] = {w.out_proj, d.D * d.E};
-  }
   OutProjStepParams& o = f.out;
   o.M = a.M; o.D = a.D; o.E = a.E;
   o.y = ws.y; o.rotate = w.use_hadamard; o.factor = w.s.out_factor;
   o.w_out = w.out_proj; o.alpha_out = w.s.alpha_out; o.residual = io.residual; o.pdl = io.pdl;
-  if (io.pdl && io.l2_prefetch) o.l2_prefetch = io.next_weights;
   return f;
 }
 

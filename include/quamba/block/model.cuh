@@ -157,24 +157,20 @@ inline Status step_layers(const DeviceModelF16& m, const ModelWorkspace& ws, con
   return Status::kSuccess;
 }
 
-// opts: the step's switches (StepOptions). states_settled only when this call's chain of
-// programmatic launches begins with an ordinary launch, e.g. right after block::embed, as the
-// engine's decode does; not when steps are chained back to back.
+// kernels / pdl / states_settled: StepIO's switches (which step kernels; programmatic dependent
+// launch; whether the states may be read before the dependency waits). states_settled only when
+// this call's chain of programmatic launches begins with an ordinary launch, e.g. right after
+// block::embed, as the engine's decode does; not when steps are chained back to back.
 inline Status step_layers(const DeviceModelI8& m, const ModelWorkspace& ws, const ModelCaches& c, int64_t B,
-                          const int32_t* state_idx, cublasHandle_t, cudaStream_t s, const StepOptions& opts = {}) {
-  const BlockDims& d = m.dims;
-  for (int64_t l = 0; l < d.n_layer; ++l) {
+                          const int32_t* state_idx, cublasHandle_t, cudaStream_t s,
+                          StepKernels kernels = StepKernels::kAuto, bool pdl = false, bool states_settled = false) {
+  for (int64_t l = 0; l < m.dims.n_layer; ++l) {
     StepIO io;
     io.B = B; io.residual = ws.residual;
-    io.conv_state = c.conv_layer(d, l); io.ssm_state = c.ssm_layer(d, l);
+    io.conv_state = c.conv_layer(m.dims, l); io.ssm_state = c.ssm_layer(m.dims, l);
     io.num_slots = c.num_slots; io.state_idx = state_idx; io.error_flag = ws.error_flag;
-    io.kernels = opts.kernels; io.pdl = opts.pdl; io.states_settled = opts.states_settled;
-    io.l2_prefetch = opts.l2_prefetch;
-    if (l + 1 < d.n_layer) {
-      const int64_t whole = 2 * d.E * d.D;
-      io.next_weights = {m.layers[size_t(l + 1)].in_proj, opts.next_in_proj_bytes < whole ? opts.next_in_proj_bytes : whole};
-    }
-    QUAMBA_RETURN_IF_ERROR(step_i8(d, m.layers[size_t(l)], ws.blk, io, s));
+    io.kernels = kernels; io.pdl = pdl; io.states_settled = states_settled;
+    QUAMBA_RETURN_IF_ERROR(step_i8(m.dims, m.layers[size_t(l)], ws.blk, io, s));
   }
   return Status::kSuccess;
 }

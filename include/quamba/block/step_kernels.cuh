@@ -35,7 +35,6 @@
 #include "quamba/core/cuda_check.hpp"
 #include "quamba/core/launch.cuh"
 #include "quamba/core/numeric.hpp"
-#include "quamba/core/prefetch.cuh"
 #include "quamba/core/static_switch.hpp"
 #include "quamba/core/status.hpp"
 #include "quamba/gemm/epilogue.cuh"
@@ -67,10 +66,6 @@ struct InProjStepParams {
   // With pdl: read state_idx and conv_state before the dependency wait. Only when no kernel of
   // the same chain of programmatic launches writes them (scan::DecodeParamsI8::prefetch_state).
   bool prefetch_state = false;
-  // Weight ranges the later kernels of the step read (x_proj, dt_proj, out_proj), brought into L2
-  // while DRAM would idle (core/prefetch.cuh): every CTA requests its share after its rows.
-  static constexpr int kMaxPrefetch = 3;
-  L2Prefetch l2_prefetch[kMaxPrefetch];
 };
 
 struct OutProjStepParams {
@@ -83,9 +78,6 @@ struct OutProjStepParams {
   float alpha_out = 1;
   float* residual = nullptr;  // (M, D) fp32, r += alpha_out·acc in place
   bool pdl = false;
-  // A range the next kernels read (the next layer's in_proj, or a prefix of it), requested by
-  // every CTA (its share) before the dependency wait, while the scan runs (core/prefetch.cuh).
-  L2Prefetch l2_prefetch;
 };
 
 namespace detail {
@@ -286,8 +278,6 @@ __global__ void __launch_bounds__(Traits::kThreads) in_proj_step_kernel(const In
                                                     p.conv_b ? &conv_bias[j] : nullptr, p.conv_s_b, p.conv_scale_wx,
                                                     p.conv_inv_s_u);
       });
-#pragma unroll
-  for (int i = 0; i < InProjStepParams::kMaxPrefetch; ++i) prefetch_l2_share(p.l2_prefetch[i], blockIdx.x, gridDim.x);
 }
 
 // One power-of-two phase of the Walsh–Hadamard on an fp32 row in shared memory: butterflies over
@@ -392,7 +382,6 @@ __global__ void __launch_bounds__(Traits::kThreads) out_proj_step_kernel(const O
   int8_t* aq = reinterpret_cast<int8_t*>(smem_i4);
   float* s = reinterpret_cast<float*>(aq + static_cast<int64_t>(M) * E);
   const int row_blocks = (D + Traits::kRowsPerBlock - 1) / Traits::kRowsPerBlock;
-  prefetch_l2_share(p.l2_prefetch, blockIdx.x, gridDim.x);
   bool first = true;
   auto prologue = [&] {
     if (!first) return;

@@ -181,13 +181,12 @@ class GpuEngine final : public Engine {
     if (!on) drop_graph();
   }
   // W8A8 decode step kernels (block::StepKernels; default kAuto) with or without programmatic
-  // dependent launch (default: where the device supports it) and L2 weight prefetch (default on;
-  // block::StepOptions). For comparisons: every choice computes the same step.
-  void set_step_kernels(block::StepKernels kernels, bool pdl, bool l2_prefetch = true) {
+  // dependent launch (default: where the device supports it). For comparisons: every choice
+  // computes the same step.
+  void set_step_kernels(block::StepKernels kernels, bool pdl) {
     drop_graph();
     step_kernels_ = kernels;
     pdl_ = pdl && pdl_supported_;
-    l2_prefetch_ = l2_prefetch;
   }
 
   Status reset(int64_t batch) override {
@@ -429,17 +428,9 @@ class GpuEngine final : public Engine {
       QUAMBA_RETURN_IF_ERROR(block::step_layers(f16_, ws_, caches_, batch_, nullptr, cublas_, stream_));
     else
       QUAMBA_RETURN_IF_ERROR(
-          block::step_layers(i8_, ws_, caches_, batch_, nullptr, cublas_, stream_, step_options()));
+          block::step_layers(i8_, ws_, caches_, batch_, nullptr, cublas_, stream_, step_kernels_, pdl_,
+                             /*states_settled=*/true));  // the chain starts with embed, an ordinary launch
     return block::head(dims_, head_weights(), ws_, ws_.residual, dims_.D, batch_, ws_.logits, cublas_, stream_);
-  }
-
-  block::StepOptions step_options() const {
-    block::StepOptions o;
-    o.kernels = step_kernels_;
-    o.pdl = pdl_;
-    o.states_settled = true;  // the decode's chain starts with embed, an ordinary launch
-    o.l2_prefetch = l2_prefetch_;
-    return o;
   }
 
   Status capture_decode() {
@@ -474,7 +465,6 @@ class GpuEngine final : public Engine {
   int64_t weight_read_bytes_ = 0;
   cudaStream_t stream_ = nullptr;
   block::StepKernels step_kernels_ = block::StepKernels::kAuto;
-  bool l2_prefetch_ = true;
   bool pdl_supported_ = false;
   bool pdl_ = false;
   cublasHandle_t cublas_ = nullptr;
