@@ -180,12 +180,18 @@ struct PrefillTraits {
 // these pairings holds for all lanes, which halves it (the B/C reads are ~2 of the ~3.5 smem
 // cycles per warp-item of the unpaired layout, the largest per-item cost in the model).
 template <int kDState_, int kStatesPerLane_, int kChunk_, int kChannels_, int kMinBlocks_, typename In_,
-          int kGroups_ = 1, bool kSmemReduce_ = false, bool kPairLanes_ = false>
+          int kGroups_ = 1, bool kSmemReduce_ = false, bool kPairLanes_ = false, bool kOverlap_ = false>
 struct LanePrefillTraits {
   using In = In_;
   static constexpr int kKernel = 1;  // prefill_lanes_kernel
   static constexpr bool kStateLanes = true;
   static constexpr bool kPairLanes = kPairLanes_;
+  // kOverlap: token groups are walked in source order one ahead of their reduce-scatter and
+  // output (walk g+1, then finish g), with branch-free softplus / SiLU. A group's output ends in
+  // a shared-memory store, and the compiler does not move the next group's shared loads above a
+  // store it cannot prove disjoint, so in the plain loop each group's shuffle and gate latencies
+  // (~200 cycles of few instructions) run alone; here they overlap the next group's walk.
+  static constexpr bool kOverlap = kOverlap_;
   static constexpr int kGroups = kGroups_;
   static constexpr bool kSmemReduce = kSmemReduce_;
   static constexpr int kDState = kDState_;
@@ -231,6 +237,8 @@ struct LanePrefillTraits {
   static_assert(kDState % 4 == 0 && kBCSlots >= 1 && kYSlots >= 1, "B/C and y rows are whole 16-byte slots");
   static_assert(kSmemBytes % 16 == 0, "smem carve-up keeps 16-byte alignment");
   static_assert(!kPairLanes || (kChannelsPerWarp >= 2 && !kSmemReduce), "pair lanes: two channels per warp, shuffle reduce");
+  static_assert(!kOverlap || (!kSmemReduce && kGroups == 1 && (kChunk / kLanes) % 2 == 0),
+                "overlapped walk: shuffle reduce, groups taken in pairs by the kernel");
 };
 
 // Pipelined state-lane variant (prefill_piped_kernel): the state-lane walk with pair lanes, one
@@ -690,7 +698,9 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
         const bool live = chunk0 + t < L;
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
-          const float d = live ? softplus(to_float(dq[j]) * sdt + prep_bias[j]) : 0.f;  // δ = 0: identity past L
+          const float arg = to_float(dq[j]) * sdt + prep_bias[j];
+          const float sp = Traits::kOverlap ? softplus_select(arg) : softplus(arg);
+          const float d = live ? sp : 0.f;  // δ = 0: identity past L
           sD[(4 * prep_c4 + j) * PT + t] = d;
           sDU[(4 * prep_c4 + j) * PT + t] = d * (to_float(uq[j]) * su);
         }
@@ -714,9 +724,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
     const float* wRow = sDU + chl * PT;
     const In* rawU = reinterpret_cast<const In*>(stg);
     const In* rawZ = reinterpret_cast<const In*>(stg + 2 * Traits::kTileBytes);
-#pragma unroll Traits::kGroups
-    for (int g0 = 0; g0 < T; g0 += G) {
-      float v[G];
+    // Walk of the token group at g0: v[i] = this lane's Σ over its states of s·C for token g0 + i.
+    auto walk = [&](int g0, float (&v)[G]) {
 #pragma unroll
       for (int k = 0; k < G; k += 4) {
         const float4 d4 = *reinterpret_cast<const float4*>(dRow + g0 + k);
@@ -736,6 +745,9 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
           }
         }
       }
+    };
+    // Reduce-scatter of a walked group and its gated output into the y tile.
+    auto finish = [&](int g0, float (&v)[G]) {
       if constexpr (Traits::kSmemReduce) {
         float* red = reinterpret_cast<float*>(smem + Traits::kOffRed) + chl * Traits::kRedChannel;
 #pragma unroll
@@ -752,8 +764,30 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
       }
       const int t = g0 + q;
       float out = v[0] + Dv * (to_float(rawU[t * CH + chl]) * su);
-      if constexpr (kHasZ) out *= silu(to_float(rawZ[t * CH + chl]) * sz);
+      if constexpr (kHasZ) {
+        const float zf = to_float(rawZ[t * CH + chl]) * sz;
+        out *= Traits::kOverlap ? silu_ftz(zf) : silu(zf);
+      }
       sY[t * CH + chl] = __float2half_rn(out);
+    };
+    if constexpr (Traits::kOverlap) {
+      // Groups in pairs: walk g+1 before finishing g (the static_assert keeps T / G even).
+      float va[G], vb[G];
+      walk(0, va);
+#pragma unroll 1
+      for (int g0 = G; g0 < T; g0 += 2 * G) {
+        walk(g0, vb);
+        finish(g0 - G, va);
+        if (g0 + G < T) walk(g0 + G, va);
+        finish(g0, vb);
+      }
+    } else {
+#pragma unroll Traits::kGroups
+      for (int g0 = 0; g0 < T; g0 += G) {
+        float v[G];
+        walk(g0, v);
+        finish(g0, v);
+      }
     }
   }
   __syncthreads();  // last y tile complete
