@@ -43,7 +43,7 @@ void report_exps(benchmark::State& state, double exps) {
 
 // Segment-scan traits: SxKxWxM (segments, items, warps, min blocks); state-lane traits:
 // QxTxCxMxG[xRs][xP] (states per lane, chunk tokens, channels per block, min blocks, token groups
-// unrolled, reduce through smem, pair lanes, overlapped walk, tables); pipelined-kernel traits: PQxTxCxMxU[xPipe] (...,
+// unrolled, reduce through smem, pair lanes, overlapped walk); pipelined-kernel traits: PQxTxCxMxU[xPipe] (...,
 // groups unrolled, software-pipelined walk).
 template <class Traits>
 std::string traits_name() {
@@ -58,7 +58,7 @@ std::string traits_name() {
     return "Q" + std::to_string(Traits::kStatesPerLane) + "xT" + std::to_string(Traits::kChunk) + "xC" +
            std::to_string(Traits::kChannels) + "xM" + std::to_string(Traits::kMinBlocks) + "xG" +
            std::to_string(Traits::kGroups) + (Traits::kSmemReduce ? "xRs" : "") + (Traits::kPairLanes ? "xP" : "") +
-           (Traits::kOverlap ? "xO" : "") + (Traits::kLut ? "xLut" : "");
+           (Traits::kOverlap ? "xO" : "");
   else
     return "S" + std::to_string(Traits::kSegments) + "xK" + std::to_string(Traits::kItems) + "xW" +
            std::to_string(Traits::kWarps) + "xM" + std::to_string(Traits::kMinBlocks);
@@ -268,9 +268,6 @@ const bool kRegistered = [] {
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 1, false, true, true>>("new");
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 40, 1, int8_t, 1, false, true, true>>("new");
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 64, 16, 3, int8_t, 1, false, true, true>>("new");
-  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 40, 1, int8_t, 1, false, true, true, true>>("new");
-  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 2, int8_t, 1, false, true, true, true>>("new");
-  register_prefill_i8<qs::LanePrefillTraits<16, 2, 64, 16, 3, int8_t, 1, false, true, true, true>>("new");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 40, 1, int8_t, 1, true>>("new");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 16, 3, int8_t, 1, true>>("new");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 40, 1, int8_t, 8>>("new");

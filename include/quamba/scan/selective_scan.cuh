@@ -180,8 +180,7 @@ struct PrefillTraits {
 // these pairings holds for all lanes, which halves it (the B/C reads are ~2 of the ~3.5 smem
 // cycles per warp-item of the unpaired layout, the largest per-item cost in the model).
 template <int kDState_, int kStatesPerLane_, int kChunk_, int kChannels_, int kMinBlocks_, typename In_,
-          int kGroups_ = 1, bool kSmemReduce_ = false, bool kPairLanes_ = false, bool kOverlap_ = false,
-          bool kLut_ = false>
+          int kGroups_ = 1, bool kSmemReduce_ = false, bool kPairLanes_ = false, bool kOverlap_ = false>
 struct LanePrefillTraits {
   using In = In_;
   static constexpr int kKernel = 1;  // prefill_lanes_kernel
@@ -193,12 +192,6 @@ struct LanePrefillTraits {
   // store it cannot prove disjoint, so in the plain loop each group's shuffle and gate latencies
   // (~200 cycles of few instructions) run alone; here they overlap the next group's walk.
   static constexpr bool kOverlap = kOverlap_;
-  // kLut (int8 inputs, with kOverlap): every function of one int8 input is read from a table
-  // built once per block: δ = softplus(s_δ·q + bias_c) per (channel, q), s_u·q, silu(s_z·q). The
-  // values are the ones kOverlap computes (same expressions), so results are bit-identical; the
-  // conversion drops from ~25 instructions and 2 MUFU per (token, channel) to ~8, and the gate's
-  // SiLU from ~10 to one load. Tables: (kChannels + 2)·1 KB of shared memory.
-  static constexpr bool kLut = kLut_;
   static constexpr int kGroups = kGroups_;
   static constexpr bool kSmemReduce = kSmemReduce_;
   static constexpr int kDState = kDState_;
@@ -233,8 +226,7 @@ struct LanePrefillTraits {
   static constexpr int kRedPitch = kLanes + 4;
   static constexpr int kRedChannel = kLanes * (kLanes + 5);
   static constexpr int kOffRed = kOffY + kChunk * kChannels * 2;
-  static constexpr int kOffLut = kOffRed + (kSmemReduce ? kChannels * kRedChannel * 4 : 0);
-  static constexpr int kSmemBytes = kOffLut + (kLut ? (kChannels + 2) * 256 * 4 : 0);
+  static constexpr int kSmemBytes = kOffRed + (kSmemReduce ? kChannels * kRedChannel * 4 : 0);
 
   static_assert(kDState % kStatesPerLane == 0 && kLanes >= 4 && kLanes <= 32 && (kLanes & (kLanes - 1)) == 0,
                 "lanes per channel: power of two, 4..32 (a token group is read as float4s)");
@@ -247,7 +239,6 @@ struct LanePrefillTraits {
   static_assert(!kPairLanes || (kChannelsPerWarp >= 2 && !kSmemReduce), "pair lanes: two channels per warp, shuffle reduce");
   static_assert(!kOverlap || (!kSmemReduce && kGroups == 1 && (kChunk / kLanes) % 2 == 0),
                 "overlapped walk: shuffle reduce, groups taken in pairs by the kernel");
-  static_assert(!kLut || (kOverlap && std::is_same<In, int8_t>::value), "tables: int8 inputs, overlapped walk");
 };
 
 // Pipelined state-lane variant (prefill_piped_kernel): the state-lane walk with pair lanes, one
@@ -664,26 +655,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
   float prep_bias[4];
 #pragma unroll
   for (int j = 0; j < 4; ++j) prep_bias[j] = Io::bias(p, e0 + 4 * prep_c4 + j);
-  // δ from its raw value (one expression for the tables and the direct path: same rounding).
-  auto delta_of = [&](In dq, float bias) {
-    const float arg = to_float(dq) * sdt + bias;
-    return Traits::kOverlap ? softplus_select(arg) : softplus(arg);
-  };
-  // kLut tables (256 entries each, index q + 128): δ per channel, then s_u·q, then silu(s_z·q).
-  float* sLut = reinterpret_cast<float*>(smem + Traits::kOffLut);
-  if constexpr (Traits::kLut) {
-    for (int idx = tid; idx < (CH + 2) * 256; idx += kThreads) {
-      const int row = idx >> 8;
-      const auto qv = static_cast<In>((idx & 255) - 128);
-      float v;
-      if (row < CH) v = delta_of(qv, Io::bias(p, e0 + row));
-      else if (row == CH) v = to_float(qv) * su;
-      else v = silu_ftz(to_float(qv) * sz);
-      sLut[idx] = v;
-    }
-    // Visible to every thread after the first chunk's barrier below.
-  }
-  auto lut = [&](int row, In qv) { return sLut[row * 256 + static_cast<int>(qv) + 128]; };
 
   // y tile of chunk c-1 -> global, 16-byte rows; called between barriers (see the loop).
   auto flush_y = [&](int chunk0) {
@@ -727,11 +698,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
         const bool live = chunk0 + t < L;
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
-          const int c = 4 * prep_c4 + j;
-          const float sp = Traits::kLut ? lut(c, dq[j]) : delta_of(dq[j], prep_bias[j]);
+          const float arg = to_float(dq[j]) * sdt + prep_bias[j];
+          const float sp = Traits::kOverlap ? softplus_select(arg) : softplus(arg);
           const float d = live ? sp : 0.f;  // δ = 0: identity past L
-          sD[c * PT + t] = d;
-          sDU[c * PT + t] = d * (Traits::kLut ? lut(CH, uq[j]) : to_float(uq[j]) * su);
+          sD[(4 * prep_c4 + j) * PT + t] = d;
+          sDU[(4 * prep_c4 + j) * PT + t] = d * (to_float(uq[j]) * su);
         }
       }
       const In* rawB = reinterpret_cast<const In*>(stg + 3 * Traits::kTileBytes);
@@ -792,16 +763,10 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
         reduce_scatter<G / 2, G, kShift>(v, q);  // lane q now holds token g0 + q
       }
       const int t = g0 + q;
-      const In uq = rawU[t * CH + chl];
-      float out = v[0] + Dv * (Traits::kLut ? lut(CH, uq) : to_float(uq) * su);
+      float out = v[0] + Dv * (to_float(rawU[t * CH + chl]) * su);
       if constexpr (kHasZ) {
-        const In zq = rawZ[t * CH + chl];
-        if constexpr (Traits::kLut) {
-          out *= lut(CH + 1, zq);
-        } else {
-          const float zf = to_float(zq) * sz;
-          out *= Traits::kOverlap ? silu_ftz(zf) : silu(zf);
-        }
+        const float zf = to_float(rawZ[t * CH + chl]) * sz;
+        out *= Traits::kOverlap ? silu_ftz(zf) : silu(zf);
       }
       sY[t * CH + chl] = __float2half_rn(out);
     };
