@@ -180,7 +180,7 @@ struct PrefillTraits {
 // these pairings holds for all lanes, which halves it (the B/C reads are ~2 of the ~3.5 smem
 // cycles per warp-item of the unpaired layout, the largest per-item cost in the model).
 template <int kDState_, int kStatesPerLane_, int kChunk_, int kChannels_, int kMinBlocks_, typename In_,
-          int kGroups_ = 1, bool kSmemReduce_ = false, bool kPairLanes_ = false, bool kOverlap_ = false>
+          int kGroups_ = 1, bool kSmemReduce_ = false, bool kPairLanes_ = false, int kOverlap_ = 0>
 struct LanePrefillTraits {
   using In = In_;
   static constexpr int kKernel = 1;  // prefill_lanes_kernel
@@ -191,7 +191,10 @@ struct LanePrefillTraits {
   // a shared-memory store, and the compiler does not move the next group's shared loads above a
   // store it cannot prove disjoint, so in the plain loop each group's shuffle and gate latencies
   // (~200 cycles of few instructions) run alone; here they overlap the next group's walk.
-  static constexpr bool kOverlap = kOverlap_;
+  // kOverlap = 2: the same, with each output's store deferred past the next walk, so no store
+  // separates a finish from the walk after it. kOverlap = 3: outputs go straight to global
+  // memory (st.global, which the compiler knows cannot alias the shared tiles), no y tile.
+  static constexpr int kOverlap = kOverlap_;
   static constexpr int kGroups = kGroups_;
   static constexpr bool kSmemReduce = kSmemReduce_;
   static constexpr int kDState = kDState_;
@@ -683,7 +686,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
       load_chunk((c + 1) & 1, chunk0 + T);  // lands during chunk c's compute
       cp_async_commit();
     }
-    if (c > 0) flush_y(chunk0 - T);
+    if (Traits::kOverlap != 3 && c > 0) flush_y(chunk0 - T);
 
     const unsigned char* stg = smem + (c & 1) * Traits::kStageBytes;
     {
@@ -746,7 +749,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
         }
       }
     };
-    // Reduce-scatter of a walked group and its gated output into the y tile.
+    // Reduce-scatter of a walked group and its gated output (returned).
     auto finish = [&](int g0, float (&v)[G]) {
       if constexpr (Traits::kSmemReduce) {
         float* red = reinterpret_cast<float*>(smem + Traits::kOffRed) + chl * Traits::kRedChannel;
@@ -768,30 +771,59 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
         const float zf = to_float(rawZ[t * CH + chl]) * sz;
         out *= Traits::kOverlap ? silu_ftz(zf) : silu(zf);
       }
-      sY[t * CH + chl] = __float2half_rn(out);
+      return out;
     };
-    if constexpr (Traits::kOverlap) {
-      // Groups in pairs: walk g+1 before finishing g (the static_assert keeps T / G even).
+    // Token g0 + q's output: the y tile, or global memory (kOverlap = 3).
+    auto store = [&](int g0, float out) {
+      const int t = g0 + q;
+      if constexpr (Traits::kOverlap == 3) {
+        if (chunk0 + t < L) {
+          __half* dst = p.y.data + b * p.y.stride[0] + int64_t(chunk0 + t) * p.y.stride[1] + e;
+          const __half h = __float2half_rn(out);
+          asm volatile("st.global.b16 [%0], %1;\n" ::"l"(dst), "h"(*reinterpret_cast<const unsigned short*>(&h)));
+        }
+      } else {
+        sY[t * CH + chl] = __float2half_rn(out);
+      }
+    };
+    if constexpr (Traits::kOverlap == 2) {
+      // Groups in pairs (T / G even); the store of group g waits until group g+1 is walked.
+      float va[G], vb[G], pend = 0.f;
+      walk(0, va);
+#pragma unroll 1
+      for (int g0 = G; g0 < T; g0 += 2 * G) {
+        walk(g0, vb);
+        if (g0 > G) store(g0 - 2 * G, pend);
+        pend = finish(g0 - G, va);
+        if (g0 + G < T) walk(g0 + G, va);
+        store(g0 - G, pend);
+        pend = finish(g0, vb);
+      }
+      store(T - G, pend);
+    } else if constexpr (Traits::kOverlap) {
+      // Groups in pairs (the static_assert keeps T / G even): walk g+1 before finishing g.
       float va[G], vb[G];
       walk(0, va);
 #pragma unroll 1
       for (int g0 = G; g0 < T; g0 += 2 * G) {
         walk(g0, vb);
-        finish(g0 - G, va);
+        store(g0 - G, finish(g0 - G, va));
         if (g0 + G < T) walk(g0 + G, va);
-        finish(g0, vb);
+        store(g0, finish(g0, vb));
       }
     } else {
 #pragma unroll Traits::kGroups
       for (int g0 = 0; g0 < T; g0 += G) {
         float v[G];
         walk(g0, v);
-        finish(g0, v);
+        store(g0, finish(g0, v));
       }
     }
   }
-  __syncthreads();  // last y tile complete
-  flush_y((nchunks - 1) * T);
+  if constexpr (Traits::kOverlap != 3) {
+    __syncthreads();  // last y tile complete
+    flush_y((nchunks - 1) * T);
+  }
   if (p.final_state) {
     // Each lane wrote nothing else to final_state's rows; initial_state (possibly the same
     // buffer) was read by this same lane before the loop, so aliasing is safe.
