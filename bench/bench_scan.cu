@@ -58,7 +58,7 @@ std::string traits_name() {
     return "Q" + std::to_string(Traits::kStatesPerLane) + "xT" + std::to_string(Traits::kChunk) + "xC" +
            std::to_string(Traits::kChannels) + "xM" + std::to_string(Traits::kMinBlocks) + "xG" +
            std::to_string(Traits::kGroups) + (Traits::kSmemReduce ? "xRs" : "") + (Traits::kPairLanes ? "xP" : "") +
-           (Traits::kOverlap ? "xO" + (Traits::kOverlap > 1 ? std::to_string(Traits::kOverlap) : std::string()) : "");
+           (Traits::kOverlap ? "xO" : "");
   else
     return "S" + std::to_string(Traits::kSegments) + "xK" + std::to_string(Traits::kItems) + "xW" +
            std::to_string(Traits::kWarps) + "xM" + std::to_string(Traits::kMinBlocks);
@@ -260,17 +260,14 @@ void register_prefill_f16(const char* tag) {
 const bool kRegistered = [] {
   using DefI8 = qs::DefaultPrefillTraits<16, int8_t>::type;
   using DefF16 = qs::DefaultPrefillTraits<16, __half>::type;
-  // "default": what run() launches; "baseline": the previous default (unpaired lanes); "new":
-  // the pair-lane default launched explicitly and the pipelined-kernel candidates.
+  // "default": what run() launches; "baseline": the previous default (pair lanes, plain loop);
+  // "new": the default launched explicitly and the candidates.
   register_prefill_i8<DefI8, true>("default");
-  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2>>("baseline");
+  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, false, true>>("baseline");
   register_prefill_i8<DefI8>("new");
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 1, false, true, true>>("new");
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 40, 1, int8_t, 1, false, true, true>>("new");
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 64, 16, 3, int8_t, 1, false, true, true>>("new");
-  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 1, false, true, 2>>("new");
-  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 1, false, true, 3>>("new");
-  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 40, 1, int8_t, 1, false, true, 3>>("new");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 40, 1, int8_t, 1, true>>("new");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 16, 3, int8_t, 1, true>>("new");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 40, 1, int8_t, 8>>("new");

@@ -20,20 +20,24 @@
 //   per (token, channel) two for softplus and two for the SiLU gate: ≈ 1.25 MUFU per item.
 //   MUFU runs 16/clk/SM → 168M·1.25 / (132·16·1.755 GHz) ≈ 57 µs, the floor. Bytes: u, δ, z
 //   int8 31 MB + fp16 y 21 MB + B, C ≈ 52 MB ≈ 17 µs at ~3 TB/s: not memory bound. int8 → fp32
-//   conversions avoid I2F (same 16/clk pipe as MUFU; see scan_common.cuh). Measured 142 µs
-//   (bench_scan, H100): 28% of the MUFU limit and ~55% of the modelled issue rate (≈ 11 slots per
-//   item), so still latency bound (no profile taken; unrolling 2 groups changed nothing): only
+//   conversions avoid I2F (same 16/clk pipe as MUFU; see scan_common.cuh). Measured 120 µs
+//   (bench_scan, H100, default): ~47% of the MUFU limit on the busiest SMs, latency bound: only
 //   E·N/(32·kStatesPerLane) warps exist (≈ 3 per scheduler), and 320 blocks give some SMs 3
 //   blocks and others 2.
 //   What the 2026-11-27 measurements say (bench/RESULTS.md): the time is set by each warp's own
-//   dependency chain, not by a shared unit or by the SM imbalance. A warp takes ~1100 cycles
-//   per 8-token group (1.98 GHz) whether its SM holds 10 warps (40-channel blocks, every SM
-//   equal) or 12 (16-channel blocks, busiest SMs), and ~750 cycles when alone on its scheduler
-//   (E = 1536: 96 blocks of 4 warps); issue (~190 slots per group per warp) and MUFU (20 per
-//   group) stay near 50%. So balancing the SMs (40-channel blocks: 142 µs), moving the
-//   conversion into the walk (pipelined kernel: 142 µs) and pairing lanes for the shared-memory
-//   return path (135 µs, kept) barely move it; the lever left is the per-warp chain (the
-//   software-pipelined walk, kPipe, not yet measured) or more independent chains per SM.
+//   dependency chain, not by a shared unit or by the SM imbalance. A warp takes the same time
+//   per 8-token group whether its SM holds 10 warps (40-channel blocks, every SM equal) or 12
+//   (16-channel blocks, busiest SMs), and less when alone on its scheduler (E = 1536). ncu on
+//   the plain loop: 2.3 of 4 issue slots per SM-cycle, 2.4 warps per scheduler, top stalls
+//   "wait" (fixed-latency dependencies, 31%) and short scoreboard (MUFU / shared / shuffle,
+//   19%); ~13.6 issued instructions per item. The SASS showed why unrolling two groups changed
+//   nothing: each group ends in a shared-memory store of its output, and the compiler does not
+//   move the next group's shared loads above it, so every group's reduce-scatter and gate (a
+//   chain of shuffles, MUFU and conversions with little independent work) ran alone. The
+//   overlapped walk (kOverlap, the default) puts the next group's walk before this group's
+//   reduce and output in source order: 132 → 120 µs. Balancing the SMs (40-channel blocks),
+//   moving the conversion into the walk (pipelined kernel) and per-block tables for the int8
+//   functions (bank conflicts: slower) did not help.
 //   Default kernel (prefill_lanes_kernel, LanePrefillTraits): a block owns kChannels channels
 //   and walks L in chunks of kChunk tokens. A lane owns kStatesPerLane states of one channel
 //   and walks the chunk token by token: per (token, state) FMUL δ·A, ex2, FMUL δu·B, the state
@@ -41,8 +45,8 @@
 //   per token, so warps issue without cross-lane waits. Every kLanes tokens the channel's lanes
 //   reduce-scatter their per-token partial Σ s·C (kLanes-1 shuffles per lane, ≈ 1.75 slots per
 //   item at 2 states per lane; kSmemReduce does it through shared memory instead) and lane q
-//   writes token q's gated output; kGroups groups are unrolled together so one group's reduce
-//   and output overlap the next group's exponentials. Per chunk the block
+//   writes token q's gated output; with kOverlap the next group's walk precedes this group's
+//   reduce and output, so they overlap. Per chunk the block
 //   converts its raw tiles once: δ = softplus(..) and δ·u per (token, channel), B and C per
 //   (token, state), all fp32 in smem rows of kChunk + 4 floats so the float4 reads of 8 rows
 //   fall on distinct bank groups. Two barriers per chunk: the next chunk's cp.async and the
@@ -180,7 +184,7 @@ struct PrefillTraits {
 // these pairings holds for all lanes, which halves it (the B/C reads are ~2 of the ~3.5 smem
 // cycles per warp-item of the unpaired layout, the largest per-item cost in the model).
 template <int kDState_, int kStatesPerLane_, int kChunk_, int kChannels_, int kMinBlocks_, typename In_,
-          int kGroups_ = 1, bool kSmemReduce_ = false, bool kPairLanes_ = false, int kOverlap_ = 0>
+          int kGroups_ = 1, bool kSmemReduce_ = false, bool kPairLanes_ = false, bool kOverlap_ = false>
 struct LanePrefillTraits {
   using In = In_;
   static constexpr int kKernel = 1;  // prefill_lanes_kernel
@@ -191,10 +195,10 @@ struct LanePrefillTraits {
   // a shared-memory store, and the compiler does not move the next group's shared loads above a
   // store it cannot prove disjoint, so in the plain loop each group's shuffle and gate latencies
   // (~200 cycles of few instructions) run alone; here they overlap the next group's walk.
-  // kOverlap = 2: the same, with each output's store deferred past the next walk, so no store
-  // separates a finish from the walk after it. kOverlap = 3: outputs go straight to global
-  // memory (st.global, which the compiler knows cannot alias the shared tiles), no y tile.
-  static constexpr int kOverlap = kOverlap_;
+  // Measured (H100, E = 5120, L = 2048): 120 µs against 132 for the plain loop; deferring each
+  // output store past the next walk (no store between a finish and the next walk) 124, storing
+  // outputs straight to global memory (st.global, no y tile) 129.
+  static constexpr bool kOverlap = kOverlap_;
   static constexpr int kGroups = kGroups_;
   static constexpr bool kSmemReduce = kSmemReduce_;
   static constexpr int kDState = kDState_;
@@ -328,11 +332,15 @@ template <int N, typename In>
 struct DefaultPrefillTraits;
 template <typename In>
 struct DefaultPrefillTraits<16, In> { using type = LanePrefillTraits<16, 2, 128, 16, 3, In, 2>; };
-// int8, N = 16: the same with pair lanes, 135 / 517 µs at E = 5120 (L = 2048 / 8192) and 93 µs at
-// E = 1536 against 142 / 544 / 97 unpaired, same run (2026-11-27). Pipelined kernel, same run:
-// 40-channel blocks 142 / 545 (two groups unrolled 136 / 521), 16-channel 143 / 548 / 106.
+// int8, N = 16: pair lanes and the overlapped walk (kOverlap), 120 / 463 µs at E = 5120 (L = 2048 /
+// 8192) and 72 µs at E = 1536, against 132 / 510 / 89 for pair lanes with the plain loop (the
+// previous default), same run (H100, bench/RESULTS.md run K). Before that, pair lanes measured
+// 135 / 517 / 93 against 142 / 544 / 97 unpaired. Pipelined kernel: 40-channel blocks 131 at
+// L = 2048 (its software-pipelined walk 136), 16-channel 143 / 548 / 106.
 template <>
-struct DefaultPrefillTraits<16, int8_t> { using type = LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, false, true>; };
+struct DefaultPrefillTraits<16, int8_t> {
+  using type = LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 1, false, true, true>;
+};
 template <typename In>
 struct DefaultPrefillTraits<32, In> { using type = LanePrefillTraits<32, 2, 128, 16, 2, In>; };
 template <typename In>
@@ -686,7 +694,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
       load_chunk((c + 1) & 1, chunk0 + T);  // lands during chunk c's compute
       cp_async_commit();
     }
-    if (Traits::kOverlap != 3 && c > 0) flush_y(chunk0 - T);
+    if (c > 0) flush_y(chunk0 - T);
 
     const unsigned char* stg = smem + (c & 1) * Traits::kStageBytes;
     {
@@ -773,34 +781,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
       }
       return out;
     };
-    // Token g0 + q's output: the y tile, or global memory (kOverlap = 3).
-    auto store = [&](int g0, float out) {
-      const int t = g0 + q;
-      if constexpr (Traits::kOverlap == 3) {
-        if (chunk0 + t < L) {
-          __half* dst = p.y.data + b * p.y.stride[0] + int64_t(chunk0 + t) * p.y.stride[1] + e;
-          const __half h = __float2half_rn(out);
-          asm volatile("st.global.b16 [%0], %1;\n" ::"l"(dst), "h"(*reinterpret_cast<const unsigned short*>(&h)));
-        }
-      } else {
-        sY[t * CH + chl] = __float2half_rn(out);
-      }
-    };
-    if constexpr (Traits::kOverlap == 2) {
-      // Groups in pairs (T / G even); the store of group g waits until group g+1 is walked.
-      float va[G], vb[G], pend = 0.f;
-      walk(0, va);
-#pragma unroll 1
-      for (int g0 = G; g0 < T; g0 += 2 * G) {
-        walk(g0, vb);
-        if (g0 > G) store(g0 - 2 * G, pend);
-        pend = finish(g0 - G, va);
-        if (g0 + G < T) walk(g0 + G, va);
-        store(g0 - G, pend);
-        pend = finish(g0, vb);
-      }
-      store(T - G, pend);
-    } else if constexpr (Traits::kOverlap) {
+    auto store = [&](int g0, float out) { sY[(g0 + q) * CH + chl] = __float2half_rn(out); };
+    if constexpr (Traits::kOverlap) {
       // Groups in pairs (the static_assert keeps T / G even): walk g+1 before finishing g.
       float va[G], vb[G];
       walk(0, va);
@@ -820,10 +802,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
       }
     }
   }
-  if constexpr (Traits::kOverlap != 3) {
-    __syncthreads();  // last y tile complete
-    flush_y((nchunks - 1) * T);
-  }
+  __syncthreads();  // last y tile complete
+  flush_y((nchunks - 1) * T);
   if (p.final_state) {
     // Each lane wrote nothing else to final_state's rows; initial_state (possibly the same
     // buffer) was read by this same lane before the loop, so aliasing is safe.
