@@ -44,15 +44,12 @@ void report_exps(benchmark::State& state, double exps) {
 // Segment-scan traits: SxKxWxM (segments, items, warps, min blocks); state-lane traits:
 // QxTxCxMxG[xRs][xP] (states per lane, chunk tokens, channels per block, min blocks, token groups
 // unrolled, reduce through smem, pair lanes, overlapped walk); pipelined-kernel traits: PQxTxCxMxU[xPipe] (...,
-// groups unrolled, software-pipelined walk); warp-specialized: WsTxCxM.
+// groups unrolled, software-pipelined walk).
 template <class Traits>
 std::string traits_name() {
   if constexpr (Traits::kKernel == 3)
     return "Seg" + traits_name<typename Traits::LaneTraits>() + "xB" + std::to_string(Traits::kTargetBlocks) + "xK" +
            std::to_string(Traits::kMinSegmentChunks) + (Traits::kShortFirst ? "" : "xEq");
-  else if constexpr (Traits::kKernel == 4)
-    return "WsT" + std::to_string(Traits::kChunk) + "xC" + std::to_string(Traits::kChannels) + "xM" +
-           std::to_string(Traits::kMinBlocks);
   else if constexpr (Traits::kKernel == 2)
     return "PQ" + std::to_string(Traits::kStatesPerLane) + "xT" + std::to_string(Traits::kChunk) + "xC" +
            std::to_string(Traits::kChannels) + "xM" + std::to_string(Traits::kMinBlocks) + "xU" +
@@ -271,9 +268,7 @@ const bool kRegistered = [] {
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 1, false, true, true>>("new");
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 40, 1, int8_t, 1, false, true, true>>("new");
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 64, 16, 3, int8_t, 1, false, true, true>>("new");
-  register_prefill_i8<qs::WsPrefillTraits<16, 64, 16, 3, int8_t>>("new");
-  register_prefill_i8<qs::WsPrefillTraits<16, 64, 8, 5, int8_t>>("new");
-  register_prefill_i8<qs::WsPrefillTraits<16, 32, 16, 4, int8_t>>("new");
+  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, false, true, true>>("new");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 40, 1, int8_t, 1, true>>("new");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 16, 3, int8_t, 1, true>>("new");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 40, 1, int8_t, 8>>("new");

@@ -244,8 +244,8 @@ struct LanePrefillTraits {
   static_assert(kDState % 4 == 0 && kBCSlots >= 1 && kYSlots >= 1, "B/C and y rows are whole 16-byte slots");
   static_assert(kSmemBytes % 16 == 0, "smem carve-up keeps 16-byte alignment");
   static_assert(!kPairLanes || (kChannelsPerWarp >= 2 && !kSmemReduce), "pair lanes: two channels per warp, shuffle reduce");
-  static_assert(!kOverlap || (!kSmemReduce && kGroups == 1 && (kChunk / kLanes) % 2 == 0),
-                "overlapped walk: shuffle reduce, groups taken in pairs by the kernel");
+  static_assert(!kOverlap || (!kSmemReduce && (kChunk / kLanes) % (2 * kGroups) == 0),
+                "overlapped walk: shuffle reduce, groups taken in pairs (kGroups pairs unrolled)");
 };
 
 // Pipelined state-lane variant (prefill_piped_kernel): the state-lane walk with pair lanes, one
@@ -313,55 +313,6 @@ struct PipedPrefillTraits {
                 "u/δ/z rows are whole 8- or 16-byte copies, channels whole warps");
   static_assert(kDState % 4 == 0 && kBCSlots >= 1, "B/C rows are whole 16-byte slots");
   static_assert(kStageBytes % 16 == 0 && kFloatBytes % 16 == 0 && kYBytes % 16 == 0, "16-byte aligned carve-up");
-};
-
-// Warp-specialized state-lane variant (prefill_ws_kernel): kChannels / 4 consumer warps walk
-// (pair lanes, overlapped groups, as the default) while one producer warp per block loads and
-// converts the next chunk, so the conversion (softplus, δ·u, B and C to fp32: about a quarter of
-// the instructions) no longer stops every warp between two barriers; it fills the issue slots the
-// latency-bound walk leaves. Handoff by named barriers: FULL[b] (producer arrives after filling
-// fp32 buffer b, consumers wait), EMPTY[b] (consumers arrive after chunk c of parity b, the
-// producer waits before reusing buffer b, raw stage (c+3) % 3 and y tile b, and flushes y tile b
-// to global memory). Three raw stages (chunk c read by the consumers' gates, c+1 converted, c+2
-// landing), two fp32 buffers, two y tiles.
-template <int kDState_, int kChunk_, int kChannels_, int kMinBlocks_, typename In_>
-struct WsPrefillTraits {
-  using In = In_;
-  static constexpr int kKernel = 4;  // prefill_ws_kernel
-  static constexpr bool kStateLanes = true;
-  static constexpr int kDState = kDState_;
-  static constexpr int kStatesPerLane = 2;
-  static constexpr int kLanes = kDState / kStatesPerLane;  // lanes per channel = tokens per group
-  static constexpr int kChunk = kChunk_;
-  static constexpr int kChannels = kChannels_;
-  static constexpr int kMinBlocks = kMinBlocks_;
-  static constexpr int kChannelsPerWarp = 32 / kLanes;
-  static constexpr int kConsumerWarps = kChannels / kChannelsPerWarp;
-  static constexpr int kConsumerThreads = 32 * kConsumerWarps;
-  static constexpr int kThreads = kConsumerThreads + 32;
-  static constexpr int kPitch = kChunk + 4;  // floats per row of the fp32 tiles (≡ 4 mod 32 words)
-  static constexpr int kInBytes = static_cast<int>(sizeof(In));
-  static constexpr int kRowBytes = kChannels * kInBytes;
-  static constexpr int kRowCopy = kRowBytes % 16 == 0 ? 16 : 8;
-  static constexpr int kRowSlots = kRowBytes / kRowCopy;
-  static constexpr int kBCSlots = kDState * kInBytes / 16;
-  static constexpr int kYSlots = kChannels * 2 / 16;
-  static constexpr int kTileBytes = kChunk * kChannels * kInBytes;
-  static constexpr int kBCBytes = kChunk * kDState * kInBytes;
-  static constexpr int kStageBytes = 3 * kTileBytes + 2 * kBCBytes;  // u, δ, z, B, C
-  static constexpr int kStages = 3;
-  static constexpr int kFloatBytes = (2 * kChannels + 2 * kDState) * kPitch * 4;  // δ, δ·u, B, C
-  static constexpr int kYBytes = kChunk * kChannels * 2;
-  static constexpr int kOffFloat = kStages * kStageBytes;
-  static constexpr int kOffY = kOffFloat + 2 * kFloatBytes;
-  static constexpr int kSmemBytes = kOffY + 2 * kYBytes;
-  static_assert(kDState % 4 == 0 && kLanes >= 4 && (kLanes & (kLanes - 1)) == 0 && kChannelsPerWarp >= 2,
-                "pair lanes: two or more channels per warp");
-  static_assert(kChunk % (2 * kLanes) == 0, "a chunk is whole pairs of token groups");
-  static_assert(kChannels % kChannelsPerWarp == 0 && 32 % (kChannels / 4) == 0 && 32 % (kDState / 4) == 0,
-                "producer lanes keep their channel (state) quad across items");
-  static_assert(kRowBytes % kRowCopy == 0 && kBCSlots >= 1 && kYSlots >= 1 && kStageBytes % 16 == 0,
-                "rows are whole 8- or 16-byte copies");
 };
 
 // Default variants: the state-lane kernel. N = 16: 2 states per lane, 8 lanes per channel,
@@ -849,7 +800,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
       // Groups in pairs (the static_assert keeps T / G even): walk g+1 before finishing g.
       float va[G], vb[G];
       walk(0, va);
-#pragma unroll 1
+#pragma unroll Traits::kGroups
       for (int g0 = G; g0 < T; g0 += 2 * G) {
         walk(g0, vb);
         store(g0 - G, finish(g0 - G, va));
@@ -1115,182 +1066,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
   }
 }
 
-// Named barriers of prefill_ws_kernel (0 is __syncthreads): FULL[b] = 1 + b, EMPTY[b] = 3 + b.
-QUAMBA_DEVICE void named_bar_sync(int id, int threads) {
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
-QUAMBA_DEVICE void named_bar_arrive(int id, int threads) {
-  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
-
-// Warp-specialized kernel (see WsPrefillTraits). Warps 0 .. kConsumerWarps-1 walk; the last
-// warp produces. Chunk c uses raw stage c % 3, fp32 buffer c & 1 and y tile c & 1.
-template <class Traits, class Params, bool kHasZ>
-__global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_ws_kernel(const Params p) {
-  using Io = PrefillIo<Params>;
-  using In = typename Io::In;
-  static_assert(std::is_same<In, typename Traits::In>::value, "traits built for another input type");
-  constexpr int G = Traits::kLanes, Q = Traits::kStatesPerLane, CH = Traits::kChannels, T = Traits::kChunk;
-  constexpr int N = Traits::kDState, PT = Traits::kPitch, kThreads = Traits::kThreads;
-  constexpr int kFull = 1, kEmpty = 3;
-
-  extern __shared__ __align__(16) unsigned char smem[];
-  const int tid = threadIdx.x;
-  const int64_t b = blockIdx.y;
-  const int64_t E = p.u.shape[2];
-  const int L = static_cast<int>(p.u.shape[1]);
-  const int64_t e0 = static_cast<int64_t>(blockIdx.x) * CH;
-  const int nchunks = (L + T - 1) / T;
-  const float su = Io::s_u(p), sdt = Io::s_delta(p), sz = Io::s_z(p), sB = Io::s_B(p), sC = Io::s_C(p);
-  auto stage = [&](int c) { return smem + (c % Traits::kStages) * Traits::kStageBytes; };
-  auto fbuf = [&](int c) { return reinterpret_cast<float*>(smem + Traits::kOffFloat + (c & 1) * Traits::kFloatBytes); };
-  auto ybuf = [&](int c) { return reinterpret_cast<__half*>(smem + Traits::kOffY + (c & 1) * Traits::kYBytes); };
-
-  if (tid >= Traits::kConsumerThreads) {
-    // ---- producer warp ----
-    const int lane = tid - Traits::kConsumerThreads;
-    auto load_rows = [&](auto copy, const TensorView<const In, 3>& v, unsigned char* dst, int chunk0, int slots,
-                         int64_t c0) {
-      constexpr int kCopy = decltype(copy)::value;
-      for (int s = lane; s < T * slots; s += 32) {
-        const int t = s / slots, r = s % slots;
-        const int tok = chunk0 + t;
-        const bool live = tok < L;
-        const In* src =
-            live ? v.data + b * v.stride[0] + int64_t(tok) * v.stride[1] + c0 + r * (kCopy / Traits::kInBytes) : v.data;
-        if constexpr (kCopy == 16) cp_async_16(dst + s * 16, src, live);
-        else cp_async_8(dst + s * 8, src, live);
-      }
-    };
-    auto load_chunk = [&](int c) {
-      unsigned char* base = stage(c);
-      const std::integral_constant<int, Traits::kRowCopy> row_copy;
-      const std::integral_constant<int, 16> bc_copy;
-      load_rows(row_copy, p.u, base, c * T, Traits::kRowSlots, e0);
-      load_rows(row_copy, p.delta, base + Traits::kTileBytes, c * T, Traits::kRowSlots, e0);
-      if constexpr (kHasZ) load_rows(row_copy, p.z, base + 2 * Traits::kTileBytes, c * T, Traits::kRowSlots, e0);
-      load_rows(bc_copy, p.Bm, base + 3 * Traits::kTileBytes, c * T, Traits::kBCSlots, 0);
-      load_rows(bc_copy, p.Cm, base + 3 * Traits::kTileBytes + Traits::kBCBytes, c * T, Traits::kBCSlots, 0);
-    };
-    auto flush_y = [&](int c) {
-      const __half* y = ybuf(c);
-      for (int s = lane; s < T * Traits::kYSlots; s += 32) {
-        const int t = s / Traits::kYSlots, r = s % Traits::kYSlots;
-        const int tok = c * T + t;
-        if (tok < L) {
-          __half* dst = p.y.data + b * p.y.stride[0] + int64_t(tok) * p.y.stride[1] + e0 + r * 8;
-          *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(y + s * 8);
-        }
-      }
-    };
-    // A lane keeps its channel quad (and state quad) across items: 32 is a multiple of CH/4, N/4.
-    const int c4 = lane % (CH / 4), n4 = lane % (N / 4);
-    float bias[4];
-#pragma unroll
-    for (int j = 0; j < 4; ++j) bias[j] = Io::bias(p, e0 + 4 * c4 + j);
-    auto convert = [&](int c) {
-      const unsigned char* stg = stage(c);
-      float* f = fbuf(c);
-      const In* rawU = reinterpret_cast<const In*>(stg);
-      const In* rawD = reinterpret_cast<const In*>(stg + Traits::kTileBytes);
-      for (int idx = lane; idx < T * (CH / 4); idx += 32) {
-        const int t = idx / (CH / 4);
-        const Vec<In, 4> uq = *reinterpret_cast<const Vec<In, 4>*>(rawU + t * CH + 4 * c4);
-        const Vec<In, 4> dq = *reinterpret_cast<const Vec<In, 4>*>(rawD + t * CH + 4 * c4);
-        const bool live = c * T + t < L;
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const float d = live ? softplus_select(to_float(dq[j]) * sdt + bias[j]) : 0.f;  // δ = 0 past L
-          f[(4 * c4 + j) * PT + t] = d;
-          f[(CH + 4 * c4 + j) * PT + t] = d * (to_float(uq[j]) * su);
-        }
-      }
-      const In* rawB = reinterpret_cast<const In*>(stg + 3 * Traits::kTileBytes);
-      const In* rawC = reinterpret_cast<const In*>(stg + 3 * Traits::kTileBytes + Traits::kBCBytes);
-      float* fB = f + 2 * CH * PT;
-      float* fC = fB + N * PT;
-      for (int idx = lane; idx < T * (N / 4); idx += 32) {
-        const int t = idx / (N / 4);
-        const Vec<In, 4> bq = *reinterpret_cast<const Vec<In, 4>*>(rawB + t * N + 4 * n4);
-        const Vec<In, 4> cq = *reinterpret_cast<const Vec<In, 4>*>(rawC + t * N + 4 * n4);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          fB[(4 * n4 + j) * PT + t] = to_float(bq[j]) * sB;
-          fC[(4 * n4 + j) * PT + t] = to_float(cq[j]) * sC;
-        }
-      }
-    };
-    load_chunk(0);
-    cp_async_commit();
-    for (int c = 0; c < nchunks; ++c) {
-      if (c >= 2) {
-        named_bar_sync(kEmpty + (c & 1), kThreads);  // chunk c-2 consumed: its buffers are free
-        flush_y(c - 2);
-      }
-      if (c + 1 < nchunks) load_chunk(c + 1);  // into the stage chunk c-2 used
-      cp_async_commit();                       // possibly empty: keeps the wait count uniform
-      cp_async_wait<1>();                      // this lane's copies of chunk c
-      __syncwarp();                            // and every producer lane's
-      convert(c);
-      named_bar_arrive(kFull + (c & 1), kThreads);
-    }
-    for (int c = nchunks >= 2 ? nchunks - 2 : 0; c < nchunks; ++c) {
-      named_bar_sync(kEmpty + (c & 1), kThreads);
-      flush_y(c);
-    }
-    return;
-  }
-
-  // ---- consumer warps ----
-  const int lane = tid & 31, warp = tid >> 5;
-  const int q = (lane >> 1) & (G - 1);
-  const int cw = (lane & 1) | ((lane >> (log2_int(G) + 1)) << 1);
-  const int chl = warp * Traits::kChannelsPerWarp + cw;  // block-local channel
-  const int64_t e = e0 + chl;
-  const float Dv = Io::d(p, e);
-  float a2[Q], st[Q];
-#pragma unroll
-  for (int j = 0; j < Q; ++j) {
-    const int n = q + j * G;
-    // Finite clamp: tail tokens use δ = 0, and 0·(-inf) would be NaN instead of decay 1.
-    a2[j] = fmaxf(Io::a_log2(p, e * N + n), -3.402823466e38f);
-    st[j] = p.initial_state ? p.initial_state[(b * E + e) * N + n] : 0.f;
-  }
-  for (int c = 0; c < nchunks; ++c) {
-    named_bar_sync(kFull + (c & 1), kThreads);
-    const float* f = fbuf(c);
-    const float* dRow = f + chl * PT;
-    const float* wRow = f + (CH + chl) * PT;
-    const float* sBf = f + 2 * CH * PT;
-    const float* sCf = sBf + N * PT;
-    const In* rawU = reinterpret_cast<const In*>(stage(c));
-    const In* rawZ = reinterpret_cast<const In*>(stage(c) + 2 * Traits::kTileBytes);
-    __half* sY = ybuf(c);
-    auto walk = [&](int g0, float (&v)[G]) { walk_group<G, Q, PT>(dRow, wRow, sBf, sCf, q, a2, st, g0, v); };
-    auto finish = [&](int g0, float (&v)[G]) {
-      reduce_scatter<G / 2, G, 1>(v, q);  // lane q now holds token g0 + q
-      const int t = g0 + q;
-      const float out =
-          gate_output<kHasZ, true>(v[0], rawU[t * CH + chl], kHasZ ? rawZ[t * CH + chl] : In{}, Dv, su, sz);
-      sY[t * CH + chl] = __float2half_rn(out);
-    };
-    float va[G], vb[G];
-    walk(0, va);
-#pragma unroll 1
-    for (int g0 = G; g0 < T; g0 += 2 * G) {
-      walk(g0, vb);
-      finish(g0 - G, va);
-      if (g0 + G < T) walk(g0 + G, va);
-      finish(g0, vb);
-    }
-    named_bar_arrive(kEmpty + (c & 1), kThreads);
-  }
-  if (p.final_state) {
-#pragma unroll
-    for (int j = 0; j < Q; ++j) p.final_state[(b * E + e) * N + q + j * G] = st[j];
-  }
-}
-
 template <class T3>
 bool view_aligned16(const T3& v) {
   using Elem = typename std::remove_pointer<decltype(v.data)>::type;
@@ -1333,8 +1108,7 @@ Status launch_prefill(const Params& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(p.u.shape[2] / Traits::kChannels), static_cast<unsigned>(p.u.shape[0]));
   return dispatch_bool(p.z.data != nullptr, [&](auto has_z) {
     auto kernel = [] {
-      if constexpr (Traits::kKernel == 4) return detail::prefill_ws_kernel<Traits, Params, decltype(has_z)::value>;
-      else if constexpr (Traits::kKernel == 2) return detail::prefill_piped_kernel<Traits, Params, decltype(has_z)::value>;
+      if constexpr (Traits::kKernel == 2) return detail::prefill_piped_kernel<Traits, Params, decltype(has_z)::value>;
       else if constexpr (Traits::kKernel == 1) return detail::prefill_lanes_kernel<Traits, Params, decltype(has_z)::value>;
       else return detail::prefill_kernel<Traits, Params, decltype(has_z)::value>;
     }();
