@@ -309,6 +309,7 @@ TEST(ScanPrefillI8, ExplicitVariants) {
   run_variant_cases<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 1, false, true, true>>("lanes Q2xT128xC16xG1xPxO");
   run_variant_cases<qs::LanePrefillTraits<16, 2, 128, 40, 1, int8_t, 1, false, true, true>>("lanes Q2xT128xC40xG1xPxO");
   run_variant_cases<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, false, true, true>>("lanes Q2xT128xC16xG2xPxO");
+  run_variant_cases<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 4, false, true, true>>("lanes Q2xT128xC16xG4xPxO");
   run_variant_cases<qs::LanePrefillTraits<16, 2, 128, 40, 1, int8_t, 2, false, true>>("lanes Q2xT128xC40xG2xP");
   run_variant_cases<qs::PipedPrefillTraits<16, 2, 64, 16, 3, int8_t>>("piped Q2xT64xC16");
   run_variant_cases<qs::PipedPrefillTraits<16, 2, 64, 40, 1, int8_t>>("piped Q2xT64xC40");

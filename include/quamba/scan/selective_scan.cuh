@@ -20,7 +20,7 @@
 //   per (token, channel) two for softplus and two for the SiLU gate: ≈ 1.25 MUFU per item.
 //   MUFU runs 16/clk/SM → 168M·1.25 / (132·16·1.755 GHz) ≈ 57 µs, the floor. Bytes: u, δ, z
 //   int8 31 MB + fp16 y 21 MB + B, C ≈ 52 MB ≈ 17 µs at ~3 TB/s: not memory bound. int8 → fp32
-//   conversions avoid I2F (same 16/clk pipe as MUFU; see scan_common.cuh). Measured 120 µs
+//   conversions avoid I2F (same 16/clk pipe as MUFU; see scan_common.cuh). Measured 117 µs
 //   (bench_scan, H100, default): ~47% of the MUFU limit on the busiest SMs, latency bound: only
 //   E·N/(32·kStatesPerLane) warps exist (≈ 3 per scheduler), and 320 blocks give some SMs 3
 //   blocks and others 2.
@@ -35,7 +35,7 @@
 //   move the next group's shared loads above it, so every group's reduce-scatter and gate (a
 //   chain of shuffles, MUFU and conversions with little independent work) ran alone. The
 //   overlapped walk (kOverlap, the default) puts the next group's walk before this group's
-//   reduce and output in source order: 132 → 120 µs. Balancing the SMs (40-channel blocks),
+//   reduce and output in source order: 132 → 120 µs (117 with two pairs unrolled). Balancing the SMs (40-channel blocks),
 //   moving the conversion into the walk (pipelined kernel) and per-block tables for the int8
 //   functions (bank conflicts: slower) did not help.
 //   Default kernel (prefill_lanes_kernel, LanePrefillTraits): a block owns kChannels channels
@@ -332,14 +332,16 @@ template <int N, typename In>
 struct DefaultPrefillTraits;
 template <typename In>
 struct DefaultPrefillTraits<16, In> { using type = LanePrefillTraits<16, 2, 128, 16, 3, In, 2>; };
-// int8, N = 16: pair lanes and the overlapped walk (kOverlap), 120 / 463 µs at E = 5120 (L = 2048 /
-// 8192) and 72 µs at E = 1536, against 132 / 510 / 89 for pair lanes with the plain loop (the
-// previous default), same run (H100, bench/RESULTS.md run K). Before that, pair lanes measured
-// 135 / 517 / 93 against 142 / 544 / 97 unpaired. Pipelined kernel: 40-channel blocks 131 at
-// L = 2048 (its software-pipelined walk 136), 16-channel 143 / 548 / 106.
+// int8, N = 16: pair lanes and the overlapped walk (kOverlap) with two group pairs unrolled,
+// 117 / 447 µs at E = 5120 (L = 2048 / 8192) and 68 µs at E = 1536; one pair per iteration
+// 120 / 463 / 72; pair lanes with the plain loop (the previous default) 132 / 510 / 89 (H100,
+// bench/RESULTS.md run K). Before that, pair lanes measured 135 / 517 / 93 against 142 / 544 /
+// 97 unpaired. Pipelined kernel: 40-channel blocks 131 at L = 2048 (its software-pipelined walk
+// 136), 16-channel 143 / 548 / 106. A warp-specialized form (one producer warp converting the
+// next chunk for four walking warps) measured 161 at L = 2048 and was removed.
 template <>
 struct DefaultPrefillTraits<16, int8_t> {
-  using type = LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 1, false, true, true>;
+  using type = LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, false, true, true>;
 };
 template <typename In>
 struct DefaultPrefillTraits<32, In> { using type = LanePrefillTraits<32, 2, 128, 16, 2, In>; };
