@@ -269,9 +269,6 @@ const bool kRegistered = [] {
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 40, 1, int8_t, 1, false, true, true>>("new");
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 64, 16, 3, int8_t, 1, false, true, true>>("new");
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 4, false, true, true>>("new");
-  register_prefill_i8<qs::LanePrefillTraits<16, 1, 128, 8, 5, int8_t, 2, false, true, true>>("new");
-  register_prefill_i8<qs::LanePrefillTraits<16, 4, 128, 16, 3, int8_t, 2, false, true, true>>("new");
-  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 8, 5, int8_t, 2, false, true, true>>("new");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 40, 1, int8_t, 1, true>>("new");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 16, 3, int8_t, 1, true>>("new");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 40, 1, int8_t, 8>>("new");
