@@ -313,30 +313,11 @@ QUAMBA_DEVICE void segmented_body(const Params& p, const SegmentArgs& sa, int se
 #pragma unroll Traits::kGroups
       for (int g0 = 0; g0 < T; g0 += G) {
         float v[G];
-#pragma unroll
-        for (int k = 0; k < G; k += 4) {
-          const float4 d4 = *reinterpret_cast<const float4*>(dRow + g0 + k);
-          const float4 w4 = *reinterpret_cast<const float4*>(wRow + g0 + k);
-          const float dd[4] = {d4.x, d4.y, d4.z, d4.w}, ww[4] = {w4.x, w4.y, w4.z, w4.w};
-#pragma unroll
-          for (int j = 0; j < Q; ++j) {
-            const int n = q + j * G;
-            const float4 b4 = *reinterpret_cast<const float4*>(sBf + n * PT + g0 + k);
-            const float4 c4 = *reinterpret_cast<const float4*>(sCf + n * PT + g0 + k);
-            const float bb[4] = {b4.x, b4.y, b4.z, b4.w}, cc[4] = {c4.x, c4.y, c4.z, c4.w};
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-              const float a = ex2(dd[i] * a2[j]);
-              st[j] = fmaf(a, st[j], ww[i] * bb[i]);
-              v[k + i] = j == 0 ? st[j] * cc[i] : fmaf(st[j], cc[i], v[k + i]);
-            }
-          }
-        }
+        walk_group<G, Q, PT>(dRow, wRow, sBf, sCf, q, a2, st, g0, v);
         reduce_scatter<G / 2, G, kShift>(v, q);  // lane q now holds token g0 + q
         const int t = g0 + q;
-        float out = v[0] + Dv * (to_float(rawU[t * CH + chl]) * su);
-        if constexpr (kHasZ) out *= silu(to_float(rawZ[t * CH + chl]) * sz);
-        sY[t * CH + chl] = __float2half_rn(out);
+        sY[t * CH + chl] = __float2half_rn(
+            gate_output<kHasZ, false>(v[0], rawU[t * CH + chl], kHasZ ? rawZ[t * CH + chl] : In{}, Dv, su, sz));
       }
     } else {
       // State recurrence only: 4 issue slots per (token, state) plus the shared float4 reads;

@@ -582,7 +582,7 @@ QUAMBA_DEVICE void reduce_scatter(float (&v)[G], int q) {
 
 __host__ __device__ constexpr int log2_int(int v) { return v <= 1 ? 0 : 1 + log2_int(v / 2); }
 
-// One token group of the state-lane walk (lanes and warp-specialized kernels): lane q owns
+// One token group of the state-lane walk (lanes and segmented kernels): lane q owns
 // states q, q + G, ... of its channel and walks tokens g0 .. g0 + G - 1 of the fp32 tiles (rows
 // of PT floats: δ, δ·u per channel, B, C per state), leaving in v[i] its partial Σ s·C of token
 // g0 + i. Per (token, state): FMUL δ·A, ex2, FMUL δu·B, the state FFMA and the C FFMA.
