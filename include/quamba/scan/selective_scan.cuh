@@ -35,9 +35,10 @@
 //   move the next group's shared loads above it, so every group's reduce-scatter and gate (a
 //   chain of shuffles, MUFU and conversions with little independent work) ran alone. The
 //   overlapped walk (kOverlap, the default) puts the next group's walk before this group's
-//   reduce and output in source order: 132 → 120 µs (117 with two pairs unrolled). Balancing the SMs (40-channel blocks),
-//   moving the conversion into the walk (pipelined kernel) and per-block tables for the int8
-//   functions (bank conflicts: slower) did not help.
+//   reduce and output in source order: 132 → 120 µs (117 with two pairs unrolled). Balancing
+//   the SMs (40-channel blocks), moving the conversion into the walk (pipelined kernel),
+//   per-block tables for the int8 functions (bank conflicts) and a producer warp for the
+//   conversion did not help.
 //   Default kernel (prefill_lanes_kernel, LanePrefillTraits): a block owns kChannels channels
 //   and walks L in chunks of kChunk tokens. A lane owns kStatesPerLane states of one channel
 //   and walks the chunk token by token: per (token, state) FMUL δ·A, ex2, FMUL δu·B, the state
@@ -173,8 +174,8 @@ struct PrefillTraits {
 // State-lane variant (prefill_lanes_kernel): a lane owns kStatesPerLane states of one channel
 // and walks the chunk's tokens sequentially, so no cross-lane scan; the per-token dot product
 // over states is a reduce-scatter across the channel's kLanes = N / kStatesPerLane lanes.
-// kGroups token groups are unrolled together so one group's reduce-scatter and output overlap
-// the next group's exponentials (a warp has few neighbours: E·N / (32·kStatesPerLane) warps).
+// kGroups: token groups unrolled together (the compiler still runs them one after the other:
+// see kOverlap, which makes the overlap explicit; with it, kGroups counts group pairs).
 // kSmemReduce: the per-token partial sums meet through shared memory (each lane stores its G
 // partials as float4s, then sums one token's column: G/4 STS.128 + G LDS + G-1 FADD) instead of
 // the shuffle reduce-scatter (G-1 SHFL + G-1 FADD + 2(G-1) selects).
@@ -197,7 +198,8 @@ struct LanePrefillTraits {
   // (~200 cycles of few instructions) run alone; here they overlap the next group's walk.
   // Measured (H100, E = 5120, L = 2048): 120 µs against 132 for the plain loop; deferring each
   // output store past the next walk (no store between a finish and the next walk) 124, storing
-  // outputs straight to global memory (st.global, no y tile) 129.
+  // outputs straight to global memory (st.global, no y tile) 129. With kOverlap, kGroups is the
+  // number of group pairs unrolled (two: 117 µs).
   static constexpr bool kOverlap = kOverlap_;
   static constexpr int kGroups = kGroups_;
   static constexpr bool kSmemReduce = kSmemReduce_;
@@ -795,7 +797,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
         reduce_scatter<G / 2, G, kShift>(v, q);  // lane q now holds token g0 + q
       }
       const int t = g0 + q;
-      return gate_output<kHasZ, Traits::kOverlap>(v[0], rawU[t * CH + chl], kHasZ ? rawZ[t * CH + chl] : In{}, Dv, su, sz);
+      return gate_output<kHasZ, Traits::kOverlap>(v[0], rawU[t * CH + chl], kHasZ ? rawZ[t * CH + chl] : In{}, Dv,
+                                                   su, sz);
     };
     auto store = [&](int g0, float out) { sY[(g0 + q) * CH + chl] = __float2half_rn(out); };
     if constexpr (Traits::kOverlap) {
