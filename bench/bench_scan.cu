@@ -42,8 +42,8 @@ void report_exps(benchmark::State& state, double exps) {
 }
 
 // Segment-scan traits: SxKxWxM (segments, items, warps, min blocks); state-lane traits:
-// QxTxCxMxG[xRs][xP] (states per lane, chunk tokens, channels per block, min blocks, token groups
-// unrolled, reduce through smem, pair lanes, overlapped walk); pipelined-kernel traits: PQxTxCxMxU[xPipe] (...,
+// QxTxCxMxG[xRs][xP][xO] (states per lane, chunk tokens, channels per block, min blocks, token
+// groups unrolled (group pairs with xO), reduce through smem, pair lanes, overlapped walk); pipelined-kernel traits: PQxTxCxMxU[xPipe] (...,
 // groups unrolled, software-pipelined walk).
 template <class Traits>
 std::string traits_name() {
@@ -267,7 +267,6 @@ const bool kRegistered = [] {
   register_prefill_i8<DefI8>("new");
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 1, false, true, true>>("new");
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 40, 1, int8_t, 1, false, true, true>>("new");
-  register_prefill_i8<qs::LanePrefillTraits<16, 2, 64, 16, 3, int8_t, 1, false, true, true>>("new");
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 4, false, true, true>>("new");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 40, 1, int8_t, 1, true>>("new");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 16, 3, int8_t, 1, true>>("new");

@@ -71,6 +71,7 @@ struct SegmentedPrefillTraits : Lane {
   static constexpr bool kShortFirst = kShortFirst_;
   static_assert(Lane::kKernel == 1 && Lane::kStateLanes, "built on the state-lane kernel's traits");
   static_assert(!Lane::kSmemReduce, "the segmented kernel reduces by shuffles only");
+  static_assert(!Lane::kOverlap, "the segmented kernel walks groups in the plain loop");
   static_assert(kTargetBlocks >= 1 && kMinSegmentChunks >= 1 && kMaxSegments >= 1 && kMaxSegments <= 65535,
                 "plan bounds (grid z ≤ 65535)");
 };
@@ -81,7 +82,9 @@ struct SegmentedPrefillTraits : Lane {
 // default, and kTargetBlocks = 132·5: at B·E = 5120 (320 blocks per segment) S = 3 and each pass
 // is 640 resident blocks, one wave. N = 32 / 64 (256 threads): tilings without spills, planned
 // for 2 and 1 blocks per SM; fp16 inputs with N = 16 at 4 blocks per SM (at 5 the fp16
-// conversion spills). (Not yet measured; see bench_scan "new".)
+// conversion spills). Measured (H100, int8, E = 5120, L = 2048 / 8192, bench/RESULTS.md runs H
+// and K): 140 / 527–530 µs, against the one-pass default's 134 / 513 then and 117 / 448 now;
+// at E = 1536, L = 2048 it is the faster one (62.6 against 68.2 µs).
 template <int N, typename In>
 struct DefaultSegmentedTraits;
 template <typename In>

@@ -20,22 +20,22 @@
 //   per (token, channel) two for softplus and two for the SiLU gate: ≈ 1.25 MUFU per item.
 //   MUFU runs 16/clk/SM → 168M·1.25 / (132·16·1.755 GHz) ≈ 57 µs, the floor. Bytes: u, δ, z
 //   int8 31 MB + fp16 y 21 MB + B, C ≈ 52 MB ≈ 17 µs at ~3 TB/s: not memory bound. int8 → fp32
-//   conversions avoid I2F (same 16/clk pipe as MUFU; see scan_common.cuh). Measured 117 µs
-//   (bench_scan, H100, default): ~47% of the MUFU limit on the busiest SMs, latency bound: only
+//   conversions avoid I2F (same 16/clk pipe as MUFU; see scan_common.cuh). Measured 116 µs
+//   (bench_scan, H100, default), about half the MUFU floor's rate on average, latency bound: only
 //   E·N/(32·kStatesPerLane) warps exist (≈ 3 per scheduler), and 320 blocks give some SMs 3
 //   blocks and others 2.
 //   What the 2026-11-27 measurements say (bench/RESULTS.md): the time is set by each warp's own
 //   dependency chain, not by a shared unit or by the SM imbalance. A warp takes the same time
 //   per 8-token group whether its SM holds 10 warps (40-channel blocks, every SM equal) or 12
 //   (16-channel blocks, busiest SMs), and less when alone on its scheduler (E = 1536). ncu on
-//   the plain loop: 2.3 of 4 issue slots per SM-cycle, 2.4 warps per scheduler, top stalls
+//   the plain loop: issue slots 52% busy, 2.4 warps per scheduler, top stalls
 //   "wait" (fixed-latency dependencies, 31%) and short scoreboard (MUFU / shared / shuffle,
 //   19%); ~13.6 issued instructions per item. The SASS showed why unrolling two groups changed
 //   nothing: each group ends in a shared-memory store of its output, and the compiler does not
 //   move the next group's shared loads above it, so every group's reduce-scatter and gate (a
 //   chain of shuffles, MUFU and conversions with little independent work) ran alone. The
 //   overlapped walk (kOverlap, the default) puts the next group's walk before this group's
-//   reduce and output in source order: 132 → 120 µs (117 with two pairs unrolled). Balancing
+//   reduce and output in source order: 131 → 120 µs (116 with two pairs unrolled). Balancing
 //   the SMs (40-channel blocks), moving the conversion into the walk (pipelined kernel),
 //   per-block tables for the int8 functions (bank conflicts) and a producer warp for the
 //   conversion did not help.
@@ -47,8 +47,7 @@
 //   reduce-scatter their per-token partial Σ s·C (kLanes-1 shuffles per lane, ≈ 1.75 slots per
 //   item at 2 states per lane; kSmemReduce does it through shared memory instead) and lane q
 //   writes token q's gated output; with kOverlap the next group's walk precedes this group's
-//   reduce and output, so they overlap. Per chunk the block
-//   converts its raw tiles once: δ = softplus(..) and δ·u per (token, channel), B and C per
+//   reduce and output, so they overlap. Per chunk the block converts its raw tiles once: δ = softplus(..) and δ·u per (token, channel), B and C per
 //   (token, state), all fp32 in smem rows of kChunk + 4 floats so the float4 reads of 8 rows
 //   fall on distinct bank groups. Two barriers per chunk: the next chunk's cp.async and the
 //   previous chunk's y flush run between them, during the conversion. Positions past L load
@@ -58,7 +57,8 @@
 //   alternative: kSegments lanes share a channel, each holding kItems consecutive tokens, and
 //   combine (decay, value) aggregates with a shuffle scan per state per chunk. It costs ≈ 4
 //   extra issue slots per item (the scan, the exclusive shift, the re-walk) and a 4-step
-//   shuffle latency chain per state; measured 168 vs 142 µs (int8, L = 2048, see below).
+//   shuffle latency chain per state; measured 168 vs 142 µs for the then-default lanes kernel
+//   (int8, L = 2048, see below).
 // Why y is not Hadamard-rotated here: the rotation mixes all E channels of a token, while a
 // block holds 16 channels over many tokens; fusing would need a grid-wide exchange of y per
 // token. y leaves as fp16 (~40% of the bytes, but bytes are not the bound) and the Hadamard kernel reads
@@ -196,10 +196,10 @@ struct LanePrefillTraits {
   // a shared-memory store, and the compiler does not move the next group's shared loads above a
   // store it cannot prove disjoint, so in the plain loop each group's shuffle and gate latencies
   // (~200 cycles of few instructions) run alone; here they overlap the next group's walk.
-  // Measured (H100, E = 5120, L = 2048): 120 µs against 132 for the plain loop; deferring each
+  // Measured (H100, E = 5120, L = 2048): 120 µs against 131 for the plain loop; deferring each
   // output store past the next walk (no store between a finish and the next walk) 124, storing
   // outputs straight to global memory (st.global, no y tile) 129. With kOverlap, kGroups is the
-  // number of group pairs unrolled (two: 117 µs).
+  // number of group pairs unrolled (two: 116 µs).
   static constexpr bool kOverlap = kOverlap_;
   static constexpr int kGroups = kGroups_;
   static constexpr bool kSmemReduce = kSmemReduce_;
@@ -335,9 +335,9 @@ struct DefaultPrefillTraits;
 template <typename In>
 struct DefaultPrefillTraits<16, In> { using type = LanePrefillTraits<16, 2, 128, 16, 3, In, 2>; };
 // int8, N = 16: pair lanes and the overlapped walk (kOverlap) with two group pairs unrolled,
-// 117 / 447 µs at E = 5120 (L = 2048 / 8192) and 68 µs at E = 1536; one pair per iteration
-// 120 / 463 / 72; pair lanes with the plain loop (the previous default) 132 / 510 / 89 (H100,
-// bench/RESULTS.md run K). Before that, pair lanes measured 135 / 517 / 93 against 142 / 544 /
+// 116 / 444 µs at E = 5120 (L = 2048 / 8192) and 67.7 µs at E = 1536; one pair per iteration
+// 120 / 459 / 71.4; pair lanes with the plain loop (the previous default) 131 / 505 / 88.4 (H100,
+// one invocation, bench/RESULTS.md run K). Before that, pair lanes measured 135 / 517 / 93 against 142 / 544 /
 // 97 unpaired. Pipelined kernel: 40-channel blocks 131 at L = 2048 (its software-pipelined walk
 // 136), 16-channel 143 / 548 / 106. A warp-specialized form (one producer warp converting the
 // next chunk for four walking warps) measured 161 at L = 2048 and was removed.
