@@ -25,6 +25,7 @@ int run(int argc, char** argv) {
               backend_name = "auto";
   double percentile = 0.99999;
   int64_t samples = 32, len = 512;
+  bool int8_head = false;
   Cli cli("quamba-quantize", "--model DIR --calib TEXT -o OUT.safetensors [options]",
           "Quantizes a Hugging Face Mamba checkpoint to W8A8 with static scales calibrated on a text file\n"
           "(CPU reference, fp32), and writes a quamba-w8a8 checkpoint.");
@@ -41,7 +42,11 @@ int run(int argc, char** argv) {
   cli.opt_int("--calib-samples", &samples, 1, 1 << 20, "N", "calibration windows (default 32)");
   cli.opt_int("--calib-len", &len, 1, 1 << 20, "L", "tokens per window (default 512)");
   cli.opt_choice("--fp-dtype", &fp_dtype, {"f32", "f16", "bf16"},
-                 "dtype of the embedding, norms and lm_head in the output (default f32)");
+                 "dtype of the embedding, norms and lm_head in the output (only the norms with --int8-head; "
+                 "default f32)");
+  cli.flag("--int8-head", &int8_head,
+           "weight-only per-row int8 embedding/lm_head; smaller weights, small logit error "
+           "(writes format_version 2)");
   cli.opt_choice("--backend", &backend_name, {"auto", "cpu", "gpu"},
                  "where calibration runs: cpu = fp32 host reference, gpu = fp16 GPU forward (default auto; "
                  "--u-scale exact always runs on the CPU)");
@@ -58,6 +63,7 @@ int run(int argc, char** argv) {
   reference::QuantRecipe recipe;
   parse_recipe(recipe_name, &recipe);
   if (!u_scale_name.empty()) parse_u_scale(u_scale_name, &recipe.u_scale);
+  recipe.int8_head = int8_head;
 
   std::string text;
   BackendChoice choice;
@@ -88,8 +94,9 @@ int run(int argc, char** argv) {
   for (const auto& s : seqs) used += static_cast<int64_t>(s.size());
   std::printf("calibration: %s, %zu tokens; %zu window(s), %lld tokens\n", calib_path.c_str(), ids.size(), seqs.size(),
               (long long)used);
-  std::printf("recipe: %s (hadamard %s, s_u %s, percentile %g)\n", recipe_name.c_str(),
-              recipe.use_hadamard ? "on" : "off", model::detail::u_scale_name(recipe.u_scale), percentile);
+  std::printf("recipe: %s (hadamard %s, s_u %s, percentile %g%s)\n", recipe_name.c_str(),
+              recipe.use_hadamard ? "on" : "off", model::detail::u_scale_name(recipe.u_scale), percentile,
+              recipe.int8_head ? ", int8 embedding/lm_head" : "");
   std::fflush(stdout);
 
   const auto t0 = std::chrono::steady_clock::now();
@@ -112,6 +119,7 @@ int run(int argc, char** argv) {
     i8 += static_cast<int64_t>(l.in_proj.q.size() + l.conv_w.q.size() + l.conv_b.q.size() + l.x_proj.q.size() +
                                l.dt_proj.q.size() + l.dt_bias.q.size() + l.A_log.q.size() + l.D.q.size() +
                                l.out_proj.q.size());
+  i8 += static_cast<int64_t>(q.embedding_q.q.size() + q.lm_head_q.q.size());
   std::printf("calibrated in %.2f s (%s); %lld int8 weights\n", t_cal,
               backend == model::Backend::kGpu ? "fp16 GPU forward" : "fp32 host reference", (long long)i8);
   std::printf("| layer | s_h | s_xz | s_u | s_xd | s_dt | s_o |\n|---|---|---|---|---|---|---|\n");

@@ -177,10 +177,19 @@ void expect_same_quant(const QuantTensor& a, const QuantTensor& b, const char* w
   EXPECT_EQ(std::memcmp(a.q.data(), b.q.data(), a.q.size()), 0) << what << " int8 values differ";
 }
 
+void expect_same_rows(const RowQuantI8& a, const RowQuantI8& b, const char* what) {
+  EXPECT_TRUE(same_bits(a.scale, b.scale)) << what << " row scales";
+  ASSERT_EQ(a.q.size(), b.q.size()) << what;
+  EXPECT_TRUE(a.q.empty() || std::memcmp(a.q.data(), b.q.data(), a.q.size()) == 0) << what << " int8 rows differ";
+}
+
 void expect_same_quantized(const QuantizedModel& a, const QuantizedModel& b) {
   expect_same_config(a.config, b.config);
   EXPECT_EQ(a.recipe.use_hadamard, b.recipe.use_hadamard);
   EXPECT_EQ(a.recipe.u_scale, b.recipe.u_scale);
+  EXPECT_EQ(a.recipe.int8_head, b.recipe.int8_head);
+  expect_same_rows(a.embedding_q, b.embedding_q, "embedding_q");
+  expect_same_rows(a.lm_head_q, b.lm_head_q, "lm_head_q");
   ASSERT_EQ(a.layers.size(), b.layers.size());
   for (size_t i = 0; i < a.layers.size(); ++i) {
     const LayerWeightsI8 &x = a.layers[i], &y = b.layers[i];
@@ -614,7 +623,10 @@ TEST_F(QuantizedCheckpointErrors, FormatAndVersion) {
   expect_meta([](M& m) { m["format"] = "quamba-w4a16"; }, Status::kErrorFormat, "quamba-w4a16", "other format");
   expect_meta([](M& m) { m.erase("format"); }, Status::kErrorFormat, "'format'", "no format");
   expect_meta([](M& m) { m.clear(); }, Status::kErrorFormat, "'format'", "no metadata at all");
-  expect_meta([](M& m) { m["format_version"] = "2"; }, Status::kErrorNotSupported, "format_version 2", "version 2");
+  expect_meta([](M& m) { m["format_version"] = "3"; }, Status::kErrorNotSupported, "format_version 3", "version 3");
+  // Version 2 is read, and requires recipe.int8_head, which a version 1 file does not have.
+  expect_meta([](M& m) { m["format_version"] = "2"; }, Status::kErrorFormat, "'recipe.int8_head'",
+              "version 2 without recipe.int8_head");
   expect_meta([](M& m) { m["format_version"] = "10"; }, Status::kErrorNotSupported, "format_version 10", "version 10");
   expect_meta([](M& m) { m["format_version"] = "1.0"; }, Status::kErrorFormat, "format_version", "version 1.0");
   expect_meta([](M& m) { m.erase("format_version"); }, Status::kErrorFormat, "format_version", "no version");
@@ -801,6 +813,268 @@ TEST_F(QuantizedCheckpointErrors, SaveRejectsBadInput) {
   EXPECT_FALSE(fs::exists(bad()));
   EXPECT_EQ(model::load_quantized(good(), nullptr, &err), Status::kErrorInvalidArgument);
   EXPECT_EQ(model::save_quantized(dir_.file("no/such/dir/q.safetensors"), q_, &err), Status::kErrorIo);
+}
+
+// ---- the int8 embedding / lm_head option (format_version 2) -------------------------------------
+
+QuantRecipe int8_head(QuantRecipe r) {
+  r.int8_head = true;
+  return r;
+}
+
+TEST(QuantizedCheckpoint, Int8HeadRoundTripIsBitExact) {
+  struct Case {
+    ModelConfig c;
+    QuantRecipe r;
+    Dtype fp;
+    const char* name;
+  };
+  const Case cases[] = {{config_tied(), int8_head(recipe_quamba()), Dtype::kF32, "tied quamba"},
+                        {config_untied(), int8_head(recipe_quamba()), Dtype::kF32, "untied quamba"},
+                        {config_untied(), int8_head(recipe_naive()), Dtype::kBF16, "untied naive, bf16 norms"},
+                        {config_tied(), int8_head(recipe_naive()), Dtype::kF16, "tied naive, f16 norms"}};
+  for (const Case& k : cases) {
+    SCOPED_TRACE(k.name);
+    TempDir dir;
+    const QuantizedModel q = make_quantized(make_model(k.c, 20), k.r);
+    ASSERT_TRUE(q.recipe.int8_head);
+    ASSERT_FALSE(q.embedding_q.empty());
+    ASSERT_EQ(q.lm_head_q.empty(), k.c.tie_embeddings);
+    std::string err;
+    model::SaveQuantizedOptions opt;
+    opt.fp_dtype = k.fp;
+    ASSERT_EQ(model::save_quantized(dir.file("q.safetensors"), q, &err, opt), Status::kSuccess) << err;
+    // The file: version 2, the key, I8 rows with F32 per-row scales, no fp head.
+    {
+      io::SafetensorsFile f;
+      ASSERT_EQ(f.open(dir.file("q.safetensors")), Status::kSuccess);
+      EXPECT_EQ(f.metadata().at("format_version"), "2");
+      EXPECT_EQ(f.metadata().at("recipe.int8_head"), "true");
+      EXPECT_EQ(f.metadata().size(), 15u);
+      const int64_t V = k.c.vocab, D = k.c.d_model;
+      for (const char* name : {"embedding", "lm_head"}) {
+        const bool present = std::string(name) == "embedding" || !k.c.tie_embeddings;
+        const auto* w = f.find(std::string(name) + ".weight");
+        const auto* sc = f.find(std::string(name) + ".scale");
+        ASSERT_EQ(w != nullptr, present) << name;
+        ASSERT_EQ(sc != nullptr, present) << name;
+        if (!present) continue;
+        EXPECT_EQ(w->dtype, Dtype::kI8) << name;
+        EXPECT_EQ(w->shape, (std::vector<int64_t>{V, D})) << name;
+        EXPECT_EQ(sc->dtype, Dtype::kF32) << name;
+        EXPECT_EQ(sc->shape, (std::vector<int64_t>{V})) << name;
+      }
+      EXPECT_EQ(f.find("norm_f.weight")->dtype, k.fp);
+      EXPECT_EQ(f.tensors().size(), (k.c.tie_embeddings ? 3u : 5u) + static_cast<size_t>(k.c.n_layer) * (1 + 9 * 2 + 6));
+    }
+    QuantizedModel back;
+    model::QuantizedCheckpointInfo info;
+    ASSERT_EQ(model::load_quantized(dir.file("q.safetensors"), &back, &err, &info), Status::kSuccess) << err;
+    EXPECT_EQ(info.fp_dtype, k.fp) << "from norm_f.weight when the embedding is int8";
+    QuantizedModel want = q;  // int8 rows, scales and dequantized head exact; fp norms rounded once
+    want.norm_f = rounded(q.norm_f, k.fp);
+    for (auto& l : want.layers) l.norm_gamma = rounded(l.norm_gamma, k.fp);
+    expect_same_quantized(want, back);
+    EXPECT_TRUE(same_bits(back.embedding, dequantize_rows(back.embedding_q, k.c.d_model)));
+    EXPECT_TRUE(same_bits(logits_w8a8(want), logits_w8a8(back)));
+    if (k.fp == Dtype::kF32) {
+      // Saved again, the loaded model gives the same file, byte for byte.
+      ASSERT_EQ(model::save_quantized(dir.file("again.safetensors"), back, &err, opt), Status::kSuccess) << err;
+      EXPECT_EQ(read_text(dir.file("q.safetensors")), read_text(dir.file("again.safetensors")));
+    }
+  }
+}
+
+TEST(QuantizedCheckpoint, WithoutInt8HeadFilesStayVersion1) {
+  TempDir dir;
+  const QuantizedModel q = make_quantized(make_model(config_untied(), 21), recipe_quamba());
+  ASSERT_FALSE(q.recipe.int8_head);
+  std::string err;
+  ASSERT_EQ(model::save_quantized(dir.file("q.safetensors"), q, &err), Status::kSuccess) << err;
+  io::SafetensorsFile f;
+  ASSERT_EQ(f.open(dir.file("q.safetensors")), Status::kSuccess);
+  // No new key: a build that only reads version 1 (it rejects unknown "recipe." keys) reads it.
+  EXPECT_EQ(f.metadata().at("format_version"), "1");
+  EXPECT_EQ(f.metadata().count("recipe.int8_head"), 0u);
+  EXPECT_EQ(f.find("embedding.scale"), nullptr);
+  EXPECT_EQ(f.find("embedding.weight")->dtype, Dtype::kF32);
+  f.close();
+  QuantizedModel back;
+  ASSERT_EQ(model::load_quantized(dir.file("q.safetensors"), &back, &err), Status::kSuccess) << err;
+  expect_same_quantized(q, back);
+  // Version 1 with the key set to "false" (a file written by hand or another tool) loads too.
+  rewrite(dir.file("q.safetensors"), dir.file("v1false.safetensors"),
+          [](std::map<std::string, std::string>& m) { m["recipe.int8_head"] = "false"; });
+  ASSERT_EQ(model::load_quantized(dir.file("v1false.safetensors"), &back, &err), Status::kSuccess) << err;
+  expect_same_quantized(q, back);
+  // Version 2 with recipe.int8_head = "false" is an fp head, as version 1.
+  rewrite(dir.file("q.safetensors"), dir.file("v2false.safetensors"), [](std::map<std::string, std::string>& m) {
+    m["format_version"] = "2";
+    m["recipe.int8_head"] = "false";
+  });
+  ASSERT_EQ(model::load_quantized(dir.file("v2false.safetensors"), &back, &err), Status::kSuccess) << err;
+  expect_same_quantized(q, back);
+}
+
+class QuantizedCheckpointInt8HeadErrors : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    q_ = make_quantized(make_model(config_untied(), 22), int8_head(recipe_quamba()));
+    std::string err;
+    ASSERT_EQ(model::save_quantized(good(), q_, &err), Status::kSuccess) << err;
+  }
+  std::string good() const { return dir_.file("good.safetensors"); }
+  std::string bad() const { return dir_.file("bad.safetensors"); }
+
+  void expect_load(Status want, const std::string& needle, const std::string& what) {
+    SCOPED_TRACE(what);
+    std::string err;
+    EXPECT_EQ(try_load_quantized(bad(), &err), want) << err;
+    EXPECT_TRUE(contains(err, needle)) << "message '" << err << "' should name '" << needle << "'";
+  }
+  void expect_meta(const std::function<void(std::map<std::string, std::string>&)>& edit, Status want,
+                   const std::string& needle, const std::string& what) {
+    rewrite(good(), bad(), edit);
+    expect_load(want, needle, what);
+  }
+  void expect_tensors(const std::function<bool(RawTensor&)>& edit, Status want, const std::string& needle,
+                      const std::string& what, const std::vector<RawTensor>& extra = {}) {
+    rewrite(good(), bad(), nullptr, edit, extra);
+    expect_load(want, needle, what);
+  }
+
+  TempDir dir_;
+  QuantizedModel q_;
+};
+
+TEST_F(QuantizedCheckpointInt8HeadErrors, GoodFileLoads) {
+  QuantizedModel back;
+  std::string err;
+  ASSERT_EQ(model::load_quantized(good(), &back, &err), Status::kSuccess) << err;
+  expect_same_quantized(q_, back);
+}
+
+TEST_F(QuantizedCheckpointInt8HeadErrors, Metadata) {
+  using M = std::map<std::string, std::string>;
+  expect_meta([](M& m) { m["format_version"] = "1"; }, Status::kErrorFormat, "needs format_version 2",
+              "recipe.int8_head true in a version 1 file");
+  expect_meta([](M& m) { m["recipe.int8_head"] = "maybe"; }, Status::kErrorFormat, "recipe.int8_head", "maybe");
+  expect_meta([](M& m) { m["recipe.int8_head"] = "True"; }, Status::kErrorFormat, "recipe.int8_head", "True");
+  expect_meta([](M& m) { m["recipe.int8_head"] = ""; }, Status::kErrorFormat, "recipe.int8_head", "empty value");
+  expect_meta([](M& m) { m.erase("recipe.int8_head"); }, Status::kErrorFormat, "'recipe.int8_head'",
+              "version 2 without the key");
+  expect_meta([](M& m) {
+        m["format_version"] = "1";
+        m["recipe.int8_head"] = "maybe";
+      }, Status::kErrorFormat, "recipe.int8_head", "maybe in version 1");
+  // The key says fp head but the tensors are int8 rows.
+  expect_meta([](M& m) { m["recipe.int8_head"] = "false"; }, Status::kErrorFormat, "embedding.weight",
+              "int8 rows with recipe.int8_head false");
+  expect_meta([](M& m) { m["format_version"] = "3"; }, Status::kErrorNotSupported, "format_version 3", "version 3");
+  // Every key of a version 2 file is required.
+  const M md = [&] {
+    io::SafetensorsFile f;
+    EXPECT_EQ(f.open(good()), Status::kSuccess);
+    return f.metadata();
+  }();
+  EXPECT_EQ(md.size(), 15u);
+  for (const auto& kv : md) {
+    if (kv.first == "format") continue;
+    const std::string key = kv.first;
+    expect_meta([&](M& m) { m.erase(key); }, Status::kErrorFormat, "'" + key + "'", "missing " + key);
+  }
+}
+
+TEST_F(QuantizedCheckpointInt8HeadErrors, Tensors) {
+  const int64_t V = q_.config.vocab, D = q_.config.d_model;
+  for (const std::string name : {"embedding.scale", "lm_head.scale", "embedding.weight", "lm_head.weight"})
+    expect_tensors([&](RawTensor& t) { return t.name != name; }, Status::kErrorFormat, name, "missing " + name);
+  // A scale vector stored as F16 (the right shape and values, the wrong dtype).
+  for (const std::string name : {"embedding.scale", "lm_head.scale"}) {
+    expect_tensors([&](RawTensor& t) {
+          if (t.name != name) return true;
+          std::vector<uint8_t> h(static_cast<size_t>(V) * 2);
+          for (int64_t r = 0; r < V; ++r) {
+            float v;
+            std::memcpy(&v, t.bytes.data() + 4 * r, 4);
+            const uint16_t b = float_to_half_bits(v);
+            std::memcpy(h.data() + 2 * r, &b, 2);
+          }
+          t.dtype = Dtype::kF16;
+          t.bytes = h;
+          return true;
+        }, Status::kErrorFormat, "F16", name + " as F16");
+  }
+  expect_tensors([&](RawTensor& t) {
+        if (t.name == "embedding.scale") t.shape = {1, V};
+        return true;
+      }, Status::kErrorFormat, "embedding.scale", "scale of shape [1, V]");
+  expect_tensors([&](RawTensor& t) {
+        if (t.name == "lm_head.scale") t.shape = {V, 1};
+        return true;
+      }, Status::kErrorFormat, "lm_head.scale", "scale of shape [V, 1]");
+  expect_tensors([&](RawTensor& t) {
+        if (t.name == "embedding.weight") t.shape = {D, V};
+        return true;
+      }, Status::kErrorFormat, "shape", "int8 rows transposed");
+  expect_tensors([&](RawTensor& t) {
+        if (t.name == "embedding.weight") t.dtype = Dtype::kU8;
+        return true;
+      }, Status::kErrorFormat, "dtype", "int8 rows as U8");
+  // An fp embedding where recipe.int8_head = "true" wants int8 rows.
+  expect_tensors([&](RawTensor& t) {
+        if (t.name != "embedding.weight") return true;
+        std::vector<uint8_t> f(static_cast<size_t>(V * D) * 4);
+        std::memcpy(f.data(), q_.embedding.data(), f.size());
+        t.dtype = Dtype::kF32;
+        t.bytes = f;
+        return true;
+      }, Status::kErrorFormat, "embedding.weight", "F32 embedding with recipe.int8_head true");
+  // Bad per-row scale values, named with their row.
+  for (const float v : {std::nanf(""), 0.0f, -0.5f, INFINITY, -INFINITY}) {
+    for (const std::string name : {"embedding.scale", "lm_head.scale"}) {
+      expect_tensors([&](RawTensor& t) {
+            if (t.name == name) std::memcpy(t.bytes.data() + 4 * 5, &v, 4);
+            return true;
+          }, Status::kErrorFormat, name + "'[5]", name + " row 5 = " + std::to_string(v));
+    }
+  }
+  // Tensors of the other head layout are unexpected.
+  expect_tensors(nullptr, Status::kErrorFormat, "unexpected tensor 'embedding.weight_scale'", "per-tensor scale too",
+                 {RawTensor{"embedding.weight_scale", Dtype::kF32, {}, std::vector<uint8_t>(4, 0)}});
+  rewrite(good(), bad(), [](std::map<std::string, std::string>& m) { m["config.tie_embeddings"] = "true"; });
+  expect_load(Status::kErrorFormat, "unexpected tensor 'lm_head", "tied config with an int8 lm_head");
+}
+
+TEST_F(QuantizedCheckpointInt8HeadErrors, ScaleTensorsInAVersion1FileAreUnexpected) {
+  // A version 1 (fp head) file carrying an embedding.scale is malformed.
+  const QuantizedModel fp_head = make_quantized(make_model(config_tied(), 23), recipe_quamba());
+  ASSERT_EQ(model::save_quantized(dir_.file("v1.safetensors"), fp_head), Status::kSuccess);
+  rewrite(dir_.file("v1.safetensors"), bad(), nullptr, nullptr,
+          {RawTensor{"embedding.scale", Dtype::kF32, {kVocab}, std::vector<uint8_t>(4 * kVocab, 0)}});
+  expect_load(Status::kErrorFormat, "unexpected tensor 'embedding.scale'", "v1 with embedding.scale");
+}
+
+TEST_F(QuantizedCheckpointInt8HeadErrors, SaveRejectsInconsistentHeads) {
+  std::string err;
+  QuantizedModel m = q_;
+  m.embedding[3] += 1e-3f;  // no longer the dequantized rows: the file could not give it back
+  EXPECT_EQ(model::save_quantized(bad(), m, &err), Status::kErrorInvalidArgument);
+  EXPECT_TRUE(contains(err, "embedding")) << err;
+  m = q_;
+  m.lm_head = m.embedding;
+  EXPECT_EQ(model::save_quantized(bad(), m, &err), Status::kErrorInvalidArgument);
+  EXPECT_TRUE(contains(err, "lm_head")) << err;
+  m = q_;
+  m.embedding_q.scale[2] = std::nanf("");
+  EXPECT_EQ(model::save_quantized(bad(), m, &err), Status::kErrorInvalidArgument);
+  m = q_;
+  m.lm_head_q = RowQuantI8{};
+  EXPECT_EQ(model::save_quantized(bad(), m, &err), Status::kErrorInvalidArgument);
+  m = q_;
+  m.recipe.int8_head = false;  // rows left without the option
+  EXPECT_EQ(model::save_quantized(bad(), m, &err), Status::kErrorInvalidArgument);
+  EXPECT_FALSE(fs::exists(bad()));
 }
 
 }  // namespace

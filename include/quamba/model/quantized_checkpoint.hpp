@@ -1,11 +1,26 @@
 // quamba/model/quantized_checkpoint.hpp: the W8A8 model (reference::QuantizedModel) as one
-// .safetensors file, format "quamba-w8a8" version 1. Host only.
+// .safetensors file, format "quamba-w8a8" version 1, or version 2 when the recipe has the int8
+// embedding / lm_head option (recipe.int8_head). Host only.
+//
+// Versions: save_quantized writes "1" for a model without int8_head (byte for byte the files
+// of builds that only know version 1, which keep reading them) and "2" with int8_head (a build
+// that only knows version 1 refuses it: "format_version 2 is not supported"). load_quantized
+// reads both. The only difference is the head: version 2 has the metadata key recipe.int8_head
+// (required, "true" or "false") and, when it is "true", int8 head tensors instead of fp ones.
+// In version 1 the key is optional (version 1 files do not have it: older builds reject unknown
+// "recipe." keys); when present it must be "false" (an int8 head needs version 2: kErrorFormat).
 //
 // Tensors (D = d_model, E = d_inner, N = d_state, K = d_conv, R = dt_rank, V = vocab,
 // i in [0, n_layer); "fp" = F32, F16 or BF16, written as SaveQuantizedOptions::fp_dtype):
-//   embedding.weight                (V, D)       fp
+//   embedding.weight                (V, D)       fp   without int8_head
 //   norm_f.weight                   (D)          fp
-//   lm_head.weight                  (V, D)       fp   iff config.tie_embeddings is false
+//   lm_head.weight                  (V, D)       fp   iff config.tie_embeddings is false (and no int8_head)
+//   with recipe.int8_head (version 2), per-row weight-only int8 (reference::RowQuantI8,
+//   row r ≈ scale[r] · q[r, :]):
+//   embedding.weight                (V, D)       I8
+//   embedding.scale                 (V)          F32  every value finite and > 0
+//   lm_head.weight                  (V, D)       I8   iff config.tie_embeddings is false
+//   lm_head.scale                   (V)          F32  iff config.tie_embeddings is false
 //   layers.{i}.norm.weight          (D)          fp   (the block's RMSNorm γ)
 //   int8 weights, each <name> (I8) with its per-tensor scale <name>_scale (F32, shape [],
 //   value ≈ scale · q):
@@ -21,9 +36,11 @@
 //   static activation scales (reference::LayerActScales), F32 shape []:
 //   layers.{i}.act.s_h  .act.s_xz  .act.s_u  .act.s_xd  .act.s_dt  .act.s_o
 //   Every scale is finite and > 0. Scales and int8 tensors round-trip bit-exactly; fp tensors
-//   exactly when stored as F32.
-// Metadata (__metadata__, string -> string; every key required):
-//   format = "quamba-w8a8"             format_version = "1"
+//   exactly when stored as F32. A loaded int8 head comes with its fp32 embedding / lm_head =
+//   reference::dequantize_rows of the stored rows, so the loaded model equals the saved one.
+// Metadata (__metadata__, string -> string; every key required unless said otherwise):
+//   format = "quamba-w8a8"             format_version = "1" | "2"
+//   recipe.int8_head = "true" | "false"  (version 2; version 1: absent or "false", see above)
 //   recipe.use_hadamard = "true" | "false"
 //   recipe.u_scale = "absmax" | "percentile_ema" | "percentile_exact"
 //   recipe.percentile = decimal in [0, 1] (the α of calibration; recorded, not used to run)
@@ -35,25 +52,31 @@
 //   QuantizedCheckpointInfo::metadata and otherwise ignored.
 //
 // load_quantized needs no fp model. It checks, before reading any tensor data: format (absent
-// or another value: kErrorFormat), format_version (a decimal other than "1":
+// or another value: kErrorFormat), format_version (a decimal other than "1" and "2":
 // kErrorNotSupported; absent or not a decimal: kErrorFormat), every metadata field (kErrorFormat),
 // the config (sizes the reference cannot run, e.g. d_conv > 4 or a Hadamard size it lacks with
 // use_hadamard: kErrorNotSupported), then every tensor's presence, dtype and shape and that no
-// other tensor is present (kErrorFormat); then reads the data and checks every scale. A file
-// shorter than its header says is kErrorIo (io layer). *out is written only on success.
+// other tensor is present (kErrorFormat: e.g. an fp embedding.weight where recipe.int8_head
+// wants I8, an F16 embedding.scale); then reads the data and checks every scale, the per-row
+// ones included (kErrorFormat naming the tensor and row). A file shorter than its header says is
+// kErrorIo (io layer). *out is written only on success. QuantizedCheckpointInfo::fp_dtype is the
+// dtype of embedding.weight, or of norm_f.weight when the embedding is int8.
 // API:
 //   save_quantized(path, const QuantizedModel&, std::string* err = nullptr,
 //                  const SaveQuantizedOptions& = {})  -> Status
 //   load_quantized(path, QuantizedModel* out, std::string* err = nullptr,
 //                  QuantizedCheckpointInfo* info = nullptr)  -> Status
-// save_quantized rejects a model that fails reference::validate_model (its Status) or has a
-// non-finite or non-positive weight scale (kErrorInvalidArgument). The file is written to a
-// temporary name and renamed. Every failing call writes a message to *err when err is non-null.
+// save_quantized rejects a model that fails reference::validate_model (its Status), has a
+// non-finite or non-positive weight scale, or (int8_head) whose fp32 embedding / lm_head is not
+// bit for bit dequantize_rows of its int8 rows (kErrorInvalidArgument: the file could not give
+// it back). The file is written to a temporary name and renamed. Every failing call writes a
+// message to *err when err is non-null.
 #pragma once
 
 #include <charconv>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <set>
 #include <string>
@@ -70,17 +93,24 @@
 namespace quamba::model {
 
 inline constexpr const char* kQuantizedFormat = "quamba-w8a8";
-inline constexpr const char* kQuantizedFormatVersion = "1";
+inline constexpr const char* kQuantizedFormatVersion = "1";          // written without recipe.int8_head
+inline constexpr const char* kQuantizedFormatVersionInt8Head = "2";  // written with recipe.int8_head
+
+// The format_version save_quantized writes for a model with `recipe`.
+inline const char* quantized_format_version(const reference::QuantRecipe& recipe) {
+  return recipe.int8_head ? kQuantizedFormatVersionInt8Head : kQuantizedFormatVersion;
+}
 
 struct SaveQuantizedOptions {
-  io::Dtype fp_dtype = io::Dtype::kF32;  // embedding, norms, lm_head: F32, F16 or BF16
+  io::Dtype fp_dtype = io::Dtype::kF32;  // embedding, norms, lm_head (the fp ones): F32, F16 or BF16
   double percentile = 0.99999;           // calibration α, recorded as recipe.percentile
 };
 
 // What load_quantized reports besides the model.
 struct QuantizedCheckpointInfo {
   double percentile = 0.0;                      // recipe.percentile
-  io::Dtype fp_dtype = io::Dtype::kF32;         // dtype of embedding.weight
+  io::Dtype fp_dtype = io::Dtype::kF32;         // dtype of embedding.weight; of norm_f.weight
+                                                // when the embedding is int8 (recipe.int8_head)
   std::map<std::string, std::string> metadata;  // every __metadata__ entry
 };
 
@@ -188,6 +218,23 @@ inline Status read_scalar_f32(const io::SafetensorsFile& f, const std::string& n
   return Status::kSuccess;
 }
 
+// A per-row int8 table <name>.weight (I8) + <name>.scale (F32), shapes already checked: reads
+// both, checks every row scale and fills *deq with its dequantized values.
+inline Status read_row_quant(const io::SafetensorsFile& f, const std::string& name, int64_t cols,
+                             reference::RowQuantI8* out, std::vector<float>* deq, std::string* err) {
+  QUAMBA_RETURN_IF_ERROR(f.read_tensor_i8(name + ".weight", &out->q, nullptr, err));
+  QUAMBA_RETURN_IF_ERROR(f.read_tensor_f32(name + ".scale", &out->scale, nullptr, err));
+  for (size_t r = 0; r < out->scale.size(); ++r)
+    if (!valid_scale(out->scale[r]))
+      return fail(err, Status::kErrorFormat,
+                  "'" + f.path() + "': scale '" + name + ".scale'[" + std::to_string(r) +
+                      "] = " + double_to_text(out->scale[r]) + " is not finite and > 0");
+  *deq = reference::dequantize_rows(*out, cols);
+  if (deq->size() != out->q.size())
+    return fail(err, Status::kErrorFormat, "'" + f.path() + "': '" + name + ".weight' and '" + name + ".scale' disagree in size");
+  return Status::kSuccess;
+}
+
 inline Status load_quantized_impl(const std::string& path, reference::QuantizedModel* out, QuantizedCheckpointInfo* info,
                                   std::string* err) {
   io::SafetensorsFile f;
@@ -216,19 +263,20 @@ inline Status load_quantized_impl(const std::string& path, reference::QuantizedM
     return fail(err, Status::kErrorFormat,
                 where + "metadata 'format' = '" + *v + "', expected '" + kQuantizedFormat + "'");
   QUAMBA_RETURN_IF_ERROR(get("format_version", &v));
-  if (*v != kQuantizedFormatVersion) {
+  if (*v != kQuantizedFormatVersion && *v != kQuantizedFormatVersionInt8Head) {
     if (is_decimal_digits(*v))
       return fail(err, Status::kErrorNotSupported,
-                  where + kQuantizedFormat + " format_version " + *v + " is not supported (this build reads version " +
-                      kQuantizedFormatVersion + ")");
+                  where + kQuantizedFormat + " format_version " + *v + " is not supported (this build reads versions " +
+                      kQuantizedFormatVersion + " and " + kQuantizedFormatVersionInt8Head + ")");
     return bad("format_version", *v, "a decimal version number");
   }
+  const bool version2 = *v == kQuantizedFormatVersionInt8Head;
 
   // ---- recipe and config.
   static const std::set<std::string> kKnown = {
       "recipe.use_hadamard", "recipe.u_scale",  "recipe.percentile", "config.d_model", "config.n_layer",
       "config.d_inner",      "config.d_state",  "config.d_conv",     "config.dt_rank", "config.vocab",
-      "config.eps",          "config.tie_embeddings"};
+      "config.eps",          "config.tie_embeddings", "recipe.int8_head"};
   for (const auto& kv : meta) {
     const bool reserved = kv.first.rfind("config.", 0) == 0 || kv.first.rfind("recipe.", 0) == 0;
     if (reserved && !kKnown.count(kv.first))
@@ -238,6 +286,17 @@ inline Status load_quantized_impl(const std::string& path, reference::QuantizedM
   double percentile = 0.0;
   QUAMBA_RETURN_IF_ERROR(get("recipe.use_hadamard", &v));
   if (!parse_meta_bool(*v, &q.recipe.use_hadamard)) return bad("recipe.use_hadamard", *v, "true or false");
+  if (version2) {
+    QUAMBA_RETURN_IF_ERROR(get("recipe.int8_head", &v));
+    if (!parse_meta_bool(*v, &q.recipe.int8_head)) return bad("recipe.int8_head", *v, "true or false");
+  } else if (meta.count("recipe.int8_head")) {
+    v = &meta.find("recipe.int8_head")->second;
+    if (!parse_meta_bool(*v, &q.recipe.int8_head)) return bad("recipe.int8_head", *v, "true or false");
+    if (q.recipe.int8_head)
+      return fail(err, Status::kErrorFormat,
+                  where + "metadata 'recipe.int8_head' = 'true' needs format_version " + kQuantizedFormatVersionInt8Head +
+                      " (the file says " + kQuantizedFormatVersion + ")");
+  }
   QUAMBA_RETURN_IF_ERROR(get("recipe.u_scale", &v));
   {
     bool found = false;
@@ -285,9 +344,14 @@ inline Status load_quantized_impl(const std::string& path, reference::QuantizedM
     expected.insert(name);
     return f.check_tensor(name, dt, &shape, nullptr, err);
   };
-  QUAMBA_RETURN_IF_ERROR(expect("embedding.weight", fp, {V, D}));
+  const bool int8_head = q.recipe.int8_head;
+  QUAMBA_RETURN_IF_ERROR(expect("embedding.weight", int8_head ? i8 : fp, {V, D}));
+  if (int8_head) QUAMBA_RETURN_IF_ERROR(expect("embedding.scale", f32, {V}));
   QUAMBA_RETURN_IF_ERROR(expect("norm_f.weight", fp, {D}));
-  if (!c.tie_embeddings) QUAMBA_RETURN_IF_ERROR(expect("lm_head.weight", fp, {V, D}));
+  if (!c.tie_embeddings) {
+    QUAMBA_RETURN_IF_ERROR(expect("lm_head.weight", int8_head ? i8 : fp, {V, D}));
+    if (int8_head) QUAMBA_RETURN_IF_ERROR(expect("lm_head.scale", f32, {V}));
+  }
   for (int64_t i = 0; i < c.n_layer; ++i) {
     const std::string p = layer_prefix(i);
     QUAMBA_RETURN_IF_ERROR(expect(p + "norm.weight", fp, {D}));
@@ -304,9 +368,14 @@ inline Status load_quantized_impl(const std::string& path, reference::QuantizedM
                       " checkpoint with this config: check config.n_layer and config.tie_embeddings)");
 
   // ---- data.
-  QUAMBA_RETURN_IF_ERROR(f.read_tensor_f32("embedding.weight", &q.embedding, nullptr, err));
+  if (int8_head) {
+    QUAMBA_RETURN_IF_ERROR(read_row_quant(f, "embedding", D, &q.embedding_q, &q.embedding, err));
+    if (!c.tie_embeddings) QUAMBA_RETURN_IF_ERROR(read_row_quant(f, "lm_head", D, &q.lm_head_q, &q.lm_head, err));
+  } else {
+    QUAMBA_RETURN_IF_ERROR(f.read_tensor_f32("embedding.weight", &q.embedding, nullptr, err));
+    if (!c.tie_embeddings) QUAMBA_RETURN_IF_ERROR(f.read_tensor_f32("lm_head.weight", &q.lm_head, nullptr, err));
+  }
   QUAMBA_RETURN_IF_ERROR(f.read_tensor_f32("norm_f.weight", &q.norm_f, nullptr, err));
-  if (!c.tie_embeddings) QUAMBA_RETURN_IF_ERROR(f.read_tensor_f32("lm_head.weight", &q.lm_head, nullptr, err));
   q.layers.resize(static_cast<size_t>(c.n_layer));
   for (int64_t i = 0; i < c.n_layer; ++i) {
     const std::string p = layer_prefix(i);
@@ -326,7 +395,7 @@ inline Status load_quantized_impl(const std::string& path, reference::QuantizedM
                 where + "the loaded model does not validate (" + to_string(s) + ")");
   if (info) {
     info->percentile = percentile;
-    info->fp_dtype = f.find("embedding.weight")->dtype;
+    info->fp_dtype = f.find(int8_head ? "norm_f.weight" : "embedding.weight")->dtype;
     info->metadata = meta;
   }
   *out = std::move(q);
@@ -365,9 +434,26 @@ inline Status save_quantized(const std::string& path, const reference::Quantized
                             "save_quantized: scale '" + name + "' = " + detail::double_to_text(s) + " is not finite and > 0");
       return w.add_tensor_f32(name, scalar, &s, 1, io::Dtype::kF32, err);
     };
-    QUAMBA_RETURN_IF_ERROR(add_fp("embedding.weight", {V, D}, q.embedding));
+    // The int8 head: rows + per-row scales; the fp32 vectors must be their dequantized values,
+    // or the loaded model would differ from this one.
+    auto add_rows = [&](const std::string& name, const reference::RowQuantI8& t, const std::vector<float>& deq) -> Status {
+      const std::vector<float> want = reference::dequantize_rows(t, D);
+      if (want.size() != deq.size() ||
+          (!want.empty() && std::memcmp(want.data(), deq.data(), want.size() * sizeof(float)) != 0))
+        return detail::fail(err, Status::kErrorInvalidArgument,
+                            "save_quantized: recipe.int8_head but the fp32 " + name + " is not the dequantized " + name +
+                                "_q (quantize_model / dequantize_rows give it)");
+      QUAMBA_RETURN_IF_ERROR(w.add_tensor_i8(name + ".weight", {V, D}, t.q, err));
+      return w.add_tensor_f32(name + ".scale", {V}, t.scale, io::Dtype::kF32, err);
+    };
+    // Same tensor order as version 1 (embedding, norm_f, lm_head, layers).
+    if (q.recipe.int8_head) QUAMBA_RETURN_IF_ERROR(add_rows("embedding", q.embedding_q, q.embedding));
+    else QUAMBA_RETURN_IF_ERROR(add_fp("embedding.weight", {V, D}, q.embedding));
     QUAMBA_RETURN_IF_ERROR(add_fp("norm_f.weight", {D}, q.norm_f));
-    if (!c.tie_embeddings) QUAMBA_RETURN_IF_ERROR(add_fp("lm_head.weight", {V, D}, q.lm_head));
+    if (!c.tie_embeddings) {
+      if (q.recipe.int8_head) QUAMBA_RETURN_IF_ERROR(add_rows("lm_head", q.lm_head_q, q.lm_head));
+      else QUAMBA_RETURN_IF_ERROR(add_fp("lm_head.weight", {V, D}, q.lm_head));
+    }
     for (int64_t i = 0; i < c.n_layer; ++i) {
       const std::string p = detail::layer_prefix(i);
       const reference::LayerWeightsI8& l = q.layers[static_cast<size_t>(i)];
@@ -380,7 +466,9 @@ inline Status save_quantized(const std::string& path, const reference::Quantized
       for (const auto& s : detail::act_scale_slots()) QUAMBA_RETURN_IF_ERROR(add_scale(p + s.suffix, l.act.*s.member));
     }
     QUAMBA_RETURN_IF_ERROR(w.set_metadata("format", kQuantizedFormat, err));
-    QUAMBA_RETURN_IF_ERROR(w.set_metadata("format_version", kQuantizedFormatVersion, err));
+    QUAMBA_RETURN_IF_ERROR(w.set_metadata("format_version", quantized_format_version(q.recipe), err));
+    // Version 1 files do not carry the key, so builds that only read version 1 keep reading them.
+    if (q.recipe.int8_head) QUAMBA_RETURN_IF_ERROR(w.set_metadata("recipe.int8_head", "true", err));
     QUAMBA_RETURN_IF_ERROR(w.set_metadata("recipe.use_hadamard", q.recipe.use_hadamard ? "true" : "false", err));
     QUAMBA_RETURN_IF_ERROR(w.set_metadata("recipe.u_scale", u_name, err));
     QUAMBA_RETURN_IF_ERROR(w.set_metadata("recipe.percentile", detail::double_to_text(opt.percentile), err));

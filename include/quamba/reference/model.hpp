@@ -13,9 +13,13 @@
 // The residual stream is fp32 (ours). Embedding, norm_f and lm_head stay fp32 here (SPEC allows
 // fp16 for them on the device). lm_head is the embedding when config.tie_embeddings.
 //
-// Recipe switches (QuantRecipe): use_hadamard (rotate y and fold Hᵀ/√E into W_out) and the
+// Recipe switches (QuantRecipe): use_hadamard (rotate y and fold Hᵀ/√E into W_out), the
 // observer that gives s_u (absmax, Quamba's per-sample quantile with EMA, or the exact global
-// quantile). Naive W8A8 = {absmax, no Hadamard}; Quamba = {percentile EMA, Hadamard}.
+// quantile), and int8_head (an option, off in every named recipe): the embedding (and the untied
+// lm_head) become weight-only per-row int8 (RowQuantI8, reference/quant.hpp); the W8A8 model then
+// keeps both the int8 rows with their scales and, in its fp32 embedding / lm_head vectors, their
+// dequantized values, which is what the forward reads. Naive W8A8 = {absmax, no Hadamard};
+// Quamba = {percentile EMA, Hadamard}.
 #pragma once
 
 #include <cmath>
@@ -155,6 +159,7 @@ enum class UScale { kAbsmax, kPercentileEma, kPercentileExact };
 struct QuantRecipe {
   bool use_hadamard = true;                 // rotate y, fold Hᵀ/√E into W_out
   UScale u_scale = UScale::kPercentileEma;  // observer behind s_u
+  bool int8_head = false;                   // weight-only per-row int8 embedding / lm_head (option)
 };
 
 inline QuantRecipe recipe_naive() { return {false, UScale::kAbsmax}; }
@@ -167,12 +172,32 @@ struct ModelScales {
 
 struct QuantizedModel {
   ModelConfig config;
-  QuantRecipe recipe;                  // only use_hadamard matters when running
+  QuantRecipe recipe;                  // use_hadamard matters when running; int8_head says which
+                                       // of embedding_q / lm_head_q are filled
   std::vector<LayerWeightsI8> layers;  // n_layer
-  std::vector<float> embedding, norm_f, lm_head;  // fp32, as in ModelWeights
+  std::vector<float> embedding, norm_f, lm_head;  // fp32, as in ModelWeights; with
+                                                  // recipe.int8_head, embedding (and lm_head when
+                                                  // untied) = dequantize_rows of the int8 rows below
+  RowQuantI8 embedding_q;  // (V, D) + (V) iff recipe.int8_head
+  RowQuantI8 lm_head_q;    // (V, D) + (V) iff recipe.int8_head and !config.tie_embeddings
   const float* head() const { return config.tie_embeddings ? embedding.data() : lm_head.data(); }
 };
 
+namespace detail {
+
+// A per-row int8 (rows, cols) table: sizes match and every scale is finite and > 0 (what
+// scale_from_absmax gives, 1 for a zero row included).
+inline bool valid_row_quant(const RowQuantI8& t, int64_t rows, int64_t cols) {
+  if (t.q.size() != static_cast<size_t>(rows * cols) || t.scale.size() != static_cast<size_t>(rows)) return false;
+  for (const float s : t.scale)
+    if (!(s > 0.0f) || !std::isfinite(s)) return false;
+  return true;
+}
+
+}  // namespace detail
+
+// Checks shapes and scales, O(V) for the int8 head (it does not recompute the dequantized
+// vectors: quantize_model and the checkpoint loader produce them, save_quantized checks them).
 inline Status validate_model(const QuantizedModel& m) {
   const ModelConfig& c = m.config;
   QUAMBA_RETURN_IF_ERROR(validate_config(c));
@@ -182,6 +207,15 @@ inline Status validate_model(const QuantizedModel& m) {
   if (m.embedding.size() != VD || m.norm_f.size() != static_cast<size_t>(c.d_model) ||
       (!c.tie_embeddings && m.lm_head.size() != VD))
     return Status::kErrorInvalidArgument;
+  if (m.recipe.int8_head) {
+    if (!detail::valid_row_quant(m.embedding_q, c.vocab, c.d_model)) return Status::kErrorInvalidArgument;
+    if (c.tie_embeddings ? !(m.lm_head_q.q.empty() && m.lm_head_q.scale.empty())
+                         : !detail::valid_row_quant(m.lm_head_q, c.vocab, c.d_model))
+      return Status::kErrorInvalidArgument;
+  } else if (!m.embedding_q.q.empty() || !m.embedding_q.scale.empty() || !m.lm_head_q.q.empty() ||
+             !m.lm_head_q.scale.empty()) {
+    return Status::kErrorInvalidArgument;
+  }
   if (m.recipe.use_hadamard && !hadamard_size_supported(c.d_inner)) return Status::kErrorNotSupported;
   return Status::kSuccess;
 }
@@ -200,7 +234,9 @@ inline Status rotate_out_proj(const std::vector<float>& w_out, int64_t D, int64_
 
 // fp32 weights + static scales + recipe -> W8A8 model. Every weight is quantized absmax per
 // tensor; out_proj is rotated first when recipe.use_hadamard (then scales.s_o must have been
-// observed after the rotation, as scales_from_calibration does).
+// observed after the rotation, as scales_from_calibration does). With recipe.int8_head the
+// embedding (and the untied lm_head) is quantized per row (quantize_rows_absmax) and the fp32
+// vectors are replaced by their dequantized values; otherwise they are copied.
 inline Status quantize_model(const ModelWeights& w, const ModelScales& scales, const QuantRecipe& recipe,
                              QuantizedModel* out) {
   if (!out) return Status::kErrorInvalidArgument;
@@ -234,9 +270,18 @@ inline Status quantize_model(const ModelWeights& w, const ModelScales& scales, c
     o.act = scales.layers[i];
     QUAMBA_RETURN_IF_ERROR(validate_layer(c, o));
   }
-  q.embedding = w.embedding;
   q.norm_f = w.norm_f;
-  q.lm_head = w.lm_head;
+  if (recipe.int8_head) {
+    q.embedding_q = quantize_rows_absmax(w.embedding.data(), c.vocab, c.d_model);
+    q.embedding = dequantize_rows(q.embedding_q, c.d_model);
+    if (!c.tie_embeddings) {
+      q.lm_head_q = quantize_rows_absmax(w.lm_head.data(), c.vocab, c.d_model);
+      q.lm_head = dequantize_rows(q.lm_head_q, c.d_model);
+    }
+  } else {
+    q.embedding = w.embedding;
+    q.lm_head = w.lm_head;
+  }
   *out = std::move(q);
   return Status::kSuccess;
 }

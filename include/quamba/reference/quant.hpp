@@ -3,6 +3,10 @@
 //
 //   QuantTensor          int8 values + one fp32 scale (symmetric, per tensor, scale = absmax/127)
 //   quantize_absmax      weights: q = q8(w · (1/s)), s = scale_from_absmax(max |w|)
+//   RowQuantI8           int8 (rows, cols) row-major + one fp32 scale per row (weight-only
+//                        per-row int8: the int8 embedding / lm_head option of the recipe)
+//   quantize_rows_absmax row r: q = q8(w[r, :] · (1/s_r)), s_r = scale_from_absmax(max_k |w[r, k]|)
+//   dequantize_rows      (rows, cols) fp32 with element (r, k) = float(q[r, k]) · s_r
 //   AbsmaxObserver       running max of |v| over every value it sees (NaN ignored)
 //   abs_quantile         exact α-quantile of |v|, linear interpolation between order statistics
 //                        at position α·(n−1) (the numpy/torch default "linear" method)
@@ -44,6 +48,48 @@ inline QuantTensor quantize_absmax(const std::vector<float>& w) {
   t.q.resize(w.size());
   for (size_t i = 0; i < w.size(); ++i) t.q[i] = quantize_i8(w[i], inv);
   return t;
+}
+
+// Per-row symmetric int8 (weight-only): row r ≈ scale[r] · q[r, :], scale[r] =
+// scale_from_absmax(max_k |w[r, k]|). An all-zero row (or one whose only non-zero values are
+// NaN) gets scale 1 and q = 0, as a zero tensor does in quantize_absmax; NaN elements quantize to
+// 0 (quantize_i8) and are skipped by the row's absmax; a row with ±Inf gets scale 1 (its finite
+// values round, the infinities saturate to 127 / −128). Every scale is finite and > 0.
+struct RowQuantI8 {
+  std::vector<int8_t> q;     // (rows, cols) row-major
+  std::vector<float> scale;  // (rows)
+  bool empty() const { return q.empty(); }
+};
+
+// rows <= 0, cols <= 0 or a null w give an empty RowQuantI8.
+inline RowQuantI8 quantize_rows_absmax(const float* w, int64_t rows, int64_t cols) {
+  RowQuantI8 t;
+  if (w == nullptr || rows <= 0 || cols <= 0) return t;
+  const size_t R = static_cast<size_t>(rows), C = static_cast<size_t>(cols);
+  t.q.resize(R * C);
+  t.scale.resize(R);
+  for (size_t r = 0; r < R; ++r) {
+    const float* row = w + r * C;
+    const float s = scale_from_absmax(absmax_of(row, C));
+    const float inv = inverse_scale(s);
+    t.scale[r] = s;
+    int8_t* q = t.q.data() + r * C;
+    for (size_t k = 0; k < C; ++k) q[k] = quantize_i8(row[k], inv);
+  }
+  return t;
+}
+
+// Element (r, k) is exactly static_cast<float>(q[r·cols + k]) · scale[r] (one fp32 multiply,
+// round to nearest), the value every consumer of the int8 rows (kernels included) reproduces.
+// Empty when cols <= 0 or q.size() != scale.size() · cols.
+inline std::vector<float> dequantize_rows(const RowQuantI8& t, int64_t cols) {
+  std::vector<float> out;
+  if (cols <= 0 || t.q.size() != t.scale.size() * static_cast<size_t>(cols)) return out;
+  const size_t C = static_cast<size_t>(cols);
+  out.resize(t.q.size());
+  for (size_t r = 0; r < t.scale.size(); ++r)
+    for (size_t k = 0; k < C; ++k) out[r * C + k] = dequantize_i8(t.q[r * C + k], t.scale[r]);
+  return out;
 }
 
 struct AbsmaxObserver {
