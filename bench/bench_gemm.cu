@@ -35,6 +35,7 @@
 #include "common/bench_utils.cuh"
 #include "quamba/gemm/cublas_baseline.cuh"
 #include "quamba/gemm/gemm.cuh"
+#include "quamba/gemm/w8a16.cuh"
 #include "quamba/reference/gemm.hpp"
 
 namespace {
@@ -71,7 +72,7 @@ struct Shape {
 enum class Variant {
   kAuto, kAutoWorkspace, kSm80SplitK, kSm80Tile128, kSm80Tile64, kGemvWide, kGemvWideDeep, kGemvSplitK, kGemvNarrow,
   kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St,
-  kSm90aP160, kSm90aC256St, kSm90aC160, kSm90aP256x160, kCublasF16, kCublasLtI8, kAutoPdl
+  kSm90aP160, kSm90aC256St, kSm90aC160, kSm90aP256x160, kCublasF16, kCublasLtI8, kAutoPdl, kW8A16
 };
 
 const char* variant_name(Variant v) {
@@ -99,6 +100,7 @@ const char* variant_name(Variant v) {
     case Variant::kCublasF16: return "cublas_f16";
     case Variant::kCublasLtI8: return "cublaslt_i8";
     case Variant::kAutoPdl: return "auto+pdl";
+    case Variant::kW8A16: return "w8a16";
   }
   return "?";
 }
@@ -359,9 +361,38 @@ void bench_cublaslt_i8(benchmark::State& state, const Shape& s) {
   report_weight_frac(state, double(s.N) * s.K);
 }
 
+// The int8 head option's lm_head (gemm/w8a16.cuh): fp16 activation rows, int8 weight rows with
+// per-row fp32 scales, fp32 logits. Weight fraction: int8 rows + scales against the copy rate.
+void bench_w8a16(benchmark::State& state, const Shape& s) {
+  const int64_t a_pitch = set_pitch(2 * s.M * s.K) / 2, w_pitch = set_pitch(s.N * s.K);
+  const int64_t c_pitch = set_pitch(4 * s.M * s.N) / 4, sc_pitch = set_pitch(4 * s.N) / 4;
+  const int sets = operand_sets(s.M, 2.0 * a_pitch + double(w_pitch) + 4.0 * (c_pitch + sc_pitch));
+  DeviceBuffer<__half> A(sets * a_pitch);
+  DeviceBuffer<int8_t> W(sets * w_pitch);
+  DeviceBuffer<float> C(sets * c_pitch), S(sets * sc_pitch);
+  fill_f16<<<1024, 256>>>(A.get(), A.size(), 1);
+  fill_i8<<<1024, 256>>>(W.get(), W.size(), 2);
+  fill_f32<<<1024, 256>>>(S.get(), S.size(), 3);
+  auto params = [&](int i) {
+    gemm::W8A16Params p;
+    p.M = s.M; p.N = s.N; p.K = s.K;
+    p.A = A.get() + i * a_pitch; p.lda = s.K;
+    p.W = W.get() + i * w_pitch; p.ldw = s.K; p.scale = S.get() + i * sc_pitch;
+    p.C = C.get() + i * c_pitch; p.ldc = s.N;
+    return p;
+  };
+  if (gemm::run(params(0), nullptr, 0) != Status::kSuccess) { state.SkipWithError("w8a16 launch failed"); return; }
+  QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+  time_sets(state, s.M, sets, [&](int i, cudaStream_t st) { return gemm::run(params(i), nullptr, st); });
+  bench::report_bytes(state, 2.0 * s.M * s.K + double(s.N) * s.K + 4.0 * s.N + 4.0 * s.M * s.N);
+  bench::report_ops(state, 2.0 * s.M * s.N * s.K);
+  report_weight_frac(state, double(s.N) * s.K + 4.0 * s.N);
+}
+
 void bench_shape(benchmark::State& state, Shape s, Variant v) {
   if (v == Variant::kCublasF16) return bench_cublas_f16(state, s);
   if (v == Variant::kCublasLtI8) return bench_cublaslt_i8(state, s);
+  if (v == Variant::kW8A16) return bench_w8a16(state, s);
   if (s.layer == "out_proj") return bench_ours<gemm::DequantF32>(state, s, v);
   if (s.layer == "out_proj_f16") return bench_ours<gemm::DequantF16>(state, s, v);
   if (s.layer == "lm_head") return bench_ours<gemm::DequantF16>(state, s, v);
@@ -397,6 +428,7 @@ const bool registered = [] {
                                Variant::kSm90aP256, Variant::kSm90aP256St, Variant::kSm90aP128St, Variant::kSm90aP160,
                                Variant::kSm90aC256St, Variant::kSm90aC160, Variant::kSm90aP256x160});
         if (M == 1) vs.push_back(Variant::kAutoPdl);
+        if (s.layer == "lm_head" && M <= 64) vs.push_back(Variant::kW8A16);
         vs.insert(vs.end(), {Variant::kCublasF16, Variant::kCublasLtI8});
         for (Variant v : vs) {
           const std::string name = std::string("Gemm/") + variant_name(v) + "/D" + std::to_string(D) + "/" + s.layer +

@@ -9,6 +9,7 @@
 //   TTFT/<prec>/L     prefill of L tokens into a fresh slot (chunks of 2048) + norm_f + lm_head
 //                     of the last token + its logits copied to the host: host wall time of
 //                     Engine::prefill (it returns after a stream sync), state reset untimed.
+//   .../w8a8-i8head   the same with the int8 head option (int8 embedding / lm_head rows).
 //   TPOT/<prec>/B     one decode step of B sequences: replay of the captured CUDA graph
 //                     (embedding, 64 blocks, norm_f, lm_head to device logits), event-timed,
 //                     8 replays per timing. Weights stream from DRAM: 2.6 GB (W8A8) / 5.3 GB
@@ -40,6 +41,7 @@ constexpr int64_t kChunk = 2048;
 
 struct Held {
   qm::Precision precision = qm::Precision::kFp32;
+  bool int8_head = false;
   std::unique_ptr<qm::Engine> engine;
   size_t used_before = 0;
 };
@@ -56,10 +58,11 @@ size_t& engine_baseline() {
   return v;
 }
 
-// One engine alive at a time, so dev_MB is this engine's footprint.
-qm::GpuEngine* engine(qm::Precision p, benchmark::State& state) {
+// One engine alive at a time, so dev_MB is this engine's footprint. int8_head: the W8A8 model
+// with the int8 head option (int8 embedding / lm_head rows with per-row scales).
+qm::GpuEngine* engine(qm::Precision p, benchmark::State& state, bool int8_head = false) {
   static Held h;
-  if (!h.engine || h.precision != p) {
+  if (!h.engine || h.precision != p || h.int8_head != int8_head) {
     h.engine.reset();
     QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
     h.used_before = device_used();
@@ -69,12 +72,13 @@ qm::GpuEngine* engine(qm::Precision p, benchmark::State& state) {
     o.batch = 1;
     o.prefill_chunk = kChunk;
     std::string err;
-    if (qm::make_gpu_engine_random(c, p, 1234, o, &h.engine, &err) != Status::kSuccess) {
+    if (qm::make_gpu_engine_random(c, p, 1234, o, &h.engine, &err, int8_head) != Status::kSuccess) {
       state.SkipWithError(("engine creation failed: " + err).c_str());
       h.engine.reset();
       return nullptr;
     }
     h.precision = p;
+    h.int8_head = int8_head;
   }
   return static_cast<qm::GpuEngine*>(h.engine.get());
 }
@@ -98,9 +102,9 @@ std::vector<int32_t> prompt(int64_t n) {
   return ids;
 }
 
-void BM_TTFT(benchmark::State& state, qm::Precision p) {
+void BM_TTFT(benchmark::State& state, qm::Precision p, bool int8_head = false) {
   const int64_t L = state.range(0);
-  qm::GpuEngine* e = engine(p, state);
+  qm::GpuEngine* e = engine(p, state, int8_head);
   if (!e) return;
   if (e->batch() != 1 && e->reset(1) != Status::kSuccess) return state.SkipWithError("reset failed");
   const auto ids = prompt(L);
@@ -125,9 +129,9 @@ void BM_TTFT(benchmark::State& state, qm::Precision p) {
 // W8A8 decode step kernels: the engine's default (kAuto, programmatic dependent launch where
 // supported) and the variants it is measured against in the same run.
 void BM_TPOT(benchmark::State& state, qm::Precision p, qb::StepKernels kernels = qb::StepKernels::kAuto,
-             bool pdl = true) {
+             bool pdl = true, bool int8_head = false) {
   const int64_t B = state.range(0);
-  qm::GpuEngine* e = engine(p, state);
+  qm::GpuEngine* e = engine(p, state, int8_head);
   if (!e) return;
   e->set_step_kernels(kernels, pdl);
   if (e->batch() != B && e->reset(B) != Status::kSuccess) return state.SkipWithError("reset failed");
@@ -171,6 +175,12 @@ void register_all() {
         ->Arg(1)->Arg(8)->Arg(32)->UseManualTime()->Unit(benchmark::kMillisecond);
   }
   const auto w8a8 = qm::Precision::kW8A8;
+  // The int8 head option (SPEC §2: an option, not the default recipe).
+  benchmark::RegisterBenchmark("TTFT/w8a8-i8head", [w8a8](benchmark::State& s) { BM_TTFT(s, w8a8, true); })
+      ->Arg(512)->Arg(2048)->Arg(8192)->UseManualTime()->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("TPOT/w8a8-i8head", [w8a8](benchmark::State& s) {
+    BM_TPOT(s, w8a8, qb::StepKernels::kAuto, true, true);
+  })->Arg(1)->Arg(8)->Arg(32)->UseManualTime()->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("TPOT/w8a8-fused", [w8a8](benchmark::State& s) {
     BM_TPOT(s, w8a8, qb::StepKernels::kFused, true);
   })->Arg(8)->UseManualTime()->Unit(benchmark::kMillisecond);

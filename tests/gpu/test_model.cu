@@ -278,6 +278,65 @@ TEST(GpuModelFp16, MatchesReferenceFp32) {
   }
 }
 
+// The int8 head option (weight-only per-row int8 embedding / lm_head): the GPU model against the
+// reference model with the same option (whose fp32 tables hold the dequantized rows), tied and
+// untied, with chunked prefill, decode steps (eager and from the CUDA graph) and batch 3; same
+// bounds as the plain W8A8 model. The weights shrink by the fp16 table's half.
+TEST(GpuModelW8A8, Int8HeadMatchesReference) {
+  QUAMBA_REQUIRE_GPU();
+  for (bool tied : {true, false}) {
+    SCOPED_TRACE(std::string("tied=") + (tied ? "1" : "0"));
+    const int64_t D = 96;
+    const ref::ModelWeights w = make_model(D, 2, 400 + tied, tied);
+    ref::QuantRecipe recipe = ref::recipe_quamba();
+    recipe.int8_head = true;
+    const ref::QuantizedModel q = quantize(w, recipe, 41 + tied);
+    const ref::QuantizedModel q16 = quantize(w, ref::recipe_quamba(), 41 + tied);
+    ASSERT_FALSE(q.embedding_q.empty());
+    const auto ids = random_ids(45, 50 + tied);
+    const auto steps = random_ids(6, 60 + tied);
+    const auto want = ref_run<ref::QuantizedModel, ref::ModelCacheI8>(q, ids, steps);
+    const auto fp32 = ref_run<ref::ModelWeights, ref::ModelCacheF32>(w, ids, steps);
+    auto e = engine_i8(q, 1, 16);
+    ASSERT_TRUE(e);
+    const auto got = gpu_run(*e, ids, steps);
+    ASSERT_TRUE(all_finite(got));
+    const Diff dg = diff(got, want, kVocab), dq = diff(want, fp32, kVocab);
+    std::printf("[ W8A8 int8 head tied=%d ] GPU vs ref: %s | ref vs fp32: %s\n", int(tied), str(dg).c_str(),
+                str(dq).c_str());
+    EXPECT_LE(dg.rel_l2, kW8A8RelL2) << str(dg);
+    EXPECT_LE(dg.rel_l2, 0.5 * dq.rel_l2) << "GPU-vs-reference error should be well below the W8A8 error itself";
+    EXPECT_GE(dg.top1, 0.9) << str(dg);
+
+    // Batch of 3 through the decode path: each slot's logits equal its own single-slot run.
+    auto eb = engine_i8(q, 3, 16);
+    ASSERT_TRUE(eb);
+    const int64_t V = kVocab;
+    for (int64_t sl = 0; sl < 3; ++sl)
+      ASSERT_EQ(eb->prefill(sl, ids.data(), int64_t(ids.size()) - sl, nullptr, false), Status::kSuccess);
+    std::vector<float> batched(size_t(3 * V));
+    const int32_t tok[3] = {steps[0], steps[1], steps[2]};
+    ASSERT_EQ(eb->decode(tok, batched.data()), Status::kSuccess);
+    for (int64_t sl = 0; sl < 3; ++sl) {
+      auto e1 = engine_i8(q, 1, 16);
+      ASSERT_EQ(e1->prefill(0, ids.data(), int64_t(ids.size()) - sl, nullptr, false), Status::kSuccess);
+      std::vector<float> one(static_cast<size_t>(V));
+      ASSERT_EQ(e1->decode(&tok[sl], one.data()), Status::kSuccess);
+      const std::vector<float> row(batched.begin() + sl * V, batched.begin() + (sl + 1) * V);
+      const Diff db = diff(row, one, V);
+      EXPECT_LE(db.rel_l2, kScheduleRelL2) << "slot " << sl << ": " << str(db);
+    }
+
+    auto e16 = engine_i8(q16, 1, 16);
+    ASSERT_TRUE(e16);
+    const int64_t table16 = int64_t(kVocab) * D * 2, table8 = int64_t(kVocab) * (D + 4);
+    EXPECT_LT(e->weight_bytes(), e16->weight_bytes());
+    // Per-token bytes: the lm_head rows (the untied model's embedding table is not read per token).
+    EXPECT_NEAR(double(e16->weight_bytes() - e->weight_bytes()), double(table16 - table8), 1024.0)
+        << "the int8 rows + scales replace the fp16 rows (up to alignment)";
+  }
+}
+
 // ---- schedules ----------------------------------------------------------------------------------
 
 struct Models {

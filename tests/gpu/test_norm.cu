@@ -517,4 +517,125 @@ TEST(EmbeddingBadInput, Status) {
   EXPECT_EQ(quamba::norm::run(q, nullptr, 0), Status::kSuccess) << "M = 0 is a no-op";
 }
 
+// ---- int8 embedding table (the int8 head option) ------------------------------------------------
+
+// Random int8 rows with positive per-row scales; bad rows get out-of-range ids. Output must equal
+// reference::embedding_i8 bit for bit (one fp32 multiply per element, then the exact fp32 -> fp16
+// rounding for __half outputs).
+template <typename TOut>
+void check_embedding_i8(int64_t M, int64_t V, int D, int64_t pad, const std::vector<int64_t>& bad_rows, uint64_t salt) {
+  SCOPED_TRACE("int8 table M=" + std::to_string(M) + " V=" + std::to_string(V) + " D=" + std::to_string(D) +
+               " pad=" + std::to_string(pad) + " bad=" + std::to_string(bad_rows.size()));
+  auto rng = quamba::test::make_rng(salt);
+  const int64_t ts = D + pad, os = D + pad;
+  std::vector<int8_t> table(size_t(V * ts));
+  std::uniform_int_distribution<int> qd(-128, 127);
+  for (auto& q : table) q = static_cast<int8_t>(qd(rng));
+  std::vector<float> scale(static_cast<size_t>(V));
+  std::uniform_real_distribution<float> sd(1e-4f, 2e-2f);
+  for (auto& x : scale) x = sd(rng);
+  std::vector<int32_t> ids(static_cast<size_t>(M));
+  std::uniform_int_distribution<int32_t> pick(0, int32_t(V - 1));
+  for (auto& id : ids) id = pick(rng);
+  std::vector<int32_t> good_ids = ids;
+  for (size_t i = 0; i < bad_rows.size(); ++i) ids[size_t(bad_rows[i])] = (i % 2) ? int32_t(V) : -1 - int32_t(i);
+
+  std::vector<float> ref(size_t(M * D));
+  {
+    const int64_t tshp[2] = {V, D}, tst[2] = {ts, 1}, oshp[2] = {M, D}, ost[2] = {D, 1};
+    ASSERT_EQ(quamba::reference::embedding_i8(view<const int8_t, 2>(table.data(), tshp, tst), scale.data(),
+                                              good_ids.data(), M, view<float, 2>(ref.data(), oshp, ost)),
+              Status::kSuccess);
+  }
+  for (int64_t r : bad_rows)
+    for (int d = 0; d < D; ++d) ref[size_t(r * D + d)] = 0.f;
+  if constexpr (std::is_same_v<TOut, __half>)
+    for (auto& x : ref) x = from_half(to_half(x));
+
+  DeviceBuffer<int8_t> dt(table);
+  DeviceBuffer<float> ds(scale);
+  DeviceBuffer<int32_t> did(ids), flag(std::vector<int32_t>{0});
+  DeviceBuffer<TOut> dout(size_t(M * os));
+  for (int poison : {0x5A, 0xA5}) {
+    dout.poison(poison);
+    flag.poison(0);
+    quamba::norm::EmbeddingParams<TOut, int8_t> p;
+    p.table = dt.get();
+    p.table_stride = ts;
+    p.row_scale = ds.get();
+    p.ids = did.get();
+    p.out = dout.get();
+    p.out_stride = os;
+    p.M = M;
+    p.V = V;
+    p.D = D;
+    p.error_flag = flag.get();
+    ASSERT_EQ(quamba::norm::run(p, nullptr, 0), Status::kSuccess);
+    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+    EXPECT_EQ(flag.download()[0], bad_rows.empty() ? 0 : 1) << "error flag";
+    const auto o = dout.download();
+    std::vector<float> g(ref.size());
+    for (int64_t m = 0; m < M; ++m) {
+      for (int d = 0; d < D; ++d) g[size_t(m * D + d)] = to_float(o[size_t(m * os + d)]);
+      for (int64_t d = D; d < os; ++d) {
+        uint8_t byte;
+        std::memcpy(&byte, &o[size_t(m * os + d)], 1);
+        ASSERT_EQ(byte, uint8_t(poison)) << "padding written at row " << m;
+      }
+    }
+    EXPECT_TRUE(quamba::test::all_close(g, ref, {0.0, 0.0}, "int8 embedding"));
+  }
+}
+
+TEST(EmbeddingI8, ShapeSweep) {
+  QUAMBA_REQUIRE_GPU();
+  uint64_t salt = 7000;
+  for (int D : {768, 2560, 784, 13})  // 784: 16-byte path with a tail-free odd multiple; 13: scalar variant
+    for (int64_t M : {1, 37, 300}) {
+      check_embedding_i8<float>(M, 1000, D, 0, {}, ++salt);
+      check_embedding_i8<__half>(M, 1000, D, 16, {}, ++salt);
+      check_embedding_i8<float>(M, 1000, D, 5, {}, ++salt);  // odd stride: scalar variant
+    }
+  check_embedding_i8<float>(5, 50280, 2560, 0, {}, ++salt);
+}
+
+TEST(EmbeddingI8, BadIdsWriteZerosAndSetFlag) {
+  QUAMBA_REQUIRE_GPU();
+  check_embedding_i8<float>(40, 1000, 768, 0, {0, 17, 39}, 7101);
+  check_embedding_i8<__half>(40, 1000, 13, 3, {5}, 7102);
+}
+
+TEST(EmbeddingI8BadInput, Status) {
+  alignas(16) static int8_t table[64 * 10];
+  alignas(16) static float scale[10];
+  alignas(16) static float out[64 * 4];
+  alignas(16) static int32_t dids[4];
+  using quamba::norm::can_implement;
+  quamba::norm::EmbeddingParams<float, int8_t> p;
+  p.table = table;
+  p.table_stride = 64;
+  p.row_scale = scale;
+  p.ids = dids;
+  p.out = out;
+  p.out_stride = 64;
+  p.M = 4;
+  p.V = 10;
+  p.D = 64;
+  EXPECT_EQ(can_implement(p), Status::kSuccess);
+  auto q = p;
+  q.row_scale = nullptr;
+  EXPECT_EQ(can_implement(q), Status::kErrorInvalidArgument) << "int8 table without row scales";
+  q = p;
+  q.row_scale = reinterpret_cast<const float*>(reinterpret_cast<const char*>(scale) + 2);
+  EXPECT_EQ(can_implement(q), Status::kErrorMisaligned) << "misaligned row scales";
+  q = p;
+  q.table = table + 4;
+  EXPECT_EQ(quamba::norm::run_with<quamba::norm::EmbeddingTraitsVec16>(q, 0), Status::kErrorMisaligned)
+      << "16-byte variant on a table that is not 16-byte aligned";
+  q = p;
+  q.D = 60;
+  EXPECT_EQ(quamba::norm::run_with<quamba::norm::EmbeddingTraitsVec16>(q, 0), Status::kErrorMisaligned)
+      << "16-byte variant with D % 16 != 0";
+}
+
 }  // namespace

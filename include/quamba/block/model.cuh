@@ -1,5 +1,6 @@
 // quamba/block/model.cuh: the whole Mamba model on the GPU from the block functions: embedding,
-// n_layer blocks over the fp32 residual stream, norm_f and the fp16 lm_head with fp32 logits.
+// n_layer blocks over the fp32 residual stream, norm_f and the lm_head (fp16, or the int8 head
+// option's int8 rows with per-row scales) with fp32 logits.
 //
 // Shapes (M token rows, token-major; strides in elements):
 //   ids      (M) int32, device; each in [0, V) (a bad id embeds zeros and sets *ws.error_flag)
@@ -24,6 +25,7 @@
 #include "quamba/block/weights.cuh"
 #include "quamba/core/status.hpp"
 #include "quamba/core/workspace.hpp"
+#include "quamba/gemm/w8a16.cuh"
 #include "quamba/norm/add_rmsnorm.cuh"
 #include "quamba/norm/embedding.cuh"
 
@@ -91,9 +93,18 @@ inline Status carve_model_workspace(void* base, size_t bytes, const BlockDims& d
   return Status::kSuccess;
 }
 
-// residual[0:M] = Emb[ids[0:M]] (fp16 table -> fp32, exact).
+// residual[0:M] = Emb[ids[0:M]] (fp16 table -> fp32, exact; int8 head: float(q)·scale[id]).
 inline Status embed(const BlockDims& d, const HeadWeights& hw, const ModelWorkspace& ws, int64_t M, cudaStream_t s) {
   if (M <= 0 || M > ws.max_rows) return Status::kErrorInvalidArgument;
+  if (hw.int8) {
+    norm::EmbeddingParams<float, int8_t> p;
+    p.table = hw.embedding_q; p.table_stride = d.D; p.row_scale = hw.embedding_scale;
+    p.ids = ws.ids;
+    p.out = ws.residual; p.out_stride = d.D;
+    p.M = M; p.V = d.V; p.D = static_cast<int>(d.D);
+    p.error_flag = ws.error_flag;
+    return norm::run(p, nullptr, s);
+  }
   norm::EmbeddingParams<float> p;
   p.table = hw.embedding; p.table_stride = d.D;
   p.ids = ws.ids;
@@ -103,7 +114,9 @@ inline Status embed(const BlockDims& d, const HeadWeights& hw, const ModelWorksp
   return norm::run(p, nullptr, s);
 }
 
-// logits (rows, V) = RMSNorm_f(residual rows) · lm_headᵀ, the rows `row_stride` apart.
+// logits (rows, V) = RMSNorm_f(residual rows) · lm_headᵀ, the rows `row_stride` apart. The
+// normalized rows are fp16 in both heads; the int8 head multiplies them with its int8 rows
+// (gemm/w8a16.cuh) instead of cuBLAS on fp16 rows.
 inline Status head(const BlockDims& d, const HeadWeights& hw, const ModelWorkspace& ws, float* residual_rows,
                    int64_t row_stride, int64_t rows, float* logits, cublasHandle_t h, cudaStream_t s) {
   if (rows <= 0 || rows > ws.logit_rows || !logits) return Status::kErrorInvalidArgument;
@@ -113,6 +126,14 @@ inline Status head(const BlockDims& d, const HeadWeights& hw, const ModelWorkspa
   np.out = ws.normed; np.out_stride = d.D;
   np.M = rows; np.D = static_cast<int>(d.D); np.eps = d.eps;
   QUAMBA_RETURN_IF_ERROR(norm::run(np, nullptr, s));
+  if (hw.int8) {
+    gemm::W8A16Params g;
+    g.A = ws.normed; g.lda = d.D;
+    g.W = hw.lm_head_q; g.ldw = d.D; g.scale = hw.lm_head_scale;
+    g.C = logits; g.ldc = d.V;
+    g.M = rows; g.N = d.V; g.K = d.D;
+    return gemm::run(g, nullptr, s);
+  }
   return gemm_f16_f32out(h, rows, d.V, d.D, ws.normed, d.D, hw.lm_head, d.D, logits, d.V, 0.0f, s);
 }
 

@@ -149,13 +149,28 @@ struct LayerI8 {
   }
 };
 
-// Model-level tensors, shared by both precisions.
+// Model-level tensors, shared by both precisions. The fp16 tables, or with `int8` (the int8 head
+// option of SPEC §2, W8A8 models only) int8 tables with one fp32 scale per row, the fp16 ones
+// then unused (null).
 struct HeadWeights {
   const __half* embedding = nullptr;  // (V, D)
   const float* norm_f = nullptr;      // (D)
   const __half* lm_head = nullptr;    // (V, D); == embedding when tied
+  bool int8 = false;
+  const int8_t* embedding_q = nullptr;     // (V, D)
+  const float* embedding_scale = nullptr;  // (V)
+  const int8_t* lm_head_q = nullptr;       // (V, D); == embedding_q when tied
+  const float* lm_head_scale = nullptr;    // (V); == embedding_scale when tied
+  // Only the tensors in use: rebase() turns every visited offset into a pointer.
   template <class F>
-  void for_each_ptr(F&& f) { f(embedding); f(norm_f); f(lm_head); }
+  void for_each_ptr(F&& f) {
+    f(norm_f);
+    if (int8) {
+      f(embedding_q); f(embedding_scale); f(lm_head_q); f(lm_head_scale);
+    } else {
+      f(embedding); f(lm_head);
+    }
+  }
 };
 
 // Lays tensors out in one byte blob, 256-byte aligned each. With keep_data = false only the
@@ -291,6 +306,29 @@ inline HeadWeights pack_head(WeightPacker& pk, const BlockDims& d, const float* 
   } else {
     if (data) tmp = detail::to_half_vec(head, VD);
     h.lm_head = pk.put(data ? tmp.data() : nullptr, VD);
+  }
+  return h;
+}
+
+// The int8 head: embedding (V, D) int8 + (V) scales, norm_f fp32, and the untied lm_head's int8
+// rows + scales (null when tied: lm_head then aliases the embedding). Null sources with a
+// layout-only packer plan the same layout.
+inline HeadWeights pack_head_i8(WeightPacker& pk, const BlockDims& d, const int8_t* embedding_q,
+                                const float* embedding_scale, const float* norm_f, const int8_t* head_q,
+                                const float* head_scale, bool tied) {
+  const bool data = pk.keeps_data() && embedding_q;
+  const size_t V = size_t(d.V), VD = V * size_t(d.D);
+  HeadWeights h;
+  h.int8 = true;
+  h.embedding_q = pk.put(data ? embedding_q : nullptr, VD);
+  h.embedding_scale = pk.put(data ? embedding_scale : nullptr, V);
+  h.norm_f = pk.put(data ? norm_f : nullptr, size_t(d.D));
+  if (tied) {
+    h.lm_head_q = h.embedding_q;
+    h.lm_head_scale = h.embedding_scale;
+  } else {
+    h.lm_head_q = pk.put(data ? head_q : nullptr, VD);
+    h.lm_head_scale = pk.put(data ? head_scale : nullptr, V);
   }
   return h;
 }

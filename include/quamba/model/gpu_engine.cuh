@@ -2,7 +2,9 @@
 // (model/engine.hpp), fp16 baseline and W8A8 (Quamba recipe), plus the GPU calibration pass.
 //
 //   make_gpu_engine_fp16(ModelWeights)     fp16 weights (embedding/lm_head fp16, norms fp32)
-//   make_gpu_engine_w8a8(QuantizedModel)   int8 weights + fp32 scales, Hadamard-folded out_proj
+//   make_gpu_engine_w8a8(QuantizedModel)   int8 weights + fp32 scales, Hadamard-folded out_proj;
+//                                          with recipe.int8_head the int8 embedding / lm_head
+//                                          rows (per-row scales), else fp16 ones
 //   make_gpu_engine_random(config, ...)    weights generated on the device (benchmarks: a
 //                                          2.8B-shaped model would take minutes on the host);
 //                                          same layouts, random values of Mamba-like ranges
@@ -339,7 +341,10 @@ class GpuEngine final : public Engine {
       block::rebase(i8_.head, base);
       i8_.dims = dims_;
     }
-    weight_read_bytes_ = int64_t(weights_.size()) - (untied ? int64_t(dims_.V * dims_.D * 2) : 0);
+    // An untied model reads one embedding row per token, not the table.
+    const block::HeadWeights& h = head_weights();
+    const int64_t table = h.int8 ? dims_.V * dims_.D + dims_.V * int64_t(sizeof(float)) : dims_.V * dims_.D * 2;
+    weight_read_bytes_ = int64_t(weights_.size()) - (untied ? table : 0);
   }
 
   const block::HeadWeights& head_weights() const { return precision_ == Precision::kFp16 ? f16_.head : i8_.head; }
@@ -541,7 +546,12 @@ inline Status make_gpu_engine_w8a8(const reference::QuantizedModel& q, const Eng
     QUAMBA_RETURN_IF_ERROR(block::make_dims(q.config, &d));
     block::WeightPacker pk(true);
     for (const auto& l : q.layers) e->i8_.layers.push_back(block::pack_layer_i8(pk, d, &l, q.recipe.use_hadamard));
-    e->i8_.head = block::pack_head(pk, d, q.embedding.data(), q.norm_f.data(), q.lm_head.data(), q.config.tie_embeddings);
+    if (q.recipe.int8_head)
+      e->i8_.head = block::pack_head_i8(pk, d, q.embedding_q.q.data(), q.embedding_q.scale.data(), q.norm_f.data(),
+                                        q.lm_head_q.q.data(), q.lm_head_q.scale.data(), q.config.tie_embeddings);
+    else
+      e->i8_.head =
+          block::pack_head(pk, d, q.embedding.data(), q.norm_f.data(), q.lm_head.data(), q.config.tie_embeddings);
     QUAMBA_RETURN_IF_ERROR(e->upload_weights(pk, err));
     e->bind_weights(!q.config.tie_embeddings);
     *out = std::move(e);
@@ -554,11 +564,14 @@ inline Status make_gpu_engine_w8a8(const reference::QuantizedModel& q, const Eng
 // int8 with scales of those ranges and activation scales of plausible magnitudes. For speed and
 // memory measurements only: the numbers mean nothing (and for dt_rank % 16 != 0 the padding of
 // x_proj / dt_proj is random too). Precision kFp32 is not a GPU precision (kErrorNotSupported).
+// int8_head: the W8A8 model's embedding / lm_head in the int8 head option's layout (uniform int8
+// rows, scale 0.035/127); with kFp16, kErrorNotSupported.
 inline Status make_gpu_engine_random(const reference::ModelConfig& c, Precision p, uint64_t seed,
-                                     const EngineOptions& opts, std::unique_ptr<Engine>* out, std::string* err) {
+                                     const EngineOptions& opts, std::unique_ptr<Engine>* out, std::string* err,
+                                     bool int8_head = false) {
   return detail::no_throw(err, [&]() -> Status {
     if (!out) return Status::kErrorInvalidArgument;
-    if (p == Precision::kFp32) return Status::kErrorNotSupported;
+    if (p == Precision::kFp32 || (int8_head && p != Precision::kW8A8)) return Status::kErrorNotSupported;
     auto e = std::make_unique<GpuEngine>();
     QUAMBA_RETURN_IF_ERROR(e->init_common(c, p, opts, false, err));
     block::BlockDims d;
@@ -569,7 +582,10 @@ inline Status make_gpu_engine_random(const reference::ModelConfig& c, Precision 
       if (fp16) e->f16_.layers.push_back(block::pack_layer_f16(pk, d, nullptr));
       else e->i8_.layers.push_back(block::pack_layer_i8(pk, d, nullptr, reference::hadamard_size_supported(d.E)));
     }
-    (fp16 ? e->f16_.head : e->i8_.head) = block::pack_head(pk, d, nullptr, nullptr, nullptr, c.tie_embeddings);
+    if (int8_head)
+      e->i8_.head = block::pack_head_i8(pk, d, nullptr, nullptr, nullptr, nullptr, nullptr, c.tie_embeddings);
+    else
+      (fp16 ? e->f16_.head : e->i8_.head) = block::pack_head(pk, d, nullptr, nullptr, nullptr, c.tie_embeddings);
     QUAMBA_RETURN_IF_ERROR(e->upload_weights(pk, err));
     e->bind_weights(!c.tie_embeddings);
     const cudaStream_t s = e->stream();
@@ -620,10 +636,20 @@ inline Status make_gpu_engine_random(const reference::ModelConfig& c, Precision 
       }
     }
     block::HeadWeights& h = fp16 ? e->f16_.head : e->i8_.head;
-    QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(h.embedding, size_t(d.V) * D, -.035f, .035f, next(), s));
     QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(h.norm_f, D, 1.f, 1.f, next(), s));
-    if (!c.tie_embeddings)
-      QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(h.lm_head, size_t(d.V) * D, -.035f, .035f, next(), s));
+    if (h.int8) {
+      const float sv = .035f / 127.f;
+      QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(h.embedding_q, size_t(d.V) * D, -127.f, 127.f, next(), s));
+      QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(h.embedding_scale, size_t(d.V), sv, sv, next(), s));
+      if (!c.tie_embeddings) {
+        QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(h.lm_head_q, size_t(d.V) * D, -127.f, 127.f, next(), s));
+        QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(h.lm_head_scale, size_t(d.V), sv, sv, next(), s));
+      }
+    } else {
+      QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(h.embedding, size_t(d.V) * D, -.035f, .035f, next(), s));
+      if (!c.tie_embeddings)
+        QUAMBA_RETURN_IF_ERROR(detail::fill_uniform(h.lm_head, size_t(d.V) * D, -.035f, .035f, next(), s));
+    }
     QUAMBA_RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(s));
     *out = std::move(e);
     return Status::kSuccess;

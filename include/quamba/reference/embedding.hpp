@@ -2,6 +2,8 @@
 //
 // table: (V, D) row-major; ids: M token ids; out: (M, D). An id outside [0, V) returns
 // kErrorOutOfRange and leaves `out` partially written only up to the first bad row.
+// embedding_i8: an int8 table with one fp32 scale per row (the int8 head option, SPEC §2);
+// out(m, d) = float(q[id, d]) · scale[id], one fp32 multiply (what the device gather computes).
 #pragma once
 
 #include <cstdint>
@@ -27,6 +29,20 @@ Status embedding(TensorView<const TIn, 2> table, const int32_t* ids, int64_t M, 
 
 inline Status embedding(TensorView<const float, 2> table, const int32_t* ids, int64_t M, TensorView<float, 2> out) {
   return embedding(table, ids, M, out, [](float v) { return v; });
+}
+
+inline Status embedding_i8(TensorView<const int8_t, 2> table, const float* row_scale, const int32_t* ids, int64_t M,
+                           TensorView<float, 2> out) {
+  const int64_t V = table.size(0), D = table.size(1);
+  if (table.data == nullptr || row_scale == nullptr || (M > 0 && ids == nullptr) || out.data == nullptr ||
+      out.size(0) != M || out.size(1) != D)
+    return Status::kErrorInvalidArgument;
+  for (int64_t m = 0; m < M; ++m) {
+    if (ids[m] < 0 || ids[m] >= V) return Status::kErrorOutOfRange;
+    const float s = row_scale[ids[m]];
+    for (int64_t d = 0; d < D; ++d) out(m, d) = static_cast<float>(table(ids[m], d)) * s;
+  }
+  return Status::kSuccess;
 }
 
 }  // namespace quamba::reference

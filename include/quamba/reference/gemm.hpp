@@ -42,6 +42,24 @@ inline Status gemm_f32(TensorView<const float, 2> A, TensorView<const float, 2> 
   return Status::kSuccess;
 }
 
+// Weight-only int8 with one scale per weight row (the int8 lm_head option):
+// C(m, n) = float(scale[n] · Σ_k A(m, k)·W(n, k)), the sum and the scaling in double. The device
+// kernel (gemm/w8a16.cuh) adds in fp32 in another order; tests bound the difference by the sum
+// of |terms|.
+inline Status gemm_f32_w8_rowscale(TensorView<const float, 2> A, TensorView<const int8_t, 2> W, const float* scale,
+                                   TensorView<float, 2> C) {
+  const int64_t M = A.size(0), K = A.size(1), N = W.size(0);
+  if (!A.data || !W.data || !scale || !C.data || !gemm_shapes_ok(M, K, N, W.size(1), C.size(0), C.size(1)))
+    return Status::kErrorInvalidArgument;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      double acc = 0.0;
+      for (int64_t k = 0; k < K; ++k) acc += static_cast<double>(A(m, k)) * W(n, k);
+      C(m, n) = static_cast<float>(acc * scale[n]);
+    }
+  return Status::kSuccess;
+}
+
 // acc = A · Wᵀ in exact int32.
 inline Status gemm_i8_i32(TensorView<const int8_t, 2> A, TensorView<const int8_t, 2> W, TensorView<int32_t, 2> acc) {
   const int64_t M = A.size(0), K = A.size(1), N = W.size(0);
