@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "common/bench_utils.cuh"
@@ -363,6 +364,7 @@ void bench_cublaslt_i8(benchmark::State& state, const Shape& s) {
 
 // The int8 head option's lm_head (gemm/w8a16.cuh): fp16 activation rows, int8 weight rows with
 // per-row fp32 scales, fp32 logits. Weight fraction: int8 rows + scales against the copy rate.
+template <typename Traits = void>
 void bench_w8a16(benchmark::State& state, const Shape& s) {
   const int64_t a_pitch = set_pitch(2 * s.M * s.K) / 2, w_pitch = set_pitch(s.N * s.K);
   const int64_t c_pitch = set_pitch(4 * s.M * s.N) / 4, sc_pitch = set_pitch(4 * s.N) / 4;
@@ -381,9 +383,13 @@ void bench_w8a16(benchmark::State& state, const Shape& s) {
     p.C = C.get() + i * c_pitch; p.ldc = s.N;
     return p;
   };
-  if (gemm::run(params(0), nullptr, 0) != Status::kSuccess) { state.SkipWithError("w8a16 launch failed"); return; }
+  auto launch = [&](int i, cudaStream_t st) {
+    if constexpr (std::is_void_v<Traits>) return gemm::run(params(i), nullptr, st);
+    else return gemm::run_with<Traits>(params(i), st);
+  };
+  if (launch(0, 0) != Status::kSuccess) { state.SkipWithError("w8a16 launch failed"); return; }
   QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
-  time_sets(state, s.M, sets, [&](int i, cudaStream_t st) { return gemm::run(params(i), nullptr, st); });
+  time_sets(state, s.M, sets, launch);
   bench::report_bytes(state, 2.0 * s.M * s.K + double(s.N) * s.K + 4.0 * s.N + 4.0 * s.M * s.N);
   bench::report_ops(state, 2.0 * s.M * s.N * s.K);
   report_weight_frac(state, double(s.N) * s.K + 4.0 * s.N);
@@ -392,7 +398,7 @@ void bench_w8a16(benchmark::State& state, const Shape& s) {
 void bench_shape(benchmark::State& state, Shape s, Variant v) {
   if (v == Variant::kCublasF16) return bench_cublas_f16(state, s);
   if (v == Variant::kCublasLtI8) return bench_cublaslt_i8(state, s);
-  if (v == Variant::kW8A16) return bench_w8a16(state, s);
+  if (v == Variant::kW8A16) return bench_w8a16<>(state, s);
   if (s.layer == "out_proj") return bench_ours<gemm::DequantF32>(state, s, v);
   if (s.layer == "out_proj_f16") return bench_ours<gemm::DequantF16>(state, s, v);
   if (s.layer == "lm_head") return bench_ours<gemm::DequantF16>(state, s, v);
@@ -439,6 +445,25 @@ const bool registered = [] {
         }
       }
   }
+  // Launch shapes of the w8a16 kernel at the lm_head of d_model 2560 (tiles x warps x unroll x
+  // accumulator sets).
+  const auto w8a16_shape = [](auto traits, const char* tag) {
+    using T = decltype(traits);
+    for (int64_t M : {1, 8}) {
+      const Shape s{2560, "lm_head", M, 50280, 2560};
+      const std::string name = std::string("W8A16/") + tag + "/D2560/lm_head/M" + std::to_string(M);
+      benchmark::RegisterBenchmark(name.c_str(), [s](benchmark::State& st) { bench_w8a16<T>(st, s); })
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
+    }
+  };
+  w8a16_shape(gemm::W8A16Traits<1, 4, 8, 1>{}, "t1_w4_u8_a1");
+  w8a16_shape(gemm::W8A16Traits<1, 4, 8, 2>{}, "t1_w4_u8_a2");
+  w8a16_shape(gemm::W8A16Traits<1, 4, 4, 2>{}, "t1_w4_u4_a2");
+  w8a16_shape(gemm::W8A16Traits<1, 8, 4, 2>{}, "t1_w8_u4_a2");
+  w8a16_shape(gemm::W8A16Traits<1, 2, 16, 2>{}, "t1_w2_u16_a2");
+  w8a16_shape(gemm::W8A16Traits<1, 4, 8, 2, true>{}, "t1_w4_u8_a2_staged");
+  w8a16_shape(gemm::W8A16Traits<1, 4, 8, 1, true>{}, "t1_w4_u8_a1_staged");
   return true;
 }();
 

@@ -38,7 +38,8 @@ std::string name(const Case& c) {
 // magnitude, which never exceeds Σ|a·w|, and there are about K/16 + 16 of them per output, so
 // |err| <= (K/16 + 16)·2^-24·Σ|a·w|·scale. The test allows 4x that (an error in the kernel's
 // indexing or K permutation is of the order of the terms themselves, far above it).
-void check(const Case& c, uint64_t salt) {
+template <typename Launch>
+void check_with(const Case& c, uint64_t salt, Launch&& launch) {
   SCOPED_TRACE(name(c));
   auto rng = quamba::test::make_rng(salt);
   const int64_t lda = c.K + c.lda_pad, ldw = c.K + c.ldw_pad, ldc = c.N + c.ldc_pad;
@@ -80,7 +81,7 @@ void check(const Case& c, uint64_t salt) {
     p.W = dw.get(); p.ldw = ldw; p.scale = ds.get();
     p.C = dc.get(); p.ldc = ldc;
     p.M = c.M; p.N = c.N; p.K = c.K;
-    ASSERT_EQ(qg::run(p, nullptr, 0), Status::kSuccess);
+    ASSERT_EQ(launch(p), Status::kSuccess);
     QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
     const auto got = dc.download();
     int64_t bad = 0;
@@ -99,6 +100,30 @@ void check(const Case& c, uint64_t salt) {
     }
     EXPECT_EQ(bad, 0) << "outputs outside the bound";
   }
+}
+
+void check(const Case& c, uint64_t salt) {
+  check_with(c, salt, [](const qg::W8A16Params& p) { return qg::run(p, nullptr, 0); });
+}
+
+// Every launch shape the benchmark measures, on shapes with K, N and M tails.
+template <typename Traits>
+void check_traits(uint64_t salt) {
+  for (const Case& c : {Case{1, 300, 208}, Case{Traits::kMaxM, 37, 80}, Case{5, 1000, 2560, 8, 16, 1}})
+    check_with(c, ++salt, [](const qg::W8A16Params& p) { return qg::run_with<Traits>(p, 0); });
+}
+
+TEST(W8A16, LaunchShapes) {
+  QUAMBA_REQUIRE_GPU();
+  check_traits<qg::W8A16Traits<1, 4, 8, 1>>(400);
+  check_traits<qg::W8A16Traits<1, 4, 8, 2>>(410);
+  check_traits<qg::W8A16Traits<1, 4, 4, 2>>(420);
+  check_traits<qg::W8A16Traits<1, 8, 4, 2>>(430);
+  check_traits<qg::W8A16Traits<1, 2, 16, 2>>(440);
+  check_traits<qg::W8A16Traits<1, 4, 8, 2, true>>(450);
+  check_traits<qg::W8A16Traits<1, 4, 8, 1, true>>(460);
+  check_traits<qg::W8A16Traits<2, 4, 8, 1, true>>(470);
+  check_traits<qg::W8A16Traits<4, 4, 8, 2, true>>(480);
 }
 
 TEST(W8A16, ShapeSweep) {

@@ -58,18 +58,29 @@ struct W8A16Params {
 
 // kMTiles: 16-row activation tiles per launch; kWarps: warps per CTA (8 weight rows each);
 // kUnroll: 64-wide K rounds whose weight loads are issued together (16 bytes per lane each, so
-// 32·16·kUnroll bytes per warp in flight).
-template <int kMTiles_, int kWarps_, int kUnroll_>
+// 32·16·kUnroll bytes per warp in flight); kAccSets: accumulator sets that alternate between
+// rounds (2 halves the chain of dependent mma per accumulator).
+// kCoalesced: weights staged through a warp-private shared tile so that each load instruction
+// reads one row's 512 contiguous bytes (needs kUnroll = 8).
+template <int kMTiles_, int kWarps_, int kUnroll_, int kAccSets_ = 1, bool kCoalesced_ = false>
 struct W8A16Traits {
   static constexpr int kMTiles = kMTiles_;
   static constexpr int kWarps = kWarps_;
   static constexpr int kUnroll = kUnroll_;
+  static constexpr int kAccSets = kAccSets_;
+  static constexpr bool kCoalesced = kCoalesced_;
+  static constexpr int kStagePitch = 576;
+  // The staged form holds the batch in flight and the batch being consumed (64 registers of
+  // weights): capped at 128 registers so that 4 CTAs share an SM.
+  static constexpr int kMinBlocks = kCoalesced ? 4 : 1;
   static constexpr int kThreads = 32 * kWarps;
   static constexpr int kRowsPerBlock = 8 * kWarps;
   static constexpr int kMaxM = 16 * kMTiles;
   static_assert(kMTiles >= 1 && kMTiles <= 4, "1..4 tiles of 16 activation rows");
   static_assert(kWarps >= 1 && kWarps <= 16, "1..16 warps");
   static_assert(kUnroll >= 1 && kUnroll <= 16, "1..16 rounds in flight");
+  static_assert(kAccSets == 1 || (kAccSets == 2 && kUnroll % 2 == 0), "one set, or two over an even unroll");
+  static_assert(!kCoalesced || kUnroll == 8, "the staged form moves 8 rounds (512 bytes per row) per batch");
 };
 
 inline constexpr int64_t kW8A16MaxRowsPerLaunch = 64;
@@ -110,8 +121,8 @@ QUAMBA_DEVICE void i8x16_to_h2x8(const int4& w, uint32_t (&h)[8]) {
 }
 
 template <typename Traits>
-__global__ void __launch_bounds__(Traits::kThreads) w8a16_kernel(const W8A16Params p) {
-  constexpr int kT = Traits::kMTiles, kU = Traits::kUnroll;
+__global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) w8a16_kernel(const W8A16Params p) {
+  constexpr int kT = Traits::kMTiles, kU = Traits::kUnroll, kS = Traits::kAccSets;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
   const int64_t n_base = (static_cast<int64_t>(blockIdx.x) * Traits::kWarps + warp) * 8;
@@ -133,26 +144,22 @@ __global__ void __launch_bounds__(Traits::kThreads) w8a16_kernel(const W8A16Para
       arow[tt][h] = p.A + (a_live[tt][h] ? m : 0) * p.lda;
     }
 
-  float acc[kT][4];
+  float acc[kS][kT][4];
 #pragma unroll
-  for (int tt = 0; tt < kT; ++tt)
+  for (int a = 0; a < kS; ++a)
 #pragma unroll
-    for (int i = 0; i < 4; ++i) acc[tt][i] = 0.f;
+    for (int tt = 0; tt < kT; ++tt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[a][tt][i] = 0.f;
 
-  // The round loop has the same trip count in every lane (mma.sync needs the whole warp); chunks
-  // past K are zeros on both sides.
-  for (int r0 = 0; r0 < rounds; r0 += kU) {
-    int4 w[kU];
-#pragma unroll
-    for (int u = 0; u < kU; ++u) {
-      const int c = 4 * (r0 + u) + t;
-      w[u] = c < chunks ? ptx::ld_stream_16(wrow + 16 * static_cast<int64_t>(c)) : make_int4(0, 0, 0, 0);
-    }
+  // Conversion and mma of kU rounds starting at round r0; wv[u] is lane (g, t)'s 16 bytes of row g
+  // at chunk 4·(r0 + u) + t (zeros past K).
+  auto consume = [&](const int4 (&wv)[kU], int r0) {
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
       const int c = 4 * (r0 + u) + t;
       uint32_t b[8];
-      i8x16_to_h2x8(w[u], b);
+      i8x16_to_h2x8(wv[u], b);
 #pragma unroll
       for (int tt = 0; tt < kT; ++tt) {
         uint32_t av[2][8];
@@ -170,12 +177,60 @@ __global__ void __launch_bounds__(Traits::kThreads) w8a16_kernel(const W8A16Para
 #pragma unroll
         for (int s = 0; s < 4; ++s) {
           const uint32_t a[4] = {av[0][2 * s], av[1][2 * s], av[0][2 * s + 1], av[1][2 * s + 1]};
-          mma_f16_16816(acc[tt], a, b[2 * s], b[2 * s + 1]);
+          mma_f16_16816(acc[u % kS][tt], a, b[2 * s], b[2 * s + 1]);
         }
       }
     }
+  };
+
+  // Round loops have the same trip count in every lane (mma.sync needs the whole warp).
+  if constexpr (!Traits::kCoalesced) {
+    for (int r0 = 0; r0 < rounds; r0 += kU) {
+      int4 w[kU];
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        const int c = 4 * (r0 + u) + t;
+        w[u] = c < chunks ? ptx::ld_stream_16(wrow + 16 * static_cast<int64_t>(c)) : make_int4(0, 0, 0, 0);
+      }
+      consume(w, r0);
+    }
+  } else {
+    // Batches of 8 rounds: load j of a batch reads 512 contiguous bytes of row j (lane L: chunk
+    // 4·r0 + L), so every warp load is one run of DRAM instead of 8 rows x 64 bytes; the warp's
+    // own shared tile then hands lane (g, t) row g's chunks 4u + t. Row pitch 576 bytes (= 64 mod
+    // 128): the two rows a quarter-warp reads sit on different banks. The next batch is requested
+    // before the current one is consumed.
+    __shared__ __align__(16) int8_t stage[Traits::kWarps][8][Traits::kStagePitch];
+    int8_t* tile = &stage[warp][0][0];
+    const int8_t* wbase = p.W + n_base * p.ldw;
+    auto load_batch = [&](int r0, int4 (&v)[8]) {
+      const int c = 4 * r0 + lane;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const int64_t row = n_base + j < p.N ? j : p.N - 1 - n_base;
+        v[j] = c < chunks ? ptx::ld_stream_16(wbase + row * p.ldw + 16 * static_cast<int64_t>(c)) : make_int4(0, 0, 0, 0);
+      }
+    };
+    int4 v[8];
+    load_batch(0, v);
+    for (int r0 = 0; r0 < rounds; r0 += 8) {
+      __syncwarp();  // the previous batch's tile reads are done
+#pragma unroll
+      for (int j = 0; j < 8; ++j) *reinterpret_cast<int4*>(tile + j * Traits::kStagePitch + 16 * lane) = v[j];
+      __syncwarp();
+      int4 w[8];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) w[u] = *reinterpret_cast<const int4*>(tile + g * Traits::kStagePitch + 64 * u + 16 * t);
+      if (r0 + 8 < rounds) load_batch(r0 + 8, v);
+      consume(w, r0);
+    }
   }
 
+  if constexpr (kS == 2)
+#pragma unroll
+    for (int tt = 0; tt < kT; ++tt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[0][tt][i] += acc[1][tt][i];
   // Lane (g, t) holds outputs (16·tt + g [+8], n_base + 2t [+1]).
   const int64_t n0 = n_base + 2 * t;
   const float s0 = n0 < p.N ? __ldg(p.scale + n0) : 0.f;
@@ -186,7 +241,7 @@ __global__ void __launch_bounds__(Traits::kThreads) w8a16_kernel(const W8A16Para
     for (int h = 0; h < 2; ++h) {
       if (!a_live[tt][h]) continue;
       float* out = p.C + (16 * tt + 8 * h + g) * p.ldc + n0;
-      const float v0 = acc[tt][2 * h] * s0, v1 = acc[tt][2 * h + 1] * s1;
+      const float v0 = acc[0][tt][2 * h] * s0, v1 = acc[0][tt][2 * h + 1] * s1;
       if (n0 + 1 < p.N && (reinterpret_cast<uintptr_t>(out) & 7) == 0) {
         ptx::store2(out, v0, v1);
       } else {
