@@ -434,7 +434,7 @@ const bool registered = [] {
                                Variant::kSm90aP256, Variant::kSm90aP256St, Variant::kSm90aP128St, Variant::kSm90aP160,
                                Variant::kSm90aC256St, Variant::kSm90aC160, Variant::kSm90aP256x160});
         if (M == 1) vs.push_back(Variant::kAutoPdl);
-        if (s.layer == "lm_head" && M <= 64) vs.push_back(Variant::kW8A16);
+        if (s.layer == "lm_head" && M <= 32) vs.push_back(Variant::kW8A16);
         vs.insert(vs.end(), {Variant::kCublasF16, Variant::kCublasLtI8});
         for (Variant v : vs) {
           const std::string name = std::string("Gemm/") + variant_name(v) + "/D" + std::to_string(D) + "/" + s.layer +
@@ -457,13 +457,11 @@ const bool registered = [] {
           ->Unit(benchmark::kMicrosecond);
     }
   };
-  w8a16_shape(gemm::W8A16Traits<1, 4, 8, 1>{}, "t1_w4_u8_a1");
-  w8a16_shape(gemm::W8A16Traits<1, 4, 8, 2>{}, "t1_w4_u8_a2");
+  // (8 warps of 4 rounds, 2 warps of 16 rounds, 8 rounds with two sets and the staged form with
+  // one set measured no better: bench/RESULTS.md, run L.)
   w8a16_shape(gemm::W8A16Traits<1, 4, 4, 2>{}, "t1_w4_u4_a2");
-  w8a16_shape(gemm::W8A16Traits<1, 8, 4, 2>{}, "t1_w8_u4_a2");
-  w8a16_shape(gemm::W8A16Traits<1, 2, 16, 2>{}, "t1_w2_u16_a2");
+  w8a16_shape(gemm::W8A16Traits<1, 4, 8, 1>{}, "t1_w4_u8_a1");
   w8a16_shape(gemm::W8A16Traits<1, 4, 8, 2, true>{}, "t1_w4_u8_a2_staged");
-  w8a16_shape(gemm::W8A16Traits<1, 4, 8, 1, true>{}, "t1_w4_u8_a1_staged");
   return true;
 }();
 

@@ -259,13 +259,17 @@ TEST(GemmSm90a, AutoAgreesWithForcedPaths) {
   EXPECT_TRUE(gemm::sm90a_worthwhile(2048, 10240, info.sm_count));
   EXPECT_FALSE(gemm::sm90a_worthwhile(128, 3072, info.sm_count));
   EXPECT_FALSE(gemm::sm90a_worthwhile(100, 50280, info.sm_count));
+  // (N, K) = (3072, 768): in_proj at d_model 768; (5120, 160): dt_proj at d_model 2560, whose
+  // short K takes the 128x128 persistent tile in run_sm90a_auto.
+  for (auto nk : {std::array<int64_t, 2>{3072, 768}, std::array<int64_t, 2>{5120, 160}})
   for (int64_t M : {128, 2048}) {
-    Weights w(3072, 768, 768, 12);
-    Problem p(w, M, 768, 13 + M);
-    DeviceBuffer<int8_t> c1(M * 3072), c2(M * 3072), c3(M * 3072);
+    const int64_t N = nk[0], K = nk[1];
+    Weights w(N, K, K, 12 + K);
+    Problem p(w, M, K, 13 + M + K);
+    DeviceBuffer<int8_t> c1(M * N), c2(M * N), c3(M * N);
     gemm::GemmParams<gemm::Requant> prm;
-    prm.M = M; prm.N = 3072; prm.K = 768; prm.A = p.dA.get(); prm.lda = 768; prm.W = w.dev.get(); prm.ldw = 768;
-    prm.ldc = 3072; prm.epilogue.alpha = 60.f / p.acc_rms;
+    prm.M = M; prm.N = N; prm.K = K; prm.A = p.dA.get(); prm.lda = K; prm.W = w.dev.get(); prm.ldw = K;
+    prm.ldc = N; prm.epilogue.alpha = 60.f / p.acc_rms;
     prm.C = c1.get();
     ASSERT_EQ(gemm::run(prm, nullptr, 0), Status::kSuccess);
     prm.C = c2.get();
@@ -274,8 +278,9 @@ TEST(GemmSm90a, AutoAgreesWithForcedPaths) {
     ASSERT_EQ(gemm::run(prm, nullptr, 0, gemm::GemmPath::kSm90a), Status::kSuccess);
     QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
     const auto a = c1.download(), b = c2.download(), c = c3.download();
-    EXPECT_TRUE(test::all_equal(a.data(), b.data(), a.size(), "auto vs sm80 M=" + std::to_string(M)));
-    EXPECT_TRUE(test::all_equal(c.data(), b.data(), c.size(), "sm90a vs sm80 M=" + std::to_string(M)));
+    const std::string at = " M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K);
+    EXPECT_TRUE(test::all_equal(a.data(), b.data(), a.size(), "auto vs sm80" + at));
+    EXPECT_TRUE(test::all_equal(c.data(), b.data(), c.size(), "sm90a vs sm80" + at));
   }
 }
 

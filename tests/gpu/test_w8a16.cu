@@ -106,7 +106,7 @@ void check(const Case& c, uint64_t salt) {
   check_with(c, salt, [](const qg::W8A16Params& p) { return qg::run(p, nullptr, 0); });
 }
 
-// Every launch shape the benchmark measures, on shapes with K, N and M tails.
+// The default launch shapes and the ones the benchmark measures, on shapes with K, N and M tails.
 template <typename Traits>
 void check_traits(uint64_t salt) {
   for (const Case& c : {Case{1, 300, 208}, Case{Traits::kMaxM, 37, 80}, Case{5, 1000, 2560, 8, 16, 1}})
@@ -116,20 +116,15 @@ void check_traits(uint64_t salt) {
 TEST(W8A16, LaunchShapes) {
   QUAMBA_REQUIRE_GPU();
   check_traits<qg::W8A16Traits<1, 4, 8, 1>>(400);
-  check_traits<qg::W8A16Traits<1, 4, 8, 2>>(410);
   check_traits<qg::W8A16Traits<1, 4, 4, 2>>(420);
-  check_traits<qg::W8A16Traits<1, 8, 4, 2>>(430);
-  check_traits<qg::W8A16Traits<1, 2, 16, 2>>(440);
   check_traits<qg::W8A16Traits<1, 4, 8, 2, true>>(450);
-  check_traits<qg::W8A16Traits<1, 4, 8, 1, true>>(460);
-  check_traits<qg::W8A16Traits<2, 4, 8, 1, true>>(470);
-  check_traits<qg::W8A16Traits<4, 4, 8, 2, true>>(480);
+  check_traits<qg::W8A16Traits<2, 4, 4, 2>>(480);
 }
 
 TEST(W8A16, ShapeSweep) {
   QUAMBA_REQUIRE_GPU();
   uint64_t salt = 100;
-  // M across the tile counts (1..16, 17..32, 33..64) and past one launch (65, 130); N with
+  // M across the tile counts (1..16, 17..32) and past one launch (33, 64, 65, 130); N with
   // partial 8-row warps and partial CTAs; K with partial 64-wide rounds (16, 48, 80, 208).
   for (int64_t M : {1, 2, 15, 16, 17, 33, 64, 65, 130})
     for (int64_t N : {1, 9, 300})

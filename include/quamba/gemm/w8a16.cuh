@@ -26,9 +26,9 @@
 // both operands (step s, fragment slots {2t, 2t+1, 2t+8, 2t+9} hold k = 64r + 16t + 4s + 0..3),
 // so each lane's own 16 bytes are exactly its B fragments and its A fragments are 32 contiguous
 // bytes of an activation row: no shuffles. kMTiles tiles of 16 activation rows share each weight
-// chunk; run() covers larger M with launches of kMaxRowsPerLaunch rows, each streaming W again
-// (the decode and last-token heads have M <= 64; scoring every position of a long prompt pays
-// one weight stream per 64 rows).
+// chunk; run() covers larger M with launches of kW8A16MaxRowsPerLaunch rows, each streaming W
+// again (the decode and last-token heads have M <= 32 up to batch 32; scoring every position of
+// a long prompt pays one weight stream per 32 rows).
 #pragma once
 
 #include <cuda_fp16.h>
@@ -83,7 +83,7 @@ struct W8A16Traits {
   static_assert(!kCoalesced || kUnroll == 8, "the staged form moves 8 rounds (512 bytes per row) per batch");
 };
 
-inline constexpr int64_t kW8A16MaxRowsPerLaunch = 64;
+inline constexpr int64_t kW8A16MaxRowsPerLaunch = 32;
 
 namespace detail {
 
@@ -281,10 +281,14 @@ Status run_with(const W8A16Params& p, cudaStream_t stream) {
   return last_launch_status();
 }
 
-// 4 warps of 8 weight rows, 8 rounds (4 KiB per warp) of weights in flight; the tile count
-// follows M.
+// 4 warps of 8 weight rows, 4 rounds (2 KiB per warp) of weights in flight, two accumulator
+// sets; the tile count follows M (up to 32 rows: four tiles need more than 255 registers).
+// H100, d_model 2560 lm_head (N = 50280), same run (bench_gemm W8A16/* rows): M = 1 / 8:
+// 50.5 / 52.1 us, against 55.3 / 56.8 for 8 rounds and one set, 53.6 / 58.1 for 8 rounds staged
+// through shared memory (coalesced 512-byte row loads), 61.8 / 64.4 for 8 rounds and two sets,
+// 62.5 / 65.7 for 2 warps of 16 rounds; the int8 x int8 GEMV moves the same weight bytes in 45.1.
 template <int kMTiles>
-using W8A16Default = W8A16Traits<kMTiles, 4, 8>;
+using W8A16Default = W8A16Traits<kMTiles, 4, 4, 2>;
 
 inline Status run(const W8A16Params& p, void* /*workspace*/, cudaStream_t stream) {
   QUAMBA_RETURN_IF_ERROR(can_implement(p));
@@ -293,9 +297,9 @@ inline Status run(const W8A16Params& p, void* /*workspace*/, cudaStream_t stream
     q.M = p.M - m0 < kW8A16MaxRowsPerLaunch ? p.M - m0 : kW8A16MaxRowsPerLaunch;
     q.A = p.A + m0 * p.lda;
     q.C = p.C + m0 * p.ldc;
-    const int tiles = q.M <= 16 ? 1 : q.M <= 32 ? 2 : 4;
+    const int tiles = q.M <= 16 ? 1 : 2;
     const Status st =
-        dispatch_int<1, 2, 4>(tiles, [&](auto kT) { return run_with<W8A16Default<decltype(kT)::value>>(q, stream); });
+        dispatch_int<1, 2>(tiles, [&](auto kT) { return run_with<W8A16Default<decltype(kT)::value>>(q, stream); });
     if (st != Status::kSuccess) return st;
   }
   return Status::kSuccess;
