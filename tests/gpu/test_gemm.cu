@@ -179,6 +179,21 @@ TEST(GemmSplitK, AllEpilogues) {
   }
 }
 
+// Small batches (8..16 rows) whose plan splits: run() with a workspace takes the split-K tile
+// instead of the GEMV (gemm.cuh, kSplitKOverGemvMinM); every epilogue against the reference.
+TEST(GemmSplitK, SmallBatchesWithAWorkspace) {
+  QUAMBA_REQUIRE_GPU();
+  const VariantShape shapes[] = {{8, 2560, 5120}, {16, 192, 5120}, {12, 200, 1040}, {9, 77, 2048}};
+  for (const auto& s : shapes) {
+    ASSERT_GT(gemm::plan_split_k(s.M, s.N, s.K).splits, 1) << s.M << "x" << s.N << "x" << s.K;
+    Weights w(s.N, s.K, s.K, 7100 + s.N + s.K);
+    Problem p(w, s.M, s.K, 8100 + s.M);
+    check<gemm::Requant>(p, Runner::kAutoWorkspace, {true, false, false}, "requant");
+    check<gemm::DequantF32>(p, Runner::kAutoWorkspace, {true, true, true}, "dequant_f32");
+    check<gemm::DequantF16>(p, Runner::kAutoWorkspace, {}, "dequant_f16");
+  }
+}
+
 // The plan (host only): whole 64-byte K-tiles, slices covering K, and every shape's workspace
 // within the documented bound.
 TEST(GemmSplitK, PlanRules) {

@@ -900,7 +900,7 @@ Status run_sm90a(const GemmParams<Epilogue>& p, cudaStream_t stream) {
 }
 
 // Tile choice. Problems with at least one tile per SM run the persistent kernels. A Requant
-// epilogue with K <= 256 (dt_proj) takes 128x128 with the staged store (see below). A Dequant
+// epilogue with K <= 256 (dt_proj) may take 128x128 with the staged store (see below). A Dequant
 // epilogue with a residual (out_proj) takes 128x160, whose epilogue batches the residual loads
 // (H100, d_model 2560, M = 2048 / 8192: 70.6 / 270 us; 128x256 with per-element loads 108 / 289
 // us in an earlier run of the same build). Otherwise the width goes by modelled time: rounds of
@@ -918,10 +918,19 @@ Status run_sm90a_auto(const GemmParams<Epilogue>& p, int sm_count, cudaStream_t 
     if constexpr (std::is_same_v<Epilogue, DequantF32> || std::is_same_v<Epilogue, DequantF16>)
       if (p.epilogue.residual != nullptr) return run_sm90a<Epilogue, Sm90aPersistent128x160>(p, stream);
     // Short K (dt_proj: K = dt_rank <= 256, one or two K-slices per tile): the epilogue is most of
-    // a tile's time, and 128 x 128 tiles spread it over more, smaller rounds. H100, d_model 2560
-    // dt_proj (N = 5120, K = 160) at M = 2048, same run: 128x128 staged 23.9 us, 128x256 staged 27.8.
-    if constexpr (std::is_same_v<Epilogue, Requant>)
-      if (p.K <= 2 * Sm90aPersistent128x128St::kBK) return run_sm90a<Epilogue, Sm90aPersistent128x128St>(p, stream);
+    // a tile's time, so the last round's fill decides; 128 x 128 when its rounds are filled more
+    // than 10% better than 128 x 256's. H100, dt_proj, same run (bench/RESULTS.md run L):
+    // d_model 2560 M = 2048 (320 wide tiles = 2.4 rounds, 640 narrow = 4.85) 24.7 us against 27.6;
+    // M = 8192 (equal fill) 82.0 against 78.2; d_model 768 M = 2048 / 8192 (equal fill) 13.7 / 28.6
+    // against 12.9 / 28.2.
+    if constexpr (std::is_same_v<Epilogue, Requant>) {
+      auto fill = [&](int64_t tiles) {
+        const int64_t rounds = (tiles + sm_count - 1) / sm_count;
+        return double(tiles) / double(rounds * sm_count);
+      };
+      if (p.K <= 2 * Sm90aPersistent128x128St::kBK && fill(m_tiles * ((p.N + 127) / 128)) > 1.1 * fill(tiles256))
+        return run_sm90a<Epilogue, Sm90aPersistent128x128St>(p, stream);
+    }
     constexpr double kRate160 = 0.78;
     const double t256 = double((tiles256 + sm_count - 1) / sm_count) * 256.0;
     const double t160 = double((tiles160 + sm_count - 1) / sm_count) * 160.0 / kRate160;
