@@ -179,11 +179,12 @@ TEST(GemmSplitK, AllEpilogues) {
   }
 }
 
-// Small batches (8..16 rows) whose plan splits: run() with a workspace takes the split-K tile
-// instead of the GEMV (gemm.cuh, kSplitKOverGemvMinM); every epilogue against the reference.
+// Small batches (8..16 rows) whose plan splits and whose M·N·K reaches kSplitKOverGemvMinMacs:
+// run() with a workspace takes the split-K tile instead of the GEMV (gemm.cuh); every epilogue
+// against the reference. (8, 192, 5120) stays below the threshold and keeps the GEMV.
 TEST(GemmSplitK, SmallBatchesWithAWorkspace) {
   QUAMBA_REQUIRE_GPU();
-  const VariantShape shapes[] = {{8, 2560, 5120}, {16, 192, 5120}, {12, 200, 1040}, {9, 77, 2048}};
+  const VariantShape shapes[] = {{8, 2560, 5120}, {16, 192, 5120}, {12, 1000, 1040}, {9, 600, 2048}, {8, 192, 5120}};
   for (const auto& s : shapes) {
     ASSERT_GT(gemm::plan_split_k(s.M, s.N, s.K).splits, 1) << s.M << "x" << s.N << "x" << s.K;
     Weights w(s.N, s.K, s.K, 7100 + s.N + s.K);

@@ -11,8 +11,8 @@
 //   kSm80   mma.sync.m16n8k32 tensor-core kernel (gemm/gemm_sm80.cuh), any sm >= 80.
 //   kSm90a  wgmma + TMA kernel (gemm/gemm_sm90.cuh), sm_90 built as 90a only.
 //   kAuto   kGemv for M <= 16 (except 4 < M with at least one 64-column tile per SM: kSm80,
-//           see small_m_mma_worthwhile; and, given a workspace, M >= kSplitKOverGemvMinM where the
-//           split-K plan splits: kSm80); else kSm90a on sm_90 with a 90a build when M >= kSm90aMinM and
+//           see small_m_mma_worthwhile; and, given a workspace, 8 <= M with M·N·K >= 2^23 where
+//           the split-K plan splits: kSm80); else kSm90a on sm_90 with a 90a build when M >= kSm90aMinM and
 //           the problem has at least half as many 128 x 128 tiles as there are SMs (see
 //           sm90a_worthwhile; within kSm90a, run_sm90a_auto picks the tile and the two-CTA W
 //           multicast kernels for problems that fill every SM); else kSm80 with a tile chosen
@@ -56,12 +56,14 @@ inline bool small_m_mma_worthwhile(int64_t M, int64_t N, int sm_count) {
   return M > 4 && (N + 63) / 64 >= sm_count;
 }
 
-// Batches of kSplitKOverGemvMinM..16 rows with a workspace: the GEMV's cost grows with M (every
-// weight chunk meets M activation rows), the split-K tile's hardly does, so where the plan splits
-// (few tiles, long K: out_proj and x_proj at d_model 2560) the tile runs instead. H100 (bench_gemm,
-// bench/RESULTS.md runs J and L): x_proj M = 16 5.56 us split against 8.27 GEMV; out_proj
-// M = 32 12.1 us split; at M = 8 the model's out_proj GEMV took 21.3 us.
+// Batches of 8..16 rows with a workspace: the GEMV's cost grows with M·N·K (every weight chunk
+// meets M activation rows), the split-K tile's hardly with M, so where the plan splits (few
+// tiles, long K) and M·N·K >= kSplitKOverGemvMinMacs the tile runs instead. H100, d_model 2560,
+// same run (bench/RESULTS.md run L6), GEMV against split-K: out_proj (N 2560, K 5120) M = 8
+// 14.8 / 10.8 us, M = 16 21.6 / 11.0; x_proj (N 192, K 5120) M = 8 (7.9 M MACs) 5.14 / 5.48,
+// M = 16 8.32 / 5.62.
 inline constexpr int64_t kSplitKOverGemvMinM = 8;
+inline constexpr int64_t kSplitKOverGemvMinMacs = int64_t(1) << 23;
 
 inline bool sm90a_worthwhile(int64_t M, int64_t N, int sm_count) {
   if (M < kSm90aMinM) return false;
@@ -120,8 +122,10 @@ Status run(const GemmParams<Epilogue>& p, void* workspace, cudaStream_t stream, 
   if (info.arch < kMinSupportedArch) return Status::kErrorArchNotSupported;
   if (path == GemmPath::kAuto) {
     if (p.M <= kGemvMaxM && !small_m_mma_worthwhile(p.M, p.N, info.sm_count))
-      path = workspace && p.M >= kSplitKOverGemvMinM && plan_split_k(p.M, p.N, p.K).splits > 1 ? GemmPath::kSm80
-                                                                                            : GemmPath::kGemv;
+      path = workspace && p.M >= kSplitKOverGemvMinM && p.M * p.N * p.K >= kSplitKOverGemvMinMacs &&
+                     plan_split_k(p.M, p.N, p.K).splits > 1
+                 ? GemmPath::kSm80
+                 : GemmPath::kGemv;
     else if (info.arch == 90 && sm90a_dispatch_enabled() && sm90a_worthwhile(p.M, p.N, info.sm_count) &&
              sm90a_available<Epilogue>())
       path = GemmPath::kSm90a;
