@@ -385,16 +385,27 @@ TEST(AddRmsNormBadInput, Status) {
 
 // ---- embedding ----------------------------------------------------------------------------------
 
-template <typename TOut>
+// TTable = __half: fp16 table, every conversion exact. TTable = int8_t (the int8 head option):
+// random int8 rows with positive per-row scales, output equal to reference::embedding_i8 bit for
+// bit (one fp32 multiply per element; __half outputs round that value). Bad rows get ids outside
+// [0, V) and must come out as zeros with the flag set.
+template <typename TOut, typename TTable = __half>
 void check_embedding(int64_t M, int64_t V, int D, int64_t pad, const std::vector<int64_t>& bad_rows, uint64_t salt) {
-  SCOPED_TRACE("M=" + std::to_string(M) + " V=" + std::to_string(V) + " D=" + std::to_string(D) +
-               " pad=" + std::to_string(pad) + " bad=" + std::to_string(bad_rows.size()));
+  constexpr bool kInt8 = std::is_same_v<TTable, int8_t>;
+  SCOPED_TRACE(std::string(kInt8 ? "int8 table " : "") + "M=" + std::to_string(M) + " V=" + std::to_string(V) +
+               " D=" + std::to_string(D) + " pad=" + std::to_string(pad) + " bad=" + std::to_string(bad_rows.size()));
   auto rng = quamba::test::make_rng(salt);
   const int64_t ts = D + pad, os = D + pad;
-  const std::vector<float> tf = quamba::test::random_normal(size_t(V * ts), rng);
-  std::vector<__half> table(tf.size());
-  std::vector<float> table_f(tf.size());
-  for (size_t i = 0; i < tf.size(); ++i) { table[i] = to_half(tf[i]); table_f[i] = from_half(table[i]); }
+  std::vector<TTable> table(size_t(V * ts));
+  std::vector<float> table_f(table.size()), scale;
+  if constexpr (kInt8) {
+    const std::vector<int8_t> q = quamba::test::random_int8(table.size(), rng);
+    table.assign(q.begin(), q.end());
+    scale = quamba::test::random_floats(size_t(V), rng, 1e-4f, 2e-2f);
+  } else {
+    const std::vector<float> tf = quamba::test::random_normal(table.size(), rng);
+    for (size_t i = 0; i < tf.size(); ++i) { table[i] = to_half(tf[i]); table_f[i] = from_half(table[i]); }
+  }
   std::vector<int32_t> ids(static_cast<size_t>(M));
   std::uniform_int_distribution<int32_t> pick(0, int32_t(V - 1));
   for (auto& id : ids) id = pick(rng);
@@ -404,23 +415,33 @@ void check_embedding(int64_t M, int64_t V, int D, int64_t pad, const std::vector
   std::vector<float> ref(size_t(M * D));
   {
     const int64_t tshp[2] = {V, D}, tst[2] = {ts, 1}, oshp[2] = {M, D}, ost[2] = {D, 1};
-    ASSERT_EQ(quamba::reference::embedding(view<const float, 2>(table_f.data(), tshp, tst), good_ids.data(), M,
-                                           view<float, 2>(ref.data(), oshp, ost)),
-              Status::kSuccess);
+    const auto out = view<float, 2>(ref.data(), oshp, ost);
+    if constexpr (kInt8) {
+      ASSERT_EQ(quamba::reference::embedding_i8(view<const int8_t, 2>(table.data(), tshp, tst), scale.data(),
+                                                good_ids.data(), M, out),
+                Status::kSuccess);
+    } else {
+      ASSERT_EQ(quamba::reference::embedding(view<const float, 2>(table_f.data(), tshp, tst), good_ids.data(), M, out),
+                Status::kSuccess);
+    }
   }
   for (int64_t r : bad_rows)
     for (int d = 0; d < D; ++d) ref[size_t(r * D + d)] = 0.f;
+  if constexpr (kInt8 && std::is_same_v<TOut, __half>)
+    for (auto& x : ref) x = from_half(to_half(x));
   EXPECT_EQ(quamba::norm::validate_ids(ids.data(), M, V), bad_rows.empty() ? Status::kSuccess : Status::kErrorOutOfRange);
 
-  DeviceBuffer<__half> dt(table);
+  DeviceBuffer<TTable> dt(table);
+  DeviceBuffer<float> ds(kInt8 ? scale : std::vector<float>{0.f});
   DeviceBuffer<int32_t> did(ids), flag(std::vector<int32_t>{0});
   DeviceBuffer<TOut> dout(size_t(M * os));
   for (int poison : {0x5A, 0xA5}) {
     dout.poison(poison);
     flag.poison(0);  // each run must set the flag itself
-    quamba::norm::EmbeddingParams<TOut> p;
+    quamba::norm::EmbeddingParams<TOut, TTable> p;
     p.table = dt.get();
     p.table_stride = ts;
+    if constexpr (kInt8) p.row_scale = ds.get();
     p.ids = did.get();
     p.out = dout.get();
     p.out_stride = os;
@@ -441,7 +462,6 @@ void check_embedding(int64_t M, int64_t V, int D, int64_t pad, const std::vector
         ASSERT_EQ(byte, uint8_t(poison)) << "padding written at row " << m;
       }
     }
-    // fp16 -> fp32 and fp16 -> fp16 are exact.
     EXPECT_TRUE(quamba::test::all_close(g, ref, {0.0, 0.0}, "embedding"));
   }
 }
@@ -519,90 +539,22 @@ TEST(EmbeddingBadInput, Status) {
 
 // ---- int8 embedding table (the int8 head option) ------------------------------------------------
 
-// Random int8 rows with positive per-row scales; bad rows get out-of-range ids. Output must equal
-// reference::embedding_i8 bit for bit (one fp32 multiply per element, then the exact fp32 -> fp16
-// rounding for __half outputs).
-template <typename TOut>
-void check_embedding_i8(int64_t M, int64_t V, int D, int64_t pad, const std::vector<int64_t>& bad_rows, uint64_t salt) {
-  SCOPED_TRACE("int8 table M=" + std::to_string(M) + " V=" + std::to_string(V) + " D=" + std::to_string(D) +
-               " pad=" + std::to_string(pad) + " bad=" + std::to_string(bad_rows.size()));
-  auto rng = quamba::test::make_rng(salt);
-  const int64_t ts = D + pad, os = D + pad;
-  std::vector<int8_t> table(size_t(V * ts));
-  std::uniform_int_distribution<int> qd(-128, 127);
-  for (auto& q : table) q = static_cast<int8_t>(qd(rng));
-  std::vector<float> scale(static_cast<size_t>(V));
-  std::uniform_real_distribution<float> sd(1e-4f, 2e-2f);
-  for (auto& x : scale) x = sd(rng);
-  std::vector<int32_t> ids(static_cast<size_t>(M));
-  std::uniform_int_distribution<int32_t> pick(0, int32_t(V - 1));
-  for (auto& id : ids) id = pick(rng);
-  std::vector<int32_t> good_ids = ids;
-  for (size_t i = 0; i < bad_rows.size(); ++i) ids[size_t(bad_rows[i])] = (i % 2) ? int32_t(V) : -1 - int32_t(i);
-
-  std::vector<float> ref(size_t(M * D));
-  {
-    const int64_t tshp[2] = {V, D}, tst[2] = {ts, 1}, oshp[2] = {M, D}, ost[2] = {D, 1};
-    ASSERT_EQ(quamba::reference::embedding_i8(view<const int8_t, 2>(table.data(), tshp, tst), scale.data(),
-                                              good_ids.data(), M, view<float, 2>(ref.data(), oshp, ost)),
-              Status::kSuccess);
-  }
-  for (int64_t r : bad_rows)
-    for (int d = 0; d < D; ++d) ref[size_t(r * D + d)] = 0.f;
-  if constexpr (std::is_same_v<TOut, __half>)
-    for (auto& x : ref) x = from_half(to_half(x));
-
-  DeviceBuffer<int8_t> dt(table);
-  DeviceBuffer<float> ds(scale);
-  DeviceBuffer<int32_t> did(ids), flag(std::vector<int32_t>{0});
-  DeviceBuffer<TOut> dout(size_t(M * os));
-  for (int poison : {0x5A, 0xA5}) {
-    dout.poison(poison);
-    flag.poison(0);
-    quamba::norm::EmbeddingParams<TOut, int8_t> p;
-    p.table = dt.get();
-    p.table_stride = ts;
-    p.row_scale = ds.get();
-    p.ids = did.get();
-    p.out = dout.get();
-    p.out_stride = os;
-    p.M = M;
-    p.V = V;
-    p.D = D;
-    p.error_flag = flag.get();
-    ASSERT_EQ(quamba::norm::run(p, nullptr, 0), Status::kSuccess);
-    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
-    EXPECT_EQ(flag.download()[0], bad_rows.empty() ? 0 : 1) << "error flag";
-    const auto o = dout.download();
-    std::vector<float> g(ref.size());
-    for (int64_t m = 0; m < M; ++m) {
-      for (int d = 0; d < D; ++d) g[size_t(m * D + d)] = to_float(o[size_t(m * os + d)]);
-      for (int64_t d = D; d < os; ++d) {
-        uint8_t byte;
-        std::memcpy(&byte, &o[size_t(m * os + d)], 1);
-        ASSERT_EQ(byte, uint8_t(poison)) << "padding written at row " << m;
-      }
-    }
-    EXPECT_TRUE(quamba::test::all_close(g, ref, {0.0, 0.0}, "int8 embedding"));
-  }
-}
-
 TEST(EmbeddingI8, ShapeSweep) {
   QUAMBA_REQUIRE_GPU();
   uint64_t salt = 7000;
-  for (int D : {768, 2560, 784, 13})  // 784: 16-byte path with a tail-free odd multiple; 13: scalar variant
+  for (int D : {768, 2560, 784, 13})  // 784 = 49·16: the 16-byte path; 13: scalar variant
     for (int64_t M : {1, 37, 300}) {
-      check_embedding_i8<float>(M, 1000, D, 0, {}, ++salt);
-      check_embedding_i8<__half>(M, 1000, D, 16, {}, ++salt);
-      check_embedding_i8<float>(M, 1000, D, 5, {}, ++salt);  // odd stride: scalar variant
+      check_embedding<float, int8_t>(M, 1000, D, 0, {}, ++salt);
+      check_embedding<__half, int8_t>(M, 1000, D, 16, {}, ++salt);
+      check_embedding<float, int8_t>(M, 1000, D, 5, {}, ++salt);  // odd stride: scalar variant
     }
-  check_embedding_i8<float>(5, 50280, 2560, 0, {}, ++salt);
+  check_embedding<float, int8_t>(5, 50280, 2560, 0, {}, ++salt);
 }
 
 TEST(EmbeddingI8, BadIdsWriteZerosAndSetFlag) {
   QUAMBA_REQUIRE_GPU();
-  check_embedding_i8<float>(40, 1000, 768, 0, {0, 17, 39}, 7101);
-  check_embedding_i8<__half>(40, 1000, 13, 3, {5}, 7102);
+  check_embedding<float, int8_t>(40, 1000, 768, 0, {0, 17, 39}, 7101);
+  check_embedding<__half, int8_t>(40, 1000, 13, 3, {5}, 7102);
 }
 
 TEST(EmbeddingI8BadInput, Status) {
