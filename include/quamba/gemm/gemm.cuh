@@ -10,7 +10,8 @@
 //   kGemv   M <= 16: weight-streaming dp4a kernel (gemm/gemv.cuh), any sm >= 80.
 //   kSm80   mma.sync.m16n8k32 tensor-core kernel (gemm/gemm_sm80.cuh), any sm >= 80.
 //   kSm90a  wgmma + TMA kernel (gemm/gemm_sm90.cuh), sm_90 built as 90a only.
-//   kAuto   kGemv for M <= 16 (except 4 < M with at least one 64-column tile per SM: kSm80,
+//   kAuto   kGemv for M <= 16 (except 4 < M with at least one 64-column tile per SM, or half
+//           of that with K <= 256: kSm80,
 //           see small_m_mma_worthwhile; and, given a workspace, 8 <= M with M·N·K >= 2^23 where
 //           the split-K plan splits: kSm80); else kSm90a on sm_90 with a 90a build when M >= kSm90aMinM and
 //           the problem has at least half as many 128 x 128 tiles as there are SMs (see
@@ -51,9 +52,12 @@ inline constexpr int64_t kSm90aMinM = 128;
 // them once per CTA. H100, bench_gemm D2560 in_proj (N = 10240, 160 tiles of 64 columns): GEMV
 // 15.0 / 23.0 / 33.6 us at M = 4 / 8 / 16, mma.sync 64x64 17.7 / 18.1 / 18.2 us. With fewer
 // 64-column tiles than SMs the tile grid leaves SMs idle (x_proj, N = 192: GEMV 5.3 us, tile 20.9
-// us at M = 8), so those shapes keep the GEMV.
-inline bool small_m_mma_worthwhile(int64_t M, int64_t N, int sm_count) {
-  return M > 4 && (N + 63) / 64 >= sm_count;
+// us at M = 8), so those shapes keep the GEMV. Short K (dt_proj, K = dt_rank <= 256): a tile's
+// whole K is a few steps, so half a wave of tiles already beats the GEMV's per-row cost (d_model
+// 2560 dt_proj, N = 5120 = 80 tiles: M = 4 3.04 us tile against 3.31 GEMV, run J6).
+inline bool small_m_mma_worthwhile(int64_t M, int64_t N, int64_t K, int sm_count) {
+  const int64_t tiles = (N + 63) / 64;
+  return M > 4 && (tiles >= sm_count || (K <= 256 && 2 * tiles >= sm_count));
 }
 
 // Batches of 8..16 rows with a workspace: the GEMV's cost grows with M·N·K (every weight chunk
@@ -121,7 +125,7 @@ Status run(const GemmParams<Epilogue>& p, void* workspace, cudaStream_t stream, 
   QUAMBA_RETURN_IF_ERROR(query_device(&info));
   if (info.arch < kMinSupportedArch) return Status::kErrorArchNotSupported;
   if (path == GemmPath::kAuto) {
-    if (p.M <= kGemvMaxM && !small_m_mma_worthwhile(p.M, p.N, info.sm_count))
+    if (p.M <= kGemvMaxM && !small_m_mma_worthwhile(p.M, p.N, p.K, info.sm_count))
       path = workspace && p.M >= kSplitKOverGemvMinM && p.M * p.N * p.K >= kSplitKOverGemvMinMacs &&
                      plan_split_k(p.M, p.N, p.K).splits > 1
                  ? GemmPath::kSm80
