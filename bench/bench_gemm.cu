@@ -389,6 +389,29 @@ void bench_w8a16(benchmark::State& state, const Shape& s) {
   };
   if (launch(0, 0) != Status::kSuccess) { state.SkipWithError("w8a16 launch failed"); return; }
   QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+  {  // spot check of set 0 against the double-precision sum (fp32 accumulation bound, loosely)
+    const gemm::W8A16Params p = params(0);
+    std::vector<__half> a(size_t(s.K));
+    std::vector<int8_t> w(size_t(s.K));
+    for (int64_t m : {int64_t(0), s.M / 2, s.M - 1})
+      for (int64_t n : {int64_t(0), int64_t(1), s.N / 3, s.N / 2 + 1, s.N - 2, s.N - 1}) {
+        QUAMBA_CUDA_CHECK(cudaMemcpy(a.data(), p.A + m * p.lda, 2 * size_t(s.K), cudaMemcpyDeviceToHost));
+        QUAMBA_CUDA_CHECK(cudaMemcpy(w.data(), p.W + n * p.ldw, size_t(s.K), cudaMemcpyDeviceToHost));
+        float sc = 0.f, got = 0.f;
+        QUAMBA_CUDA_CHECK(cudaMemcpy(&sc, p.scale + n, 4, cudaMemcpyDeviceToHost));
+        QUAMBA_CUDA_CHECK(cudaMemcpy(&got, p.C + m * p.ldc + n, 4, cudaMemcpyDeviceToHost));
+        double sum = 0, mag = 0;
+        for (int64_t k = 0; k < s.K; ++k) {
+          const double t = double(__half2float(a[size_t(k)])) * w[size_t(k)];
+          sum += t;
+          mag += std::fabs(t);
+        }
+        if (!(std::fabs(double(got) - sum * sc) <= 1e-4 * mag * std::fabs(sc) + 1e-30)) {
+          state.SkipWithError(("mismatch vs reference at m=" + std::to_string(m) + " n=" + std::to_string(n)).c_str());
+          return;
+        }
+      }
+  }
   time_sets(state, s.M, sets, launch);
   bench::report_bytes(state, 2.0 * s.M * s.K + double(s.N) * s.K + 4.0 * s.N + 4.0 * s.M * s.N);
   bench::report_ops(state, 2.0 * s.M * s.N * s.K);

@@ -202,6 +202,12 @@ TEST(RowQuantI8, ZeroRowsAndNaN) {
   EXPECT_EQ(t.scale[3], 1.0f);
   for (int64_t k = 0; k < C; ++k) EXPECT_EQ(t.q[3 * C + k], 0);
   for (const float s : t.scale) EXPECT_TRUE(s > 0.0f && std::isfinite(s));
+  // A row whose absmax/127 underflows to 0 (denormal absmax) is a zero row too, not a zero scale.
+  const std::vector<float> tiny = {1e-44f, -2e-44f, 0.0f, 5e-45f};
+  ASSERT_EQ(tiny[1] / 127.0f, 0.0f) << "the test needs an absmax whose /127 underflows";
+  const RowQuantI8 u = quantize_rows_absmax(tiny.data(), 1, int64_t(tiny.size()));
+  EXPECT_EQ(u.scale[0], 1.0f);
+  for (int8_t q : u.q) EXPECT_EQ(q, 0);
   for (const float v : deq) EXPECT_FALSE(std::isnan(v));
 }
 

@@ -54,7 +54,8 @@ inline constexpr int64_t kSm90aMinM = 128;
 // 64-column tiles than SMs the tile grid leaves SMs idle (x_proj, N = 192: GEMV 5.3 us, tile 20.9
 // us at M = 8), so those shapes keep the GEMV. Short K (dt_proj, K = dt_rank <= 256): a tile's
 // whole K is a few steps, so half a wave of tiles already beats the GEMV's per-row cost (d_model
-// 2560 dt_proj, N = 5120 = 80 tiles: M = 4 3.04 us tile against 3.31 GEMV, run J6).
+// 2560 dt_proj, N = 5120 = 80 tiles, M = 8: tile 3.01 us against GEMV 5.18, bench/RESULTS.md run
+// L8; at M = 4, 3.04 against 3.31 in run J6, but 4 rows keep the GEMV like every other layer).
 inline bool small_m_mma_worthwhile(int64_t M, int64_t N, int64_t K, int sm_count) {
   const int64_t tiles = (N + 63) / 64;
   return M > 4 && (tiles >= sm_count || (K <= 256 && 2 * tiles >= sm_count));

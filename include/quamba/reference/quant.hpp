@@ -70,7 +70,8 @@ inline RowQuantI8 quantize_rows_absmax(const float* w, int64_t rows, int64_t col
   t.scale.resize(R);
   for (size_t r = 0; r < R; ++r) {
     const float* row = w + r * C;
-    const float s = scale_from_absmax(absmax_of(row, C));
+    // A row whose absmax/127 underflows to 0 (absmax below ~1e-43) is treated as a zero row.
+    const float s0 = scale_from_absmax(absmax_of(row, C)), s = s0 > 0.0f ? s0 : 1.0f;
     const float inv = inverse_scale(s);
     t.scale[r] = s;
     int8_t* q = t.q.data() + r * C;
