@@ -218,6 +218,41 @@ TEST(GemmSplitK, PlanRules) {
   EXPECT_EQ(gemm::plan_split_k(32, 192, 5120).splits, 20);
 }
 
+// ---- dispatch rules (host only: runs without a GPU too) ------------------------------------------
+
+// Every path gives the same bits, so output tests cannot see which one ran: the choice itself is
+// checked here, at the d_model 2560 layers on an H100-sized device (132 SMs).
+TEST(GemmDispatch, AutoPathRules) {
+  using gemm::GemmPath;
+  const int sms = 132;
+  auto path = [&](int64_t M, int64_t N, int64_t K, bool ws, int arch = 90) {
+    return gemm::auto_path(M, N, K, ws, arch, sms);
+  };
+  // Decode rows: the GEMV, except where a tile wins (see gemm.cuh).
+  EXPECT_EQ(path(1, 10240, 2560, true), GemmPath::kGemv) << "in_proj, 1 row";
+  EXPECT_EQ(path(8, 10240, 2560, false), GemmPath::kSm80) << "in_proj, 8 rows: 160 tiles of 64 columns";
+  EXPECT_EQ(path(4, 10240, 2560, false), GemmPath::kGemv) << "4 rows keep the GEMV";
+  EXPECT_EQ(path(8, 2560, 5120, true), GemmPath::kSm80) << "out_proj, 8 rows, workspace: split-K";
+  EXPECT_EQ(path(8, 2560, 5120, false), GemmPath::kGemv) << "out_proj, 8 rows, no workspace";
+  EXPECT_EQ(path(7, 2560, 5120, true), GemmPath::kGemv) << "fewer than 8 rows";
+  EXPECT_EQ(path(8, 192, 5120, true), GemmPath::kGemv) << "x_proj, 8 rows: below 2^23 MACs";
+  EXPECT_EQ(path(16, 192, 5120, true), GemmPath::kSm80) << "x_proj, 16 rows: split-K";
+  EXPECT_EQ(path(8, 5120, 160, false), GemmPath::kSm80) << "dt_proj, 8 rows: short K, 80 tiles";
+  EXPECT_EQ(path(4, 5120, 160, false), GemmPath::kGemv) << "dt_proj, 4 rows";
+  EXPECT_EQ(path(8, 1536, 48, false), GemmPath::kGemv) << "dt_proj at d_model 768: 24 tiles";
+  // Prefill rows: wgmma on sm_90 where the grid is big enough, else mma.sync.
+  EXPECT_EQ(path(2048, 10240, 2560, false), GemmPath::kSm90a);
+  EXPECT_EQ(path(2048, 10240, 2560, false, 80), GemmPath::kSm80);
+  EXPECT_EQ(path(128, 3072, 768, false), GemmPath::kSm80) << "24 tiles of 128 x 128";
+  EXPECT_EQ(path(2048, 192, 5120, true), GemmPath::kSm80) << "x_proj prefill: 32 tiles";
+  // The short-K tile rule of run_sm90a_auto (its measured cases, bench/RESULTS.md run L).
+  EXPECT_TRUE(gemm::short_k_prefers_128x128(2048, 5120, 160, sms));
+  EXPECT_FALSE(gemm::short_k_prefers_128x128(8192, 5120, 160, sms));
+  EXPECT_FALSE(gemm::short_k_prefers_128x128(2048, 1536, 48, sms));
+  EXPECT_FALSE(gemm::short_k_prefers_128x128(8192, 1536, 48, sms));
+  EXPECT_FALSE(gemm::short_k_prefers_128x128(2048, 5120, 2560, sms)) << "long K";
+}
+
 // ---- bad input (host-only validation: runs without a GPU too) ------------------------------------
 
 TEST(GemmValidation, StatusCodes) {

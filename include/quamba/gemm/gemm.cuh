@@ -76,6 +76,19 @@ inline bool sm90a_worthwhile(int64_t M, int64_t N, int sm_count) {
   return 2 * tiles >= sm_count;
 }
 
+// The path GemmPath::kAuto takes on a device of compute capability `arch` with `sm_count` SMs,
+// given a workspace or not (host only, no device query; run() applies it, and falls back to
+// kSm80 where kSm90a is chosen but the build has no sm_90a image).
+inline GemmPath auto_path(int64_t M, int64_t N, int64_t K, bool has_workspace, int arch, int sm_count) {
+  if (M <= kGemvMaxM && !small_m_mma_worthwhile(M, N, K, sm_count))
+    return has_workspace && M >= kSplitKOverGemvMinM && M * N * K >= kSplitKOverGemvMinMacs &&
+                   plan_split_k(M, N, K).splits > 1
+               ? GemmPath::kSm80
+               : GemmPath::kGemv;
+  if (arch == 90 && sm90a_dispatch_enabled() && sm90a_worthwhile(M, N, sm_count)) return GemmPath::kSm90a;
+  return GemmPath::kSm80;
+}
+
 inline const char* to_string(GemmPath p) {
   switch (p) {
     case GemmPath::kAuto: return "auto";
@@ -126,15 +139,8 @@ Status run(const GemmParams<Epilogue>& p, void* workspace, cudaStream_t stream, 
   QUAMBA_RETURN_IF_ERROR(query_device(&info));
   if (info.arch < kMinSupportedArch) return Status::kErrorArchNotSupported;
   if (path == GemmPath::kAuto) {
-    if (p.M <= kGemvMaxM && !small_m_mma_worthwhile(p.M, p.N, p.K, info.sm_count))
-      path = workspace && p.M >= kSplitKOverGemvMinM && p.M * p.N * p.K >= kSplitKOverGemvMinMacs &&
-                     plan_split_k(p.M, p.N, p.K).splits > 1
-                 ? GemmPath::kSm80
-                 : GemmPath::kGemv;
-    else if (info.arch == 90 && sm90a_dispatch_enabled() && sm90a_worthwhile(p.M, p.N, info.sm_count) &&
-             sm90a_available<Epilogue>())
-      path = GemmPath::kSm90a;
-    else path = GemmPath::kSm80;
+    path = auto_path(p.M, p.N, p.K, workspace != nullptr, info.arch, info.sm_count);
+    if (path == GemmPath::kSm90a && !sm90a_available<Epilogue>()) path = GemmPath::kSm80;
   }
   switch (path) {
     case GemmPath::kGemv: return run_gemv(p, stream);

@@ -899,6 +899,18 @@ Status run_sm90a(const GemmParams<Epilogue>& p, cudaStream_t stream) {
   return last_launch_status();
 }
 
+// Short-K rule of run_sm90a_auto (host only): K <= 256 and the 128 x 128 grid fills its last
+// round more than 10% better than the 128 x 256 grid (fill = tiles / (rounds · SMs)).
+inline bool short_k_prefers_128x128(int64_t M, int64_t N, int64_t K, int sm_count) {
+  if (sm_count <= 0 || K > 2 * Sm90aPersistent128x128St::kBK) return false;
+  auto fill = [&](int64_t tiles) {
+    const int64_t rounds = (tiles + sm_count - 1) / sm_count;
+    return double(tiles) / double(rounds * sm_count);
+  };
+  const int64_t m_tiles = (M + 127) / 128;
+  return fill(m_tiles * ((N + 127) / 128)) > 1.1 * fill(m_tiles * ((N + 255) / 256));
+}
+
 // Tile choice. Problems with at least one tile per SM run the persistent kernels. A Requant
 // epilogue with K <= 256 (dt_proj) may take 128x128 with the staged store (see below). A Dequant
 // epilogue with a residual (out_proj) takes 128x160, whose epilogue batches the residual loads
@@ -923,14 +935,8 @@ Status run_sm90a_auto(const GemmParams<Epilogue>& p, int sm_count, cudaStream_t 
     // d_model 2560 M = 2048 (320 wide tiles = 2.4 rounds, 640 narrow = 4.85) 24.7 us against 27.6;
     // M = 8192 (equal fill) 82.0 against 78.2; d_model 768 M = 2048 / 8192 (equal fill) 13.7 / 28.6
     // against 12.9 / 28.2.
-    if constexpr (std::is_same_v<Epilogue, Requant>) {
-      auto fill = [&](int64_t tiles) {
-        const int64_t rounds = (tiles + sm_count - 1) / sm_count;
-        return double(tiles) / double(rounds * sm_count);
-      };
-      if (p.K <= 2 * Sm90aPersistent128x128St::kBK && fill(m_tiles * ((p.N + 127) / 128)) > 1.1 * fill(tiles256))
-        return run_sm90a<Epilogue, Sm90aPersistent128x128St>(p, stream);
-    }
+    if constexpr (std::is_same_v<Epilogue, Requant>)
+      if (short_k_prefers_128x128(p.M, p.N, p.K, sm_count)) return run_sm90a<Epilogue, Sm90aPersistent128x128St>(p, stream);
     constexpr double kRate160 = 0.78;
     const double t256 = double((tiles256 + sm_count - 1) / sm_count) * 256.0;
     const double t160 = double((tiles160 + sm_count - 1) / sm_count) * 160.0 / kRate160;
