@@ -483,6 +483,21 @@ TEST(Embedding, BadIdsWriteZerosAndSetFlag) {
   check_embedding<__half>(40, 1000, 13, 3, {5}, 6002);
 }
 
+// Valid host-side params of a 4-row gather from a (10, 64) table (can_implement only reads them).
+template <typename TTable>
+quamba::norm::EmbeddingParams<float, TTable> bad_input_base(const TTable* table, const int32_t* ids, float* out) {
+  quamba::norm::EmbeddingParams<float, TTable> p;
+  p.table = table;
+  p.table_stride = 64;
+  p.ids = ids;
+  p.out = out;
+  p.out_stride = 64;
+  p.M = 4;
+  p.V = 10;
+  p.D = 64;
+  return p;
+}
+
 TEST(EmbeddingBadInput, Status) {
   const int32_t ids[4] = {0, 3, 9, 2};
   EXPECT_EQ(quamba::norm::validate_ids(ids, 4, 10), Status::kSuccess);
@@ -497,15 +512,7 @@ TEST(EmbeddingBadInput, Status) {
   alignas(16) static float out[64 * 4];
   alignas(16) static int32_t dids[4];
   using quamba::norm::can_implement;
-  quamba::norm::EmbeddingParams<float> p;
-  p.table = table;
-  p.table_stride = 64;
-  p.ids = dids;
-  p.out = out;
-  p.out_stride = 64;
-  p.M = 4;
-  p.V = 10;
-  p.D = 64;
+  const auto p = bad_input_base(table, dids, out);
   EXPECT_EQ(can_implement(p), Status::kSuccess);
   auto q = p;
   q.table = nullptr;
@@ -563,16 +570,8 @@ TEST(EmbeddingI8BadInput, Status) {
   alignas(16) static float out[64 * 4];
   alignas(16) static int32_t dids[4];
   using quamba::norm::can_implement;
-  quamba::norm::EmbeddingParams<float, int8_t> p;
-  p.table = table;
-  p.table_stride = 64;
+  auto p = bad_input_base(table, dids, out);
   p.row_scale = scale;
-  p.ids = dids;
-  p.out = out;
-  p.out_stride = 64;
-  p.M = 4;
-  p.V = 10;
-  p.D = 64;
   EXPECT_EQ(can_implement(p), Status::kSuccess);
   auto q = p;
   q.row_scale = nullptr;

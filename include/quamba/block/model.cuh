@@ -96,22 +96,22 @@ inline Status carve_model_workspace(void* base, size_t bytes, const BlockDims& d
 // residual[0:M] = Emb[ids[0:M]] (fp16 table -> fp32, exact; int8 head: float(q)·scale[id]).
 inline Status embed(const BlockDims& d, const HeadWeights& hw, const ModelWorkspace& ws, int64_t M, cudaStream_t s) {
   if (M <= 0 || M > ws.max_rows) return Status::kErrorInvalidArgument;
-  if (hw.int8) {
-    norm::EmbeddingParams<float, int8_t> p;
-    p.table = hw.embedding_q; p.table_stride = d.D; p.row_scale = hw.embedding_scale;
+  auto gather = [&](auto p) {  // p: the table (and its scales); the rest is the same for both
+    p.table_stride = d.D;
     p.ids = ws.ids;
     p.out = ws.residual; p.out_stride = d.D;
     p.M = M; p.V = d.V; p.D = static_cast<int>(d.D);
     p.error_flag = ws.error_flag;
     return norm::run(p, nullptr, s);
+  };
+  if (hw.int8) {
+    norm::EmbeddingParams<float, int8_t> p;
+    p.table = hw.embedding_q; p.row_scale = hw.embedding_scale;
+    return gather(p);
   }
   norm::EmbeddingParams<float> p;
-  p.table = hw.embedding; p.table_stride = d.D;
-  p.ids = ws.ids;
-  p.out = ws.residual; p.out_stride = d.D;
-  p.M = M; p.V = d.V; p.D = static_cast<int>(d.D);
-  p.error_flag = ws.error_flag;
-  return norm::run(p, nullptr, s);
+  p.table = hw.embedding;
+  return gather(p);
 }
 
 // logits (rows, V) = RMSNorm_f(residual rows) · lm_headᵀ, the rows `row_stride` apart. The

@@ -48,6 +48,18 @@ QUAMBA_DEVICE void mma_s8_16832(int32_t (&d)[4], const uint32_t (&a)[4], uint32_
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// d += a·b, m16n8k16, fp16 inputs, fp32 accumulators. Fragments (g = lane/4, t = lane%4):
+//   a0: A[g][2t..2t+1]  a1: A[g+8][2t..]  a2: A[g][2t+8..2t+9]  a3: A[g+8][2t+8..]
+//   b0: B[2t..2t+1][g]  b1: B[2t+8..2t+9][g]
+//   d0,d1: D[g][2t, 2t+1]  d2,d3: D[g+8][2t, 2t+1]
+QUAMBA_DEVICE void mma_f16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
 // Weight stream of the GEMV: read once per call, so keep it out of L1 (no_allocate) and let the
 // activations, which every block re-reads, own L1.
 QUAMBA_DEVICE int4 ld_stream_16(const void* p) {

@@ -90,18 +90,6 @@ namespace detail {
 
 #if QUAMBA_HAS_CUDA_COMPILER
 
-// d += a·b, m16n8k16, fp16 inputs, fp32 accumulators. Fragments (g = lane/4, t = lane%4):
-//   a0: A[g][2t..2t+1]  a1: A[g+8][2t..]  a2: A[g][2t+8..2t+9]  a3: A[g+8][2t+8..]
-//   b0: B[2t..2t+1][g]  b1: B[2t+8..2t+9][g]
-//   d0,d1: D[g][2t, 2t+1]  d2,d3: D[g+8][2t, 2t+1]
-QUAMBA_DEVICE void mma_f16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 // 16 int8 -> 8 fp16 pairs in order (h[i] = (w[2i], w[2i+1])), exactly: q + 128 is placed in the
 // low mantissa byte of 1024.0 (fp16 0x64xx), and 1152 = 1024 + 128 is subtracted.
 QUAMBA_DEVICE void i8x16_to_h2x8(const int4& w, uint32_t (&h)[8]) {
@@ -178,7 +166,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) w8a16_ke
 #pragma unroll
         for (int s = 0; s < 4; ++s) {
           const uint32_t a[4] = {av[0][2 * s], av[1][2 * s], av[0][2 * s + 1], av[1][2 * s + 1]};
-          mma_f16_16816(acc[u % kS][tt], a, b[2 * s], b[2 * s + 1]);
+          ptx::mma_f16_16816(acc[u % kS][tt], a, b[2 * s], b[2 * s + 1]);
         }
       }
     }
@@ -243,7 +231,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) w8a16_ke
       if (!a_live[tt][h]) continue;
       float* out = p.C + (16 * tt + 8 * h + g) * p.ldc + n0;
       const float v0 = acc[0][tt][2 * h] * s0, v1 = acc[0][tt][2 * h + 1] * s1;
-      if (n0 + 1 < p.N && (reinterpret_cast<uintptr_t>(out) & 7) == 0) {
+      if (n0 + 1 < p.N && is_aligned(out, 8)) {
         ptx::store2(out, v0, v1);
       } else {
         if (n0 < p.N) out[0] = v0;
