@@ -21,7 +21,7 @@ TEST_P(GemmEpilogue, AllVariantsAllPaths) {
   // A cut from a wider buffer (lda = K + 32) and W with a padded pitch (ldw = K + 16).
   Weights w(s.N, s.K, s.K + 16, 1000 + s.N * 7 + s.K);
   Problem p(w, s.M, s.K + 32, 2000 + s.M);
-  for (Runner r : runners_for(s.M)) {
+  for (Runner r : runners_for(s.M, s.K)) {
     check<gemm::Identity>(p, r, {}, "identity");
     check<gemm::Requant>(p, r, {}, "requant");
     check<gemm::Requant>(p, r, {true, false, false}, "requant");
@@ -63,7 +63,7 @@ TEST_P(GemmMamba, AllLayers) {
       // (x of xz has pitch 2E; dt of xdbl has pitch R + 32 rounded to 16).
       const int64_t lda = std::string(L.name) == "dt_proj" ? (R + 32 + 15) / 16 * 16 : L.K;
       Problem p(w, M, std::max(lda, L.K), 4000 + M + D);
-      for (Runner r : runners_for(M)) {
+      for (Runner r : runners_for(M, L.K)) {
         const std::string label = std::string(L.name) + " D=" + std::to_string(D);
         if (std::string(L.name) == "out_proj") check<gemm::DequantF32>(p, r, {false, false, true}, label);
         else if (std::string(L.name) == "lm_head") check<gemm::DequantF16>(p, r, {}, label);
@@ -107,7 +107,7 @@ TEST(GemmInPlace, ResidualIsOutput) {
     const int64_t M = s.M, N = s.N, K = s.K;
     Weights w(N, K, K, 30 + N);
     Problem p(w, M, K, 31 + M);
-    for (Runner r : runners_for(M)) {
+    for (Runner r : runners_for(M, K)) {
       SCOPED_TRACE(std::string(runner_name(r)) + " M=" + std::to_string(M) + " N=" + std::to_string(N));
       const int64_t ldc = p.ldr;
       DeviceBuffer<float> C(p.residual);  // starts as the residual, ends as residual + h
@@ -158,6 +158,74 @@ TEST(GemmConsistency, GemvEqualsTensorCore) {
     QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
     const auto a = c1.download(), b = c2.download();
     EXPECT_TRUE(test::all_equal(a.data(), b.data(), a.size(), "gemv vs sm80 M=" + std::to_string(M)));
+  }
+}
+
+// ---- short K ---------------------------------------------------------------------------------------
+
+// The short-K kernel (gemm_short_k.cuh), both tiles: K from one 16-byte chunk to the 256 bound
+// (K % 32 == 16 zero-fills the last half step), M and N tails, grids with one tile per CTA and
+// with many (ranges that cross row blocks, stages that keep or reload A), every epilogue, the
+// 16-byte and the per-element store paths (check() uses an odd ldc with a column scale).
+TEST(GemmShortK, Sweep) {
+  QUAMBA_REQUIRE_GPU();
+  const VariantShape shapes[] = {{17, 8, 16},     {64, 128, 32},    {65, 200, 48},     {129, 1536, 160},
+                                 {300, 72, 176},  {2100, 640, 256}, {1000, 5120, 160}, {4099, 1000, 240},
+                                 {8192, 136, 64}};
+  for (const auto& s : shapes) {
+    Weights w(s.N, s.K, s.K + 16, 9000 + s.N + s.K);
+    Problem p(w, s.M, s.K + 32, 9100 + s.M);
+    for (Runner r : {Runner::kShortK64, Runner::kShortK128}) {
+      check<gemm::Requant>(p, r, {}, "requant");
+      check<gemm::Requant>(p, r, {true, false, false}, "requant");
+      check<gemm::Requant>(p, r, {}, "requant", 16);
+      check<gemm::Identity>(p, r, {}, "identity");
+      check<gemm::DequantF32>(p, r, {true, true, true}, "dequant_f32");
+      check<gemm::DequantF16>(p, r, {}, "dequant_f16");
+      check<gemm::DequantF16>(p, r, {true, true, false}, "dequant_f16", 16);
+    }
+  }
+}
+
+// Accumulators at the edge of the exact int32 -> fp32 form of the Requant epilogue (K <= 240:
+// |acc| <= 240·2^14 < 2^22) and past it (K = 256 reaches 2^22 with every product (-128)·(-128),
+// which takes the I2F form): every output against the host epilogue on the full product.
+TEST(GemmShortK, ExtremeAccumulatorsExact) {
+  QUAMBA_REQUIRE_GPU();
+  for (int64_t K : {224, 240, 256}) {
+    for (int pattern = 0; pattern < 3; ++pattern) {
+      const int64_t M = 130, N = 136;
+      std::vector<int8_t> A(M * K), W(N * K);
+      for (int64_t i = 0; i < M * K; ++i) A[i] = pattern == 2 && (i / K) % 2 ? int8_t(127) : int8_t(-128);
+      for (int64_t i = 0; i < N * K; ++i) W[i] = pattern == 1 && (i / K) % 3 == 1 ? int8_t(127) : int8_t(-128);
+      std::vector<int32_t> acc(M * N);
+      ASSERT_EQ(reference::gemm_i8_i32(make_view<const int8_t>(A.data(), M, K), make_view<const int8_t>(W.data(), N, K),
+                                       make_view(acc.data(), M, N)),
+                Status::kSuccess);
+      DeviceBuffer<int8_t> dA(A), dW(W);
+      DeviceBuffer<int8_t> dC(static_cast<size_t>(M * N));
+      gemm::GemmParams<gemm::Requant> prm;
+      prm.M = M; prm.N = N; prm.K = K;
+      prm.A = dA.get(); prm.lda = K; prm.W = dW.get(); prm.ldw = K; prm.C = dC.get(); prm.ldc = N;
+      for (float alpha : {100.f / static_cast<float>(K * 16384), 1.f / 3.f, 3e-7f}) {
+        prm.epilogue.alpha = alpha;
+        for (Runner r : {Runner::kShortK64, Runner::kShortK128, Runner::kAuto}) {
+          SCOPED_TRACE(std::string(runner_name(r)) + " K=" + std::to_string(K) + " pattern " + std::to_string(pattern) +
+                       " alpha " + std::to_string(alpha));
+          dC.poison(0x5A);
+          ASSERT_EQ(run_with(r, prm), Status::kSuccess);
+          QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+          const std::vector<int8_t> got = dC.download();
+          size_t bad = 0;
+          for (int64_t m = 0; m < M; ++m)
+            for (int64_t n = 0; n < N; ++n)
+              if (got[m * N + n] != prm.epilogue.apply(acc[m * N + n], m, n) && bad++ == 0)
+                ADD_FAILURE() << "m=" << m << " n=" << n << " acc=" << acc[m * N + n] << " got " << +got[m * N + n]
+                              << " want " << +prm.epilogue.apply(acc[m * N + n], m, n);
+          EXPECT_EQ(bad, 0u);
+        }
+      }
+    }
   }
 }
 
@@ -245,6 +313,10 @@ TEST(GemmDispatch, AutoPathRules) {
   EXPECT_EQ(path(2048, 10240, 2560, false, 80), GemmPath::kSm80);
   EXPECT_EQ(path(128, 3072, 768, false), GemmPath::kSm80) << "24 tiles of 128 x 128";
   EXPECT_EQ(path(2048, 192, 5120, true), GemmPath::kSm80) << "x_proj prefill: 32 tiles";
+  EXPECT_EQ(path(2048, 5120, 160, false), GemmPath::kShortK) << "dt_proj prefill: K = 160";
+  EXPECT_EQ(path(17, 1536, 48, true), GemmPath::kShortK) << "dt_proj at d_model 768, 17 rows";
+  EXPECT_EQ(path(2048, 5120, 160, false, 80), GemmPath::kShortK) << "every architecture";
+  EXPECT_EQ(path(2048, 5120, 272, false), GemmPath::kSm90a) << "K above 256";
   // The short-K tile rule of run_sm90a_auto (its measured cases, bench/RESULTS.md run L).
   EXPECT_TRUE(gemm::short_k_prefers_128x128(2048, 5120, 160, sms));
   EXPECT_FALSE(gemm::short_k_prefers_128x128(8192, 5120, 160, sms));
@@ -263,7 +335,7 @@ TEST(GemmValidation, StatusCodes) {
     p.M = 4; p.N = 32; p.K = 64; p.A = buf; p.lda = 64; p.W = buf; p.ldw = 64; p.C = out8; p.ldc = 32;
     return p;
   };
-  for (auto path : {gemm::GemmPath::kAuto, gemm::GemmPath::kGemv, gemm::GemmPath::kSm80}) {
+  for (auto path : {gemm::GemmPath::kAuto, gemm::GemmPath::kGemv, gemm::GemmPath::kSm80, gemm::GemmPath::kShortK}) {
     SCOPED_TRACE(gemm::to_string(path));
     auto p = base();
     EXPECT_EQ(gemm::can_implement(p, path), Status::kSuccess);
@@ -300,6 +372,11 @@ TEST(GemmValidation, StatusCodes) {
   auto p = base();
   p.M = 17;
   EXPECT_EQ(gemm::can_implement(p, gemm::GemmPath::kGemv), Status::kErrorNotSupported) << "GEMV is M <= 16";
+  p = base();
+  p.K = 272; p.lda = p.ldw = 272;
+  EXPECT_EQ(gemm::can_implement(p, gemm::GemmPath::kShortK), Status::kErrorNotSupported) << "short K is K <= 256";
+  EXPECT_EQ(gemm::run(p, nullptr, 0, gemm::GemmPath::kShortK), Status::kErrorNotSupported);
+  EXPECT_EQ(gemm::run_short_k<gemm::ShortKTile64x128>(p, 0), Status::kErrorNotSupported);
   gemm::GemmParams<gemm::DequantF32> d;
   d.M = 4; d.N = 32; d.K = 64; d.A = buf; d.lda = 64; d.W = buf; d.ldw = 64; d.ldc = 32;
   static float outf[256];

@@ -154,7 +154,7 @@ Epi make_epilogue(const Problem& p, const EpiConfig& cfg, float alpha) {
 enum class Runner {
   kAuto, kAutoWorkspace, kSm80SplitK, kGemv, kGemvWide, kGemvWideDeep, kGemvSplitK, kGemvNarrow, kSm80Tile128, kSm80Tile64,
   kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St, kSm90aP160,
-  kSm90aC256St, kSm90aC160, kSm90aP256x160
+  kSm90aC256St, kSm90aC160, kSm90aP256x160, kShortK64, kShortK128
 };
 
 // Every sm90a kernel variant, forced by name (the dispatcher's choice is kSm90a / kAuto).
@@ -186,6 +186,8 @@ const char* runner_name(Runner r) {
     case Runner::kSm90aC256St: return gemm::sm90a_name<gemm::Sm90aCluster128x256St>();
     case Runner::kSm90aC160: return gemm::sm90a_name<gemm::Sm90aCluster128x160>();
     case Runner::kSm90aP256x160: return gemm::sm90a_name<gemm::Sm90aPersistent256x160>();
+    case Runner::kShortK64: return gemm::short_k_name<gemm::ShortKTile64x128>();
+    case Runner::kShortK128: return gemm::short_k_name<gemm::ShortKTile128x128>();
   }
   return "?";
 }
@@ -226,6 +228,8 @@ Status run_with(Runner r, const gemm::GemmParams<Epi>& p) {
     case Runner::kSm90aC256St: return gemm::run_sm90a<Epi, gemm::Sm90aCluster128x256St>(p, 0);
     case Runner::kSm90aC160: return gemm::run_sm90a<Epi, gemm::Sm90aCluster128x160>(p, 0);
     case Runner::kSm90aP256x160: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent256x160>(p, 0);
+    case Runner::kShortK64: return gemm::run_short_k<gemm::ShortKTile64x128>(p, 0);
+    case Runner::kShortK128: return gemm::run_short_k<gemm::ShortKTile128x128>(p, 0);
   }
   return Status::kErrorInternal;
 }
@@ -238,10 +242,11 @@ bool sm90a_runnable() {
 
 // The sm90a runner lives in its own binary (test_gemm_sm90.cu): a pipeline fault there must not
 // take the other paths' tests down with it.
-std::vector<Runner> runners_for(int64_t M) {
+std::vector<Runner> runners_for(int64_t M, int64_t K = 0) {
   std::vector<Runner> v{Runner::kAuto, Runner::kAutoWorkspace, Runner::kSm80Tile128, Runner::kSm80Tile64};
   if (M <= gemm::kGemvMaxM)
     v.insert(v.end(), {Runner::kGemv, Runner::kGemvWide, Runner::kGemvWideDeep, Runner::kGemvSplitK, Runner::kGemvNarrow});
+  if (K > 0 && K <= gemm::kShortKMaxK) v.insert(v.end(), {Runner::kShortK64, Runner::kShortK128});
   return v;
 }
 

@@ -64,8 +64,11 @@ struct Requant {
   float alpha = 1.0f;
   const float* col_scale = nullptr;  // (N), optional
 
-  QUAMBA_HD int8_t apply(int32_t acc, int64_t /*m*/, int64_t n) const {
-    float v = mul_rn(static_cast<float>(acc), alpha);
+  QUAMBA_HD int8_t apply(int32_t acc, int64_t /*m*/, int64_t n) const { return apply_f(static_cast<float>(acc), n); }
+  // The same from the accumulator already converted to fp32 (rounded to nearest, as the cast in
+  // apply does; exact below 2^24), for kernels that convert it without the I2F instruction.
+  QUAMBA_HD int8_t apply_f(float acc, int64_t n) const {
+    float v = mul_rn(acc, alpha);
     if (col_scale) v = mul_rn(v, col_scale[n]);
     return saturate_round_i8_device(v);
   }

@@ -10,7 +10,10 @@
 //   kGemv   M <= 16: weight-streaming dp4a kernel (gemm/gemv.cuh), any sm >= 80.
 //   kSm80   mma.sync.m16n8k32 tensor-core kernel (gemm/gemm_sm80.cuh), any sm >= 80.
 //   kSm90a  wgmma + TMA kernel (gemm/gemm_sm90.cuh), sm_90 built as 90a only.
-//   kAuto   kGemv for M <= 16 (except 4 < M with at least one 64-column tile per SM, or half
+//   kShortK K <= 256: whole-K tiles, tile ranges per CTA, staged 16-byte output stores
+//           (gemm/gemm_short_k.cuh), any sm >= 80; falls back to kSm80 where its shared memory
+//           does not fit the device.
+//   kAuto   kShortK for M > 16 and K <= 256 (dt_proj); kGemv for M <= 16 (except 4 < M with at least one 64-column tile per SM, or half
 //           of that with K <= 256: kSm80,
 //           see small_m_mma_worthwhile; and, given a workspace, 8 <= M with M·N·K >= 2^23 where
 //           the split-K plan splits: kSm80); else kSm90a on sm_90 with a 90a build when M >= kSm90aMinM and
@@ -32,6 +35,7 @@
 #include "quamba/core/arch.hpp"
 #include "quamba/core/status.hpp"
 #include "quamba/gemm/epilogue.cuh"
+#include "quamba/gemm/gemm_short_k.cuh"
 #include "quamba/gemm/gemm_sm80.cuh"
 #include "quamba/gemm/gemm_sm90.cuh"
 #include "quamba/gemm/gemv.cuh"
@@ -39,7 +43,7 @@
 
 namespace quamba::gemm {
 
-enum class GemmPath { kAuto, kGemv, kSm80, kSm90a };
+enum class GemmPath { kAuto, kGemv, kSm80, kSm90a, kShortK };
 
 // Below this M the 128-row wgmma tile is mostly padding; the mma.sync 64x64 tile is used instead.
 inline constexpr int64_t kSm90aMinM = 128;
@@ -85,6 +89,7 @@ inline GemmPath auto_path(int64_t M, int64_t N, int64_t K, bool has_workspace, i
                    plan_split_k(M, N, K).splits > 1
                ? GemmPath::kSm80
                : GemmPath::kGemv;
+  if (M > kGemvMaxM && K <= kShortKMaxK) return GemmPath::kShortK;
   if (arch == 90 && sm90a_dispatch_enabled() && sm90a_worthwhile(M, N, sm_count)) return GemmPath::kSm90a;
   return GemmPath::kSm80;
 }
@@ -95,6 +100,7 @@ inline const char* to_string(GemmPath p) {
     case GemmPath::kGemv: return "gemv";
     case GemmPath::kSm80: return "sm80";
     case GemmPath::kSm90a: return "sm90a";
+    case GemmPath::kShortK: return "short_k";
   }
   return "unknown";
 }
@@ -108,6 +114,7 @@ Status can_implement(const GemmParams<Epilogue>& p, GemmPath path = GemmPath::kA
     case GemmPath::kGemv: return can_implement_gemv(p);
     case GemmPath::kSm80: return can_implement_sm80<Sm80Tile64x64>(p);
     case GemmPath::kSm90a: return can_implement_sm90a(p);
+    case GemmPath::kShortK: return can_implement_short_k(p);
   }
   return Status::kErrorNotSupported;
 }
@@ -148,6 +155,11 @@ Status run(const GemmParams<Epilogue>& p, void* workspace, cudaStream_t stream, 
     case GemmPath::kSm90a:
       if (info.arch != 90) return Status::kErrorArchNotSupported;
       return run_sm90a_auto(p, info.sm_count, stream);
+    case GemmPath::kShortK: {
+      const Status st = run_short_k<ShortKTile64x128>(p, stream);
+      // The tile's shared memory above this device's per-block limit: the pipelined kernel.
+      return st == Status::kErrorNotSupported ? run_sm80_auto(p, info.sm_count, workspace, stream) : st;
+    }
     case GemmPath::kAuto: break;
   }
   return Status::kErrorNotSupported;

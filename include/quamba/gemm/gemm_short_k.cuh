@@ -1,0 +1,329 @@
+// quamba/gemm/gemm_short_k.cuh: int8 tensor-core GEMM for a short K (K <= kShortKMaxK = 256),
+// mma.sync (sm_80 and newer).
+//
+//   C(M, N) = epilogue( A(M, K) · W(N, K)ᵀ ),  shapes, strides and alignment as gemm/params.cuh.
+//
+// The Mamba dt_proj (K = dt_rank, 48..160) is such a GEMM: a 128 x 128 output tile is five
+// m16n8k32 steps per warp against 16 KB of int8 output, so the output stream, not the
+// arithmetic, is the work (d_model 2560, M = 2048: 10.5 MB, 3.5 us at DRAM speed). The
+// K-pipelined kernels (gemm_sm80.cuh, gemm_sm90.cuh) pay a whole load -> mma -> epilogue round
+// trip per tile, and the mma.sync one writes C from the accumulator fragments (a warp store
+// covers eight rows with 8 bytes each, a quarter of each 32-byte sector). Here:
+//   - a CTA takes a contiguous range of the row-block-major tile list and keeps the next tile's
+//     A and W (all of K, one cp.async group) in flight while it computes and stores this one
+//     (two stages; a stage reloads A only when its row block changes);
+//   - the epilogue goes through shared memory and leaves as whole 16-byte row pieces;
+//   - with the Requant epilogue and K <= kShortKExactK the int32 -> fp32 conversion is the exact
+//     magic-number form (|acc| <= K·2^14 < 2^22) instead of I2F, which runs on the quarter-rate
+//     conversion pipe; the result is bit-identical.
+// Shared memory: rows of round_up(K, 32) + 16 bytes (an odd number of 16-byte chunks, so the eight
+// rows one ldmatrix phase reads fall on distinct bank groups), two stages of (kBM + kBN) rows,
+// and a kBM x (kBN·sizeof(C) + 16)-byte output tile. run_short_k returns kErrorNotSupported where
+// that exceeds the device's per-block limit (e.g. K > 160 with the 128 x 128 tile on sm_86/89).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+#include "quamba/core/arch.hpp"
+#include "quamba/core/cuda_check.hpp"
+#include "quamba/core/status.hpp"
+#include "quamba/gemm/epilogue.cuh"
+#include "quamba/gemm/params.cuh"
+#include "quamba/gemm/ptx.cuh"
+
+namespace quamba::gemm {
+
+inline constexpr int64_t kShortKMaxK = 256;
+// Largest K whose int32 accumulators all lie in (-2^22, 2^22): K·128·128 < 2^22.
+inline constexpr int64_t kShortKExactK = 240;
+
+template <int kBM_, int kBN_, int kWarpsM_, int kWarpsN_, int kMinBlocks_>
+struct ShortKTraits {
+  static constexpr int kBM = kBM_;
+  static constexpr int kBN = kBN_;
+  static constexpr int kWarpsM = kWarpsM_;
+  static constexpr int kWarpsN = kWarpsN_;
+  static constexpr int kMinBlocks = kMinBlocks_;
+  static constexpr int kWarps = kWarpsM * kWarpsN;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kWarpM = kBM / kWarpsM;
+  static constexpr int kWarpN = kBN / kWarpsN;
+  static constexpr int kMmaM = kWarpM / 16;
+  static constexpr int kMmaN = kWarpN / 8;
+  static_assert(kBM % (16 * kWarpsM) == 0, "warp tile M must be a multiple of 16");
+  static_assert(kBN % (16 * kWarpsN) == 0, "warp tile N must be a multiple of 16 (B is read in n16 pairs)");
+};
+
+// 64 x 128 output tiles, 8 warps of 32 x 32: twice the tiles of 128 x 128, so the tile ranges of
+// the CTAs even out better; 77 KB of shared memory at K = 160.
+using ShortKTile64x128 = ShortKTraits<64, 128, 2, 4, 2>;
+// 128 x 128 output tiles, 8 warps of 64 x 32 (more than 128 registers: one CTA per SM unless
+// the registers allow two); 108 KB at K = 160.
+using ShortKTile128x128 = ShortKTraits<128, 128, 2, 4, 1>;
+
+template <typename Traits>
+constexpr const char* short_k_name() {
+  if constexpr (std::is_same_v<Traits, ShortKTile64x128>) return "short_k_64x128";
+  else if constexpr (std::is_same_v<Traits, ShortKTile128x128>) return "short_k_128x128";
+  else return "short_k_custom";
+}
+
+// Shared-memory carve-up for one K (host and device agree on it through this function).
+struct ShortKLayout {
+  int pitch = 0;        // bytes per A / W row: round_up(K, 32) + 16
+  int k_chunks = 0;     // 16-byte chunks per row that are copied (zero-filled past K)
+  int stage_bytes = 0;  // (kBM + kBN) rows
+  int out_pitch = 0;    // bytes per output-tile row: kBN·sizeof(Output) + 16
+  int smem_bytes = 0;
+};
+
+template <typename Traits, typename Output>
+QUAMBA_HD ShortKLayout short_k_layout(int64_t K) {
+  ShortKLayout l;
+  const int kp = static_cast<int>((K + 31) / 32 * 32);
+  l.k_chunks = kp / 16;
+  l.pitch = kp + 16;
+  l.stage_bytes = (Traits::kBM + Traits::kBN) * l.pitch;
+  l.out_pitch = Traits::kBN * static_cast<int>(sizeof(Output)) + 16;
+  l.smem_bytes = 2 * l.stage_bytes + Traits::kBM * l.out_pitch;
+  return l;
+}
+
+// Checks of the short-K kernel (host only, no device state): the family's rules and K's bound.
+template <typename Epilogue>
+Status can_implement_short_k(const GemmParams<Epilogue>& p) {
+  QUAMBA_RETURN_IF_ERROR(check_params(p));
+  if (p.K > kShortKMaxK) return Status::kErrorNotSupported;
+  return Status::kSuccess;
+}
+
+namespace detail {
+
+#if QUAMBA_HAS_CUDA_COMPILER
+
+// Exact int32 -> fp32 for |v| < 2^22 without the conversion pipe: v + 0x4B400000 as bits is the
+// float 1.5·2^23 + v (its mantissa 2^22 + v stays in [0, 2^23)), minus 1.5·2^23 exactly.
+QUAMBA_DEVICE float small_i32_to_f32(int32_t v) { return __int_as_float(v + 0x4B400000) - 12582912.0f; }
+
+template <bool kExactSmall, typename Epilogue>
+QUAMBA_DEVICE typename Epilogue::Output short_k_apply(const Epilogue& e, int32_t acc, int64_t m, int64_t n) {
+  if constexpr (kExactSmall) return e.apply_f(small_i32_to_f32(acc), n);
+  else return e.apply(acc, m, n);
+}
+
+// Tiles [t_begin, t_end) of the row-block-major list (tile t: rows (t / n_tiles)·kBM, columns
+// (t % n_tiles)·kBN), this CTA's share of `tiles` in total.
+template <typename Traits, typename Epilogue, bool kExactSmall>
+__global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
+    gemm_short_k_kernel(GemmParams<Epilogue> p, ShortKLayout lay, int64_t n_tiles, int64_t tiles, bool vec_ok,
+                        bool fast_requant) {
+  using Output = typename Epilogue::Output;
+  constexpr int kBM = Traits::kBM, kBN = Traits::kBN, kThreads = Traits::kThreads;
+  constexpr int kOutBytes = static_cast<int>(sizeof(Output));
+  constexpr int kPerChunk = 16 / kOutBytes;  // outputs per 16-byte store
+  constexpr int kRowChunks = kBN * kOutBytes / 16;
+  extern __shared__ __align__(128) uint8_t smem[];
+  const int64_t t_begin = static_cast<int64_t>(blockIdx.x) * tiles / gridDim.x;
+  const int64_t t_end = static_cast<int64_t>(blockIdx.x + 1) * tiles / gridDim.x;
+  if (t_begin >= t_end) return;
+
+  const uint32_t smem_base = ptx::smem_u32(smem);
+  uint8_t* out_tile = smem + 2 * lay.stage_bytes;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int warp_m0 = (warp % Traits::kWarpsM) * Traits::kWarpM;
+  const int warp_n0 = (warp / Traits::kWarpsM) * Traits::kWarpN;
+  const int k_valid = static_cast<int>(p.K / 16);  // K % 16 == 0 (check_params)
+  const int kc = lay.k_chunks;
+
+  // Row block whose A each stage holds (-1: none); the same in every thread.
+  int64_t rb_held0 = -1, rb_held1 = -1;
+  // Chunk q = tid + i·kThreads of a rows x kc block sits at (r, c) = (q / kc, q % kc); the
+  // division is done once, then each step adds kThreads = dr·kc + dc.
+  const int r_first = tid / kc, c_first = tid - (tid / kc) * kc;
+  const int dr = kThreads / kc, dc = kThreads - (kThreads / kc) * kc;
+  auto copy_rows = [&](uint32_t dst, const int8_t* src, int64_t ld, int64_t row0, int64_t rows_valid, int rows) {
+    const int valid = static_cast<int>(rows_valid - row0 < rows ? rows_valid - row0 : rows);
+    const int8_t* base = src + row0 * ld;
+    for (int r = r_first, c = c_first; r < rows;) {
+      const bool ok = r < valid && c < k_valid;
+      ptx::cp_async_16(dst + r * lay.pitch + c * 16, ok ? base + r * ld + c * 16 : src, ok);
+      r += dr;
+      c += dc;
+      if (c >= kc) {
+        c -= kc;
+        ++r;
+      }
+    }
+  };
+  auto load_tile = [&](int stage, int64_t t) {
+    const int64_t rb = t / n_tiles, nt = t - rb * n_tiles;
+    const uint32_t sA = smem_base + stage * lay.stage_bytes;
+    if ((stage ? rb_held1 : rb_held0) != rb) {
+      copy_rows(sA, p.A, p.lda, rb * kBM, p.M, kBM);
+      if (stage) rb_held1 = rb;
+      else rb_held0 = rb;
+    }
+    copy_rows(sA + kBM * lay.pitch, p.W, p.ldw, nt * kBN, p.N, kBN);
+  };
+
+  load_tile(0, t_begin);
+  ptx::cp_async_commit();
+  if (t_begin + 1 < t_end) load_tile(1, t_begin + 1);
+  ptx::cp_async_commit();
+
+  // ldmatrix source rows of this lane (see gemm_sm80.cuh).
+  const int a_row = (lane & 7) + ((lane >> 3) & 1) * 8;
+  const int a_chunk = lane >> 4;
+  const int b_row = (lane & 7) + (lane >> 4) * 8;
+  const int b_chunk = (lane >> 3) & 1;
+  const int g = lane >> 2, tq = lane & 3;
+
+  for (int64_t t = t_begin; t < t_end; ++t) {
+    const int stage = static_cast<int>((t - t_begin) & 1);
+    ptx::cp_async_wait<1>();  // tile t's group has landed (t + 1's may still be in flight)
+    __syncthreads();          // ...for every thread; the previous tile's output rows are stored
+
+    int32_t acc[Traits::kMmaM][Traits::kMmaN][4];
+#pragma unroll
+    for (int i = 0; i < Traits::kMmaM; ++i)
+#pragma unroll
+      for (int j = 0; j < Traits::kMmaN; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[i][j][e] = 0;
+    const uint32_t sA = smem_base + stage * lay.stage_bytes;
+    const uint32_t sB = sA + kBM * lay.pitch;
+    for (int kk = 0; kk < kc / 2; ++kk) {
+      uint32_t af[Traits::kMmaM][4];
+      uint32_t bf[Traits::kMmaN][2];
+#pragma unroll
+      for (int i = 0; i < Traits::kMmaM; ++i)
+        ptx::ldmatrix_x4(af[i], sA + (warp_m0 + i * 16 + a_row) * lay.pitch + (kk * 2 + a_chunk) * 16);
+#pragma unroll
+      for (int j = 0; j < Traits::kMmaN / 2; ++j) {
+        uint32_t r[4];
+        ptx::ldmatrix_x4(r, sB + (warp_n0 + j * 16 + b_row) * lay.pitch + (kk * 2 + b_chunk) * 16);
+        bf[2 * j][0] = r[0];
+        bf[2 * j][1] = r[1];
+        bf[2 * j + 1][0] = r[2];
+        bf[2 * j + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int i = 0; i < Traits::kMmaM; ++i)
+#pragma unroll
+        for (int j = 0; j < Traits::kMmaN; ++j) ptx::mma_s8_16832(acc[i][j], af[i], bf[j][0], bf[j][1]);
+    }
+
+    // Epilogue into the output tile: each thread owns column pairs (2tq, 2tq+1) of rows g and g+8
+    // of every m16n8 fragment. Outputs past M or N are not evaluated (their residual / column
+    // scale is not there) and never stored.
+    const int64_t rb = t / n_tiles, nt = t - rb * n_tiles;
+    const int64_t m0 = rb * kBM, n0 = nt * kBN;
+    const int rows_in = static_cast<int>(p.M - m0 < kBM ? p.M - m0 : kBM);
+    const int cols_in = static_cast<int>(p.N - n0 < kBN ? p.N - n0 : kBN);
+    bool done = false;
+    if constexpr (kExactSmall) {
+      // Requant with a finite alpha and no column scale on a whole tile: the formula of
+      // Requant::apply_f (saturate_round_i8_device) without its NaN test, which cannot fire,
+      // two outputs packed per shared store.
+      if (fast_requant && rows_in == kBM && cols_in == kBN) {
+        const float alpha = p.epilogue.alpha;
+        auto bits = [&](int32_t a) {
+          const float v = __fmul_rn(small_i32_to_f32(a), alpha);
+          return __float_as_uint(__fadd_rn(fminf(fmaxf(v, -128.0f), 127.0f), 12582912.0f));
+        };
+#pragma unroll
+        for (int i = 0; i < Traits::kMmaM; ++i)
+#pragma unroll
+          for (int j = 0; j < Traits::kMmaN; ++j)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const int mr = warp_m0 + i * 16 + g + 8 * h, nc = warp_n0 + j * 8 + 2 * tq;
+              const uint32_t pair = __byte_perm(bits(acc[i][j][2 * h]), bits(acc[i][j][2 * h + 1]), 0x0040);
+              *reinterpret_cast<uint16_t*>(out_tile + mr * lay.out_pitch + nc) = static_cast<uint16_t>(pair);
+            }
+        done = true;
+      }
+    }
+    if (!done) {
+#pragma unroll
+      for (int i = 0; i < Traits::kMmaM; ++i)
+#pragma unroll
+        for (int j = 0; j < Traits::kMmaN; ++j)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int mr = warp_m0 + i * 16 + g + 8 * h, nc = warp_n0 + j * 8 + 2 * tq;
+            Output o[2] = {Output{}, Output{}};
+            if (mr < rows_in) {
+              if (nc < cols_in) o[0] = short_k_apply<kExactSmall>(p.epilogue, acc[i][j][2 * h], m0 + mr, n0 + nc);
+              if (nc + 1 < cols_in)
+                o[1] = short_k_apply<kExactSmall>(p.epilogue, acc[i][j][2 * h + 1], m0 + mr, n0 + nc + 1);
+            }
+            ptx::store2(reinterpret_cast<Output*>(out_tile + mr * lay.out_pitch + nc * kOutBytes), o[0], o[1]);
+          }
+    }
+    __syncthreads();  // output tile complete; every warp is done with this stage's A and W
+
+    if (t + 2 < t_end) load_tile(stage, t + 2);
+    ptx::cp_async_commit();  // possibly empty: keeps "wait_group 1" meaning tile t + 1
+
+    for (int q = tid; q < kBM * kRowChunks; q += kThreads) {
+      const int r = q / kRowChunks, c = q % kRowChunks;
+      if (r >= rows_in || c * kPerChunk >= cols_in) continue;
+      const uint8_t* src = out_tile + r * lay.out_pitch + c * 16;
+      Output* dst = p.C + (m0 + r) * p.ldc + n0 + c * kPerChunk;
+      if (vec_ok && (c + 1) * kPerChunk <= cols_in) {
+        *reinterpret_cast<int4*>(dst) = *reinterpret_cast<const int4*>(src);
+      } else {
+        const Output* s = reinterpret_cast<const Output*>(src);
+        for (int e = 0; e < kPerChunk && c * kPerChunk + e < cols_in; ++e) dst[e] = s[e];
+      }
+    }
+  }
+  ptx::cp_async_wait<0>();
+}
+
+#endif  // QUAMBA_HAS_CUDA_COMPILER
+
+}  // namespace detail
+
+#if QUAMBA_HAS_CUDA_COMPILER
+
+// Launches the short-K kernel with tile Traits: one CTA per resident slot (occupancy x SMs, at
+// most one per tile), each a contiguous share of the tiles. Needs sm_80 or newer (the caller
+// checks) and the layout's shared memory within the device's per-block limit.
+template <typename Traits, typename Epilogue>
+Status run_short_k(const GemmParams<Epilogue>& p, cudaStream_t stream) {
+  QUAMBA_RETURN_IF_ERROR(can_implement_short_k(p));
+  if (p.M == 0) return Status::kSuccess;
+  using Output = typename Epilogue::Output;
+  DeviceInfo info;
+  QUAMBA_RETURN_IF_ERROR(query_device(&info));
+  const ShortKLayout lay = short_k_layout<Traits, Output>(p.K);
+  if (lay.smem_bytes > info.max_smem_per_block_optin) return Status::kErrorNotSupported;
+  auto kernel = detail::gemm_short_k_kernel<Traits, Epilogue, false>;
+  if constexpr (std::is_same_v<Epilogue, Requant>) {
+    if (p.K <= kShortKExactK) kernel = detail::gemm_short_k_kernel<Traits, Epilogue, true>;
+  }
+  QUAMBA_RETURN_IF_CUDA_ERROR(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, lay.smem_bytes));
+  int per_sm = 0;
+  QUAMBA_RETURN_IF_CUDA_ERROR(
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, Traits::kThreads, lay.smem_bytes));
+  const int64_t n_tiles = (p.N + Traits::kBN - 1) / Traits::kBN;
+  const int64_t tiles = (p.M + Traits::kBM - 1) / Traits::kBM * n_tiles;
+  const int64_t slots = static_cast<int64_t>(per_sm > 0 ? per_sm : 1) * info.sm_count;
+  const int64_t grid = tiles < slots ? tiles : slots;
+  const bool vec_ok = is_aligned(p.C, 16) && (p.ldc * static_cast<int64_t>(sizeof(Output))) % 16 == 0;
+  bool fast_requant = false;
+  if constexpr (std::is_same_v<Epilogue, Requant>) fast_requant = !p.epilogue.col_scale && std::isfinite(p.epilogue.alpha);
+  kernel<<<static_cast<unsigned>(grid), Traits::kThreads, lay.smem_bytes, stream>>>(p, lay, n_tiles, tiles, vec_ok,
+                                                                                    fast_requant);
+  return last_launch_status();
+}
+
+#endif  // QUAMBA_HAS_CUDA_COMPILER
+
+}  // namespace quamba::gemm
