@@ -175,7 +175,7 @@ TEST(GemmShortK, Sweep) {
   for (const auto& s : shapes) {
     Weights w(s.N, s.K, s.K + 16, 9000 + s.N + s.K);
     Problem p(w, s.M, s.K + 32, 9100 + s.M);
-    for (Runner r : {Runner::kShortK64, Runner::kShortK128}) {
+    for (Runner r : {Runner::kShortK64, Runner::kShortK128, Runner::kShortK64x64}) {
       check<gemm::Requant>(p, r, {}, "requant");
       check<gemm::Requant>(p, r, {true, false, false}, "requant");
       check<gemm::Requant>(p, r, {}, "requant", 16);
@@ -187,9 +187,23 @@ TEST(GemmShortK, Sweep) {
   }
 }
 
-// Accumulators at the edge of the exact int32 -> fp32 form of the Requant epilogue (K <= 240:
-// |acc| <= 240·2^14 < 2^22) and past it (K = 256 reaches 2^22 with every product (-128)·(-128),
-// which takes the I2F form): every output against the host epilogue on the full product.
+// Grids with several tiles per CTA at a small K: the double-buffered stages, A kept across tiles
+// of one row block and reloaded at the next, the empty commit groups of a range's last tiles
+// (also the compute-sanitizer racecheck target of this kernel).
+TEST(GemmShortK, SeveralTilesPerCta) {
+  QUAMBA_REQUIRE_GPU();
+  Weights w(1000, 32, 32, 9300);
+  Problem p(w, 4100, 32, 9301);
+  for (Runner r : {Runner::kShortK64, Runner::kShortK64x64, Runner::kShortK128}) {
+    check<gemm::Requant>(p, r, {}, "requant", 16);
+    check<gemm::DequantF16>(p, r, {false, true, false}, "dequant_f16");
+  }
+}
+
+// Accumulators at the edge of the exact int32 -> fp32 form of the Requant epilogue: K = 256 with
+// every product (-128)·(-128) reaches its bound 2^22, mixed signs reach -(2^22 - 256·128); alphas
+// that scale them into range, saturate them, or flush them to zero. Every output against the host
+// epilogue on the full product.
 TEST(GemmShortK, ExtremeAccumulatorsExact) {
   QUAMBA_REQUIRE_GPU();
   for (int64_t K : {224, 240, 256}) {
@@ -209,10 +223,14 @@ TEST(GemmShortK, ExtremeAccumulatorsExact) {
       prm.A = dA.get(); prm.lda = K; prm.W = dW.get(); prm.ldw = K; prm.C = dC.get(); prm.ldc = N;
       for (float alpha : {100.f / static_cast<float>(K * 16384), 1.f / 3.f, 3e-7f}) {
         prm.epilogue.alpha = alpha;
-        for (Runner r : {Runner::kShortK64, Runner::kShortK128, Runner::kAuto}) {
+        for (Runner r : {Runner::kShortK64, Runner::kShortK128, Runner::kShortK64x64, Runner::kAuto}) {
           SCOPED_TRACE(std::string(runner_name(r)) + " K=" + std::to_string(K) + " pattern " + std::to_string(pattern) +
                        " alpha " + std::to_string(alpha));
           dC.poison(0x5A);
+          if (!short_k_fits<int8_t>(r, K)) {
+            EXPECT_EQ(run_with(r, prm), Status::kErrorNotSupported);
+            continue;
+          }
           ASSERT_EQ(run_with(r, prm), Status::kSuccess);
           QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
           const std::vector<int8_t> got = dC.download();
@@ -314,7 +332,8 @@ TEST(GemmDispatch, AutoPathRules) {
   EXPECT_EQ(path(128, 3072, 768, false), GemmPath::kSm80) << "24 tiles of 128 x 128";
   EXPECT_EQ(path(2048, 192, 5120, true), GemmPath::kSm80) << "x_proj prefill: 32 tiles";
   EXPECT_EQ(path(2048, 5120, 160, false), GemmPath::kShortK) << "dt_proj prefill: K = 160";
-  EXPECT_EQ(path(17, 1536, 48, true), GemmPath::kShortK) << "dt_proj at d_model 768, 17 rows";
+  EXPECT_EQ(path(128, 1536, 48, true), GemmPath::kShortK) << "dt_proj at d_model 768, 128 rows";
+  EXPECT_EQ(path(127, 5120, 160, true), GemmPath::kSm80) << "below kShortKMinM rows";
   EXPECT_EQ(path(2048, 5120, 160, false, 80), GemmPath::kShortK) << "every architecture";
   EXPECT_EQ(path(2048, 5120, 272, false), GemmPath::kSm90a) << "K above 256";
   // The short-K tile rule of run_sm90a_auto (its measured cases, bench/RESULTS.md run L).

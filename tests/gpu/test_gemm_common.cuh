@@ -154,7 +154,7 @@ Epi make_epilogue(const Problem& p, const EpiConfig& cfg, float alpha) {
 enum class Runner {
   kAuto, kAutoWorkspace, kSm80SplitK, kGemv, kGemvWide, kGemvWideDeep, kGemvSplitK, kGemvNarrow, kSm80Tile128, kSm80Tile64,
   kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St, kSm90aP160,
-  kSm90aC256St, kSm90aC160, kSm90aP256x160, kShortK64, kShortK128
+  kSm90aC256St, kSm90aC160, kSm90aP256x160, kShortK64, kShortK128, kShortK64x64
 };
 
 // Every sm90a kernel variant, forced by name (the dispatcher's choice is kSm90a / kAuto).
@@ -188,6 +188,7 @@ const char* runner_name(Runner r) {
     case Runner::kSm90aP256x160: return gemm::sm90a_name<gemm::Sm90aPersistent256x160>();
     case Runner::kShortK64: return gemm::short_k_name<gemm::ShortKTile64x128>();
     case Runner::kShortK128: return gemm::short_k_name<gemm::ShortKTile128x128>();
+    case Runner::kShortK64x64: return gemm::short_k_name<gemm::ShortKTile64x64>();
   }
   return "?";
 }
@@ -230,8 +231,25 @@ Status run_with(Runner r, const gemm::GemmParams<Epi>& p) {
     case Runner::kSm90aP256x160: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent256x160>(p, 0);
     case Runner::kShortK64: return gemm::run_short_k<gemm::ShortKTile64x128>(p, 0);
     case Runner::kShortK128: return gemm::run_short_k<gemm::ShortKTile128x128>(p, 0);
+    case Runner::kShortK64x64: return gemm::run_short_k<gemm::ShortKTile64x64>(p, 0);
   }
   return Status::kErrorInternal;
+}
+
+// Whether a short-K runner's shared memory fits this device for K and output type Out; where it
+// does not (e.g. the 128x128 tile at K > 128 with an int8 output on sm_86/89), run_short_k must
+// return kErrorNotSupported. Every other runner: true.
+template <typename Out>
+bool short_k_fits(Runner r, int64_t K) {
+  int dev = 0, limit = 0;
+  QUAMBA_CUDA_CHECK(cudaGetDevice(&dev));
+  QUAMBA_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  switch (r) {
+    case Runner::kShortK64: return gemm::short_k_layout<gemm::ShortKTile64x128, Out>(K).smem_bytes <= limit;
+    case Runner::kShortK128: return gemm::short_k_layout<gemm::ShortKTile128x128, Out>(K).smem_bytes <= limit;
+    case Runner::kShortK64x64: return gemm::short_k_layout<gemm::ShortKTile64x64, Out>(K).smem_bytes <= limit;
+    default: return true;
+  }
 }
 
 // The sm90a kernel exists only on sm_90 devices with a 90a build; it is exercised wherever it can run.
@@ -246,7 +264,7 @@ std::vector<Runner> runners_for(int64_t M, int64_t K = 0) {
   std::vector<Runner> v{Runner::kAuto, Runner::kAutoWorkspace, Runner::kSm80Tile128, Runner::kSm80Tile64};
   if (M <= gemm::kGemvMaxM)
     v.insert(v.end(), {Runner::kGemv, Runner::kGemvWide, Runner::kGemvWideDeep, Runner::kGemvSplitK, Runner::kGemvNarrow});
-  if (K > 0 && K <= gemm::kShortKMaxK) v.insert(v.end(), {Runner::kShortK64, Runner::kShortK128});
+  if (K > 0 && K <= gemm::kShortKMaxK) v.insert(v.end(), {Runner::kShortK64, Runner::kShortK128, Runner::kShortK64x64});
   return v;
 }
 
@@ -281,6 +299,10 @@ void check(const Problem& p, Runner r, const EpiConfig& cfg, const std::string& 
   const size_t c_elems = static_cast<size_t>(std::max<int64_t>(M, 1) * ldc);
   DeviceBuffer<Out> dC(c_elems);
   prm.C = dC.get();
+  if (!short_k_fits<Out>(r, K)) {
+    EXPECT_EQ(run_with(r, prm), Status::kErrorNotSupported) << what << ": shared memory above the device limit";
+    return;
+  }
   const int poisons[2] = {0x5A, 0xA5};
   std::vector<Out> out[2];
   const int runs = (std::is_same_v<Out, float> || std::is_same_v<Out, __half>) ? 1 : 2;

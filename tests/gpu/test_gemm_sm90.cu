@@ -260,7 +260,8 @@ TEST(GemmSm90a, AutoAgreesWithForcedPaths) {
   EXPECT_FALSE(gemm::sm90a_worthwhile(128, 3072, info.sm_count));
   EXPECT_FALSE(gemm::sm90a_worthwhile(100, 50280, info.sm_count));
   // (N, K) = (3072, 768): in_proj at d_model 768; (5120, 160): dt_proj at d_model 2560, whose
-  // short K takes the 128x128 persistent tile in run_sm90a_auto.
+  // short K takes the 128x128 persistent tile in run_sm90a_auto (kSm90a forced; kAuto sends it to
+  // the short-K kernel).
   for (auto nk : {std::array<int64_t, 2>{3072, 768}, std::array<int64_t, 2>{5120, 160}})
   for (int64_t M : {128, 2048}) {
     const int64_t N = nk[0], K = nk[1];

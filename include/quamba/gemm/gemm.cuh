@@ -13,7 +13,7 @@
 //   kShortK K <= 256: whole-K tiles, tile ranges per CTA, staged 16-byte output stores
 //           (gemm/gemm_short_k.cuh), any sm >= 80; falls back to kSm80 where its shared memory
 //           does not fit the device.
-//   kAuto   kShortK for M > 16 and K <= 256 (dt_proj); kGemv for M <= 16 (except 4 < M with at least one 64-column tile per SM, or half
+//   kAuto   kShortK for M >= 128 and K <= 256 (dt_proj prefill); kGemv for M <= 16 (except 4 < M with at least one 64-column tile per SM, or half
 //           of that with K <= 256: kSm80,
 //           see small_m_mma_worthwhile; and, given a workspace, 8 <= M with M·N·K >= 2^23 where
 //           the split-K plan splits: kSm80); else kSm90a on sm_90 with a 90a build when M >= kSm90aMinM and
@@ -89,7 +89,7 @@ inline GemmPath auto_path(int64_t M, int64_t N, int64_t K, bool has_workspace, i
                    plan_split_k(M, N, K).splits > 1
                ? GemmPath::kSm80
                : GemmPath::kGemv;
-  if (M > kGemvMaxM && K <= kShortKMaxK) return GemmPath::kShortK;
+  if (M >= kShortKMinM && K <= kShortKMaxK) return GemmPath::kShortK;
   if (arch == 90 && sm90a_dispatch_enabled() && sm90a_worthwhile(M, N, sm_count)) return GemmPath::kSm90a;
   return GemmPath::kSm80;
 }

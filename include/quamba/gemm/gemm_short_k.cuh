@@ -4,22 +4,27 @@
 //   C(M, N) = epilogue( A(M, K) · W(N, K)ᵀ ),  shapes, strides and alignment as gemm/params.cuh.
 //
 // The Mamba dt_proj (K = dt_rank, 48..160) is such a GEMM: a 128 x 128 output tile is five
-// m16n8k32 steps per warp against 16 KB of int8 output, so the output stream, not the
-// arithmetic, is the work (d_model 2560, M = 2048: 10.5 MB, 3.5 us at DRAM speed). The
-// K-pipelined kernels (gemm_sm80.cuh, gemm_sm90.cuh) pay a whole load -> mma -> epilogue round
-// trip per tile, and the mma.sync one writes C from the accumulator fragments (a warp store
-// covers eight rows with 8 bytes each, a quarter of each 32-byte sector). Here:
+// m16n8k32 steps per warp, so per output there is little arithmetic and the epilogue and the
+// tile bookkeeping are most of the instructions. The K-pipelined kernels (gemm_sm80.cuh,
+// gemm_sm90.cuh) pay a whole load -> mma -> epilogue round trip per tile, and the mma.sync one
+// writes C from the accumulator fragments (a warp store covers eight rows with 8 bytes each).
+// Here:
 //   - a CTA takes a contiguous range of the row-block-major tile list and keeps the next tile's
 //     A and W (all of K, one cp.async group) in flight while it computes and stores this one
 //     (two stages; a stage reloads A only when its row block changes);
 //   - the epilogue goes through shared memory and leaves as whole 16-byte row pieces;
-//   - with the Requant epilogue and K <= kShortKExactK the int32 -> fp32 conversion is the exact
-//     magic-number form (|acc| <= K·2^14 < 2^22) instead of I2F, which runs on the quarter-rate
-//     conversion pipe; the result is bit-identical.
+//   - the Requant epilogue converts int32 -> fp32 by the exact magic-number form (|acc| <=
+//     K·2^14 <= 2^22) instead of I2F, which runs on the quarter-rate conversion pipe, and on
+//     whole tiles with a finite alpha and no column scale rounds without the NaN test (which
+//     cannot fire there); the results are bit-identical to Requant::apply.
+// Measured on an H100 (bench/RESULTS.md run M): d_model 2560, M = 2048 in 20 us, 1.2x faster
+// than the pipelined kernels; the output stream alone would take 3.5 us, and ncu showed an
+// issue-bound kernel (DRAM ~1% busy) before the epilogue was trimmed.
 // Shared memory: rows of round_up(K, 32) + 16 bytes (an odd number of 16-byte chunks, so the eight
 // rows one ldmatrix phase reads fall on distinct bank groups), two stages of (kBM + kBN) rows,
 // and a kBM x (kBN·sizeof(C) + 16)-byte output tile. run_short_k returns kErrorNotSupported where
-// that exceeds the device's per-block limit (e.g. K > 160 with the 128 x 128 tile on sm_86/89).
+// that exceeds the device's per-block limit; with an int8 C on sm_86/89 (99 KiB) that is K > 224
+// for the 64x128 tile and K > 128 for the 128x128 tile (gemm::run then takes the kSm80 path).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -32,43 +37,35 @@
 #include "quamba/core/cuda_check.hpp"
 #include "quamba/core/status.hpp"
 #include "quamba/gemm/epilogue.cuh"
+#include "quamba/gemm/gemm_sm80.cuh"
 #include "quamba/gemm/params.cuh"
 #include "quamba/gemm/ptx.cuh"
 
 namespace quamba::gemm {
 
 inline constexpr int64_t kShortKMaxK = 256;
-// Largest K whose int32 accumulators all lie in (-2^22, 2^22): K·128·128 < 2^22.
-inline constexpr int64_t kShortKExactK = 240;
+// Fewest rows the auto path sends here (bench/RESULTS.md run M measured M >= 128).
+inline constexpr int64_t kShortKMinM = 128;
 
 template <int kBM_, int kBN_, int kWarpsM_, int kWarpsN_, int kMinBlocks_>
-struct ShortKTraits {
-  static constexpr int kBM = kBM_;
-  static constexpr int kBN = kBN_;
-  static constexpr int kWarpsM = kWarpsM_;
-  static constexpr int kWarpsN = kWarpsN_;
+struct ShortKTraits : MmaWarpGrid<kBM_, kBN_, kWarpsM_, kWarpsN_> {
   static constexpr int kMinBlocks = kMinBlocks_;
-  static constexpr int kWarps = kWarpsM * kWarpsN;
-  static constexpr int kThreads = kWarps * 32;
-  static constexpr int kWarpM = kBM / kWarpsM;
-  static constexpr int kWarpN = kBN / kWarpsN;
-  static constexpr int kMmaM = kWarpM / 16;
-  static constexpr int kMmaN = kWarpN / 8;
-  static_assert(kBM % (16 * kWarpsM) == 0, "warp tile M must be a multiple of 16");
-  static_assert(kBN % (16 * kWarpsN) == 0, "warp tile N must be a multiple of 16 (B is read in n16 pairs)");
 };
 
 // 64 x 128 output tiles, 8 warps of 32 x 32: twice the tiles of 128 x 128, so the tile ranges of
-// the CTAs even out better; 77 KB of shared memory at K = 160.
+// the CTAs even out better; 75 KiB of shared memory at K = 160 (int8 C).
 using ShortKTile64x128 = ShortKTraits<64, 128, 2, 4, 2>;
+// 64 x 64 output tiles, 4 warps of 32 x 32: 49 KiB at K = 160, up to four CTAs per SM.
+using ShortKTile64x64 = ShortKTraits<64, 64, 2, 2, 3>;
 // 128 x 128 output tiles, 8 warps of 64 x 32 (more than 128 registers: one CTA per SM unless
-// the registers allow two); 108 KB at K = 160.
+// the registers allow two); 106 KiB at K = 160.
 using ShortKTile128x128 = ShortKTraits<128, 128, 2, 4, 1>;
 
 template <typename Traits>
 constexpr const char* short_k_name() {
   if constexpr (std::is_same_v<Traits, ShortKTile64x128>) return "short_k_64x128";
   else if constexpr (std::is_same_v<Traits, ShortKTile128x128>) return "short_k_128x128";
+  else if constexpr (std::is_same_v<Traits, ShortKTile64x64>) return "short_k_64x64";
   else return "short_k_custom";
 }
 
@@ -105,8 +102,9 @@ namespace detail {
 
 #if QUAMBA_HAS_CUDA_COMPILER
 
-// Exact int32 -> fp32 for |v| < 2^22 without the conversion pipe: v + 0x4B400000 as bits is the
-// float 1.5·2^23 + v (its mantissa 2^22 + v stays in [0, 2^23)), minus 1.5·2^23 exactly.
+// Exact int32 -> fp32 for |v| <= 2^22 without the conversion pipe: v + 0x4B400000 as bits is the
+// float 1.5·2^23 + v (mantissa 2^22 + v in [0, 2^23); v = 2^22 carries into the exponent and
+// gives 2^24, still exact), minus 1.5·2^23 exactly. K <= 256 keeps |acc| <= 256·128·128 = 2^22.
 QUAMBA_DEVICE float small_i32_to_f32(int32_t v) { return __int_as_float(v + 0x4B400000) - 12582912.0f; }
 
 template <bool kExactSmall, typename Epilogue>
@@ -120,7 +118,7 @@ QUAMBA_DEVICE typename Epilogue::Output short_k_apply(const Epilogue& e, int32_t
 template <typename Traits, typename Epilogue, bool kExactSmall>
 __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     gemm_short_k_kernel(GemmParams<Epilogue> p, ShortKLayout lay, int64_t n_tiles, int64_t tiles, bool vec_ok,
-                        bool fast_requant) {
+                        bool plain_requant) {
   using Output = typename Epilogue::Output;
   constexpr int kBM = Traits::kBM, kBN = Traits::kBN, kThreads = Traits::kThreads;
   constexpr int kOutBytes = static_cast<int>(sizeof(Output));
@@ -175,11 +173,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
   if (t_begin + 1 < t_end) load_tile(1, t_begin + 1);
   ptx::cp_async_commit();
 
-  // ldmatrix source rows of this lane (see gemm_sm80.cuh).
-  const int a_row = (lane & 7) + ((lane >> 3) & 1) * 8;
-  const int a_chunk = lane >> 4;
-  const int b_row = (lane & 7) + (lane >> 4) * 8;
-  const int b_chunk = (lane >> 3) & 1;
+  const MmaLaneRows lr = mma_lane_rows(lane);
   const int g = lane >> 2, tq = lane & 3;
 
   for (int64_t t = t_begin; t < t_end; ++t) {
@@ -196,26 +190,10 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         for (int e = 0; e < 4; ++e) acc[i][j][e] = 0;
     const uint32_t sA = smem_base + stage * lay.stage_bytes;
     const uint32_t sB = sA + kBM * lay.pitch;
-    for (int kk = 0; kk < kc / 2; ++kk) {
-      uint32_t af[Traits::kMmaM][4];
-      uint32_t bf[Traits::kMmaN][2];
-#pragma unroll
-      for (int i = 0; i < Traits::kMmaM; ++i)
-        ptx::ldmatrix_x4(af[i], sA + (warp_m0 + i * 16 + a_row) * lay.pitch + (kk * 2 + a_chunk) * 16);
-#pragma unroll
-      for (int j = 0; j < Traits::kMmaN / 2; ++j) {
-        uint32_t r[4];
-        ptx::ldmatrix_x4(r, sB + (warp_n0 + j * 16 + b_row) * lay.pitch + (kk * 2 + b_chunk) * 16);
-        bf[2 * j][0] = r[0];
-        bf[2 * j][1] = r[1];
-        bf[2 * j + 1][0] = r[2];
-        bf[2 * j + 1][1] = r[3];
-      }
-#pragma unroll
-      for (int i = 0; i < Traits::kMmaM; ++i)
-#pragma unroll
-        for (int j = 0; j < Traits::kMmaN; ++j) ptx::mma_s8_16832(acc[i][j], af[i], bf[j][0], bf[j][1]);
-    }
+    for (int kk = 0; kk < kc / 2; ++kk)
+      mma_k32_step<Traits>(
+          acc, [&](int i) { return sA + (warp_m0 + i * 16 + lr.a_row) * lay.pitch + (kk * 2 + lr.a_chunk) * 16; },
+          [&](int j) { return sB + (warp_n0 + j * 16 + lr.b_row) * lay.pitch + (kk * 2 + lr.b_chunk) * 16; });
 
     // Epilogue into the output tile: each thread owns column pairs (2tq, 2tq+1) of rows g and g+8
     // of every m16n8 fragment. Outputs past M or N are not evaluated (their residual / column
@@ -229,7 +207,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
       // Requant with a finite alpha and no column scale on a whole tile: the formula of
       // Requant::apply_f (saturate_round_i8_device) without its NaN test, which cannot fire,
       // two outputs packed per shared store.
-      if (fast_requant && rows_in == kBM && cols_in == kBN) {
+      if (plain_requant && rows_in == kBM && cols_in == kBN) {
         const float alpha = p.epilogue.alpha;
         auto bits = [&](int32_t a) {
           const float v = __fmul_rn(small_i32_to_f32(a), alpha);
@@ -304,11 +282,16 @@ Status run_short_k(const GemmParams<Epilogue>& p, cudaStream_t stream) {
   QUAMBA_RETURN_IF_ERROR(query_device(&info));
   const ShortKLayout lay = short_k_layout<Traits, Output>(p.K);
   if (lay.smem_bytes > info.max_smem_per_block_optin) return Status::kErrorNotSupported;
-  auto kernel = detail::gemm_short_k_kernel<Traits, Epilogue, false>;
-  if constexpr (std::is_same_v<Epilogue, Requant>) {
-    if (p.K <= kShortKExactK) kernel = detail::gemm_short_k_kernel<Traits, Epilogue, true>;
-  }
-  QUAMBA_RETURN_IF_CUDA_ERROR(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, lay.smem_bytes));
+  // Requant converts its accumulators exactly (K <= kShortKMaxK keeps them within 2^22).
+  constexpr bool kExact = std::is_same_v<Epilogue, Requant>;
+  auto kernel = detail::gemm_short_k_kernel<Traits, Epilogue, kExact>;
+  // One attribute value per tile, output type and device (the largest K's need, capped by the
+  // device), so concurrent calls with different K never race on it.
+  const int smem_cap = short_k_layout<Traits, Output>(kShortKMaxK).smem_bytes;
+  QUAMBA_RETURN_IF_CUDA_ERROR(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                   smem_cap < info.max_smem_per_block_optin
+                                                       ? smem_cap
+                                                       : info.max_smem_per_block_optin));
   int per_sm = 0;
   QUAMBA_RETURN_IF_CUDA_ERROR(
       cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, Traits::kThreads, lay.smem_bytes));
@@ -317,10 +300,10 @@ Status run_short_k(const GemmParams<Epilogue>& p, cudaStream_t stream) {
   const int64_t slots = static_cast<int64_t>(per_sm > 0 ? per_sm : 1) * info.sm_count;
   const int64_t grid = tiles < slots ? tiles : slots;
   const bool vec_ok = is_aligned(p.C, 16) && (p.ldc * static_cast<int64_t>(sizeof(Output))) % 16 == 0;
-  bool fast_requant = false;
-  if constexpr (std::is_same_v<Epilogue, Requant>) fast_requant = !p.epilogue.col_scale && std::isfinite(p.epilogue.alpha);
+  bool plain_requant = false;
+  if constexpr (kExact) plain_requant = !p.epilogue.col_scale && std::isfinite(p.epilogue.alpha);
   kernel<<<static_cast<unsigned>(grid), Traits::kThreads, lay.smem_bytes, stream>>>(p, lay, n_tiles, tiles, vec_ok,
-                                                                                    fast_requant);
+                                                                                    plain_requant);
   return last_launch_status();
 }
 

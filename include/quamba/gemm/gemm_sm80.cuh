@@ -26,31 +26,38 @@
 
 namespace quamba::gemm {
 
-// Tile shape of one CTA (kBM x kBN, K-tile fixed at 64 bytes), its warp grid and pipeline depth.
-template <int kBM_, int kBN_, int kWarpsM_, int kWarpsN_, int kStages_>
-struct Sm80Traits {
+// Warp grid of an mma.sync m16n8k32 output tile (shared by the pipelined kernel here and the
+// short-K kernel, gemm_short_k.cuh): kWarpsM x kWarpsN warps over kBM x kBN outputs.
+template <int kBM_, int kBN_, int kWarpsM_, int kWarpsN_>
+struct MmaWarpGrid {
   static constexpr int kBM = kBM_;
   static constexpr int kBN = kBN_;
-  // 64-byte K-tile: four 16-byte chunks per row, which the XOR swizzle below makes
-  // bank-conflict-free for both the cp.async writes and the ldmatrix reads.
-  static constexpr int kBK = 64;
   static constexpr int kWarpsM = kWarpsM_;
   static constexpr int kWarpsN = kWarpsN_;
-  static constexpr int kStages = kStages_;
   static constexpr int kWarps = kWarpsM * kWarpsN;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kWarpM = kBM / kWarpsM;  // rows of C per warp
   static constexpr int kWarpN = kBN / kWarpsN;  // columns of C per warp
   static constexpr int kMmaM = kWarpM / 16;     // m16 fragments per warp
   static constexpr int kMmaN = kWarpN / 8;      // n8 fragments per warp
-  static constexpr int kChunksPerRow = kBK / 16;
-  static constexpr int kAChunks = kBM * kChunksPerRow;  // 16-byte cp.async per stage for A
-  static constexpr int kBChunks = kBN * kChunksPerRow;
-  static constexpr int kStageBytes = (kBM + kBN) * kBK;
-  static constexpr int kSmemBytes = kStages * kStageBytes;
-
   static_assert(kBM % (16 * kWarpsM) == 0, "warp tile M must be a multiple of 16");
   static_assert(kBN % (16 * kWarpsN) == 0, "warp tile N must be a multiple of 16 (B is read in n16 pairs)");
+};
+
+// Tile shape of one CTA (kBM x kBN, K-tile fixed at 64 bytes), its warp grid and pipeline depth.
+template <int kBM_, int kBN_, int kWarpsM_, int kWarpsN_, int kStages_>
+struct Sm80Traits : MmaWarpGrid<kBM_, kBN_, kWarpsM_, kWarpsN_> {
+  // 64-byte K-tile: four 16-byte chunks per row, which the XOR swizzle below makes
+  // bank-conflict-free for both the cp.async writes and the ldmatrix reads.
+  static constexpr int kBK = 64;
+  static constexpr int kStages = kStages_;
+  static constexpr int kThreads = MmaWarpGrid<kBM_, kBN_, kWarpsM_, kWarpsN_>::kThreads;
+  static constexpr int kChunksPerRow = kBK / 16;
+  static constexpr int kAChunks = kBM_ * kChunksPerRow;  // 16-byte cp.async per stage for A
+  static constexpr int kBChunks = kBN_ * kChunksPerRow;
+  static constexpr int kStageBytes = (kBM_ + kBN_) * kBK;
+  static constexpr int kSmemBytes = kStages * kStageBytes;
+
   static_assert(kAChunks % kThreads == 0 && kBChunks % kThreads == 0, "every thread copies whole chunks");
   static_assert(kStages >= 2, "a pipeline needs at least two stages");
   static_assert(kSmemBytes <= 99 * 1024, "must fit sm_86/89 (99 KiB of shared memory per block)");
@@ -78,6 +85,41 @@ namespace detail {
 // ldmatrix phase reads (same logical chunk, rows r0..r0+7) in 8 distinct 16-byte bank groups.
 QUAMBA_DEVICE uint32_t swizzle64(int r, int c) {
   return static_cast<uint32_t>(r * 64 + ((c ^ ((r >> 1) & 3)) << 4));
+}
+
+// One k32 step of a warp's kMmaM x kMmaN m16n8 fragments: ldmatrix of A (a_addr(i): this
+// lane's row address of fragment i) and of W in n16 pairs (b_addr(j): of pair j), then the mmas.
+// The ldmatrix lane roles: A matrices (rows 0-7,k0-15) (rows 8-15,k0-15) (rows 0-7,k16-31)
+// (rows 8-15,k16-31) -> a0..a3; W (n0-7,k0-15) (n0-7,k16-31) (n8-15,k0-15) (n8-15,k16-31) -> b0,b1
+// of the first n8 fragment, b0,b1 of the second (see mma_lane_rows).
+template <class Grid, class AAddr, class BAddr>
+QUAMBA_DEVICE void mma_k32_step(int32_t (&acc)[Grid::kMmaM][Grid::kMmaN][4], AAddr a_addr, BAddr b_addr) {
+  uint32_t af[Grid::kMmaM][4];
+  uint32_t bf[Grid::kMmaN][2];
+#pragma unroll
+  for (int i = 0; i < Grid::kMmaM; ++i) ptx::ldmatrix_x4(af[i], a_addr(i));
+#pragma unroll
+  for (int j = 0; j < Grid::kMmaN / 2; ++j) {
+    uint32_t t[4];
+    ptx::ldmatrix_x4(t, b_addr(j));
+    bf[2 * j][0] = t[0];
+    bf[2 * j][1] = t[1];
+    bf[2 * j + 1][0] = t[2];
+    bf[2 * j + 1][1] = t[3];
+  }
+#pragma unroll
+  for (int i = 0; i < Grid::kMmaM; ++i)
+#pragma unroll
+    for (int j = 0; j < Grid::kMmaN; ++j) ptx::mma_s8_16832(acc[i][j], af[i], bf[j][0], bf[j][1]);
+}
+
+// This lane's ldmatrix source row (within a 16-row fragment) and 16-byte chunk (0/1 within a
+// k32 step) for A and for W, in the roles mma_k32_step expects.
+struct MmaLaneRows {
+  int a_row, a_chunk, b_row, b_chunk;
+};
+QUAMBA_DEVICE MmaLaneRows mma_lane_rows(int lane) {
+  return {(lane & 7) + ((lane >> 3) & 1) * 8, lane >> 4, (lane & 7) + (lane >> 4) * 8, (lane >> 3) & 1};
 }
 
 template <typename Output, typename Epilogue>
@@ -162,13 +204,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
     ptx::cp_async_commit();
   }
 
-  // ldmatrix source rows of this lane. A: matrices (rows 0-7,k0-15) (rows 8-15,k0-15)
-  // (rows 0-7,k16-31) (rows 8-15,k16-31) -> a0..a3. B: (n0-7,k0-15) (n0-7,k16-31) (n8-15,k0-15)
-  // (n8-15,k16-31) -> b0,b1 of the first n8 fragment, b0,b1 of the second.
-  const int a_row = (lane & 7) + ((lane >> 3) & 1) * 8;
-  const int a_chunk = lane >> 4;
-  const int b_row = (lane & 7) + (lane >> 4) * 8;
-  const int b_chunk = (lane >> 3) & 1;
+  const MmaLaneRows lr = mma_lane_rows(lane);
 
   for (int kt = 0; kt < k_tiles; ++kt) {
     // Tile kt has landed for this thread; the barrier makes every thread's copies visible and
@@ -182,26 +218,10 @@ __global__ void __launch_bounds__(Traits::kThreads)
     const uint32_t sA = smem_base + (kt % kStages) * Traits::kStageBytes;
     const uint32_t sB = sA + kBM * kBK;
 #pragma unroll
-    for (int kk = 0; kk < kBK / 32; ++kk) {
-      uint32_t af[Traits::kMmaM][4];
-      uint32_t bf[Traits::kMmaN][2];
-#pragma unroll
-      for (int i = 0; i < Traits::kMmaM; ++i)
-        ptx::ldmatrix_x4(af[i], sA + swizzle64(warp_m0 + i * 16 + a_row, kk * 2 + a_chunk));
-#pragma unroll
-      for (int j = 0; j < Traits::kMmaN / 2; ++j) {
-        uint32_t t[4];
-        ptx::ldmatrix_x4(t, sB + swizzle64(warp_n0 + j * 16 + b_row, kk * 2 + b_chunk));
-        bf[2 * j][0] = t[0];
-        bf[2 * j][1] = t[1];
-        bf[2 * j + 1][0] = t[2];
-        bf[2 * j + 1][1] = t[3];
-      }
-#pragma unroll
-      for (int i = 0; i < Traits::kMmaM; ++i)
-#pragma unroll
-        for (int j = 0; j < Traits::kMmaN; ++j) ptx::mma_s8_16832(acc[i][j], af[i], bf[j][0], bf[j][1]);
-    }
+    for (int kk = 0; kk < kBK / 32; ++kk)
+      mma_k32_step<Traits>(
+          acc, [&](int i) { return sA + swizzle64(warp_m0 + i * 16 + lr.a_row, kk * 2 + lr.a_chunk); },
+          [&](int j) { return sB + swizzle64(warp_n0 + j * 16 + lr.b_row, kk * 2 + lr.b_chunk); });
   }
   ptx::cp_async_wait<0>();
 

@@ -912,7 +912,8 @@ inline bool short_k_prefers_128x128(int64_t M, int64_t N, int64_t K, int sm_coun
 }
 
 // Tile choice. Problems with at least one tile per SM run the persistent kernels. A Requant
-// epilogue with K <= 256 (dt_proj) may take 128x128 with the staged store (see below). A Dequant
+// epilogue with K <= 256 (dt_proj, when kSm90a is forced: the auto path sends it to kShortK) may
+// take 128x128 with the staged store (see below). A Dequant
 // epilogue with a residual (out_proj) takes 128x160, whose epilogue batches the residual loads
 // (H100, d_model 2560, M = 2048 / 8192: 70.6 / 270 us; 128x256 with per-element loads 108 / 289
 // us in an earlier run of the same build). Otherwise the width goes by modelled time: rounds of
