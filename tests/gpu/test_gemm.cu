@@ -344,6 +344,29 @@ TEST(GemmDispatch, AutoPathRules) {
   EXPECT_FALSE(gemm::short_k_prefers_128x128(2048, 5120, 2560, sms)) << "long K";
 }
 
+// The short-K kernel's shared-memory carve-up (host only): rows of an odd number of 16-byte
+// chunks (conflict-free ldmatrix phases), K zero-filled up to a multiple of 32, and the limits
+// the header states for a 99 KiB device (sm_86/89): an int8 C fits the 64x128 tile up to
+// K = 224 and the 128x128 tile up to K = 128; the 64x64 tile fits every K <= 256.
+TEST(GemmShortK, LayoutRules) {
+  constexpr int kSm86Limit = 99 * 1024;
+  for (int64_t K = 16; K <= gemm::kShortKMaxK; K += 16) {
+    const auto l = gemm::short_k_layout<gemm::ShortKTile64x128, int8_t>(K);
+    EXPECT_EQ(l.k_chunks % 2, 0) << K;
+    EXPECT_GE(l.k_chunks * 16, K);
+    EXPECT_LT(l.k_chunks * 16, K + 32);
+    EXPECT_EQ((l.pitch / 16) % 2, 1) << "odd chunk count per row, K = " << K;
+    EXPECT_EQ(l.smem_bytes % 16, 0);
+    EXPECT_EQ(l.smem_bytes <= kSm86Limit, K <= 224) << K;
+    const int big = gemm::short_k_layout<gemm::ShortKTile128x128, int8_t>(K).smem_bytes;
+    const int small = gemm::short_k_layout<gemm::ShortKTile64x64, int8_t>(K).smem_bytes;
+    EXPECT_EQ(big <= kSm86Limit, K <= 128) << K;
+    EXPECT_LE(small, kSm86Limit) << K;
+  }
+  const int at160 = gemm::short_k_layout<gemm::ShortKTile64x128, int8_t>(160).smem_bytes;
+  EXPECT_EQ(at160, 76800) << "75 KiB at K = 160";
+}
+
 // ---- bad input (host-only validation: runs without a GPU too) ------------------------------------
 
 TEST(GemmValidation, StatusCodes) {
