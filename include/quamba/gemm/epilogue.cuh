@@ -48,10 +48,20 @@ QUAMBA_HD float add_rn(float a, float b) {
 // leaves the integer in the low mantissa bits (0x4B400000 + q: the low byte is q mod 256).
 // fmaxf/fminf return the non-NaN operand, hence the explicit NaN -> 0. Bit-identical to
 // saturate_round_i8 for every input (host passes use that function directly).
+inline constexpr float kRoundMagic = 12582912.0f;      // 1.5·2^23
+inline constexpr int32_t kRoundMagicBits = 0x4B400000;  // its bit pattern
+
+#if QUAMBA_HAS_CUDA_COMPILER
+// The rounding of saturate_round_i8_device for a non-NaN v: bits whose low byte is the int8
+// value (kernels that know v is not NaN pack these bytes directly).
+QUAMBA_DEVICE uint32_t round_i8_bits(float v) {
+  return __float_as_uint(__fadd_rn(fminf(fmaxf(v, -128.0f), 127.0f), kRoundMagic));
+}
+#endif
+
 QUAMBA_HD int8_t saturate_round_i8_device(float v) {
 #if QUAMBA_DEVICE_PASS
-  const float c = fminf(fmaxf(v, -128.0f), 127.0f);
-  const uint32_t b = __float_as_uint(__fadd_rn(c, 12582912.0f));
+  const uint32_t b = round_i8_bits(v);
   return v == v ? static_cast<int8_t>(static_cast<uint8_t>(b & 0xFFu)) : int8_t(0);
 #else
   return saturate_round_i8(v);

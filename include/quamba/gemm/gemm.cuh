@@ -156,7 +156,7 @@ Status run(const GemmParams<Epilogue>& p, void* workspace, cudaStream_t stream, 
       if (info.arch != 90) return Status::kErrorArchNotSupported;
       return run_sm90a_auto(p, info.sm_count, stream);
     case GemmPath::kShortK: {
-      const Status st = run_short_k<ShortKTile64x128>(p, stream);
+      const Status st = detail::launch_short_k<ShortKTile64x128>(p, info, stream);
       // The tile's shared memory above this device's per-block limit: the pipelined kernel.
       return st == Status::kErrorNotSupported ? run_sm80_auto(p, info.sm_count, workspace, stream) : st;
     }

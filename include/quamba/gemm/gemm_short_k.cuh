@@ -105,7 +105,7 @@ namespace detail {
 // Exact int32 -> fp32 for |v| <= 2^22 without the conversion pipe: v + 0x4B400000 as bits is the
 // float 1.5·2^23 + v (mantissa 2^22 + v in [0, 2^23); v = 2^22 carries into the exponent and
 // gives 2^24, still exact), minus 1.5·2^23 exactly. K <= 256 keeps |acc| <= 256·128·128 = 2^22.
-QUAMBA_DEVICE float small_i32_to_f32(int32_t v) { return __int_as_float(v + 0x4B400000) - 12582912.0f; }
+QUAMBA_DEVICE float small_i32_to_f32(int32_t v) { return __int_as_float(v + kRoundMagicBits) - kRoundMagic; }
 
 template <bool kExactSmall, typename Epilogue>
 QUAMBA_DEVICE typename Epilogue::Output short_k_apply(const Epilogue& e, int32_t acc, int64_t m, int64_t n) {
@@ -202,6 +202,16 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     const int64_t m0 = rb * kBM, n0 = nt * kBN;
     const int rows_in = static_cast<int>(p.M - m0 < kBM ? p.M - m0 : kBM);
     const int cols_in = static_cast<int>(p.N - n0 < kBN ? p.N - n0 : kBN);
+    // f(lo, hi, mr, nc): the accumulators of outputs (mr, nc) and (mr, nc + 1) of this thread.
+    auto each_pair = [&](auto&& f) {
+#pragma unroll
+      for (int i = 0; i < Traits::kMmaM; ++i)
+#pragma unroll
+        for (int j = 0; j < Traits::kMmaN; ++j)
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+            f(acc[i][j][2 * h], acc[i][j][2 * h + 1], warp_m0 + i * 16 + g + 8 * h, warp_n0 + j * 8 + 2 * tq);
+    };
     bool done = false;
     if constexpr (kExactSmall) {
       // Requant with a finite alpha and no column scale on a whole tile: the formula of
@@ -209,39 +219,23 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
       // two outputs packed per shared store.
       if (plain_requant && rows_in == kBM && cols_in == kBN) {
         const float alpha = p.epilogue.alpha;
-        auto bits = [&](int32_t a) {
-          const float v = __fmul_rn(small_i32_to_f32(a), alpha);
-          return __float_as_uint(__fadd_rn(fminf(fmaxf(v, -128.0f), 127.0f), 12582912.0f));
-        };
-#pragma unroll
-        for (int i = 0; i < Traits::kMmaM; ++i)
-#pragma unroll
-          for (int j = 0; j < Traits::kMmaN; ++j)
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-              const int mr = warp_m0 + i * 16 + g + 8 * h, nc = warp_n0 + j * 8 + 2 * tq;
-              const uint32_t pair = __byte_perm(bits(acc[i][j][2 * h]), bits(acc[i][j][2 * h + 1]), 0x0040);
-              *reinterpret_cast<uint16_t*>(out_tile + mr * lay.out_pitch + nc) = static_cast<uint16_t>(pair);
-            }
+        auto bits = [&](int32_t a) { return round_i8_bits(__fmul_rn(small_i32_to_f32(a), alpha)); };
+        each_pair([&](int32_t lo, int32_t hi, int mr, int nc) {
+          const uint32_t pair = __byte_perm(bits(lo), bits(hi), 0x0040);
+          *reinterpret_cast<uint16_t*>(out_tile + mr * lay.out_pitch + nc) = static_cast<uint16_t>(pair);
+        });
         done = true;
       }
     }
     if (!done) {
-#pragma unroll
-      for (int i = 0; i < Traits::kMmaM; ++i)
-#pragma unroll
-        for (int j = 0; j < Traits::kMmaN; ++j)
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int mr = warp_m0 + i * 16 + g + 8 * h, nc = warp_n0 + j * 8 + 2 * tq;
-            Output o[2] = {Output{}, Output{}};
-            if (mr < rows_in) {
-              if (nc < cols_in) o[0] = short_k_apply<kExactSmall>(p.epilogue, acc[i][j][2 * h], m0 + mr, n0 + nc);
-              if (nc + 1 < cols_in)
-                o[1] = short_k_apply<kExactSmall>(p.epilogue, acc[i][j][2 * h + 1], m0 + mr, n0 + nc + 1);
-            }
-            ptx::store2(reinterpret_cast<Output*>(out_tile + mr * lay.out_pitch + nc * kOutBytes), o[0], o[1]);
-          }
+      each_pair([&](int32_t lo, int32_t hi, int mr, int nc) {
+        Output o[2] = {Output{}, Output{}};
+        if (mr < rows_in) {
+          if (nc < cols_in) o[0] = short_k_apply<kExactSmall>(p.epilogue, lo, m0 + mr, n0 + nc);
+          if (nc + 1 < cols_in) o[1] = short_k_apply<kExactSmall>(p.epilogue, hi, m0 + mr, n0 + nc + 1);
+        }
+        ptx::store2(reinterpret_cast<Output*>(out_tile + mr * lay.out_pitch + nc * kOutBytes), o[0], o[1]);
+      });
     }
     __syncthreads();  // output tile complete; every warp is done with this stage's A and W
 
@@ -270,21 +264,17 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
 
 #if QUAMBA_HAS_CUDA_COMPILER
 
-// Launches the short-K kernel with tile Traits: one CTA per resident slot (occupancy x SMs, at
-// most one per tile), each a contiguous share of the tiles. Needs sm_80 or newer (the caller
-// checks) and the layout's shared memory within the device's per-block limit.
+namespace detail {
+
+// run_short_k for a device already described by `info` (gemm::run has queried it).
 template <typename Traits, typename Epilogue>
-Status run_short_k(const GemmParams<Epilogue>& p, cudaStream_t stream) {
-  QUAMBA_RETURN_IF_ERROR(can_implement_short_k(p));
-  if (p.M == 0) return Status::kSuccess;
+Status launch_short_k(const GemmParams<Epilogue>& p, const DeviceInfo& info, cudaStream_t stream) {
   using Output = typename Epilogue::Output;
-  DeviceInfo info;
-  QUAMBA_RETURN_IF_ERROR(query_device(&info));
   const ShortKLayout lay = short_k_layout<Traits, Output>(p.K);
   if (lay.smem_bytes > info.max_smem_per_block_optin) return Status::kErrorNotSupported;
   // Requant converts its accumulators exactly (K <= kShortKMaxK keeps them within 2^22).
   constexpr bool kExact = std::is_same_v<Epilogue, Requant>;
-  auto kernel = detail::gemm_short_k_kernel<Traits, Epilogue, kExact>;
+  auto kernel = gemm_short_k_kernel<Traits, Epilogue, kExact>;
   // One attribute value per tile, output type and device (the largest K's need, capped by the
   // device), so concurrent calls with different K never race on it.
   const int smem_cap = short_k_layout<Traits, Output>(kShortKMaxK).smem_bytes;
@@ -305,6 +295,20 @@ Status run_short_k(const GemmParams<Epilogue>& p, cudaStream_t stream) {
   kernel<<<static_cast<unsigned>(grid), Traits::kThreads, lay.smem_bytes, stream>>>(p, lay, n_tiles, tiles, vec_ok,
                                                                                     plain_requant);
   return last_launch_status();
+}
+
+}  // namespace detail
+
+// Launches the short-K kernel with tile Traits: one CTA per resident slot (occupancy x SMs, at
+// most one per tile), each a contiguous share of the tiles. Needs sm_80 or newer (the caller
+// checks) and the layout's shared memory within the device's per-block limit.
+template <typename Traits, typename Epilogue>
+Status run_short_k(const GemmParams<Epilogue>& p, cudaStream_t stream) {
+  QUAMBA_RETURN_IF_ERROR(can_implement_short_k(p));
+  if (p.M == 0) return Status::kSuccess;
+  DeviceInfo info;
+  QUAMBA_RETURN_IF_ERROR(query_device(&info));
+  return detail::launch_short_k<Traits>(p, info, stream);
 }
 
 #endif  // QUAMBA_HAS_CUDA_COMPILER
