@@ -96,6 +96,16 @@ quamba::Status launch_variant(const qh::HadamardParams<__half, OutT>& p, cudaStr
   } else if constexpr (kVariant == 45) {
     QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
     return qh::launch_streamed<OutT, 20, 2, 2>(p, st);
+  } else if constexpr (kVariant >= 3000) {
+    // 3000 (n = 5120) / 4000 (n = 3072) + 10·pairs + window: the bulk-copy kernel.
+    QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
+    return qh::launch_bulk<OutT, kVariant / 1000 == 4 ? 12 : 20, (kVariant / 10) % 10, kVariant % 10>(p, st);
+  } else if constexpr (kVariant >= 1000) {
+    // 1000·g + 100·split + 10·stages + cap: the streamed kernel (g = 1: n = 5120, g = 2: n = 3072)
+    // with at most `cap` blocks per SM (rows in flight per SM = cap · (stages − 1)).
+    QUAMBA_RETURN_IF_ERROR(qh::can_implement(p));
+    return qh::launch_streamed<OutT, kVariant / 1000 == 2 ? 12 : 20, (kVariant / 10) % 10, (kVariant / 100) % 10>(
+        p, st, kVariant % 10);
   } else if constexpr (kVariant == 50) {
     return qh::run_generic(p, nullptr, st);
   } else if constexpr (kVariant == 20) {
@@ -136,6 +146,12 @@ std::string variant_label(int64_t n, int64_t M) {
     return qh::HadamardStreamedTraits<OutT, 20>::name() + "_onerow";
   } else if constexpr (kVariant == 45) {
     return qh::HadamardStreamedTraits<OutT, 20, 2, 2>::name();
+  } else if constexpr (kVariant >= 3000) {
+    return qh::HadamardBulkTraits<OutT, kVariant / 1000 == 4 ? 12 : 20, (kVariant / 10) % 10, kVariant % 10>::name();
+  } else if constexpr (kVariant >= 1000) {
+    return qh::HadamardStreamedTraits<OutT, kVariant / 1000 == 2 ? 12 : 20, (kVariant / 10) % 10,
+                                      (kVariant / 100) % 10>::name() + "_cap" +
+           std::to_string(kVariant % 10);
   } else if constexpr (kVariant == 50) {
     return qh::generic_name<__half, OutT>(n);
   } else if constexpr (kVariant == 20) {
@@ -251,6 +267,14 @@ void rows_for(benchmark::internal::Benchmark* b, std::initializer_list<int64_t> 
 void sizes(benchmark::internal::Benchmark* b) { rows_for(b, {5120, 1536, 2048, 4096}); }
 void sizes_staged(benchmark::internal::Benchmark* b) { rows_for(b, {5120, 1536}); }
 void sizes_5120(benchmark::internal::Benchmark* b) { rows_for(b, {5120}); }
+void sizes_5120_prefill(benchmark::internal::Benchmark* b) {
+  for (int64_t M : {2048, 4096, 8192}) b->Args({5120, M});
+  b->ArgNames({"n", "M"})->UseManualTime()->Iterations(20)->Unit(benchmark::kMicrosecond);
+}
+void sizes_3072_prefill(benchmark::internal::Benchmark* b) {
+  for (int64_t M : {2048, 8192}) b->Args({3072, M});
+  b->ArgNames({"n", "M"})->UseManualTime()->Iterations(20)->Unit(benchmark::kMicrosecond);
+}
 // The tensor-core variants (streamed, pipelined_mma): H_m ⊗ H_256 with m ∈ {12, 20}.
 void sizes_mma(benchmark::internal::Benchmark* b) { rows_for(b, {5120, 3072}); }
 
@@ -274,6 +298,20 @@ BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 42)->Name("Hadamard_f16_to_i8_streamed_s
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 43)->Name("Hadamard_f16_to_i8_streamed_stages4")->Apply(sizes_5120);
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 44)->Name("Hadamard_f16_to_i8_streamed_onerow")->Apply(sizes_5120);
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 45)->Name("Hadamard_f16_to_i8_streamed_split2_stages2")->Apply(sizes_5120);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 1124)->Name("Hadamard_f16_to_i8_streamed_n5120_x1_s2_cap4")->Apply(sizes_5120_prefill);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 1126)->Name("Hadamard_f16_to_i8_streamed_n5120_x1_s2_cap6")->Apply(sizes_5120_prefill);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 2124)->Name("Hadamard_f16_to_i8_streamed_n3072_x1_s2_cap4")->Apply(sizes_3072_prefill);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 2126)->Name("Hadamard_f16_to_i8_streamed_n3072_x1_s2_cap6")->Apply(sizes_3072_prefill);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 3084)->Name("Hadamard_f16_to_i8_bulk_n5120_p8_w4")->Apply(sizes_5120_prefill);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 3086)->Name("Hadamard_f16_to_i8_bulk_n5120_p8_w6")->Apply(sizes_5120_prefill);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 3088)->Name("Hadamard_f16_to_i8_bulk_n5120_p8_w8")->Apply(sizes_5120_prefill);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 3066)->Name("Hadamard_f16_to_i8_bulk_n5120_p6_w6")->Apply(sizes_5120_prefill);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 3046)->Name("Hadamard_f16_to_i8_bulk_n5120_p4_w6")->Apply(sizes_5120_prefill);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 4084)->Name("Hadamard_f16_to_i8_bulk_n3072_p8_w4")->Apply(sizes_3072_prefill);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 4086)->Name("Hadamard_f16_to_i8_bulk_n3072_p8_w6")->Apply(sizes_3072_prefill);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 4088)->Name("Hadamard_f16_to_i8_bulk_n3072_p8_w8")->Apply(sizes_3072_prefill);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 4066)->Name("Hadamard_f16_to_i8_bulk_n3072_p6_w6")->Apply(sizes_3072_prefill);
+BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 4046)->Name("Hadamard_f16_to_i8_bulk_n3072_p4_w6")->Apply(sizes_3072_prefill);
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 23)->Name("Hadamard_f16_to_i8_pipelined_stages3")->Apply(sizes_5120);
 BENCHMARK_TEMPLATE(BM_Hadamard, int8_t, 24)->Name("Hadamard_f16_to_i8_pipelined_minblocks4")->Apply(sizes_5120);
 

@@ -309,7 +309,21 @@ TEST(HadamardValidate, StreamedSizes) {
   EXPECT_FALSE((qh::streamed_variant_name<__half, __half>(3072, 2).empty()));
   EXPECT_TRUE((qh::streamed_variant_name<__half, int8_t>(1536).empty()));
   EXPECT_TRUE((qh::streamed_variant_name<float, int8_t>(5120).empty()));
-  EXPECT_EQ((qh::variant_name<__half, int8_t>(5120, false, 2048)), Tr::name());
+  using TrRow = qh::HadamardStreamedRowTraits<int8_t, 20>;
+  EXPECT_EQ(TrRow::kStages, 2);
+  EXPECT_EQ(TrRow::kSmemBytes, 2u * 10240u);
+  EXPECT_EQ(TrRow::kMinBlocks, 8);  // register-bound: 8 × 64 threads × 128 registers
+  using TrBulk = qh::HadamardBulkTraits<int8_t, 20>;
+  EXPECT_EQ(TrBulk::kWindow, 4);
+  EXPECT_EQ(TrBulk::kSlots, 12);
+  EXPECT_EQ(TrBulk::kThreads, 512);
+  EXPECT_EQ(TrBulk::kSmemBytes, 12u * 10240u + 12u * 8u);
+  EXPECT_EQ((qh::HadamardBulkTraits<int8_t, 12>::kWindow), 8);
+  // run()'s choice for many rows: the bulk-copy variant where the device runs it, else the
+  // streamed one (no device: this test also runs on machines without a GPU).
+  const std::string many = qh::variant_name<__half, int8_t>(5120, false, 2048);
+  EXPECT_TRUE(many == TrBulk::name() || many == TrRow::name()) << many;
+  EXPECT_EQ((qh::streamed_variant_name<__half, int8_t>(5120)), TrRow::name());
   EXPECT_EQ((qh::variant_name<__half, int8_t>(5120, false, 1)), Tr2::name());
   EXPECT_EQ((qh::variant_name<__half, int8_t>(1536)), (qh::generic_name<__half, int8_t>(1536)));
   EXPECT_EQ((qh::variant_name<float, int8_t>(5120)), (qh::generic_name<float, int8_t>(5120)));
@@ -328,11 +342,13 @@ TEST(HadamardValidate, StreamedSizes) {
   for (int64_t n : {0, 3, 36, 5000, 65536}) {
     p.n = n;
     EXPECT_EQ(qh::run_streamed(p), Status::kErrorNotSupported) << "n=" << n;
+    EXPECT_EQ(qh::run_bulk(p), Status::kErrorNotSupported) << "n=" << n;
   }
   HadamardParams<float, int8_t> f = one_row_params(fin, qout);
   f.n = 5120;
   ASSERT_EQ(qh::can_implement(f), Status::kSuccess);
   EXPECT_EQ(qh::run_streamed(f), Status::kErrorNotSupported);
+  EXPECT_EQ(qh::run_bulk(f), Status::kErrorNotSupported);
   p.n = 5120;
   EXPECT_EQ(qh::run_streamed(p, nullptr, nullptr, 3), Status::kErrorInvalidArgument);
   EXPECT_EQ(qh::run_streamed(p, nullptr, nullptr, 0), Status::kErrorInvalidArgument);
@@ -345,6 +361,7 @@ TEST(HadamardValidate, StreamedSizes) {
   q.x_row_stride = 5124;  // not a multiple of 16 bytes
   q.out_row_stride = 5120;
   EXPECT_EQ(qh::run_streamed(q), Status::kErrorMisaligned);
+  EXPECT_EQ(qh::run_bulk(q), Status::kErrorMisaligned);
   EXPECT_EQ(qh::run(q), Status::kErrorMisaligned);
   q = p;
   q.x = hin + 4;  // 8-byte aligned only
@@ -353,6 +370,7 @@ TEST(HadamardValidate, StreamedSizes) {
   q.rows = 0;
   EXPECT_EQ(qh::run_streamed(q), Status::kSuccess);
   EXPECT_EQ(qh::run_streamed(q, nullptr, nullptr, 2), Status::kSuccess);
+  EXPECT_EQ(qh::run_bulk(q), Status::kSuccess);
   EXPECT_EQ(qh::run(q), Status::kSuccess);
 }
 
@@ -508,8 +526,16 @@ std::vector<double> sampled_sums(const std::vector<float>& x, int64_t n, const S
   return quamba::test::all_close(a, b, size_t(n), quamba::test::kTolF32Reorder, what);
 }
 
+// Whether the bulk-copy variant runs on this device (sm_90+; this build has a 90 target).
+bool bulk_expected() {
+  int dev = 0, major = 0;
+  QUAMBA_CUDA_CHECK(cudaGetDevice(&dev));
+  QUAMBA_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  return major >= 9;
+}
+
 // Launches one variant: 0 = run(), 1 = run_staged(), 2 = run_pipelined(), 3 = run_pipelined_mma(),
-// 4 / 5 = run_streamed() with split 1 / 2, 6 = run_generic().
+// 4 / 5 = run_streamed() with split 1 / 2, 6 = run_generic(), 7 = run_bulk().
 template <typename InT, typename OutT>
 Status run_variant(const HadamardParams<InT, OutT>& p, int variant) {
   switch (variant) {
@@ -519,6 +545,7 @@ Status run_variant(const HadamardParams<InT, OutT>& p, int variant) {
     case 4: return qh::run_streamed(p, nullptr, nullptr, 1);
     case 5: return qh::run_streamed(p, nullptr, nullptr, 2);
     case 6: return qh::run_generic(p);
+    case 7: return qh::run_bulk(p);
     default: return qh::run(p);
   }
 }
@@ -531,12 +558,13 @@ const char* variant_tag(int variant) {
     case 4: return " run_streamed(split 1)";
     case 5: return " run_streamed(split 2)";
     case 6: return " run_generic";
+    case 7: return " run_bulk";
     default: return "";
   }
 }
 
 template <typename InT, typename OutT>
-// variant: see run_variant(). Variants 4 and 5 are also compared on EVERY element of every row
+// variant: see run_variant(). Variants 4, 5 and 7 are also compared on EVERY element of every row
 // with run_generic() (the reference itself is sampled for big shapes, and a ring-slot mix-up of
 // a persistent kernel would show only in unsampled rows).
 void sweep_one(int64_t n, int64_t M, bool strided, uint64_t salt, int64_t out_pad = 3, int variant = 0) {
@@ -552,7 +580,7 @@ void sweep_one(int64_t n, int64_t M, bool strided, uint64_t salt, int64_t out_pa
   const int64_t os = strided ? n + out_pad : n;  // outputs only need natural alignment
   // Inputs: normal(0, 1); fp16 inputs are rounded first and the reference sees the rounded values.
   std::vector<float> xf = quamba::test::random_normal(size_t(M * n), rng);
-  if ((variant == 3 || variant == 4 || variant == 5) && M >= 2) {
+  if ((variant == 3 || variant == 4 || variant == 5 || variant == 7) && M >= 2) {
     // One 16-element run of ±30000 (exact in fp16) in row 1 and the last row: the first-stage
     // sums of the tensor-core variant reach 16·30000 unless the 1/16 keeps them in fp16 range.
     for (int64_t j = 0; j < 16; ++j) {
@@ -599,6 +627,10 @@ void sweep_one(int64_t n, int64_t M, bool strided, uint64_t salt, int64_t out_pa
   for (int rep = 0; rep < 2; ++rep) {
     dout.poison(poison[rep]);
     const Status st = run_variant(p, variant);
+    if (variant == 7 && !bulk_expected()) {  // pre-sm_90 devices refuse the bulk-copy variant
+      ASSERT_EQ(st, Status::kErrorArchNotSupported);
+      return;
+    }
     ASSERT_EQ(st, Status::kSuccess);
     QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
     got[rep] = dout.download();
@@ -617,7 +649,7 @@ void sweep_one(int64_t n, int64_t M, bool strided, uint64_t salt, int64_t out_pa
       if constexpr (!kInt8) ASSERT_TRUE(std::isfinite(to_f(got[0][o]))) << "row " << r << " col " << j;
     }
 
-  if (variant == 4 || variant == 5) {
+  if (variant == 4 || variant == 5 || variant == 7) {
     // Every element against the generic kernel (itself checked against the reference).
     quamba::test::DeviceBuffer<DOut> dgen(size_t(M * os));
     dgen.poison(0x33);
@@ -842,7 +874,7 @@ TEST(HadamardSweep, StreamedVariant) {
   QUAMBA_REQUIRE_GPU();
   uint64_t s = 1300;
   for (int64_t n : {5120, 3072})
-    for (int variant : {4, 5}) {
+    for (int variant : {4, 5, 7}) {
       sweep_one<__half, int8_t>(n, 1, /*strided=*/false, ++s, 3, variant);
       sweep_one<__half, int8_t>(n, 2, /*strided=*/true, ++s, /*out_pad=*/4, variant);
       sweep_one<__half, int8_t>(n, 3, /*strided=*/true, ++s, /*out_pad=*/3, variant);
@@ -884,7 +916,8 @@ TEST(HadamardSweep, GenericAtStreamedSizes) {
 TEST(HadamardSweep, StreamedInPlace) {
   QUAMBA_REQUIRE_GPU();
   for (int64_t n : {5120, 3072})
-    for (int split : {1, 2}) {
+    for (int split : {1, 2, 0}) {  // 0: run_bulk
+      if (split == 0 && !bulk_expected()) continue;
       SCOPED_TRACE("run_streamed in place n=" + std::to_string(n) + " split=" + std::to_string(split));
       auto rng = quamba::test::make_rng(1500 + uint64_t(n) + uint64_t(split));
       const int64_t M = 3001, ld = n + 8;
@@ -895,9 +928,10 @@ TEST(HadamardSweep, StreamedInPlace) {
       HadamardParams<__half, __half> p;
       p.n = n; p.rows = M; p.x_row_stride = p.out_row_stride = ld; p.scale = qh::orthonormal_scale(n);
       p.x = reinterpret_cast<const __half*>(a.get()); p.out = reinterpret_cast<__half*>(c.get());
-      ASSERT_EQ(qh::run_streamed(p, nullptr, nullptr, split), Status::kSuccess);
+      auto go = [&] { return split == 0 ? qh::run_bulk(p) : qh::run_streamed(p, nullptr, nullptr, split); };
+      ASSERT_EQ(go(), Status::kSuccess);
       p.x = reinterpret_cast<const __half*>(b.get()); p.out = reinterpret_cast<__half*>(b.get());
-      ASSERT_EQ(qh::run_streamed(p, nullptr, nullptr, split), Status::kSuccess);
+      ASSERT_EQ(go(), Status::kSuccess);
       QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
       const auto oc = c.download(), ob = b.download();
       EXPECT_TRUE(quamba::test::all_equal(ob.data(), oc.data(), ob.size(), "in place"));

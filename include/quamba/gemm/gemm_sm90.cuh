@@ -44,6 +44,7 @@
 
 #include "quamba/core/arch.hpp"
 #include "quamba/core/cuda_check.hpp"
+#include "quamba/core/mbarrier.cuh"
 #include "quamba/core/status.hpp"
 #include "quamba/gemm/epilogue.cuh"
 #include "quamba/gemm/gemm_sm80.cuh"
@@ -156,33 +157,10 @@ namespace detail {
 
 #if QUAMBA_HAS_CUDA_COMPILER
 
-QUAMBA_DEVICE void mbar_init(uint32_t bar, uint32_t count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-QUAMBA_DEVICE void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-}
-QUAMBA_DEVICE void mbar_arrive(uint32_t bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-}
-// Spins on the phase; traps after ~10 s (far beyond any legitimate wait) so that a pipeline bug
-// surfaces as a launch error instead of a hung process.
-QUAMBA_DEVICE void mbar_wait(uint32_t bar, uint32_t parity) {
-  uint32_t done = 0;
-  const long long start = clock64();
-  do {
-    if (clock64() - start > (20ll << 30)) __trap();
-    asm volatile(
-        "{\n"
-        ".reg .pred p;\n"
-        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-        "selp.b32 %0, 1, 0, p;\n"
-        "}\n"
-        : "=r"(done)
-        : "r"(bar), "r"(parity)
-        : "memory");
-  } while (!done);
-}
+using quamba::detail::mbar_arrive;
+using quamba::detail::mbar_arrive_expect_tx;
+using quamba::detail::mbar_init;
+using quamba::detail::mbar_wait;
 QUAMBA_DEVICE void tma_load_2d(uint32_t dst, const CUtensorMap* map, int c_inner, int c_row, uint32_t bar) {
   asm volatile(
       "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
@@ -504,7 +482,7 @@ QUAMBA_DEVICE void init_barriers(const Sm90aSmem<Traits>& sm) {
       mbar_init(sm.empty_bar + 8 * s, kConsumerWarps * Traits::kClusterM);
     }
     // Make the initialized barriers visible to the async (TMA) proxy.
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    quamba::detail::fence_mbarrier_init();
   }
   __syncthreads();
   if constexpr (Traits::kClusterM > 1) cluster_sync_all();

@@ -24,10 +24,14 @@
 // block); above 48 KiB the kernel opts in, and where the device's opt-in limit is smaller (sm_86
 // and sm_89: 99 KiB, so n ≥ 28672) run returns kErrorNotSupported.
 // workspace_size is 0. run never allocates and never synchronizes.
-// run(p) takes the streamed variant for fp16 inputs at n = 3072 and 5120 (int8 or fp16 outputs)
-// and the generic kernel for everything else; run_generic(p) is the generic kernel for every n.
+// run(p) takes, for fp16 inputs at n = 3072 and 5120 (int8 or fp16 outputs), the streamed variant
+// up to 256 rows and the bulk-copy variant above (the streamed one before sm_90), and the generic
+// kernel for everything else; run_generic(p) is the generic kernel for every n.
 // run_streamed(p, ws, stream, split): the streamed variant itself (fp16 in, int8 / fp16 out,
 // n ∈ {3072, 5120}, sm_80+; split 1 or 2 warp pairs per row; kErrorNotSupported otherwise).
+// run_bulk(p): the bulk-copy variant (fp16 in, int8 / fp16 out, n ∈ {3072, 5120}, sm_90+: rows
+// fetched in order by cp.async.bulk into a shared-memory ring; kErrorNotSupported for other n,
+// kErrorArchNotSupported without sm_90 code); run() takes it above 256 rows where it runs.
 // run_staged(p): the same contract through the staged variant (2^k ∈ {128, 256, 512}, rows of
 // at most 48 KiB as fp32; kErrorNotSupported otherwise); slower than the generic kernel on H100
 // (numbers at run()).
@@ -42,6 +46,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -52,6 +57,7 @@
 #include "quamba/core/cuda_check.hpp"
 #include "quamba/core/launch.cuh"
 #include "quamba/core/macros.hpp"
+#include "quamba/core/mbarrier.cuh"
 #include "quamba/core/numeric.hpp"
 #include "quamba/core/static_switch.hpp"
 #include "quamba/core/status.hpp"
@@ -441,6 +447,53 @@ struct HadamardStreamedTraits {
     const char* out = std::is_same_v<OutT, int8_t> ? "i8" : "f16";
     return std::string("streamed_f16to") + out + "_m" + std::to_string(kM) + "_p256_t" + std::to_string(kThreads) +
            "_s" + std::to_string(kStages) + "_b" + std::to_string(kMinBlocks);
+  }
+};
+
+// Bulk-copy variant (sm_90+; run() takes it for fp16 inputs at n = 3072 / 5120 above
+// kStreamedSplitMaxRows rows where the device and the loaded image allow, numbers at run()):
+// the streamed variant's per-row arithmetic (a warp pair per row, tensor-core 256-point part,
+// m-point mix in registers) with a different way of feeding rows. One CTA per SM holds kPairs
+// warp pairs and a ring of kSlots = kWindow + kPairs raw rows; the CTA's rows (blockIdx.x,
+// + gridDim.x, ...) are fetched IN ORDER by single-instruction bulk copies (cp.async.bulk, one
+// mbarrier per slot), at most kWindow rows ahead of the oldest row not yet landed: local row
+// i + kWindow is requested as soon as row i has landed. Warp pair k transforms local rows k,
+// k + kPairs, ... So each SM keeps ~kWindow rows requested (enough for the DRAM, ~60 KB), and
+// rows land one after another while earlier ones are transformed, instead of every row of the
+// launch landing near the end of the read as when every block asks for its rows at once.
+// Slot reuse needs no second barrier: row i + kWindow goes into the slot of row i − kPairs,
+// which the same warp pair finished before it waited for row i (its two warps meet at a named
+// barrier first).
+// Rows requested ahead per SM by run(): ~40-48 KB (n = 5120: 4 rows; n = 3072: 8), the best of
+// the windows measured (numbers at run()).
+QUAMBA_HD constexpr int bulk_default_window(int m) { return m == 20 ? 4 : 8; }
+
+template <typename OutT, int kM_, int kPairs_ = 8, int kWindow_ = bulk_default_window(kM_)>
+struct HadamardBulkTraits {
+  static_assert(std::is_same_v<OutT, int8_t> || std::is_same_v<OutT, __half>, "outputs: int8 or fp16");
+  static constexpr int kM = kM_;
+  static constexpr int kLogP = 8;
+  static constexpr int kP = 256;
+  static constexpr int kN = kM * kP;
+  static constexpr int kPairs = kPairs_;
+  static constexpr int kWindow = kWindow_;
+  static constexpr int kSlots = kWindow + kPairs;
+  static constexpr int kSplit = 1;
+  static constexpr int kThreads = 64 * kPairs;
+  static constexpr int kStoreVec = std::is_same_v<OutT, int8_t> ? 4 : 2;
+  static constexpr int kStoreBytes = kStoreVec * static_cast<int>(sizeof(OutT));
+  static constexpr int kRowBytes = kN * 2;
+  static constexpr size_t kBarOffset = static_cast<size_t>(kSlots) * kRowBytes;
+  static constexpr size_t kSmemBytes = kBarOffset + static_cast<size_t>(kSlots) * 8;
+  static_assert(streamed_supported(kM, kLogP, 2), "bulk variant: m in {12, 20}, 2^k = 256");
+  static_assert(kPairs >= 1 && kPairs <= 15, "named barriers 1..15, one per warp pair");
+  static_assert(kWindow >= 1, "at least one row requested ahead");
+  static_assert(kSmemBytes <= 227 * 1024, "ring within the opt-in smem");
+
+  static std::string name() {
+    const char* out = std::is_same_v<OutT, int8_t> ? "i8" : "f16";
+    return std::string("bulk_f16to") + out + "_m" + std::to_string(kM) + "_p256_t" + std::to_string(kThreads) + "_w" +
+           std::to_string(kWindow);
   }
 };
 
@@ -1322,6 +1375,49 @@ QUAMBA_DEVICE void streamed_mix_store(const float (&x)[Tr::kM], float mix_scale,
   }
 }
 
+// The constant mma fragments of a lane of n-tile j: stage 1 B = H_16/16 (k = b, n = b', columns
+// b' = 8j + g) and stage 2 A = H_16 (m = a', k = a).
+struct StreamedFrags {
+  uint32_t hb0, hb1;
+  uint32_t ha[4];
+};
+QUAMBA_DEVICE StreamedFrags streamed_frags(int lane, int j) {
+  const int g = lane >> 2, q = lane & 3;
+  StreamedFrags f;
+  f.hb0 = h16_pair(2 * q, 8 * j + g, 2 * q + 1, 8 * j + g, 0x2C00u);
+  f.hb1 = h16_pair(2 * q + 8, 8 * j + g, 2 * q + 9, 8 * j + g, 0x2C00u);
+  f.ha[0] = h16_pair(g, 2 * q, g, 2 * q + 1, 0x3C00u);
+  f.ha[1] = h16_pair(g + 8, 2 * q, g + 8, 2 * q + 1, 0x3C00u);
+  f.ha[2] = h16_pair(g, 2 * q + 8, g, 2 * q + 9, 0x3C00u);
+  f.ha[3] = h16_pair(g + 8, 2 * q + 8, g + 8, 2 * q + 9, 0x3C00u);
+  return f;
+}
+
+// One warp's half of a row (n-tile j, whose fragments are fr) from the raw fp16 row at src: the
+// 256-point parts of all m sub-blocks on the tensor cores, then the m-point mix of each of the
+// lane's 4 positions, scaled and stored at o (position 0 of sub-block 0 of this lane).
+template <typename Tr, typename OutT>
+QUAMBA_DEVICE void streamed_row(const char* src, OutT* o, int lane, const StreamedFrags& fr, float mix_scale,
+                                bool vec_out) {
+  float z[Tr::kM][4];
+  uint32_t pk[Tr::kM];
+#pragma unroll
+  for (int im = 0; im < Tr::kM; ++im) streamed_tile(src + im * 512, lane, fr.hb0, fr.hb1, fr.ha, z[im]);
+  float x[Tr::kM];
+#pragma unroll
+  for (int im = 0; im < Tr::kM; ++im) x[im] = z[im][0];
+  streamed_mix_store<Tr, 0>(x, mix_scale, o, vec_out, pk);
+#pragma unroll
+  for (int im = 0; im < Tr::kM; ++im) x[im] = z[im][1];
+  streamed_mix_store<Tr, 1>(x, mix_scale, o, vec_out, pk);
+#pragma unroll
+  for (int im = 0; im < Tr::kM; ++im) x[im] = z[im][2];
+  streamed_mix_store<Tr, 2>(x, mix_scale, o, vec_out, pk);
+#pragma unroll
+  for (int im = 0; im < Tr::kM; ++im) x[im] = z[im][3];
+  streamed_mix_store<Tr, 3>(x, mix_scale, o, vec_out, pk);
+}
+
 template <typename Tr, typename OutT>
 __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     hadamard_streamed_kernel(HadamardParams<__half, OutT> p, bool vec_out) {
@@ -1333,22 +1429,13 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
   const int warp = t >> 5;
   const int j = warp & 1;   // n-tile: outputs i_p = 128·j + 4·lane + 0..3 of each sub-block
   const int h = warp >> 1;  // kSplit = 2: sub-block half in step A, position half in the mix
-  const int g = lane >> 2, q = lane & 3;
 
   const int64_t stride = gridDim.x;
   // The first rows' copies go out before anything else: at M = 1 the load latency is the time.
 #pragma unroll
   for (int s = 0; s < Tr::kStages - 1; ++s) streamed_issue<Tr>(p, ring, blockIdx.x + s * stride, s);
 
-  // Stage 1 B = H_16/16 (k = b, n = b'), n-tile j: columns b' = 8j + g.
-  const uint32_t hb0 = h16_pair(2 * q, 8 * j + g, 2 * q + 1, 8 * j + g, 0x2C00u);
-  const uint32_t hb1 = h16_pair(2 * q + 8, 8 * j + g, 2 * q + 9, 8 * j + g, 0x2C00u);
-  // Stage 2 A = H_16 (m = a', k = a).
-  uint32_t ha[4];
-  ha[0] = h16_pair(g, 2 * q, g, 2 * q + 1, 0x3C00u);
-  ha[1] = h16_pair(g + 8, 2 * q, g + 8, 2 * q + 1, 0x3C00u);
-  ha[2] = h16_pair(g, 2 * q + 8, g, 2 * q + 9, 0x3C00u);
-  ha[3] = h16_pair(g + 8, 2 * q + 8, g + 8, 2 * q + 9, 0x3C00u);
+  const StreamedFrags fr = streamed_frags(lane, j);
   const float mix_scale = p.scale * 16.0f;  // Z carries 1/16: a power of two, same rounding
 
   int slot = 0;
@@ -1362,30 +1449,16 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
 
     const char* src = ring + static_cast<size_t>(slot) * Tr::kRowBytes;
     OutT* o = p.out + row * p.out_row_stride + 128 * j + 4 * lane;
-    float z[Tr::kTiles][4];
-    uint32_t pk[Tr::kM];
     if constexpr (Tr::kSplit == 1) {
-#pragma unroll
-      for (int im = 0; im < Tr::kM; ++im) streamed_tile(src + im * 512, lane, hb0, hb1, ha, z[im]);
-      float x[Tr::kM];
-#pragma unroll
-      for (int im = 0; im < Tr::kM; ++im) x[im] = z[im][0];
-      streamed_mix_store<Tr, 0>(x, mix_scale, o, vec_out, pk);
-#pragma unroll
-      for (int im = 0; im < Tr::kM; ++im) x[im] = z[im][1];
-      streamed_mix_store<Tr, 1>(x, mix_scale, o, vec_out, pk);
-#pragma unroll
-      for (int im = 0; im < Tr::kM; ++im) x[im] = z[im][2];
-      streamed_mix_store<Tr, 2>(x, mix_scale, o, vec_out, pk);
-#pragma unroll
-      for (int im = 0; im < Tr::kM; ++im) x[im] = z[im][3];
-      streamed_mix_store<Tr, 3>(x, mix_scale, o, vec_out, pk);
+      streamed_row<Tr>(src, o, lane, fr, mix_scale, vec_out);
     } else {
       // Warp (j, h): sub-blocks [h·kTiles, (h+1)·kTiles); keeps positions 2h, 2h + 1 and hands
       // the other two to warp (j, 1 − h) = warp ^ 2.
+      float z[Tr::kTiles][4];
+      uint32_t pk[Tr::kM];
 #pragma unroll
       for (int i = 0; i < Tr::kTiles; ++i)
-        streamed_tile(src + (h * Tr::kTiles + i) * 512, lane, hb0, hb1, ha, z[i]);
+        streamed_tile(src + (h * Tr::kTiles + i) * 512, lane, fr.hb0, fr.hb1, fr.ha, z[i]);
       float2* mine = xch + warp * Tr::kTiles * 32 + lane;
 #pragma unroll
       for (int i = 0; i < Tr::kTiles; ++i)
@@ -1418,6 +1491,58 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
   cp_async_wait<0>();  // no copy may be left in flight when the block exits
 }
 
+#if QUAMBA_HAS_CUDA_COMPILER
+// Local row i of this CTA (global row blockIdx.x + i·gridDim.x) into its ring slot, completing on
+// the slot's barrier.
+template <typename Tr, typename OutT>
+QUAMBA_DEVICE void bulk_issue(const HadamardParams<__half, OutT>& p, uint32_t ring, uint32_t bars, int64_t i) {
+  const int slot = static_cast<int>(i % Tr::kSlots);
+  const int64_t row = blockIdx.x + i * gridDim.x;
+  const uint32_t bar = bars + 8u * static_cast<uint32_t>(slot);
+  quamba::detail::mbar_arrive_expect_tx(bar, Tr::kRowBytes);
+  quamba::detail::bulk_copy_g2s(ring + static_cast<uint32_t>(slot) * Tr::kRowBytes, p.x + row * p.x_row_stride,
+                                Tr::kRowBytes, bar);
+}
+#endif
+
+template <typename Tr, typename OutT>
+__global__ void __launch_bounds__(Tr::kThreads, 1)
+    hadamard_bulk_kernel(HadamardParams<__half, OutT> p, bool vec_out) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  extern __shared__ float4 smem_f4[];
+  char* ring_p = reinterpret_cast<char*>(smem_f4);
+  const uint32_t ring = static_cast<uint32_t>(__cvta_generic_to_shared(ring_p));
+  const uint32_t bars = ring + static_cast<uint32_t>(Tr::kBarOffset);
+  const int t = threadIdx.x;
+  const int lane = t & 31;
+  const int warp = t >> 5;
+  const int j = warp & 1;     // n-tile of the row's outputs
+  const int pair = warp >> 1;
+  const int64_t stride = gridDim.x;
+  const int64_t local_rows = p.rows > blockIdx.x ? (p.rows - blockIdx.x + stride - 1) / stride : 0;
+  if (t == 0) {
+    for (int s = 0; s < Tr::kSlots; ++s) quamba::detail::mbar_init(bars + 8u * s, 1);
+    quamba::detail::fence_mbarrier_init();
+    for (int64_t i = 0; i < Tr::kWindow && i < local_rows; ++i) bulk_issue<Tr>(p, ring, bars, i);
+  }
+  __syncthreads();
+  const StreamedFrags fr = streamed_frags(lane, j);
+  const float mix_scale = p.scale * 16.0f;  // Z carries 1/16: a power of two, same rounding
+  for (int64_t i = pair; i < local_rows; i += Tr::kPairs) {
+    const int slot = static_cast<int>(i % Tr::kSlots);
+    quamba::detail::mbar_wait(bars + 8u * static_cast<uint32_t>(slot), static_cast<uint32_t>((i / Tr::kSlots) & 1));
+    // Both warps of the pair are past row i − kPairs (whose slot row i + kWindow reuses).
+    asm volatile("bar.sync %0, 64;\n" ::"r"(pair + 1) : "memory");
+    if (j == 0 && lane == 0 && i + Tr::kWindow < local_rows) bulk_issue<Tr>(p, ring, bars, i + Tr::kWindow);
+    const int64_t row = blockIdx.x + i * stride;
+    streamed_row<Tr>(ring_p + static_cast<size_t>(slot) * Tr::kRowBytes,
+                     p.out + row * p.out_row_stride + 128 * j + 4 * lane, lane, fr, mix_scale, vec_out);
+  }
+#else
+  __trap();  // host code launches it only where the loaded image is sm_90+ code
+#endif
+}
+
 }  // namespace detail
 
 // ---- layer 3: launch ---------------------------------------------------------------------------
@@ -1432,12 +1557,14 @@ bool vector_rows(const HadamardParams<InT, OutT>& p, int64_t vec_bytes) {
 }
 
 // Grid of a persistent kernel over `items` work items: at most its resident blocks (SMs × blocks
-// per SM, cached per launch site), fewer when there are fewer items.
+// per SM, cached per launch site; at most max_per_sm blocks per SM when max_per_sm > 0), fewer
+// when there are fewer items.
 template <typename Kernel>
 Status persistent_grid(ResidentCache& cache, Kernel kernel, int threads, size_t smem, int64_t items,
-                       int64_t* grid) {
+                       int64_t* grid, int max_per_sm = 0) {
   Residency res;
   QUAMBA_RETURN_IF_ERROR(cache.get(kernel, threads, smem, &res));
+  if (max_per_sm > 0 && max_per_sm < res.per_sm) res.per_sm = max_per_sm;
   *grid = items < res.total() ? items : res.total();
   return Status::kSuccess;
 }
@@ -1528,7 +1655,7 @@ Status launch_pipelined_mma(const HadamardParams<__half, OutT>& p, cudaStream_t 
 // per block, the hardware's block scheduler balancing the tail) exists for the benchmark.
 template <typename OutT, int kM, int kStages = kStreamedDefaultStages, int kSplit = 1, int kMinBlocks = 0,
           bool kPersistent = true>
-Status launch_streamed(const HadamardParams<__half, OutT>& p, cudaStream_t stream) {
+Status launch_streamed(const HadamardParams<__half, OutT>& p, cudaStream_t stream, int max_per_sm = 0) {
   using Tr = HadamardStreamedTraits<OutT, kM, kStages, kSplit, kMinBlocks>;
   if (p.n != Tr::kN) return Status::kErrorInvalidArgument;
   if (p.rows == 0) return Status::kSuccess;
@@ -1536,7 +1663,49 @@ Status launch_streamed(const HadamardParams<__half, OutT>& p, cudaStream_t strea
   QUAMBA_RETURN_IF_ERROR(detail::require_sm80());
   static ResidentCache cache;
   int64_t grid = p.rows < 0x7fffffff ? p.rows : int64_t(0x7fffffff);
-  if (kPersistent) QUAMBA_RETURN_IF_ERROR(detail::persistent_grid(cache, kernel, Tr::kThreads, Tr::kSmemBytes, p.rows, &grid));
+  if (kPersistent)
+    QUAMBA_RETURN_IF_ERROR(
+        detail::persistent_grid(cache, kernel, Tr::kThreads, Tr::kSmemBytes, p.rows, &grid, max_per_sm));
+  const bool vec_out = detail::vector_rows(p, Tr::kStoreBytes);
+  kernel<<<static_cast<unsigned>(grid), Tr::kThreads, Tr::kSmemBytes, stream>>>(p, vec_out);
+  return last_launch_status();
+}
+
+// Whether the bulk-copy variant can run here: an sm_90+ device whose loaded image of the kernel
+// came from sm_90+ code (a build without a 90 target JIT-compiles the trapping body), cached per
+// instantiation for the last device asked about.
+template <typename Tr, typename OutT>
+bool bulk_available() {
+  static std::atomic<int> cached{0};  // (device + 1) << 1 | available; 0: not asked yet
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  const int c = cached.load(std::memory_order_relaxed);
+  if (c != 0 && (c >> 1) == dev + 1) return (c & 1) != 0;
+  int major = 0;
+  cudaFuncAttributes attr{};
+  bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9 &&
+            cudaFuncGetAttributes(&attr, detail::hadamard_bulk_kernel<Tr, OutT>) == cudaSuccess &&
+            attr.ptxVersion >= 90 && attr.binaryVersion >= 90;
+  if (!ok) cudaGetLastError();
+  cached.store(((dev + 1) << 1) | (ok ? 1 : 0), std::memory_order_relaxed);
+  return ok;
+}
+
+// Launches the bulk-copy variant (one CTA per SM, each walking rows blockIdx.x + i·gridDim.x);
+// kErrorArchNotSupported where bulk_available() is false.
+template <typename OutT, int kM, int kPairs = 8, int kWindow = bulk_default_window(kM)>
+Status launch_bulk(const HadamardParams<__half, OutT>& p, cudaStream_t stream) {
+  using Tr = HadamardBulkTraits<OutT, kM, kPairs, kWindow>;
+  if (p.n != Tr::kN) return Status::kErrorInvalidArgument;
+  if (p.rows == 0) return Status::kSuccess;
+  if (!bulk_available<Tr, OutT>()) return Status::kErrorArchNotSupported;
+  auto kernel = detail::hadamard_bulk_kernel<Tr, OutT>;
+  static ResidentCache cache;
+  int64_t grid = 0;
+  QUAMBA_RETURN_IF_ERROR(detail::persistent_grid(cache, kernel, Tr::kThreads, Tr::kSmemBytes, p.rows, &grid, 1));
   const bool vec_out = detail::vector_rows(p, Tr::kStoreBytes);
   kernel<<<static_cast<unsigned>(grid), Tr::kThreads, Tr::kSmemBytes, stream>>>(p, vec_out);
   return last_launch_status();
@@ -1611,9 +1780,34 @@ QUAMBA_HD constexpr bool streamed_default(int m, int log_p) {
 // rows than about two per SM a row's latency, not the SM's throughput, is the time.
 inline constexpr int64_t kStreamedSplitMaxRows = 256;
 
-// run() launches the streamed variant (launch_streamed<>) for fp16 inputs at n = 3072 / 5120
-// (int8 or fp16 outputs; kSplit = 2 up to kStreamedSplitMaxRows rows) and the generic kernel
-// (launch<>) for everything else. run_generic() keeps the generic kernel for every n.
+// Above that, run() takes one warp pair per row with a 2-slot ring (each block loads one row
+// ahead) and at most kStreamedMaxBlocksPerSm blocks per SM (n = 5120: 10 KB per row, so ~80 KB
+// requested per SM at a time). Why not the 3-slot ring that holds two rows in flight per block:
+// with 7 blocks per SM it requests 14 rows per SM (~18 MB of the 21 MB input at M = 2048) at once;
+// DRAM then serves all of them interleaved, so every row lands near the end of the read and the
+// math of the whole launch runs after it instead of under it. One row ahead per block lets rows
+// land in order while earlier ones are transformed. H100, fp16 -> int8, bench_hadamard same run
+// (copy 2.99 TB/s), M = 2048 / 4096 / 8192: n = 5120 3-slot (previous run() choice) 18.5 / – /
+// 54.1 µs, 2-slot with 8 blocks per SM 16.7 / 28.2 / 47.6, 4 per SM 16.3 / 28.2 / 50.7, 6 per SM
+// 17.3 / 27.4 / 47.4, 3 or 5 per SM 18.4–19.5 / 31–34 / 55–64 (fewer rows in flight than the
+// DRAM needs, or a last round of rows on a tenth of the blocks); n = 3072 (M = 2048 / 8192):
+// 3-slot 10.9 / 31.2, 2-slot with 8 per SM 10.6 / 28.5.
+inline constexpr int kStreamedRowStages = 2;
+inline constexpr int kStreamedMaxBlocksPerSm = 8;
+template <typename OutT, int kM>
+using HadamardStreamedRowTraits = HadamardStreamedTraits<OutT, kM, kStreamedRowStages, 1>;
+
+// run() launches, for fp16 inputs at n = 3072 / 5120 (int8 or fp16 outputs), the streamed variant
+// with kSplit = 2 up to kStreamedSplitMaxRows rows, above that the bulk-copy variant on sm_90+
+// (launch_bulk<>) or else the streamed variant with kSplit = 1 (kStreamedRowStages,
+// kStreamedMaxBlocksPerSm); and the generic kernel (launch<>) for everything else. run_generic()
+// keeps the generic kernel for every n.
+// H100, fp16 -> int8, bench_hadamard same run (copy 2.99 TB/s), M = 2048 / 4096 / 8192:
+// n = 5120 bulk-copy (8 warp pairs, 4 rows ahead) 15.1 / 25.3 / 43.8 µs (96% of copy at 8192),
+// 6 ahead 15.4 / 26.2 / 44.2, 8 ahead 15.8 / 26.9 / 43.8, 6 pairs 15.7 / 26.5 / 45.2, 4 pairs
+// 16.4 / 28.0 / 50.8; streamed kSplit = 1 with the 2-slot ring 16.9 / – / 47.7; n = 3072 (M = 2048
+// / 8192) bulk-copy 8 ahead 10.1 / 27.7, 6 ahead 10.2 / 28.5, 4 ahead 10.5 / 30.5; streamed 10.7 /
+// 28.6. Earlier runs:
 // H100, fp16→int8, n = 5120 (bench_hadamard, same run, copy 2.96 TB/s): generic 20.7 / 67.3 µs
 // at M = 2048 / 8192; staged 24.8 / 83.6 µs (126 registers: 3 blocks = 15 warps per SM),
 // staged with __launch_bounds__ min 4 blocks 21.6 / 69.6 µs (64 B spilled), min 5 blocks
@@ -1633,7 +1827,9 @@ Status run(const HadamardParams<InT, OutT>& p, void* /*workspace*/ = nullptr, cu
     if constexpr (streamed_default<InT, OutT>(M.value, K.value)) {
       if (p.rows <= kStreamedSplitMaxRows)
         return launch_streamed<OutT, M.value, kStreamedDefaultStages, /*kSplit=*/2>(p, stream);
-      return launch_streamed<OutT, M.value>(p, stream);
+      const Status bulk = launch_bulk<OutT, M.value>(p, stream);
+      if (bulk != Status::kErrorArchNotSupported) return bulk;
+      return launch_streamed<OutT, M.value, kStreamedRowStages, 1>(p, stream, kStreamedMaxBlocksPerSm);
     } else {
       return launch<InT, OutT, M.value, K.value>(p, stream);
     }
@@ -1659,10 +1855,23 @@ Status run_streamed(const HadamardParams<InT, OutT>& p, void* /*workspace*/ = nu
   return dispatch_size(p.n, [&](auto M, auto K) {
     if constexpr (streamed_default<InT, OutT>(M.value, K.value)) {
       if (split == 2) return launch_streamed<OutT, M.value, kStreamedDefaultStages, 2>(p, stream);
-      return launch_streamed<OutT, M.value>(p, stream);
+      return launch_streamed<OutT, M.value, kStreamedRowStages, 1>(p, stream, kStreamedMaxBlocksPerSm);
     } else {
       return Status::kErrorNotSupported;
     }
+  });
+}
+
+// The bulk-copy variant (HadamardBulkTraits): fp16 inputs, int8 or fp16 outputs, n ∈ {3072, 5120};
+// kErrorNotSupported for any other n or input type, kErrorArchNotSupported where the device or
+// the build has no sm_90 code. Same contract as run(), in place included (a row is whole in
+// shared memory before any of it is written, and rows are read only by the CTA that writes them).
+template <typename InT, typename OutT>
+Status run_bulk(const HadamardParams<InT, OutT>& p, void* /*workspace*/ = nullptr, cudaStream_t stream = nullptr) {
+  QUAMBA_RETURN_IF_ERROR(can_implement(p));
+  return dispatch_size(p.n, [&](auto M, auto K) {
+    if constexpr (streamed_default<InT, OutT>(M.value, K.value)) return launch_bulk<OutT, M.value>(p, stream);
+    else return Status::kErrorNotSupported;
   });
 }
 
@@ -1673,7 +1882,7 @@ std::string streamed_variant_name(int64_t n, int split = 1) {
   dispatch_size(n, [&](auto M, auto K) {
     if constexpr (streamed_default<InT, OutT>(M.value, K.value)) {
       s = split == 2 ? HadamardStreamedTraits<OutT, M.value, kStreamedDefaultStages, 2>::name()
-                     : HadamardStreamedTraits<OutT, M.value>::name();
+                     : HadamardStreamedRowTraits<OutT, M.value>::name();
     }
     return Status::kSuccess;
   });
@@ -1748,8 +1957,9 @@ std::string pipelined_mma_variant_name(int64_t n) {
   return s;
 }
 
-// The Traits name of the variant run() (staged = false; `rows` picks the streamed split) or
-// run_staged() picks for n ("" when unsupported); for benchmarks. generic_name(n) names the
+// The Traits name of the variant run() (staged = false; `rows` picks the streamed split, the
+// current device the bulk-copy variant) or run_staged() picks for n ("" when unsupported); for
+// benchmarks. generic_name(n) names the
 // generic kernel (run_generic()).
 template <typename InT, typename OutT>
 std::string variant_name(int64_t n, bool staged = false, int64_t rows = kStreamedSplitMaxRows + 1) {
@@ -1760,8 +1970,10 @@ std::string variant_name(int64_t n, bool staged = false, int64_t rows = kStreame
     }
     if (!staged) {
       if constexpr (streamed_default<InT, OutT>(M.value, K.value)) {
+        using Bulk = HadamardBulkTraits<OutT, M.value>;
         s = rows <= kStreamedSplitMaxRows ? HadamardStreamedTraits<OutT, M.value, kStreamedDefaultStages, 2>::name()
-                                          : HadamardStreamedTraits<OutT, M.value>::name();
+            : bulk_available<Bulk, OutT>() ? Bulk::name()
+                                           : HadamardStreamedRowTraits<OutT, M.value>::name();
       } else {
         s = HadamardTraits<InT, OutT, M.value, K.value>::name();
       }
