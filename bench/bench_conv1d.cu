@@ -428,14 +428,6 @@ int register_all() {
       // how much of the time the SiLU instructions still cost.
       add_prefill<Conv1dI8Traits8x8a4T, int8_t>("i8-tanh", mdl, M);
       add_prefill<Conv1dI8Traits4x8T, int8_t>("i8-tanh", mdl, M);
-      // Spread pair-FMA variants with fewer resident CTAs: less in flight per SM, so the first
-      // groups land early and the SiLU math of early tokens overlaps the later loads.
-      add_prefill<Conv1dPrefillTraits<128, 8, 8, 4, 3, true, kSiluPairFma>, int8_t>("i8-pairfma", mdl, M);
-      add_prefill<Conv1dPrefillTraits<128, 8, 8, 4, 4, true, kSiluPairFma>, int8_t>("i8-pairfma", mdl, M);
-      add_prefill<Conv1dPrefillTraits<128, 8, 8, 4, 5, true, kSiluPairFma>, int8_t>("i8-pairfma", mdl, M);
-      add_prefill<Conv1dPrefillTraits<128, 8, 8, 2, 4, true, kSiluPairFma>, int8_t>("i8-pairfma", mdl, M);
-      add_prefill<Conv1dPrefillTraits<128, 8, 8, 2, 6, true, kSiluPairFma>, int8_t>("i8-pairfma", mdl, M);
-      add_prefill<Conv1dPrefillTraits<128, 4, 8, 4, 6, true, kSiluPairFma>, int8_t>("i8-pairfma", mdl, M);
       add_prefill<Conv1dI8Traits8xS8, int8_t>("i8", mdl, M);
       add_prefill<Conv1dI8Traits8xS16, int8_t>("i8", mdl, M);
       add_prefill<Conv1dI8Traits4xS8, int8_t>("i8", mdl, M);

@@ -6,11 +6,43 @@
 // targets and check the device (and the loaded kernel image) on the host before launching.
 #pragma once
 
+#include <cuda_runtime_api.h>
+
+#include <atomic>
 #include <cstdint>
 
 #include "quamba/core/macros.hpp"
 
 namespace quamba::detail {
+
+// Whether `kernel` can run its sm_90 body on the current device: compute capability 9.0 or
+// newer and a loaded image built from sm_90+ code (a build without a 90 target would JIT its
+// compute_80 PTX, whose body traps). One cache per launch site (a static), remembering the answer
+// for the last device asked about.
+class Sm90ImageCache {
+ public:
+  template <typename Kernel>
+  bool get(Kernel kernel) {
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    const int c = cached_.load(std::memory_order_relaxed);  // (device + 1) << 1 | available
+    if (c != 0 && (c >> 1) == dev + 1) return (c & 1) != 0;
+    int major = 0;
+    cudaFuncAttributes attr{};
+    const bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+                    major >= 9 && cudaFuncGetAttributes(&attr, kernel) == cudaSuccess && attr.ptxVersion >= 90 &&
+                    attr.binaryVersion >= 90;
+    if (!ok) cudaGetLastError();
+    cached_.store(((dev + 1) << 1) | (ok ? 1 : 0), std::memory_order_relaxed);
+    return ok;
+  }
+
+ private:
+  std::atomic<int> cached_{0};
+};
 
 #if QUAMBA_HAS_CUDA_COMPILER
 

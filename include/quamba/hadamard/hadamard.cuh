@@ -46,7 +46,6 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -1671,27 +1670,11 @@ Status launch_streamed(const HadamardParams<__half, OutT>& p, cudaStream_t strea
   return last_launch_status();
 }
 
-// Whether the bulk-copy variant can run here: an sm_90+ device whose loaded image of the kernel
-// came from sm_90+ code (a build without a 90 target JIT-compiles the trapping body), cached per
-// instantiation for the last device asked about.
+// Whether the bulk-copy variant can run here (an sm_90+ device and sm_90+ code in the build).
 template <typename Tr, typename OutT>
 bool bulk_available() {
-  static std::atomic<int> cached{0};  // (device + 1) << 1 | available; 0: not asked yet
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  const int c = cached.load(std::memory_order_relaxed);
-  if (c != 0 && (c >> 1) == dev + 1) return (c & 1) != 0;
-  int major = 0;
-  cudaFuncAttributes attr{};
-  bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9 &&
-            cudaFuncGetAttributes(&attr, detail::hadamard_bulk_kernel<Tr, OutT>) == cudaSuccess &&
-            attr.ptxVersion >= 90 && attr.binaryVersion >= 90;
-  if (!ok) cudaGetLastError();
-  cached.store(((dev + 1) << 1) | (ok ? 1 : 0), std::memory_order_relaxed);
-  return ok;
+  static quamba::detail::Sm90ImageCache cache;
+  return cache.get(detail::hadamard_bulk_kernel<Tr, OutT>);
 }
 
 // Launches the bulk-copy variant (one CTA per SM, each walking rows blockIdx.x + i·gridDim.x);
