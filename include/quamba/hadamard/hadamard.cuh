@@ -25,8 +25,9 @@
 // and sm_89: 99 KiB, so n ≥ 28672) run returns kErrorNotSupported.
 // workspace_size is 0. run never allocates and never synchronizes.
 // run(p) takes, for fp16 inputs at n = 3072 and 5120 (int8 or fp16 outputs), the streamed variant
-// up to 256 rows and the bulk-copy variant above (the streamed one before sm_90), and the generic
-// kernel for everything else; run_generic(p) is the generic kernel for every n.
+// up to 256 rows; above that the bulk-copy variant for int8 outputs (the streamed one before
+// sm_90) and the generic kernel for fp16 outputs; and the generic kernel for everything else;
+// run_generic(p) is the generic kernel for every n.
 // run_streamed(p, ws, stream, split): the streamed variant itself (fp16 in, int8 / fp16 out,
 // n ∈ {3072, 5120}, sm_80+; split 1 or 2 warp pairs per row; kErrorNotSupported otherwise).
 // run_bulk(p): the bulk-copy variant (fp16 in, int8 / fp16 out, n ∈ {3072, 5120}, sm_90+: rows
@@ -1781,9 +1782,12 @@ template <typename OutT, int kM>
 using HadamardStreamedRowTraits = HadamardStreamedTraits<OutT, kM, kStreamedRowStages, 1>;
 
 // run() launches, for fp16 inputs at n = 3072 / 5120 (int8 or fp16 outputs), the streamed variant
-// with kSplit = 2 up to kStreamedSplitMaxRows rows, above that the bulk-copy variant on sm_90+
-// (launch_bulk<>) or else the streamed variant with kSplit = 1 (kStreamedRowStages,
-// kStreamedMaxBlocksPerSm); and the generic kernel (launch<>) for everything else. run_generic()
+// with kSplit = 2 up to kStreamedSplitMaxRows rows; above that, for int8 outputs, the bulk-copy
+// variant on sm_90+ (launch_bulk<>) or else the streamed variant with kSplit = 1
+// (kStreamedRowStages, kStreamedMaxBlocksPerSm), and for fp16 outputs the generic kernel (H100,
+// n = 5120, M = 2048 / 8192, same run: generic 22.1 / 72.3 µs, bulk-copy 22.3 / 80.8, streamed
+// 23.3 / 81.2: twice the output bytes of int8, so the row feed matters less than the generic
+// kernel's occupancy); and the generic kernel (launch<>) for everything else. run_generic()
 // keeps the generic kernel for every n.
 // H100, fp16 -> int8, bench_hadamard same run (copy 2.99 TB/s), M = 2048 / 4096 / 8192:
 // n = 5120 bulk-copy (8 warp pairs, 4 rows ahead) 15.1 / 25.3 / 43.8 µs (96% of copy at 8192),
@@ -1810,6 +1814,7 @@ Status run(const HadamardParams<InT, OutT>& p, void* /*workspace*/ = nullptr, cu
     if constexpr (streamed_default<InT, OutT>(M.value, K.value)) {
       if (p.rows <= kStreamedSplitMaxRows)
         return launch_streamed<OutT, M.value, kStreamedDefaultStages, /*kSplit=*/2>(p, stream);
+      if constexpr (std::is_same_v<OutT, __half>) return launch<InT, OutT, M.value, K.value>(p, stream);
       const Status bulk = launch_bulk<OutT, M.value>(p, stream);
       if (bulk != Status::kErrorArchNotSupported) return bulk;
       return launch_streamed<OutT, M.value, kStreamedRowStages, 1>(p, stream, kStreamedMaxBlocksPerSm);
@@ -1954,7 +1959,8 @@ std::string variant_name(int64_t n, bool staged = false, int64_t rows = kStreame
     if (!staged) {
       if constexpr (streamed_default<InT, OutT>(M.value, K.value)) {
         using Bulk = HadamardBulkTraits<OutT, M.value>;
-        s = rows <= kStreamedSplitMaxRows ? HadamardStreamedTraits<OutT, M.value, kStreamedDefaultStages, 2>::name()
+        s = rows <= kStreamedSplitMaxRows   ? HadamardStreamedTraits<OutT, M.value, kStreamedDefaultStages, 2>::name()
+            : std::is_same_v<OutT, __half> ? HadamardTraits<InT, OutT, M.value, K.value>::name()
             : bulk_available<Bulk, OutT>() ? Bulk::name()
                                            : HadamardStreamedRowTraits<OutT, M.value>::name();
       } else {
