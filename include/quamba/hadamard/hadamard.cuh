@@ -406,16 +406,27 @@ QUAMBA_HD constexpr bool streamed_supported(int m, int log_p, int in_bytes) {
 }
 inline constexpr int kStreamedDefaultStages = 3;
 
-template <typename OutT, int kM_, int kStages_ = kStreamedDefaultStages, int kSplit_ = 1, int kMinBlocks_ = 0>
-struct HadamardStreamedTraits {
+// The row shape of the tensor-core row kernels (streamed, bulk-copy): fp16 rows of n = m·256,
+// m ∈ {12, 20}, int8 or fp16 outputs.
+template <typename OutT, int kM_>
+struct TensorCoreRowShape {
   static_assert(std::is_same_v<OutT, int8_t> || std::is_same_v<OutT, __half>, "outputs: int8 or fp16");
   static constexpr int kM = kM_;
   static constexpr int kLogP = 8;
   static constexpr int kP = 256;
   static constexpr int kN = kM * kP;
+  static constexpr int kRowBytes = kN * 2;
+  static_assert(streamed_supported(kM, kLogP, 2), "tensor-core row kernels: m in {12, 20}, 2^k = 256");
+};
+
+template <typename OutT, int kM_, int kStages_ = kStreamedDefaultStages, int kSplit_ = 1, int kMinBlocks_ = 0>
+struct HadamardStreamedTraits : TensorCoreRowShape<OutT, kM_> {
+  using Shape = TensorCoreRowShape<OutT, kM_>;
+  using Shape::kM;
+  using Shape::kN;
+  using Shape::kRowBytes;
   static constexpr int kStages = kStages_;
   static constexpr int kSplit = kSplit_;
-  static_assert(streamed_supported(kM, kLogP, 2), "streamed variant: m in {12, 20}, 2^k = 256");
   static_assert(kStages >= 2, "the ring refills the slot read one row earlier: at least 2 slots");
   static_assert(kSplit == 1 || kSplit == 2, "1 or 2 warps per n-tile");
   static_assert(kM % kSplit == 0, "sub-blocks split evenly");
@@ -427,7 +438,6 @@ struct HadamardStreamedTraits {
   // a pair is mixed so fewer packed registers stay live).
   static constexpr int kStoreVec = std::is_same_v<OutT, int8_t> ? kPos : 2;
   static constexpr int kStoreBytes = kStoreVec * static_cast<int>(sizeof(OutT));
-  static constexpr int kRowBytes = kN * 2;
   static constexpr int kChunksPerRow = kRowBytes / 16;
   static constexpr size_t kRingBytes = static_cast<size_t>(kStages) * kRowBytes;
   static constexpr size_t kXchBytes = kSplit == 2 ? static_cast<size_t>(kWarps) * kTiles * 32 * 8 : 0;
@@ -469,12 +479,10 @@ struct HadamardStreamedTraits {
 QUAMBA_HD constexpr int bulk_default_window(int m) { return m == 20 ? 4 : 8; }
 
 template <typename OutT, int kM_, int kPairs_ = 8, int kWindow_ = bulk_default_window(kM_)>
-struct HadamardBulkTraits {
-  static_assert(std::is_same_v<OutT, int8_t> || std::is_same_v<OutT, __half>, "outputs: int8 or fp16");
-  static constexpr int kM = kM_;
-  static constexpr int kLogP = 8;
-  static constexpr int kP = 256;
-  static constexpr int kN = kM * kP;
+struct HadamardBulkTraits : TensorCoreRowShape<OutT, kM_> {
+  using Shape = TensorCoreRowShape<OutT, kM_>;
+  using Shape::kM;
+  using Shape::kRowBytes;
   static constexpr int kPairs = kPairs_;
   static constexpr int kWindow = kWindow_;
   static constexpr int kSlots = kWindow + kPairs;
@@ -482,10 +490,8 @@ struct HadamardBulkTraits {
   static constexpr int kThreads = 64 * kPairs;
   static constexpr int kStoreVec = std::is_same_v<OutT, int8_t> ? 4 : 2;
   static constexpr int kStoreBytes = kStoreVec * static_cast<int>(sizeof(OutT));
-  static constexpr int kRowBytes = kN * 2;
   static constexpr size_t kBarOffset = static_cast<size_t>(kSlots) * kRowBytes;
   static constexpr size_t kSmemBytes = kBarOffset + static_cast<size_t>(kSlots) * 8;
-  static_assert(streamed_supported(kM, kLogP, 2), "bulk variant: m in {12, 20}, 2^k = 256");
   static_assert(kPairs >= 1 && kPairs <= 15, "named barriers 1..15, one per warp pair");
   static_assert(kWindow >= 1, "at least one row requested ahead");
   static_assert(kSmemBytes <= 227 * 1024, "ring within the opt-in smem");
