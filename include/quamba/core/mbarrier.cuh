@@ -2,8 +2,9 @@
 // that completes on them, sm_90 and up. Used by the wgmma GEMM (TMA ring) and the bulk-copy
 // Hadamard kernel (rows landing in a shared-memory ring).
 //
-// Every function here is device code for sm_90+; callers compile their bodies only for sm_90
-// targets and check the device (and the loaded kernel image) on the host before launching.
+// The barrier and copy functions are device code for sm_90+: callers compile their bodies only
+// for sm_90 targets and check the device and the loaded kernel image on the host before launching
+// (Sm90ImageCache, host code).
 #pragma once
 
 #include <cuda_runtime_api.h>

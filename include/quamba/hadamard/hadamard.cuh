@@ -460,17 +460,21 @@ struct HadamardStreamedTraits : TensorCoreRowShape<OutT, kM_> {
   }
 };
 
-// Bulk-copy variant (sm_90+; run() takes it for fp16 inputs at n = 3072 / 5120 above
-// kStreamedSplitMaxRows rows where the device and the loaded image allow, numbers at run()):
+// Bulk-copy variant (sm_90+; run() takes it for fp16 inputs and int8 outputs at n = 3072 / 5120
+// above kStreamedSplitMaxRows rows where the device and the loaded image allow, numbers at run()):
 // the streamed variant's per-row arithmetic (a warp pair per row, tensor-core 256-point part,
 // m-point mix in registers) with a different way of feeding rows. One CTA per SM holds kPairs
 // warp pairs and a ring of kSlots = kWindow + kPairs raw rows; the CTA's rows (blockIdx.x,
-// + gridDim.x, ...) are fetched IN ORDER by single-instruction bulk copies (cp.async.bulk, one
-// mbarrier per slot), at most kWindow rows ahead of the oldest row not yet landed: local row
-// i + kWindow is requested as soon as row i has landed. Warp pair k transforms local rows k,
-// k + kPairs, ... So each SM keeps ~kWindow rows requested (enough for the DRAM, ~60 KB), and
-// rows land one after another while earlier ones are transformed, instead of every row of the
-// launch landing near the end of the read as when every block asks for its rows at once.
+// + gridDim.x, ...) are REQUESTED IN ORDER by single-instruction bulk copies (cp.async.bulk, one
+// mbarrier per slot): rows 0..kWindow-1 at the start, then local row i + kWindow as soon as a
+// warp pair has seen row i land. Warp pair k transforms local rows k, k + kPairs, ... So each SM
+// keeps about kWindow rows requested (~40 KB: enough for the DRAM; more while pairs lag behind
+// the arrivals, never more than kSlots), and rows land roughly one after another while earlier
+// ones are transformed, instead of every row of the launch landing near the end of the read as
+// when every block asks for its rows at once. Measured at 2048-8192 rows only: between 257 rows
+// (where run() switches from the streamed split-2 form) and ~1000, most pairs have one row or
+// none, and which form is faster there is not known. The m = 20 kernel sits at 128 registers,
+// the __launch_bounds__(512, 1) cap, without spills: growth of the row code would spill.
 // Slot reuse needs no second barrier: row i + kWindow goes into the slot of row i − kPairs,
 // which the same warp pair finished before it waited for row i (its two warps meet at a named
 // barrier first).
@@ -486,7 +490,6 @@ struct HadamardBulkTraits : TensorCoreRowShape<OutT, kM_> {
   static constexpr int kPairs = kPairs_;
   static constexpr int kWindow = kWindow_;
   static constexpr int kSlots = kWindow + kPairs;
-  static constexpr int kSplit = 1;
   static constexpr int kThreads = 64 * kPairs;
   static constexpr int kStoreVec = std::is_same_v<OutT, int8_t> ? 4 : 2;
   static constexpr int kStoreBytes = kStoreVec * static_cast<int>(sizeof(OutT));
@@ -1808,11 +1811,12 @@ using HadamardStreamedRowTraits = HadamardStreamedTraits<OutT, kM, kStreamedRowS
 // generic 8.4 / 22.6 µs, staged 9.9 / 25.8 µs; M = 1: 4.3–4.9 µs for every variant (launch
 // bound). So the staged variant stays reachable through run_staged() only. Later run (H100):
 // generic 19.7 / 63.6 µs, tensor-core pipelined 18.1 / 57.2 µs, M = 1 4.5 µs both.
-// The streamed variant is the default at 3072 / 5120 by its design, not yet by a measurement:
-// ~2300 warp instructions per 5120-row (the pipelined tensor-core kernel ~2500, generic ~4800)
-// and no fp32 round trip through shared memory; 7 blocks of 2 warps per SM each keep 2 rows in
-// flight (140 KB per SM, ~4× what Little's law asks at 3 TB/s and ~1.5 µs), so at M = 2048
-// 1848 of the 2048 rows are requested in the first microsecond.
+// The streamed variant first became the default by its design: ~2300 warp instructions per
+// 5120-row (the pipelined tensor-core kernel ~2500, generic ~4800) and no fp32 round trip through
+// shared memory. Its first form (3-slot ring, 7 blocks per SM) requested 1848 of 2048 rows in
+// the first microsecond on the reasoning that more bytes in flight could only help; it measured
+// 18.1 µs at M = 2048, no better than kernels with twice its instructions, because those rows
+// then land together at the end of the read (see kStreamedRowStages and the bulk-copy variant).
 template <typename InT, typename OutT>
 Status run(const HadamardParams<InT, OutT>& p, void* /*workspace*/ = nullptr, cudaStream_t stream = nullptr) {
   QUAMBA_RETURN_IF_ERROR(can_implement(p));
