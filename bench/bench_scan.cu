@@ -161,6 +161,40 @@ void BM_PrefillI8(benchmark::State& state) {
   report_exps(state, double(L) * E * N);
 }
 
+// The default variant with the fused dt_proj (PrefillParamsI8::dt_weight): δraw computed in the
+// scan from x_proj's dt_low columns (dt_k = kR) and a (E, kR) weight. The block runs this
+// instead of the dt_proj GEMM + the default scan; bytes as the default row (δ is not read, the
+// dt_x rows come from L2).
+void BM_PrefillI8FusedDt(benchmark::State& state) {
+  const int64_t E = state.range(0), L = state.range(1), N = 16;
+  I8Data d(L, E, N);
+  auto rng = quamba::test::make_rng(static_cast<uint64_t>(E + 7));
+  const std::vector<int8_t> w = quamba::test::random_int8(E * kR, rng);
+  DeviceBuffer<int8_t> dw;
+  dw.upload(w);
+  const float alpha = 40.0f / (std::sqrt(float(kR)) * 5476.0f);
+  auto p = d.params();
+  p.delta = {};
+  p.dt_x = I8Data::v3(d.dxdbl.get(), L, kR, kR + 2 * N);
+  p.dt_weight = dw.get();
+  p.dt_alpha = alpha;
+  if (qs::can_implement(p) != Status::kSuccess) { state.SkipWithError("can_implement failed"); return; }
+  if (qs::run(p, nullptr, 0) != Status::kSuccess) { state.SkipWithError("launch failed"); return; }
+  QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+  // The verified channels' δraw on the host (exact int32 sums, the requant epilogue's rounding).
+  for (int64_t e0 : {int64_t(0), E - 64})
+    for (int64_t t = 0; t < L; ++t)
+      for (int64_t e = e0; e < e0 + 64; ++e) {
+        int32_t acc = 0;
+        for (int64_t k = 0; k < kR; ++k) acc += int32_t(d.xdbl[t * (kR + 2 * N) + k]) * int32_t(w[e * kR + k]);
+        d.dt[t * E + e] = quamba::quantize_i8(static_cast<float>(acc) * alpha, 1.0f);
+      }
+  if (!d.verify(p, 0) || !d.verify(p, E - 64)) { state.SkipWithError("verification against the reference failed"); return; }
+  quamba::bench::time_gpu(state, [&](int) { return qs::run(p, nullptr, 0); });
+  quamba::bench::report_bytes(state, double(L) * (3.0 * E + 2.0 * N + 2.0 * E));
+  report_exps(state, double(L) * E * N);
+}
+
 template <class Traits>
 void BM_PrefillF16(benchmark::State& state) {
   const int64_t E = state.range(0), L = state.range(1), N = Traits::kDState;
@@ -263,6 +297,8 @@ const bool kRegistered = [] {
   // "default": what run() launches; "baseline": the previous default (pair lanes, plain loop);
   // "new": the default launched explicitly and the candidates.
   register_prefill_i8<DefI8, true>("default");
+  benchmark::RegisterBenchmark("ScanPrefillI8/default_fused_dt/run", BM_PrefillI8FusedDt)
+      ->ArgNames({"E", "L"})->Args({5120, 2048})->Args({5120, 8192})->UseManualTime()->Unit(benchmark::kMicrosecond);
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, false, true>>("baseline");
   register_prefill_i8<DefI8>("new");
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 1, false, true, true>>("new");

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include "common/cuda_utils.cuh"
 #include "common/random.hpp"
 #include "quamba/core/numeric.hpp"
+#include "quamba/reference/gemm.hpp"
 #include "quamba/reference/scan.hpp"
 #include "quamba/scan/scan.cuh"
 
@@ -398,6 +400,210 @@ TEST(ScanPrefillI8, InPlaceState) {
   QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
   EXPECT_TRUE(check_y(pr.y, pr.y.dev.download(), yref, quamba::test::kTolScan, "in-place"));
   EXPECT_TRUE(quamba::test::all_close(pr.dinit.download(), fref, quamba::test::kTolScan, "in-place state"));
+}
+
+// ----- fused dt_proj (PrefillParamsI8::dt_weight) ------------------------------------------------
+
+// An I8Problem whose δraw comes from a dt_proj: dt_x (B, L, dt_k) sits in an x_proj-like output
+// row (token stride dt_k + 2N + 16), W_dt (E, dt_k). The host reference (exact int32 GEMM and the
+// requant epilogue of reference/gemm.hpp) writes δraw into the problem's `delta` tensor, so the
+// same problem runs unfused (δ loaded) and fused (δ computed in the scan).
+struct FusedDtProblem {
+  I8Problem pr;
+  int64_t dt_k;
+  Strided3<int8_t> dtx;
+  std::vector<int8_t> w;
+  DeviceBuffer<int8_t> dw;
+  float alpha;
+
+  FusedDtProblem(const Case& c, int64_t k) : pr(c), dt_k(k) {
+    auto rng = quamba::test::make_rng(c.seed * 7919 + static_cast<uint64_t>(k));
+    dtx.init(c.B, c.L, dt_k, dt_k + 2 * c.N + 16, 0, 32);
+    fill_i8(dtx, rng, -128, 127);
+    w = quamba::test::random_int8(static_cast<size_t>(c.E * dt_k), rng);
+    // |acc| ~ sqrt(dt_k)·74² for uniform int8: δraw spread over about ±100 with some saturation.
+    alpha = 40.0f / (std::sqrt(static_cast<float>(dt_k)) * 5476.0f);
+    std::vector<int32_t> acc(static_cast<size_t>(c.L * c.E));
+    ref::EpilogueRef ep;
+    ep.alpha = alpha;
+    std::vector<int8_t> q(acc.size());
+    for (int64_t b = 0; b < c.B; ++b) {
+      auto A = quamba::make_strided_view<const int8_t, 2>(dtx.host.data() + dtx.index(b, 0, 0), {c.L, dt_k},
+                                                          {dtx.pitch, 1});
+      auto W = quamba::make_strided_view<const int8_t, 2>(w.data(), {c.E, dt_k}, {dt_k, 1});
+      auto C = quamba::make_strided_view<int32_t, 2>(acc.data(), {c.L, c.E}, {c.E, 1});
+      EXPECT_EQ(ref::gemm_i8_i32(A, W, C), Status::kSuccess);
+      auto Q = quamba::make_strided_view<int8_t, 2>(q.data(), {c.L, c.E}, {c.E, 1});
+      EXPECT_EQ(ref::epilogue_requant(quamba::make_strided_view<const int32_t, 2>(acc.data(), {c.L, c.E}, {c.E, 1}),
+                                      ep, Q),
+                Status::kSuccess);
+      for (int64_t t = 0; t < c.L; ++t)
+        for (int64_t e = 0; e < c.E; ++e)
+          pr.dt.host[static_cast<size_t>(pr.dt.index(b, t, e))] = q[static_cast<size_t>(t * c.E + e)];
+    }
+    pr.dt.dev.upload(pr.dt.host);
+    dtx.dev.upload(dtx.host);
+    dw.upload(w);
+  }
+  qs::PrefillParamsI8 fused_params() {
+    auto p = pr.params();
+    p.delta = {};
+    p.dt_x = dtx.view<const int8_t>(dtx.dev.get());
+    p.dt_weight = dw.get();
+    p.dt_alpha = alpha;
+    return p;
+  }
+};
+
+// Runs `launch` on p with poisoned outputs; returns y and final_state bits.
+template <class Launch>
+void run_poisoned(I8Problem& pr, const qs::PrefillParamsI8& p, Launch launch, std::vector<uint16_t>* y,
+                  std::vector<float>* fin, int poison = 0xFF) {
+  pr.y.dev.poison(poison);
+  pr.dfinal.poison(poison);
+  ASSERT_EQ(launch(p), Status::kSuccess);
+  QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+  *y = pr.y.dev.download();
+  *fin = pr.dfinal.download();
+}
+
+// Fused and loaded δ give the same bits (the mma's int32 sums are exact and the requant is
+// gemm::Requant's), and both match the host reference.
+template <class Launch>
+void expect_fused_equals_loaded(const Case& c, int64_t dt_k, Launch launch) {
+  SCOPED_TRACE(c.name() + " dt_k " + std::to_string(dt_k));
+  FusedDtProblem fp(c, dt_k);
+  const auto pf = fp.fused_params();
+  ASSERT_EQ(qs::can_implement(pf), Status::kSuccess);
+  std::vector<uint16_t> y_loaded, y_fused;
+  std::vector<float> f_loaded, f_fused;
+  run_poisoned(fp.pr, fp.pr.params(), launch, &y_loaded, &f_loaded);
+  run_poisoned(fp.pr, pf, launch, &y_fused, &f_fused, 0x5A);
+  std::vector<float> yref, fref;
+  ASSERT_EQ(ref::selective_scan_i8(fp.pr.ref_args(yref, fref)), Status::kSuccess);
+  EXPECT_TRUE(check_y(fp.pr.y, y_loaded, yref, quamba::test::kTolScan, "loaded δ"));
+  // The fused run's poison (0x5A) differs from the loaded run's, so equal buffers also prove
+  // that the fused run wrote every element of the view and nothing outside it.
+  size_t y_diff = 0, f_diff = 0;
+  for (size_t i = 0; i < y_fused.size(); ++i) {
+    const bool inside_equal = y_fused[i] == y_loaded[i];
+    const bool outside_poison = y_loaded[i] == 0xFFFFu && y_fused[i] == 0x5A5Au;
+    y_diff += !(inside_equal || outside_poison);
+  }
+  for (size_t i = 0; i < f_fused.size(); ++i)
+    f_diff += std::memcmp(&f_fused[i], &f_loaded[i], sizeof(float)) != 0;
+  EXPECT_EQ(y_diff, 0u) << "y elements differing between fused and loaded δ";
+  EXPECT_EQ(f_diff, 0u) << "final_state elements differing between fused and loaded δ";
+  EXPECT_TRUE(check_y(fp.pr.y, y_fused, yref, quamba::test::kTolScan, "fused δ") || y_diff > 0);
+}
+
+TEST(ScanPrefillI8, FusedDtProj) {
+  QUAMBA_REQUIRE_GPU();
+  auto run = [](const qs::PrefillParamsI8& p) { return qs::run(p, nullptr, 0); };
+  uint64_t seed = 1500;
+  // dt_k: one and several k-steps, a 16-column tail (48, 80), Mamba-2.8B's 160, the limit 256.
+  const std::pair<int64_t, int64_t> lk[] = {{1, 16}, {3, 48}, {129, 160}, {372, 80}, {2049, 160}, {130, 256},
+                                            {1134, 32}};
+  for (auto [L, k] : lk) {
+    Case c{2, L, 96, 16};
+    c.seed = seed++;
+    c.strided = L != 3;
+    c.z = L != 130;
+    c.bias = L != 372;
+    expect_fused_equals_loaded(c, k, run);
+  }
+  for (int64_t N : {32, 64}) {
+    Case c{1, 300, 64, N};
+    c.seed = seed++;
+    expect_fused_equals_loaded(c, 160, run);
+  }
+  {
+    Case c{1, 515, 1536, 16};  // Mamba-130m's width, dt_k = Rp = 48
+    c.seed = seed++;
+    expect_fused_equals_loaded(c, 48, run);
+  }
+}
+
+TEST(ScanPrefillI8, FusedDtProjExplicitVariants) {
+  QUAMBA_REQUIRE_GPU();
+  uint64_t seed = 1600;
+  auto check = [&](auto traits, const char* name) {
+    using Tr = decltype(traits);
+    SCOPED_TRACE(name);
+    for (int64_t L : {5, 64, 129, 700}) {
+      Case c{2, L, 96, Tr::kDState};
+      c.seed = seed++;
+      expect_fused_equals_loaded(c, 160, [](const qs::PrefillParamsI8& p) { return qs::launch_prefill<Tr>(p, 0); });
+    }
+  };
+  check(qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 1>{}, "lanes Q2xT128xC16xG1");
+  check(qs::LanePrefillTraits<16, 2, 64, 16, 4, int8_t, 2>{}, "lanes Q2xT64xC16xG2");
+  check(qs::LanePrefillTraits<16, 2, 128, 8, 5, int8_t, 2, false, true, true>{}, "lanes Q2xT128xC8 pair overlap");
+  check(qs::LanePrefillTraits<16, 1, 128, 16, 3, int8_t, 2>{}, "lanes Q1xT128xC16xG2");
+  check(qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 1, true>{}, "lanes smem reduce");
+}
+
+// The chunked prefill with the fused dt_proj carries the state exactly as one whole call.
+TEST(ScanPrefillI8, FusedDtProjChunkedEqualsWhole) {
+  QUAMBA_REQUIRE_GPU();
+  Case c{1, 700, 64, 16};
+  c.seed = 1700;
+  FusedDtProblem fp(c, 160);
+  std::vector<uint16_t> y_whole;
+  std::vector<float> f_whole;
+  run_poisoned(fp.pr, fp.fused_params(), [](const qs::PrefillParamsI8& p) { return qs::run(p, nullptr, 0); },
+               &y_whole, &f_whole);
+  // Two calls over tokens [0, 300) and [300, 700): the second starts from the first's state.
+  DeviceBuffer<float> mid(static_cast<size_t>(c.E * c.N));
+  auto p1 = fp.fused_params();
+  auto cut = [](auto& v, int64_t t0, int64_t len) { v.data += t0 * v.stride[1]; v.shape[1] = len; };
+  cut(p1.u, 0, 300); cut(p1.z, 0, 300); cut(p1.Bm, 0, 300); cut(p1.Cm, 0, 300); cut(p1.y, 0, 300);
+  cut(p1.dt_x, 0, 300);
+  p1.final_state = mid.get();
+  auto p2 = fp.fused_params();
+  cut(p2.u, 300, 400); cut(p2.z, 300, 400); cut(p2.Bm, 300, 400); cut(p2.Cm, 300, 400); cut(p2.y, 300, 400);
+  cut(p2.dt_x, 300, 400);
+  p2.initial_state = mid.get();
+  fp.pr.y.dev.poison(0xFF);
+  fp.pr.dfinal.poison(0xFF);
+  ASSERT_EQ(qs::run(p1, nullptr, 0), Status::kSuccess);
+  ASSERT_EQ(qs::run(p2, nullptr, 0), Status::kSuccess);
+  QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+  EXPECT_TRUE(fp.pr.y.dev.download() == y_whole) << "y of two chunks differs from one call";
+  const auto f2 = fp.pr.dfinal.download();
+  EXPECT_EQ(std::memcmp(f2.data(), f_whole.data(), f2.size() * sizeof(float)), 0) << "final state";
+}
+
+// pdl = true: each launch is a programmatic dependent of the previous kernel in the stream (the
+// attribute is ignored below sm_90). Two calls chained through a state buffer (the second starts
+// from the state the first writes, as chunked prefill does) give the same bits as without pdl.
+TEST(ScanPrefillI8, ProgrammaticDependentLaunch) {
+  QUAMBA_REQUIRE_GPU();
+  Case c{2, 400, 128, 16};
+  c.seed = 1800;
+  FusedDtProblem fp(c, 160);
+  DeviceBuffer<float> mid(static_cast<size_t>(c.B * c.E * c.N));
+  for (bool fused : {false, true}) {
+    SCOPED_TRACE(fused ? "fused dt_proj" : "loaded δ");
+    std::vector<uint16_t> y[2];
+    std::vector<float> f[2];
+    for (int pdl = 0; pdl < 2; ++pdl) {
+      auto first = fused ? fp.fused_params() : fp.pr.params();
+      first.final_state = mid.get();
+      auto second = first;
+      second.initial_state = mid.get();
+      second.final_state = fp.pr.dfinal.get();
+      first.pdl = second.pdl = pdl == 1;
+      mid.poison(0xFF);
+      run_poisoned(fp.pr, second, [&](const qs::PrefillParamsI8& q) {
+        if (Status st = qs::run(first, nullptr, 0); st != Status::kSuccess) return st;
+        return qs::run(q, nullptr, 0);
+      }, &y[pdl], &f[pdl]);
+    }
+    EXPECT_TRUE(y[0] == y[1]) << "y differs with pdl";
+    EXPECT_EQ(std::memcmp(f[0].data(), f[1].data(), f[0].size() * sizeof(float)), 0) << "final state differs with pdl";
+    for (float v : f[1]) ASSERT_TRUE(std::isfinite(v)) << "a state read before the previous call wrote it";
+  }
 }
 
 // ----- segmented prefill (segmented_scan.cuh) ---------------------------------------------------
@@ -930,6 +1136,31 @@ TEST(ScanValidation, PrefillStatus) {
   }
   // run() validates before launching, so no device is needed to see the error.
   { auto p = good(); p.u.data = nullptr; EXPECT_EQ(qs::run(p, nullptr, 0), Status::kErrorInvalidArgument); }
+  // Fused dt_proj: dt_x (1, 4, dt_k) inside a 192-byte row, weights 16-byte aligned; delta unused.
+  auto fused = [&](int64_t dt_k) {
+    auto p = good();
+    p.delta = {};
+    p.dt_x = quamba::make_strided_view<const int8_t, 3>(buf, {1, 4, dt_k}, {4 * 192, 192, 1});
+    p.dt_weight = buf;
+    p.dt_alpha = 0.01f;
+    return p;
+  };
+  EXPECT_EQ(qs::can_implement(fused(160)), Status::kSuccess);
+  EXPECT_EQ(qs::can_implement(fused(16)), Status::kSuccess);
+  EXPECT_EQ(qs::can_implement(fused(256)), Status::kSuccess);
+  EXPECT_EQ(qs::can_implement(fused(24)), Status::kErrorNotSupported) << "dt_k not a multiple of 16";
+  EXPECT_EQ(qs::can_implement(fused(272)), Status::kErrorNotSupported) << "dt_k above kMaxFusedDtK";
+  EXPECT_EQ(qs::can_implement(fused(0)), Status::kErrorInvalidArgument) << "dt_k = 0";
+  { auto p = fused(160); p.dt_x.data = nullptr; EXPECT_EQ(qs::can_implement(p), Status::kErrorInvalidArgument); }
+  { auto p = fused(160); p.dt_x.shape[1] = 5; EXPECT_EQ(qs::can_implement(p), Status::kErrorInvalidArgument); }
+  { auto p = fused(160); p.dt_alpha = NAN; EXPECT_EQ(qs::can_implement(p), Status::kErrorInvalidArgument); }
+  { auto p = fused(160); p.dt_x.stride[1] = 200; EXPECT_EQ(qs::can_implement(p), Status::kErrorMisaligned); }
+  { auto p = fused(160); p.dt_weight = buf + 8; EXPECT_EQ(qs::can_implement(p), Status::kErrorMisaligned); }
+  { auto p = good(); p.delta = {}; EXPECT_EQ(qs::can_implement(p), Status::kErrorInvalidArgument) << "no δ at all"; }
+  // Variants other than the state-lane kernel, and the segmented scan, refuse the fused form.
+  EXPECT_EQ((qs::launch_prefill<qs::PrefillTraits<16, 16, 8, 8, 3, int8_t>>(fused(160), 0)), Status::kErrorNotSupported);
+  using SegTraits = qs::DefaultSegmentedTraits<16, int8_t>::type;
+  EXPECT_EQ(qs::can_implement_segmented<SegTraits>(fused(160)), Status::kErrorNotSupported);
 }
 
 // Segmented variant: plan, workspace size and the Status of bad workspaces, all before any launch

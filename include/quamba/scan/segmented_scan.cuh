@@ -206,11 +206,11 @@ QUAMBA_DEVICE void segmented_body(const Params& p, const SegmentArgs& sa, int se
     unsigned char* base = smem + stage * Traits::kStageBytes;
     const std::integral_constant<int, kRowCopy> row_copy;
     const std::integral_constant<int, 16> bc_copy;
-    load_rows(row_copy, p.u, base, chunk0, kRowSlots, e0);
-    load_rows(row_copy, p.delta, base + Traits::kTileBytes, chunk0, kRowSlots, e0);
-    if constexpr (kHasZ && kFull) load_rows(row_copy, p.z, base + 2 * Traits::kTileBytes, chunk0, kRowSlots, e0);
-    load_rows(bc_copy, p.Bm, base + 3 * Traits::kTileBytes, chunk0, kBCSlots, 0);
-    if constexpr (kFull) load_rows(bc_copy, p.Cm, base + 3 * Traits::kTileBytes + Traits::kBCBytes, chunk0, kBCSlots, 0);
+    load_rows(row_copy, p.u, base + Traits::kRawU, chunk0, kRowSlots, e0);
+    load_rows(row_copy, p.delta, base + Traits::kRawD, chunk0, kRowSlots, e0);
+    if constexpr (kHasZ && kFull) load_rows(row_copy, p.z, base + Traits::kRawZ, chunk0, kRowSlots, e0);
+    load_rows(bc_copy, p.Bm, base + Traits::kRawB, chunk0, kBCSlots, 0);
+    if constexpr (kFull) load_rows(bc_copy, p.Cm, base + Traits::kRawC, chunk0, kBCSlots, 0);
   };
 
   const int lane = tid & 31, warp = tid >> 5;
@@ -278,8 +278,8 @@ QUAMBA_DEVICE void segmented_body(const Params& p, const SegmentArgs& sa, int se
 
     const unsigned char* stg = smem + (c & 1) * Traits::kStageBytes;
     {
-      const In* rawU = reinterpret_cast<const In*>(stg);
-      const In* rawD = reinterpret_cast<const In*>(stg + Traits::kTileBytes);
+      const In* rawU = reinterpret_cast<const In*>(stg + Traits::kRawU);
+      const In* rawD = reinterpret_cast<const In*>(stg + Traits::kRawD);
       for (int idx = tid; idx < T * (CH / 4); idx += kThreads) {
         const int t = idx / (CH / 4);
         const Vec<In, 4> uq = *reinterpret_cast<const Vec<In, 4>*>(rawU + t * CH + 4 * prep_c4);
@@ -292,8 +292,8 @@ QUAMBA_DEVICE void segmented_body(const Params& p, const SegmentArgs& sa, int se
           sDU[(4 * prep_c4 + j) * PT + t] = d * (to_float(uq[j]) * su);
         }
       }
-      const In* rawB = reinterpret_cast<const In*>(stg + 3 * Traits::kTileBytes);
-      const In* rawC = reinterpret_cast<const In*>(stg + 3 * Traits::kTileBytes + Traits::kBCBytes);
+      const In* rawB = reinterpret_cast<const In*>(stg + Traits::kRawB);
+      const In* rawC = reinterpret_cast<const In*>(stg + Traits::kRawC);
       for (int idx = tid; idx < T * (N / 4); idx += kThreads) {
         const int t = idx / (N / 4);
         const Vec<In, 4> bq = *reinterpret_cast<const Vec<In, 4>*>(rawB + t * N + 4 * prep_n4);
@@ -311,8 +311,8 @@ QUAMBA_DEVICE void segmented_body(const Params& p, const SegmentArgs& sa, int se
     const float* dRow = sD + chl * PT;
     const float* wRow = sDU + chl * PT;
     if constexpr (kFull) {
-      const In* rawU = reinterpret_cast<const In*>(stg);
-      const In* rawZ = reinterpret_cast<const In*>(stg + 2 * Traits::kTileBytes);
+      const In* rawU = reinterpret_cast<const In*>(stg + Traits::kRawU);
+      const In* rawZ = reinterpret_cast<const In*>(stg + Traits::kRawZ);
 #pragma unroll Traits::kGroups
       for (int g0 = 0; g0 < T; g0 += G) {
         float v[G];
@@ -377,6 +377,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
 template <class Traits, class Params>
 Status check_segmented(const Params& p) {
   QUAMBA_RETURN_IF_ERROR(check_prefill(p));
+  if (fused_dt(p)) return Status::kErrorNotSupported;  // reads δ from `delta` only
   if (p.Bm.shape[2] != Traits::kDState || p.u.shape[2] % Traits::kChannels != 0) return Status::kErrorNotSupported;
   return Status::kSuccess;
 }

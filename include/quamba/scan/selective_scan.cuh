@@ -14,6 +14,11 @@
 // Requirements (checked by can_implement): N ∈ {16, 32, 64} (else kErrorNotSupported); E a
 // multiple of 16; every data pointer 16-byte aligned and every batch/token stride a multiple of
 // 16 bytes (kErrorMisaligned); L ≥ 1; B ≤ 65535. No workspace.
+// Fused dt_proj (PrefillParamsI8::dt_weight set): δraw is computed in the kernel from x_proj's
+// dt_low columns (dt_x) and the dt_proj weight on the tensor cores, bit-identical to the dt_proj
+// GEMM (exact int32 sums, gemm::Requant), so the block skips that GEMM and its (B, L, E) δ round
+// trip through memory. The state-lane kernels (the defaults) implement it; other variants and
+// the segmented scan return kErrorNotSupported.
 //
 // Design (numbers for H100, B = 1, E = 5120, N = 16, L = 2048, int8):
 //   exps: L·E·N = 168M decay exponentials, one MUFU ex2 each (log2 e folded into A once), plus
@@ -73,15 +78,19 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
 
 #include "quamba/core/cuda_check.hpp"
+#include "quamba/core/launch.cuh"
 #include "quamba/core/numeric.hpp"
 #include "quamba/core/static_switch.hpp"
 #include "quamba/core/status.hpp"
 #include "quamba/core/tensor_view.hpp"
+#include "quamba/gemm/epilogue.cuh"
+#include "quamba/gemm/ptx.cuh"
 #include "quamba/scan/scan_common.cuh"
 
 namespace quamba::scan {
@@ -100,7 +109,22 @@ struct PrefillParamsI8 {
   const float* initial_state = nullptr;  // (B, E, N) optional
   float* final_state = nullptr;          // (B, E, N) optional
   TensorView<__half, 3> y;               // (B, L, E)
+  // Fused dt_proj (optional): with dt_weight set, δraw is not read from `delta` (which may then
+  // be empty) but computed per chunk on the tensor cores as q(Σ_k dt_x(b, t, k)·dt_weight(e, k)
+  // · dt_alpha), the exact int32 sum and gemm::Requant's rounding, so it is bit-identical to the
+  // dt_proj GEMM's output. dt_x is the dt_low slice of x_proj's output (B, L, dt_k) (token stride
+  // Xp), dt_k = Rp: a multiple of 16, at most kMaxFusedDtK; dt_weight (E, dt_k) row-major.
+  TensorView<const int8_t, 3> dt_x;
+  const int8_t* dt_weight = nullptr;
+  float dt_alpha = 1;
+  // Launch as a programmatic dependent of the stream's previous kernel (core/launch.cuh): the
+  // weights (A_log, D, δ bias) are read before the dependency wait, everything else after it.
+  bool pdl = false;
 };
+
+// Largest dt_k of the fused dt_proj: the chunk's dt_x tile (kChunk·dt_k bytes) is shared memory
+// next to the block's other tiles (dt_k = 160 at d_model 2560 keeps 3 blocks per SM on sm_90).
+inline constexpr int64_t kMaxFusedDtK = 256;
 
 struct PrefillParamsF16 {
   TensorView<const __half, 3> u, delta, z, Bm, Cm;  // z.data may be null
@@ -110,6 +134,7 @@ struct PrefillParamsF16 {
   const float* initial_state = nullptr;
   float* final_state = nullptr;
   TensorView<__half, 3> y;
+  bool pdl = false;  // as PrefillParamsI8::pdl
 };
 
 namespace detail {
@@ -122,6 +147,16 @@ template <>
 struct PrefillIo<PrefillParamsI8> : QuantIo<PrefillParamsI8> {};
 template <>
 struct PrefillIo<PrefillParamsF16> : HalfIo<PrefillParamsF16> {};
+
+// The fused dt_proj's input (PrefillParamsI8 only): its column count (0: not fused) and rows.
+inline bool fused_dt(const PrefillParamsI8& p) { return p.dt_weight != nullptr; }
+inline bool fused_dt(const PrefillParamsF16&) { return false; }
+QUAMBA_HD int64_t dtx_cols(const PrefillParamsI8& p) { return p.dt_x.shape[2]; }
+QUAMBA_HD int64_t dtx_cols(const PrefillParamsF16&) { return 0; }
+QUAMBA_DEVICE const int8_t* dtx_row(const PrefillParamsI8& p, int64_t b, int tok) {
+  return p.dt_x.data + b * p.dt_x.stride[0] + int64_t(tok) * p.dt_x.stride[1];
+}
+QUAMBA_DEVICE const int8_t* dtx_row(const PrefillParamsF16&, int64_t, int) { return nullptr; }
 
 }  // namespace detail
 
@@ -223,7 +258,18 @@ struct LanePrefillTraits {
   static constexpr int kYSlots = kChannels * 2 / 16;
   static constexpr int kTileBytes = kChunk * kChannels * kInBytes;
   static constexpr int kBCBytes = kChunk * kDState * kInBytes;
+  // A raw stage holds the chunk's u | z | B | C | δ rows. δ comes last so that the fused-dt_proj
+  // form (PrefillParamsI8::dt_weight), which has no δ tile, drops it from the end of each stage:
+  // its stages are kTileBytes shorter, every later region moves down by kFusedShrink, and the
+  // chunk's dt_x tile (kChunk rows of dt_k rounded up to 32 bytes, single buffered: it is
+  // consumed by the conversion and refilled during the walk) follows at kSmemBytes - kFusedShrink.
+  static constexpr int kRawU = 0;
+  static constexpr int kRawZ = kTileBytes;
+  static constexpr int kRawB = 2 * kTileBytes;
+  static constexpr int kRawC = 2 * kTileBytes + kBCBytes;
+  static constexpr int kRawD = 2 * kTileBytes + 2 * kBCBytes;
   static constexpr int kStageBytes = 3 * kTileBytes + 2 * kBCBytes;
+  static constexpr int kFusedShrink = 2 * kTileBytes;
   static constexpr int kOffDelta = 2 * kStageBytes;                      // δ      [channel][token]
   static constexpr int kOffDU = kOffDelta + kChannels * kPitch * 4;      // δ·u    [channel][token]
   static constexpr int kOffBf = kOffDU + kChannels * kPitch * 4;         // B      [state][token]
@@ -236,6 +282,14 @@ struct LanePrefillTraits {
   static constexpr int kRedChannel = kLanes * (kLanes + 5);
   static constexpr int kOffRed = kOffY + kChunk * kChannels * 2;
   static constexpr int kSmemBytes = kOffRed + (kSmemReduce ? kChannels * kRedChannel * 4 : 0);
+  // Dynamic shared memory of a launch: with the fused dt_proj, dt_k > 0 (see the stage layout).
+  static constexpr size_t smem_bytes(int64_t dt_k) {
+    return dt_k > 0 ? static_cast<size_t>(kSmemBytes - kFusedShrink) + static_cast<size_t>(kChunk) * ((dt_k + 31) / 32 * 32)
+                    : static_cast<size_t>(kSmemBytes);
+  }
+  // The fused dt_proj's mma tiles (16 tokens × 8 channels) split evenly over the warps.
+  static constexpr bool kFusedDtOk = kChunk % 16 == 0 && kChannels % 8 == 0 &&
+                                     ((kChunk / 16) * (kChannels / 8)) % kWarps == 0 && sizeof(In) == 1;
 
   static_assert(kDState % kStatesPerLane == 0 && kLanes >= 4 && kLanes <= 32 && (kLanes & (kLanes - 1)) == 0,
                 "lanes per channel: power of two, 4..32 (a token group is read as float4s)");
@@ -388,6 +442,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
   const int L = static_cast<int>(p.u.shape[1]);  // can_implement: L < 2^31
   const int64_t e0 = static_cast<int64_t>(blockIdx.x) * CH;
 
+  grid_dependents_launch();
+  grid_dependency_wait();  // pdl: everything below may read what earlier kernels wrote
   for (int idx = tid; idx < CH * N; idx += kThreads) {
     const int64_t e = e0 + idx / N;
     const int n = idx % N;
@@ -633,22 +689,26 @@ QUAMBA_DEVICE float gate_output(float y, In uq, In zq, float Dv, float su, float
 // any cross-lane dependency; (4) every kLanes tokens the channel's lanes reduce-scatter their
 // per-token partial sums (kLanes-1 shuffles per lane), lane q ends with token q's Σ_n s·C and
 // writes its gated output to the y tile; (5) the y tile leaves as 16-byte rows.
-template <class Traits, class Params, bool kHasZ>
+template <class Traits, class Params, bool kHasZ, bool kFusedDt = false>
 __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_lanes_kernel(const Params p) {
   using Io = PrefillIo<Params>;
   using In = typename Io::In;
   static_assert(std::is_same<In, typename Traits::In>::value, "traits built for another input type");
+  static_assert(!kFusedDt || Traits::kFusedDtOk, "fused dt_proj: int8 inputs, mma tiles split over the warps");
   constexpr int G = Traits::kLanes, Q = Traits::kStatesPerLane, CH = Traits::kChannels, T = Traits::kChunk;
   constexpr int N = Traits::kDState, PT = Traits::kPitch, kThreads = Traits::kThreads;
   constexpr int kRowSlots = Traits::kRowSlots, kBCSlots = Traits::kBCSlots, kYSlots = Traits::kYSlots;
   constexpr int kRowCopy = Traits::kRowCopy;
+  // The fused form has no δ tile (see the traits' stage layout).
+  constexpr int kShrink = kFusedDt ? Traits::kFusedShrink : 0;
+  constexpr int kStage = Traits::kStageBytes - kShrink / 2;
 
   extern __shared__ __align__(16) unsigned char smem[];
-  float* sD = reinterpret_cast<float*>(smem + Traits::kOffDelta);
-  float* sDU = reinterpret_cast<float*>(smem + Traits::kOffDU);
-  float* sBf = reinterpret_cast<float*>(smem + Traits::kOffBf);
-  float* sCf = reinterpret_cast<float*>(smem + Traits::kOffCf);
-  __half* sY = reinterpret_cast<__half*>(smem + Traits::kOffY);
+  float* sD = reinterpret_cast<float*>(smem + Traits::kOffDelta - kShrink);
+  float* sDU = reinterpret_cast<float*>(smem + Traits::kOffDU - kShrink);
+  float* sBf = reinterpret_cast<float*>(smem + Traits::kOffBf - kShrink);
+  float* sCf = reinterpret_cast<float*>(smem + Traits::kOffCf - kShrink);
+  __half* sY = reinterpret_cast<__half*>(smem + Traits::kOffY - kShrink);
 
   const int tid = threadIdx.x;
   const int64_t b = blockIdx.y;
@@ -673,14 +733,32 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
     }
   };
   auto load_chunk = [&](int stage, int chunk0) {
-    unsigned char* base = smem + stage * Traits::kStageBytes;
+    unsigned char* base = smem + stage * kStage;
     const std::integral_constant<int, kRowCopy> row_copy;
     const std::integral_constant<int, 16> bc_copy;
-    load_rows(row_copy, p.u, base, chunk0, kRowSlots, e0);
-    load_rows(row_copy, p.delta, base + Traits::kTileBytes, chunk0, kRowSlots, e0);
-    if constexpr (kHasZ) load_rows(row_copy, p.z, base + 2 * Traits::kTileBytes, chunk0, kRowSlots, e0);
-    load_rows(bc_copy, p.Bm, base + 3 * Traits::kTileBytes, chunk0, kBCSlots, 0);
-    load_rows(bc_copy, p.Cm, base + 3 * Traits::kTileBytes + Traits::kBCBytes, chunk0, kBCSlots, 0);
+    load_rows(row_copy, p.u, base + Traits::kRawU, chunk0, kRowSlots, e0);
+    if constexpr (!kFusedDt) load_rows(row_copy, p.delta, base + Traits::kRawD, chunk0, kRowSlots, e0);
+    if constexpr (kHasZ) load_rows(row_copy, p.z, base + Traits::kRawZ, chunk0, kRowSlots, e0);
+    load_rows(bc_copy, p.Bm, base + Traits::kRawB, chunk0, kBCSlots, 0);
+    load_rows(bc_copy, p.Cm, base + Traits::kRawC, chunk0, kBCSlots, 0);
+  };
+  // Fused dt_proj: the chunk's dt_x rows, dt_k bytes each, into the single dt_x tile whose rows
+  // are dt_k rounded up to 32 bytes (one mma k-step); the pad slots are zero-filled (their
+  // weights are zero too, see below, but the tile stays fully initialized).
+  [[maybe_unused]] const int dt_k = kFusedDt ? static_cast<int>(dtx_cols(p)) : 0;
+  [[maybe_unused]] const int dt_kp = (dt_k + 31) / 32 * 32;
+  [[maybe_unused]] unsigned char* sX = smem + Traits::kSmemBytes - kShrink;
+  auto load_dtx = [&](int chunk0) {
+    if constexpr (kFusedDt) {
+      const int slots = dt_kp / 16, live_slots = dt_k / 16;
+      for (int s = tid; s < T * slots; s += kThreads) {
+        const int t = s / slots, r = s % slots;
+        const int tok = chunk0 + t;
+        const bool live = tok < L && r < live_slots;
+        const int8_t* src = live ? dtx_row(p, b, tok) + r * 16 : dtx_row(p, 0, 0);
+        cp_async_16(sX + t * dt_kp + r * 16, src, live);
+      }
+    }
   };
 
   const int lane = tid & 31, warp = tid >> 5;
@@ -700,7 +778,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
     const int n = q + j * G;
     // Finite clamp: tail tokens use δ = 0, and 0·(-inf) would be NaN instead of decay 1.
     a2[j] = fmaxf(Io::a_log2(p, e * N + n), -3.402823466e38f);
-    st[j] = p.initial_state ? p.initial_state[(b * E + e) * N + n] : 0.f;
   }
 
   // Prep work items keep their channel (state) group across iterations because kThreads is a
@@ -710,6 +787,12 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
   float prep_bias[4];
 #pragma unroll
   for (int j = 0; j < 4; ++j) prep_bias[j] = Io::bias(p, e0 + 4 * prep_c4 + j);
+
+  // pdl: the weights above are read before the wait; the states and activations after it.
+  grid_dependents_launch();
+  grid_dependency_wait();
+#pragma unroll
+  for (int j = 0; j < Q; ++j) st[j] = p.initial_state ? p.initial_state[(b * E + e) * N + q + j * G] : 0.f;
 
   // y tile of chunk c-1 -> global, 16-byte rows; called between barriers (see the loop).
   auto flush_y = [&](int chunk0) {
@@ -727,12 +810,23 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
   // fp32 tiles and y tile), so chunk c+1 may load into that stage and chunk c-1's y tile is
   // flushed while chunk c is converted; the second publishes the fp32 tiles. The y tile is
   // rewritten only after the second barrier, i.e. after every thread has flushed it.
+  // δ and δ·u of (token t, block channel ch) from the raw δ byte, the same expression for the
+  // loaded and the fused δ so both give the same bits.
+  auto put_delta = [&](int t, int ch, In dq, In uq, float bias, bool live) {
+    const float arg = to_float(dq) * sdt + bias;
+    const float sp = Traits::kOverlap ? softplus_select(arg) : softplus(arg);
+    const float d = live ? sp : 0.f;  // δ = 0: identity past L
+    sD[ch * PT + t] = d;
+    sDU[ch * PT + t] = d * (to_float(uq) * su);
+  };
+
   const int nchunks = (L + T - 1) / T;
   load_chunk(0, 0);
+  load_dtx(0);
   cp_async_commit();
   for (int c = 0; c < nchunks; ++c) {
     const int chunk0 = c * T;
-    cp_async_wait<0>();  // this thread's copies of chunk c (the only group in flight)
+    cp_async_wait<0>();  // this thread's copies of chunk c (the only groups in flight)
     __syncthreads();     // everyone's copies of chunk c visible; chunk c-1 fully consumed
     if (c + 1 < nchunks) {
       load_chunk((c + 1) & 1, chunk0 + T);  // lands during chunk c's compute
@@ -740,28 +834,51 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
     }
     if (c > 0) flush_y(chunk0 - T);
 
-    const unsigned char* stg = smem + (c & 1) * Traits::kStageBytes;
+    const unsigned char* stg = smem + (c & 1) * kStage;
     {
-      const In* rawU = reinterpret_cast<const In*>(stg);
-      const In* rawD = reinterpret_cast<const In*>(stg + Traits::kTileBytes);
-      // Four channels per thread (one 4- or 8-byte read per tile row); channel group fastest so a
-      // warp reads consecutive words.
-      for (int idx = tid; idx < T * (CH / 4); idx += kThreads) {
-        const int t = idx / (CH / 4);
-        const Vec<In, 4> uq = *reinterpret_cast<const Vec<In, 4>*>(rawU + t * CH + 4 * prep_c4);
-        const Vec<In, 4> dq = *reinterpret_cast<const Vec<In, 4>*>(rawD + t * CH + 4 * prep_c4);
-        const bool live = chunk0 + t < L;
+      const In* rawU = reinterpret_cast<const In*>(stg + Traits::kRawU);
+      if constexpr (kFusedDt) {
+        // δraw = q(dt_x · dt_weightᵀ · α) for the chunk's T tokens × CH channels: mma.sync
+        // m16n8k32 int8 tiles (16 tokens × 8 channels) split over the warps. A fragments come from
+        // the dt_x tile by ldmatrix, B fragments (4 bytes of one weight row each) from global
+        // memory through L1 (the block's CH rows, dt_k bytes each, are read every chunk). Weight
+        // columns past dt_k are taken as zero, so the tile's pad columns add nothing.
+        constexpr int NT = CH / 8, kTiles = (T / 16) * NT;
+        const int gid = lane >> 2, tig = lane & 3;
+        const gemm::Requant rq{p.dt_alpha};
+        for (int i = warp; i < kTiles; i += Traits::kWarps) {
+          const int mt = i / NT, nt = i % NT;
+          const int8_t* wrow = p.dt_weight + (e0 + nt * 8 + gid) * dt_k + 4 * tig;
+          const uint32_t a_addr = gemm::ptx::smem_u32(sX + (mt * 16 + (lane & 15)) * dt_kp + (lane >> 4) * 16);
+          int32_t acc[4] = {0, 0, 0, 0};
+          for (int k0 = 0; k0 < dt_kp; k0 += 32) {
+            uint32_t a[4];
+            gemm::ptx::ldmatrix_x4(a, a_addr + k0);
+            const uint32_t b0 = __ldg(reinterpret_cast<const unsigned*>(wrow + k0));
+            const uint32_t b1 = k0 + 16 < dt_k ? __ldg(reinterpret_cast<const unsigned*>(wrow + k0 + 16)) : 0u;
+            gemm::ptx::mma_s8_16832(acc, a, b0, b1);
+          }
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const float arg = to_float(dq[j]) * sdt + prep_bias[j];
-          const float sp = Traits::kOverlap ? softplus_select(arg) : softplus(arg);
-          const float d = live ? sp : 0.f;  // δ = 0: identity past L
-          sD[(4 * prep_c4 + j) * PT + t] = d;
-          sDU[(4 * prep_c4 + j) * PT + t] = d * (to_float(uq[j]) * su);
+          for (int r = 0; r < 4; ++r) {
+            const int t = mt * 16 + gid + (r >> 1) * 8, ch = nt * 8 + 2 * tig + (r & 1);
+            put_delta(t, ch, rq.apply(acc[r], 0, 0), rawU[t * CH + ch], Io::bias(p, e0 + ch), chunk0 + t < L);
+          }
+        }
+      } else {
+        const In* rawD = reinterpret_cast<const In*>(stg + Traits::kRawD);
+        // Four channels per thread (one 4- or 8-byte read per tile row); channel group fastest so
+        // a warp reads consecutive words.
+        for (int idx = tid; idx < T * (CH / 4); idx += kThreads) {
+          const int t = idx / (CH / 4);
+          const Vec<In, 4> uq = *reinterpret_cast<const Vec<In, 4>*>(rawU + t * CH + 4 * prep_c4);
+          const Vec<In, 4> dq = *reinterpret_cast<const Vec<In, 4>*>(rawD + t * CH + 4 * prep_c4);
+          const bool live = chunk0 + t < L;
+#pragma unroll
+          for (int j = 0; j < 4; ++j) put_delta(t, 4 * prep_c4 + j, dq[j], uq[j], prep_bias[j], live);
         }
       }
-      const In* rawB = reinterpret_cast<const In*>(stg + 3 * Traits::kTileBytes);
-      const In* rawC = reinterpret_cast<const In*>(stg + 3 * Traits::kTileBytes + Traits::kBCBytes);
+      const In* rawB = reinterpret_cast<const In*>(stg + Traits::kRawB);
+      const In* rawC = reinterpret_cast<const In*>(stg + Traits::kRawC);
       for (int idx = tid; idx < T * (N / 4); idx += kThreads) {
         const int t = idx / (N / 4);
         const Vec<In, 4> bq = *reinterpret_cast<const Vec<In, 4>*>(rawB + t * N + 4 * prep_n4);
@@ -773,17 +890,21 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
         }
       }
     }
-    __syncthreads();  // fp32 tiles ready
+    __syncthreads();  // fp32 tiles ready; the dt_x tile is consumed
+    if (kFusedDt && c + 1 < nchunks) {
+      load_dtx(chunk0 + T);  // lands during chunk c's walk
+      cp_async_commit();
+    }
 
     const float* dRow = sD + chl * PT;
     const float* wRow = sDU + chl * PT;
-    const In* rawU = reinterpret_cast<const In*>(stg);
-    const In* rawZ = reinterpret_cast<const In*>(stg + 2 * Traits::kTileBytes);
+    const In* rawU = reinterpret_cast<const In*>(stg + Traits::kRawU);
+    const In* rawZ = reinterpret_cast<const In*>(stg + Traits::kRawZ);
     auto walk = [&](int g0, float (&v)[G]) { walk_group<G, Q, PT>(dRow, wRow, sBf, sCf, q, a2, st, g0, v); };
     // Reduce-scatter of a walked group and its gated output (returned).
     auto finish = [&](int g0, float (&v)[G]) {
       if constexpr (Traits::kSmemReduce) {
-        float* red = reinterpret_cast<float*>(smem + Traits::kOffRed) + chl * Traits::kRedChannel;
+        float* red = reinterpret_cast<float*>(smem + Traits::kOffRed - kShrink) + chl * Traits::kRedChannel;
 #pragma unroll
         for (int k = 0; k < G; k += 4)
           *reinterpret_cast<float4*>(red + q * Traits::kRedPitch + k) = make_float4(v[k], v[k + 1], v[k + 2], v[k + 3]);
@@ -892,6 +1013,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
   const float Dv = Io::d(p, e), bias = Io::bias(p, e);
   const float su = Io::s_u(p), sdt = Io::s_delta(p), sz = Io::s_z(p), sB = Io::s_B(p), sC = Io::s_C(p);
   float a2[Q], st[Q];
+  grid_dependents_launch();
+  grid_dependency_wait();  // pdl: everything below may read what earlier kernels wrote
 #pragma unroll
   for (int j = 0; j < Q; ++j) {
     const int n = q + j * G;
@@ -1084,21 +1207,42 @@ bool view_shape(const T3& v, int64_t B, int64_t L, int64_t C) {
          v.stride[0] >= 0 && v.stride[1] >= 0;
 }
 
+// The fused dt_proj's inputs (PrefillParamsI8 with dt_weight set).
+inline Status check_fused_dt(const PrefillParamsI8& p, int64_t B, int64_t L) {
+  const int64_t dt_k = p.dt_x.shape[2];
+  if (!p.dt_x.data || !view_shape(p.dt_x, B, L, dt_k) || dt_k <= 0 || !std::isfinite(p.dt_alpha))
+    return Status::kErrorInvalidArgument;
+  if (dt_k % 16 != 0 || dt_k > kMaxFusedDtK) return Status::kErrorNotSupported;
+  if (!view_aligned16(p.dt_x) || !is_aligned(p.dt_weight, 16)) return Status::kErrorMisaligned;
+  return Status::kSuccess;
+}
+inline Status check_fused_dt(const PrefillParamsF16&, int64_t, int64_t) { return Status::kSuccess; }
+
 template <class Params>
 Status check_prefill(const Params& p) {
-  if (!p.u.data || !p.delta.data || !p.Bm.data || !p.Cm.data || !p.y.data || !PrefillIo<Params>::weights(p))
+  const bool fused = fused_dt(p);
+  if (!p.u.data || (!fused && !p.delta.data) || !p.Bm.data || !p.Cm.data || !p.y.data ||
+      !PrefillIo<Params>::weights(p))
     return Status::kErrorInvalidArgument;
   const int64_t B = p.u.shape[0], L = p.u.shape[1], E = p.u.shape[2], N = p.Bm.shape[2];
   if (B <= 0 || L <= 0 || E <= 0 || N <= 0) return Status::kErrorInvalidArgument;
-  if (!view_shape(p.u, B, L, E) || !view_shape(p.delta, B, L, E) || !view_shape(p.Bm, B, L, N) ||
+  if (!view_shape(p.u, B, L, E) || (!fused && !view_shape(p.delta, B, L, E)) || !view_shape(p.Bm, B, L, N) ||
       !view_shape(p.Cm, B, L, N) || !view_shape(p.y, B, L, E) || (p.z.data && !view_shape(p.z, B, L, E)))
     return Status::kErrorInvalidArgument;
+  if (fused) QUAMBA_RETURN_IF_ERROR(check_fused_dt(p, B, L));
   if (N != 16 && N != 32 && N != 64) return Status::kErrorNotSupported;
   if (E % 16 != 0 || B > 65535 || E / 16 > 0x7fffffff || L > 0x7fffffff - 256) return Status::kErrorNotSupported;
-  if (!view_aligned16(p.u) || !view_aligned16(p.delta) || !view_aligned16(p.Bm) || !view_aligned16(p.Cm) ||
-      !view_aligned16(p.y) || (p.z.data && !view_aligned16(p.z)))
+  if (!view_aligned16(p.u) || (!fused && !view_aligned16(p.delta)) || !view_aligned16(p.Bm) ||
+      !view_aligned16(p.Cm) || !view_aligned16(p.y) || (p.z.data && !view_aligned16(p.z)))
     return Status::kErrorMisaligned;
   return Status::kSuccess;
+}
+
+// Dynamic shared memory of a launch (dt_k > 0: the fused dt_proj, state-lane kernels only).
+template <class Traits>
+size_t prefill_smem(int64_t dt_k) {
+  if constexpr (Traits::kKernel == 1) return Traits::smem_bytes(dt_k);
+  else return Traits::kSmemBytes;
 }
 
 }  // namespace detail
@@ -1107,29 +1251,49 @@ Status check_prefill(const Params& p) {
 
 // Launches one explicit Traits variant (benchmarks name variants this way). Assumes
 // can_implement(p) succeeded and p.Bm.shape[2] == Traits::kDState.
+// The fused dt_proj (PrefillParamsI8::dt_weight) runs only in the state-lane kernel
+// (LanePrefillTraits with kFusedDtOk); other variants return kErrorNotSupported for it.
 template <class Traits, class Params>
 Status launch_prefill(const Params& p, cudaStream_t stream) {
   if (p.Bm.shape[2] != Traits::kDState || p.u.shape[2] % Traits::kChannels != 0) return Status::kErrorNotSupported;
+  const bool fused = detail::fused_dt(p);
+  if constexpr (Traits::kKernel == 1) {
+    if (fused && !Traits::kFusedDtOk) return Status::kErrorNotSupported;
+  } else {
+    if (fused) return Status::kErrorNotSupported;
+  }
   const dim3 grid(static_cast<unsigned>(p.u.shape[2] / Traits::kChannels), static_cast<unsigned>(p.u.shape[0]));
   return dispatch_bool(p.z.data != nullptr, [&](auto has_z) {
-    auto kernel = [] {
-      if constexpr (Traits::kKernel == 2) return detail::prefill_piped_kernel<Traits, Params, decltype(has_z)::value>;
-      else if constexpr (Traits::kKernel == 1) return detail::prefill_lanes_kernel<Traits, Params, decltype(has_z)::value>;
-      else return detail::prefill_kernel<Traits, Params, decltype(has_z)::value>;
-    }();
-    // The opt-in above 48 KB is per device and per kernel; remembering it keeps a host call off
-    // every launch (it would show up as launch overhead at small L).
-    static std::atomic<unsigned long long> opted_in{0};
-    int dev = 0;
-    QUAMBA_RETURN_IF_CUDA_ERROR(cudaGetDevice(&dev));
-    const unsigned long long bit = dev < 64 ? (1ull << dev) : 0ull;
-    if (Traits::kSmemBytes > 48 * 1024 && (bit == 0 || !(opted_in.load(std::memory_order_relaxed) & bit))) {
-      QUAMBA_RETURN_IF_CUDA_ERROR(
-          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
-      opted_in.fetch_or(bit, std::memory_order_relaxed);
-    }
-    kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p);
-    return last_launch_status();
+    return dispatch_bool(fused, [&](auto fused_dt) -> Status {
+      constexpr bool kHasZ = decltype(has_z)::value, kFused = decltype(fused_dt)::value;
+      size_t smem = Traits::kSmemBytes, smem_cap = Traits::kSmemBytes;
+      auto kernel = [] {
+        if constexpr (Traits::kKernel == 2) return detail::prefill_piped_kernel<Traits, Params, kHasZ>;
+        else if constexpr (Traits::kKernel == 1) {
+          if constexpr (kFused && Traits::kFusedDtOk) return detail::prefill_lanes_kernel<Traits, Params, kHasZ, true>;
+          else return detail::prefill_lanes_kernel<Traits, Params, kHasZ, false>;
+        } else return detail::prefill_kernel<Traits, Params, kHasZ>;
+      }();
+      if constexpr (kFused) {
+        smem = detail::prefill_smem<Traits>(detail::dtx_cols(p));
+        smem_cap = detail::prefill_smem<Traits>(kMaxFusedDtK);
+      }
+      // The opt-in above 48 KB is per device and per kernel; remembering it keeps a host call
+      // off every launch (it would show up as launch overhead at small L). The fused form opts in
+      // to its largest dt_k once; a device whose limit is below that is asked for `smem` itself.
+      static std::atomic<unsigned long long> opted_in{0};
+      int dev = 0;
+      QUAMBA_RETURN_IF_CUDA_ERROR(cudaGetDevice(&dev));
+      const unsigned long long bit = dev < 64 ? (1ull << dev) : 0ull;
+      if (smem > 48 * 1024 && (bit == 0 || !(opted_in.load(std::memory_order_relaxed) & bit))) {
+        if (opt_in_smem(kernel, smem_cap) == Status::kSuccess) {
+          opted_in.fetch_or(bit, std::memory_order_relaxed);
+        } else {
+          QUAMBA_RETURN_IF_ERROR(opt_in_smem(kernel, smem));
+        }
+      }
+      return launch_kernel(kernel, grid, dim3(Traits::kThreads), smem, stream, p.pdl, p);
+    });
   });
 }
 
