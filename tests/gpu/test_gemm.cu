@@ -304,6 +304,55 @@ TEST(GemmSplitK, PlanRules) {
   EXPECT_EQ(gemm::plan_split_k(32, 192, 5120).splits, 20);
 }
 
+// ---- programmatic dependent launch ----------------------------------------------------------------
+
+// Every kernel gemm::run can take outside sm90a (test_gemm_sm90.cu), launched with pdl = true as a
+// dependent of a kernel that writes A (and the residual) late, then back to back (check_pdl):
+// both mma.sync tiles (the W tiles of the prologue go out before the dependency wait), the split-K
+// tile and reduce kernels (forced and through auto with a workspace), the short-K kernel (its
+// first tile's W rows before the wait; several tiles per CTA), auto, and the GEMV.
+TEST(GemmPdl, EveryPath) {
+  QUAMBA_REQUIRE_GPU();
+  {
+    // Tails in M, N and K; K = 96 is two K-tiles, fewer than the three of the prologue.
+    Weights w(200, 96, 112, 61);
+    Problem p(w, 130, 128, 62);
+    for (Runner r : {Runner::kSm80Tile128, Runner::kSm80Tile64, Runner::kAuto}) {
+      check_pdl<gemm::Requant>(p, r, {}, "requant");
+      check_pdl<gemm::DequantF32>(p, r, {true, true, true}, "dequant_f32");
+    }
+    Weights w2(520, 1040, 1040, 63);
+    Problem p2(w2, 151, 1040, 64);
+    for (Runner r : {Runner::kSm80Tile128, Runner::kSm80Tile64})
+      check_pdl<gemm::DequantF16>(p2, r, {true, true, true}, "dequant_f16 K=1040");
+  }
+  {
+    // out_proj at batch 32 (d_model 2560): split over K into several slices.
+    Weights w(2560, 5120, 5120, 65);
+    Problem p(w, 32, 5120, 66);
+    ASSERT_GT(gemm::plan_split_k(32, 2560, 5120).splits, 1);
+    for (Runner r : {Runner::kSm80SplitK, Runner::kAutoWorkspace}) {
+      check_pdl<gemm::DequantF32>(p, r, {false, true, true}, "out_proj");
+      check_pdl<gemm::Requant>(p, r, {true, false, false}, "requant");
+    }
+  }
+  {
+    // dt_proj-like K = 160 (auto takes the short-K kernel at M >= 128).
+    Weights w(1536, 160, 176, 67);
+    Problem p(w, 2100, 192, 68);
+    for (Runner r : {Runner::kAuto, Runner::kShortK64, Runner::kShortK128, Runner::kShortK64x64}) {
+      check_pdl<gemm::Requant>(p, r, {}, "dt_proj", 16);
+      check_pdl<gemm::DequantF16>(p, r, {true, true, false}, "dequant_f16");
+    }
+  }
+  {
+    Weights w(520, 2560, 2560, 69);
+    Problem p(w, 8, 2560, 70);
+    for (Runner r : {Runner::kGemv, Runner::kGemvWide, Runner::kGemvSplitK})
+      check_pdl<gemm::Requant>(p, r, {}, "gemv");
+  }
+}
+
 // ---- dispatch rules (host only: runs without a GPU too) ------------------------------------------
 
 // Every path gives the same bits, so output tests cannot see which one ran: the choice itself is

@@ -24,6 +24,7 @@
 
 #include "common/compare.hpp"
 #include "common/cuda_utils.cuh"
+#include "common/pdl_chain.cuh"
 #include "common/random.hpp"
 #include "quamba/core/arch.hpp"
 #include "quamba/gemm/cublas_baseline.cuh"
@@ -202,38 +203,51 @@ Status with_workspace(size_t bytes, Fn&& fn) {
   return s;
 }
 
+// Runs r on `stream`. The workspace runners allocate their workspace and synchronize unless
+// `ws` (at least workspace_bytes(r, p) bytes) is given; with it nothing allocates or waits, so a
+// sequence of launches on the stream stays back to back (the PDL tests).
 template <typename Epi>
-Status run_with(Runner r, const gemm::GemmParams<Epi>& p) {
+Status run_with(Runner r, const gemm::GemmParams<Epi>& p, cudaStream_t stream = 0, void* ws = nullptr) {
   switch (r) {
-    case Runner::kAuto: return gemm::run(p, nullptr, 0);
+    case Runner::kAuto: return gemm::run(p, nullptr, stream);
     case Runner::kAutoWorkspace:
-      return with_workspace(gemm::workspace_size(p), [&](void* ws) { return gemm::run(p, ws, 0); });
+      if (ws) return gemm::run(p, ws, stream);
+      return with_workspace(gemm::workspace_size(p), [&](void* w) { return gemm::run(p, w, stream); });
     case Runner::kSm80SplitK:
+      if (ws) return gemm::run_sm80_split_k(p, ws, stream);
       return with_workspace(gemm::split_k_workspace_size(p.M, p.N, p.K),
-                            [&](void* ws) { return gemm::run_sm80_split_k(p, ws, 0); });
-    case Runner::kGemv: return gemm::run(p, nullptr, 0, gemm::GemmPath::kGemv);
-    case Runner::kGemvWide: return gemm::run_gemv(p, 0, gemm::GemvKind::kWide);
-    case Runner::kGemvWideDeep: return gemm::run_gemv(p, 0, gemm::GemvKind::kWideDeep);
-    case Runner::kGemvSplitK: return gemm::run_gemv(p, 0, gemm::GemvKind::kSplitK);
-    case Runner::kGemvNarrow: return gemm::run_gemv(p, 0, gemm::GemvKind::kNarrow);
-    case Runner::kSm80Tile128: return gemm::run_sm80<gemm::Sm80Tile128x128>(p, 0);
-    case Runner::kSm80Tile64: return gemm::run_sm80<gemm::Sm80Tile64x64>(p, 0);
-    case Runner::kSm90a: return gemm::run(p, nullptr, 0, gemm::GemmPath::kSm90a);
-    case Runner::kSm90aTile128: return gemm::run_sm90a<Epi, gemm::Sm90aTile128x128>(p, 0);
-    case Runner::kSm90aTile256: return gemm::run_sm90a<Epi, gemm::Sm90aTile128x256>(p, 0);
-    case Runner::kSm90aTile128S7: return gemm::run_sm90a<Epi, gemm::Sm90aTile128x128S7>(p, 0);
-    case Runner::kSm90aP256: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent128x256>(p, 0);
-    case Runner::kSm90aP256St: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent128x256St>(p, 0);
-    case Runner::kSm90aP128St: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent128x128St>(p, 0);
-    case Runner::kSm90aP160: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent128x160>(p, 0);
-    case Runner::kSm90aC256St: return gemm::run_sm90a<Epi, gemm::Sm90aCluster128x256St>(p, 0);
-    case Runner::kSm90aC160: return gemm::run_sm90a<Epi, gemm::Sm90aCluster128x160>(p, 0);
-    case Runner::kSm90aP256x160: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent256x160>(p, 0);
-    case Runner::kShortK64: return gemm::run_short_k<gemm::ShortKTile64x128>(p, 0);
-    case Runner::kShortK128: return gemm::run_short_k<gemm::ShortKTile128x128>(p, 0);
-    case Runner::kShortK64x64: return gemm::run_short_k<gemm::ShortKTile64x64>(p, 0);
+                            [&](void* w) { return gemm::run_sm80_split_k(p, w, stream); });
+    case Runner::kGemv: return gemm::run(p, nullptr, stream, gemm::GemmPath::kGemv);
+    case Runner::kGemvWide: return gemm::run_gemv(p, stream, gemm::GemvKind::kWide);
+    case Runner::kGemvWideDeep: return gemm::run_gemv(p, stream, gemm::GemvKind::kWideDeep);
+    case Runner::kGemvSplitK: return gemm::run_gemv(p, stream, gemm::GemvKind::kSplitK);
+    case Runner::kGemvNarrow: return gemm::run_gemv(p, stream, gemm::GemvKind::kNarrow);
+    case Runner::kSm80Tile128: return gemm::run_sm80<gemm::Sm80Tile128x128>(p, stream);
+    case Runner::kSm80Tile64: return gemm::run_sm80<gemm::Sm80Tile64x64>(p, stream);
+    case Runner::kSm90a: return gemm::run(p, nullptr, stream, gemm::GemmPath::kSm90a);
+    case Runner::kSm90aTile128: return gemm::run_sm90a<Epi, gemm::Sm90aTile128x128>(p, stream);
+    case Runner::kSm90aTile256: return gemm::run_sm90a<Epi, gemm::Sm90aTile128x256>(p, stream);
+    case Runner::kSm90aTile128S7: return gemm::run_sm90a<Epi, gemm::Sm90aTile128x128S7>(p, stream);
+    case Runner::kSm90aP256: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent128x256>(p, stream);
+    case Runner::kSm90aP256St: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent128x256St>(p, stream);
+    case Runner::kSm90aP128St: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent128x128St>(p, stream);
+    case Runner::kSm90aP160: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent128x160>(p, stream);
+    case Runner::kSm90aC256St: return gemm::run_sm90a<Epi, gemm::Sm90aCluster128x256St>(p, stream);
+    case Runner::kSm90aC160: return gemm::run_sm90a<Epi, gemm::Sm90aCluster128x160>(p, stream);
+    case Runner::kSm90aP256x160: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent256x160>(p, stream);
+    case Runner::kShortK64: return gemm::run_short_k<gemm::ShortKTile64x128>(p, stream);
+    case Runner::kShortK128: return gemm::run_short_k<gemm::ShortKTile128x128>(p, stream);
+    case Runner::kShortK64x64: return gemm::run_short_k<gemm::ShortKTile64x64>(p, stream);
   }
   return Status::kErrorInternal;
+}
+
+// Workspace bytes runner r needs for p (0 for the runners without one).
+template <typename Epi>
+size_t workspace_bytes(Runner r, const gemm::GemmParams<Epi>& p) {
+  if (r == Runner::kAutoWorkspace) return gemm::workspace_size(p);
+  if (r == Runner::kSm80SplitK) return gemm::split_k_workspace_size(p.M, p.N, p.K);
+  return 0;
 }
 
 // Whether a short-K runner's shared memory fits this device for K and output type Out; where it
@@ -272,6 +286,52 @@ template <typename T>
 std::string bits_str(T v) {
   if constexpr (std::is_same_v<T, __half>) return std::to_string(half_bits_to_float(__half_as_ushort(v)));
   else return std::to_string(+v);
+}
+
+// The sampled outputs of `got` (pitch ldc) against the reference, bit-exact.
+template <typename Epi>
+void expect_sample_matches(const Problem& p, const EpiConfig& cfg, float alpha,
+                           const std::vector<typename Epi::Output>& got, int64_t ldc, const std::string& what) {
+  using Out = typename Epi::Output;
+  const int64_t M = p.M, N = p.w->N;
+  reference::EpilogueRef ref;
+  ref.alpha = alpha;
+  ref.col_scale = cfg.col_scale ? p.w->col_scale.data() : nullptr;
+  ref.bias = cfg.bias ? p.w->bias.data() : nullptr;
+  if (cfg.residual) {
+    const int64_t shape[2] = {std::max<int64_t>(M, 1), N}, stride[2] = {p.ldr, 1};
+    ref.residual = make_strided_view<const float, 2>(p.residual.data(), shape, stride);
+  }
+  size_t bad = 0;
+  std::string first;
+  for (size_t i = 0; i < p.rows.size(); ++i)
+    for (size_t j = 0; j < p.cols.size(); ++j) {
+      const int64_t m = p.rows[i], n = p.cols[j];
+      const int32_t a = p.acc[i * p.cols.size() + j];
+      const Out g = got[static_cast<size_t>(m * ldc + n)];
+      bool same;
+      std::string want;
+      if constexpr (std::is_same_v<Epi, gemm::Identity>) {
+        same = g == a; want = std::to_string(a);
+      } else if constexpr (std::is_same_v<Epi, gemm::Requant>) {
+        const int8_t q = saturate_round_i8(reference::epilogue_value(ref, a, m, n));
+        same = g == q; want = std::to_string(+q);
+      } else if constexpr (std::is_same_v<Out, float>) {
+        const float v = reference::epilogue_value(ref, a, m, n);
+        same = float_bits(g) == float_bits(v); want = std::to_string(v);
+      } else {
+        const uint16_t h = float_to_half_bits(reference::epilogue_value(ref, a, m, n));
+        same = __half_as_ushort(g) == h; want = std::to_string(half_bits_to_float(h));
+      }
+      if (!same) {
+        if (bad < 5)
+          first += "\n  (m=" + std::to_string(m) + ", n=" + std::to_string(n) + ") got " + bits_str(g) + " want " +
+                   want + " acc " + std::to_string(a);
+        ++bad;
+      }
+    }
+  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << p.rows.size() * p.cols.size() << " sampled outputs differ"
+                     << first;
 }
 
 // Runs `r` with epilogue Epi on p, checks sampled values bit-exactly against the reference, every
@@ -335,45 +395,86 @@ void check(const Problem& p, Runner r, const EpiConfig& cfg, const std::string& 
                            << " n=" << (first_unwritten % ldc);
   EXPECT_EQ(overrun, 0u) << what << ": elements written in the padding columns [N, ldc)";
 
-  // Values on the sample.
-  reference::EpilogueRef ref;
-  ref.alpha = alpha;
-  ref.col_scale = cfg.col_scale ? p.w->col_scale.data() : nullptr;
-  ref.bias = cfg.bias ? p.w->bias.data() : nullptr;
-  if (cfg.residual) {
-    const int64_t shape[2] = {std::max<int64_t>(M, 1), N}, stride[2] = {p.ldr, 1};
-    ref.residual = make_strided_view<const float, 2>(p.residual.data(), shape, stride);
+  expect_sample_matches<Epi>(p, cfg, alpha, got, ldc, what);
+}
+
+// PDL: runner r launched as a programmatic dependent (GemmParams::pdl) of a feeder kernel that
+// writes A (and the residual) only after a spin, having let its dependents launch at once
+// (common/pdl_chain.cuh), then once more back to back as a dependent of itself (the split-K
+// runners: two kernels each, the second launch's partial sums overwrite the workspace the first
+// launch's reduce reads). The output must be bit-identical to the same sequence with pdl = false
+// and match the reference on the sample, the padding columns stay untouched, and the feeder's
+// snapshot of C, taken after its spin, must still be C's poison (no C write before the
+// dependency wait). Below sm_90 pdl stays false, as the engine decides (device_supports_pdl).
+template <typename Epi>
+void check_pdl(const Problem& p, Runner r, const EpiConfig& cfg, const std::string& label, int64_t ldc_multiple = 0) {
+  using Out = typename Epi::Output;
+  constexpr bool kHasResidual = std::is_same_v<Epi, gemm::DequantF32> || std::is_same_v<Epi, gemm::DequantF16>;
+  const int64_t M = p.M, N = p.w->N, K = p.w->K;
+  const int64_t ldc = ldc_multiple > 0 ? (N / ldc_multiple + 1) * ldc_multiple : N + (cfg.col_scale ? 5 : 8);
+  const float alpha = std::is_same_v<Epi, gemm::Requant> ? 90.f / p.acc_rms : 3.f / p.acc_rms;
+  const bool pdl = test::pdl_supported();
+  const std::string what = label + " " + runner_name(r) + " " + cfg.name() + " M=" + std::to_string(M) +
+                           " N=" + std::to_string(N) + " K=" + std::to_string(K) + " ldc=" + std::to_string(ldc) +
+                           (pdl ? " (pdl)" : " (pdl off: device below sm_90)");
+  SCOPED_TRACE(what);
+  if (!short_k_fits<Out>(r, K)) return;  // check() covers the kErrorNotSupported answer
+
+  // The buffers the feeder fills: poisoned before every sequence.
+  DeviceBuffer<int8_t> A(p.dA.size());
+  DeviceBuffer<float> R(p.d_residual.size());
+  const size_t c_elems = static_cast<size_t>(std::max<int64_t>(M, 1) * ldc);
+  DeviceBuffer<Out> C(c_elems);
+  DeviceBuffer<uint8_t> seen(c_elems * sizeof(Out));
+  gemm::GemmParams<Epi> prm;
+  prm.M = M; prm.N = N; prm.K = K;
+  prm.A = A.get(); prm.lda = p.lda;
+  prm.W = p.w->dev.get(); prm.ldw = p.w->ldw;
+  prm.C = C.get(); prm.ldc = ldc;
+  prm.epilogue = make_epilogue<Epi>(p, cfg, alpha);
+  if constexpr (kHasResidual)
+    if (cfg.residual) prm.epilogue.residual = R.get();
+  DeviceBuffer<char> ws(std::max<size_t>(workspace_bytes(r, prm), 16));
+  test::Stream stream;
+  constexpr uint8_t kPoisonC = 0xA5;
+  std::vector<Out> out[2];
+  for (int mode = 0; mode < 2; ++mode) {
+    prm.pdl = mode == 1 && pdl;
+    const char* mode_name = mode == 0 ? "pdl=false" : "pdl=true";
+    A.poison(0x5A);
+    R.poison(0xFF);  // NaN: a residual read before the wait shows in every fp output
+    C.poison(kPoisonC);
+    seen.poison(0);
+    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());  // the poisons ran on the legacy stream
+    test::PdlFeed feed;
+    feed.copy(p.dA.get(), A.get(), p.dA.size());
+    if (kHasResidual && cfg.residual) feed.copy(p.d_residual.get(), R.get(), p.d_residual.size() * sizeof(float));
+    feed.watch = reinterpret_cast<const uint8_t*>(C.get());
+    feed.seen = seen.get();
+    feed.watch_bytes = c_elems * sizeof(Out);
+    test::launch_pdl_feed(feed, stream.get());
+    ASSERT_EQ(run_with(r, prm, stream.get(), static_cast<void*>(ws.get())), Status::kSuccess) << mode_name;
+    ASSERT_EQ(run_with(r, prm, stream.get(), static_cast<void*>(ws.get())), Status::kSuccess) << mode_name << ", again";
+    QUAMBA_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+    out[mode] = C.download();
+    const std::vector<uint8_t> sn = seen.download();
+    const size_t early = test::first_not_poison(sn.data(), sn.size(), kPoisonC);
+    EXPECT_EQ(early, sn.size()) << mode_name << ": C written before the feeder finished, first at byte " << early
+                                << " (m=" << early / sizeof(Out) / ldc << ", n=" << early / sizeof(Out) % ldc << ")";
   }
-  size_t bad = 0;
-  std::string first;
-  for (size_t i = 0; i < p.rows.size(); ++i)
-    for (size_t j = 0; j < p.cols.size(); ++j) {
-      const int64_t m = p.rows[i], n = p.cols[j];
-      const int32_t a = p.acc[i * p.cols.size() + j];
-      const Out g = got[static_cast<size_t>(m * ldc + n)];
-      bool same;
-      std::string want;
-      if constexpr (std::is_same_v<Epi, gemm::Identity>) {
-        same = g == a; want = std::to_string(a);
-      } else if constexpr (std::is_same_v<Epi, gemm::Requant>) {
-        const int8_t q = saturate_round_i8(reference::epilogue_value(ref, a, m, n));
-        same = g == q; want = std::to_string(+q);
-      } else if constexpr (std::is_same_v<Out, float>) {
-        const float v = reference::epilogue_value(ref, a, m, n);
-        same = float_bits(g) == float_bits(v); want = std::to_string(v);
-      } else {
-        const uint16_t h = float_to_half_bits(reference::epilogue_value(ref, a, m, n));
-        same = __half_as_ushort(g) == h; want = std::to_string(half_bits_to_float(h));
-      }
-      if (!same) {
-        if (bad < 5)
-          first += "\n  (m=" + std::to_string(m) + ", n=" + std::to_string(n) + ") got " + bits_str(g) + " want " +
-                   want + " acc " + std::to_string(a);
-        ++bad;
-      }
+  size_t diff = 0, first_diff = 0;
+  for (size_t i = 0; i < c_elems; ++i)
+    if (std::memcmp(&out[0][i], &out[1][i], sizeof(Out)) != 0 && diff++ == 0) first_diff = i;
+  EXPECT_EQ(diff, 0u) << diff << " outputs of the pdl=true sequence differ from pdl=false, first at m="
+                      << first_diff / ldc << " n=" << first_diff % ldc;
+  size_t overrun = 0;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = N; n < ldc; ++n) {
+      const uint8_t* b = reinterpret_cast<const uint8_t*>(&out[1][static_cast<size_t>(m * ldc + n)]);
+      for (size_t k = 0; k < sizeof(Out); ++k) overrun += b[k] != kPoisonC;
     }
-  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << p.rows.size() * p.cols.size() << " sampled outputs differ"
-                     << first;
+  EXPECT_EQ(overrun, 0u) << "bytes written in the padding columns [N, ldc)";
+  expect_sample_matches<Epi>(p, cfg, alpha, out[1], ldc, what);
 }
 
 }  // namespace gemm_test

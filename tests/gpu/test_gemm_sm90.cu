@@ -285,4 +285,33 @@ TEST(GemmSm90a, AutoAgreesWithForcedPaths) {
   }
 }
 
+// Programmatic dependent launch: every sm90a kernel variant and the dispatcher's choices with
+// pdl = true as a dependent of a kernel that writes A (and the residual) late, then back to back
+// (check_pdl). The producer issues the W slices of its first ring round before the dependency
+// wait and A after it. in_proj at d_model 768 (N = 2E = 3072, K = 768) with M = 256 (auto: the
+// 128 x 256 one-tile kernel; the persistent, cluster and 256-row variants forced by name); M =
+// 2048, where auto takes the persistent kernel; a short K (two slices, fewer than the ring's
+// stages, several tiles per CTA) and a K tail.
+TEST(GemmSm90aPdl, EveryVariant) {
+  QUAMBA_REQUIRE_SM90A();
+  {
+    Weights w(3072, 768, 768, 71);
+    Problem p(w, 256, 768, 72);
+    for (Runner r : all_sm90a_runners()) {
+      check_pdl<gemm::Requant>(p, r, {}, "in_proj", 16);
+      check_pdl<gemm::DequantF32>(p, r, {true, true, true}, "dequant_f32");
+    }
+    Problem big(w, 2048, 768, 73);
+    for (Runner r : {Runner::kAuto, Runner::kSm90a}) {
+      check_pdl<gemm::Requant>(big, r, {}, "in_proj", 16);
+      check_pdl<gemm::DequantF16>(big, r, {false, true, true}, "dequant_f16");
+    }
+  }
+  for (int64_t K : {160, 1040}) {
+    Weights w(1000, K, K + 16, 74 + K);
+    Problem p(w, 1100, K + 32, 75 + K);
+    for (Runner r : all_sm90a_runners()) check_pdl<gemm::Requant>(p, r, {true, false, false}, "K=" + std::to_string(K));
+  }
+}
+
 }  // namespace

@@ -26,6 +26,8 @@
 // workspace of workspace_size() bytes (16-byte aligned, no initial contents; at most
 // kSplitKWorkspaceBound for any shape); with workspace == nullptr it runs unsplit. Every other
 // path needs none. run() never allocates or synchronizes.
+// PDL: with GemmParams::pdl every kernel of every path launches as a programmatic dependent of the
+// stream's previous kernel (the split-K reduce as a dependent of its tile kernel); see params.cuh.
 #pragma once
 
 #include <cuda_runtime.h>

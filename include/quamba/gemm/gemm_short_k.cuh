@@ -25,6 +25,9 @@
 // and a kBM x (kBN·sizeof(C) + 16)-byte output tile. run_short_k returns kErrorNotSupported where
 // that exceeds the device's per-block limit; with an int8 C on sm_86/89 (99 KiB) that is K > 224
 // for the 64x128 tile and K > 128 for the 128x128 tile (gemm::run then takes the kSm80 path).
+// Programmatic dependent launch (GemmParams::pdl, core/launch.cuh): the kernel lets the next kernel
+// launch as soon as it starts, and requests its first tile's W rows before the dependency wait, A
+// (and everything else) after it.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -35,6 +38,7 @@
 
 #include "quamba/core/arch.hpp"
 #include "quamba/core/cuda_check.hpp"
+#include "quamba/core/launch.cuh"
 #include "quamba/core/status.hpp"
 #include "quamba/gemm/epilogue.cuh"
 #include "quamba/gemm/gemm_sm80.cuh"
@@ -127,7 +131,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
   extern __shared__ __align__(128) uint8_t smem[];
   const int64_t t_begin = static_cast<int64_t>(blockIdx.x) * tiles / gridDim.x;
   const int64_t t_end = static_cast<int64_t>(blockIdx.x + 1) * tiles / gridDim.x;
-  if (t_begin >= t_end) return;
+  grid_dependents_launch();
+  if (t_begin >= t_end) {  // not with grid <= tiles (launch_short_k); still never before the wait
+    grid_dependency_wait();
+    return;
+  }
 
   const uint32_t smem_base = ptx::smem_u32(smem);
   uint8_t* out_tile = smem + 2 * lay.stage_bytes;
@@ -157,7 +165,10 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
       }
     }
   };
-  auto load_tile = [&](int stage, int64_t t) {
+  auto load_w = [&](int stage, int64_t nt) {
+    copy_rows(smem_base + stage * lay.stage_bytes + kBM * lay.pitch, p.W, p.ldw, nt * kBN, p.N, kBN);
+  };
+  auto load_tile = [&](int stage, int64_t t, bool with_w) {
     const int64_t rb = t / n_tiles, nt = t - rb * n_tiles;
     const uint32_t sA = smem_base + stage * lay.stage_bytes;
     if ((stage ? rb_held1 : rb_held0) != rb) {
@@ -165,12 +176,16 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
       if (stage) rb_held1 = rb;
       else rb_held0 = rb;
     }
-    copy_rows(sA + kBM * lay.pitch, p.W, p.ldw, nt * kBN, p.N, kBN);
+    if (with_w) load_w(stage, nt);
   };
 
-  load_tile(0, t_begin);
+  // As a programmatic dependent: the first tile's W rows (no kernel of the chain writes weights)
+  // go out before the dependency wait, into the same cp.async group as its A rows.
+  if (p.pdl) load_w(0, t_begin - t_begin / n_tiles * n_tiles);
+  grid_dependency_wait();
+  load_tile(0, t_begin, !p.pdl);
   ptx::cp_async_commit();
-  if (t_begin + 1 < t_end) load_tile(1, t_begin + 1);
+  if (t_begin + 1 < t_end) load_tile(1, t_begin + 1, true);
   ptx::cp_async_commit();
 
   const MmaLaneRows lr = mma_lane_rows(lane);
@@ -239,7 +254,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     }
     __syncthreads();  // output tile complete; every warp is done with this stage's A and W
 
-    if (t + 2 < t_end) load_tile(stage, t + 2);
+    if (t + 2 < t_end) load_tile(stage, t + 2, true);
     ptx::cp_async_commit();  // possibly empty: keeps "wait_group 1" meaning tile t + 1
 
     for (int q = tid; q < kBM * kRowChunks; q += kThreads) {
@@ -292,9 +307,9 @@ Status launch_short_k(const GemmParams<Epilogue>& p, const DeviceInfo& info, cud
   const bool vec_ok = is_aligned(p.C, 16) && (p.ldc * static_cast<int64_t>(sizeof(Output))) % 16 == 0;
   bool plain_requant = false;
   if constexpr (kExact) plain_requant = !p.epilogue.col_scale && std::isfinite(p.epilogue.alpha);
-  kernel<<<static_cast<unsigned>(grid), Traits::kThreads, lay.smem_bytes, stream>>>(p, lay, n_tiles, tiles, vec_ok,
-                                                                                    plain_requant);
-  return last_launch_status();
+  return finish_launch(launch_kernel(kernel, dim3(static_cast<unsigned>(grid)), dim3(Traits::kThreads),
+                                    static_cast<size_t>(lay.smem_bytes), stream, p.pdl, p, lay, n_tiles, tiles, vec_ok,
+                                    plain_requant));
 }
 
 }  // namespace detail

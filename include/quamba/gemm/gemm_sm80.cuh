@@ -12,6 +12,9 @@
 // tiles of K = 5120) leaves most SMs idle while each CTA walks K alone. It then runs as `splits`
 // CTAs per tile, each over one K-slice, writing exact int32 partial sums to the workspace, and a
 // second kernel adds the slices and applies the epilogue: bit-identical to the unsplit kernel.
+// Programmatic dependent launch (GemmParams::pdl, core/launch.cuh): both kernels let the next
+// kernel launch as soon as they start; the tile kernel requests the W tiles of its pipeline
+// prologue before its dependency wait, A only after it; the reduce kernel waits at its start.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -19,6 +22,7 @@
 #include <cstdint>
 
 #include "quamba/core/cuda_check.hpp"
+#include "quamba/core/launch.cuh"
 #include "quamba/core/status.hpp"
 #include "quamba/gemm/epilogue.cuh"
 #include "quamba/gemm/params.cuh"
@@ -79,6 +83,13 @@ constexpr const char* sm80_name() {
 namespace detail {
 
 #if QUAMBA_HAS_CUDA_COMPILER
+
+// The Status of a launch through launch_kernel, with the runtime's last-error state cleared as
+// after a <<<>>> launch checked with last_launch_status().
+inline Status finish_launch(Status launched) {
+  const Status last = last_launch_status();
+  return launched == Status::kSuccess ? last : launched;
+}
 
 // Byte offset of 16-byte chunk c (0..3) of row r in a [rows][64 B] tile. Rows r and r+1 share a
 // 128-byte line (all 32 banks); XOR-ing the chunk with (r/2)%4 places the 8 rows that one
@@ -143,6 +154,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
   using Output = typename Epilogue::Output;
   constexpr int kBM = Traits::kBM, kBN = Traits::kBN, kBK = Traits::kBK, kStages = Traits::kStages;
   extern __shared__ __align__(128) uint8_t smem[];
+  grid_dependents_launch();
   if (k_split > 0) {
     const int64_t k0 = static_cast<int64_t>(blockIdx.z) * k_split;
     p.A += k0;
@@ -164,9 +176,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
 
   // Rows past M or N and chunks past K are zero-filled, so they contribute 0 to the sums;
   // their (unread) source address is clamped to the matrix base.
-  auto load_stage = [&](int stage, int k_tile) {
+  auto load_a = [&](int stage, int k_tile) {
     const uint32_t sA = smem_base + stage * Traits::kStageBytes;
-    const uint32_t sB = sA + kBM * kBK;
     const int k0 = k_tile * kBK;
 #pragma unroll
     for (int i = 0; i < Traits::kAChunks / Traits::kThreads; ++i) {
@@ -177,6 +188,10 @@ __global__ void __launch_bounds__(Traits::kThreads)
       const bool ok = gm < p.M && gk < K;
       ptx::cp_async_16(sA + swizzle64(r, c), ok ? p.A + gm * p.lda + gk : p.A, ok);
     }
+  };
+  auto load_w = [&](int stage, int k_tile) {
+    const uint32_t sB = smem_base + stage * Traits::kStageBytes + kBM * kBK;
+    const int k0 = k_tile * kBK;
 #pragma unroll
     for (int i = 0; i < Traits::kBChunks / Traits::kThreads; ++i) {
       const int q = tid + i * Traits::kThreads;
@@ -186,6 +201,10 @@ __global__ void __launch_bounds__(Traits::kThreads)
       const bool ok = gn < p.N && gk < K;
       ptx::cp_async_16(sB + swizzle64(r, c), ok ? p.W + gn * p.ldw + gk : p.W, ok);
     }
+  };
+  auto load_stage = [&](int stage, int k_tile) {
+    load_a(stage, k_tile);
+    load_w(stage, k_tile);
   };
 
   int32_t acc[Traits::kMmaM][Traits::kMmaN][4];
@@ -197,10 +216,21 @@ __global__ void __launch_bounds__(Traits::kThreads)
       for (int e = 0; e < 4; ++e) acc[i][j][e] = 0;
 
   // Prologue: kStages-1 tiles in flight. A group is committed even when empty so that the
-  // wait_group count below always refers to the same tile.
+  // wait_group count below always refers to the same tile. Launched as a programmatic dependent,
+  // the prologue's W tiles go out before the dependency wait (no kernel of the chain writes
+  // weights) and land in the first group with A tile 0; A, which the previous kernel may still be
+  // writing, and every global write come after it.
+  const int w_early = p.pdl ? (kStages - 1 < k_tiles ? kStages - 1 : k_tiles) : 0;
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s)
+    if (s < w_early) load_w(s, s);
+  grid_dependency_wait();
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < k_tiles) load_stage(s, s);
+    if (s < k_tiles) {
+      load_a(s, s);
+      if (s >= w_early) load_w(s, s);
+    }
     ptx::cp_async_commit();
   }
 
@@ -244,6 +274,9 @@ __global__ void __launch_bounds__(Traits::kThreads)
 template <typename Epilogue>
 __global__ void __launch_bounds__(256) split_k_reduce_kernel(GemmParams<Epilogue> p, const int32_t* partial,
                                                              int splits, int64_t n4) {
+  // Every input is the tile kernel's output: nothing to do before the dependency wait.
+  grid_dependents_launch();
+  grid_dependency_wait();
   const int64_t quads = n4 / 4;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= p.M * quads) return;
@@ -332,8 +365,8 @@ Status run_sm80(const GemmParams<Epilogue>& p, cudaStream_t stream) {
   const bool pair_ok = p.ldc % 2 == 0 && is_aligned(p.C, 2 * sizeof(Output));
   const dim3 grid(static_cast<unsigned>((p.M + Traits::kBM - 1) / Traits::kBM),
                   static_cast<unsigned>((p.N + Traits::kBN - 1) / Traits::kBN));
-  kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p, pair_ok, 0, 0);
-  return last_launch_status();
+  return detail::finish_launch(launch_kernel(kernel, grid, dim3(Traits::kThreads), Traits::kSmemBytes, stream, p.pdl, p,
+                                             pair_ok, int64_t(0), int64_t(0)));
 }
 
 // The split-K form of the 64 x 64 tile (plan_split_k(M, N, K) must split). `workspace`: at least
@@ -351,17 +384,20 @@ Status run_sm80_split_k(const GemmParams<Epilogue>& p, void* workspace, cudaStre
   q.A = p.A; q.lda = p.lda;
   q.W = p.W; q.ldw = p.ldw;
   q.C = static_cast<int32_t*>(workspace); q.ldc = s.n4;
+  q.pdl = p.pdl;
   auto kernel = detail::gemm_sm80_kernel<Traits, Identity>;
   QUAMBA_RETURN_IF_CUDA_ERROR(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
   const dim3 grid(static_cast<unsigned>((p.M + Traits::kBM - 1) / Traits::kBM),
                   static_cast<unsigned>((p.N + Traits::kBN - 1) / Traits::kBN), static_cast<unsigned>(s.splits));
-  kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(q, true, s.slice, p.M * s.n4);
-  QUAMBA_RETURN_IF_ERROR(last_launch_status());
+  QUAMBA_RETURN_IF_ERROR(detail::finish_launch(launch_kernel(kernel, grid, dim3(Traits::kThreads), Traits::kSmemBytes,
+                                                              stream, q.pdl, q, true, s.slice, p.M * s.n4)));
   const int64_t threads = p.M * (s.n4 / 4);
-  detail::split_k_reduce_kernel<Epilogue><<<static_cast<unsigned>((threads + 255) / 256), 256, 0, stream>>>(
-      p, static_cast<const int32_t*>(workspace), s.splits, s.n4);
-  return last_launch_status();
+  // With pdl the reduce kernel is a programmatic dependent of the tile kernel: its CTAs start while
+  // the last partial sums are computed and wait for all of them.
+  return detail::finish_launch(launch_kernel(detail::split_k_reduce_kernel<Epilogue>,
+                                             dim3(static_cast<unsigned>((threads + 255) / 256)), dim3(256), 0, stream,
+                                             p.pdl, p, static_cast<const int32_t*>(workspace), s.splits, s.n4));
 }
 #endif
 

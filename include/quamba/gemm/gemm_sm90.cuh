@@ -34,6 +34,11 @@
 // m64 blocks sharing every W slice (160 accumulators per thread; the producer warpgroup hands
 // registers to the consumers with setmaxnreg), which cuts the L2 -> SM operand bytes per MAC by 28%
 // against 128x160. Not chosen by run_sm90a_auto; forced with run_sm90a<Epi, Sm90aPersistent256x160>.
+// Programmatic dependent launch (GemmParams::pdl, core/launch.cuh): every kernel lets the next
+// kernel launch as soon as it starts. Its producer thread then requests the W slices of the first
+// ring round (of its first tile) before the dependency wait, since no kernel of the chain writes
+// weights, and the A slices after it; the consumers wait before their first slice, so the
+// residual reads and C writes of the epilogue come after it too.
 #pragma once
 
 #include <cuda.h>
@@ -44,6 +49,7 @@
 
 #include "quamba/core/arch.hpp"
 #include "quamba/core/cuda_check.hpp"
+#include "quamba/core/launch.cuh"
 #include "quamba/core/mbarrier.cuh"
 #include "quamba/core/status.hpp"
 #include "quamba/gemm/epilogue.cuh"
@@ -544,6 +550,31 @@ QUAMBA_DEVICE void produce_slice(const Sm90aSmem<Traits>& sm, const CUtensorMap*
   tma_load_2d(sm.sB + s * Traits::kStageBytesB, tma_w, kt * Traits::kBK, n0, sm.full_bar + 8 * s);
 }
 
+// produce_slice in two halves, for a launch as a programmatic dependent: the W half (empty-barrier
+// wait, the full barrier's expected bytes of the whole stage, the W box; with kClusterM = 2 this
+// CTA's W half-slice multicast as in produce_slice_multicast) before the dependency wait, the A box
+// after it. The stage completes when both have landed, as with produce_slice.
+template <typename Traits>
+QUAMBA_DEVICE void produce_slice_w(const Sm90aSmem<Traits>& sm, const CUtensorMap* tma_w, uint32_t it, int kt,
+                                   int w_row, uint32_t rank) {
+  constexpr int kStages = Traits::kStages;
+  const uint32_t s = it % kStages;
+  mbar_wait(sm.empty_bar + 8 * s, ((it / kStages) & 1) ^ 1);
+  mbar_arrive_expect_tx(sm.full_bar + 8 * s, Traits::kStageBytesA + Traits::kStageBytesB);
+  if constexpr (Traits::kClusterM > 1)
+    tma_load_2d_multicast(sm.sB + s * Traits::kStageBytesB + rank * (Traits::kBoxRowsW * Traits::kBK), tma_w,
+                          kt * Traits::kBK, w_row, sm.full_bar + 8 * s,
+                          static_cast<uint16_t>((1u << Traits::kClusterM) - 1));
+  else
+    tma_load_2d(sm.sB + s * Traits::kStageBytesB, tma_w, kt * Traits::kBK, w_row, sm.full_bar + 8 * s);
+}
+template <typename Traits>
+QUAMBA_DEVICE void produce_slice_a(const Sm90aSmem<Traits>& sm, const CUtensorMap* tma_a, uint32_t it, int kt,
+                                   int a_row) {
+  const uint32_t s = it % Traits::kStages;
+  tma_load_2d(sm.sA + s * Traits::kStageBytesA, tma_a, kt * Traits::kBK, a_row, sm.full_bar + 8 * s);
+}
+
 // Cluster variant: this CTA's A slice (rows a_row..), and W rows w_row.. (its half, kBoxRowsW
 // rows) multicast into half `rank` of the W stage of both CTAs. The full barrier expects the whole
 // stage (own A + both W halves); the peer's half may complete its bytes before this expect_tx,
@@ -599,13 +630,23 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   const int m0 = blockIdx.x * Traits::kBM;
   const int n0 = blockIdx.y * Traits::kBN;
   const int k_tiles = static_cast<int>((p.K + Traits::kBK - 1) / Traits::kBK);
+  grid_dependents_launch();
   init_barriers(sm);
 
   if (warpgroup == 0) {
+    // As a programmatic dependent: the first ring round's W slices before the dependency wait.
+    const int w_early = p.pdl ? (Traits::kStages < k_tiles ? Traits::kStages : k_tiles) : 0;
     if (tid == 0)
-      for (int kt = 0; kt < k_tiles; ++kt) produce_slice(sm, &tma_a, &tma_w, kt, kt, m0, n0);
+      for (int kt = 0; kt < w_early; ++kt) produce_slice_w(sm, &tma_w, kt, kt, n0, 0u);
+    grid_dependency_wait();
+    if (tid == 0)
+      for (int kt = 0; kt < k_tiles; ++kt) {
+        if (kt < w_early) produce_slice_a(sm, &tma_a, kt, kt, m0);
+        else produce_slice(sm, &tma_a, &tma_w, kt, kt, m0, n0);
+      }
     return;
   }
+  grid_dependency_wait();
 
   const int consumer = warpgroup - 1;  // rows [64·consumer, 64·consumer + 64) of the tile
   const int lane = tid & 31;
@@ -664,10 +705,14 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   const uint32_t rank = Traits::kClusterM > 1 ? cluster_ctarank() : 0u;
   const int64_t first_tile = blockIdx.x / Traits::kClusterM;
   const int64_t tile_stride = gridDim.x / Traits::kClusterM;
+  grid_dependents_launch();
   init_barriers(sm);
 
   if (warpgroup == 0) {
     if constexpr (Traits::kSplitRegisters) setmaxnreg_dec<Traits::kProducerRegs>();
+    // As a programmatic dependent: the W slices of the first ring round of this CTA's first tile
+    // (ring positions 0 .. w_early-1) go out before the dependency wait, its A slices after it.
+    const int w_early = p.pdl ? (Traits::kStages < k_tiles ? Traits::kStages : k_tiles) : 0;
     // Warp 0 produces (lane 0 issues; the warp stays converged so that it can also prefetch the
     // epilogue's residual half-way through each tile); warps 1-3 idle.
     if (tid < 32) {
@@ -682,9 +727,19 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         const int a_row = m0 < p.M ? m0 : 0;
         int w_row = n0 + static_cast<int>(rank) * Traits::kBoxRowsW;
         if (w_row >= p.N) w_row = 0;
+        // Here, not before the loop: the first tile's coordinates are computed once, and the
+        // producer's 40 registers (kSplitRegisters) hold the pre-issue without a spill.
+        if (it == 0) {
+          if (lane == 0)
+            for (int kt = 0; kt < w_early; ++kt)
+              produce_slice_w(sm, &tma_w, static_cast<uint32_t>(kt), kt, w_row, rank);
+          grid_dependency_wait();
+        }
         for (int kt = 0; kt < k_tiles; ++kt, ++it) {
           if (lane == 0) {
-            if constexpr (Traits::kClusterM > 1)
+            if (it < static_cast<uint32_t>(w_early))
+              produce_slice_a(sm, &tma_a, it, kt, a_row);
+            else if constexpr (Traits::kClusterM > 1)
               produce_slice_multicast(sm, &tma_a, &tma_w, it, kt, a_row, w_row, rank);
             else
               produce_slice(sm, &tma_a, &tma_w, it, kt, a_row, n0);
@@ -693,9 +748,13 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
           if (kt == k_tiles / 2) prefetch_residual_l2<Traits>(p, m0, n0, lane);
         }
       }
+      if (it == 0) grid_dependency_wait();  // a CTA without a tile still waits
+    } else {
+      grid_dependency_wait();
     }
   } else {
     if constexpr (Traits::kSplitRegisters) setmaxnreg_inc<Traits::kConsumerRegs>();
+    grid_dependency_wait();
     const int consumer = warpgroup - 1;
     uint8_t* stage = smem_raw + (sm.sStore - raw) + consumer * 64 * Traits::kBN;
     int32_t acc[Traits::kAccumulators];
@@ -858,23 +917,25 @@ Status run_sm90a(const GemmParams<Epilogue>& p, cudaStream_t stream) {
     QUAMBA_RETURN_IF_ERROR(detail::max_active_clusters<Traits>(kernel, &clusters));
     const int64_t units = (m_tiles + Traits::kClusterM - 1) / Traits::kClusterM * n_tiles;
     if (units < clusters) clusters = static_cast<int>(units);
-    cudaLaunchAttribute attr[1];
+    cudaLaunchAttribute attr[2];
     attr[0].id = cudaLaunchAttributeClusterDimension;
     attr[0].val.clusterDim.x = Traits::kClusterM;
     attr[0].val.clusterDim.y = 1;
     attr[0].val.clusterDim.z = 1;
+    attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[1].val.programmaticStreamSerializationAllowed = 1;
     cudaLaunchConfig_t cfg{};
     cfg.gridDim = dim3(static_cast<unsigned>(clusters * Traits::kClusterM));
     cfg.blockDim = dim3(Traits::kThreads);
     cfg.dynamicSmemBytes = Traits::kSmemBytes;
     cfg.stream = stream;
     cfg.attrs = attr;
-    cfg.numAttrs = 1;
+    cfg.numAttrs = p.pdl ? 2u : 1u;
     QUAMBA_RETURN_IF_CUDA_ERROR(cudaLaunchKernelEx(&cfg, kernel, tma_a, tma_w, p, pair_ok, wide_ok));
     return last_launch_status();
   }
-  kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(tma_a, tma_w, p, pair_ok, wide_ok);
-  return last_launch_status();
+  return detail::finish_launch(launch_kernel(kernel, grid, dim3(Traits::kThreads), Traits::kSmemBytes, stream, p.pdl,
+                                             tma_a, tma_w, p, pair_ok, wide_ok));
 }
 
 // Short-K rule of run_sm90a_auto (host only): K <= 256 and the 128 x 128 grid fills its last

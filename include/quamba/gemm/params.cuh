@@ -33,8 +33,10 @@ struct GemmParams {
   Output* C = nullptr;
   int64_t ldc = 0;  // elements
   Epilogue epilogue{};
-  // GEMV path (M <= 16) only: launch as a programmatic dependent of the stream's previous kernel
-  // (core/launch.cuh; sm_90+, pass false elsewhere). The tensor-core kernels launch normally.
+  // Launch as a programmatic dependent of the stream's previous kernel (core/launch.cuh; sm_90+,
+  // pass false elsewhere): every path gemm::run can take honours it (GEMV, mma.sync with its
+  // split-K reduce, short-K, sm90a). Each kernel may read W before its dependency wait, so W must
+  // not be written by a kernel of the chain; A, C and the epilogue's inputs are touched after it.
   bool pdl = false;
 };
 
