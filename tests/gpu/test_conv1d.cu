@@ -15,6 +15,7 @@
 
 #include "common/compare.hpp"
 #include "common/cuda_utils.cuh"
+#include "common/pdl_chain.cuh"
 #include "common/random.hpp"
 #include "quamba/conv1d/causal_conv1d.cuh"
 #include "quamba/reference/conv1d.hpp"
@@ -166,36 +167,36 @@ double off_by_one_limit(int variant) {
 // padding untouched, out against the reference and the final state bit-exact.
 // variant: 0 = run() (its own choice), else one named int8 variant through run_with.
 template <typename T>
-Status launch_prefill(const Conv1dParams<T>& p, int variant) {
+Status launch_prefill(const Conv1dParams<T>& p, int variant, cudaStream_t stream = 0) {
   namespace qc = quamba::conv1d;
   if constexpr (std::is_same_v<T, int8_t>) {
     switch (variant) {
-      case 1: return qc::run_with<qc::Conv1dI8Traits16x32>(p, 0);
-      case 2: return qc::run_with<qc::Conv1dI8Traits16x8>(p, 0);
-      case 3: return qc::run_with<qc::Conv1dI8Traits16x4>(p, 0);
-      case 4: return qc::run_with<qc::Conv1dI8Traits4x8>(p, 0);
-      case 5: return qc::run_with<qc::Conv1dI8Traits16x16>(p, 0);
-      case 6: return qc::run_with<qc::Conv1dI8Traits8x32>(p, 0);
-      case 7: return qc::run_with<qc::Conv1dI8Traits8x16>(p, 0);
-      case 8: return qc::run_with<qc::Conv1dI8Traits8x8>(p, 0);
-      case 9: return qc::run_with<qc::Conv1dI8Traits8x8a4>(p, 0);
-      case 10: return qc::run_with<qc::Conv1dI8Traits8xS8>(p, 0);
-      case 11: return qc::run_with<qc::Conv1dI8Traits8xS16>(p, 0);
-      case 12: return qc::run_with<qc::Conv1dI8Traits4xS8>(p, 0);
-      case 13: return qc::run_with<qc::Conv1dI8Traits16xS8>(p, 0);
-      case 14: return qc::run_with<qc::Conv1dI8Traits8x8a4P>(p, 0);
-      case 15: return qc::run_with<qc::Conv1dI8Traits4x8P>(p, 0);
-      case 16: return qc::run_with<qc::Conv1dI8Traits8x8a4F>(p, 0);
-      case 17: return qc::run_with<qc::Conv1dI8Traits4x8F>(p, 0);
-      case 18: return qc::run_with<qc::Conv1dI8Traits8x8a4F8>(p, 0);
-      case 19: return qc::run_with<qc::Conv1dI8Traits8xS8a2F>(p, 0);
-      case 20: return qc::run_with<qc::Conv1dI8Traits4xS8a2F>(p, 0);
-      case 21: return qc::run_with<qc::Conv1dI8Traits8x8a4T>(p, 0);
-      case 22: return qc::run_with<qc::Conv1dI8Traits4x8T>(p, 0);
+      case 1: return qc::run_with<qc::Conv1dI8Traits16x32>(p, stream);
+      case 2: return qc::run_with<qc::Conv1dI8Traits16x8>(p, stream);
+      case 3: return qc::run_with<qc::Conv1dI8Traits16x4>(p, stream);
+      case 4: return qc::run_with<qc::Conv1dI8Traits4x8>(p, stream);
+      case 5: return qc::run_with<qc::Conv1dI8Traits16x16>(p, stream);
+      case 6: return qc::run_with<qc::Conv1dI8Traits8x32>(p, stream);
+      case 7: return qc::run_with<qc::Conv1dI8Traits8x16>(p, stream);
+      case 8: return qc::run_with<qc::Conv1dI8Traits8x8>(p, stream);
+      case 9: return qc::run_with<qc::Conv1dI8Traits8x8a4>(p, stream);
+      case 10: return qc::run_with<qc::Conv1dI8Traits8xS8>(p, stream);
+      case 11: return qc::run_with<qc::Conv1dI8Traits8xS16>(p, stream);
+      case 12: return qc::run_with<qc::Conv1dI8Traits4xS8>(p, stream);
+      case 13: return qc::run_with<qc::Conv1dI8Traits16xS8>(p, stream);
+      case 14: return qc::run_with<qc::Conv1dI8Traits8x8a4P>(p, stream);
+      case 15: return qc::run_with<qc::Conv1dI8Traits4x8P>(p, stream);
+      case 16: return qc::run_with<qc::Conv1dI8Traits8x8a4F>(p, stream);
+      case 17: return qc::run_with<qc::Conv1dI8Traits4x8F>(p, stream);
+      case 18: return qc::run_with<qc::Conv1dI8Traits8x8a4F8>(p, stream);
+      case 19: return qc::run_with<qc::Conv1dI8Traits8xS8a2F>(p, stream);
+      case 20: return qc::run_with<qc::Conv1dI8Traits4xS8a2F>(p, stream);
+      case 21: return qc::run_with<qc::Conv1dI8Traits8x8a4T>(p, stream);
+      case 22: return qc::run_with<qc::Conv1dI8Traits4x8T>(p, stream);
       default: break;
     }
   }
-  return qc::run(p, nullptr, 0);
+  return qc::run(p, nullptr, stream);
 }
 
 // wb_offset > 0 places weight and bias that many elements past an aligned address (the
@@ -463,22 +464,19 @@ TEST(Conv1dUpdate, PrefillThenStepsEqualsLongerPrefill) {
   check_prefill_then_steps<int8_t>(2, 129, 133, 5120, 4, ++salt);
 }
 
-// Decode against reference::conv1d_update_i8 / conv1d_update with a state_idx indirection,
-// including bad slots (zero output row, state untouched, error flag set).
+// One decode update on the host (reference::conv1d_update_i8 / conv1d_update) of the B = idx.size()
+// rows of d.x through state_idx: *ref_state (S slots) is updated in place, (*ref_out)[b·C + c]
+// receives row b (left as it is for a slot outside [0, S)).
 template <typename T>
-void check_update_idx(const std::vector<int32_t>& idx, int64_t S, int C, int K, uint64_t salt) {
-  SCOPED_TRACE("update idx C=" + std::to_string(C) + " K=" + std::to_string(K));
+void update_reference(const Data<T>& d, const std::vector<int32_t>& idx, int64_t S, std::vector<T>* ref_state_p,
+                      std::vector<float>* ref_out_p) {
+  std::vector<T>& ref_state = *ref_state_p;
+  std::vector<float>& ref_out = *ref_out_p;
   const int64_t B = int64_t(idx.size());
-  // x: B rows of C; the state: the first S slots of the generated per-row states.
-  Data<T> d({std::max(S, B), 1, C, K, true, true, true, false, 0}, salt);
-  d.c.B = B;
-  d.sin.resize(size_t(S * d.sbs));
+  const int C = d.c.C, K = d.c.K;
   const int64_t sshp[3] = {S, C, K}, sst[3] = {d.sbs, K, 1};
-  std::vector<T> ref_state = d.sin;
-  std::vector<float> ref_out(size_t(B * C), 0.f);
-  bool any_bad = false;
   for (int64_t bb = 0; bb < B; ++bb) {
-    if (idx[size_t(bb)] < 0 || idx[size_t(bb)] >= S) { any_bad = true; continue; }
+    if (idx[size_t(bb)] < 0 || idx[size_t(bb)] >= S) continue;
     // One row at a time so that a bad slot elsewhere does not stop the reference.
     const int32_t one = idx[size_t(bb)];
     const int64_t xs[2] = {1, C}, xstr[2] = {C, 1};
@@ -501,6 +499,23 @@ void check_update_idx(const std::vector<int32_t>& idx, int64_t S, int C, int K, 
       for (int ch = 0; ch < C; ++ch) ref_out[size_t(bb * C + ch)] = o[ch];
     }
   }
+}
+
+// Decode against reference::conv1d_update_i8 / conv1d_update with a state_idx indirection,
+// including bad slots (zero output row, state untouched, error flag set).
+template <typename T>
+void check_update_idx(const std::vector<int32_t>& idx, int64_t S, int C, int K, uint64_t salt) {
+  SCOPED_TRACE("update idx C=" + std::to_string(C) + " K=" + std::to_string(K));
+  const int64_t B = int64_t(idx.size());
+  // x: B rows of C; the state: the first S slots of the generated per-row states.
+  Data<T> d({std::max(S, B), 1, C, K, true, true, true, false, 0}, salt);
+  d.c.B = B;
+  d.sin.resize(size_t(S * d.sbs));
+  std::vector<T> ref_state = d.sin;
+  std::vector<float> ref_out(size_t(B * C), 0.f);
+  bool any_bad = false;
+  for (int32_t i : idx) any_bad |= i < 0 || i >= S;
+  update_reference(d, idx, S, &ref_state, &ref_out);
   DeviceBuffer<T> x(d.x), state(d.sin), out(size_t(B * C));
   DeviceBuffer<typename Data<T>::W> w(d.w), b(d.b);
   DeviceBuffer<int32_t> didx(idx), flag(std::vector<int32_t>{0});
@@ -532,6 +547,157 @@ TEST(Conv1dUpdate, StateIdxAgainstReference) {
   }
   check_update_idx<int8_t>({2, 7, -1, 0}, 3, 520, 4, ++salt);  // bad slots
   check_update_idx<__half>({-5, 1}, 3, 520, 4, ++salt);
+}
+
+// ---- programmatic dependent launch ---------------------------------------------------------------
+
+// Bytes of a host vector as uint8_t (for the bit-level comparisons below).
+template <typename T>
+bool same_bytes(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+constexpr uint8_t kPdlPoison = 0xA5;
+
+// Prefill launched with pdl = true as a dependent of a feeder kernel that writes x and state_in
+// late and snapshots out (common/pdl_chain.cuh), then once more back to back; out and state_out
+// bit-identical to the same sequence with pdl = false, the snapshot still out's poison, and out and
+// state_out against the reference as check_prefill. Below sm_90 pdl stays false.
+template <typename T>
+void check_prefill_pdl(const Case& c, uint64_t salt, int variant = 0) {
+  const bool pdl = quamba::test::pdl_supported();
+  SCOPED_TRACE("pdl " + describe(c) + " variant=" + std::to_string(variant) + (pdl ? "" : " (pdl off: below sm_90)"));
+  Data<T> d(c, salt);
+  std::vector<float> ref;
+  std::vector<T> ref_state;
+  reference(d, &ref, &ref_state);
+  using W = typename Data<T>::W;
+  DeviceBuffer<T> x_src(d.x), sin_src(d.sin), x(d.x.size()), sin(d.sin.size()), out(d.out_elems()),
+      sout(ref_state.size());
+  DeviceBuffer<W> w(d.w), b(d.b);
+  DeviceBuffer<uint8_t> seen(d.out_elems() * sizeof(T));
+  auto p = make_params<T>(d, x.get(), out.get(), sin.get(), sout.get(), w.get(), b.get());
+  quamba::test::Stream stream;
+  std::vector<T> o[2], so[2];
+  for (int mode = 0; mode < 2; ++mode) {
+    p.pdl = mode == 1 && pdl;
+    const char* mode_name = mode == 0 ? "pdl=false" : "pdl=true";
+    x.poison(0x5A);
+    sin.poison(0x5A);
+    out.poison(kPdlPoison);
+    sout.poison(kPdlPoison);
+    seen.poison(0);
+    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());  // the poisons ran on the legacy stream
+    quamba::test::PdlFeed feed;
+    feed.copy(x_src.get(), x.get(), d.x.size() * sizeof(T));
+    feed.copy(sin_src.get(), sin.get(), d.sin.size() * sizeof(T));
+    feed.watch = reinterpret_cast<const uint8_t*>(out.get());
+    feed.seen = seen.get();
+    feed.watch_bytes = d.out_elems() * sizeof(T);
+    quamba::test::launch_pdl_feed(feed, stream.get());
+    ASSERT_EQ(launch_prefill(p, variant, stream.get()), Status::kSuccess) << mode_name;
+    ASSERT_EQ(launch_prefill(p, variant, stream.get()), Status::kSuccess) << mode_name << ", again";
+    QUAMBA_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+    o[mode] = out.download();
+    so[mode] = sout.download();
+    const std::vector<uint8_t> sn = seen.download();
+    const size_t early = quamba::test::first_not_poison(sn.data(), sn.size(), kPdlPoison);
+    EXPECT_EQ(early, sn.size()) << mode_name << ": out written before the feeder finished, first at element "
+                                << early / sizeof(T);
+  }
+  EXPECT_TRUE(same_bytes(o[0], o[1])) << "out of the pdl=true sequence differs from pdl=false";
+  EXPECT_TRUE(same_bytes(so[0], so[1])) << "state_out of the pdl=true sequence differs from pdl=false";
+  std::vector<T> dense(ref.size());
+  for (int64_t bb = 0; bb < c.B; ++bb)
+    for (int64_t t = 0; t < c.L; ++t)
+      for (int ch = 0; ch < c.C; ++ch) dense[size_t((bb * c.L + t) * c.C + ch)] = o[1][size_t(bb * d.obs + t * d.ots + ch)];
+  if constexpr (std::is_same_v<T, int8_t>) {
+    std::vector<int8_t> r8(ref.begin(), ref.end());
+    EXPECT_TRUE(quamba::test::int8_close(dense.data(), r8.data(), dense.size(), "out", off_by_one_limit(variant)));
+  } else {
+    EXPECT_TRUE(quamba::test::all_close(from_half(dense), ref, quamba::test::kTolF16, "out"));
+  }
+  if (c.state_out) EXPECT_TRUE(same_bytes(so[1], ref_state)) << "state_out against the reference";
+}
+
+// Decode update launched with pdl = true as a dependent of a feeder kernel that writes x, the
+// state slots and state_idx late and snapshots out, then once more back to back (the second
+// update reads the state the first one wrote); out and state bit-identical to pdl = false and
+// against two reference updates.
+template <typename T>
+void check_update_pdl(const std::vector<int32_t>& idx, int64_t S, int C, int K, uint64_t salt) {
+  const bool pdl = quamba::test::pdl_supported();
+  SCOPED_TRACE("pdl update C=" + std::to_string(C) + " K=" + std::to_string(K) + (pdl ? "" : " (pdl off: below sm_90)"));
+  const int64_t B = int64_t(idx.size());
+  Data<T> d({std::max(S, B), 1, C, K, true, true, true, false, 0}, salt);
+  d.c.B = B;
+  d.sin.resize(size_t(S * d.sbs));
+  std::vector<T> ref_state = d.sin;
+  std::vector<float> ref_out(size_t(B * C), 0.f);
+  update_reference(d, idx, S, &ref_state, &ref_out);
+  update_reference(d, idx, S, &ref_state, &ref_out);
+  DeviceBuffer<T> x_src(d.x), st_src(d.sin), x(d.x.size()), state(d.sin.size()), out(size_t(B * C));
+  DeviceBuffer<int32_t> idx_src(idx), didx(idx.size());
+  DeviceBuffer<typename Data<T>::W> w(d.w), b(d.b);
+  DeviceBuffer<uint8_t> seen(size_t(B * C) * sizeof(T));
+  auto u = make_update<T>(d, x.get(), out.get(), state.get(), S, didx.get(), w.get(), b.get());
+  quamba::test::Stream stream;
+  std::vector<T> o[2], st[2];
+  for (int mode = 0; mode < 2; ++mode) {
+    u.pdl = mode == 1 && pdl;
+    const char* mode_name = mode == 0 ? "pdl=false" : "pdl=true";
+    x.poison(0x5A);
+    state.poison(0x5A);
+    didx.poison(0xFF);  // slot -1: a launch reading state_idx early writes a zero row
+    out.poison(kPdlPoison);
+    seen.poison(0);
+    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+    quamba::test::PdlFeed feed;
+    feed.copy(x_src.get(), x.get(), d.x.size() * sizeof(T));
+    feed.copy(st_src.get(), state.get(), d.sin.size() * sizeof(T));
+    feed.copy(idx_src.get(), didx.get(), idx.size() * sizeof(int32_t));
+    feed.watch = reinterpret_cast<const uint8_t*>(out.get());
+    feed.seen = seen.get();
+    feed.watch_bytes = size_t(B * C) * sizeof(T);
+    quamba::test::launch_pdl_feed(feed, stream.get());
+    ASSERT_EQ(quamba::conv1d::run(u, nullptr, stream.get()), Status::kSuccess) << mode_name;
+    ASSERT_EQ(quamba::conv1d::run(u, nullptr, stream.get()), Status::kSuccess) << mode_name << ", again";
+    QUAMBA_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+    o[mode] = out.download();
+    st[mode] = state.download();
+    const std::vector<uint8_t> sn = seen.download();
+    const size_t early = quamba::test::first_not_poison(sn.data(), sn.size(), kPdlPoison);
+    EXPECT_EQ(early, sn.size()) << mode_name << ": out written before the feeder finished, first at element "
+                                << early / sizeof(T);
+  }
+  EXPECT_TRUE(same_bytes(o[0], o[1])) << "out of the pdl=true sequence differs from pdl=false";
+  EXPECT_TRUE(same_bytes(st[0], st[1])) << "state of the pdl=true sequence differs from pdl=false";
+  EXPECT_TRUE(same_bytes(st[1], ref_state)) << "state after two updates against the reference";
+  if constexpr (std::is_same_v<T, int8_t>) {
+    std::vector<int8_t> r8(ref_out.begin(), ref_out.end());
+    EXPECT_TRUE(quamba::test::int8_close(o[1].data(), r8.data(), o[1].size(), "update out"));
+  } else {
+    EXPECT_TRUE(quamba::test::all_close(from_half(o[1]), ref_out, quamba::test::kTolF16, "update out"));
+  }
+}
+
+// Every kernel of the family with pdl = true: the int8 prefill through run() at a size it serves
+// with the 4-channel variant and at one it serves with the 8-channel variant, named 8-channel and
+// spread (one-wave, SM-count-sized shares) variants, K = 3; the fp16 prefill (8-channel and scalar
+// variants); the int8 and fp16 update through a state_idx permutation.
+TEST(Conv1dPdl, PrefillAndUpdate) {
+  QUAMBA_REQUIRE_GPU();
+  uint64_t salt = 800;
+  check_prefill_pdl<int8_t>({2, 151, 1536, 4, true, true, true, true, 0}, ++salt);
+  check_prefill_pdl<int8_t>({2, 1134, 5120, 4, true, true, true, true, 0}, ++salt);  // run(): 8-channel variant
+  check_prefill_pdl<int8_t>({3, 129, 96, 3, true, true, true, false, 16}, ++salt, 16);
+  check_prefill_pdl<int8_t>({16, 1134, 1536, 4, true, true, true, true, 0}, ++salt, 19);
+  check_prefill_pdl<__half>({2, 151, 1536, 4, true, true, true, true, 0}, ++salt);
+  check_prefill_pdl<__half>({2, 129, 21, 3, true, true, true, false, 3}, ++salt);
+  for (int K : {3, 4}) {
+    check_update_pdl<int8_t>({4, 0, 2}, 5, 1536, K, ++salt);
+    check_update_pdl<__half>({3, 1, 0}, 4, 520, K, ++salt);
+  }
 }
 
 // ---- bad input: can_implement never touches the device, so these run everywhere ---------------

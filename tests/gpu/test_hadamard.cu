@@ -17,6 +17,7 @@
 
 #include "common/compare.hpp"
 #include "common/cuda_utils.cuh"
+#include "common/pdl_chain.cuh"
 #include "common/random.hpp"
 #include "quamba/hadamard/hadamard.cuh"
 #include "quamba/reference/hadamard.hpp"
@@ -533,16 +534,16 @@ bool bulk_expected() { return qh::bulk_available<qh::HadamardBulkTraits<int8_t, 
 // Launches one variant: 0 = run(), 1 = run_staged(), 2 = run_pipelined(), 3 = run_pipelined_mma(),
 // 4 / 5 = run_streamed() with split 1 / 2, 6 = run_generic(), 7 = run_bulk().
 template <typename InT, typename OutT>
-Status run_variant(const HadamardParams<InT, OutT>& p, int variant) {
+Status run_variant(const HadamardParams<InT, OutT>& p, int variant, cudaStream_t stream = nullptr) {
   switch (variant) {
-    case 1: return qh::run_staged(p);
-    case 2: return qh::run_pipelined(p);
-    case 3: return qh::run_pipelined_mma(p);
-    case 4: return qh::run_streamed(p, nullptr, nullptr, 1);
-    case 5: return qh::run_streamed(p, nullptr, nullptr, 2);
-    case 6: return qh::run_generic(p);
-    case 7: return qh::run_bulk(p);
-    default: return qh::run(p);
+    case 1: return qh::run_staged(p, nullptr, stream);
+    case 2: return qh::run_pipelined(p, nullptr, stream);
+    case 3: return qh::run_pipelined_mma(p, nullptr, stream);
+    case 4: return qh::run_streamed(p, nullptr, stream, 1);
+    case 5: return qh::run_streamed(p, nullptr, stream, 2);
+    case 6: return qh::run_generic(p, nullptr, stream);
+    case 7: return qh::run_bulk(p, nullptr, stream);
+    default: return qh::run(p, nullptr, stream);
   }
 }
 
@@ -556,6 +557,70 @@ const char* variant_tag(int variant) {
     case 6: return " run_generic";
     case 7: return " run_bulk";
     default: return "";
+  }
+}
+
+// got (M rows of pitch os) against the reference for inputs xf (M x n, as the kernel read them):
+// the reference functions themselves where M·n² is small, else a sample of rows and columns.
+template <typename InT, typename OutT>
+void expect_matches_reference(const std::vector<float>& xf, const std::vector<typename DevOf<OutT>::type>& got,
+                              int64_t M, int64_t n, int64_t os, float scale, float inv_s, uint64_t salt,
+                              const std::string& what) {
+  using DOut = typename DevOf<OutT>::type;
+  constexpr bool kInt8 = std::is_same_v<OutT, int8_t>;
+  const Sample s = make_sample(M, n, salt ^ 0x5151);
+  const bool full = int64_t(s.rows.size()) == M && int64_t(s.cols.size()) == n;
+  std::vector<double> acc;
+  if (full) {
+    // The reference functions themselves.
+    std::vector<float> xc = xf;
+    auto xv = quamba::make_view(static_cast<const float*>(xc.data()), M, n);
+    if constexpr (kInt8) {
+      std::vector<int8_t> q(size_t(M * n));
+      ASSERT_EQ(ref::hadamard_quantize(xv, inv_s, quamba::make_view(q.data(), M, n)), Status::kSuccess);
+      std::vector<int8_t> g(size_t(M * n));
+      for (int64_t r = 0; r < M; ++r)
+        for (int64_t i = 0; i < n; ++i) g[size_t(r * n + i)] = got[size_t(r * os + i)];
+      EXPECT_TRUE(quamba::test::int8_close(g.data(), q.data(), g.size(), what));
+    } else {
+      std::vector<float> y(size_t(M * n));
+      ASSERT_EQ(ref::hadamard_transform(xv, scale, quamba::make_view(y.data(), M, n)), Status::kSuccess);
+      std::vector<float> g(size_t(M * n));
+      for (int64_t r = 0; r < M; ++r)
+        for (int64_t i = 0; i < n; ++i) g[size_t(r * n + i)] = to_f(got[size_t(r * os + i)]);
+      if constexpr (std::is_same_v<OutT, float>) {
+        EXPECT_TRUE(quamba::test::all_close(g, y, quamba::test::kTolF32Reorder, what));
+      } else {
+        for (auto& v : y) v = quamba::round_to_half(v);
+        EXPECT_TRUE(quamba::test::all_close(g, y, quamba::test::kTolF16, what));
+      }
+    }
+    return;
+  }
+  acc = sampled_sums(xf, n, s);
+  std::vector<int8_t> gq, rq;
+  std::vector<float> gf, rf;
+  size_t k = 0;
+  for (int64_t r : s.rows)
+    for (int64_t i : s.cols) {
+      const double a = acc[k++];
+      const DOut v = got[size_t(r * os + i)];
+      if constexpr (kInt8) {
+        gq.push_back(v);
+        rq.push_back(quamba::quantize_i8(static_cast<float>(a), scale));
+      } else {
+        gf.push_back(to_f(v));
+        float yr = static_cast<float>(a) * scale;
+        if constexpr (std::is_same_v<OutT, __half>) yr = quamba::round_to_half(yr);
+        rf.push_back(yr);
+      }
+    }
+  if constexpr (kInt8) {
+    EXPECT_TRUE(quamba::test::int8_close(gq.data(), rq.data(), gq.size(), what + " (sampled)"));
+  } else if constexpr (std::is_same_v<OutT, float>) {
+    EXPECT_TRUE(quamba::test::all_close(gf, rf, quamba::test::kTolF32Reorder, what + " (sampled)"));
+  } else {
+    EXPECT_TRUE(quamba::test::all_close(gf, rf, quamba::test::kTolF16, what + " (sampled)"));
   }
 }
 
@@ -660,61 +725,7 @@ void sweep_one(int64_t n, int64_t M, bool strided, uint64_t salt, int64_t out_pa
     }
   }
 
-  // Against the reference.
-  const Sample s = make_sample(M, n, salt ^ 0x5151);
-  const bool full = int64_t(s.rows.size()) == M && int64_t(s.cols.size()) == n;
-  std::vector<double> acc;
-  if (full) {
-    // The reference functions themselves.
-    std::vector<float> xc = xf;
-    auto xv = quamba::make_view(static_cast<const float*>(xc.data()), M, n);
-    if constexpr (kInt8) {
-      std::vector<int8_t> q(size_t(M * n));
-      ASSERT_EQ(ref::hadamard_quantize(xv, inv_s, quamba::make_view(q.data(), M, n)), Status::kSuccess);
-      std::vector<int8_t> g(size_t(M * n));
-      for (int64_t r = 0; r < M; ++r)
-        for (int64_t i = 0; i < n; ++i) g[size_t(r * n + i)] = got[0][size_t(r * os + i)];
-      EXPECT_TRUE(quamba::test::int8_close(g.data(), q.data(), g.size(), what));
-    } else {
-      std::vector<float> y(size_t(M * n));
-      ASSERT_EQ(ref::hadamard_transform(xv, p.scale, quamba::make_view(y.data(), M, n)), Status::kSuccess);
-      std::vector<float> g(size_t(M * n));
-      for (int64_t r = 0; r < M; ++r)
-        for (int64_t i = 0; i < n; ++i) g[size_t(r * n + i)] = to_f(got[0][size_t(r * os + i)]);
-      if constexpr (std::is_same_v<OutT, float>) {
-        EXPECT_TRUE(quamba::test::all_close(g, y, quamba::test::kTolF32Reorder, what));
-      } else {
-        for (auto& v : y) v = quamba::round_to_half(v);
-        EXPECT_TRUE(quamba::test::all_close(g, y, quamba::test::kTolF16, what));
-      }
-    }
-    return;
-  }
-  acc = sampled_sums(xf, n, s);
-  std::vector<int8_t> gq, rq;
-  std::vector<float> gf, rf;
-  size_t k = 0;
-  for (int64_t r : s.rows)
-    for (int64_t i : s.cols) {
-      const double a = acc[k++];
-      const DOut v = got[0][size_t(r * os + i)];
-      if constexpr (kInt8) {
-        gq.push_back(v);
-        rq.push_back(quamba::quantize_i8(static_cast<float>(a), p.scale));
-      } else {
-        gf.push_back(to_f(v));
-        float yr = static_cast<float>(a) * p.scale;
-        if constexpr (std::is_same_v<OutT, __half>) yr = quamba::round_to_half(yr);
-        rf.push_back(yr);
-      }
-    }
-  if constexpr (kInt8) {
-    EXPECT_TRUE(quamba::test::int8_close(gq.data(), rq.data(), gq.size(), what + " (sampled)"));
-  } else if constexpr (std::is_same_v<OutT, float>) {
-    EXPECT_TRUE(quamba::test::all_close(gf, rf, quamba::test::kTolF32Reorder, what + " (sampled)"));
-  } else {
-    EXPECT_TRUE(quamba::test::all_close(gf, rf, quamba::test::kTolF16, what + " (sampled)"));
-  }
+  expect_matches_reference<InT, OutT>(xf, got[0], M, n, os, p.scale, inv_s, salt, what);
 }
 
 template <typename InT, typename OutT>
@@ -935,6 +946,110 @@ TEST(HadamardSweep, StreamedInPlace) {
       const auto oc = c.download(), ob = b.download();
       EXPECT_TRUE(quamba::test::all_equal(ob.data(), oc.data(), ob.size(), "in place"));
     }
+}
+
+// ---- programmatic dependent launch ---------------------------------------------------------
+
+// One variant (run_variant) with pdl = true as a dependent of a feeder kernel that writes the input
+// rows late and snapshots out (common/pdl_chain.cuh), then once more back to back: out
+// bit-identical to the same sequence with pdl = false, the snapshot still out's poison, the
+// padding untouched, and out against the reference. Below sm_90 pdl stays false (as the engine
+// decides); the bulk-copy variant, which needs sm_90, is then left to StreamedVariant.
+template <typename InT, typename OutT>
+void check_pdl_variant(int64_t n, int64_t M, int variant, uint64_t salt) {
+  using DIn = typename DevOf<InT>::type;
+  using DOut = typename DevOf<OutT>::type;
+  constexpr bool kInt8 = std::is_same_v<OutT, int8_t>;
+  const bool pdl = quamba::test::pdl_supported();
+  const std::string what = "pdl n=" + std::to_string(n) + " M=" + std::to_string(M) + variant_tag(variant) +
+                           (pdl ? "" : " (pdl off: below sm_90)");
+  SCOPED_TRACE(what);
+  if (variant == 7 && !bulk_expected()) return;
+  auto rng = quamba::test::make_rng(salt);
+  const int64_t xs = n + 8, os = n + 16;
+  std::vector<float> xf = quamba::test::random_normal(size_t(M * n), rng);
+  std::vector<DIn> xdev(size_t(M * xs));
+  for (int64_t r = 0; r < M; ++r)
+    for (int64_t j = 0; j < n; ++j) {
+      float& v = xf[size_t(r * n + j)];
+      if constexpr (std::is_same_v<DIn, uint16_t>) {
+        xdev[size_t(r * xs + j)] = quamba::float_to_half_bits(v);
+        v = quamba::round_to_half(v);
+      } else {
+        xdev[size_t(r * xs + j)] = v;
+      }
+    }
+  quamba::test::DeviceBuffer<DIn> x_src(xdev), x(xdev.size());
+  quamba::test::DeviceBuffer<DOut> out(size_t(M * os));
+  quamba::test::DeviceBuffer<uint8_t> seen(size_t(M * os) * sizeof(DOut));
+  const float inv_s = 127.0f / 3.0f;
+  HadamardParams<InT, OutT> p;
+  p.x = reinterpret_cast<const InT*>(x.get());
+  p.out = reinterpret_cast<OutT*>(out.get());
+  p.rows = M;
+  p.n = n;
+  p.x_row_stride = xs;
+  p.out_row_stride = os;
+  p.scale = kInt8 ? qh::quant_factor(n, inv_s) : qh::orthonormal_scale(n);
+  constexpr uint8_t kPoison = 0xA5;
+  quamba::test::Stream stream;
+  std::vector<DOut> got[2];
+  for (int mode = 0; mode < 2; ++mode) {
+    p.pdl = mode == 1 && pdl;
+    const char* mode_name = mode == 0 ? "pdl=false" : "pdl=true";
+    x.poison(0x5A);
+    out.poison(kPoison);
+    seen.poison(0);
+    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());  // the poisons ran on the legacy stream
+    quamba::test::PdlFeed feed;
+    feed.copy(x_src.get(), x.get(), xdev.size() * sizeof(DIn));
+    feed.watch = reinterpret_cast<const uint8_t*>(out.get());
+    feed.seen = seen.get();
+    feed.watch_bytes = size_t(M * os) * sizeof(DOut);
+    quamba::test::launch_pdl_feed(feed, stream.get());
+    ASSERT_EQ(run_variant(p, variant, stream.get()), Status::kSuccess) << mode_name;
+    ASSERT_EQ(run_variant(p, variant, stream.get()), Status::kSuccess) << mode_name << ", again";
+    QUAMBA_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+    got[mode] = out.download();
+    const std::vector<uint8_t> sn = seen.download();
+    const size_t early = quamba::test::first_not_poison(sn.data(), sn.size(), kPoison);
+    EXPECT_EQ(early, sn.size()) << mode_name << ": out written before the feeder finished, first at row "
+                                << early / sizeof(DOut) / os << " col " << early / sizeof(DOut) % os;
+  }
+  size_t diff = 0, first_diff = 0;
+  for (size_t i = 0; i < got[0].size(); ++i)
+    if (std::memcmp(&got[0][i], &got[1][i], sizeof(DOut)) != 0 && diff++ == 0) first_diff = i;
+  EXPECT_EQ(diff, 0u) << diff << " outputs of the pdl=true sequence differ from pdl=false, first at row "
+                      << first_diff / os << " col " << first_diff % os;
+  uint8_t pb[sizeof(DOut)];
+  std::memset(pb, kPoison, sizeof(pb));
+  for (int64_t r = 0; r < M; ++r)
+    for (int64_t j = n; j < os; ++j)
+      ASSERT_EQ(std::memcmp(&got[1][size_t(r * os + j)], pb, sizeof(DOut)), 0)
+          << "padding overwritten at row " << r << " col " << j;
+  expect_matches_reference<InT, OutT>(xf, got[1], M, n, os, p.scale, inv_s, salt, what);
+}
+
+// Every kernel of the family with pdl = true: run()'s picks (streamed with split 2 up to 256
+// rows; above, the bulk-copy variant on sm_90 for int8 outputs, the generic kernel for fp16
+// outputs; the generic kernel at other sizes, with and without shared memory, fp32 inputs), and
+// each named variant (staged, pipelined, tensor-core pipelined, streamed split 1 / 2, generic,
+// bulk-copy) at the d_model 2560 size.
+TEST(HadamardPdl, EveryKernel) {
+  QUAMBA_REQUIRE_GPU();
+  uint64_t s = 1600;
+  check_pdl_variant<__half, int8_t>(5120, 17, 0, ++s);
+  check_pdl_variant<__half, int8_t>(5120, 301, 0, ++s);
+  check_pdl_variant<__half, int8_t>(3072, 1134, 0, ++s);
+  check_pdl_variant<__half, __half>(5120, 301, 0, ++s);
+  check_pdl_variant<__half, int8_t>(1536, 129, 0, ++s);
+  check_pdl_variant<float, int8_t>(5120, 64, 0, ++s);
+  check_pdl_variant<float, float>(32, 1000, 0, ++s);  // registers and shuffles only
+  for (int variant : {1, 2, 3, 4, 5, 6, 7}) {
+    check_pdl_variant<__half, int8_t>(5120, 301, variant, ++s);
+    if (HasFatalFailure()) return;
+  }
+  check_pdl_variant<__half, __half>(3072, 129, 4, ++s);
 }
 
 // The same rows through run() (generic kernel), for the aligned strided outputs and many rows.

@@ -34,6 +34,12 @@
 // Supported: prefill int8 needs C % 4 == 0 and x/out pointers and strides in multiples of 4
 // elements (kErrorNotSupported / kErrorMisaligned otherwise); fp16 and decode take any C.
 // B <= 65535 (grid.y).
+// pdl (both Params): launch as a programmatic dependent of the stream's previous kernel
+// (core/launch.cuh; sm_90+, pass false elsewhere). The kernels let the next kernel launch as soon
+// as they start and wait for the previous one before any load: their first loads are the
+// activations, and the weight reads are a few bytes per thread, not worth a second code order.
+// A prefill with L = 0 and a state_out is a cudaMemcpy2DAsync / cudaMemset2DAsync, not a kernel:
+// stream-ordered as always, with no overlap.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -46,6 +52,7 @@
 #include <type_traits>
 
 #include "quamba/core/cuda_check.hpp"
+#include "quamba/core/launch.cuh"
 #include "quamba/core/numeric.hpp"
 #include "quamba/core/static_switch.hpp"
 #include "quamba/core/status.hpp"
@@ -92,6 +99,7 @@ struct Conv1dParams {
   float inv_s_out = 1.f;
   // fp16 only; the int8 path always applies SiLU.
   bool silu = true;
+  bool pdl = false;  // programmatic dependent launch (see the header brief)
 };
 
 template <typename T>
@@ -115,6 +123,7 @@ struct Conv1dUpdateParams {
   float inv_s_out = 1.f;
   bool silu = true;
   int32_t* error_flag = nullptr;  // optional: set to 1 on a bad state_idx entry
+  bool pdl = false;               // programmatic dependent launch (see the header brief)
 };
 
 // Prefill variant. Each thread owns kVec channels of one sequence and walks a run of kTokens
@@ -405,6 +414,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
   constexpr int kAhead = Traits::kLoadAhead;
   constexpr int kGroups = Traits::kTokens / kAhead;
   static_assert(kVec % 4 == 0 && kVec <= 16, "int8 channel vectors are 1..4 dp4a words");
+  grid_dependents_launch();
+  grid_dependency_wait();  // x, state_in: the previous kernel's outputs
   const int nvec = p.C / kVec;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * Traits::kThreads + threadIdx.x;
   if (idx >= nthreads) return;
@@ -619,6 +630,8 @@ __device__ __forceinline__ float silu_f32(float v) { return __fdividef(v, 1.f + 
 template <typename Traits, int K>
 __global__ void __launch_bounds__(Traits::kThreads) conv1d_prefill_f16_kernel(Conv1dParams<__half> p) {
   constexpr int kVec = Traits::kVec;
+  grid_dependents_launch();
+  grid_dependency_wait();
   const int nvec = p.C / kVec;
   const int64_t nchunks = (p.L + Traits::kTokens - 1) / Traits::kTokens;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * Traits::kThreads + threadIdx.x;
@@ -719,6 +732,8 @@ __device__ __forceinline__ int8_t update_channel_i8(const int8_t* st_in, int8_t*
 
 template <typename Traits, int K, typename T>
 __global__ void __launch_bounds__(Traits::kThreads) conv1d_update_kernel(Conv1dUpdateParams<T> p) {
+  grid_dependents_launch();
+  grid_dependency_wait();  // x, state, state_idx: written by earlier kernels of a decode step
   const int64_t b = blockIdx.y;
   const int c_begin = (blockIdx.x * Traits::kThreads + threadIdx.x) * Traits::kChannels;
   if (c_begin >= p.C) return;
@@ -753,6 +768,13 @@ __global__ void __launch_bounds__(Traits::kThreads) conv1d_update_kernel(Conv1dU
       ob[c] = __float2half_rn(p.silu ? silu_f32(acc) : acc);
     }
   }
+}
+
+// The Status of a launch through launch_kernel, with the runtime's last-error state cleared as
+// after a <<<>>> launch checked with last_launch_status().
+inline Status finish_launch(Status launched) {
+  const Status last = last_launch_status();
+  return launched == Status::kSuccess ? last : launched;
 }
 
 inline bool ranges_overlap(const void* a, int64_t a_bytes, const void* b, int64_t b_bytes) {
@@ -880,11 +902,12 @@ Status run_with(const Conv1dParams<T>& p, cudaStream_t stream) {
   return dispatch_int<2, 3, 4>(p.K, [&](auto kw) {
     constexpr int K = decltype(kw)::value;
     if constexpr (detail::kIsI8<T>)
-      detail::conv1d_prefill_i8_kernel<Traits, K><<<grid, Traits::kThreads, 0, stream>>>(
-          p, run_len, threads, detail::DivU31::make(static_cast<uint32_t>(nvec)));
+      return detail::finish_launch(launch_kernel(detail::conv1d_prefill_i8_kernel<Traits, K>, grid,
+                                                 dim3(Traits::kThreads), 0, stream, p.pdl, p, run_len, threads,
+                                                 detail::DivU31::make(static_cast<uint32_t>(nvec))));
     else
-      detail::conv1d_prefill_f16_kernel<Traits, K><<<grid, Traits::kThreads, 0, stream>>>(p);
-    return last_launch_status();
+      return detail::finish_launch(
+          launch_kernel(detail::conv1d_prefill_f16_kernel<Traits, K>, grid, dim3(Traits::kThreads), 0, stream, p.pdl, p));
   });
 }
 
@@ -957,8 +980,8 @@ Status run_with(const Conv1dUpdateParams<T>& p, cudaStream_t stream) {
   constexpr int kPerBlock = Traits::kThreads * Traits::kChannels;
   const dim3 grid(static_cast<unsigned>((p.C + kPerBlock - 1) / kPerBlock), static_cast<unsigned>(p.B));
   return dispatch_int<2, 3, 4>(p.K, [&](auto kw) {
-    detail::conv1d_update_kernel<Traits, decltype(kw)::value, T><<<grid, Traits::kThreads, 0, stream>>>(p);
-    return last_launch_status();
+    return detail::finish_launch(launch_kernel(detail::conv1d_update_kernel<Traits, decltype(kw)::value, T>, grid,
+                                               dim3(Traits::kThreads), 0, stream, p.pdl, p));
   });
 }
 

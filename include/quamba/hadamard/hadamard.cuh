@@ -42,6 +42,10 @@
 // kErrorNotSupported otherwise). Not picked by run() until measured.
 // run_pipelined_mma(p): the pipelined variant with the 256-point part on tensor cores (mma.sync,
 // sm_80+), fp16 inputs, n ∈ {3072, 5120, 7168}; kErrorNotSupported otherwise.
+// pdl: every kernel above launches as a programmatic dependent of the stream's previous kernel
+// (core/launch.cuh; sm_90+, pass false elsewhere). Each lets the next kernel launch as soon as it
+// starts and waits for the previous one before anything else: a rotation has no weights, its first
+// loads are the input rows.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -89,6 +93,7 @@ struct HadamardParams {
   int64_t x_row_stride = 0;    // elements between consecutive input rows (≥ n)
   int64_t out_row_stride = 0;  // elements between consecutive output rows (≥ n)
   float scale = 0.0f;          // float out: multiplier; int8 out: quantization factor
+  bool pdl = false;            // programmatic dependent launch (see the header brief)
 };
 
 // Float-output scale of the orthonormal rotation, 1/√n rounded once to fp32 (as the reference).
@@ -645,6 +650,8 @@ QUAMBA_DEVICE void pow2_phases(float* s, const HadamardParams<InT, OutT>& p, int
 
 template <typename Tr, typename InT, typename OutT>
 __global__ void __launch_bounds__(Tr::kThreads) hadamard_kernel(HadamardParams<InT, OutT> p) {
+  grid_dependents_launch();
+  grid_dependency_wait();
   extern __shared__ float4 smem_f4[];  // float4: 16-byte alignment for the vector stores
   float* s = reinterpret_cast<float*>(smem_f4);
   const int t = threadIdx.x;
@@ -900,6 +907,8 @@ QUAMBA_DEVICE int staged_smem_index(int rl, int e) {
 template <typename Tr, typename InT, typename OutT>
 __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     hadamard_staged_kernel(HadamardParams<InT, OutT> p, int64_t groups, bool vec_out) {
+  grid_dependents_launch();
+  grid_dependency_wait();
   extern __shared__ float4 smem_f4[];
   float* s = reinterpret_cast<float*>(smem_f4);
   using R = typename Raw<InT>::type;
@@ -1058,6 +1067,8 @@ QUAMBA_DEVICE void pipelined_issue(const HadamardParams<InT, OutT>& p, InT* raw,
 template <typename Tr, typename InT, typename OutT>
 __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     hadamard_pipelined_kernel(HadamardParams<InT, OutT> p, int64_t groups, bool vec_out) {
+  grid_dependents_launch();
+  grid_dependency_wait();
   extern __shared__ float4 smem_f4[];
   InT* raw = reinterpret_cast<InT*>(smem_f4);  // kStages slots of kRows·n inputs
   float* work = reinterpret_cast<float*>(reinterpret_cast<char*>(smem_f4) + Tr::kRawBytes);
@@ -1215,6 +1226,8 @@ QUAMBA_DEVICE void pipelined_mma_issue(const HadamardParams<__half, OutT>& p, __
 template <typename Tr, typename OutT>
 __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     hadamard_pipelined_mma_kernel(HadamardParams<__half, OutT> p, bool vec_out) {
+  grid_dependents_launch();
+  grid_dependency_wait();
   extern __shared__ float4 smem_f4[];
   __half* raw = reinterpret_cast<__half*>(smem_f4);
   float* work = reinterpret_cast<float*>(reinterpret_cast<char*>(smem_f4) + Tr::kRawBytes);
@@ -1430,6 +1443,8 @@ QUAMBA_DEVICE void streamed_row(const char* src, OutT* o, int lane, const Stream
 template <typename Tr, typename OutT>
 __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     hadamard_streamed_kernel(HadamardParams<__half, OutT> p, bool vec_out) {
+  grid_dependents_launch();
+  grid_dependency_wait();
   extern __shared__ float4 smem_f4[];
   char* ring = reinterpret_cast<char*>(smem_f4);
   float2* xch = reinterpret_cast<float2*>(ring + Tr::kRingBytes);  // kSplit = 2 only
@@ -1518,6 +1533,8 @@ template <typename Tr, typename OutT>
 __global__ void __launch_bounds__(Tr::kThreads, 1)
     hadamard_bulk_kernel(HadamardParams<__half, OutT> p, bool vec_out) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  grid_dependents_launch();
+  grid_dependency_wait();
   extern __shared__ float4 smem_f4[];
   char* ring_p = reinterpret_cast<char*>(smem_f4);
   const uint32_t ring = static_cast<uint32_t>(__cvta_generic_to_shared(ring_p));
@@ -1578,6 +1595,13 @@ Status persistent_grid(ResidentCache& cache, Kernel kernel, int threads, size_t 
   return Status::kSuccess;
 }
 
+// The Status of a launch through launch_kernel, with the runtime's last-error state cleared as
+// after a <<<>>> launch checked with last_launch_status().
+inline Status finish_launch(Status launched) {
+  const Status last = last_launch_status();
+  return launched == Status::kSuccess ? last : launched;
+}
+
 // The tensor-core variants use mma.m16n8k16, movmatrix and cp.async: sm_80 and up.
 inline Status require_sm80() {
   int dev = 0, major = 0;
@@ -1598,8 +1622,8 @@ Status launch(const HadamardParams<InT, OutT>& p, cudaStream_t stream) {
   if (blocks > 0x7fffffff) return Status::kErrorNotSupported;
   auto kernel = detail::hadamard_kernel<Tr, InT, OutT>;
   QUAMBA_RETURN_IF_ERROR(opt_in_smem(kernel, Tr::kSmemBytes));
-  kernel<<<static_cast<unsigned>(blocks), Tr::kThreads, Tr::kSmemBytes, stream>>>(p);
-  return last_launch_status();
+  return detail::finish_launch(launch_kernel(kernel, dim3(static_cast<unsigned>(blocks)), dim3(Tr::kThreads),
+                                             Tr::kSmemBytes, stream, p.pdl, p));
 }
 
 
@@ -1619,8 +1643,8 @@ Status launch_staged(const HadamardParams<InT, OutT>& p, cudaStream_t stream) {
   if (kPersistent) QUAMBA_RETURN_IF_ERROR(detail::persistent_grid(cache, kernel, Tr::kThreads, Tr::kSmemBytes, groups, &grid));
   if (grid > 0x7fffffff) return Status::kErrorNotSupported;
   const bool vec_out = detail::vector_rows(p, Tr::kStoreVec * static_cast<int64_t>(sizeof(OutT)));
-  kernel<<<static_cast<unsigned>(grid), Tr::kThreads, Tr::kSmemBytes, stream>>>(p, groups, vec_out);
-  return last_launch_status();
+  return detail::finish_launch(launch_kernel(kernel, dim3(static_cast<unsigned>(grid)), dim3(Tr::kThreads),
+                                             Tr::kSmemBytes, stream, p.pdl, p, groups, vec_out));
 }
 
 
@@ -1637,8 +1661,8 @@ Status launch_pipelined(const HadamardParams<InT, OutT>& p, cudaStream_t stream)
   int64_t grid = 0;
   QUAMBA_RETURN_IF_ERROR(detail::persistent_grid(cache, kernel, Tr::kThreads, Tr::kSmemBytes, groups, &grid));
   const bool vec_out = detail::vector_rows(p, Tr::kStoreVec * static_cast<int64_t>(sizeof(OutT)));
-  kernel<<<static_cast<unsigned>(grid), Tr::kThreads, Tr::kSmemBytes, stream>>>(p, groups, vec_out);
-  return last_launch_status();
+  return detail::finish_launch(launch_kernel(kernel, dim3(static_cast<unsigned>(grid)), dim3(Tr::kThreads),
+                                             Tr::kSmemBytes, stream, p.pdl, p, groups, vec_out));
 }
 
 
@@ -1655,8 +1679,8 @@ Status launch_pipelined_mma(const HadamardParams<__half, OutT>& p, cudaStream_t 
   int64_t grid = 0;
   QUAMBA_RETURN_IF_ERROR(detail::persistent_grid(cache, kernel, Tr::kThreads, Tr::kSmemBytes, p.rows, &grid));
   const bool vec_out = detail::vector_rows(p, Tr::kStoreVec * static_cast<int64_t>(sizeof(OutT)));
-  kernel<<<static_cast<unsigned>(grid), Tr::kThreads, Tr::kSmemBytes, stream>>>(p, vec_out);
-  return last_launch_status();
+  return detail::finish_launch(launch_kernel(kernel, dim3(static_cast<unsigned>(grid)), dim3(Tr::kThreads),
+                                             Tr::kSmemBytes, stream, p.pdl, p, vec_out));
 }
 
 // Launches the streamed variant for H_m ⊗ H_256: a persistent grid of at most (resident blocks
@@ -1676,8 +1700,8 @@ Status launch_streamed(const HadamardParams<__half, OutT>& p, cudaStream_t strea
     QUAMBA_RETURN_IF_ERROR(
         detail::persistent_grid(cache, kernel, Tr::kThreads, Tr::kSmemBytes, p.rows, &grid, max_per_sm));
   const bool vec_out = detail::vector_rows(p, Tr::kStoreBytes);
-  kernel<<<static_cast<unsigned>(grid), Tr::kThreads, Tr::kSmemBytes, stream>>>(p, vec_out);
-  return last_launch_status();
+  return detail::finish_launch(launch_kernel(kernel, dim3(static_cast<unsigned>(grid)), dim3(Tr::kThreads),
+                                             Tr::kSmemBytes, stream, p.pdl, p, vec_out));
 }
 
 // Whether the bulk-copy variant can run here (an sm_90+ device and sm_90+ code in the build).
@@ -1700,8 +1724,8 @@ Status launch_bulk(const HadamardParams<__half, OutT>& p, cudaStream_t stream) {
   int64_t grid = 0;
   QUAMBA_RETURN_IF_ERROR(detail::persistent_grid(cache, kernel, Tr::kThreads, Tr::kSmemBytes, p.rows, &grid, 1));
   const bool vec_out = detail::vector_rows(p, Tr::kStoreBytes);
-  kernel<<<static_cast<unsigned>(grid), Tr::kThreads, Tr::kSmemBytes, stream>>>(p, vec_out);
-  return last_launch_status();
+  return detail::finish_launch(launch_kernel(kernel, dim3(static_cast<unsigned>(grid)), dim3(Tr::kThreads),
+                                             Tr::kSmemBytes, stream, p.pdl, p, vec_out));
 }
 
 // Runtime n → (m, k) template values. Ranges end at kMaxN: 2^15, 12·2^11, 20·2^10, 28·2^10.
