@@ -441,6 +441,35 @@ TEST(GpuModelSchedule, GraphDecodeEqualsEagerDecode) {
   }
 }
 
+// The W8A8 prefill's switches (dt_proj inside the scan, programmatic dependent launch) compute
+// the same bits: the fused dt_proj's int32 sums and requant are the GEMM's, and pdl only moves
+// launches. Chunks of 7 carry the conv and scan states between chunks on the way; a decode step
+// after the prefill reads the states the prefill left. D = 160 gives Rp = 16 (one 16-column
+// k-step with a zero half), D = 512 gives Rp = 32.
+TEST(GpuModelSchedule, PrefillSwitchesGiveIdenticalLogits) {
+  QUAMBA_REQUIRE_GPU();
+  const auto ids = random_ids(61, 90);
+  const auto steps = random_ids(3, 91);
+  for (int64_t D : {64, 160, 512}) {
+    SCOPED_TRACE("D=" + std::to_string(D));
+    const ref::QuantizedModel q = quantize(make_model(D, 2, 300 + D), ref::recipe_quamba(), uint64_t(D));
+    std::vector<float> base;
+    for (int v = 0; v < 4; ++v) {
+      const bool fuse = (v & 1) != 0, pdl = (v & 2) != 0;
+      SCOPED_TRACE(std::string(fuse ? "fused dt_proj" : "dt_proj GEMM") + (pdl ? " + pdl" : ""));
+      auto e = engine_i8(q, 1, 7);
+      ASSERT_TRUE(e);
+      auto* ge = dynamic_cast<qm::GpuEngine*>(e.get());
+      ASSERT_NE(ge, nullptr);
+      ge->set_prefill_options(fuse, pdl);
+      const auto got = gpu_run(*e, ids, steps);
+      ASSERT_TRUE(all_finite(got));
+      if (v == 0) base = got;
+      else EXPECT_TRUE(quamba::test::all_close(got, base, {0.0, 0.0}, "logits vs dt_proj GEMM without pdl"));
+    }
+  }
+}
+
 // One W8A8 layer of a quantized model on the device.
 struct DeviceLayer {
   quamba::block::BlockDims d;

@@ -118,6 +118,14 @@ struct PrefillIO {
   float* ssm_state = nullptr;       // (S, E, N) fp32
   int64_t num_slots = 0;            // S
   int64_t first_slot = 0;           // sequence b -> slot first_slot + b
+  // W8A8: compute dt_proj inside the scan (scan::PrefillParamsI8::dt_weight: the same bits, one
+  // GEMM launch and the (M, E) δ round trip through memory fewer) when the scan supports the
+  // shape (Rp <= scan::kMaxFusedDtK); false keeps the dt_proj GEMM (for comparisons).
+  bool fuse_dt_proj = true;
+  // W8A8: launch every kernel of the block as a programmatic dependent of the previous one
+  // (core/launch.cuh), so each launch and prologue overlaps the previous kernel's tail. Only for
+  // devices of compute capability 9.0 and up (device_supports_pdl).
+  bool pdl = false;
 };
 
 enum class StepKernels { kAuto, kFused, kUnfused };
@@ -175,6 +183,8 @@ inline Status check_step_io(const BlockDims& d, const BlockWorkspace& ws, const 
 template <int kThreads>
 __global__ void __launch_bounds__(kThreads) quantize_f16_i8_kernel(const __half* x, int8_t* q, int64_t n8, float inv_s) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  grid_dependents_launch();
+  grid_dependency_wait();  // pdl: before the early return, so the grid never ends before its prerequisite
   if (i >= n8) return;
   const Vec<__half, 8> v = reinterpret_cast<const Vec<__half, 8>*>(x)[i];
   Vec<int8_t, 8> o;
@@ -184,13 +194,13 @@ __global__ void __launch_bounds__(kThreads) quantize_f16_i8_kernel(const __half*
 }
 
 // Contiguous (M, E) with E % 16 == 0 and 256-byte aligned workspace buffers: n % 8 == 0.
-inline Status quantize_f16_i8(const __half* x, int8_t* q, int64_t n, float inv_s, cudaStream_t s) {
+inline Status quantize_f16_i8(const __half* x, int8_t* q, int64_t n, float inv_s, cudaStream_t s, bool pdl = false) {
   if (!x || !q || n < 0 || n % 8 != 0 || !is_aligned(x, 16) || !is_aligned(q, 8)) return Status::kErrorInvalidArgument;
   if (n == 0) return Status::kSuccess;
   constexpr int kThreads = 256;
   const int64_t n8 = n / 8, blocks = (n8 + kThreads - 1) / kThreads;
-  quantize_f16_i8_kernel<kThreads><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(x, q, n8, inv_s);
-  return last_launch_status();
+  return launch_kernel(quantize_f16_i8_kernel<kThreads>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0, s,
+                       pdl, x, q, n8, inv_s);
 }
 
 // gemm_ws: the block's split-K workspace (BlockWorkspace::gemm), or nullptr.
@@ -214,9 +224,12 @@ TensorView<const T, R> cview(const void* p, const int64_t (&shape)[R], const int
 // Steps 1, 2, 4, 5 of the W8A8 block (norm, in_proj, then after the conv x_proj and dt_proj)
 // and 7, 8 (rotation, out_proj) are the same for prefill and decode; `conv` and `scan` are the
 // two stateful steps.
+// scan_fuses_dt: step 5 runs inside `scan` (the prefill scan's fused dt_proj), which then gets
+// no δraw (dtq = nullptr). pdl: every launch made here is a programmatic dependent of the
+// previous kernel (the caller's conv and scan set it themselves).
 template <class Conv, class Scan>
 Status block_i8(const BlockDims& d, const LayerI8& w, const BlockWorkspace& ws, int64_t M, float* residual,
-                cudaStream_t s, Conv&& conv, Scan&& scan) {
+                cudaStream_t s, Conv&& conv, Scan&& scan, bool scan_fuses_dt = false, bool pdl = false) {
   const int64_t D = d.D, E = d.E;
   auto* hq = static_cast<int8_t*>(ws.hn);
   auto* xz = static_cast<int8_t*>(ws.xz);
@@ -230,25 +243,28 @@ Status block_i8(const BlockDims& d, const LayerI8& w, const BlockWorkspace& ws, 
   np.gamma = w.norm_gamma;
   np.out = hq; np.out_stride = D;
   np.M = M; np.D = static_cast<int>(D); np.eps = d.eps; np.inv_scale = w.s.inv_s_h;
+  np.pdl = pdl;
   QUAMBA_RETURN_IF_ERROR(norm::run(np, nullptr, s));
   // 2. xz_q = q(acc · s_Win·s_h/s_xz)
-  QUAMBA_RETURN_IF_ERROR(requant_gemm(hq, D, w.in_proj, M, 2 * E, D, xz, 2 * E, w.s.alpha_in, ws.gemm, s));
+  QUAMBA_RETURN_IF_ERROR(requant_gemm(hq, D, w.in_proj, M, 2 * E, D, xz, 2 * E, w.s.alpha_in, ws.gemm, s, pdl));
   // 3. u_q = q(SiLU(conv(x_q)) / s_u), conv state carried
   QUAMBA_RETURN_IF_ERROR(conv(xz, u));
   // 4. xdbl_q = q(acc · s_Wx·s_u/s_xd), Xp columns (zero padding rows of W_x give exact zeros)
-  QUAMBA_RETURN_IF_ERROR(requant_gemm(u, E, w.x_proj, M, d.Xp, E, xd, d.Xp, w.s.alpha_x, ws.gemm, s));
+  QUAMBA_RETURN_IF_ERROR(requant_gemm(u, E, w.x_proj, M, d.Xp, E, xd, d.Xp, w.s.alpha_x, ws.gemm, s, pdl));
   // 5. δraw_q = q(acc · s_Wdt·s_xd/s_dt): K = Rp columns of xdbl against W_dt's zero-padded columns
-  QUAMBA_RETURN_IF_ERROR(requant_gemm(xd, d.Xp, w.dt_proj, M, E, d.Rp, dtq, E, w.s.alpha_dt, ws.gemm, s));
+  if (!scan_fuses_dt)
+    QUAMBA_RETURN_IF_ERROR(requant_gemm(xd, d.Xp, w.dt_proj, M, E, d.Rp, dtq, E, w.s.alpha_dt, ws.gemm, s, pdl));
   // 6. scan (fp32 state) -> fp16 gated y
-  QUAMBA_RETURN_IF_ERROR(scan(xz, u, xd, dtq, ws.y));
+  QUAMBA_RETURN_IF_ERROR(scan(xz, u, xd, scan_fuses_dt ? nullptr : dtq, ws.y));
   // 7. yh_q = q(H·y·(1/√E)/s_o), or q(y/s_o)
   if (w.use_hadamard) {
     hadamard::HadamardParams<__half, int8_t> hp;
     hp.x = ws.y; hp.out = yq; hp.rows = M; hp.n = E;
     hp.x_row_stride = E; hp.out_row_stride = E; hp.scale = w.s.out_factor;
+    hp.pdl = pdl;
     QUAMBA_RETURN_IF_ERROR(hadamard::run(hp, nullptr, s));
   } else {
-    QUAMBA_RETURN_IF_ERROR(quantize_f16_i8(ws.y, yq, M * E, w.s.out_factor, s));
+    QUAMBA_RETURN_IF_ERROR(quantize_f16_i8(ws.y, yq, M * E, w.s.out_factor, s, pdl));
   }
   // 8. residual += acc · s_o·s_Wout' (fp32, in place: each element is read before it is written)
   gemm::GemmParams<gemm::DequantF32> g;
@@ -259,6 +275,7 @@ Status block_i8(const BlockDims& d, const LayerI8& w, const BlockWorkspace& ws, 
   g.epilogue.alpha = w.s.alpha_out;
   g.epilogue.residual = residual;
   g.epilogue.ldr = D;
+  g.pdl = pdl;
   return gemm::run(g, ws.gemm, s, gemm::GemmPath::kAuto);
 }
 
@@ -308,13 +325,21 @@ inline Status prefill_i8(const BlockDims& d, const LayerI8& w, const BlockWorksp
     p.state_out = conv_state; p.state_out_batch_stride = E * K;
     p.B = B; p.L = L; p.C = static_cast<int>(E); p.K = static_cast<int>(K);
     p.scale_wx = w.s.conv_scale_wx; p.s_b = w.s.conv_s_b; p.inv_s_out = w.s.conv_inv_s_u;
+    p.pdl = io.pdl;
     return conv1d::run(p, nullptr, s);
   };
   auto scan = [&](const int8_t* xz, const int8_t* u, const int8_t* xd, const int8_t* dtq, __half* y) {
     const int64_t Xp = d.Xp;
     scan::PrefillParamsI8 p;
     p.u = detail::cview<int8_t, 3>(u, {B, L, E}, {L * E, E, 1});
-    p.delta = detail::cview<int8_t, 3>(dtq, {B, L, E}, {L * E, E, 1});
+    if (dtq) {
+      p.delta = detail::cview<int8_t, 3>(dtq, {B, L, E}, {L * E, E, 1});
+    } else {  // fused dt_proj: δraw from the dt_low columns of xdbl
+      p.dt_x = detail::cview<int8_t, 3>(xd, {B, L, d.Rp}, {L * Xp, Xp, 1});
+      p.dt_weight = w.dt_proj;
+      p.dt_alpha = w.s.alpha_dt;
+    }
+    p.pdl = io.pdl;
     p.z = detail::cview<int8_t, 3>(xz + E, {B, L, E}, {L * 2 * E, 2 * E, 1});
     p.Bm = detail::cview<int8_t, 3>(xd + d.Rp, {B, L, N}, {L * Xp, Xp, 1});
     p.Cm = detail::cview<int8_t, 3>(xd + d.Rp + N, {B, L, N}, {L * Xp, Xp, 1});
@@ -326,7 +351,8 @@ inline Status prefill_i8(const BlockDims& d, const LayerI8& w, const BlockWorksp
     p.y = make_strided_view<__half, 3>(y, {B, L, E}, {L * E, E, 1});
     return scan::run(p, nullptr, s);
   };
-  return detail::block_i8(d, w, ws, B * L, io.residual, s, conv, scan);
+  const bool fuse_dt = io.fuse_dt_proj && d.Rp <= scan::kMaxFusedDtK;
+  return detail::block_i8(d, w, ws, B * L, io.residual, s, conv, scan, fuse_dt, io.pdl);
 }
 
 namespace detail {

@@ -152,15 +152,18 @@ inline Status prefill_layers(const DeviceModelF16& m, const ModelWorkspace& ws, 
   return Status::kSuccess;
 }
 
+// fuse_dt_proj / pdl: PrefillIO's switches (dt_proj inside the scan; programmatic dependent
+// launch of every kernel, for devices of compute capability 9.0 and up).
 inline Status prefill_layers(const DeviceModelI8& m, const ModelWorkspace& ws, const ModelCaches& c, int64_t B,
                              int64_t L, int64_t first_slot, cublasHandle_t, cudaStream_t s,
-                             quant::ObserverHook* hook = nullptr) {
+                             quant::ObserverHook* hook = nullptr, bool fuse_dt_proj = true, bool pdl = false) {
   if (hook) return Status::kErrorNotSupported;  // calibration observes the fp16 model
   for (int64_t l = 0; l < m.dims.n_layer; ++l) {
     PrefillIO io;
     io.B = B; io.L = L; io.residual = ws.residual;
     io.conv_state = c.conv_layer(m.dims, l); io.ssm_state = c.ssm_layer(m.dims, l);
     io.num_slots = c.num_slots; io.first_slot = first_slot;
+    io.fuse_dt_proj = fuse_dt_proj; io.pdl = pdl;
     QUAMBA_RETURN_IF_ERROR(prefill_i8(m.dims, m.layers[size_t(l)], ws.blk, io, s));
   }
   return Status::kSuccess;

@@ -190,6 +190,13 @@ class GpuEngine final : public Engine {
     step_kernels_ = kernels;
     pdl_ = pdl && pdl_supported_;
   }
+  // W8A8 prefill: dt_proj inside the scan (default on) and programmatic dependent launch of the
+  // block's kernels (default: where the device supports it). For comparisons: every choice
+  // computes the same bits.
+  void set_prefill_options(bool fuse_dt_proj, bool pdl) {
+    prefill_fuse_dt_ = fuse_dt_proj;
+    prefill_pdl_ = pdl && pdl_supported_;
+  }
 
   Status reset(int64_t batch) override {
     if (batch <= 0 || batch > conv1d::kMaxBatch) return Status::kErrorInvalidArgument;
@@ -295,7 +302,7 @@ class GpuEngine final : public Engine {
     rotated_scratch_ = rotated_scratch;
     int dev = 0;
     if (cudaGetDevice(&dev) != cudaSuccess) return fail(Status::kErrorCuda, "cudaGetDevice failed");
-    pdl_supported_ = pdl_ = device_supports_pdl(dev);
+    pdl_supported_ = pdl_ = prefill_pdl_ = device_supports_pdl(dev);
     if (cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking) != cudaSuccess)
       return fail(Status::kErrorCuda, "cudaStreamCreate failed");
     if (cublasCreate(&cublas_) != CUBLAS_STATUS_SUCCESS) return fail(Status::kErrorCuda, "cublasCreate failed");
@@ -394,7 +401,7 @@ class GpuEngine final : public Engine {
   Status prefill_layers(int64_t L, int64_t slot, quant::ObserverHook* hook) {
     if (precision_ == Precision::kFp16)
       return block::prefill_layers(f16_, ws_, caches_, 1, L, slot, cublas_, stream_, hook);
-    return block::prefill_layers(i8_, ws_, caches_, 1, L, slot, cublas_, stream_, hook);
+    return block::prefill_layers(i8_, ws_, caches_, 1, L, slot, cublas_, stream_, hook, prefill_fuse_dt_, prefill_pdl_);
   }
 
   Status run_prefill(int64_t slot, const int32_t* ids, int64_t n, float* logits, bool all_logits,
@@ -472,6 +479,8 @@ class GpuEngine final : public Engine {
   block::StepKernels step_kernels_ = block::StepKernels::kAuto;
   bool pdl_supported_ = false;
   bool pdl_ = false;
+  bool prefill_fuse_dt_ = true;
+  bool prefill_pdl_ = false;
   cublasHandle_t cublas_ = nullptr;
   cudaGraphExec_t graph_exec_ = nullptr;
   detail::DeviceBytes weights_, conv_, ssm_, workspace_, cublas_ws_;
