@@ -193,6 +193,12 @@ void BM_PrefillI8FusedDt(benchmark::State& state) {
   quamba::bench::time_gpu(state, [&](int) { return qs::run(p, nullptr, 0); });
   quamba::bench::report_bytes(state, double(L) * (3.0 * E + 2.0 * N + 2.0 * E));
   report_exps(state, double(L) * E * N);
+  using Def = qs::DefaultPrefillTraits<16, int8_t>::type;
+  int per_sm = 0;
+  QUAMBA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+      &per_sm, qs::detail::prefill_lanes_kernel<Def, qs::PrefillParamsI8, true, true>, Def::kThreads,
+      Def::smem_bytes(kR)));
+  state.counters["blocks_per_sm"] = per_sm;
 }
 
 template <class Traits>

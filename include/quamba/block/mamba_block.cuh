@@ -120,8 +120,10 @@ struct PrefillIO {
   int64_t first_slot = 0;           // sequence b -> slot first_slot + b
   // W8A8: compute dt_proj inside the scan (scan::PrefillParamsI8::dt_weight: the same bits, one
   // GEMM launch and the (M, E) δ round trip through memory fewer) when the scan supports the
-  // shape (Rp <= scan::kMaxFusedDtK); false keeps the dt_proj GEMM (for comparisons).
-  bool fuse_dt_proj = true;
+  // shape (Rp <= scan::kMaxFusedDtK). Off by default: on an H100 the fused scan takes 181 µs at
+  // E = 5120, L = 2048 against 116 + 20 µs for the scan and the dt_proj GEMM (bench/RESULTS.md
+  // run W).
+  bool fuse_dt_proj = false;
   // W8A8: launch every kernel of the block as a programmatic dependent of the previous one
   // (core/launch.cuh), so each launch and prologue overlaps the previous kernel's tail. Only for
   // devices of compute capability 9.0 and up (device_supports_pdl).
@@ -183,7 +185,6 @@ inline Status check_step_io(const BlockDims& d, const BlockWorkspace& ws, const 
 template <int kThreads>
 __global__ void __launch_bounds__(kThreads) quantize_f16_i8_kernel(const __half* x, int8_t* q, int64_t n8, float inv_s) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  grid_dependents_launch();
   grid_dependency_wait();  // pdl: before the early return, so the grid never ends before its prerequisite
   if (i >= n8) return;
   const Vec<__half, 8> v = reinterpret_cast<const Vec<__half, 8>*>(x)[i];

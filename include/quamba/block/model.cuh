@@ -156,7 +156,7 @@ inline Status prefill_layers(const DeviceModelF16& m, const ModelWorkspace& ws, 
 // launch of every kernel, for devices of compute capability 9.0 and up).
 inline Status prefill_layers(const DeviceModelI8& m, const ModelWorkspace& ws, const ModelCaches& c, int64_t B,
                              int64_t L, int64_t first_slot, cublasHandle_t, cudaStream_t s,
-                             quant::ObserverHook* hook = nullptr, bool fuse_dt_proj = true, bool pdl = false) {
+                             quant::ObserverHook* hook = nullptr, bool fuse_dt_proj = false, bool pdl = false) {
   if (hook) return Status::kErrorNotSupported;  // calibration observes the fp16 model
   for (int64_t l = 0; l < m.dims.n_layer; ++l) {
     PrefillIO io;

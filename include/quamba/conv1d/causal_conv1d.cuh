@@ -35,9 +35,9 @@
 // elements (kErrorNotSupported / kErrorMisaligned otherwise); fp16 and decode take any C.
 // B <= 65535 (grid.y).
 // pdl (both Params): launch as a programmatic dependent of the stream's previous kernel
-// (core/launch.cuh; sm_90+, pass false elsewhere). The kernels let the next kernel launch as soon
-// as they start and wait for the previous one before any load: their first loads are the
-// activations, and the weight reads are a few bytes per thread, not worth a second code order.
+// (core/launch.cuh; sm_90+, pass false elsewhere). The kernels wait for the previous one before
+// any load (their first loads are the activations, and the weight reads are a few bytes per
+// thread, not worth a second code order) and leave the next launch's trigger implicit, at exit.
 // A prefill with L = 0 and a state_out is a cudaMemcpy2DAsync / cudaMemset2DAsync, not a kernel:
 // stream-ordered as always, with no overlap.
 #pragma once
@@ -414,7 +414,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
   constexpr int kAhead = Traits::kLoadAhead;
   constexpr int kGroups = Traits::kTokens / kAhead;
   static_assert(kVec % 4 == 0 && kVec <= 16, "int8 channel vectors are 1..4 dp4a words");
-  grid_dependents_launch();
   grid_dependency_wait();  // x, state_in: the previous kernel's outputs
   const int nvec = p.C / kVec;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * Traits::kThreads + threadIdx.x;
@@ -630,7 +629,6 @@ __device__ __forceinline__ float silu_f32(float v) { return __fdividef(v, 1.f + 
 template <typename Traits, int K>
 __global__ void __launch_bounds__(Traits::kThreads) conv1d_prefill_f16_kernel(Conv1dParams<__half> p) {
   constexpr int kVec = Traits::kVec;
-  grid_dependents_launch();
   grid_dependency_wait();
   const int nvec = p.C / kVec;
   const int64_t nchunks = (p.L + Traits::kTokens - 1) / Traits::kTokens;
@@ -732,7 +730,6 @@ __device__ __forceinline__ int8_t update_channel_i8(const int8_t* st_in, int8_t*
 
 template <typename Traits, int K, typename T>
 __global__ void __launch_bounds__(Traits::kThreads) conv1d_update_kernel(Conv1dUpdateParams<T> p) {
-  grid_dependents_launch();
   grid_dependency_wait();  // x, state, state_idx: written by earlier kernels of a decode step
   const int64_t b = blockIdx.y;
   const int c_begin = (blockIdx.x * Traits::kThreads + threadIdx.x) * Traits::kChannels;

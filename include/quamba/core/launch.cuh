@@ -11,7 +11,14 @@
 //     that has nothing to do, so the grid never completes before its prerequisite (which keeps
 //     the chain transitive). After the wait the previous grids' writes are visible to every
 //     load of this grid (PTX griddepcontrol), the read-only path included;
-//   - call grid_dependents_launch() early: it lets the NEXT kernel's launch begin.
+//   - grid_dependents_launch() lets the NEXT kernel's launch begin before this grid ends (else
+//     that happens as this grid's CTAs exit). Early is right for the decode step's small,
+//     latency-bound kernels (their successors load weights before waiting). It is wrong for the
+//     prefill's long kernels: the successor's CTAs then become resident beside this grid's and wait
+//     there, and a persistent or single-wave grid triggers at once. Measured on an H100 (W8A8,
+//     Mamba-2.8B shape, TTFT at 2048 tokens, bench/RESULTS.md run W): pdl with every prefill
+//     kernel triggering at its start 24.6 ms, with the trigger left implicit 22.8, without pdl
+//     23.7. So the prefill kernels (GEMM tiles, conv, scan, Hadamard) leave it implicit.
 // Both are no-ops on architectures below sm_90 and for kernels launched without the attribute.
 // On devices below compute capability 9.0 callers pass pdl = false (device_supports_pdl).
 // Stream capture records the programmatic edges, so a captured decode graph keeps the overlap.

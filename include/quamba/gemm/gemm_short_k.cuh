@@ -131,7 +131,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
   extern __shared__ __align__(128) uint8_t smem[];
   const int64_t t_begin = static_cast<int64_t>(blockIdx.x) * tiles / gridDim.x;
   const int64_t t_end = static_cast<int64_t>(blockIdx.x + 1) * tiles / gridDim.x;
-  grid_dependents_launch();
   if (t_begin >= t_end) {  // not with grid <= tiles (launch_short_k); still never before the wait
     grid_dependency_wait();
     return;

@@ -154,7 +154,6 @@ __global__ void __launch_bounds__(Traits::kThreads)
   using Output = typename Epilogue::Output;
   constexpr int kBM = Traits::kBM, kBN = Traits::kBN, kBK = Traits::kBK, kStages = Traits::kStages;
   extern __shared__ __align__(128) uint8_t smem[];
-  grid_dependents_launch();
   if (k_split > 0) {
     const int64_t k0 = static_cast<int64_t>(blockIdx.z) * k_split;
     p.A += k0;
@@ -275,7 +274,6 @@ template <typename Epilogue>
 __global__ void __launch_bounds__(256) split_k_reduce_kernel(GemmParams<Epilogue> p, const int32_t* partial,
                                                              int splits, int64_t n4) {
   // Every input is the tile kernel's output: nothing to do before the dependency wait.
-  grid_dependents_launch();
   grid_dependency_wait();
   const int64_t quads = n4 / 4;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;

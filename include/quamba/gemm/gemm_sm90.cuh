@@ -630,7 +630,6 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   const int m0 = blockIdx.x * Traits::kBM;
   const int n0 = blockIdx.y * Traits::kBN;
   const int k_tiles = static_cast<int>((p.K + Traits::kBK - 1) / Traits::kBK);
-  grid_dependents_launch();
   init_barriers(sm);
 
   if (warpgroup == 0) {
@@ -705,7 +704,6 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   const uint32_t rank = Traits::kClusterM > 1 ? cluster_ctarank() : 0u;
   const int64_t first_tile = blockIdx.x / Traits::kClusterM;
   const int64_t tile_stride = gridDim.x / Traits::kClusterM;
-  grid_dependents_launch();
   init_barriers(sm);
 
   if (warpgroup == 0) {

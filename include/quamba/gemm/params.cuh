@@ -37,6 +37,8 @@ struct GemmParams {
   // pass false elsewhere): every path gemm::run can take honours it (GEMV, mma.sync with its
   // split-K reduce, short-K, sm90a). Each kernel may read W before its dependency wait, so W must
   // not be written by a kernel of the chain; A, C and the epilogue's inputs are touched after it.
+  // The mma.sync, short-K and sm90a kernels leave the next launch's trigger implicit (at exit; see
+  // core/launch.cuh), the GEMV triggers it at its start.
   bool pdl = false;
 };
 

@@ -43,9 +43,9 @@
 // run_pipelined_mma(p): the pipelined variant with the 256-point part on tensor cores (mma.sync,
 // sm_80+), fp16 inputs, n ∈ {3072, 5120, 7168}; kErrorNotSupported otherwise.
 // pdl: every kernel above launches as a programmatic dependent of the stream's previous kernel
-// (core/launch.cuh; sm_90+, pass false elsewhere). Each lets the next kernel launch as soon as it
-// starts and waits for the previous one before anything else: a rotation has no weights, its first
-// loads are the input rows.
+// (core/launch.cuh; sm_90+, pass false elsewhere). Each waits for the previous one before anything
+// else (a rotation has no weights, its first loads are the input rows) and leaves the trigger of
+// the next launch implicit, at exit (why: core/launch.cuh).
 #pragma once
 
 #include <cuda_fp16.h>
@@ -650,7 +650,6 @@ QUAMBA_DEVICE void pow2_phases(float* s, const HadamardParams<InT, OutT>& p, int
 
 template <typename Tr, typename InT, typename OutT>
 __global__ void __launch_bounds__(Tr::kThreads) hadamard_kernel(HadamardParams<InT, OutT> p) {
-  grid_dependents_launch();
   grid_dependency_wait();
   extern __shared__ float4 smem_f4[];  // float4: 16-byte alignment for the vector stores
   float* s = reinterpret_cast<float*>(smem_f4);
@@ -907,7 +906,6 @@ QUAMBA_DEVICE int staged_smem_index(int rl, int e) {
 template <typename Tr, typename InT, typename OutT>
 __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     hadamard_staged_kernel(HadamardParams<InT, OutT> p, int64_t groups, bool vec_out) {
-  grid_dependents_launch();
   grid_dependency_wait();
   extern __shared__ float4 smem_f4[];
   float* s = reinterpret_cast<float*>(smem_f4);
@@ -1067,7 +1065,6 @@ QUAMBA_DEVICE void pipelined_issue(const HadamardParams<InT, OutT>& p, InT* raw,
 template <typename Tr, typename InT, typename OutT>
 __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     hadamard_pipelined_kernel(HadamardParams<InT, OutT> p, int64_t groups, bool vec_out) {
-  grid_dependents_launch();
   grid_dependency_wait();
   extern __shared__ float4 smem_f4[];
   InT* raw = reinterpret_cast<InT*>(smem_f4);  // kStages slots of kRows·n inputs
@@ -1226,7 +1223,6 @@ QUAMBA_DEVICE void pipelined_mma_issue(const HadamardParams<__half, OutT>& p, __
 template <typename Tr, typename OutT>
 __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     hadamard_pipelined_mma_kernel(HadamardParams<__half, OutT> p, bool vec_out) {
-  grid_dependents_launch();
   grid_dependency_wait();
   extern __shared__ float4 smem_f4[];
   __half* raw = reinterpret_cast<__half*>(smem_f4);
@@ -1443,7 +1439,6 @@ QUAMBA_DEVICE void streamed_row(const char* src, OutT* o, int lane, const Stream
 template <typename Tr, typename OutT>
 __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     hadamard_streamed_kernel(HadamardParams<__half, OutT> p, bool vec_out) {
-  grid_dependents_launch();
   grid_dependency_wait();
   extern __shared__ float4 smem_f4[];
   char* ring = reinterpret_cast<char*>(smem_f4);
@@ -1533,7 +1528,6 @@ template <typename Tr, typename OutT>
 __global__ void __launch_bounds__(Tr::kThreads, 1)
     hadamard_bulk_kernel(HadamardParams<__half, OutT> p, bool vec_out) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  grid_dependents_launch();
   grid_dependency_wait();
   extern __shared__ float4 smem_f4[];
   char* ring_p = reinterpret_cast<char*>(smem_f4);

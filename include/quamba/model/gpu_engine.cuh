@@ -190,9 +190,9 @@ class GpuEngine final : public Engine {
     step_kernels_ = kernels;
     pdl_ = pdl && pdl_supported_;
   }
-  // W8A8 prefill: dt_proj inside the scan (default on) and programmatic dependent launch of the
-  // block's kernels (default: where the device supports it). For comparisons: every choice
-  // computes the same bits.
+  // W8A8 prefill: dt_proj inside the scan (default off, slower on an H100: block::PrefillIO) and
+  // programmatic dependent launch of the block's kernels (default: where the device supports
+  // it). For comparisons: every choice computes the same bits.
   void set_prefill_options(bool fuse_dt_proj, bool pdl) {
     prefill_fuse_dt_ = fuse_dt_proj;
     prefill_pdl_ = pdl && pdl_supported_;
@@ -479,7 +479,7 @@ class GpuEngine final : public Engine {
   block::StepKernels step_kernels_ = block::StepKernels::kAuto;
   bool pdl_supported_ = false;
   bool pdl_ = false;
-  bool prefill_fuse_dt_ = true;
+  bool prefill_fuse_dt_ = false;
   bool prefill_pdl_ = false;
   cublasHandle_t cublas_ = nullptr;
   cudaGraphExec_t graph_exec_ = nullptr;

@@ -57,6 +57,10 @@ struct AddRmsNormParams {
   bool pdl = false;
 };
 
+// With pdl, grids of at most this many rows (decode batches) let the next kernel launch as soon
+// as all their CTAs run; larger ones leave it to their exit (see the kernel).
+inline constexpr int64_t kEarlyTriggerRows = 256;
+
 // A group of kRowThreads threads (one warp up to the whole CTA) normalizes one row; a CTA holds
 // kThreads / kRowThreads rows. The row stays in registers between the sum of squares and the
 // output pass, so residual is read once and written once (the kernel is DRAM-bound: per element
@@ -446,13 +450,14 @@ __global__ void __launch_bounds__(Traits::kThreads)
   int64_t row = block_row + sub;
 
   // gamma is a weight: its loads go out before the dependency wait (launched with p.pdl, this
-  // CTA may be resident while the previous kernel drains; without it the wait is a no-op). The
-  // next kernel may launch as soon as every CTA of this one runs: its own wait keeps it behind
-  // this grid's completion.
+  // CTA may be resident while the previous kernel drains; without it the wait is a no-op). At
+  // decode sizes the next kernel may launch as soon as every CTA of this one runs (its own wait
+  // keeps it behind this grid's completion); for prefill-size grids the trigger stays implicit,
+  // at exit (core/launch.cuh: early, the next GEMM's CTAs sit beside this grid's).
   float g[Traits::kMaxChunks][4];
   load_gamma<Traits>(p.gamma, tid, nchunks, g);
   grid_dependency_wait();
-  grid_dependents_launch();
+  if (p.M <= kEarlyTriggerRows) grid_dependents_launch();
   // All of the row's loads before its first store.
   RowChunks<Traits, THidden> cur;
   load_row<Traits>(p, row, tid, nchunks, cur);

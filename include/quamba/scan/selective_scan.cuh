@@ -442,7 +442,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
   const int L = static_cast<int>(p.u.shape[1]);  // can_implement: L < 2^31
   const int64_t e0 = static_cast<int64_t>(blockIdx.x) * CH;
 
-  grid_dependents_launch();
   grid_dependency_wait();  // pdl: everything below may read what earlier kernels wrote
   for (int idx = tid; idx < CH * N; idx += kThreads) {
     const int64_t e = e0 + idx / N;
@@ -789,7 +788,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
   for (int j = 0; j < 4; ++j) prep_bias[j] = Io::bias(p, e0 + 4 * prep_c4 + j);
 
   // pdl: the weights above are read before the wait; the states and activations after it.
-  grid_dependents_launch();
   grid_dependency_wait();
 #pragma unroll
   for (int j = 0; j < Q; ++j) st[j] = p.initial_state ? p.initial_state[(b * E + e) * N + q + j * G] : 0.f;
@@ -1013,7 +1011,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
   const float Dv = Io::d(p, e), bias = Io::bias(p, e);
   const float su = Io::s_u(p), sdt = Io::s_delta(p), sz = Io::s_z(p), sB = Io::s_B(p), sC = Io::s_C(p);
   float a2[Q], st[Q];
-  grid_dependents_launch();
   grid_dependency_wait();  // pdl: everything below may read what earlier kernels wrote
 #pragma unroll
   for (int j = 0; j < Q; ++j) {
@@ -1286,6 +1283,10 @@ Status launch_prefill(const Params& p, cudaStream_t stream) {
       QUAMBA_RETURN_IF_CUDA_ERROR(cudaGetDevice(&dev));
       const unsigned long long bit = dev < 64 ? (1ull << dev) : 0ull;
       if (smem > 48 * 1024 && (bit == 0 || !(opted_in.load(std::memory_order_relaxed) & bit))) {
+        // The blocks per SM are sized to the whole shared memory (3 × 73 KB for the fused default
+        // on sm_90): ask for the largest carveout, a smaller one would hold a block fewer.
+        QUAMBA_RETURN_IF_CUDA_ERROR(
+            cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
         if (opt_in_smem(kernel, smem_cap) == Status::kSuccess) {
           opted_in.fetch_or(bit, std::memory_order_relaxed);
         } else {
