@@ -767,13 +767,6 @@ __global__ void __launch_bounds__(Traits::kThreads) conv1d_update_kernel(Conv1dU
   }
 }
 
-// The Status of a launch through launch_kernel, with the runtime's last-error state cleared as
-// after a <<<>>> launch checked with last_launch_status().
-inline Status finish_launch(Status launched) {
-  const Status last = last_launch_status();
-  return launched == Status::kSuccess ? last : launched;
-}
-
 inline bool ranges_overlap(const void* a, int64_t a_bytes, const void* b, int64_t b_bytes) {
   const auto pa = reinterpret_cast<uintptr_t>(a), pb = reinterpret_cast<uintptr_t>(b);
   return pa < pb + static_cast<uintptr_t>(b_bytes) && pb < pa + static_cast<uintptr_t>(a_bytes);
@@ -899,12 +892,12 @@ Status run_with(const Conv1dParams<T>& p, cudaStream_t stream) {
   return dispatch_int<2, 3, 4>(p.K, [&](auto kw) {
     constexpr int K = decltype(kw)::value;
     if constexpr (detail::kIsI8<T>)
-      return detail::finish_launch(launch_kernel(detail::conv1d_prefill_i8_kernel<Traits, K>, grid,
-                                                 dim3(Traits::kThreads), 0, stream, p.pdl, p, run_len, threads,
-                                                 detail::DivU31::make(static_cast<uint32_t>(nvec))));
+      return launch_kernel(detail::conv1d_prefill_i8_kernel<Traits, K>, grid,
+                           dim3(Traits::kThreads), 0, stream, p.pdl, p, run_len, threads,
+                           detail::DivU31::make(static_cast<uint32_t>(nvec)));
     else
-      return detail::finish_launch(
-          launch_kernel(detail::conv1d_prefill_f16_kernel<Traits, K>, grid, dim3(Traits::kThreads), 0, stream, p.pdl, p));
+      return launch_kernel(detail::conv1d_prefill_f16_kernel<Traits, K>, grid, dim3(Traits::kThreads), 0, stream,
+                           p.pdl, p);
   });
 }
 
@@ -977,8 +970,8 @@ Status run_with(const Conv1dUpdateParams<T>& p, cudaStream_t stream) {
   constexpr int kPerBlock = Traits::kThreads * Traits::kChannels;
   const dim3 grid(static_cast<unsigned>((p.C + kPerBlock - 1) / kPerBlock), static_cast<unsigned>(p.B));
   return dispatch_int<2, 3, 4>(p.K, [&](auto kw) {
-    return detail::finish_launch(launch_kernel(detail::conv1d_update_kernel<Traits, decltype(kw)::value, T>, grid,
-                                               dim3(Traits::kThreads), 0, stream, p.pdl, p));
+    return launch_kernel(detail::conv1d_update_kernel<Traits, decltype(kw)::value, T>, grid,
+                         dim3(Traits::kThreads), 0, stream, p.pdl, p);
   });
 }
 

@@ -51,7 +51,8 @@ QUAMBA_DEVICE void grid_dependents_launch() {
 }
 
 // Launches kernel<<<grid, block, smem, stream>>>(args...), as a programmatic dependent of the
-// stream's previous kernel when pdl is true. Returns the launch's Status.
+// stream's previous kernel when pdl is true. Returns the launch's Status and clears the runtime's
+// last-error state, as a <<<>>> launch followed by last_launch_status() does.
 template <typename... KArgs, typename... Args>
 Status launch_kernel(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, bool pdl,
                      Args&&... args) {
@@ -65,7 +66,9 @@ Status launch_kernel(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t sme
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = pdl ? attr : nullptr;
   cfg.numAttrs = pdl ? 1u : 0u;
-  return from_cuda(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+  const cudaError_t launched = cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+  const cudaError_t last = cudaGetLastError();
+  return from_cuda(launched != cudaSuccess ? launched : last);
 }
 
 // Lets `kernel` use `smem` bytes of dynamic shared memory: nothing to do up to the 48 KiB every

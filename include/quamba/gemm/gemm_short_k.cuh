@@ -25,9 +25,9 @@
 // and a kBM x (kBN·sizeof(C) + 16)-byte output tile. run_short_k returns kErrorNotSupported where
 // that exceeds the device's per-block limit; with an int8 C on sm_86/89 (99 KiB) that is K > 224
 // for the 64x128 tile and K > 128 for the 128x128 tile (gemm::run then takes the kSm80 path).
-// Programmatic dependent launch (GemmParams::pdl, core/launch.cuh): the kernel lets the next kernel
-// launch as soon as it starts, and requests its first tile's W rows before the dependency wait, A
-// (and everything else) after it.
+// Programmatic dependent launch (GemmParams::pdl, core/launch.cuh): the kernel leaves the next
+// launch's trigger implicit (at exit) and requests its first tile's W rows before the dependency
+// wait, A (and everything else) after it.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -306,9 +306,9 @@ Status launch_short_k(const GemmParams<Epilogue>& p, const DeviceInfo& info, cud
   const bool vec_ok = is_aligned(p.C, 16) && (p.ldc * static_cast<int64_t>(sizeof(Output))) % 16 == 0;
   bool plain_requant = false;
   if constexpr (kExact) plain_requant = !p.epilogue.col_scale && std::isfinite(p.epilogue.alpha);
-  return finish_launch(launch_kernel(kernel, dim3(static_cast<unsigned>(grid)), dim3(Traits::kThreads),
-                                    static_cast<size_t>(lay.smem_bytes), stream, p.pdl, p, lay, n_tiles, tiles, vec_ok,
-                                    plain_requant));
+  return launch_kernel(kernel, dim3(static_cast<unsigned>(grid)), dim3(Traits::kThreads),
+                       static_cast<size_t>(lay.smem_bytes), stream, p.pdl, p, lay, n_tiles, tiles, vec_ok,
+                       plain_requant);
 }
 
 }  // namespace detail

@@ -12,8 +12,8 @@
 // tiles of K = 5120) leaves most SMs idle while each CTA walks K alone. It then runs as `splits`
 // CTAs per tile, each over one K-slice, writing exact int32 partial sums to the workspace, and a
 // second kernel adds the slices and applies the epilogue: bit-identical to the unsplit kernel.
-// Programmatic dependent launch (GemmParams::pdl, core/launch.cuh): both kernels let the next
-// kernel launch as soon as they start; the tile kernel requests the W tiles of its pipeline
+// Programmatic dependent launch (GemmParams::pdl, core/launch.cuh): both kernels leave the next
+// launch's trigger implicit (at exit); the tile kernel requests the W tiles of its pipeline
 // prologue before its dependency wait, A only after it; the reduce kernel waits at its start.
 #pragma once
 
@@ -83,13 +83,6 @@ constexpr const char* sm80_name() {
 namespace detail {
 
 #if QUAMBA_HAS_CUDA_COMPILER
-
-// The Status of a launch through launch_kernel, with the runtime's last-error state cleared as
-// after a <<<>>> launch checked with last_launch_status().
-inline Status finish_launch(Status launched) {
-  const Status last = last_launch_status();
-  return launched == Status::kSuccess ? last : launched;
-}
 
 // Byte offset of 16-byte chunk c (0..3) of row r in a [rows][64 B] tile. Rows r and r+1 share a
 // 128-byte line (all 32 banks); XOR-ing the chunk with (r/2)%4 places the 8 rows that one
@@ -363,8 +356,8 @@ Status run_sm80(const GemmParams<Epilogue>& p, cudaStream_t stream) {
   const bool pair_ok = p.ldc % 2 == 0 && is_aligned(p.C, 2 * sizeof(Output));
   const dim3 grid(static_cast<unsigned>((p.M + Traits::kBM - 1) / Traits::kBM),
                   static_cast<unsigned>((p.N + Traits::kBN - 1) / Traits::kBN));
-  return detail::finish_launch(launch_kernel(kernel, grid, dim3(Traits::kThreads), Traits::kSmemBytes, stream, p.pdl, p,
-                                             pair_ok, int64_t(0), int64_t(0)));
+  return launch_kernel(kernel, grid, dim3(Traits::kThreads), Traits::kSmemBytes, stream, p.pdl, p,
+                       pair_ok, int64_t(0), int64_t(0));
 }
 
 // The split-K form of the 64 x 64 tile (plan_split_k(M, N, K) must split). `workspace`: at least
@@ -388,14 +381,14 @@ Status run_sm80_split_k(const GemmParams<Epilogue>& p, void* workspace, cudaStre
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
   const dim3 grid(static_cast<unsigned>((p.M + Traits::kBM - 1) / Traits::kBM),
                   static_cast<unsigned>((p.N + Traits::kBN - 1) / Traits::kBN), static_cast<unsigned>(s.splits));
-  QUAMBA_RETURN_IF_ERROR(detail::finish_launch(launch_kernel(kernel, grid, dim3(Traits::kThreads), Traits::kSmemBytes,
-                                                              stream, q.pdl, q, true, s.slice, p.M * s.n4)));
+  QUAMBA_RETURN_IF_ERROR(launch_kernel(kernel, grid, dim3(Traits::kThreads), Traits::kSmemBytes,
+                                       stream, q.pdl, q, true, s.slice, p.M * s.n4));
   const int64_t threads = p.M * (s.n4 / 4);
   // With pdl the reduce kernel is a programmatic dependent of the tile kernel: its CTAs start while
   // the last partial sums are computed and wait for all of them.
-  return detail::finish_launch(launch_kernel(detail::split_k_reduce_kernel<Epilogue>,
-                                             dim3(static_cast<unsigned>((threads + 255) / 256)), dim3(256), 0, stream,
-                                             p.pdl, p, static_cast<const int32_t*>(workspace), s.splits, s.n4));
+  return launch_kernel(detail::split_k_reduce_kernel<Epilogue>,
+                       dim3(static_cast<unsigned>((threads + 255) / 256)), dim3(256), 0, stream,
+                       p.pdl, p, static_cast<const int32_t*>(workspace), s.splits, s.n4);
 }
 #endif
 

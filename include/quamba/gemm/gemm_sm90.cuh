@@ -34,8 +34,8 @@
 // m64 blocks sharing every W slice (160 accumulators per thread; the producer warpgroup hands
 // registers to the consumers with setmaxnreg), which cuts the L2 -> SM operand bytes per MAC by 28%
 // against 128x160. Not chosen by run_sm90a_auto; forced with run_sm90a<Epi, Sm90aPersistent256x160>.
-// Programmatic dependent launch (GemmParams::pdl, core/launch.cuh): every kernel lets the next
-// kernel launch as soon as it starts. Its producer thread then requests the W slices of the first
+// Programmatic dependent launch (GemmParams::pdl, core/launch.cuh): every kernel leaves the next
+// launch's trigger implicit (at exit). Its producer thread requests the W slices of the first
 // ring round (of its first tile) before the dependency wait, since no kernel of the chain writes
 // weights, and the A slices after it; the consumers wait before their first slice, so the
 // residual reads and C writes of the epilogue come after it too.
@@ -932,8 +932,8 @@ Status run_sm90a(const GemmParams<Epilogue>& p, cudaStream_t stream) {
     QUAMBA_RETURN_IF_CUDA_ERROR(cudaLaunchKernelEx(&cfg, kernel, tma_a, tma_w, p, pair_ok, wide_ok));
     return last_launch_status();
   }
-  return detail::finish_launch(launch_kernel(kernel, grid, dim3(Traits::kThreads), Traits::kSmemBytes, stream, p.pdl,
-                                             tma_a, tma_w, p, pair_ok, wide_ok));
+  return launch_kernel(kernel, grid, dim3(Traits::kThreads), Traits::kSmemBytes, stream, p.pdl,
+                       tma_a, tma_w, p, pair_ok, wide_ok);
 }
 
 // Short-K rule of run_sm90a_auto (host only): K <= 256 and the 128 x 128 grid fills its last

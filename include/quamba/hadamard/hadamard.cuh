@@ -1589,13 +1589,6 @@ Status persistent_grid(ResidentCache& cache, Kernel kernel, int threads, size_t 
   return Status::kSuccess;
 }
 
-// The Status of a launch through launch_kernel, with the runtime's last-error state cleared as
-// after a <<<>>> launch checked with last_launch_status().
-inline Status finish_launch(Status launched) {
-  const Status last = last_launch_status();
-  return launched == Status::kSuccess ? last : launched;
-}
-
 // The tensor-core variants use mma.m16n8k16, movmatrix and cp.async: sm_80 and up.
 inline Status require_sm80() {
   int dev = 0, major = 0;
@@ -1616,8 +1609,8 @@ Status launch(const HadamardParams<InT, OutT>& p, cudaStream_t stream) {
   if (blocks > 0x7fffffff) return Status::kErrorNotSupported;
   auto kernel = detail::hadamard_kernel<Tr, InT, OutT>;
   QUAMBA_RETURN_IF_ERROR(opt_in_smem(kernel, Tr::kSmemBytes));
-  return detail::finish_launch(launch_kernel(kernel, dim3(static_cast<unsigned>(blocks)), dim3(Tr::kThreads),
-                                             Tr::kSmemBytes, stream, p.pdl, p));
+  return launch_kernel(kernel, dim3(static_cast<unsigned>(blocks)), dim3(Tr::kThreads),
+                       Tr::kSmemBytes, stream, p.pdl, p);
 }
 
 
@@ -1637,8 +1630,8 @@ Status launch_staged(const HadamardParams<InT, OutT>& p, cudaStream_t stream) {
   if (kPersistent) QUAMBA_RETURN_IF_ERROR(detail::persistent_grid(cache, kernel, Tr::kThreads, Tr::kSmemBytes, groups, &grid));
   if (grid > 0x7fffffff) return Status::kErrorNotSupported;
   const bool vec_out = detail::vector_rows(p, Tr::kStoreVec * static_cast<int64_t>(sizeof(OutT)));
-  return detail::finish_launch(launch_kernel(kernel, dim3(static_cast<unsigned>(grid)), dim3(Tr::kThreads),
-                                             Tr::kSmemBytes, stream, p.pdl, p, groups, vec_out));
+  return launch_kernel(kernel, dim3(static_cast<unsigned>(grid)), dim3(Tr::kThreads),
+                       Tr::kSmemBytes, stream, p.pdl, p, groups, vec_out);
 }
 
 
@@ -1655,8 +1648,8 @@ Status launch_pipelined(const HadamardParams<InT, OutT>& p, cudaStream_t stream)
   int64_t grid = 0;
   QUAMBA_RETURN_IF_ERROR(detail::persistent_grid(cache, kernel, Tr::kThreads, Tr::kSmemBytes, groups, &grid));
   const bool vec_out = detail::vector_rows(p, Tr::kStoreVec * static_cast<int64_t>(sizeof(OutT)));
-  return detail::finish_launch(launch_kernel(kernel, dim3(static_cast<unsigned>(grid)), dim3(Tr::kThreads),
-                                             Tr::kSmemBytes, stream, p.pdl, p, groups, vec_out));
+  return launch_kernel(kernel, dim3(static_cast<unsigned>(grid)), dim3(Tr::kThreads),
+                       Tr::kSmemBytes, stream, p.pdl, p, groups, vec_out);
 }
 
 
@@ -1673,8 +1666,8 @@ Status launch_pipelined_mma(const HadamardParams<__half, OutT>& p, cudaStream_t 
   int64_t grid = 0;
   QUAMBA_RETURN_IF_ERROR(detail::persistent_grid(cache, kernel, Tr::kThreads, Tr::kSmemBytes, p.rows, &grid));
   const bool vec_out = detail::vector_rows(p, Tr::kStoreVec * static_cast<int64_t>(sizeof(OutT)));
-  return detail::finish_launch(launch_kernel(kernel, dim3(static_cast<unsigned>(grid)), dim3(Tr::kThreads),
-                                             Tr::kSmemBytes, stream, p.pdl, p, vec_out));
+  return launch_kernel(kernel, dim3(static_cast<unsigned>(grid)), dim3(Tr::kThreads),
+                       Tr::kSmemBytes, stream, p.pdl, p, vec_out);
 }
 
 // Launches the streamed variant for H_m ⊗ H_256: a persistent grid of at most (resident blocks
@@ -1694,8 +1687,8 @@ Status launch_streamed(const HadamardParams<__half, OutT>& p, cudaStream_t strea
     QUAMBA_RETURN_IF_ERROR(
         detail::persistent_grid(cache, kernel, Tr::kThreads, Tr::kSmemBytes, p.rows, &grid, max_per_sm));
   const bool vec_out = detail::vector_rows(p, Tr::kStoreBytes);
-  return detail::finish_launch(launch_kernel(kernel, dim3(static_cast<unsigned>(grid)), dim3(Tr::kThreads),
-                                             Tr::kSmemBytes, stream, p.pdl, p, vec_out));
+  return launch_kernel(kernel, dim3(static_cast<unsigned>(grid)), dim3(Tr::kThreads),
+                       Tr::kSmemBytes, stream, p.pdl, p, vec_out);
 }
 
 // Whether the bulk-copy variant can run here (an sm_90+ device and sm_90+ code in the build).
@@ -1718,8 +1711,8 @@ Status launch_bulk(const HadamardParams<__half, OutT>& p, cudaStream_t stream) {
   int64_t grid = 0;
   QUAMBA_RETURN_IF_ERROR(detail::persistent_grid(cache, kernel, Tr::kThreads, Tr::kSmemBytes, p.rows, &grid, 1));
   const bool vec_out = detail::vector_rows(p, Tr::kStoreBytes);
-  return detail::finish_launch(launch_kernel(kernel, dim3(static_cast<unsigned>(grid)), dim3(Tr::kThreads),
-                                             Tr::kSmemBytes, stream, p.pdl, p, vec_out));
+  return launch_kernel(kernel, dim3(static_cast<unsigned>(grid)), dim3(Tr::kThreads),
+                       Tr::kSmemBytes, stream, p.pdl, p, vec_out);
 }
 
 // Runtime n → (m, k) template values. Ranges end at kMaxN: 2^15, 12·2^11, 20·2^10, 28·2^10.

@@ -302,7 +302,14 @@ class GpuEngine final : public Engine {
     rotated_scratch_ = rotated_scratch;
     int dev = 0;
     if (cudaGetDevice(&dev) != cudaSuccess) return fail(Status::kErrorCuda, "cudaGetDevice failed");
-    pdl_supported_ = pdl_ = prefill_pdl_ = device_supports_pdl(dev);
+    // The dependency waits exist only in sm_90+ code (core/launch.cuh): a build whose image for
+    // this device comes from older code (compute_80 PTX, JIT-compiled) would launch with the
+    // attribute and no waits, so pdl also needs the loaded image to be sm_90 code.
+    cudaFuncAttributes fa{};
+    const bool sm90_image = cudaFuncGetAttributes(&fa, block::detail::quantize_f16_i8_kernel<256>) == cudaSuccess &&
+                            fa.ptxVersion >= 90 && fa.binaryVersion >= 90;
+    if (!sm90_image) cudaGetLastError();
+    pdl_supported_ = pdl_ = prefill_pdl_ = device_supports_pdl(dev) && sm90_image;
     if (cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking) != cudaSuccess)
       return fail(Status::kErrorCuda, "cudaStreamCreate failed");
     if (cublasCreate(&cublas_) != CUBLAS_STATUS_SUCCESS) return fail(Status::kErrorCuda, "cublasCreate failed");
