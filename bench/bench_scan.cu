@@ -18,6 +18,7 @@
 #include "common/cuda_utils.cuh"
 #include "common/random.hpp"
 #include "quamba/core/numeric.hpp"
+#include "quamba/reference/gemm.hpp"
 #include "quamba/reference/scan.hpp"
 #include "quamba/scan/scan.cuh"
 
@@ -181,14 +182,25 @@ void BM_PrefillI8FusedDt(benchmark::State& state) {
   if (qs::can_implement(p) != Status::kSuccess) { state.SkipWithError("can_implement failed"); return; }
   if (qs::run(p, nullptr, 0) != Status::kSuccess) { state.SkipWithError("launch failed"); return; }
   QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
-  // The verified channels' δraw on the host (exact int32 sums, the requant epilogue's rounding).
-  for (int64_t e0 : {int64_t(0), E - 64})
+  // The verified channels' δraw on the host: the reference GEMM and requant epilogue on their
+  // 64 weight rows, written into d.dt where verify() reads δ.
+  namespace ref = quamba::reference;
+  ref::EpilogueRef ep;
+  ep.alpha = alpha;
+  std::vector<int32_t> acc(static_cast<size_t>(L * 64));
+  std::vector<int8_t> q(acc.size());
+  for (int64_t e0 : {int64_t(0), E - 64}) {
+    const auto A = quamba::make_strided_view<const int8_t, 2>(d.xdbl.data(), {L, kR}, {kR + 2 * N, 1});
+    const auto W = quamba::make_strided_view<const int8_t, 2>(w.data() + e0 * kR, {64, kR}, {kR, 1});
+    if (ref::gemm_i8_i32(A, W, quamba::make_strided_view<int32_t, 2>(acc.data(), {L, 64}, {64, 1})) != Status::kSuccess ||
+        ref::epilogue_requant(quamba::make_strided_view<const int32_t, 2>(acc.data(), {L, 64}, {64, 1}), ep,
+                              quamba::make_strided_view<int8_t, 2>(q.data(), {L, 64}, {64, 1})) != Status::kSuccess) {
+      state.SkipWithError("reference dt_proj failed");
+      return;
+    }
     for (int64_t t = 0; t < L; ++t)
-      for (int64_t e = e0; e < e0 + 64; ++e) {
-        int32_t acc = 0;
-        for (int64_t k = 0; k < kR; ++k) acc += int32_t(d.xdbl[t * (kR + 2 * N) + k]) * int32_t(w[e * kR + k]);
-        d.dt[t * E + e] = quamba::quantize_i8(static_cast<float>(acc) * alpha, 1.0f);
-      }
+      for (int64_t e = 0; e < 64; ++e) d.dt[t * E + e0 + e] = q[static_cast<size_t>(t * 64 + e)];
+  }
   if (!d.verify(p, 0) || !d.verify(p, E - 64)) { state.SkipWithError("verification against the reference failed"); return; }
   quamba::bench::time_gpu(state, [&](int) { return qs::run(p, nullptr, 0); });
   quamba::bench::report_bytes(state, double(L) * (3.0 * E + 2.0 * N + 2.0 * E));

@@ -17,9 +17,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "common/cuda_utils.cuh"
 #include "quamba/core/launch.cuh"
+#include "quamba/core/status.hpp"
 
 namespace quamba::test {
 
@@ -75,6 +77,33 @@ inline size_t first_not_poison(const uint8_t* got, size_t n, uint8_t poison) {
   for (size_t i = 0; i < n; ++i)
     if (got[i] != poison) return i;
   return n;
+}
+
+// One fed run: the feeder `f` watching `out` (out_bytes, poisoned by the caller with `poison`),
+// then `launch()` (the op under test, returning its Status) twice back to back on `stream`.
+// Waits for the stream. early: index of the first byte of `out` the feeder found already written
+// (out_bytes: none).
+struct FedRun {
+  Status first = Status::kSuccess, second = Status::kSuccess;
+  size_t early = 0;
+};
+template <class Launch>
+FedRun run_fed_twice(PdlFeed f, const void* out, size_t out_bytes, uint8_t poison, cudaStream_t stream,
+                     Launch&& launch) {
+  DeviceBuffer<uint8_t> seen(out_bytes);
+  seen.poison(0);
+  QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());  // the poisons ran on the legacy stream
+  f.watch = static_cast<const uint8_t*>(out);
+  f.seen = seen.get();
+  f.watch_bytes = out_bytes;
+  launch_pdl_feed(f, stream);
+  FedRun r;
+  r.first = launch();
+  r.second = r.first == Status::kSuccess ? launch() : r.first;
+  QUAMBA_CUDA_CHECK(cudaStreamSynchronize(stream));
+  const std::vector<uint8_t> sn = seen.download();
+  r.early = first_not_poison(sn.data(), sn.size(), poison);
+  return r;
 }
 
 // RAII non-blocking stream (it does not wait for the legacy stream: synchronize the device after

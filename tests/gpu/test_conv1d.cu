@@ -575,7 +575,6 @@ void check_prefill_pdl(const Case& c, uint64_t salt, int variant = 0) {
   DeviceBuffer<T> x_src(d.x), sin_src(d.sin), x(d.x.size()), sin(d.sin.size()), out(d.out_elems()),
       sout(ref_state.size());
   DeviceBuffer<W> w(d.w), b(d.b);
-  DeviceBuffer<uint8_t> seen(d.out_elems() * sizeof(T));
   auto p = make_params<T>(d, x.get(), out.get(), sin.get(), sout.get(), w.get(), b.get());
   quamba::test::Stream stream;
   std::vector<T> o[2], so[2];
@@ -586,23 +585,18 @@ void check_prefill_pdl(const Case& c, uint64_t salt, int variant = 0) {
     sin.poison(0x5A);
     out.poison(kPdlPoison);
     sout.poison(kPdlPoison);
-    seen.poison(0);
-    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());  // the poisons ran on the legacy stream
     quamba::test::PdlFeed feed;
     feed.copy(x_src.get(), x.get(), d.x.size() * sizeof(T));
     feed.copy(sin_src.get(), sin.get(), d.sin.size() * sizeof(T));
-    feed.watch = reinterpret_cast<const uint8_t*>(out.get());
-    feed.seen = seen.get();
-    feed.watch_bytes = d.out_elems() * sizeof(T);
-    quamba::test::launch_pdl_feed(feed, stream.get());
-    ASSERT_EQ(launch_prefill(p, variant, stream.get()), Status::kSuccess) << mode_name;
-    ASSERT_EQ(launch_prefill(p, variant, stream.get()), Status::kSuccess) << mode_name << ", again";
-    QUAMBA_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+    const size_t out_bytes = d.out_elems() * sizeof(T);
+    const auto run = quamba::test::run_fed_twice(feed, out.get(), out_bytes, kPdlPoison, stream.get(),
+                                                 [&] { return launch_prefill(p, variant, stream.get()); });
+    ASSERT_EQ(run.first, Status::kSuccess) << mode_name;
+    ASSERT_EQ(run.second, Status::kSuccess) << mode_name << ", again";
     o[mode] = out.download();
     so[mode] = sout.download();
-    const std::vector<uint8_t> sn = seen.download();
-    const size_t early = quamba::test::first_not_poison(sn.data(), sn.size(), kPdlPoison);
-    EXPECT_EQ(early, sn.size()) << mode_name << ": out written before the feeder finished, first at element "
+    const size_t early = run.early;
+    EXPECT_EQ(early, out_bytes) << mode_name << ": out written before the feeder finished, first at element "
                                 << early / sizeof(T);
   }
   EXPECT_TRUE(same_bytes(o[0], o[1])) << "out of the pdl=true sequence differs from pdl=false";
@@ -639,7 +633,6 @@ void check_update_pdl(const std::vector<int32_t>& idx, int64_t S, int C, int K, 
   DeviceBuffer<T> x_src(d.x), st_src(d.sin), x(d.x.size()), state(d.sin.size()), out(size_t(B * C));
   DeviceBuffer<int32_t> idx_src(idx), didx(idx.size());
   DeviceBuffer<typename Data<T>::W> w(d.w), b(d.b);
-  DeviceBuffer<uint8_t> seen(size_t(B * C) * sizeof(T));
   auto u = make_update<T>(d, x.get(), out.get(), state.get(), S, didx.get(), w.get(), b.get());
   quamba::test::Stream stream;
   std::vector<T> o[2], st[2];
@@ -650,24 +643,19 @@ void check_update_pdl(const std::vector<int32_t>& idx, int64_t S, int C, int K, 
     state.poison(0x5A);
     didx.poison(0xFF);  // slot -1: a launch reading state_idx early writes a zero row
     out.poison(kPdlPoison);
-    seen.poison(0);
-    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
     quamba::test::PdlFeed feed;
     feed.copy(x_src.get(), x.get(), d.x.size() * sizeof(T));
     feed.copy(st_src.get(), state.get(), d.sin.size() * sizeof(T));
     feed.copy(idx_src.get(), didx.get(), idx.size() * sizeof(int32_t));
-    feed.watch = reinterpret_cast<const uint8_t*>(out.get());
-    feed.seen = seen.get();
-    feed.watch_bytes = size_t(B * C) * sizeof(T);
-    quamba::test::launch_pdl_feed(feed, stream.get());
-    ASSERT_EQ(quamba::conv1d::run(u, nullptr, stream.get()), Status::kSuccess) << mode_name;
-    ASSERT_EQ(quamba::conv1d::run(u, nullptr, stream.get()), Status::kSuccess) << mode_name << ", again";
-    QUAMBA_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+    const size_t out_bytes = size_t(B * C) * sizeof(T);
+    const auto run = quamba::test::run_fed_twice(feed, out.get(), out_bytes, kPdlPoison, stream.get(),
+                                                 [&] { return quamba::conv1d::run(u, nullptr, stream.get()); });
+    ASSERT_EQ(run.first, Status::kSuccess) << mode_name;
+    ASSERT_EQ(run.second, Status::kSuccess) << mode_name << ", again";
     o[mode] = out.download();
     st[mode] = state.download();
-    const std::vector<uint8_t> sn = seen.download();
-    const size_t early = quamba::test::first_not_poison(sn.data(), sn.size(), kPdlPoison);
-    EXPECT_EQ(early, sn.size()) << mode_name << ": out written before the feeder finished, first at element "
+    const size_t early = run.early;
+    EXPECT_EQ(early, out_bytes) << mode_name << ": out written before the feeder finished, first at element "
                                 << early / sizeof(T);
   }
   EXPECT_TRUE(same_bytes(o[0], o[1])) << "out of the pdl=true sequence differs from pdl=false";

@@ -425,7 +425,6 @@ void check_pdl(const Problem& p, Runner r, const EpiConfig& cfg, const std::stri
   DeviceBuffer<float> R(p.d_residual.size());
   const size_t c_elems = static_cast<size_t>(std::max<int64_t>(M, 1) * ldc);
   DeviceBuffer<Out> C(c_elems);
-  DeviceBuffer<uint8_t> seen(c_elems * sizeof(Out));
   gemm::GemmParams<Epi> prm;
   prm.M = M; prm.N = N; prm.K = K;
   prm.A = A.get(); prm.lda = p.lda;
@@ -444,22 +443,18 @@ void check_pdl(const Problem& p, Runner r, const EpiConfig& cfg, const std::stri
     A.poison(0x5A);
     R.poison(0xFF);  // NaN: a residual read before the wait shows in every fp output
     C.poison(kPoisonC);
-    seen.poison(0);
-    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());  // the poisons ran on the legacy stream
     test::PdlFeed feed;
     feed.copy(p.dA.get(), A.get(), p.dA.size());
     if (kHasResidual && cfg.residual) feed.copy(p.d_residual.get(), R.get(), p.d_residual.size() * sizeof(float));
-    feed.watch = reinterpret_cast<const uint8_t*>(C.get());
-    feed.seen = seen.get();
-    feed.watch_bytes = c_elems * sizeof(Out);
-    test::launch_pdl_feed(feed, stream.get());
-    ASSERT_EQ(run_with(r, prm, stream.get(), static_cast<void*>(ws.get())), Status::kSuccess) << mode_name;
-    ASSERT_EQ(run_with(r, prm, stream.get(), static_cast<void*>(ws.get())), Status::kSuccess) << mode_name << ", again";
-    QUAMBA_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+    const size_t c_bytes = c_elems * sizeof(Out);
+    const auto run = test::run_fed_twice(feed, C.get(), c_bytes, kPoisonC, stream.get(), [&] {
+      return run_with(r, prm, stream.get(), static_cast<void*>(ws.get()));
+    });
+    ASSERT_EQ(run.first, Status::kSuccess) << mode_name;
+    ASSERT_EQ(run.second, Status::kSuccess) << mode_name << ", again";
     out[mode] = C.download();
-    const std::vector<uint8_t> sn = seen.download();
-    const size_t early = test::first_not_poison(sn.data(), sn.size(), kPoisonC);
-    EXPECT_EQ(early, sn.size()) << mode_name << ": C written before the feeder finished, first at byte " << early
+    const size_t early = run.early;
+    EXPECT_EQ(early, c_bytes) << mode_name << ": C written before the feeder finished, first at byte " << early
                                 << " (m=" << early / sizeof(Out) / ldc << ", n=" << early / sizeof(Out) % ldc << ")";
   }
   size_t diff = 0, first_diff = 0;

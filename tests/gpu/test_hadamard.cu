@@ -981,7 +981,6 @@ void check_pdl_variant(int64_t n, int64_t M, int variant, uint64_t salt) {
     }
   quamba::test::DeviceBuffer<DIn> x_src(xdev), x(xdev.size());
   quamba::test::DeviceBuffer<DOut> out(size_t(M * os));
-  quamba::test::DeviceBuffer<uint8_t> seen(size_t(M * os) * sizeof(DOut));
   const float inv_s = 127.0f / 3.0f;
   HadamardParams<InT, OutT> p;
   p.x = reinterpret_cast<const InT*>(x.get());
@@ -999,21 +998,16 @@ void check_pdl_variant(int64_t n, int64_t M, int variant, uint64_t salt) {
     const char* mode_name = mode == 0 ? "pdl=false" : "pdl=true";
     x.poison(0x5A);
     out.poison(kPoison);
-    seen.poison(0);
-    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());  // the poisons ran on the legacy stream
     quamba::test::PdlFeed feed;
     feed.copy(x_src.get(), x.get(), xdev.size() * sizeof(DIn));
-    feed.watch = reinterpret_cast<const uint8_t*>(out.get());
-    feed.seen = seen.get();
-    feed.watch_bytes = size_t(M * os) * sizeof(DOut);
-    quamba::test::launch_pdl_feed(feed, stream.get());
-    ASSERT_EQ(run_variant(p, variant, stream.get()), Status::kSuccess) << mode_name;
-    ASSERT_EQ(run_variant(p, variant, stream.get()), Status::kSuccess) << mode_name << ", again";
-    QUAMBA_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+    const size_t out_bytes = size_t(M * os) * sizeof(DOut);
+    const auto run = quamba::test::run_fed_twice(feed, out.get(), out_bytes, kPoison, stream.get(),
+                                                 [&] { return run_variant(p, variant, stream.get()); });
+    ASSERT_EQ(run.first, Status::kSuccess) << mode_name;
+    ASSERT_EQ(run.second, Status::kSuccess) << mode_name << ", again";
     got[mode] = out.download();
-    const std::vector<uint8_t> sn = seen.download();
-    const size_t early = quamba::test::first_not_poison(sn.data(), sn.size(), kPoison);
-    EXPECT_EQ(early, sn.size()) << mode_name << ": out written before the feeder finished, first at row "
+    const size_t early = run.early;
+    EXPECT_EQ(early, out_bytes) << mode_name << ": out written before the feeder finished, first at row "
                                 << early / sizeof(DOut) / os << " col " << early / sizeof(DOut) % os;
   }
   size_t diff = 0, first_diff = 0;
