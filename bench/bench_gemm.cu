@@ -74,7 +74,7 @@ enum class Variant {
   kAuto, kAutoWorkspace, kSm80SplitK, kSm80Tile128, kSm80Tile64, kGemvWide, kGemvWideDeep, kGemvSplitK, kGemvNarrow,
   kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St,
   kSm90aP160, kSm90aC256St, kSm90aC160, kSm90aP256x160, kCublasF16, kCublasLtI8, kAutoPdl, kW8A16,
-  kShortK64, kShortK128, kShortK64x64
+  kShortK64, kShortK128, kShortK64x64, kSm90aSplitK
 };
 
 const char* variant_name(Variant v) {
@@ -106,6 +106,7 @@ const char* variant_name(Variant v) {
     case Variant::kShortK64: return gemm::short_k_name<gemm::ShortKTile64x128>();
     case Variant::kShortK128: return gemm::short_k_name<gemm::ShortKTile128x128>();
     case Variant::kShortK64x64: return gemm::short_k_name<gemm::ShortKTile64x64>();
+    case Variant::kSm90aSplitK: return "sm90a_split_k";
   }
   return "?";
 }
@@ -118,6 +119,7 @@ Status run_variant(Variant v, const gemm::GemmParams<Epi>& p, cudaStream_t st, v
     case Variant::kAutoPdl: return gemm::run(p, nullptr, st);
     case Variant::kAutoWorkspace: return gemm::run(p, ws, st);
     case Variant::kSm80SplitK: return gemm::run_sm80_split_k(p, ws, st);
+    case Variant::kSm90aSplitK: return gemm::run_sm90a_split_k(p, ws, st);
     case Variant::kSm80Tile128: return gemm::run_sm80<gemm::Sm80Tile128x128>(p, st);
     case Variant::kSm80Tile64: return gemm::run_sm80<gemm::Sm80Tile64x64>(p, st);
     case Variant::kShortK64: return gemm::run_short_k<gemm::ShortKTile64x128>(p, st);
@@ -295,7 +297,7 @@ void bench_ours(benchmark::State& state, const Shape& s, Variant v) {
       p.epilogue.ldr = s.N;
     }
   }
-  DeviceBuffer<char> ws(std::max<size_t>(gemm::split_k_workspace_size(s.M, s.N, s.K), 16));
+  DeviceBuffer<char> ws(std::max<size_t>(gemm::workspace_size(ps[0]), 16));
   QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
   for (int i : {0, sets - 1}) {
     const Status st = run_variant(v, ps[i], 0, ws.get());
@@ -457,6 +459,10 @@ const bool registered = [] {
         s.M = M;
         std::vector<Variant> vs = {Variant::kAuto, Variant::kSm80Tile128, Variant::kSm80Tile64};
         if (gemm::split_k_workspace_size(M, s.N, s.K) > 0) vs.insert(vs.end(), {Variant::kAutoWorkspace, Variant::kSm80SplitK});
+        if (M >= gemm::kSm90aMinM && gemm::sm90a_split_k_workspace_size(M, s.N, s.K) > 0) {
+          if (gemm::split_k_workspace_size(M, s.N, s.K) == 0) vs.push_back(Variant::kAutoWorkspace);
+          vs.push_back(Variant::kSm90aSplitK);
+        }
         if (M <= gemm::kGemvMaxM)
           vs.insert(vs.end(), {Variant::kGemvWide, Variant::kGemvWideDeep, Variant::kGemvSplitK, Variant::kGemvNarrow});
         if (M >= 128)

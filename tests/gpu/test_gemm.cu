@@ -379,7 +379,11 @@ TEST(GemmDispatch, AutoPathRules) {
   EXPECT_EQ(path(2048, 10240, 2560, false), GemmPath::kSm90a);
   EXPECT_EQ(path(2048, 10240, 2560, false, 80), GemmPath::kSm80);
   EXPECT_EQ(path(128, 3072, 768, false), GemmPath::kSm80) << "24 tiles of 128 x 128";
-  EXPECT_EQ(path(2048, 192, 5120, true), GemmPath::kSm80) << "x_proj prefill: 32 tiles";
+  EXPECT_EQ(path(2048, 192, 5120, true), GemmPath::kSm90a) << "x_proj prefill, workspace: wgmma split-K";
+  EXPECT_EQ(path(2048, 192, 5120, false), GemmPath::kSm80) << "x_proj prefill, no workspace: 32 tiles";
+  EXPECT_EQ(path(2048, 192, 5120, true, 80), GemmPath::kSm80) << "x_proj prefill on sm_80: mma.sync split-K";
+  EXPECT_EQ(path(128, 192, 5120, true), GemmPath::kSm80) << "x_proj, 128 rows: mma.sync split-K";
+  EXPECT_EQ(path(128, 3072, 768, true), GemmPath::kSm80) << "in_proj at d_model 768, 128 rows";
   EXPECT_EQ(path(2048, 5120, 160, false), GemmPath::kShortK) << "dt_proj prefill: K = 160";
   EXPECT_EQ(path(128, 1536, 48, true), GemmPath::kShortK) << "dt_proj at d_model 768, 128 rows";
   EXPECT_EQ(path(127, 5120, 160, true), GemmPath::kSm80) << "below kShortKMinM rows";

@@ -1,7 +1,8 @@
 // int8 GEMM family, sm90a path (wgmma + TMA): every kernel variant forced by name (one tile per
 // CTA: 128x128 s5/s7, 128x256 s4; persistent: 128x256 s4 with and without the staged 16-byte
 // int8 stores, 128x128 s6 staged, 128x160 s6, 256x160 s4 with setmaxnreg; two-CTA clusters with W
-// multicast: 128x256 staged, 128x160), the dispatcher's kSm90a and kAuto choices; every epilogue, tails in M, N and K,
+// multicast: 128x256 staged, 128x160), the split-K form of the one-tile kernel, the dispatcher's kSm90a
+// and kAuto choices; every epilogue, tails in M, N and K,
 // strided views, the Mamba shapes, non-finite epilogue values, bit-exact against the host reference.
 // Skips unless the device is sm_90 and the build contains sm_90a code.
 #include <limits>
@@ -250,6 +251,63 @@ TEST(GemmSm90a, Persistent256x160Validation) {
   EXPECT_EQ(gemm::can_implement_sm90a(bad), Status::kErrorInvalidArgument);
 }
 
+// The wgmma split-K (run_sm90a_split_k: the one-tile kernel over K-slices into the workspace, then
+// the split-K reduce), every epilogue, on shapes whose plan splits: x_proj at d_model 2560 (N = 192,
+// 128x256 tiles with 64 columns past N) with M tails, a 128x128-tile shape (N <= 128), a K that is
+// no multiple of 128 (the last slice ends in TMA's zero fill) and a last slice shorter than the
+// others, a wide N with one row block; forced, and through auto with a workspace (the wgmma split-K
+// from kSm90aSplitMinM rows, the mma.sync one below).
+TEST(GemmSm90a, SplitKAllEpilogues) {
+  QUAMBA_REQUIRE_SM90A();
+  for (auto s : {std::array<int64_t, 3>{2048, 192, 5120}, {130, 192, 5120}, {2049, 200, 1040}, {300, 80, 1536},
+                 {129, 2560, 2000}, {640, 36, 4624}}) {
+    const int64_t M = s[0], N = s[1], K = s[2];
+    ASSERT_GT(gemm::plan_sm90a_split_k(M, N, K).splits, 1) << M << "x" << N << "x" << K;
+    Weights w(N, K, K + 16, 7300 + N + K);
+    Problem p(w, M, K + 32, 8300 + M);
+    check<gemm::Identity>(p, Runner::kSm90aSplitK, {}, "identity");
+    check<gemm::Requant>(p, Runner::kSm90aSplitK, {}, "requant");
+    check<gemm::Requant>(p, Runner::kSm90aSplitK, {true, false, false}, "requant");
+    check<gemm::DequantF32>(p, Runner::kSm90aSplitK, {true, true, true}, "dequant_f32");
+    check<gemm::DequantF16>(p, Runner::kSm90aSplitK, {false, true, true}, "dequant_f16");
+    check<gemm::Requant>(p, Runner::kAutoWorkspace, {}, "requant");
+    check<gemm::DequantF32>(p, Runner::kAutoWorkspace, {true, true, true}, "dequant_f32");
+  }
+}
+
+// The wgmma split-K plan (host only): whole 128-byte K-slices, at least kSm90aSplitMinTiles each,
+// slices covering K with none empty, only for grids below half of kSm90aSplitTargetCtas, and every
+// workspace within kSplitKWorkspaceBound (which gemm::workspace_size, the block's allocation,
+// covers).
+TEST(GemmSm90a, SplitKPlanRules) {
+  size_t worst = 0;
+  for (int64_t M : {128, 130, 512, 2048, 4096, 8192, 16384})
+    for (int64_t N : {8, 40, 128, 192, 200, 1000, 2560, 10240})
+      for (int64_t K : {16, 256, 496, 1040, 2560, 5120, 8192, 16384}) {
+        const auto s = gemm::plan_sm90a_split_k(M, N, K);
+        if (s.splits == 1) continue;
+        const int64_t k_tiles = (K + 127) / 128;
+        const int64_t tiles = ((M + 127) / 128) * ((N + s.bn - 1) / s.bn);
+        EXPECT_GE(s.slice_tiles, gemm::kSm90aSplitMinTiles);
+        EXPECT_GE(int64_t(s.slice_tiles) * s.splits, k_tiles);
+        EXPECT_LT(int64_t(s.slice_tiles) * (s.splits - 1), k_tiles) << "no empty slice";
+        EXPECT_LT(2 * tiles, gemm::kSm90aSplitTargetCtas);
+        EXPECT_EQ(s.bn, N <= 128 ? 128 : 256);
+        const size_t ws = gemm::sm90a_split_k_workspace_size(M, N, K);
+        worst = std::max(worst, ws);
+        gemm::GemmParams<gemm::Requant> prm;
+        prm.M = M; prm.N = N; prm.K = K;
+        EXPECT_GE(gemm::workspace_size(prm), ws);
+      }
+  EXPECT_GT(worst, 0u);
+  EXPECT_LE(worst, gemm::kSplitKWorkspaceBound);
+  const auto x = gemm::plan_sm90a_split_k(2048, 192, 5120);
+  EXPECT_EQ(x.splits, 8) << "x_proj at d_model 2560, M = 2048: 16 tiles x 8 slices of 5 x 128 B";
+  EXPECT_EQ(x.slice_tiles, 5);
+  EXPECT_EQ(gemm::plan_sm90a_split_k(2048, 2560, 5120).splits, 1) << "out_proj: 160 tiles, no split";
+  EXPECT_EQ(gemm::plan_sm90a_split_k(2048, 5120, 160).splits, 1) << "short K: no split";
+}
+
 // The dispatcher picks the wgmma kernel where it should and the mma.sync kernel elsewhere: both are
 // bit-exact, so this only checks that kAuto and the forced paths agree on a small and a large M.
 TEST(GemmSm90a, AutoAgreesWithForcedPaths) {
@@ -305,6 +363,15 @@ TEST(GemmSm90aPdl, EveryVariant) {
     for (Runner r : {Runner::kAuto, Runner::kSm90a}) {
       check_pdl<gemm::Requant>(big, r, {}, "in_proj", 16);
       check_pdl<gemm::DequantF16>(big, r, {false, true, true}, "dequant_f16");
+    }
+  }
+  {
+    // The wgmma split-K: both of its kernels as programmatic dependents.
+    Weights w(192, 5120, 5120, 76);
+    Problem p(w, 2048, 5120, 77);
+    for (Runner r : {Runner::kSm90aSplitK, Runner::kAutoWorkspace}) {
+      check_pdl<gemm::Requant>(p, r, {}, "x_proj", 16);
+      check_pdl<gemm::DequantF32>(p, r, {true, true, true}, "x_proj dequant_f32");
     }
   }
   for (int64_t K : {160, 1040}) {

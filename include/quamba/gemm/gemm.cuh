@@ -18,14 +18,14 @@
 //           see small_m_mma_worthwhile; and, given a workspace, 8 <= M with M·N·K >= 2^23 where
 //           the split-K plan splits: kSm80); else kSm90a on sm_90 with a 90a build when M >= kSm90aMinM and
 //           the problem has at least half as many 128 x 128 tiles as there are SMs (see
-//           sm90a_worthwhile; within kSm90a, run_sm90a_auto picks the tile and the two-CTA W
-//           multicast kernels for problems that fill every SM); else kSm80 with a tile chosen
-//           by shape.
-// Workspace: the kSm80 path (also when kAuto chooses it) splits K over several CTAs per tile for
-// problems with few tiles and a long K (gemm_sm80.cuh, plan_split_k) when run() is given a
-// workspace of workspace_size() bytes (16-byte aligned, no initial contents; at most
-// kSplitKWorkspaceBound for any shape); with workspace == nullptr it runs unsplit. Every other
-// path needs none. run() never allocates or synchronizes.
+//           sm90a_worthwhile; within kSm90a, run_sm90a_auto picks the tile); else, given a
+//           workspace, kSm90a split over K where plan_sm90a_split_k splits (M >= kSm90aSplitMinM,
+//           few tiles, a long K: x_proj prefill); else kSm80 with a tile chosen by shape.
+// Workspace: the kSm80 and kSm90a paths (also when kAuto chooses them) split K over several CTAs
+// per tile for problems with few tiles and a long K (gemm_sm80.cuh plan_split_k, gemm_sm90.cuh
+// plan_sm90a_split_k) when run() is given a workspace of workspace_size() bytes (16-byte aligned,
+// no initial contents; at most kSplitKWorkspaceBound for any shape); with workspace == nullptr they
+// run unsplit. Every other path needs none. run() never allocates or synchronizes.
 // PDL: with GemmParams::pdl every kernel of every path launches as a programmatic dependent of the
 // stream's previous kernel (the split-K reduce as a dependent of its tile kernel); see params.cuh.
 #pragma once
@@ -82,6 +82,16 @@ inline bool sm90a_worthwhile(int64_t M, int64_t N, int sm_count) {
   return 2 * tiles >= sm_count;
 }
 
+// Few wgmma tiles and a long K, with a workspace, from kSm90aSplitMinM rows (prefill): the wgmma
+// split-K (plan_sm90a_split_k) instead of the mma.sync one. H200, same run (bench/RESULTS.md run
+// X): x_proj at d_model 2560 (N = 192, K = 5120), M = 2048: 18.5 us against 20.0; at M = 128 the
+// mma.sync split-K's smaller tiles win on every layer (x_proj 10.5 against 13.0 us, out_proj 19.0
+// against 20.3, in_proj at d_model 768 9.0 against 14.1).
+inline constexpr int64_t kSm90aSplitMinM = 1024;
+inline bool sm90a_split_worthwhile(int64_t M, int64_t N, int64_t K) {
+  return M >= kSm90aSplitMinM && plan_sm90a_split_k(M, N, K).splits > 1;
+}
+
 // The path GemmPath::kAuto takes on a device of compute capability `arch` with `sm_count` SMs,
 // given a workspace or not (host only, no device query; run() applies it, and falls back to
 // kSm80 where kSm90a is chosen but the build has no sm_90a image).
@@ -93,6 +103,8 @@ inline GemmPath auto_path(int64_t M, int64_t N, int64_t K, bool has_workspace, i
                : GemmPath::kGemv;
   if (M >= kShortKMinM && K <= kShortKMaxK) return GemmPath::kShortK;
   if (arch == 90 && sm90a_dispatch_enabled() && sm90a_worthwhile(M, N, sm_count)) return GemmPath::kSm90a;
+  if (arch == 90 && sm90a_dispatch_enabled() && has_workspace && sm90a_split_worthwhile(M, N, K))
+    return GemmPath::kSm90a;
   return GemmPath::kSm80;
 }
 
@@ -123,8 +135,14 @@ Status can_implement(const GemmParams<Epilogue>& p, GemmPath path = GemmPath::kA
 
 template <typename Epilogue>
 size_t workspace_size(const GemmParams<Epilogue>& p, GemmPath path = GemmPath::kAuto) {
-  if (path != GemmPath::kAuto && path != GemmPath::kSm80) return 0;
-  return split_k_workspace_size(p.M, p.N, p.K);
+  const size_t sm80 = split_k_workspace_size(p.M, p.N, p.K);
+  const size_t sm90a = p.M >= kSm90aMinM ? sm90a_split_k_workspace_size(p.M, p.N, p.K) : 0;
+  switch (path) {
+    case GemmPath::kAuto: return sm80 > sm90a ? sm80 : sm90a;
+    case GemmPath::kSm80: return sm80;
+    case GemmPath::kSm90a: return sm90a;
+    default: return 0;
+  }
 }
 
 #if QUAMBA_HAS_CUDA_COMPILER
@@ -156,6 +174,8 @@ Status run(const GemmParams<Epilogue>& p, void* workspace, cudaStream_t stream, 
     case GemmPath::kSm80: return run_sm80_auto(p, info.sm_count, workspace, stream);
     case GemmPath::kSm90a:
       if (info.arch != 90) return Status::kErrorArchNotSupported;
+      if (workspace && !sm90a_worthwhile(p.M, p.N, info.sm_count) && sm90a_split_worthwhile(p.M, p.N, p.K))
+        return run_sm90a_split_k(p, workspace, stream);
       return run_sm90a_auto(p, info.sm_count, stream);
     case GemmPath::kShortK: {
       const Status st = detail::launch_short_k<ShortKTile64x128>(p, info, stream);

@@ -334,7 +334,12 @@ inline size_t split_k_workspace_size(int64_t M, int64_t N, int64_t K) {
 
 // Bound of split_k_workspace_size over every shape: splits·tiles < kSplitKTargetCtas + tiles
 // < 1.5·kSplitKTargetCtas, and M·n4 <= tiles·64·64.
-inline constexpr size_t kSplitKWorkspaceBound = static_cast<size_t>(kSplitKTargetCtas * 3 / 2) * 64 * 64 * 4;
+inline constexpr size_t kSm80SplitKWorkspaceBound = static_cast<size_t>(kSplitKTargetCtas * 3 / 2) * 64 * 64 * 4;
+// Workspace that covers every split-K plan of the family: the mma.sync plan above (6.5 MB) and the
+// wgmma plan (gemm_sm90.cuh, plan_sm90a_split_k), which caps its splits to fit this bound (x_proj at
+// d_model 2560, M = 2048: 8 splits of (2048, 192) int32 = 12.6 MB).
+inline constexpr size_t kSplitKWorkspaceBound = size_t(16) << 20;
+static_assert(kSm80SplitKWorkspaceBound <= kSplitKWorkspaceBound, "one workspace bound for every split-K plan");
 
 template <typename Traits, typename Epilogue>
 Status can_implement_sm80(const GemmParams<Epilogue>& p) {

@@ -188,8 +188,13 @@ QUAMBA_DEVICE uint32_t cluster_ctarank() {
   asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
   return r;
 }
-// Arrive on the barrier at the same shared-memory offset in CTA `cta` of the cluster.
+// Arrive on the barrier at the same shared-memory offset in CTA `cta` of the cluster. The default
+// semantics (release, CTA scope) suffice: the arriving consumer's shared-memory reads are wgmmas
+// already retired by wgmma.wait_group, and the peer's producer only overwrites the stage through
+// TMA after it observes the phase. QUAMBA_GEMM_REMOTE_ARRIVE_CLUSTER selects the cluster-scope
+// release for comparison.
 QUAMBA_DEVICE void mbar_arrive_remote(uint32_t bar, uint32_t cta) {
+#ifdef QUAMBA_GEMM_REMOTE_ARRIVE_CLUSTER
   asm volatile(
       "{\n"
       ".reg .b32 remote;\n"
@@ -198,6 +203,16 @@ QUAMBA_DEVICE void mbar_arrive_remote(uint32_t bar, uint32_t cta) {
       "}\n" ::"r"(bar),
       "r"(cta)
       : "memory");
+#else
+  asm volatile(
+      "{\n"
+      ".reg .b32 remote;\n"
+      "mapa.shared::cluster.u32 remote, %0, %1;\n"
+      "mbarrier.arrive.shared::cluster.b64 _, [remote];\n"
+      "}\n" ::"r"(bar),
+      "r"(cta)
+      : "memory");
+#endif
 }
 // Every thread of both CTAs: barrier initialisation visible before any remote arrive or multicast,
 // and no CTA exits (its shared memory gone) while its peer may still arrive on its barriers.
@@ -616,11 +631,14 @@ QUAMBA_DEVICE void prefetch_residual_l2(const GemmParams<Epilogue>& p, int64_t m
   }
 }
 
-// One CTA per C tile.
+// One CTA per C tile. split_k_tiles > 0 (run_sm90a_split_k): this CTA covers the 128-byte K-slices
+// [z·split_k_tiles, (z+1)·split_k_tiles) ∩ [0, k_tiles) of its tile, z = blockIdx.z, and writes to
+// C + z·c_split_stride (exact int32 partial sums, Identity epilogue). The tensor maps span all of K,
+// so a slice is only a range of box coordinates; TMA zero-fills the tail of the last one.
 template <typename Traits, typename Epilogue>
 __global__ void __launch_bounds__(Traits::kThreads, 1)
     gemm_sm90a_kernel(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,
-                      GemmParams<Epilogue> p, bool pair_ok, bool wide_ok) {
+                      GemmParams<Epilogue> p, bool pair_ok, bool wide_ok, int split_k_tiles, int64_t c_split_stride) {
 #if QUAMBA_SM90A_ENABLED
   extern __shared__ uint8_t smem_raw[];
   const uint32_t raw = ptx::smem_u32(smem_raw);
@@ -629,19 +647,25 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   const int warpgroup = tid / 128;
   const int m0 = blockIdx.x * Traits::kBM;
   const int n0 = blockIdx.y * Traits::kBN;
-  const int k_tiles = static_cast<int>((p.K + Traits::kBK - 1) / Traits::kBK);
+  const int all_k_tiles = static_cast<int>((p.K + Traits::kBK - 1) / Traits::kBK);
+  int kt0 = 0, k_tiles = all_k_tiles;  // this CTA's slices: kt0 .. kt0 + k_tiles - 1
+  if (split_k_tiles > 0) {
+    kt0 = static_cast<int>(blockIdx.z) * split_k_tiles;
+    k_tiles = all_k_tiles - kt0 < split_k_tiles ? all_k_tiles - kt0 : split_k_tiles;
+    p.C += static_cast<int64_t>(blockIdx.z) * c_split_stride;
+  }
   init_barriers(sm);
 
   if (warpgroup == 0) {
     // As a programmatic dependent: the first ring round's W slices before the dependency wait.
     const int w_early = p.pdl ? (Traits::kStages < k_tiles ? Traits::kStages : k_tiles) : 0;
     if (tid == 0)
-      for (int kt = 0; kt < w_early; ++kt) produce_slice_w(sm, &tma_w, kt, kt, n0, 0u);
+      for (int i = 0; i < w_early; ++i) produce_slice_w(sm, &tma_w, i, kt0 + i, n0, 0u);
     grid_dependency_wait();
     if (tid == 0)
-      for (int kt = 0; kt < k_tiles; ++kt) {
-        if (kt < w_early) produce_slice_a(sm, &tma_a, kt, kt, m0);
-        else produce_slice(sm, &tma_a, &tma_w, kt, kt, m0, n0);
+      for (int i = 0; i < k_tiles; ++i) {
+        if (i < w_early) produce_slice_a(sm, &tma_a, i, kt0 + i, m0);
+        else produce_slice(sm, &tma_a, &tma_w, i, kt0 + i, m0, n0);
       }
     return;
   }
@@ -652,7 +676,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   int32_t acc[Traits::kAccumulators];
 #pragma unroll
   for (int i = 0; i < Traits::kAccumulators; ++i) acc[i] = 0;
-  for (int kt = 0; kt < k_tiles; ++kt) consume_slice(sm, acc, kt, kt > 0, consumer, lane);
+  for (int i = 0; i < k_tiles; ++i) consume_slice(sm, acc, i, i > 0, consumer, lane);
   wgmma_wait<0>();
   fence_operands(acc);
   store_block<Traits>(p, pair_ok, wide_ok, acc, int64_t(m0) + consumer * 64, n0,
@@ -688,7 +712,7 @@ template <typename Traits, typename Epilogue>
 __global__ void __launch_bounds__(Traits::kThreads, 1)
     gemm_sm90a_persistent_kernel(const __grid_constant__ CUtensorMap tma_a,
                                  const __grid_constant__ CUtensorMap tma_w, GemmParams<Epilogue> p, bool pair_ok,
-                                 bool wide_ok) {
+                                 bool wide_ok, int /*split_k_tiles: unused, 0*/, int64_t /*c_split_stride*/) {
 #if QUAMBA_SM90A_ENABLED
   extern __shared__ uint8_t smem_raw[];
   const uint32_t raw = ptx::smem_u32(smem_raw);
@@ -833,6 +857,53 @@ Status can_implement_sm90a(const GemmParams<Epilogue>& p) {
   return Status::kSuccess;
 }
 
+// Split-K plan of the one-tile-per-CTA wgmma kernel (host only, device independent). A problem with
+// few 128-row tiles and a long K (x_proj: N = 192, K = 5120, 16 tiles at M = 2048) leaves most
+// SMs idle; split over K, its tiles become kSm90aSplitTargetCtas CTAs of whole 128-byte K-slices
+// (at least kSm90aSplitMinTiles each) writing exact int32 partial sums, and the split-K reduce
+// kernel (gemm_sm80.cuh) adds them and applies the epilogue: bit-identical to the unsplit kernel.
+// Against the mma.sync split-K (64 x 64 tiles), the 128 x 256 tile reads each A row once per 256
+// columns instead of once per 64, the L2 -> SM bytes that bound these problems. The tile is
+// 128 x 128 for N <= 128, else 128 x 256; the workspace ((splits, M, n4) int32) stays within
+// kSplitKWorkspaceBound, fewer splits where it would not.
+inline constexpr int64_t kSm90aSplitTargetCtas = 132;  // one wave on a 132-SM H100
+inline constexpr int64_t kSm90aSplitMinTiles = 2;      // 128-byte K-slices per split, at least
+
+struct Sm90aSplitPlan {
+  int splits = 1;       // 1: no split
+  int slice_tiles = 0;  // 128-byte K-slices per split
+  int bn = 256;         // tile width: 128 or 256
+  int64_t n4 = 0;       // partial row pitch (N rounded up to 4)
+};
+
+inline Sm90aSplitPlan plan_sm90a_split_k(int64_t M, int64_t N, int64_t K) {
+  Sm90aSplitPlan s;
+  if (M <= 0 || N <= 0 || K <= 0) return s;
+  s.bn = N <= 128 ? 128 : 256;
+  const int64_t tiles = ((M + 127) / 128) * ((N + s.bn - 1) / s.bn);
+  if (2 * tiles >= kSm90aSplitTargetCtas) return s;
+  const int64_t k_tiles = (K + 127) / 128;
+  const int64_t n4 = (N + 3) / 4 * 4;
+  int64_t want = (kSm90aSplitTargetCtas + tiles - 1) / tiles;
+  if (k_tiles / kSm90aSplitMinTiles < want) want = k_tiles / kSm90aSplitMinTiles;
+  const int64_t by_ws = static_cast<int64_t>(kSplitKWorkspaceBound) / (M * n4 * 4);
+  if (by_ws < want) want = by_ws;
+  if (want < 2) return s;
+  const int64_t slice = (k_tiles + want - 1) / want;
+  const int64_t splits = (k_tiles + slice - 1) / slice;
+  if (splits < 2) return s;
+  s.splits = static_cast<int>(splits);
+  s.slice_tiles = static_cast<int>(slice);
+  s.n4 = n4;
+  return s;
+}
+
+// Workspace bytes of the wgmma split-K for this problem (0: it does not split).
+inline size_t sm90a_split_k_workspace_size(int64_t M, int64_t N, int64_t K) {
+  const Sm90aSplitPlan s = plan_sm90a_split_k(M, N, K);
+  return s.splits > 1 ? static_cast<size_t>(s.splits) * static_cast<size_t>(M) * static_cast<size_t>(s.n4) * 4 : 0;
+}
+
 #if QUAMBA_HAS_CUDA_COMPILER
 
 namespace detail {
@@ -886,17 +957,26 @@ bool sm90a_available() {
   return attr.ptxVersion >= 90 && attr.binaryVersion >= 90;
 }
 
+namespace detail {
+// The tensor maps of A and W for tile Traits and the kernel's dynamic shared-memory limit.
+template <typename Traits, typename Epilogue, typename Kernel>
+Status prepare_sm90a(const GemmParams<Epilogue>& p, Kernel kernel, CUtensorMap* tma_a, CUtensorMap* tma_w) {
+  QUAMBA_RETURN_IF_ERROR(make_tensor_map_i8(tma_a, p.A, p.K, p.M, p.lda, Traits::kBM));
+  QUAMBA_RETURN_IF_ERROR(make_tensor_map_i8(tma_w, p.W, p.K, p.N, p.ldw, Traits::kBoxRowsW));
+  QUAMBA_RETURN_IF_CUDA_ERROR(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
+  return Status::kSuccess;
+}
+}  // namespace detail
+
 template <typename Epilogue, typename Traits = Sm90aTile128x128>
 Status run_sm90a(const GemmParams<Epilogue>& p, cudaStream_t stream) {
   QUAMBA_RETURN_IF_ERROR(can_implement_sm90a(p));
   if (p.M == 0) return Status::kSuccess;
   if (!sm90a_available<Epilogue, Traits>()) return Status::kErrorArchNotSupported;
   CUtensorMap tma_a, tma_w;
-  QUAMBA_RETURN_IF_ERROR(detail::make_tensor_map_i8(&tma_a, p.A, p.K, p.M, p.lda, Traits::kBM));
-  QUAMBA_RETURN_IF_ERROR(detail::make_tensor_map_i8(&tma_w, p.W, p.K, p.N, p.ldw, Traits::kBoxRowsW));
   auto kernel = detail::sm90a_kernel_of<Traits, Epilogue>();
-  QUAMBA_RETURN_IF_CUDA_ERROR(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
+  QUAMBA_RETURN_IF_ERROR(detail::prepare_sm90a<Traits>(p, kernel, &tma_a, &tma_w));
   using Output = typename Epilogue::Output;
   const bool pair_ok = p.ldc % 2 == 0 && is_aligned(p.C, 2 * sizeof(Output));
   // 16-byte row chunks of a 1-byte output: every row start and chunk is 16-byte aligned.
@@ -929,11 +1009,45 @@ Status run_sm90a(const GemmParams<Epilogue>& p, cudaStream_t stream) {
     cfg.stream = stream;
     cfg.attrs = attr;
     cfg.numAttrs = p.pdl ? 2u : 1u;
-    QUAMBA_RETURN_IF_CUDA_ERROR(cudaLaunchKernelEx(&cfg, kernel, tma_a, tma_w, p, pair_ok, wide_ok));
+    QUAMBA_RETURN_IF_CUDA_ERROR(cudaLaunchKernelEx(&cfg, kernel, tma_a, tma_w, p, pair_ok, wide_ok, 0, int64_t(0)));
     return last_launch_status();
   }
   return launch_kernel(kernel, grid, dim3(Traits::kThreads), Traits::kSmemBytes, stream, p.pdl,
-                       tma_a, tma_w, p, pair_ok, wide_ok);
+                       tma_a, tma_w, p, pair_ok, wide_ok, 0, int64_t(0));
+}
+
+// The split-K form of the one-tile-per-CTA kernel (plan_sm90a_split_k(M, N, K) must split).
+// `workspace`: at least sm90a_split_k_workspace_size(M, N, K) bytes, 16-byte aligned; overwritten,
+// no initial contents needed. Two launches: the tile kernel (grid z = splits, Identity epilogue
+// into the workspace) and the split-K reduce kernel, its programmatic dependent with GemmParams::pdl.
+template <typename Epilogue>
+Status run_sm90a_split_k(const GemmParams<Epilogue>& p, void* workspace, cudaStream_t stream) {
+  QUAMBA_RETURN_IF_ERROR(can_implement_sm90a(p));
+  const Sm90aSplitPlan s = plan_sm90a_split_k(p.M, p.N, p.K);
+  if (s.splits < 2 || !workspace) return Status::kErrorInvalidArgument;
+  if (!is_aligned(workspace, 16)) return Status::kErrorMisaligned;
+  GemmParams<Identity> q;
+  q.M = p.M; q.N = p.N; q.K = p.K;
+  q.A = p.A; q.lda = p.lda;
+  q.W = p.W; q.ldw = p.ldw;
+  q.C = static_cast<int32_t*>(workspace); q.ldc = s.n4;
+  q.pdl = p.pdl;
+  auto launch_tiles = [&](auto traits) -> Status {
+    using Traits = decltype(traits);
+    if (!sm90a_available<Identity, Traits>()) return Status::kErrorArchNotSupported;
+    CUtensorMap tma_a, tma_w;
+    auto kernel = detail::sm90a_kernel_of<Traits, Identity>();
+    QUAMBA_RETURN_IF_ERROR(detail::prepare_sm90a<Traits>(q, kernel, &tma_a, &tma_w));
+    const dim3 grid(static_cast<unsigned>((q.M + Traits::kBM - 1) / Traits::kBM),
+                    static_cast<unsigned>((q.N + Traits::kBN - 1) / Traits::kBN), static_cast<unsigned>(s.splits));
+    return launch_kernel(kernel, grid, dim3(Traits::kThreads), Traits::kSmemBytes, stream, q.pdl, tma_a, tma_w, q,
+                         true, false, s.slice_tiles, q.M * s.n4);
+  };
+  QUAMBA_RETURN_IF_ERROR(s.bn == 128 ? launch_tiles(Sm90aTile128x128{}) : launch_tiles(Sm90aTile128x256{}));
+  const int64_t threads = p.M * (s.n4 / 4);
+  return launch_kernel(detail::split_k_reduce_kernel<Epilogue>,
+                       dim3(static_cast<unsigned>((threads + 255) / 256)), dim3(256), 0, stream,
+                       p.pdl, p, static_cast<const int32_t*>(workspace), s.splits, s.n4);
 }
 
 // Short-K rule of run_sm90a_auto (host only): K <= 256 and the 128 x 128 grid fills its last
