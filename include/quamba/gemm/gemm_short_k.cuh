@@ -9,14 +9,18 @@
 // gemm_sm90.cuh) pay a whole load -> mma -> epilogue round trip per tile, and the mma.sync one
 // writes C from the accumulator fragments (a warp store covers eight rows with 8 bytes each).
 // Here:
-//   - a CTA takes a contiguous range of the row-block-major tile list and keeps the next tile's
+//   - a CTA takes a contiguous range of the column-block-major tile list and keeps the next tile's
 //     A and W (all of K, one cp.async group) in flight while it computes and stores this one
-//     (two stages; a stage reloads A only when its row block changes);
-//   - the epilogue goes through shared memory and leaves as whole 16-byte row pieces;
+//     (two stages; a stage reloads W only when its column block changes, so a tile mostly copies
+//     its kBM A rows alone);
+//   - the epilogue goes through shared memory and leaves as whole 16-byte row pieces, each thread
+//     storing the same chunks of every tile (offsets computed once);
 //   - the Requant epilogue converts int32 -> fp32 by the exact magic-number form (|acc| <=
 //     K·2^14 <= 2^22) instead of I2F, which runs on the quarter-rate conversion pipe, and on
-//     whole tiles with a finite alpha and no column scale rounds without the NaN test (which
-//     cannot fire there); the results are bit-identical to Requant::apply.
+//     whole tiles with a finite alpha and no column scale rounds and saturates in one
+//     cvt.rni.sat.s8 (no NaN can occur there); the results are bit-identical to Requant::apply.
+// Operand copies: thread t copies the 16-byte chunk t % 16 of every (kThreads / 16)-th row, so a
+// chunk's address advances by a constant per row pass (K <= 256: at most 16 chunks per row).
 // Measured on an H100 (bench/RESULTS.md run M): d_model 2560, M = 2048 in 20 us, 1.2x faster
 // than the pipelined kernels; the output stream alone would take 3.5 us, and ncu showed an
 // issue-bound kernel (DRAM ~1% busy) before the epilogue was trimmed.
@@ -117,17 +121,30 @@ QUAMBA_DEVICE typename Epilogue::Output short_k_apply(const Epilogue& e, int32_t
   else return e.apply(acc, m, n);
 }
 
-// Tiles [t_begin, t_end) of the row-block-major list (tile t: rows (t / n_tiles)·kBM, columns
-// (t % n_tiles)·kBN), this CTA's share of `tiles` in total.
+// The int8 of round-half-even(v), saturated to [-128, 127], in the low byte (one conversion
+// instruction; v finite). Bit-identical to round_i8_bits (clamp, then round: the same on finite v).
+QUAMBA_DEVICE uint32_t cvt_rni_sat_i8(float v) {
+  uint32_t r;
+  asm("cvt.rni.sat.s8.f32 %0, %1;" : "=r"(r) : "f"(v));
+  return r;
+}
+
+// Tiles [t_begin, t_end) of the column-block-major list (tile t: columns (t / m_tiles)·kBN, rows
+// (t % m_tiles)·kBM), this CTA's share of `tiles` in total. A CTA's tiles mostly share one column
+// block, so a stage reloads its W rows (kBN of them) only when the block changes and otherwise
+// copies only the kBM A rows.
 template <typename Traits, typename Epilogue, bool kExactSmall>
 __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
-    gemm_short_k_kernel(GemmParams<Epilogue> p, ShortKLayout lay, int64_t n_tiles, int64_t tiles, bool vec_ok,
+    gemm_short_k_kernel(GemmParams<Epilogue> p, ShortKLayout lay, int64_t m_tiles, int64_t tiles, bool vec_ok,
                         bool plain_requant) {
   using Output = typename Epilogue::Output;
   constexpr int kBM = Traits::kBM, kBN = Traits::kBN, kThreads = Traits::kThreads;
   constexpr int kOutBytes = static_cast<int>(sizeof(Output));
   constexpr int kPerChunk = 16 / kOutBytes;  // outputs per 16-byte store
   constexpr int kRowChunks = kBN * kOutBytes / 16;
+  constexpr int kOutIters = (kBM * kRowChunks + kThreads - 1) / kThreads;
+  constexpr int kCopyRows = kThreads / 16;  // rows per pass of the operand copies
+  static_assert(kThreads % 16 == 0 && kBM % kCopyRows == 0 && kBN % kCopyRows == 0, "whole copy passes");
   extern __shared__ __align__(128) uint8_t smem[];
   const int64_t t_begin = static_cast<int64_t>(blockIdx.x) * tiles / gridDim.x;
   const int64_t t_end = static_cast<int64_t>(blockIdx.x + 1) * tiles / gridDim.x;
@@ -142,45 +159,41 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
   const int warp_m0 = (warp % Traits::kWarpsM) * Traits::kWarpM;
   const int warp_n0 = (warp / Traits::kWarpsM) * Traits::kWarpN;
   const int k_valid = static_cast<int>(p.K / 16);  // K % 16 == 0 (check_params)
-  const int kc = lay.k_chunks;
+  const int kc = lay.k_chunks;                     // <= 16 (K <= kShortKMaxK)
 
-  // Row block whose A each stage holds (-1: none); the same in every thread.
-  int64_t rb_held0 = -1, rb_held1 = -1;
-  // Chunk q = tid + i·kThreads of a rows x kc block sits at (r, c) = (q / kc, q % kc); the
-  // division is done once, then each step adds kThreads = dr·kc + dc.
-  const int r_first = tid / kc, c_first = tid - (tid / kc) * kc;
-  const int dr = kThreads / kc, dc = kThreads - (kThreads / kc) * kc;
-  auto copy_rows = [&](uint32_t dst, const int8_t* src, int64_t ld, int64_t row0, int64_t rows_valid, int rows) {
-    const int valid = static_cast<int>(rows_valid - row0 < rows ? rows_valid - row0 : rows);
-    const int8_t* base = src + row0 * ld;
-    for (int r = r_first, c = c_first; r < rows;) {
-      const bool ok = r < valid && c < k_valid;
-      ptx::cp_async_16(dst + r * lay.pitch + c * 16, ok ? base + r * ld + c * 16 : src, ok);
-      r += dr;
-      c += dc;
-      if (c >= kc) {
-        c -= kc;
-        ++r;
-      }
+  // Operand copies: thread tid copies 16-byte chunk cq = tid % 16 of rows rq, rq + kCopyRows, ...
+  // (chunks cq >= kc are not part of the row; chunks past K are zero-filled).
+  const int cq = tid & 15, rq = tid >> 4;
+  const bool c_copy = cq < kc, c_valid = cq < k_valid;
+  auto copy_rows = [&](auto rows_c, uint32_t dst, const int8_t* src, int64_t ld, int64_t row0, int64_t rows_valid) {
+    constexpr int kRows = decltype(rows_c)::value;
+    if (!c_copy) return;
+    const int64_t valid = rows_valid - row0;
+    const int8_t* s = src + (row0 + rq) * ld + cq * 16;
+    const uint32_t d = dst + rq * lay.pitch + cq * 16;
+#pragma unroll
+    for (int i = 0; i < kRows / kCopyRows; ++i) {
+      const bool ok = c_valid && rq + i * kCopyRows < valid;
+      ptx::cp_async_16(d + i * kCopyRows * lay.pitch, ok ? s + i * kCopyRows * ld : src, ok);
     }
   };
-  auto load_w = [&](int stage, int64_t nt) {
-    copy_rows(smem_base + stage * lay.stage_bytes + kBM * lay.pitch, p.W, p.ldw, nt * kBN, p.N, kBN);
+  // Column block whose W each stage holds (-1: none); the same in every thread.
+  int64_t nb_held0 = -1, nb_held1 = -1;
+  auto load_w = [&](int stage, int64_t nb) {
+    copy_rows(std::integral_constant<int, kBN>{}, smem_base + stage * lay.stage_bytes + kBM * lay.pitch, p.W, p.ldw,
+              nb * kBN, p.N);
   };
   auto load_tile = [&](int stage, int64_t t, bool with_w) {
-    const int64_t rb = t / n_tiles, nt = t - rb * n_tiles;
-    const uint32_t sA = smem_base + stage * lay.stage_bytes;
-    if ((stage ? rb_held1 : rb_held0) != rb) {
-      copy_rows(sA, p.A, p.lda, rb * kBM, p.M, kBM);
-      if (stage) rb_held1 = rb;
-      else rb_held0 = rb;
-    }
-    if (with_w) load_w(stage, nt);
+    const int64_t nb = t / m_tiles, rb = t - nb * m_tiles;
+    copy_rows(std::integral_constant<int, kBM>{}, smem_base + stage * lay.stage_bytes, p.A, p.lda, rb * kBM, p.M);
+    if (with_w && (stage ? nb_held1 : nb_held0) != nb) load_w(stage, nb);
+    if (stage) nb_held1 = nb;
+    else nb_held0 = nb;
   };
 
   // As a programmatic dependent: the first tile's W rows (no kernel of the chain writes weights)
   // go out before the dependency wait, into the same cp.async group as its A rows.
-  if (p.pdl) load_w(0, t_begin - t_begin / n_tiles * n_tiles);
+  if (p.pdl) load_w(0, t_begin / m_tiles);
   grid_dependency_wait();
   load_tile(0, t_begin, !p.pdl);
   ptx::cp_async_commit();
@@ -189,6 +202,18 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
 
   const MmaLaneRows lr = mma_lane_rows(lane);
   const int g = lane >> 2, tq = lane & 3;
+  // This thread's 16-byte output chunks of a tile: smem offsets and C offsets (from the tile's
+  // first element), fixed for every tile.
+  uint32_t out_src[kOutIters];
+  int64_t out_dst[kOutIters];
+#pragma unroll
+  for (int i = 0; i < kOutIters; ++i) {
+    const int q = tid + i * kThreads;
+    const int r = q / kRowChunks, c = q % kRowChunks;
+    out_src[i] = static_cast<uint32_t>(r * lay.out_pitch + c * 16);
+    out_dst[i] = r * p.ldc + c * kPerChunk;
+  }
+  int64_t nb = t_begin / m_tiles, rb = t_begin - nb * m_tiles;  // tile t's column and row block
 
   for (int64_t t = t_begin; t < t_end; ++t) {
     const int stage = static_cast<int>((t - t_begin) & 1);
@@ -212,10 +237,10 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     // Epilogue into the output tile: each thread owns column pairs (2tq, 2tq+1) of rows g and g+8
     // of every m16n8 fragment. Outputs past M or N are not evaluated (their residual / column
     // scale is not there) and never stored.
-    const int64_t rb = t / n_tiles, nt = t - rb * n_tiles;
-    const int64_t m0 = rb * kBM, n0 = nt * kBN;
+    const int64_t m0 = rb * kBM, n0 = nb * kBN;
     const int rows_in = static_cast<int>(p.M - m0 < kBM ? p.M - m0 : kBM);
     const int cols_in = static_cast<int>(p.N - n0 < kBN ? p.N - n0 : kBN);
+    const bool whole = rows_in == kBM && cols_in == kBN;
     // f(lo, hi, mr, nc): the accumulators of outputs (mr, nc) and (mr, nc + 1) of this thread.
     auto each_pair = [&](auto&& f) {
 #pragma unroll
@@ -229,11 +254,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     bool done = false;
     if constexpr (kExactSmall) {
       // Requant with a finite alpha and no column scale on a whole tile: the formula of
-      // Requant::apply_f (saturate_round_i8_device) without its NaN test, which cannot fire,
+      // Requant::apply_f with the rounding and saturation in one conversion (no NaN can occur),
       // two outputs packed per shared store.
-      if (plain_requant && rows_in == kBM && cols_in == kBN) {
+      if (plain_requant && whole) {
         const float alpha = p.epilogue.alpha;
-        auto bits = [&](int32_t a) { return round_i8_bits(__fmul_rn(small_i32_to_f32(a), alpha)); };
+        auto bits = [&](int32_t a) { return cvt_rni_sat_i8(__fmul_rn(small_i32_to_f32(a), alpha)); };
         each_pair([&](int32_t lo, int32_t hi, int mr, int nc) {
           const uint32_t pair = __byte_perm(bits(lo), bits(hi), 0x0040);
           *reinterpret_cast<uint16_t*>(out_tile + mr * lay.out_pitch + nc) = static_cast<uint16_t>(pair);
@@ -256,17 +281,29 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     if (t + 2 < t_end) load_tile(stage, t + 2, true);
     ptx::cp_async_commit();  // possibly empty: keeps "wait_group 1" meaning tile t + 1
 
-    for (int q = tid; q < kBM * kRowChunks; q += kThreads) {
-      const int r = q / kRowChunks, c = q % kRowChunks;
-      if (r >= rows_in || c * kPerChunk >= cols_in) continue;
-      const uint8_t* src = out_tile + r * lay.out_pitch + c * 16;
-      Output* dst = p.C + (m0 + r) * p.ldc + n0 + c * kPerChunk;
-      if (vec_ok && (c + 1) * kPerChunk <= cols_in) {
-        *reinterpret_cast<int4*>(dst) = *reinterpret_cast<const int4*>(src);
-      } else {
-        const Output* s = reinterpret_cast<const Output*>(src);
-        for (int e = 0; e < kPerChunk && c * kPerChunk + e < cols_in; ++e) dst[e] = s[e];
+    Output* c_tile = p.C + m0 * p.ldc + n0;
+    if (whole && vec_ok) {
+#pragma unroll
+      for (int i = 0; i < kOutIters; ++i)
+        if ((kBM * kRowChunks) % kThreads == 0 || tid + i * kThreads < kBM * kRowChunks)
+          *reinterpret_cast<int4*>(c_tile + out_dst[i]) = *reinterpret_cast<const int4*>(out_tile + out_src[i]);
+    } else {
+      for (int q = tid; q < kBM * kRowChunks; q += kThreads) {
+        const int r = q / kRowChunks, c = q % kRowChunks;
+        if (r >= rows_in || c * kPerChunk >= cols_in) continue;
+        const uint8_t* src = out_tile + r * lay.out_pitch + c * 16;
+        Output* dst = c_tile + r * p.ldc + c * kPerChunk;
+        if (vec_ok && (c + 1) * kPerChunk <= cols_in) {
+          *reinterpret_cast<int4*>(dst) = *reinterpret_cast<const int4*>(src);
+        } else {
+          const Output* s = reinterpret_cast<const Output*>(src);
+          for (int e = 0; e < kPerChunk && c * kPerChunk + e < cols_in; ++e) dst[e] = s[e];
+        }
       }
+    }
+    if (++rb == m_tiles) {
+      rb = 0;
+      ++nb;
     }
   }
   ptx::cp_async_wait<0>();
@@ -299,15 +336,15 @@ Status launch_short_k(const GemmParams<Epilogue>& p, const DeviceInfo& info, cud
   int per_sm = 0;
   QUAMBA_RETURN_IF_CUDA_ERROR(
       cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, Traits::kThreads, lay.smem_bytes));
-  const int64_t n_tiles = (p.N + Traits::kBN - 1) / Traits::kBN;
-  const int64_t tiles = (p.M + Traits::kBM - 1) / Traits::kBM * n_tiles;
+  const int64_t m_tiles = (p.M + Traits::kBM - 1) / Traits::kBM;
+  const int64_t tiles = (p.N + Traits::kBN - 1) / Traits::kBN * m_tiles;
   const int64_t slots = static_cast<int64_t>(per_sm > 0 ? per_sm : 1) * info.sm_count;
   const int64_t grid = tiles < slots ? tiles : slots;
   const bool vec_ok = is_aligned(p.C, 16) && (p.ldc * static_cast<int64_t>(sizeof(Output))) % 16 == 0;
   bool plain_requant = false;
   if constexpr (kExact) plain_requant = !p.epilogue.col_scale && std::isfinite(p.epilogue.alpha);
   return launch_kernel(kernel, dim3(static_cast<unsigned>(grid)), dim3(Traits::kThreads),
-                       static_cast<size_t>(lay.smem_bytes), stream, p.pdl, p, lay, n_tiles, tiles, vec_ok,
+                       static_cast<size_t>(lay.smem_bytes), stream, p.pdl, p, lay, m_tiles, tiles, vec_ok,
                        plain_requant);
 }
 
