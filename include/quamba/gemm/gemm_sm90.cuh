@@ -29,7 +29,10 @@
 // shared W slice, which TMA multicasts into both rings (W leaves L2 once per pair), and each
 // consumer warp releases a stage to both producers. The persistent kernels also prefetch the
 // residual of a Dequant epilogue into L2 half-way through each tile's K loop. The multicast
-// kernels are correct but measured slower than the one-CTA persistent ones (run_sm90a_auto).
+// kernels are correct but measured slower than the one-CTA persistent ones (run_sm90a_auto): with a
+// cluster-scope release on every remote arrive 1.5-1.8x, with the default CTA-scope one (now)
+// 1.01-1.09x (H200, bench/RESULTS.md run X). Split-K (run_sm90a_split_k): the one-tile kernel
+// over a range of K-slices per CTA (grid z), into a workspace reduced by the split-K reduce kernel.
 // kBM = 256 (persistent only, Sm90aPersistent256x160): each consumer warpgroup owns 128 rows as two
 // m64 blocks sharing every W slice (160 accumulators per thread; the producer warpgroup hands
 // registers to the consumers with setmaxnreg), which cuts the L2 -> SM operand bytes per MAC by 28%
@@ -133,9 +136,11 @@ using Sm90aPersistent128x128St = Sm90aTraits<128, 6, true, 8, true>;
 // into 16 column tiles, so M = 2048 gives 256 tiles = 1.94 waves on 132 SMs (128x256: 160 tiles,
 // 1.21 waves, i.e. two rounds with 40% of the SMs idle in the second).
 using Sm90aPersistent128x160 = Sm90aTraits<160, 6, true, 8, false>;
-// Two-CTA clusters with W multicast (see kClusterM). Bit-exact, but 1.5-1.8x slower than the
-// one-CTA persistent kernels on the d_model 2560 shapes (H100, bench_gemm sm90a_c2_* rows), so
-// run_sm90a_auto does not pick them; kept, tested and benchmarked for tuning.
+// Two-CTA clusters with W multicast (see kClusterM). Bit-exact, but slower than the one-CTA
+// persistent kernels on the d_model 2560 shapes (H200, same run: out_proj M = 2048 71.4 against
+// 65.9 us, in_proj 97.0 against 95.9; bench_gemm sm90a_c2_* rows), so run_sm90a_auto does not pick
+// them; kept, tested and benchmarked for tuning. For scale, cuBLASLt's int8 kernel at out_proj's
+// shape runs 128x128 tiles in clusters of 8 on 120 CTAs (ncu, run X).
 using Sm90aCluster128x256St = Sm90aTraits<256, 4, true, 8, true, 2>;
 using Sm90aCluster128x160 = Sm90aTraits<160, 6, true, 8, false, 2>;
 // Persistent 256x160, 4 x 52 KiB ring, direct stores, setmaxnreg (160 accumulators per consumer
@@ -1071,7 +1076,7 @@ inline bool short_k_prefers_128x128(int64_t M, int64_t N, int64_t K, int sm_coun
 // tiles x tile width / relative MAC rate (kRate160 = 0.78: the 128x160 tile moves 1.27x the L2
 // bytes per MAC of 128x256 and measured 1.29x slower on in_proj); e.g. M = 2048 in_proj
 // (N = 10240) -> 128x256 (640 tiles, 5 rounds). The two-CTA W-multicast kernels measured
-// 1.5-1.8x slower than their one-CTA counterparts on these shapes and are not selected. Smaller
+// slower than their one-CTA counterparts on these shapes and are not selected. Smaller
 // problems keep the one-tile-per-CTA kernels: the fraction of the last wave that is busy, times
 // the relative throughput of the tile (128x256 moves 1.5x fewer L2 bytes per MAC than 128x128).
 template <typename Epilogue>
