@@ -367,6 +367,32 @@ Status run_sm80(const GemmParams<Epilogue>& p, cudaStream_t stream) {
 
 // The split-K form of the 64 x 64 tile (plan_split_k(M, N, K) must split). `workspace`: at least
 // split_k_workspace_size(M, N, K) bytes, 16-byte aligned; overwritten, no initial contents needed.
+namespace detail {
+// The partial-sum problem of a split-K plan: p's operands, int32 outputs into the workspace with
+// row pitch n4 (the tile kernel adds z·M·n4 for split z).
+template <typename Epilogue>
+GemmParams<Identity> split_k_partials(const GemmParams<Epilogue>& p, void* workspace, int64_t n4) {
+  GemmParams<Identity> q;
+  q.M = p.M; q.N = p.N; q.K = p.K;
+  q.A = p.A; q.lda = p.lda;
+  q.W = p.W; q.ldw = p.ldw;
+  q.C = static_cast<int32_t*>(workspace); q.ldc = n4;
+  q.pdl = p.pdl;
+  return q;
+}
+
+// The second launch of every split-K path: sums the `splits` partials and applies p's epilogue.
+// With pdl it is a programmatic dependent of the tile kernel: its CTAs start while the last
+// partial sums are computed and wait for all of them.
+template <typename Epilogue>
+Status launch_split_k_reduce(const GemmParams<Epilogue>& p, const void* workspace, int splits, int64_t n4,
+                             cudaStream_t stream) {
+  const int64_t threads = p.M * (n4 / 4);
+  return launch_kernel(split_k_reduce_kernel<Epilogue>, dim3(static_cast<unsigned>((threads + 255) / 256)), dim3(256),
+                       0, stream, p.pdl, p, static_cast<const int32_t*>(workspace), splits, n4);
+}
+}  // namespace detail
+
 template <typename Epilogue>
 Status run_sm80_split_k(const GemmParams<Epilogue>& p, void* workspace, cudaStream_t stream) {
   using Traits = Sm80Tile64x64;
@@ -375,12 +401,7 @@ Status run_sm80_split_k(const GemmParams<Epilogue>& p, void* workspace, cudaStre
   if (s.splits < 2) return Status::kErrorInvalidArgument;
   if (!workspace) return Status::kErrorInvalidArgument;
   if (!is_aligned(workspace, 16)) return Status::kErrorMisaligned;
-  GemmParams<Identity> q;
-  q.M = p.M; q.N = p.N; q.K = p.K;
-  q.A = p.A; q.lda = p.lda;
-  q.W = p.W; q.ldw = p.ldw;
-  q.C = static_cast<int32_t*>(workspace); q.ldc = s.n4;
-  q.pdl = p.pdl;
+  const GemmParams<Identity> q = detail::split_k_partials(p, workspace, s.n4);
   auto kernel = detail::gemm_sm80_kernel<Traits, Identity>;
   QUAMBA_RETURN_IF_CUDA_ERROR(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
@@ -388,12 +409,7 @@ Status run_sm80_split_k(const GemmParams<Epilogue>& p, void* workspace, cudaStre
                   static_cast<unsigned>((p.N + Traits::kBN - 1) / Traits::kBN), static_cast<unsigned>(s.splits));
   QUAMBA_RETURN_IF_ERROR(launch_kernel(kernel, grid, dim3(Traits::kThreads), Traits::kSmemBytes,
                                        stream, q.pdl, q, true, s.slice, p.M * s.n4));
-  const int64_t threads = p.M * (s.n4 / 4);
-  // With pdl the reduce kernel is a programmatic dependent of the tile kernel: its CTAs start while
-  // the last partial sums are computed and wait for all of them.
-  return launch_kernel(detail::split_k_reduce_kernel<Epilogue>,
-                       dim3(static_cast<unsigned>((threads + 255) / 256)), dim3(256), 0, stream,
-                       p.pdl, p, static_cast<const int32_t*>(workspace), s.splits, s.n4);
+  return detail::launch_split_k_reduce(p, workspace, s.splits, s.n4, stream);
 }
 #endif
 

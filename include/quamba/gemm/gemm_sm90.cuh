@@ -1031,12 +1031,7 @@ Status run_sm90a_split_k(const GemmParams<Epilogue>& p, void* workspace, cudaStr
   const Sm90aSplitPlan s = plan_sm90a_split_k(p.M, p.N, p.K);
   if (s.splits < 2 || !workspace) return Status::kErrorInvalidArgument;
   if (!is_aligned(workspace, 16)) return Status::kErrorMisaligned;
-  GemmParams<Identity> q;
-  q.M = p.M; q.N = p.N; q.K = p.K;
-  q.A = p.A; q.lda = p.lda;
-  q.W = p.W; q.ldw = p.ldw;
-  q.C = static_cast<int32_t*>(workspace); q.ldc = s.n4;
-  q.pdl = p.pdl;
+  const GemmParams<Identity> q = detail::split_k_partials(p, workspace, s.n4);
   auto launch_tiles = [&](auto traits) -> Status {
     using Traits = decltype(traits);
     if (!sm90a_available<Identity, Traits>()) return Status::kErrorArchNotSupported;
@@ -1049,10 +1044,7 @@ Status run_sm90a_split_k(const GemmParams<Epilogue>& p, void* workspace, cudaStr
                          true, false, s.slice_tiles, q.M * s.n4);
   };
   QUAMBA_RETURN_IF_ERROR(s.bn == 128 ? launch_tiles(Sm90aTile128x128{}) : launch_tiles(Sm90aTile128x256{}));
-  const int64_t threads = p.M * (s.n4 / 4);
-  return launch_kernel(detail::split_k_reduce_kernel<Epilogue>,
-                       dim3(static_cast<unsigned>((threads + 255) / 256)), dim3(256), 0, stream,
-                       p.pdl, p, static_cast<const int32_t*>(workspace), s.splits, s.n4);
+  return detail::launch_split_k_reduce(p, workspace, s.splits, s.n4, stream);
 }
 
 // Short-K rule of run_sm90a_auto (host only): K <= 256 and the 128 x 128 grid fills its last
