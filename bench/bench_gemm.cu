@@ -3,7 +3,8 @@
 //
 // Names: Gemm/<variant>/D<d_model>/<layer>/M<rows>. Variants: auto (the dispatcher), each
 // mma.sync tile (sm80_*), each GEMV (gemv_*, M <= 16), sm90a (its tile heuristic) and each wgmma
-// tile (sm90a_*; M >= 128, when built with 90a and run on sm_90),
+// tile (sm90a_*; M >= 128, when built with 90a and run on sm_90), the wgmma split-K through the
+// workspace (sm90a_split_k) and inside clusters (sm90a_split_k_cluster) where the plan splits,
 // cublas_f16 (cublasGemmEx, fp16 in/out, fp32 accumulate), cublaslt_i8 (int8 in, int32 out).
 // Layers (D = d_model, E = 2D, R = ceil(D/16)): in_proj K=D N=2E (requant), x_proj K=E N=R+32
 // (requant), dt_proj K=R N=E (requant), out_proj K=E N=D (dequant fp32 + fp32 residual),
@@ -74,7 +75,7 @@ enum class Variant {
   kAuto, kAutoWorkspace, kSm80SplitK, kSm80Tile128, kSm80Tile64, kGemvWide, kGemvWideDeep, kGemvSplitK, kGemvNarrow,
   kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St,
   kSm90aP160, kSm90aC256St, kSm90aC160, kSm90aP256x160, kCublasF16, kCublasLtI8, kAutoPdl, kW8A16,
-  kShortK64, kShortK128, kShortK64x64, kSm90aSplitK
+  kShortK64, kShortK128, kShortK64x64, kSm90aSplitK, kSm90aSplitKCluster
 };
 
 const char* variant_name(Variant v) {
@@ -107,6 +108,7 @@ const char* variant_name(Variant v) {
     case Variant::kShortK128: return gemm::short_k_name<gemm::ShortKTile128x128>();
     case Variant::kShortK64x64: return gemm::short_k_name<gemm::ShortKTile64x64>();
     case Variant::kSm90aSplitK: return "sm90a_split_k";
+    case Variant::kSm90aSplitKCluster: return "sm90a_split_k_cluster";
   }
   return "?";
 }
@@ -120,6 +122,7 @@ Status run_variant(Variant v, const gemm::GemmParams<Epi>& p, cudaStream_t st, v
     case Variant::kAutoWorkspace: return gemm::run(p, ws, st);
     case Variant::kSm80SplitK: return gemm::run_sm80_split_k(p, ws, st);
     case Variant::kSm90aSplitK: return gemm::run_sm90a_split_k(p, ws, st);
+    case Variant::kSm90aSplitKCluster: return gemm::run_sm90a_split_k_cluster(p, st);
     case Variant::kSm80Tile128: return gemm::run_sm80<gemm::Sm80Tile128x128>(p, st);
     case Variant::kSm80Tile64: return gemm::run_sm80<gemm::Sm80Tile64x64>(p, st);
     case Variant::kShortK64: return gemm::run_short_k<gemm::ShortKTile64x128>(p, st);
@@ -462,6 +465,8 @@ const bool registered = [] {
         if (M >= gemm::kSm90aMinM && gemm::sm90a_split_k_workspace_size(M, s.N, s.K) > 0) {
           if (gemm::split_k_workspace_size(M, s.N, s.K) == 0) vs.push_back(Variant::kAutoWorkspace);
           vs.push_back(Variant::kSm90aSplitK);
+          if (gemm::plan_sm90a_split_k(M, s.N, s.K).splits <= gemm::kSm90aMaxClusterSplits)
+            vs.push_back(Variant::kSm90aSplitKCluster);
         }
         if (M <= gemm::kGemvMaxM)
           vs.insert(vs.end(), {Variant::kGemvWide, Variant::kGemvWideDeep, Variant::kGemvSplitK, Variant::kGemvNarrow});

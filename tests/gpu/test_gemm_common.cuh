@@ -155,7 +155,7 @@ Epi make_epilogue(const Problem& p, const EpiConfig& cfg, float alpha) {
 enum class Runner {
   kAuto, kAutoWorkspace, kSm80SplitK, kGemv, kGemvWide, kGemvWideDeep, kGemvSplitK, kGemvNarrow, kSm80Tile128, kSm80Tile64,
   kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St, kSm90aP160,
-  kSm90aC256St, kSm90aC160, kSm90aP256x160, kShortK64, kShortK128, kShortK64x64, kSm90aSplitK
+  kSm90aC256St, kSm90aC160, kSm90aP256x160, kShortK64, kShortK128, kShortK64x64, kSm90aSplitK, kSm90aSplitKCluster
 };
 
 // Every sm90a kernel variant, forced by name (the dispatcher's choice is kSm90a / kAuto).
@@ -170,6 +170,7 @@ const char* runner_name(Runner r) {
     case Runner::kAutoWorkspace: return "auto+workspace";
     case Runner::kSm80SplitK: return "sm80_64x64_split_k";
     case Runner::kSm90aSplitK: return "sm90a_split_k";
+    case Runner::kSm90aSplitKCluster: return "sm90a_split_k_cluster";
     case Runner::kGemv: return "gemv";
     case Runner::kGemvWide: return gemm::to_string(gemm::GemvKind::kWide);
     case Runner::kGemvWideDeep: return gemm::to_string(gemm::GemvKind::kWideDeep);
@@ -218,6 +219,7 @@ Status run_with(Runner r, const gemm::GemmParams<Epi>& p, cudaStream_t stream = 
       if (ws) return gemm::run_sm80_split_k(p, ws, stream);
       return with_workspace(gemm::split_k_workspace_size(p.M, p.N, p.K),
                             [&](void* w) { return gemm::run_sm80_split_k(p, w, stream); });
+    case Runner::kSm90aSplitKCluster: return gemm::run_sm90a_split_k_cluster(p, stream);
     case Runner::kSm90aSplitK:
       if (ws) return gemm::run_sm90a_split_k(p, ws, stream);
       return with_workspace(gemm::sm90a_split_k_workspace_size(p.M, p.N, p.K),

@@ -256,7 +256,8 @@ TEST(GemmSm90a, Persistent256x160Validation) {
 // 128x256 tiles with 64 columns past N) with M tails, a 128x128-tile shape (N <= 128), a K that is
 // no multiple of 128 (the last slice ends in TMA's zero fill) and a last slice shorter than the
 // others, a wide N with one row block; forced, and through auto with a workspace (the wgmma split-K
-// from kSm90aSplitMinM rows, the mma.sync one below).
+// from kSm90aSplitMinM rows, the mma.sync one below); the cluster form (no workspace) on the shapes
+// whose splits make a cluster, and its refusal on the others.
 TEST(GemmSm90a, SplitKAllEpilogues) {
   QUAMBA_REQUIRE_SM90A();
   for (auto s : {std::array<int64_t, 3>{2048, 192, 5120}, {130, 192, 5120}, {2049, 200, 1040}, {300, 80, 1536},
@@ -272,6 +273,22 @@ TEST(GemmSm90a, SplitKAllEpilogues) {
     check<gemm::DequantF16>(p, Runner::kSm90aSplitK, {false, true, true}, "dequant_f16");
     check<gemm::Requant>(p, Runner::kAutoWorkspace, {}, "requant");
     check<gemm::DequantF32>(p, Runner::kAutoWorkspace, {true, true, true}, "dequant_f32");
+    // The cluster form: the same plan, reduced through distributed shared memory where the splits
+    // make a cluster (at most kSm90aMaxClusterSplits), refused otherwise.
+    if (gemm::plan_sm90a_split_k(M, N, K).splits <= gemm::kSm90aMaxClusterSplits) {
+      check<gemm::Identity>(p, Runner::kSm90aSplitKCluster, {}, "identity");
+      check<gemm::Requant>(p, Runner::kSm90aSplitKCluster, {}, "requant");
+      check<gemm::Requant>(p, Runner::kSm90aSplitKCluster, {true, false, false}, "requant");
+      check<gemm::DequantF32>(p, Runner::kSm90aSplitKCluster, {true, true, true}, "dequant_f32");
+      check<gemm::DequantF16>(p, Runner::kSm90aSplitKCluster, {false, true, true}, "dequant_f16");
+      check<gemm::Requant>(p, Runner::kAuto, {}, "requant");
+    } else {
+      gemm::GemmParams<gemm::Requant> prm;
+      prm.M = M; prm.N = N; prm.K = K; prm.A = p.dA.get(); prm.lda = p.lda; prm.W = w.dev.get(); prm.ldw = w.ldw;
+      DeviceBuffer<int8_t> c(M * N);
+      prm.C = c.get(); prm.ldc = N;
+      EXPECT_EQ(gemm::run_sm90a_split_k_cluster(prm, 0), Status::kErrorNotSupported) << M << "x" << N << "x" << K;
+    }
   }
 }
 
@@ -369,7 +386,7 @@ TEST(GemmSm90aPdl, EveryVariant) {
     // The wgmma split-K: both of its kernels as programmatic dependents.
     Weights w(192, 5120, 5120, 76);
     Problem p(w, 2048, 5120, 77);
-    for (Runner r : {Runner::kSm90aSplitK, Runner::kAutoWorkspace}) {
+    for (Runner r : {Runner::kSm90aSplitK, Runner::kAutoWorkspace, Runner::kSm90aSplitKCluster, Runner::kAuto}) {
       check_pdl<gemm::Requant>(p, r, {}, "x_proj", 16);
       check_pdl<gemm::DequantF32>(p, r, {true, true, true}, "x_proj dequant_f32");
     }

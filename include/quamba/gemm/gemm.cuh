@@ -18,9 +18,10 @@
 //           see small_m_mma_worthwhile; and, given a workspace, 8 <= M with M·N·K >= 2^23 where
 //           the split-K plan splits: kSm80); else kSm90a on sm_90 with a 90a build when M >= kSm90aMinM and
 //           the problem has at least half as many 128 x 128 tiles as there are SMs (see
-//           sm90a_worthwhile; within kSm90a, run_sm90a_auto picks the tile); else, given a
-//           workspace, kSm90a split over K where plan_sm90a_split_k splits (M >= kSm90aSplitMinM,
-//           few tiles, a long K: x_proj prefill); else kSm80 with a tile chosen by shape.
+//           sm90a_worthwhile; within kSm90a, run_sm90a_auto picks the tile); else kSm90a split
+//           over K where plan_sm90a_split_k splits (M >= kSm90aSplitMinM, few tiles, a long K:
+//           x_proj prefill): reduced inside clusters (at most kSm90aMaxClusterSplits splits, no
+//           workspace), or through a given workspace; else kSm80 with a tile chosen by shape.
 // Workspace: the kSm80 and kSm90a paths (also when kAuto chooses them) split K over several CTAs
 // per tile for problems with few tiles and a long K (gemm_sm80.cuh plan_split_k, gemm_sm90.cuh
 // plan_sm90a_split_k) when run() is given a workspace of workspace_size() bytes (16-byte aligned,
@@ -103,7 +104,8 @@ inline GemmPath auto_path(int64_t M, int64_t N, int64_t K, bool has_workspace, i
                : GemmPath::kGemv;
   if (M >= kShortKMinM && K <= kShortKMaxK) return GemmPath::kShortK;
   if (arch == 90 && sm90a_dispatch_enabled() && sm90a_worthwhile(M, N, sm_count)) return GemmPath::kSm90a;
-  if (arch == 90 && sm90a_dispatch_enabled() && has_workspace && sm90a_split_worthwhile(M, N, K))
+  if (arch == 90 && sm90a_dispatch_enabled() && sm90a_split_worthwhile(M, N, K) &&
+      (has_workspace || plan_sm90a_split_k(M, N, K).splits <= kSm90aMaxClusterSplits))
     return GemmPath::kSm90a;
   return GemmPath::kSm80;
 }
@@ -174,8 +176,12 @@ Status run(const GemmParams<Epilogue>& p, void* workspace, cudaStream_t stream, 
     case GemmPath::kSm80: return run_sm80_auto(p, info.sm_count, workspace, stream);
     case GemmPath::kSm90a:
       if (info.arch != 90) return Status::kErrorArchNotSupported;
-      if (workspace && !sm90a_worthwhile(p.M, p.N, info.sm_count) && sm90a_split_worthwhile(p.M, p.N, p.K))
-        return run_sm90a_split_k(p, workspace, stream);
+      if (!sm90a_worthwhile(p.M, p.N, info.sm_count) && sm90a_split_worthwhile(p.M, p.N, p.K)) {
+        // The cluster form where the plan's splits make a cluster, else the workspace form.
+        const Status c = run_sm90a_split_k_cluster(p, stream);
+        if (c != Status::kErrorNotSupported) return c;
+        if (workspace) return run_sm90a_split_k(p, workspace, stream);
+      }
       return run_sm90a_auto(p, info.sm_count, stream);
     case GemmPath::kShortK: {
       const Status st = detail::launch_short_k<ShortKTile64x128>(p, info, stream);

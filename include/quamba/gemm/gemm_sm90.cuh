@@ -636,6 +636,37 @@ QUAMBA_DEVICE void prefetch_residual_l2(const GemmParams<Epilogue>& p, int64_t m
   }
 }
 
+// The K loop of one tile over the 128-byte K-slices kt0 .. kt0 + k_tiles - 1: thread 0 of warpgroup
+// 0 produces (as a programmatic dependent, the first ring round's W slices before the dependency
+// wait) and the function returns false in warpgroup 0; the consumer warpgroups accumulate their 64
+// rows into acc and return true, every wgmma retired.
+template <typename Traits>
+QUAMBA_DEVICE bool one_tile_k_loop(const Sm90aSmem<Traits>& sm, const CUtensorMap* tma_a, const CUtensorMap* tma_w,
+                                   bool pdl, int kt0, int k_tiles, int m0, int n0,
+                                   int32_t (&acc)[Traits::kAccumulators]) {
+  const int tid = threadIdx.x;
+  if (tid < 128) {
+    const int w_early = pdl ? (Traits::kStages < k_tiles ? Traits::kStages : k_tiles) : 0;
+    if (tid == 0)
+      for (int i = 0; i < w_early; ++i) produce_slice_w(sm, tma_w, i, kt0 + i, n0, 0u);
+    grid_dependency_wait();
+    if (tid == 0)
+      for (int i = 0; i < k_tiles; ++i) {
+        if (i < w_early) produce_slice_a(sm, tma_a, i, kt0 + i, m0);
+        else produce_slice(sm, tma_a, tma_w, i, kt0 + i, m0, n0);
+      }
+    return false;
+  }
+  grid_dependency_wait();
+  const int consumer = tid / 128 - 1;  // rows [64·consumer, 64·consumer + 64) of the tile
+#pragma unroll
+  for (int i = 0; i < Traits::kAccumulators; ++i) acc[i] = 0;
+  for (int i = 0; i < k_tiles; ++i) consume_slice(sm, acc, i, i > 0, consumer, tid & 31);
+  wgmma_wait<0>();
+  fence_operands(acc);
+  return true;
+}
+
 // One CTA per C tile. split_k_tiles > 0 (run_sm90a_split_k): this CTA covers the 128-byte K-slices
 // [z·split_k_tiles, (z+1)·split_k_tiles) ∩ [0, k_tiles) of its tile, z = blockIdx.z, and writes to
 // C + z·c_split_stride (exact int32 partial sums, Identity epilogue). The tensor maps span all of K,
@@ -648,8 +679,6 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   extern __shared__ uint8_t smem_raw[];
   const uint32_t raw = ptx::smem_u32(smem_raw);
   const Sm90aSmem<Traits> sm(raw);
-  const int tid = threadIdx.x;
-  const int warpgroup = tid / 128;
   const int m0 = blockIdx.x * Traits::kBM;
   const int n0 = blockIdx.y * Traits::kBN;
   const int all_k_tiles = static_cast<int>((p.K + Traits::kBK - 1) / Traits::kBK);
@@ -660,32 +689,106 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     p.C += static_cast<int64_t>(blockIdx.z) * c_split_stride;
   }
   init_barriers(sm);
-
-  if (warpgroup == 0) {
-    // As a programmatic dependent: the first ring round's W slices before the dependency wait.
-    const int w_early = p.pdl ? (Traits::kStages < k_tiles ? Traits::kStages : k_tiles) : 0;
-    if (tid == 0)
-      for (int i = 0; i < w_early; ++i) produce_slice_w(sm, &tma_w, i, kt0 + i, n0, 0u);
-    grid_dependency_wait();
-    if (tid == 0)
-      for (int i = 0; i < k_tiles; ++i) {
-        if (i < w_early) produce_slice_a(sm, &tma_a, i, kt0 + i, m0);
-        else produce_slice(sm, &tma_a, &tma_w, i, kt0 + i, m0, n0);
-      }
-    return;
-  }
-  grid_dependency_wait();
-
-  const int consumer = warpgroup - 1;  // rows [64·consumer, 64·consumer + 64) of the tile
-  const int lane = tid & 31;
   int32_t acc[Traits::kAccumulators];
-#pragma unroll
-  for (int i = 0; i < Traits::kAccumulators; ++i) acc[i] = 0;
-  for (int i = 0; i < k_tiles; ++i) consume_slice(sm, acc, i, i > 0, consumer, lane);
-  wgmma_wait<0>();
-  fence_operands(acc);
+  if (!one_tile_k_loop(sm, &tma_a, &tma_w, p.pdl, kt0, k_tiles, m0, n0, acc)) return;
+  const int consumer = threadIdx.x / 128 - 1;
   store_block<Traits>(p, pair_ok, wide_ok, acc, int64_t(m0) + consumer * 64, n0,
                       smem_raw + (sm.sStore - raw) + consumer * 64 * Traits::kBN, consumer);
+#else
+  __trap();  // built without sm_90a: never produce silent garbage
+#endif
+}
+
+// Split-K inside a cluster (run_sm90a_split_k_cluster): the gridDim.z CTAs of a tile form one
+// cluster (1 x 1 x splits, at most kSm90aMaxClusterSplits), CTA z walks K-slices
+// [z·split_k_tiles, ...) as above, then every CTA writes its int32 partial tile into its own shared
+// memory (over the drained ring), and after a cluster barrier CTA z sums rows
+// [z·R, (z+1)·R), R = ceil(kBM / splits), over the cluster's partial tiles through distributed
+// shared memory and applies the epilogue. Exact int32 sums: bit-identical to the unsplit kernel,
+// with no workspace and no second launch.
+template <typename Traits>
+struct Sm90aClusterSplit {
+  static constexpr int kPitch = Traits::kBN + 4;  // int32 per partial-tile row (16-byte aligned rows)
+  static constexpr int kBytes = Traits::kBM * kPitch * 4;
+  static_assert(kBytes <= Traits::kStages * (Traits::kStageBytesA + Traits::kStageBytesB),
+                "the partial tile fits the stage ring");
+};
+
+QUAMBA_DEVICE int4 ld_shared_cluster_v4(uint32_t local_addr, uint32_t cta) {
+  int4 v;
+  asm volatile(
+      "{\n"
+      ".reg .b32 remote;\n"
+      "mapa.shared::cluster.u32 remote, %4, %5;\n"
+      "ld.shared::cluster.v4.s32 {%0, %1, %2, %3}, [remote];\n"
+      "}\n"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "r"(local_addr), "r"(cta)
+      : "memory");
+  return v;
+}
+
+template <typename Traits, typename Epilogue>
+__global__ void __launch_bounds__(Traits::kThreads, 1)
+    gemm_sm90a_cluster_split_kernel(const __grid_constant__ CUtensorMap tma_a,
+                                    const __grid_constant__ CUtensorMap tma_w, GemmParams<Epilogue> p,
+                                    int split_k_tiles) {
+#if QUAMBA_SM90A_ENABLED
+  using Split = Sm90aClusterSplit<Traits>;
+  extern __shared__ uint8_t smem_raw[];
+  const uint32_t raw = ptx::smem_u32(smem_raw);
+  const Sm90aSmem<Traits> sm(raw);
+  const int tid = threadIdx.x;
+  const int m0 = blockIdx.x * Traits::kBM;
+  const int n0 = blockIdx.y * Traits::kBN;
+  const int splits = static_cast<int>(gridDim.z);
+  const int z = static_cast<int>(blockIdx.z);  // = the rank in the 1 x 1 x splits cluster
+  const int all_k_tiles = static_cast<int>((p.K + Traits::kBK - 1) / Traits::kBK);
+  const int kt0 = z * split_k_tiles;
+  const int k_tiles = all_k_tiles - kt0 < split_k_tiles ? all_k_tiles - kt0 : split_k_tiles;
+  init_barriers(sm);
+  int32_t acc[Traits::kAccumulators];
+  const bool consumer_thread = one_tile_k_loop(sm, &tma_a, &tma_w, p.pdl, kt0, k_tiles, m0, n0, acc);
+  // Every stage has been consumed (so no TMA write is pending) and every wgmma of both consumer
+  // warpgroups has retired before the ring is overwritten with the partial tile.
+  __syncthreads();
+  int32_t* part = reinterpret_cast<int32_t*>(smem_raw + (sm.sA - raw));
+  if (consumer_thread) {
+    // Accumulator layout of m64nN (see store_block): register 4j+e of warp w holds row 16w + g
+    // (+8 for e >= 2), column 8j + 2t (+1 for odd e).
+    const int lt = tid % 128, lane = lt & 31, w = lt >> 5, g = lane >> 2, t = lane & 3;
+    const int row = (tid / 128 - 1) * 64 + w * 16 + g;
+#pragma unroll
+    for (int j = 0; j < Traits::kBN / 8; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+        *reinterpret_cast<int2*>(part + (row + 8 * h) * Split::kPitch + 8 * j + 2 * t) =
+            make_int2(acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
+  }
+  cluster_sync_all();  // every partial tile of the cluster is complete and visible
+  const int rows = (Traits::kBM + splits - 1) / splits;
+  const int r0 = z * rows;
+  const int r_end = r0 + rows < Traits::kBM ? r0 + rows : Traits::kBM;
+  constexpr int kQuads = Traits::kBN / 4;
+  const uint32_t part_addr = sm.sA;
+  for (int q = tid; q < (r_end - r0) * kQuads; q += Traits::kThreads) {
+    const int r = r0 + q / kQuads, c = (q % kQuads) * 4;
+    const int64_t m = int64_t(m0) + r, n = int64_t(n0) + c;
+    if (m >= p.M || n >= p.N) continue;
+    int sum[4] = {0, 0, 0, 0};
+    const uint32_t off = part_addr + static_cast<uint32_t>((r * Split::kPitch + c) * 4);
+    for (int cta = 0; cta < splits; ++cta) {
+      const int4 v = ld_shared_cluster_v4(off, static_cast<uint32_t>(cta));
+      sum[0] += v.x;
+      sum[1] += v.y;
+      sum[2] += v.z;
+      sum[3] += v.w;
+    }
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      if (n + e < p.N) p.C[m * p.ldc + n + e] = p.epilogue.apply(sum[e], m, n + e);
+  }
+  cluster_sync_all();  // no CTA leaves (taking its shared memory) while a peer may still read it
 #else
   __trap();  // built without sm_90a: never produce silent garbage
 #endif
@@ -873,6 +976,8 @@ Status can_implement_sm90a(const GemmParams<Epilogue>& p) {
 // kSplitKWorkspaceBound, fewer splits where it would not.
 inline constexpr int64_t kSm90aSplitTargetCtas = 132;  // one wave on a 132-SM H100
 inline constexpr int64_t kSm90aSplitMinTiles = 2;      // 128-byte K-slices per split, at least
+// Largest split count of the cluster form (run_sm90a_split_k_cluster): the portable cluster size.
+inline constexpr int kSm90aMaxClusterSplits = 8;
 
 struct Sm90aSplitPlan {
   int splits = 1;       // 1: no split
@@ -1045,6 +1150,57 @@ Status run_sm90a_split_k(const GemmParams<Epilogue>& p, void* workspace, cudaStr
   };
   QUAMBA_RETURN_IF_ERROR(s.bn == 128 ? launch_tiles(Sm90aTile128x128{}) : launch_tiles(Sm90aTile128x256{}));
   return detail::launch_split_k_reduce(p, workspace, s.splits, s.n4, stream);
+}
+
+// The cluster form of the wgmma split-K (gemm_sm90a_cluster_split_kernel): the plan of
+// plan_sm90a_split_k with each tile's splits as one cluster, reduced through distributed shared
+// memory; no workspace, one launch. kErrorNotSupported where the plan does not split or splits
+// more than kSm90aMaxClusterSplits ways, or where no cluster of that size fits the device.
+template <typename Epilogue>
+Status run_sm90a_split_k_cluster(const GemmParams<Epilogue>& p, cudaStream_t stream) {
+  QUAMBA_RETURN_IF_ERROR(can_implement_sm90a(p));
+  const Sm90aSplitPlan s = plan_sm90a_split_k(p.M, p.N, p.K);
+  if (s.splits < 2 || s.splits > kSm90aMaxClusterSplits) return Status::kErrorNotSupported;
+  auto launch = [&](auto traits) -> Status {
+    using Traits = decltype(traits);
+    auto kernel = detail::gemm_sm90a_cluster_split_kernel<Traits, Epilogue>;
+    {
+      cudaFuncAttributes attr{};
+      if (current_arch() != 90 || cudaFuncGetAttributes(&attr, kernel) != cudaSuccess || attr.ptxVersion < 90 ||
+          attr.binaryVersion < 90) {
+        cudaGetLastError();
+        return Status::kErrorArchNotSupported;
+      }
+    }
+    CUtensorMap tma_a, tma_w;
+    QUAMBA_RETURN_IF_ERROR(detail::prepare_sm90a<Traits>(p, kernel, &tma_a, &tma_w));
+    cudaLaunchAttribute attr[2];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = 1;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = static_cast<unsigned>(s.splits);
+    attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[1].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(1, 1, static_cast<unsigned>(s.splits));  // one cluster: the occupancy query
+    cfg.blockDim = dim3(Traits::kThreads);
+    cfg.dynamicSmemBytes = Traits::kSmemBytes;
+    cfg.stream = stream;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    int clusters = 0;
+    if (cudaOccupancyMaxActiveClusters(&clusters, reinterpret_cast<const void*>(kernel), &cfg) != cudaSuccess ||
+        clusters < 1) {
+      cudaGetLastError();
+      return Status::kErrorNotSupported;
+    }
+    cfg.gridDim.x = static_cast<unsigned>((p.M + Traits::kBM - 1) / Traits::kBM);
+    cfg.gridDim.y = static_cast<unsigned>((p.N + Traits::kBN - 1) / Traits::kBN);
+    cfg.numAttrs = p.pdl ? 2u : 1u;
+    QUAMBA_RETURN_IF_CUDA_ERROR(cudaLaunchKernelEx(&cfg, kernel, tma_a, tma_w, p, s.slice_tiles));
+    return last_launch_status();
+  };
+  return s.bn == 128 ? launch(Sm90aTile128x128{}) : launch(Sm90aTile128x256{});
 }
 
 // Short-K rule of run_sm90a_auto (host only): K <= 256 and the 128 x 128 grid fills its last
