@@ -165,7 +165,7 @@ TEST(GemmConsistency, GemvEqualsTensorCore) {
 
 // The short-K kernel (gemm_short_k.cuh), both tiles: K from one 16-byte chunk to the 256 bound
 // (K % 32 == 16 zero-fills the last half step), M and N tails, grids with one tile per CTA and
-// with many (ranges that cross row blocks, stages that keep or reload A), every epilogue, the
+// with many (ranges that cross column blocks, stages that keep or reload W), every epilogue, the
 // 16-byte and the per-element store paths (check() uses an odd ldc with a column scale).
 TEST(GemmShortK, Sweep) {
   QUAMBA_REQUIRE_GPU();
@@ -187,8 +187,8 @@ TEST(GemmShortK, Sweep) {
   }
 }
 
-// Grids with several tiles per CTA at a small K: the double-buffered stages, A kept across tiles
-// of one row block and reloaded at the next, the empty commit groups of a range's last tiles
+// Grids with several tiles per CTA at a small K: the double-buffered stages, W kept across tiles
+// of one column block and reloaded at the next, the empty commit groups of a range's last tiles
 // (also the compute-sanitizer racecheck target of this kernel).
 TEST(GemmShortK, SeveralTilesPerCta) {
   QUAMBA_REQUIRE_GPU();
@@ -198,6 +198,19 @@ TEST(GemmShortK, SeveralTilesPerCta) {
     check<gemm::Requant>(p, r, {}, "requant", 16);
     check<gemm::DequantF16>(p, r, {false, true, false}, "dequant_f16");
   }
+}
+
+// dt_proj at d_model 2560 on a long prompt (M = 8192 + 65, N = 5120, K = 160): ~20 tiles per CTA,
+// so every stage keeps its W rows over many tiles and reloads them at column-block boundaries, with
+// an M tail in every column block; plain and as a programmatic dependent (the first tile's W rows
+// requested before the dependency wait).
+TEST(GemmShortK, DtProjLongPrompt) {
+  QUAMBA_REQUIRE_GPU();
+  Weights w(5120, 160, 160, 9400);
+  Problem p(w, 8192 + 65, 160, 9401);
+  check<gemm::Requant>(p, Runner::kShortK64, {}, "requant", 16);
+  check<gemm::Requant>(p, Runner::kAuto, {}, "requant");
+  check_pdl<gemm::Requant>(p, Runner::kShortK64, {}, "requant pdl", 16);
 }
 
 // Accumulators at the edge of the exact int32 -> fp32 form of the Requant epilogue: K = 256 with
@@ -381,8 +394,8 @@ TEST(GemmDispatch, AutoPathRules) {
   EXPECT_EQ(path(128, 3072, 768, false), GemmPath::kSm80) << "24 tiles of 128 x 128";
   EXPECT_EQ(path(2048, 192, 5120, true), GemmPath::kSm90a) << "x_proj prefill, workspace: wgmma split-K";
   EXPECT_EQ(path(2048, 192, 5120, false), GemmPath::kSm90a) << "x_proj prefill, no workspace: cluster split-K";
-  EXPECT_EQ(path(1024, 192, 16384, false), GemmPath::kSm80) << "10 splits: no cluster form, no workspace";
-  EXPECT_EQ(path(1024, 192, 16384, true), GemmPath::kSm90a) << "10 splits, workspace: wgmma split-K";
+  EXPECT_EQ(path(1024, 192, 16384, false), GemmPath::kSm80) << "16 splits: no cluster form, no workspace";
+  EXPECT_EQ(path(1024, 192, 16384, true), GemmPath::kSm90a) << "16 splits, workspace: wgmma split-K";
   EXPECT_EQ(path(2048, 192, 5120, true, 80), GemmPath::kSm80) << "x_proj prefill on sm_80: mma.sync split-K";
   EXPECT_EQ(path(128, 192, 5120, true), GemmPath::kSm80) << "x_proj, 128 rows: mma.sync split-K";
   EXPECT_EQ(path(128, 3072, 768, true), GemmPath::kSm80) << "in_proj at d_model 768, 128 rows";

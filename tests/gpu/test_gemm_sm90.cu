@@ -255,13 +255,14 @@ TEST(GemmSm90a, Persistent256x160Validation) {
 // the split-K reduce), every epilogue, on shapes whose plan splits: x_proj at d_model 2560 (N = 192,
 // 128x256 tiles with 64 columns past N) with M tails, a 128x128-tile shape (N <= 128), a K that is
 // no multiple of 128 (the last slice ends in TMA's zero fill) and a last slice shorter than the
-// others, a wide N with one row block; forced, and through auto with a workspace (the wgmma split-K
+// others, a wide N with one row block, odd N (the reduce's partial quads), 16 splits (through auto
+// with a workspace: the workspace form); forced, and through auto with a workspace (the wgmma split-K
 // from kSm90aSplitMinM rows, the mma.sync one below); the cluster form (no workspace) on the shapes
 // whose splits make a cluster, and its refusal on the others.
 TEST(GemmSm90a, SplitKAllEpilogues) {
   QUAMBA_REQUIRE_SM90A();
   for (auto s : {std::array<int64_t, 3>{2048, 192, 5120}, {130, 192, 5120}, {2049, 200, 1040}, {300, 80, 1536},
-                 {129, 2560, 2000}, {640, 36, 4624}}) {
+                 {129, 2560, 2000}, {640, 36, 4624}, {2048, 201, 2048}, {1100, 37, 3008}, {1024, 192, 16384}}) {
     const int64_t M = s[0], N = s[1], K = s[2];
     ASSERT_GT(gemm::plan_sm90a_split_k(M, N, K).splits, 1) << M << "x" << N << "x" << K;
     Weights w(N, K, K + 16, 7300 + N + K);
@@ -314,7 +315,12 @@ TEST(GemmSm90a, SplitKPlanRules) {
         worst = std::max(worst, ws);
         gemm::GemmParams<gemm::Requant> prm;
         prm.M = M; prm.N = N; prm.K = K;
-        EXPECT_GE(gemm::workspace_size(prm), ws);
+        // The kSm90a path's workspace is this plan's from kSm90aSplitMinM rows (where run() splits
+        // it), the kSm80 path's the mma.sync plan's, kAuto's the larger.
+        EXPECT_EQ(gemm::workspace_size(prm, gemm::GemmPath::kSm90a), M >= gemm::kSm90aSplitMinM ? ws : 0u);
+        EXPECT_EQ(gemm::workspace_size(prm, gemm::GemmPath::kSm80), gemm::split_k_workspace_size(M, N, K));
+        EXPECT_EQ(gemm::workspace_size(prm), std::max(gemm::workspace_size(prm, gemm::GemmPath::kSm90a),
+                                                      gemm::workspace_size(prm, gemm::GemmPath::kSm80)));
       }
   EXPECT_GT(worst, 0u);
   EXPECT_LE(worst, gemm::kSplitKWorkspaceBound);

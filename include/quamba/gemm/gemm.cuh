@@ -24,9 +24,11 @@
 //           workspace), or through a given workspace; else kSm80 with a tile chosen by shape.
 // Workspace: the kSm80 and kSm90a paths (also when kAuto chooses them) split K over several CTAs
 // per tile for problems with few tiles and a long K (gemm_sm80.cuh plan_split_k, gemm_sm90.cuh
-// plan_sm90a_split_k) when run() is given a workspace of workspace_size() bytes (16-byte aligned,
-// no initial contents; at most kSplitKWorkspaceBound for any shape); with workspace == nullptr they
-// run unsplit. Every other path needs none. run() never allocates or synchronizes.
+// plan_sm90a_split_k) when run() is given a workspace of workspace_size(p, path) bytes for the path
+// it is called with (16-byte aligned, no initial contents; at most kSplitKWorkspaceBound for any
+// shape; kAuto's covers both plans, so a kSm80-sized workspace is too small for kAuto); with
+// workspace == nullptr they run unsplit, except kSm90a's cluster form, which needs none. Every
+// other path needs none. run() never allocates or synchronizes.
 // PDL: with GemmParams::pdl every kernel of every path launches as a programmatic dependent of the
 // stream's previous kernel (the split-K reduce as a dependent of its tile kernel); see params.cuh.
 #pragma once
@@ -138,7 +140,8 @@ Status can_implement(const GemmParams<Epilogue>& p, GemmPath path = GemmPath::kA
 template <typename Epilogue>
 size_t workspace_size(const GemmParams<Epilogue>& p, GemmPath path = GemmPath::kAuto) {
   const size_t sm80 = split_k_workspace_size(p.M, p.N, p.K);
-  const size_t sm90a = p.M >= kSm90aMinM ? sm90a_split_k_workspace_size(p.M, p.N, p.K) : 0;
+  // The wgmma plan's workspace where run() may split that way (sm90a_split_worthwhile).
+  const size_t sm90a = p.M >= kSm90aSplitMinM ? sm90a_split_k_workspace_size(p.M, p.N, p.K) : 0;
   switch (path) {
     case GemmPath::kAuto: return sm80 > sm90a ? sm80 : sm90a;
     case GemmPath::kSm80: return sm80;

@@ -968,7 +968,8 @@ Status can_implement_sm90a(const GemmParams<Epilogue>& p) {
 // Split-K plan of the one-tile-per-CTA wgmma kernel (host only, device independent). A problem with
 // few 128-row tiles and a long K (x_proj: N = 192, K = 5120, 16 tiles at M = 2048) leaves most
 // SMs idle; split over K, its tiles become kSm90aSplitTargetCtas CTAs of whole 128-byte K-slices
-// (at least kSm90aSplitMinTiles each) writing exact int32 partial sums, and the split-K reduce
+// (kSm90aSplitMinTiles or more each; the last split may be shorter) writing exact int32 partial
+// sums, and the split-K reduce
 // kernel (gemm_sm80.cuh) adds them and applies the epilogue: bit-identical to the unsplit kernel.
 // Against the mma.sync split-K (64 x 64 tiles), the 128 x 256 tile reads each A row once per 256
 // columns instead of once per 64, the L2 -> SM bytes that bound these problems. The tile is
