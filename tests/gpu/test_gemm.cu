@@ -393,7 +393,7 @@ TEST(GemmDispatch, AutoPathRules) {
   EXPECT_EQ(path(2048, 10240, 2560, false, 80), GemmPath::kSm80);
   EXPECT_EQ(path(128, 3072, 768, false), GemmPath::kSm80) << "24 tiles of 128 x 128";
   EXPECT_EQ(path(2048, 192, 5120, true), GemmPath::kSm90a) << "x_proj prefill, workspace: wgmma split-K";
-  EXPECT_EQ(path(2048, 192, 5120, false), GemmPath::kSm90a) << "x_proj prefill, no workspace: cluster split-K";
+  EXPECT_EQ(path(2048, 192, 5120, false), GemmPath::kSm90a) << "x_proj prefill, no workspace: kSm90a (cluster split-K)";
   EXPECT_EQ(path(1024, 192, 16384, false), GemmPath::kSm80) << "16 splits: no cluster form, no workspace";
   EXPECT_EQ(path(1024, 192, 16384, true), GemmPath::kSm90a) << "16 splits, workspace: wgmma split-K";
   EXPECT_EQ(path(2048, 192, 5120, true, 80), GemmPath::kSm80) << "x_proj prefill on sm_80: mma.sync split-K";

@@ -20,8 +20,9 @@
 //           the problem has at least half as many 128 x 128 tiles as there are SMs (see
 //           sm90a_worthwhile; within kSm90a, run_sm90a_auto picks the tile); else kSm90a split
 //           over K where plan_sm90a_split_k splits (M >= kSm90aSplitMinM, few tiles, a long K:
-//           x_proj prefill): reduced inside clusters (at most kSm90aMaxClusterSplits splits, no
-//           workspace), or through a given workspace; else kSm80 with a tile chosen by shape.
+//           x_proj prefill): reduced inside clusters (at most kSm90aMaxClusterSplits splits, all
+//           clusters resident at once, no workspace), or through a given workspace, or unsplit;
+//           else kSm80 with a tile chosen by shape.
 // Workspace: the kSm80 and kSm90a paths (also when kAuto chooses them) split K over several CTAs
 // per tile for problems with few tiles and a long K (gemm_sm80.cuh plan_split_k, gemm_sm90.cuh
 // plan_sm90a_split_k) when run() is given a workspace of workspace_size(p, path) bytes for the path
@@ -180,8 +181,9 @@ Status run(const GemmParams<Epilogue>& p, void* workspace, cudaStream_t stream, 
     case GemmPath::kSm90a:
       if (info.arch != 90) return Status::kErrorArchNotSupported;
       if (!sm90a_worthwhile(p.M, p.N, info.sm_count) && sm90a_split_worthwhile(p.M, p.N, p.K)) {
-        // The cluster form where the plan's splits make a cluster, else the workspace form.
-        const Status c = run_sm90a_split_k_cluster(p, stream);
+        // The cluster form where the plan's splits make a cluster and every tile's cluster fits at
+        // once, else the workspace form, else the unsplit tiles.
+        const Status c = run_sm90a_split_k_cluster(p, stream, /*one_wave=*/true);
         if (c != Status::kErrorNotSupported) return c;
         if (workspace) return run_sm90a_split_k(p, workspace, stream);
       }

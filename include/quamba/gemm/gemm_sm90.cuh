@@ -1156,9 +1156,12 @@ Status run_sm90a_split_k(const GemmParams<Epilogue>& p, void* workspace, cudaStr
 // The cluster form of the wgmma split-K (gemm_sm90a_cluster_split_kernel): the plan of
 // plan_sm90a_split_k with each tile's splits as one cluster, reduced through distributed shared
 // memory; no workspace, one launch. kErrorNotSupported where the plan does not split or splits
-// more than kSm90aMaxClusterSplits ways, or where no cluster of that size fits the device.
+// more than kSm90aMaxClusterSplits ways, where no cluster of that size fits the device, or, with
+// one_wave, where the device cannot hold every tile's cluster at once: a second round of clusters
+// makes it slower than the workspace form (H200, x_proj at d_model 2560, M = 2048: 16 clusters of
+// 8, 24.9 us against 19.0; at d_model 768, 16 clusters of 6 in one round, 10.3 against 12.0).
 template <typename Epilogue>
-Status run_sm90a_split_k_cluster(const GemmParams<Epilogue>& p, cudaStream_t stream) {
+Status run_sm90a_split_k_cluster(const GemmParams<Epilogue>& p, cudaStream_t stream, bool one_wave = false) {
   QUAMBA_RETURN_IF_ERROR(can_implement_sm90a(p));
   const Sm90aSplitPlan s = plan_sm90a_split_k(p.M, p.N, p.K);
   if (s.splits < 2 || s.splits > kSm90aMaxClusterSplits) return Status::kErrorNotSupported;
@@ -1197,6 +1200,7 @@ Status run_sm90a_split_k_cluster(const GemmParams<Epilogue>& p, cudaStream_t str
     }
     cfg.gridDim.x = static_cast<unsigned>((p.M + Traits::kBM - 1) / Traits::kBM);
     cfg.gridDim.y = static_cast<unsigned>((p.N + Traits::kBN - 1) / Traits::kBN);
+    if (one_wave && int64_t(clusters) < int64_t(cfg.gridDim.x) * cfg.gridDim.y) return Status::kErrorNotSupported;
     cfg.numAttrs = p.pdl ? 2u : 1u;
     QUAMBA_RETURN_IF_CUDA_ERROR(cudaLaunchKernelEx(&cfg, kernel, tma_a, tma_w, p, s.slice_tiles));
     return last_launch_status();
