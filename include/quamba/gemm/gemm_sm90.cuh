@@ -32,7 +32,9 @@
 // kernels are correct but measured slower than the one-CTA persistent ones (run_sm90a_auto): with a
 // cluster-scope release on every remote arrive 1.5-1.8x, with the default CTA-scope one (now)
 // 1.01-1.09x (H200, bench/RESULTS.md run X). Split-K (run_sm90a_split_k): the one-tile kernel
-// over a range of K-slices per CTA (grid z), into a workspace reduced by the split-K reduce kernel.
+// over a range of K-slices per CTA (grid z), into a workspace reduced by the split-K reduce kernel;
+// run_sm90a_split_k_cluster: the same K-slices as one cluster per tile, reduced through
+// distributed shared memory (gemm_sm90a_cluster_split_kernel).
 // kBM = 256 (persistent only, Sm90aPersistent256x160): each consumer warpgroup owns 128 rows as two
 // m64 blocks sharing every W slice (160 accumulators per thread; the producer warpgroup hands
 // registers to the consumers with setmaxnreg), which cuts the L2 -> SM operand bytes per MAC by 28%
