@@ -86,9 +86,10 @@ inline bool sm90a_worthwhile(int64_t M, int64_t N, int sm_count) {
   return 2 * tiles >= sm_count;
 }
 
-// Few wgmma tiles and a long K, with a workspace, from kSm90aSplitMinM rows (prefill): the wgmma
-// split-K (plan_sm90a_split_k) instead of the mma.sync one. H200, same run (bench/RESULTS.md run
-// X): x_proj at d_model 2560 (N = 192, K = 5120), M = 2048: 18.5 us against 20.0; at M = 128 the
+// Few wgmma tiles and a long K, from kSm90aSplitMinM rows (prefill): the wgmma split-K
+// (plan_sm90a_split_k; inside clusters or through a workspace, see run()) instead of the mma.sync
+// one. H200, same run (bench/RESULTS.md run X): x_proj at d_model 2560 (N = 192, K = 5120),
+// M = 2048: 18.5 us (workspace form) against 20.0; at M = 128 the
 // mma.sync split-K's smaller tiles win on every layer (x_proj 10.5 against 13.0 us, out_proj 19.0
 // against 20.3, in_proj at d_model 768 9.0 against 14.1).
 inline constexpr int64_t kSm90aSplitMinM = 1024;
