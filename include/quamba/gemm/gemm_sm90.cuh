@@ -198,19 +198,9 @@ QUAMBA_DEVICE uint32_t cluster_ctarank() {
 // Arrive on the barrier at the same shared-memory offset in CTA `cta` of the cluster. The default
 // semantics (release, CTA scope) suffice: the arriving consumer's shared-memory reads are wgmmas
 // already retired by wgmma.wait_group, and the peer's producer only overwrites the stage through
-// TMA after it observes the phase. QUAMBA_GEMM_REMOTE_ARRIVE_CLUSTER selects the cluster-scope
-// release for comparison.
+// TMA after it observes the phase (a cluster-scope release here made the multicast kernels
+// 1.3-1.4x slower, bench/RESULTS.md run X2).
 QUAMBA_DEVICE void mbar_arrive_remote(uint32_t bar, uint32_t cta) {
-#ifdef QUAMBA_GEMM_REMOTE_ARRIVE_CLUSTER
-  asm volatile(
-      "{\n"
-      ".reg .b32 remote;\n"
-      "mapa.shared::cluster.u32 remote, %0, %1;\n"
-      "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n"
-      "}\n" ::"r"(bar),
-      "r"(cta)
-      : "memory");
-#else
   asm volatile(
       "{\n"
       ".reg .b32 remote;\n"
@@ -219,7 +209,6 @@ QUAMBA_DEVICE void mbar_arrive_remote(uint32_t bar, uint32_t cta) {
       "}\n" ::"r"(bar),
       "r"(cta)
       : "memory");
-#endif
 }
 // Every thread of both CTAs: barrier initialisation visible before any remote arrive or multicast,
 // and no CTA exits (its shared memory gone) while its peer may still arrive on its barriers.
@@ -638,6 +627,14 @@ QUAMBA_DEVICE void prefetch_residual_l2(const GemmParams<Epilogue>& p, int64_t m
   }
 }
 
+// Split z's K-slices of a split-K launch: kt0 .. kt0 + k_tiles - 1 of the ceil(K / kBK) slices.
+template <typename Traits>
+QUAMBA_DEVICE void split_k_range(int64_t K, int split_k_tiles, int z, int& kt0, int& k_tiles) {
+  const int all = static_cast<int>((K + Traits::kBK - 1) / Traits::kBK);
+  kt0 = z * split_k_tiles;
+  k_tiles = all - kt0 < split_k_tiles ? all - kt0 : split_k_tiles;
+}
+
 // The K loop of one tile over the 128-byte K-slices kt0 .. kt0 + k_tiles - 1: thread 0 of warpgroup
 // 0 produces (as a programmatic dependent, the first ring round's W slices before the dependency
 // wait) and the function returns false in warpgroup 0; the consumer warpgroups accumulate their 64
@@ -683,11 +680,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   const Sm90aSmem<Traits> sm(raw);
   const int m0 = blockIdx.x * Traits::kBM;
   const int n0 = blockIdx.y * Traits::kBN;
-  const int all_k_tiles = static_cast<int>((p.K + Traits::kBK - 1) / Traits::kBK);
-  int kt0 = 0, k_tiles = all_k_tiles;  // this CTA's slices: kt0 .. kt0 + k_tiles - 1
+  int kt0 = 0, k_tiles = static_cast<int>((p.K + Traits::kBK - 1) / Traits::kBK);  // this CTA's slices
   if (split_k_tiles > 0) {
-    kt0 = static_cast<int>(blockIdx.z) * split_k_tiles;
-    k_tiles = all_k_tiles - kt0 < split_k_tiles ? all_k_tiles - kt0 : split_k_tiles;
+    split_k_range<Traits>(p.K, split_k_tiles, static_cast<int>(blockIdx.z), kt0, k_tiles);
     p.C += static_cast<int64_t>(blockIdx.z) * c_split_stride;
   }
   init_barriers(sm);
@@ -745,9 +740,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   const int n0 = blockIdx.y * Traits::kBN;
   const int splits = static_cast<int>(gridDim.z);
   const int z = static_cast<int>(blockIdx.z);  // = the rank in the 1 x 1 x splits cluster
-  const int all_k_tiles = static_cast<int>((p.K + Traits::kBK - 1) / Traits::kBK);
-  const int kt0 = z * split_k_tiles;
-  const int k_tiles = all_k_tiles - kt0 < split_k_tiles ? all_k_tiles - kt0 : split_k_tiles;
+  int kt0 = 0, k_tiles = 0;
+  split_k_range<Traits>(p.K, split_k_tiles, z, kt0, k_tiles);
   init_barriers(sm);
   int32_t acc[Traits::kAccumulators];
   const bool consumer_thread = one_tile_k_loop(sm, &tma_a, &tma_w, p.pdl, kt0, k_tiles, m0, n0, acc);
@@ -1026,24 +1020,28 @@ constexpr auto sm90a_kernel_of() {
   else return gemm_sm90a_kernel<Traits, Epilogue>;
 }
 
-// Clusters of Traits::kClusterM CTAs that can be resident at once (one CTA per SM; GPC boundaries
-// can leave SMs unpaired), cached per device. The dynamic shared-memory limit must already be set.
+// Clusters of shape `cluster` that can be resident at once (one CTA per SM; GPC boundaries can
+// leave SMs unused), cached per device and cluster size (each kernel instantiation launches one
+// cluster shape per size). The dynamic shared-memory limit must already be set.
 template <typename Traits, typename Kernel>
-Status max_active_clusters(Kernel kernel, int* clusters) {
-  static int cache[64] = {};
+Status max_active_clusters(Kernel kernel, dim3 cluster, int* clusters) {
+  static int cache[64][17] = {};
+  const unsigned size = cluster.x * cluster.y * cluster.z;
+  if (size < 1 || size > 16) return Status::kErrorNotSupported;
   int dev = 0;
   QUAMBA_RETURN_IF_CUDA_ERROR(cudaGetDevice(&dev));
-  if (dev >= 0 && dev < 64 && cache[dev] > 0) {
-    *clusters = cache[dev];
+  const bool cached = dev >= 0 && dev < 64;
+  if (cached && cache[dev][size] > 0) {
+    *clusters = cache[dev][size];
     return Status::kSuccess;
   }
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = Traits::kClusterM;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
+  attr[0].val.clusterDim.x = cluster.x;
+  attr[0].val.clusterDim.y = cluster.y;
+  attr[0].val.clusterDim.z = cluster.z;
   cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(Traits::kClusterM);
+  cfg.gridDim = cluster;
   cfg.blockDim = dim3(Traits::kThreads);
   cfg.dynamicSmemBytes = Traits::kSmemBytes;
   cfg.attrs = attr;
@@ -1051,7 +1049,7 @@ Status max_active_clusters(Kernel kernel, int* clusters) {
   int n = 0;
   QUAMBA_RETURN_IF_CUDA_ERROR(cudaOccupancyMaxActiveClusters(&n, reinterpret_cast<const void*>(kernel), &cfg));
   if (n <= 0) return Status::kErrorNotSupported;
-  if (dev >= 0 && dev < 64) cache[dev] = n;
+  if (cached) cache[dev][size] = n;
   *clusters = n;
   return Status::kSuccess;
 }
@@ -1105,7 +1103,7 @@ Status run_sm90a(const GemmParams<Epilogue>& p, cudaStream_t stream) {
   }
   if constexpr (Traits::kClusterM > 1) {
     int clusters = 0;
-    QUAMBA_RETURN_IF_ERROR(detail::max_active_clusters<Traits>(kernel, &clusters));
+    QUAMBA_RETURN_IF_ERROR(detail::max_active_clusters<Traits>(kernel, dim3(Traits::kClusterM), &clusters));
     const int64_t units = (m_tiles + Traits::kClusterM - 1) / Traits::kClusterM * n_tiles;
     if (units < clusters) clusters = static_cast<int>(units);
     cudaLaunchAttribute attr[2];
@@ -1170,39 +1168,32 @@ Status run_sm90a_split_k_cluster(const GemmParams<Epilogue>& p, cudaStream_t str
   auto launch = [&](auto traits) -> Status {
     using Traits = decltype(traits);
     auto kernel = detail::gemm_sm90a_cluster_split_kernel<Traits, Epilogue>;
-    {
-      cudaFuncAttributes attr{};
-      if (current_arch() != 90 || cudaFuncGetAttributes(&attr, kernel) != cudaSuccess || attr.ptxVersion < 90 ||
-          attr.binaryVersion < 90) {
-        cudaGetLastError();
-        return Status::kErrorArchNotSupported;
-      }
-    }
+    static quamba::detail::Sm90ImageCache image;
+    if (current_arch() != 90 || !image.get(kernel)) return Status::kErrorArchNotSupported;
     CUtensorMap tma_a, tma_w;
     QUAMBA_RETURN_IF_ERROR(detail::prepare_sm90a<Traits>(p, kernel, &tma_a, &tma_w));
+    const dim3 cluster(1, 1, static_cast<unsigned>(s.splits));
+    int clusters = 0;
+    if (detail::max_active_clusters<Traits>(kernel, cluster, &clusters) != Status::kSuccess) {
+      cudaGetLastError();
+      return Status::kErrorNotSupported;  // no cluster of this size fits the device
+    }
+    const dim3 grid(static_cast<unsigned>((p.M + Traits::kBM - 1) / Traits::kBM),
+                    static_cast<unsigned>((p.N + Traits::kBN - 1) / Traits::kBN), cluster.z);
+    if (one_wave && int64_t(clusters) < int64_t(grid.x) * grid.y) return Status::kErrorNotSupported;
     cudaLaunchAttribute attr[2];
     attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = 1;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = static_cast<unsigned>(s.splits);
+    attr[0].val.clusterDim.x = cluster.x;
+    attr[0].val.clusterDim.y = cluster.y;
+    attr[0].val.clusterDim.z = cluster.z;
     attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[1].val.programmaticStreamSerializationAllowed = 1;
     cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(1, 1, static_cast<unsigned>(s.splits));  // one cluster: the occupancy query
+    cfg.gridDim = grid;
     cfg.blockDim = dim3(Traits::kThreads);
     cfg.dynamicSmemBytes = Traits::kSmemBytes;
     cfg.stream = stream;
     cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    int clusters = 0;
-    if (cudaOccupancyMaxActiveClusters(&clusters, reinterpret_cast<const void*>(kernel), &cfg) != cudaSuccess ||
-        clusters < 1) {
-      cudaGetLastError();
-      return Status::kErrorNotSupported;
-    }
-    cfg.gridDim.x = static_cast<unsigned>((p.M + Traits::kBM - 1) / Traits::kBM);
-    cfg.gridDim.y = static_cast<unsigned>((p.N + Traits::kBN - 1) / Traits::kBN);
-    if (one_wave && int64_t(clusters) < int64_t(cfg.gridDim.x) * cfg.gridDim.y) return Status::kErrorNotSupported;
     cfg.numAttrs = p.pdl ? 2u : 1u;
     QUAMBA_RETURN_IF_CUDA_ERROR(cudaLaunchKernelEx(&cfg, kernel, tma_a, tma_w, p, s.slice_tiles));
     return last_launch_status();
