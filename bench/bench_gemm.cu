@@ -151,7 +151,7 @@ template <typename Traits, typename Epi>
 int cluster_count() {
   int n = 0;
   const auto kernel = gemm::detail::sm90a_kernel_of<Traits, Epi>();
-  return gemm::detail::max_active_clusters<Traits>(kernel, &n) == Status::kSuccess ? n : -1;
+  return gemm::detail::max_active_clusters<Traits>(kernel, dim3(Traits::kClusterM), &n) == Status::kSuccess ? n : -1;
 }
 
 // ---- timing ------------------------------------------------------------------------------------

@@ -635,25 +635,38 @@ QUAMBA_DEVICE void split_k_range(int64_t K, int split_k_tiles, int z, int& kt0, 
   k_tiles = all - kt0 < split_k_tiles ? all - kt0 : split_k_tiles;
 }
 
-// The K loop of one tile over the 128-byte K-slices kt0 .. kt0 + k_tiles - 1: thread 0 of warpgroup
-// 0 produces (as a programmatic dependent, the first ring round's W slices before the dependency
-// wait) and the function returns false in warpgroup 0; the consumer warpgroups accumulate their 64
-// rows into acc and return true, every wgmma retired.
+// The producer warpgroup's part of one tile's K loop over the 128-byte K-slices kt0 .. kt0 + k_tiles
+// - 1: thread 0 loads them (as a programmatic dependent, the first ring round's W slices before the
+// dependency wait, the rest after it).
+template <typename Traits>
+QUAMBA_DEVICE void one_tile_produce(const Sm90aSmem<Traits>& sm, const CUtensorMap* tma_a, const CUtensorMap* tma_w,
+                                    bool pdl, int kt0, int k_tiles, int m0, int n0) {
+  const int tid = threadIdx.x;
+  const int w_early = pdl ? (Traits::kStages < k_tiles ? Traits::kStages : k_tiles) : 0;
+  if (tid == 0)
+    for (int i = 0; i < w_early; ++i) produce_slice_w(sm, tma_w, i, kt0 + i, n0, 0u);
+  grid_dependency_wait();
+  if (tid == 0)
+    for (int i = 0; i < k_tiles; ++i) {
+      if (i < w_early) produce_slice_a(sm, tma_a, i, kt0 + i, m0);
+      else produce_slice(sm, tma_a, tma_w, i, kt0 + i, m0, n0);
+    }
+}
+
+// The whole K loop of one tile, for the cluster split-K kernel: warpgroup 0 produces and gets false;
+// the consumer warpgroups accumulate their 64 rows into acc and get true, every wgmma retired.
+// gemm_sm90a_kernel writes its consumer half inline instead: with the accumulators declared before
+// the warpgroup branch and zeroed here, ptxas serialized its wgmmas (C7515, "non wgmma instructions
+// defining accumulator registers") in every instantiation of that kernel; declared and zeroed in
+// the consumer's own scope they stay pipelined. The cluster kernel compiles clean either way (check
+// the ptxas report when touching either).
 template <typename Traits>
 QUAMBA_DEVICE bool one_tile_k_loop(const Sm90aSmem<Traits>& sm, const CUtensorMap* tma_a, const CUtensorMap* tma_w,
                                    bool pdl, int kt0, int k_tiles, int m0, int n0,
                                    int32_t (&acc)[Traits::kAccumulators]) {
   const int tid = threadIdx.x;
   if (tid < 128) {
-    const int w_early = pdl ? (Traits::kStages < k_tiles ? Traits::kStages : k_tiles) : 0;
-    if (tid == 0)
-      for (int i = 0; i < w_early; ++i) produce_slice_w(sm, tma_w, i, kt0 + i, n0, 0u);
-    grid_dependency_wait();
-    if (tid == 0)
-      for (int i = 0; i < k_tiles; ++i) {
-        if (i < w_early) produce_slice_a(sm, tma_a, i, kt0 + i, m0);
-        else produce_slice(sm, tma_a, tma_w, i, kt0 + i, m0, n0);
-      }
+    one_tile_produce(sm, tma_a, tma_w, pdl, kt0, k_tiles, m0, n0);
     return false;
   }
   grid_dependency_wait();
@@ -680,15 +693,26 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   const Sm90aSmem<Traits> sm(raw);
   const int m0 = blockIdx.x * Traits::kBM;
   const int n0 = blockIdx.y * Traits::kBN;
+  const int tid = threadIdx.x;
   int kt0 = 0, k_tiles = static_cast<int>((p.K + Traits::kBK - 1) / Traits::kBK);  // this CTA's slices
   if (split_k_tiles > 0) {
     split_k_range<Traits>(p.K, split_k_tiles, static_cast<int>(blockIdx.z), kt0, k_tiles);
     p.C += static_cast<int64_t>(blockIdx.z) * c_split_stride;
   }
   init_barriers(sm);
+  if (tid < 128) {
+    one_tile_produce(sm, &tma_a, &tma_w, p.pdl, kt0, k_tiles, m0, n0);
+    return;
+  }
+  grid_dependency_wait();
+  const int consumer = tid / 128 - 1;  // rows [64·consumer, 64·consumer + 64) of the tile
+  const int lane = tid & 31;
   int32_t acc[Traits::kAccumulators];
-  if (!one_tile_k_loop(sm, &tma_a, &tma_w, p.pdl, kt0, k_tiles, m0, n0, acc)) return;
-  const int consumer = threadIdx.x / 128 - 1;
+#pragma unroll
+  for (int i = 0; i < Traits::kAccumulators; ++i) acc[i] = 0;
+  for (int i = 0; i < k_tiles; ++i) consume_slice(sm, acc, i, i > 0, consumer, lane);
+  wgmma_wait<0>();
+  fence_operands(acc);
   store_block<Traits>(p, pair_ok, wide_ok, acc, int64_t(m0) + consumer * 64, n0,
                       smem_raw + (sm.sStore - raw) + consumer * 64 * Traits::kBN, consumer);
 #else
