@@ -74,7 +74,7 @@ struct Shape {
 enum class Variant {
   kAuto, kAutoWorkspace, kSm80SplitK, kSm80Tile128, kSm80Tile64, kGemvWide, kGemvWideDeep, kGemvSplitK, kGemvNarrow,
   kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St,
-  kSm90aP160, kSm90aC256St, kSm90aC160, kSm90aP256x160, kCublasF16, kCublasLtI8, kAutoPdl, kW8A16,
+  kSm90aP160, kSm90aC256St, kSm90aC160, kSm90aP256x160, kSm90aPP160, kSm90aPP128, kCublasF16, kCublasLtI8, kAutoPdl, kW8A16,
   kShortK64, kShortK128, kShortK64x64, kSm90aSplitK, kSm90aSplitKCluster
 };
 
@@ -100,6 +100,8 @@ const char* variant_name(Variant v) {
     case Variant::kSm90aC256St: return gemm::sm90a_name<gemm::Sm90aCluster128x256St>();
     case Variant::kSm90aC160: return gemm::sm90a_name<gemm::Sm90aCluster128x160>();
     case Variant::kSm90aP256x160: return gemm::sm90a_name<gemm::Sm90aPersistent256x160>();
+    case Variant::kSm90aPP160: return gemm::sm90a_name<gemm::Sm90aPingPong128x160>();
+    case Variant::kSm90aPP128: return gemm::sm90a_name<gemm::Sm90aPingPong128x128>();
     case Variant::kCublasF16: return "cublas_f16";
     case Variant::kCublasLtI8: return "cublaslt_i8";
     case Variant::kAutoPdl: return "auto+pdl";
@@ -143,6 +145,8 @@ Status run_variant(Variant v, const gemm::GemmParams<Epi>& p, cudaStream_t st, v
     case Variant::kSm90aC256St: return gemm::run_sm90a<Epi, gemm::Sm90aCluster128x256St>(p, st);
     case Variant::kSm90aC160: return gemm::run_sm90a<Epi, gemm::Sm90aCluster128x160>(p, st);
     case Variant::kSm90aP256x160: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent256x160>(p, st);
+    case Variant::kSm90aPP160: return gemm::run_sm90a<Epi, gemm::Sm90aPingPong128x160>(p, st);
+    case Variant::kSm90aPP128: return gemm::run_sm90a<Epi, gemm::Sm90aPingPong128x128>(p, st);
     default: return Status::kErrorNotSupported;
   }
 }
@@ -448,7 +452,8 @@ const bool registered = [] {
     // out_proj's GEMM with the fp16 output of the cuBLAS fp16 baseline (no residual): the same
     // output bytes as the baseline, to separate the GEMM from the model's fp32 residual epilogue.
     for (int64_t M : {2048, 8192})
-      for (Variant v : {Variant::kAuto, Variant::kSm90aP160, Variant::kSm90aP256, Variant::kCublasF16}) {
+      for (Variant v : {Variant::kAuto, Variant::kSm90aP160, Variant::kSm90aP256, Variant::kSm90aP256x160, Variant::kSm90aPP160, Variant::kSm90aPP128,
+                        Variant::kCublasF16}) {
         const Shape s{D, "out_proj_f16", M, D, E};
         const std::string name = std::string("Gemm/") + variant_name(v) + "/D" + std::to_string(D) + "/out_proj_f16/M" +
                                  std::to_string(M);
@@ -473,7 +478,8 @@ const bool registered = [] {
         if (M >= 128)
           vs.insert(vs.end(), {Variant::kSm90a, Variant::kSm90aTile128, Variant::kSm90aTile256, Variant::kSm90aTile128S7,
                                Variant::kSm90aP256, Variant::kSm90aP256St, Variant::kSm90aP128St, Variant::kSm90aP160,
-                               Variant::kSm90aC256St, Variant::kSm90aC160, Variant::kSm90aP256x160});
+                               Variant::kSm90aC256St, Variant::kSm90aC160, Variant::kSm90aP256x160, Variant::kSm90aPP160,
+                               Variant::kSm90aPP128});
         if (M == 1) vs.push_back(Variant::kAutoPdl);
         if (s.K <= gemm::kShortKMaxK && M > gemm::kGemvMaxM) vs.insert(vs.end(), {Variant::kShortK64, Variant::kShortK128, Variant::kShortK64x64});
         if (s.layer == "lm_head" && M <= 32) vs.push_back(Variant::kW8A16);

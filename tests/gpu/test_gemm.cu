@@ -410,6 +410,13 @@ TEST(GemmDispatch, AutoPathRules) {
   EXPECT_FALSE(gemm::short_k_prefers_128x128(2048, 1536, 48, sms));
   EXPECT_FALSE(gemm::short_k_prefers_128x128(8192, 1536, 48, sms));
   EXPECT_FALSE(gemm::short_k_prefers_128x128(2048, 5120, 2560, sms)) << "long K";
+  // The Dequant tile rule (out_proj at d_model 2560 on 132 SMs, bench/RESULTS.md run Y): 256x160
+  // only when its tiles fill one wave to 90%.
+  EXPECT_TRUE(gemm::dequant_prefers_256x160(2048, 2560, 132)) << "128 tiles, one wave";
+  EXPECT_FALSE(gemm::dequant_prefers_256x160(8192, 2560, 132)) << "512 tiles";
+  EXPECT_FALSE(gemm::dequant_prefers_256x160(1024, 2560, 132)) << "64 tiles, half a wave";
+  EXPECT_FALSE(gemm::dequant_prefers_256x160(2048, 2560, 114)) << "more tiles than SMs";
+  EXPECT_FALSE(gemm::dequant_prefers_256x160(2048, 2560, 0)) << "unknown SM count";
 }
 
 // The short-K kernel's shared-memory carve-up (host only): rows of an odd number of 16-byte

@@ -98,13 +98,20 @@ struct Problem {
   std::vector<int32_t> acc;  // rows.size() x cols.size()
   float acc_rms = 1.f;       // typical |acc|, to scale alpha so outputs spread over int8
 
-  Problem(const Weights& weights, int64_t m, int64_t ld, uint64_t seed) : w(&weights), M(m), lda(ld) {
+  int64_t res_off = 0;  // floats in front of the residual in d_residual (1: not 8-byte aligned)
+
+  // ldr = N + ldr_pad (the default odd pitch keeps the epilogues' element-wise paths; an even one
+  // and res_off = 0 let whole 64-row blocks take the vectorized Dequant path).
+  Problem(const Weights& weights, int64_t m, int64_t ld, uint64_t seed, int64_t ldr_pad = 3, int64_t residual_offset = 0)
+      : w(&weights), M(m), lda(ld), res_off(residual_offset) {
     auto rng = test::make_rng(seed);
     A = random_bytes(static_cast<size_t>(std::max<int64_t>(M, 1) * lda), rng);
     dA.upload(A);
-    ldr = w->N + 3;
+    ldr = w->N + ldr_pad;
     residual = test::random_floats(static_cast<size_t>(std::max<int64_t>(M, 1) * ldr), rng, -8.f, 8.f);
-    d_residual.upload(residual);
+    std::vector<float> padded(static_cast<size_t>(res_off), 0.f);
+    padded.insert(padded.end(), residual.begin(), residual.end());
+    d_residual.upload(padded);
     rows = sample_indices(M, 24, 6, rng);
     cols = sample_indices(w->N, 300, 64, rng);
     // Reference on the gathered sub-problem: same A rows, same W rows, exact int32.
@@ -121,6 +128,7 @@ struct Problem {
     for (int32_t a : acc) ss += double(a) * a;
     acc_rms = acc.empty() ? 1.f : static_cast<float>(std::sqrt(ss / acc.size()) + 1.0);
   }
+  const float* residual_dev() const { return d_residual.get() + res_off; }
 };
 
 // Which optional epilogue parts are present.
@@ -146,7 +154,7 @@ Epi make_epilogue(const Problem& p, const EpiConfig& cfg, float alpha) {
     e.alpha = alpha;
     e.col_scale = cfg.col_scale ? p.w->d_col_scale.get() : nullptr;
     e.bias = cfg.bias ? p.w->d_bias.get() : nullptr;
-    e.residual = cfg.residual ? p.d_residual.get() : nullptr;
+    e.residual = cfg.residual ? p.residual_dev() : nullptr;
     e.ldr = p.ldr;
   }
   return e;
@@ -155,14 +163,14 @@ Epi make_epilogue(const Problem& p, const EpiConfig& cfg, float alpha) {
 enum class Runner {
   kAuto, kAutoWorkspace, kSm80SplitK, kGemv, kGemvWide, kGemvWideDeep, kGemvSplitK, kGemvNarrow, kSm80Tile128, kSm80Tile64,
   kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St, kSm90aP160,
-  kSm90aC256St, kSm90aC160, kSm90aP256x160, kShortK64, kShortK128, kShortK64x64, kSm90aSplitK, kSm90aSplitKCluster
+  kSm90aC256St, kSm90aC160, kSm90aP256x160, kSm90aPP160, kSm90aPP128, kShortK64, kShortK128, kShortK64x64, kSm90aSplitK, kSm90aSplitKCluster
 };
 
 // Every sm90a kernel variant, forced by name (the dispatcher's choice is kSm90a / kAuto).
 inline constexpr Runner kSm90aVariants[] = {Runner::kSm90aTile128, Runner::kSm90aTile256, Runner::kSm90aTile128S7,
                                             Runner::kSm90aP256,    Runner::kSm90aP256St,  Runner::kSm90aP128St,
                                             Runner::kSm90aP160,    Runner::kSm90aC256St,  Runner::kSm90aC160,
-                                            Runner::kSm90aP256x160};
+                                            Runner::kSm90aP256x160, Runner::kSm90aPP160,   Runner::kSm90aPP128};
 
 const char* runner_name(Runner r) {
   switch (r) {
@@ -189,6 +197,8 @@ const char* runner_name(Runner r) {
     case Runner::kSm90aC256St: return gemm::sm90a_name<gemm::Sm90aCluster128x256St>();
     case Runner::kSm90aC160: return gemm::sm90a_name<gemm::Sm90aCluster128x160>();
     case Runner::kSm90aP256x160: return gemm::sm90a_name<gemm::Sm90aPersistent256x160>();
+    case Runner::kSm90aPP160: return gemm::sm90a_name<gemm::Sm90aPingPong128x160>();
+    case Runner::kSm90aPP128: return gemm::sm90a_name<gemm::Sm90aPingPong128x128>();
     case Runner::kShortK64: return gemm::short_k_name<gemm::ShortKTile64x128>();
     case Runner::kShortK128: return gemm::short_k_name<gemm::ShortKTile128x128>();
     case Runner::kShortK64x64: return gemm::short_k_name<gemm::ShortKTile64x64>();
@@ -242,6 +252,8 @@ Status run_with(Runner r, const gemm::GemmParams<Epi>& p, cudaStream_t stream = 
     case Runner::kSm90aC256St: return gemm::run_sm90a<Epi, gemm::Sm90aCluster128x256St>(p, stream);
     case Runner::kSm90aC160: return gemm::run_sm90a<Epi, gemm::Sm90aCluster128x160>(p, stream);
     case Runner::kSm90aP256x160: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent256x160>(p, stream);
+    case Runner::kSm90aPP160: return gemm::run_sm90a<Epi, gemm::Sm90aPingPong128x160>(p, stream);
+    case Runner::kSm90aPP128: return gemm::run_sm90a<Epi, gemm::Sm90aPingPong128x128>(p, stream);
     case Runner::kShortK64: return gemm::run_short_k<gemm::ShortKTile64x128>(p, stream);
     case Runner::kShortK128: return gemm::run_short_k<gemm::ShortKTile128x128>(p, stream);
     case Runner::kShortK64x64: return gemm::run_short_k<gemm::ShortKTile64x64>(p, stream);
@@ -427,6 +439,7 @@ void check_pdl(const Problem& p, Runner r, const EpiConfig& cfg, const std::stri
                            (pdl ? " (pdl)" : " (pdl off: device below sm_90)");
   SCOPED_TRACE(what);
   if (!short_k_fits<Out>(r, K)) return;  // check() covers the kErrorNotSupported answer
+  ASSERT_EQ(p.res_off, 0) << "check_pdl copies d_residual whole";
 
   // The buffers the feeder fills: poisoned before every sequence.
   DeviceBuffer<int8_t> A(p.dA.size());

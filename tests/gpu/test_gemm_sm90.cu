@@ -59,7 +59,8 @@ TEST(GemmSm90a, PersistentManyTilesPerCta) {
     Problem p(w, 2100, K, 9100 + K);
     const std::string label = "K=" + std::to_string(K);
     for (Runner r : {Runner::kSm90aP256, Runner::kSm90aP256St, Runner::kSm90aP128St, Runner::kSm90aP160,
-                     Runner::kSm90aC256St, Runner::kSm90aC160, Runner::kSm90aP256x160}) {
+                     Runner::kSm90aC256St, Runner::kSm90aC160, Runner::kSm90aP256x160, Runner::kSm90aPP160,
+                     Runner::kSm90aPP128}) {
       check<gemm::Requant>(p, r, {true, false, false}, label, 16);
       check<gemm::Requant>(p, r, {}, label);
       check<gemm::DequantF32>(p, r, {false, true, true}, label);
@@ -161,36 +162,60 @@ TEST(GemmSm90a, InProjM2048) {
   }
 }
 
-// out_proj at M = 2048 adds into the fp32 residual stream in place (residual == C, ldr == ldc).
+// The Dequant epilogue's vectorized form (store_block: whole 64-row blocks inside C, pair stores,
+// 8-byte aligned col_scale / bias / residual rows) against its element-wise form: even ldc and
+// ldr, so every whole block of every runner takes it, with N tails (1000 = 6 x 160 + 40, 336)
+// and M tails leaving the last blocks to the element-wise path in the same launch; then a
+// residual one float off 8-byte alignment (element-wise throughout).
+TEST(GemmSm90a, DequantVectorizedEpilogue) {
+  QUAMBA_REQUIRE_SM90A();
+  for (auto s : {std::array<int64_t, 3>{256, 2560, 256}, {200, 1000, 336}, {130, 480, 128}, {64, 160, 96}}) {
+    Weights w(s[1], s[2], s[2], 7000 + s[1] + s[2]);
+    const Problem even(w, s[0], s[2], 7100 + s[0], 8);
+    const Problem skewed(w, s[0], s[2], 7200 + s[0], 8, 1);
+    for (Runner r : all_sm90a_runners()) {
+      check<gemm::DequantF32>(even, r, {true, true, true}, "vectorized", 16);
+      check<gemm::DequantF32>(even, r, {false, false, true}, "vectorized", 16);
+      check<gemm::DequantF32>(even, r, {true, false, false}, "vectorized", 16);
+      check<gemm::DequantF16>(even, r, {true, true, true}, "vectorized", 16);
+      check<gemm::DequantF32>(skewed, r, {true, true, true}, "residual off 8-byte alignment", 16);
+    }
+  }
+}
+
+// out_proj at M = 2048 adds into the fp32 residual stream in place (residual == C, ldr == ldc):
+// an odd pitch (element-wise epilogue) and the model's even one (vectorized).
 TEST(GemmSm90a, OutProjInPlaceResidual) {
   QUAMBA_REQUIRE_SM90A();
   const int64_t M = 2048, N = 2560, K = 5120;
   Weights w(N, K, K, 10);
-  Problem p(w, M, K, 11);
-  for (Runner r : all_sm90a_runners()) {
-    SCOPED_TRACE(runner_name(r));
-    DeviceBuffer<float> C(p.residual);  // starts as the residual (pitch ldr), ends as residual + h
-    gemm::GemmParams<gemm::DequantF32> prm;
-    prm.M = M; prm.N = N; prm.K = K; prm.A = p.dA.get(); prm.lda = K; prm.W = w.dev.get(); prm.ldw = K;
-    prm.C = C.get(); prm.ldc = p.ldr;
-    prm.epilogue.alpha = 3.f / p.acc_rms;
-    prm.epilogue.residual = C.get();
-    prm.epilogue.ldr = p.ldr;
-    ASSERT_EQ(run_with(r, prm), Status::kSuccess);
-    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
-    const auto got = C.download();
-    reference::EpilogueRef ref;
-    ref.alpha = prm.epilogue.alpha;
-    const int64_t shape[2] = {M, N}, stride[2] = {p.ldr, 1};
-    ref.residual = make_strided_view<const float, 2>(p.residual.data(), shape, stride);
-    size_t bad = 0;
-    for (size_t i = 0; i < p.rows.size(); ++i)
-      for (size_t j = 0; j < p.cols.size(); ++j) {
-        const int64_t m = p.rows[i], n = p.cols[j];
-        bad += float_bits(got[m * p.ldr + n]) !=
-               float_bits(reference::epilogue_value(ref, p.acc[i * p.cols.size() + j], m, n));
-      }
-    EXPECT_EQ(bad, 0u);
+  for (int64_t pad : {3, 0}) {
+    const Problem p(w, M, K, 11, pad);
+    for (Runner r : all_sm90a_runners()) {
+      SCOPED_TRACE(std::string(runner_name(r)) + " ldr=" + std::to_string(p.ldr));
+      DeviceBuffer<float> C(p.residual);  // starts as the residual (pitch ldr), ends as residual + h
+      gemm::GemmParams<gemm::DequantF32> prm;
+      prm.M = M; prm.N = N; prm.K = K; prm.A = p.dA.get(); prm.lda = K; prm.W = w.dev.get(); prm.ldw = K;
+      prm.C = C.get(); prm.ldc = p.ldr;
+      prm.epilogue.alpha = 3.f / p.acc_rms;
+      prm.epilogue.residual = C.get();
+      prm.epilogue.ldr = p.ldr;
+      ASSERT_EQ(run_with(r, prm), Status::kSuccess);
+      QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+      const auto got = C.download();
+      reference::EpilogueRef ref;
+      ref.alpha = prm.epilogue.alpha;
+      const int64_t shape[2] = {M, N}, stride[2] = {p.ldr, 1};
+      ref.residual = make_strided_view<const float, 2>(p.residual.data(), shape, stride);
+      size_t bad = 0;
+      for (size_t i = 0; i < p.rows.size(); ++i)
+        for (size_t j = 0; j < p.cols.size(); ++j) {
+          const int64_t m = p.rows[i], n = p.cols[j];
+          bad += float_bits(got[m * p.ldr + n]) !=
+                 float_bits(reference::epilogue_value(ref, p.acc[i * p.cols.size() + j], m, n));
+        }
+      EXPECT_EQ(bad, 0u);
+    }
   }
 }
 

@@ -21,8 +21,9 @@
 // Variants (Traits): the one-tile-per-CTA kernel (128x128 s5, 128x128 s7, 128x256 s4) and the
 // persistent kernel (grid = #SMs, each CTA walks tiles in a grouped raster order; its producer
 // keeps loading the next tile's K-slices while the consumers run the epilogue of the current one,
-// so a tile's pipeline fill overlaps the previous epilogue; the tensor cores still wait for the
-// epilogue, which only a ping-pong of the two consumer warpgroups over different tiles would hide). kStagedStore:
+// so a tile's pipeline fill overlaps the previous epilogue; in the cooperative form the tensor
+// cores still wait for the epilogue; kPingPong: the two consumer warpgroups take whole tiles in
+// turn, so one's epilogue runs under the other's K loop). kStagedStore:
 // 1-byte outputs (Requant) go through a shared-memory tile and leave the SM as 16-byte row-contiguous
 // stores instead of 2-byte pairs scattered over 8 rows. kClusterM = 2: the persistent kernel runs
 // as clusters of two CTAs on vertically adjacent tiles; each loads its A slice and half of the
@@ -38,7 +39,8 @@
 // kBM = 256 (persistent only, Sm90aPersistent256x160): each consumer warpgroup owns 128 rows as two
 // m64 blocks sharing every W slice (160 accumulators per thread; the producer warpgroup hands
 // registers to the consumers with setmaxnreg), which cuts the L2 -> SM operand bytes per MAC by 28%
-// against 128x160. Not chosen by run_sm90a_auto; forced with run_sm90a<Epi, Sm90aPersistent256x160>.
+// against 128x160. run_sm90a_auto gives Dequant epilogues (out_proj) 256x160 when its tiles fill
+// one wave, else the ping-pong 128x160 (dequant_prefers_256x160).
 // Programmatic dependent launch (GemmParams::pdl, core/launch.cuh): every kernel leaves the next
 // launch's trigger implicit (at exit). Its producer thread requests the W slices of the first
 // ring round (of its first tile) before the dependency wait, since no kernel of the chain writes
@@ -66,23 +68,28 @@ namespace quamba::gemm {
 inline constexpr bool sm90a_dispatch_enabled() { return true; }
 
 template <int kBN_, int kStages_, bool kPersistent_ = false, int kGroupM_ = 1, bool kStagedStore_ = false,
-          int kClusterM_ = 1, int kBM_ = 128>
+          int kClusterM_ = 1, int kBM_ = 128, bool kPingPong_ = false>
 struct Sm90aTraits {
-  // Two consumer warpgroups, each kBM/2 rows = kMBlocks wgmma m64 row blocks.
+  // Two consumer warpgroups, each kBM/2 rows = kMBlocks wgmma m64 row blocks; or, kPingPong, each
+  // consumer warpgroup a whole tile of its own (all kBM rows): the two take the persistent CTA's
+  // tiles in turn, so one's epilogue runs while the other's K loop has the tensor cores.
+  static constexpr bool kPingPong = kPingPong_;
   static constexpr int kBM = kBM_;
   static constexpr int kBN = kBN_;  // wgmma n128 / n160 / n256: kBN/2 int32 accumulators per m64 block
-  static constexpr int kRowsPerConsumer = kBM / 2;
+  static constexpr int kRowsPerConsumer = kPingPong ? kBM : kBM / 2;
   static constexpr int kMBlocks = kRowsPerConsumer / 64;
   static constexpr int kAccumulators = kMBlocks * kBN / 2;
   // kBM = 256: 160 accumulators per consumer thread do not fit the 168 registers that 384 threads
   // get by default; the producer warpgroup gives registers back (setmaxnreg) so that each consumer
   // thread can hold 232 (40 + 2 x 232 = 3 x 168).
-  static constexpr bool kSplitRegisters = kBM == 256;
+  static constexpr bool kSplitRegisters = kRowsPerConsumer == 128;
   static constexpr int kProducerRegs = 40;
   static constexpr int kConsumerRegs = 232;
   static constexpr int kBK = 128;  // bytes of K per stage = one 128-byte swizzle row
   static constexpr int kStages = kStages_;
   static constexpr int kConsumerWarpgroups = 2;
+  // Consumer warpgroups that read each ring stage (and release it).
+  static constexpr int kStageReaders = kPingPong ? 1 : kConsumerWarpgroups;
   static constexpr int kThreads = 128 * (1 + kConsumerWarpgroups);
   static constexpr int kStageBytesA = kBM * kBK;
   static constexpr int kStageBytesB = kBN * kBK;
@@ -102,8 +109,9 @@ struct Sm90aTraits {
   static constexpr int kBoxRowsW = kBN / kClusterM;  // W rows per TMA box (per CTA of the cluster)
   // +1024: the dynamic smem base is rounded up to 1024 B, the period of the 128-byte swizzle, so
   // the wgmma descriptors can use base offset 0.
+  // (+2 barriers: the ping-pong turn of each consumer warpgroup.)
   static constexpr int kSmemBytes =
-      kStages * (kStageBytesA + kStageBytesB) + kStoreBytes + 2 * kStages * 8 + 1024;
+      kStages * (kStageBytesA + kStageBytesB) + kStoreBytes + 2 * kStages * 8 + 2 * 8 + 1024;
   static_assert(kBN == 128 || kBN == 160 || kBN == 256, "wgmma tile width 128, 160 or 256");
   static_assert(kBM == 128 || kBM == 256, "128 or 256 rows (one or two m64 blocks per consumer warpgroup)");
   static_assert(kMBlocks <= 2, "the persistent kernel's epilogue handles one or two m64 blocks");
@@ -111,6 +119,8 @@ struct Sm90aTraits {
   static_assert(kBM == 128 || (kPersistent && kClusterM == 1 && !kStagedStore && kBN <= 160),
                 "256-row tiles: persistent, one CTA, direct stores, kBN <= 160");
   static_assert(kClusterM == 1 || (kClusterM == 2 && kPersistent), "W multicast pairs only in the persistent kernel");
+  static_assert(!kPingPong || (kPersistent && kBM == 128 && kClusterM == 1 && !kStagedStore && kBN <= 160),
+                "ping-pong: persistent, 128-row tiles, one CTA, direct stores, kBN <= 160 (kBN accumulators)");
   static_assert(kGroupM % kClusterM == 0, "raster bands of whole clusters");
   // Each CTA's multicast W box must start on a 1024-byte swizzle period (8 rows of 128 B) so that
   // the two halves form one 128B-swizzled operand for the wgmma descriptor.
@@ -150,6 +160,11 @@ using Sm90aCluster128x160 = Sm90aTraits<160, 6, true, 8, false, 2>;
 // bound (~6.6 TB/s at (1/128 + 1/160) bytes per MAC); 256 rows cut the operand bytes per MAC to
 // 1/256 + 1/160 (-28%), and M = 2048 gives 8 x 16 = 128 tiles, one wave on 132 SMs.
 using Sm90aPersistent256x160 = Sm90aTraits<160, 4, true, 8, false, 1, 256>;
+// Ping-pong (kPingPong): 128x160 tiles (out_proj at d_model 2560, as Sm90aPersistent128x160) and
+// 128x128 tiles, each consumer warpgroup one whole tile at a time (kBN accumulators per thread,
+// setmaxnreg as for 256 rows), the epilogue of one tile under the K loop of the next.
+using Sm90aPingPong128x160 = Sm90aTraits<160, 6, true, 8, false, 1, 128, true>;
+using Sm90aPingPong128x128 = Sm90aTraits<128, 7, true, 8, false, 1, 128, true>;
 
 template <typename Traits>
 constexpr const char* sm90a_name() {
@@ -162,6 +177,8 @@ constexpr const char* sm90a_name() {
   else if constexpr (std::is_same_v<Traits, Sm90aPersistent128x160>) return "sm90a_p_128x160x128_s6_g8";
   else if constexpr (std::is_same_v<Traits, Sm90aCluster128x256St>) return "sm90a_c2_128x256x128_s4_g8_st16";
   else if constexpr (std::is_same_v<Traits, Sm90aCluster128x160>) return "sm90a_c2_128x160x128_s6_g8";
+  else if constexpr (std::is_same_v<Traits, Sm90aPingPong128x160>) return "sm90a_pp_128x160x128_s6_g8";
+  else if constexpr (std::is_same_v<Traits, Sm90aPingPong128x128>) return "sm90a_pp_128x128x128_s7_g8";
   else if constexpr (std::is_same_v<Traits, Sm90aPersistent256x160>) return "sm90a_p_256x160x128_s4_g8";
   else return "sm90a_custom";
 }
@@ -346,6 +363,17 @@ QUAMBA_DEVICE void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
+// Whether store_block's Dequant path may take its vectorized form for the 64-row block at (row0,
+// n0): the block lies wholly inside C, C takes pair stores (pair_ok), and col_scale, bias and the
+// residual rows are 8-byte aligned at every even column.
+template <typename Traits, typename Epilogue>
+QUAMBA_DEVICE bool dequant_block_vectorizable(const GemmParams<Epilogue>& p, bool pair_ok, int64_t row0, int64_t n0) {
+  const Epilogue& e = p.epilogue;
+  const auto aligned8 = [](const float* q) { return (reinterpret_cast<uintptr_t>(q) & 7u) == 0; };
+  return pair_ok && row0 + 64 <= p.M && n0 + Traits::kBN <= p.N && (e.col_scale == nullptr || aligned8(e.col_scale)) &&
+         (e.bias == nullptr || aligned8(e.bias)) && (e.residual == nullptr || (aligned8(e.residual) && e.ldr % 2 == 0));
+}
+
 // Writes one consumer warpgroup's 64 x kBN accumulator block (rows row0.., columns n0..).
 // Accumulator layout of m64nN: warp w of the warpgroup owns rows 16w..16w+15; register 4j+e
 // holds row g (+8 for e >= 2), column 8j + 2t (+1 for odd e), g = lane/4, t = lane%4.
@@ -424,6 +452,39 @@ QUAMBA_DEVICE void store_block(const GemmParams<Epilogue>& p, bool pair_ok, bool
     // per-element path below).
     static_assert(kJ % kBatch == 0, "whole batches");
     const Epilogue& e = p.epilogue;
+    if (dequant_block_vectorizable<Traits>(p, pair_ok, row0, n0)) {
+      // The whole 64 x kBN block is inside C, and every operand pair is 8-byte aligned: per thread
+      // two row pointers into C and residual at column n0 + 2t, constant offsets 8j from there, one
+      // 8-byte load per column pair of col_scale / bias / residual and one pair store, no bounds
+      // checks (the general path below spends ~30 instructions per output on index arithmetic and
+      // checks, which made the epilogue ~a third of out_proj's consumer time).
+      const int64_t c0 = n0 + 2 * t;
+      Output* crow[2] = {p.C + row * p.ldc + c0, p.C + (row + 8) * p.ldc + c0};
+      const float* rrow[2] = {e.residual ? e.residual + row * e.ldr + c0 : nullptr,
+                              e.residual ? e.residual + (row + 8) * e.ldr + c0 : nullptr};
+#pragma unroll
+      for (int j0 = 0; j0 < kJ; j0 += kBatch) {
+        float2 cs[kBatch], bi[kBatch], res[kBatch][2];
+#pragma unroll
+        for (int jj = 0; jj < kBatch; ++jj) {
+          const int off = 8 * (j0 + jj);
+          cs[jj] = e.col_scale ? *reinterpret_cast<const float2*>(e.col_scale + c0 + off) : make_float2(1.0f, 1.0f);
+          bi[jj] = e.bias ? *reinterpret_cast<const float2*>(e.bias + c0 + off) : make_float2(0.0f, 0.0f);
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+            res[jj][h] = e.residual ? *reinterpret_cast<const float2*>(rrow[h] + off) : make_float2(0.0f, 0.0f);
+        }
+#pragma unroll
+        for (int jj = 0; jj < kBatch; ++jj) {
+          const int j = j0 + jj;
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+            ptx::store2(crow[h] + 8 * j, e.apply_of(acc[4 * j + 2 * h], cs[jj].x, bi[jj].x, res[jj][h].x),
+                        e.apply_of(acc[4 * j + 2 * h + 1], cs[jj].y, bi[jj].y, res[jj][h].y));
+        }
+      }
+      return;
+    }
 #pragma unroll
     for (int j0 = 0; j0 < kJ; j0 += kBatch) {
       float cs[kBatch][2], bi[kBatch][2], res[kBatch][2][2];
@@ -479,25 +540,29 @@ QUAMBA_DEVICE void store_block(const GemmParams<Epilogue>& p, bool pair_ok, bool
 // then the full/empty barriers.
 template <typename Traits>
 struct Sm90aSmem {
-  uint32_t sA, sB, sStore, full_bar, empty_bar;
+  uint32_t sA, sB, sStore, full_bar, empty_bar, turn_bar;
   QUAMBA_DEVICE explicit Sm90aSmem(uint32_t raw) {
     sA = (raw + 1023u) & ~1023u;
     sB = sA + Traits::kStages * Traits::kStageBytesA;
     sStore = sB + Traits::kStages * Traits::kStageBytesB;
     full_bar = sStore + Traits::kStoreBytes;  // kStages x 8 bytes
     empty_bar = full_bar + Traits::kStages * 8;
+    turn_bar = empty_bar + Traits::kStages * 8;  // 2 x 8 bytes
   }
 };
 
 template <typename Traits>
 QUAMBA_DEVICE void init_barriers(const Sm90aSmem<Traits>& sm) {
-  constexpr int kConsumerWarps = Traits::kConsumerWarpgroups * 4;
   if (threadIdx.x == 0) {
     for (int s = 0; s < Traits::kStages; ++s) {
       mbar_init(sm.full_bar + 8 * s, 1);  // the producer's arrive.expect_tx
-      // One arrive per consumer warp of every CTA whose ring this CTA's W multicast writes into.
-      mbar_init(sm.empty_bar + 8 * s, kConsumerWarps * Traits::kClusterM);
+      // One arrive per reading consumer warp of every CTA whose ring this CTA's W multicast writes
+      // into.
+      mbar_init(sm.empty_bar + 8 * s, 4 * Traits::kStageReaders * Traits::kClusterM);
     }
+    // Ping-pong: one arrive (by the other consumer warpgroup) per turn.
+    mbar_init(sm.turn_bar, 1);
+    mbar_init(sm.turn_bar + 8, 1);
     // Make the initialized barriers visible to the async (TMA) proxy.
     quamba::detail::fence_mbarrier_init();
   }
@@ -520,12 +585,23 @@ QUAMBA_DEVICE int32_t (&acc_block(int32_t (&acc)[Traits::kAccumulators], int mb)
   return *reinterpret_cast<int32_t(*)[Traits::kBN / 2]>(&acc[mb * (Traits::kBN / 2)]);
 }
 
-// One K-slice of a consumer warpgroup: wait for the stage, issue its kBK/32 wgmmas, keep them in
-// flight and release the previous slice's stage once it is no longer read.
+// wgmma groups (one per K-slice) a consumer warpgroup leaves in flight when it moves on to the next
+// slice; the stage of a slice goes back to the producer once its group has retired, so this many
+// stages beyond the one being issued stay held by the consumers.
+#ifndef QUAMBA_SM90A_WGMMA_GROUPS
+#define QUAMBA_SM90A_WGMMA_GROUPS 1
+#endif
+inline constexpr int kWgmmaGroupsInFlight = QUAMBA_SM90A_WGMMA_GROUPS;
+static_assert(kWgmmaGroupsInFlight >= 1 && kWgmmaGroupsInFlight <= 3, "1 to 3 wgmma groups in flight");
+
+// K-slice kt (ring position it) of a consumer warpgroup's tile: wait for the stage, issue its
+// kBK/32 wgmmas (per m64 block) as one group, keep kWgmmaGroupsInFlight groups in flight and
+// release the stage of the slice whose group has retired.
 template <typename Traits>
 QUAMBA_DEVICE void consume_slice(const Sm90aSmem<Traits>& sm, int32_t (&acc)[Traits::kAccumulators], uint32_t it,
-                                 bool release_prev, int consumer, int lane) {
+                                 int kt, int consumer, int lane) {
   constexpr int kStages = Traits::kStages;
+  constexpr int kG = kWgmmaGroupsInFlight;
   const uint32_t s = it % kStages;
   mbar_wait(sm.full_bar + 8 * s, (it / kStages) & 1);
   const uint32_t a_base = sm.sA + s * Traits::kStageBytesA + consumer * Traits::kRowsPerConsumer * Traits::kBK;
@@ -541,10 +617,22 @@ QUAMBA_DEVICE void consume_slice(const Sm90aSmem<Traits>& sm, int32_t (&acc)[Tra
       wgmma_tile<Traits::kBN>(acc_block<Traits>(acc, mb), smem_desc_sw128(a_base + mb * 64 * Traits::kBK + kk * 32),
                               smem_desc_sw128(b_base + kk * 32));
   wgmma_commit();
-  // Slice it-1's wgmmas are complete once at most one group (it's) is pending: release its stage.
-  wgmma_wait<1>();
+  // Slice kt - kG's group is complete once at most kG groups (kt - kG + 1 .. kt) are pending.
+  wgmma_wait<kG>();
   fence_operands(acc);
-  if (release_prev && lane == 0) release_stage(sm, (it - 1) % kStages);
+  if (kt >= kG && lane == 0) release_stage(sm, (it - kG) % kStages);
+}
+
+// The end of a consumer warpgroup's tile of k_tiles slices (it_end: the ring position after its
+// last): every wgmma retired; with release, the stages still held go back to the producer (a
+// persistent kernel's next tile).
+template <typename Traits>
+QUAMBA_DEVICE void finish_tile(const Sm90aSmem<Traits>& sm, int32_t (&acc)[Traits::kAccumulators], uint32_t it_end,
+                               int k_tiles, int lane, bool release) {
+  wgmma_wait<0>();
+  fence_operands(acc);
+  if (release && lane == 0)
+    for (int g = 1; g <= kWgmmaGroupsInFlight && g <= k_tiles; ++g) release_stage(sm, (it_end - g) % Traits::kStages);
 }
 
 // The producer thread's load of K-slice kt of the tile at (m0, n0) into ring position `it`.
@@ -673,9 +761,8 @@ QUAMBA_DEVICE bool one_tile_k_loop(const Sm90aSmem<Traits>& sm, const CUtensorMa
   const int consumer = tid / 128 - 1;  // rows [64·consumer, 64·consumer + 64) of the tile
 #pragma unroll
   for (int i = 0; i < Traits::kAccumulators; ++i) acc[i] = 0;
-  for (int i = 0; i < k_tiles; ++i) consume_slice(sm, acc, i, i > 0, consumer, tid & 31);
-  wgmma_wait<0>();
-  fence_operands(acc);
+  for (int i = 0; i < k_tiles; ++i) consume_slice(sm, acc, i, i, consumer, tid & 31);
+  finish_tile(sm, acc, k_tiles, k_tiles, tid & 31, false);
   return true;
 }
 
@@ -710,9 +797,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   int32_t acc[Traits::kAccumulators];
 #pragma unroll
   for (int i = 0; i < Traits::kAccumulators; ++i) acc[i] = 0;
-  for (int i = 0; i < k_tiles; ++i) consume_slice(sm, acc, i, i > 0, consumer, lane);
-  wgmma_wait<0>();
-  fence_operands(acc);
+  for (int i = 0; i < k_tiles; ++i) consume_slice(sm, acc, i, i, consumer, lane);
+  finish_tile(sm, acc, k_tiles, k_tiles, lane, false);
   store_block<Traits>(p, pair_ok, wide_ok, acc, int64_t(m0) + consumer * 64, n0,
                       smem_raw + (sm.sStore - raw) + consumer * 64 * Traits::kBN, consumer);
 #else
@@ -831,6 +917,43 @@ QUAMBA_DEVICE void tile_coords(int64_t tile, int64_t m_units, int64_t n_tiles, i
   n0 = static_cast<int>((r / rows) * Traits::kBN);
 }
 
+// Ping-pong consumer warpgroup wg of a persistent CTA: its local tiles j = wg, wg + 2, ... (tile
+// first_tile + j·tile_stride), each one whole kBM x kBN tile. The producer fills the ring in tile
+// order, so local tile j's K-slices occupy ring positions j·k_tiles ... The warpgroups take turns:
+// one starts a tile's K loop only after the other has waited for the last K-slice of the previous
+// tile (turn barrier), then its epilogue runs while the other's wgmmas have the tensor cores. The
+// turn also keeps every full-barrier wait at most one phase behind: when a warpgroup starts on ring
+// position i, position i - kStages (the previous tile's or its own earlier tile's) has completed.
+template <typename Traits, typename Epilogue>
+QUAMBA_DEVICE void pingpong_consumer(const Sm90aSmem<Traits>& sm, const GemmParams<Epilogue>& p, bool pair_ok,
+                                     bool wide_ok, int wg, int k_tiles, int64_t first_tile, int64_t tile_stride,
+                                     int64_t m_units, int64_t n_tiles, int64_t tiles) {
+  const int lt = threadIdx.x % 128;
+  const int lane = lt & 31;
+  int32_t acc[Traits::kAccumulators];
+  uint32_t turns = 0;
+  for (int64_t j = wg; first_tile + j * tile_stride < tiles; j += 2) {
+    int m0, n0;
+    tile_coords<Traits>(first_tile + j * tile_stride, m_units, n_tiles, m0, n0);
+    uint32_t it = static_cast<uint32_t>(j) * static_cast<uint32_t>(k_tiles);
+    if (j > 0) mbar_wait(sm.turn_bar + 8 * wg, turns++ & 1);
+#pragma unroll
+    for (int i = 0; i < Traits::kAccumulators; ++i) acc[i] = 0;
+    for (int kt = 0; kt < k_tiles; ++kt, ++it) consume_slice(sm, acc, it, kt, 0, lane);
+    // Every K-slice of this tile has landed (this thread waited for each): the other warpgroup's
+    // turn.
+    if (lt == 0) mbar_arrive(sm.turn_bar + 8 * (wg ^ 1));
+    finish_tile(sm, acc, it, k_tiles, lane, true);
+    // The first m64 block's epilogue with all kBN accumulators live: batches of 2 column pairs
+    // (4 spill from 232 registers).
+    store_block<Traits, 2>(p, pair_ok, wide_ok, acc_block<Traits>(acc, 0), m0, n0, nullptr, wg);
+    // The second m64 block with the first block's accumulators dead: wider batches where they divide.
+    constexpr int kSecondBatch = (Traits::kBN / 8) % 5 == 0 ? 5 : 4;
+    store_block<Traits, kSecondBatch>(p, pair_ok, wide_ok, acc_block<Traits>(acc, 1), int64_t(m0) + 64, n0, nullptr,
+                                      wg);
+  }
+}
+
 // Persistent: grid <= #SMs, CTA b handles tiles b, b + gridDim.x, ... (with clusters: cluster c
 // handles units c, c + #clusters, ..., both CTAs in step). The producer and the consumers walk the
 // same tile sequence with one running ring index `it`, so the stage and the barrier parity carry
@@ -905,31 +1028,33 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   } else {
     if constexpr (Traits::kSplitRegisters) setmaxnreg_inc<Traits::kConsumerRegs>();
     grid_dependency_wait();
-    const int consumer = warpgroup - 1;
-    uint8_t* stage = smem_raw + (sm.sStore - raw) + consumer * 64 * Traits::kBN;
-    int32_t acc[Traits::kAccumulators];
-    uint32_t it = 0;
-    for (int64_t tile = first_tile; tile < tiles; tile += tile_stride) {
-      int m0, n0;
-      tile_coords<Traits>(tile, m_units, n_tiles, m0, n0);
-      m0 += static_cast<int>(rank) * Traits::kBM;
+    if constexpr (Traits::kPingPong) {
+      pingpong_consumer<Traits>(sm, p, pair_ok, wide_ok, warpgroup - 1, k_tiles, first_tile, tile_stride, m_units,
+                                n_tiles, tiles);
+    } else {
+      const int consumer = warpgroup - 1;
+      uint8_t* stage = smem_raw + (sm.sStore - raw) + consumer * 64 * Traits::kBN;
+      int32_t acc[Traits::kAccumulators];
+      uint32_t it = 0;
+      for (int64_t tile = first_tile; tile < tiles; tile += tile_stride) {
+        int m0, n0;
+        tile_coords<Traits>(tile, m_units, n_tiles, m0, n0);
+        m0 += static_cast<int>(rank) * Traits::kBM;
 #pragma unroll
-      for (int i = 0; i < Traits::kAccumulators; ++i) acc[i] = 0;
-      for (int kt = 0; kt < k_tiles; ++kt, ++it) consume_slice(sm, acc, it, kt > 0, consumer, lane);
-      wgmma_wait<0>();
-      fence_operands(acc);
-      // The tile's last slice is read by no pending wgmma any more: hand its stage to the producer
-      // before the epilogue, so the next tile's loads overlap it.
-      if (lane == 0) release_stage(sm, (it - 1) % Traits::kStages);
-      const int64_t row0 = int64_t(m0) + consumer * Traits::kRowsPerConsumer;
-      if constexpr (Traits::kMBlocks == 1) {
-        store_block<Traits>(p, pair_ok, wide_ok, acc_block<Traits>(acc, 0), row0, n0, stage, consumer);
-      } else {
-        // The second m64 block's epilogue runs with the first block's accumulators dead: batches of
-        // 5 column pairs (4 round trips to L2 per thread instead of 5). 10 spills ~270 bytes; 5 and
-        // the first block's 4 leave ptxas's 16-byte spill of the 4 / 4 split (outside the K loop).
-        store_block<Traits>(p, pair_ok, wide_ok, acc_block<Traits>(acc, 0), row0, n0, stage, consumer);
-        store_block<Traits, 5>(p, pair_ok, wide_ok, acc_block<Traits>(acc, 1), row0 + 64, n0, stage, consumer);
+        for (int i = 0; i < Traits::kAccumulators; ++i) acc[i] = 0;
+        for (int kt = 0; kt < k_tiles; ++kt, ++it) consume_slice(sm, acc, it, kt, consumer, lane);
+        // The tile's last slices are read by no pending wgmma any more: hand their stages to the
+        // producer before the epilogue, so the next tile's loads overlap it.
+        finish_tile(sm, acc, it, k_tiles, lane, true);
+        const int64_t row0 = int64_t(m0) + consumer * Traits::kRowsPerConsumer;
+        if constexpr (Traits::kMBlocks == 1) {
+          store_block<Traits>(p, pair_ok, wide_ok, acc_block<Traits>(acc, 0), row0, n0, stage, consumer);
+        } else {
+          // The first block's epilogue runs with all 160 accumulators live (batches of 2 column
+          // pairs: 4 spill), the second with the first block's dead: batches of 5.
+          store_block<Traits, 2>(p, pair_ok, wide_ok, acc_block<Traits>(acc, 0), row0, n0, stage, consumer);
+          store_block<Traits, 5>(p, pair_ok, wide_ok, acc_block<Traits>(acc, 1), row0 + 64, n0, stage, consumer);
+        }
       }
     }
   }
@@ -1237,12 +1362,25 @@ inline bool short_k_prefers_128x128(int64_t M, int64_t N, int64_t K, int sm_coun
   return fill(m_tiles * ((N + 127) / 128)) > 1.1 * fill(m_tiles * ((N + 255) / 256));
 }
 
+// Dequant tile rule of run_sm90a_auto (host only): 256x160 when its tiles fill one wave to at least
+// 90% (every CTA one tile, 28% fewer operand bytes per MAC than 128x160), else the ping-pong
+// 128x160 kernel (one consumer warpgroup's epilogue under the other's K loop). H200, out_proj at
+// d_model 2560 with the fp32 residual, bench/RESULTS.md run Y: M = 2048 (128 tiles of 256x160 on
+// 132 SMs) 53.6 us against ping-pong 55.6 and cooperative 128x160 60.8; M = 8192 ping-pong 193
+// against 197 and 227.
+inline bool dequant_prefers_256x160(int64_t M, int64_t N, int sm_count) {
+  const int64_t tiles = ((M + 255) / 256) * ((N + 159) / 160);
+  return sm_count > 0 && tiles <= sm_count && 10 * tiles >= 9 * int64_t(sm_count);
+}
+
 // Tile choice. Problems with at least one tile per SM run the persistent kernels. A Requant
 // epilogue with K <= 256 (dt_proj, when kSm90a is forced: the auto path sends it to kShortK) may
-// take 128x128 with the staged store (see below). A Dequant
-// epilogue with a residual (out_proj) takes 128x160, whose epilogue batches the residual loads
-// (H100, d_model 2560, M = 2048 / 8192: 70.6 / 270 us; 128x256 with per-element loads 108 / 289
-// us in an earlier run of the same build). Otherwise the width goes by modelled time: rounds of
+// take 128x128 with the staged store (see below). A Dequant epilogue takes a 160-wide tile, whose
+// epilogue batches the col_scale / bias / residual loads and, on whole 64-row blocks, uses 8-byte
+// loads and pair stores without bounds checks (128x256 has neither: out_proj_f16 at d_model 2560,
+// M = 8192, 388 us against 223 for 128x160, run Y): with a residual (out_proj) 256x160 or the
+// ping-pong 128x160 (dequant_prefers_256x160), without one as below. Otherwise the width goes by
+// modelled time: rounds of
 // tiles x tile width / relative MAC rate (kRate160 = 0.78: the 128x160 tile moves 1.27x the L2
 // bytes per MAC of 128x256 and measured 1.29x slower on in_proj); e.g. M = 2048 in_proj
 // (N = 10240) -> 128x256 (640 tiles, 5 rounds). The two-CTA W-multicast kernels measured
@@ -1254,8 +1392,17 @@ Status run_sm90a_auto(const GemmParams<Epilogue>& p, int sm_count, cudaStream_t 
   const int64_t m_tiles = (p.M + 127) / 128;
   const int64_t tiles256 = m_tiles * ((p.N + 255) / 256), tiles160 = m_tiles * ((p.N + 159) / 160);
   if (sm_count > 0 && tiles160 >= sm_count) {
-    if constexpr (std::is_same_v<Epilogue, DequantF32> || std::is_same_v<Epilogue, DequantF16>)
-      if (p.epilogue.residual != nullptr) return run_sm90a<Epilogue, Sm90aPersistent128x160>(p, stream);
+    if constexpr (std::is_same_v<Epilogue, DequantF32> || std::is_same_v<Epilogue, DequantF16>) {
+      if (p.epilogue.residual != nullptr) {
+        if (dequant_prefers_256x160(p.M, p.N, sm_count)) return run_sm90a<Epilogue, Sm90aPersistent256x160>(p, stream);
+        return run_sm90a<Epilogue, Sm90aPingPong128x160>(p, stream);
+      }
+      // Without a residual the epilogue is light: ping-pong up to two rounds of 128x160 tiles,
+      // cooperative 128x160 beyond (fp16 out, d_model 2560, run Y: M = 2048 62.6 us against 69.3
+      // and 256x160 83.4; M = 8192 243 against 223).
+      if (tiles160 <= 2 * int64_t(sm_count)) return run_sm90a<Epilogue, Sm90aPingPong128x160>(p, stream);
+      return run_sm90a<Epilogue, Sm90aPersistent128x160>(p, stream);
+    }
     // Short K (dt_proj: K = dt_rank <= 256, one or two K-slices per tile): the epilogue is most of
     // a tile's time, so the last round's fill decides; 128 x 128 when its rounds are filled more
     // than 10% better than 128 x 256's. H100, dt_proj, same run (bench/RESULTS.md run L):
