@@ -381,7 +381,9 @@ QUAMBA_DEVICE bool dequant_block_vectorizable(const GemmParams<Epilogue>& p, boo
 // Staged (kStagedStore, 1-byte outputs, wide_ok: ldc % 16 == 0 and C 16-byte aligned): the
 // warpgroup writes its int8 block into shared memory, then each thread stores whole 16-byte row
 // chunks, so a warp writes two full 256-byte row segments per instruction.
-template <typename Traits, int kBatch = 4, typename Epilogue>
+// kResidualOnly (Dequant; the caller has checked that col_scale and bias are null): no registers
+// go to col_scale / bias, so a batch can be twice as wide in the same registers.
+template <typename Traits, int kBatch = 4, bool kResidualOnly = false, typename Epilogue>
 QUAMBA_DEVICE void store_block(const GemmParams<Epilogue>& p, bool pair_ok, bool wide_ok,
                                const int32_t (&acc)[Traits::kBN / 2], int64_t row0, int64_t n0,
                                uint8_t* stage, int consumer) {
@@ -468,8 +470,10 @@ QUAMBA_DEVICE void store_block(const GemmParams<Epilogue>& p, bool pair_ok, bool
 #pragma unroll
         for (int jj = 0; jj < kBatch; ++jj) {
           const int off = 8 * (j0 + jj);
-          cs[jj] = e.col_scale ? *reinterpret_cast<const float2*>(e.col_scale + c0 + off) : make_float2(1.0f, 1.0f);
-          bi[jj] = e.bias ? *reinterpret_cast<const float2*>(e.bias + c0 + off) : make_float2(0.0f, 0.0f);
+          cs[jj] = !kResidualOnly && e.col_scale ? *reinterpret_cast<const float2*>(e.col_scale + c0 + off)
+                                                 : make_float2(1.0f, 1.0f);
+          bi[jj] = !kResidualOnly && e.bias ? *reinterpret_cast<const float2*>(e.bias + c0 + off)
+                                            : make_float2(0.0f, 0.0f);
 #pragma unroll
           for (int h = 0; h < 2; ++h)
             res[jj][h] = e.residual ? *reinterpret_cast<const float2*>(rrow[h] + off) : make_float2(0.0f, 0.0f);
@@ -494,8 +498,8 @@ QUAMBA_DEVICE void store_block(const GemmParams<Epilogue>& p, bool pair_ok, bool
         for (int c = 0; c < 2; ++c) {
           const int64_t n = n0 + 8 * (j0 + jj) + 2 * t + c;
           const bool in_n = n < p.N;
-          cs[jj][c] = e.col_scale && in_n ? e.col_scale[n] : 1.0f;
-          bi[jj][c] = e.bias && in_n ? e.bias[n] : 0.0f;
+          cs[jj][c] = !kResidualOnly && e.col_scale && in_n ? e.col_scale[n] : 1.0f;
+          bi[jj][c] = !kResidualOnly && e.bias && in_n ? e.bias[n] : 0.0f;
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
             const int64_t m = row + 8 * h;
@@ -917,6 +921,30 @@ QUAMBA_DEVICE void tile_coords(int64_t tile, int64_t m_units, int64_t n_tiles, i
   n0 = static_cast<int>((r / rows) * Traits::kBN);
 }
 
+// The epilogue of a consumer warpgroup's two m64 blocks (rows row0.. and row0 + 64..; kMBlocks = 2).
+// The first block's runs with all 2·kBN/2 accumulators live, so its batches are narrow (2 column
+// pairs, 4 registers each for col_scale / bias and 4 for the residual), the second's with the
+// first block's dead. Without col_scale and bias (out_proj: per-tensor scale and a residual), a
+// batch needs only the residual's registers: twice as wide, half the L2 round trips.
+template <typename Traits, typename Epilogue>
+QUAMBA_DEVICE void store_two_blocks(const GemmParams<Epilogue>& p, bool pair_ok, bool wide_ok,
+                                    int32_t (&acc)[Traits::kAccumulators], int64_t row0, int n0, uint8_t* stage,
+                                    int consumer) {
+  static_assert(Traits::kMBlocks == 2, "two m64 blocks");
+  constexpr int kJ = Traits::kBN / 8;  // column pairs per thread and block
+  constexpr int kSecond = kJ % 5 == 0 ? 5 : 4;
+  if constexpr (std::is_same_v<Epilogue, DequantF32> || std::is_same_v<Epilogue, DequantF16>) {
+    if (p.epilogue.col_scale == nullptr && p.epilogue.bias == nullptr) {
+      store_block<Traits, 4, true>(p, pair_ok, wide_ok, acc_block<Traits>(acc, 0), row0, n0, stage, consumer);
+      store_block<Traits, 2 * kSecond, true>(p, pair_ok, wide_ok, acc_block<Traits>(acc, 1), row0 + 64, n0, stage,
+                                             consumer);
+      return;
+    }
+  }
+  store_block<Traits, 2>(p, pair_ok, wide_ok, acc_block<Traits>(acc, 0), row0, n0, stage, consumer);
+  store_block<Traits, kSecond>(p, pair_ok, wide_ok, acc_block<Traits>(acc, 1), row0 + 64, n0, stage, consumer);
+}
+
 // Ping-pong consumer warpgroup wg of a persistent CTA: its local tiles j = wg, wg + 2, ... (tile
 // first_tile + j·tile_stride), each one whole kBM x kBN tile. The producer fills the ring in tile
 // order, so local tile j's K-slices occupy ring positions j·k_tiles ... The warpgroups take turns:
@@ -944,13 +972,7 @@ QUAMBA_DEVICE void pingpong_consumer(const Sm90aSmem<Traits>& sm, const GemmPara
     // turn.
     if (lt == 0) mbar_arrive(sm.turn_bar + 8 * (wg ^ 1));
     finish_tile(sm, acc, it, k_tiles, lane, true);
-    // The first m64 block's epilogue with all kBN accumulators live: batches of 2 column pairs
-    // (4 spill from 232 registers).
-    store_block<Traits, 2>(p, pair_ok, wide_ok, acc_block<Traits>(acc, 0), m0, n0, nullptr, wg);
-    // The second m64 block with the first block's accumulators dead: wider batches where they divide.
-    constexpr int kSecondBatch = (Traits::kBN / 8) % 5 == 0 ? 5 : 4;
-    store_block<Traits, kSecondBatch>(p, pair_ok, wide_ok, acc_block<Traits>(acc, 1), int64_t(m0) + 64, n0, nullptr,
-                                      wg);
+    store_two_blocks<Traits>(p, pair_ok, wide_ok, acc, m0, n0, nullptr, wg);
   }
 }
 
@@ -1050,10 +1072,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         if constexpr (Traits::kMBlocks == 1) {
           store_block<Traits>(p, pair_ok, wide_ok, acc_block<Traits>(acc, 0), row0, n0, stage, consumer);
         } else {
-          // The first block's epilogue runs with all 160 accumulators live (batches of 2 column
-          // pairs: 4 spill), the second with the first block's dead: batches of 5.
-          store_block<Traits, 2>(p, pair_ok, wide_ok, acc_block<Traits>(acc, 0), row0, n0, stage, consumer);
-          store_block<Traits, 5>(p, pair_ok, wide_ok, acc_block<Traits>(acc, 1), row0 + 64, n0, stage, consumer);
+          store_two_blocks<Traits>(p, pair_ok, wide_ok, acc, row0, n0, stage, consumer);
         }
       }
     }
