@@ -1385,8 +1385,8 @@ inline bool short_k_prefers_128x128(int64_t M, int64_t N, int64_t K, int sm_coun
 // 90% (every CTA one tile, 28% fewer operand bytes per MAC than 128x160), else the ping-pong
 // 128x160 kernel (one consumer warpgroup's epilogue under the other's K loop). H200, out_proj at
 // d_model 2560 with the fp32 residual, bench/RESULTS.md run Y: M = 2048 (128 tiles of 256x160 on
-// 132 SMs) 53.6 us against ping-pong 55.6 and cooperative 128x160 60.8; M = 8192 ping-pong 193
-// against 197 and 227.
+// 132 SMs) 50.7 us against ping-pong 51.5 and cooperative 128x160 60.4; M = 8192 ping-pong 192,
+// 256x160 190, cooperative 230.
 inline bool dequant_prefers_256x160(int64_t M, int64_t N, int sm_count) {
   const int64_t tiles = ((M + 255) / 256) * ((N + 159) / 160);
   return sm_count > 0 && tiles <= sm_count && 10 * tiles >= 9 * int64_t(sm_count);
