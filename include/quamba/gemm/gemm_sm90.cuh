@@ -592,11 +592,9 @@ QUAMBA_DEVICE int32_t (&acc_block(int32_t (&acc)[Traits::kAccumulators], int mb)
 // wgmma groups (one per K-slice) a consumer warpgroup leaves in flight when it moves on to the next
 // slice; the stage of a slice goes back to the producer once its group has retired, so this many
 // stages beyond the one being issued stay held by the consumers.
-#ifndef QUAMBA_SM90A_WGMMA_GROUPS
-#define QUAMBA_SM90A_WGMMA_GROUPS 1
-#endif
-inline constexpr int kWgmmaGroupsInFlight = QUAMBA_SM90A_WGMMA_GROUPS;
-static_assert(kWgmmaGroupsInFlight >= 1 && kWgmmaGroupsInFlight <= 3, "1 to 3 wgmma groups in flight");
+// One: with 3 the 6-stage 128x160 out_proj gained ~2% but the 4-stage kernels lost up to 20%
+// (in_proj 157 against 129 us), and 2 changed nothing (H200, bench/RESULTS.md run Y3).
+inline constexpr int kWgmmaGroupsInFlight = 1;
 
 // K-slice kt (ring position it) of a consumer warpgroup's tile: wait for the stage, issue its
 // kBK/32 wgmmas (per m64 block) as one group, keep kWgmmaGroupsInFlight groups in flight and
