@@ -5,9 +5,10 @@
 // One CTA = 3 warpgroups: warpgroup 0 is the producer (one thread issues TMA loads of 128-byte
 // K-slices of A and W into a kStages ring, each stage guarded by a "full" mbarrier with a
 // transaction count and an "empty" mbarrier released by the consumers); warpgroups 1 and 2 each
-// own 64 rows of the 128 x kBN C tile (kBN = 128 or 256) and issue wgmma.m64nkBNk32.s32.s8.s8 from shared memory
-// (both operands K-major, 128-byte swizzle, the layout TMA writes), keeping one K-slice of
-// wgmma in flight. TMA zero-fills out-of-bounds boxes, which handles the M, N and K tails.
+// own half of the kBM x kBN C tile (64 or 128 rows; kBN = 128, 160 or 256), or, in the ping-pong
+// kernels, whole tiles in turn, and issue wgmma.m64nkBNk32.s32.s8.s8 from shared memory (both
+// operands K-major, 128-byte swizzle, the layout TMA writes), keeping one K-slice of wgmma in
+// flight. TMA zero-fills out-of-bounds boxes, which handles the M, N and K tails.
 // The tensor maps are built on the host with cuTensorMapEncodeTiled obtained through the runtime's
 // driver entry point, so no -lcuda is needed.
 //
