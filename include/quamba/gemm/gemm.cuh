@@ -10,8 +10,8 @@
 //   kGemv   M <= 16: weight-streaming dp4a kernel (gemm/gemv.cuh), any sm >= 80.
 //   kSm80   mma.sync.m16n8k32 tensor-core kernel (gemm/gemm_sm80.cuh), any sm >= 80.
 //   kSm90a  wgmma + TMA kernel (gemm/gemm_sm90.cuh), sm_90 built as 90a only.
-//   kShortK K <= 256: whole-K tiles, tile ranges per CTA, staged 16-byte output stores
-//           (gemm/gemm_short_k.cuh), any sm >= 80; falls back to kSm80 where its shared memory
+//   kShortK K <= 256: whole-K operand rows, the column-resident kernel (a CTA per column block
+//           and share of the row tiles, W in shared memory once; gemm/gemm_short_k.cuh), any sm >= 80; falls back to kSm80 where its shared memory
 //           does not fit the device.
 //   kAuto   kShortK for M >= 128 and K <= 256 (dt_proj prefill); kGemv for M <= 16 (except 4 < M with at least one 64-column tile per SM, or half
 //           of that with K <= 256: kSm80,
@@ -194,7 +194,7 @@ Status run(const GemmParams<Epilogue>& p, void* workspace, cudaStream_t stream, 
       }
       return run_sm90a_auto(p, info.sm_count, stream);
     case GemmPath::kShortK: {
-      const Status st = detail::launch_short_k<ShortKTile64x128>(p, info, stream);
+      const Status st = detail::launch_short_k<ShortKCol128x64>(p, info, stream);
       // The tile's shared memory above this device's per-block limit: the pipelined kernel.
       return st == Status::kErrorNotSupported ? run_sm80_auto(p, info.sm_count, workspace, stream) : st;
     }
