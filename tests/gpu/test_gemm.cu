@@ -175,7 +175,7 @@ TEST(GemmShortK, Sweep) {
   for (const auto& s : shapes) {
     Weights w(s.N, s.K, s.K + 16, 9000 + s.N + s.K);
     Problem p(w, s.M, s.K + 32, 9100 + s.M);
-    for (Runner r : {Runner::kShortK64, Runner::kShortK128, Runner::kShortK64x64, Runner::kShortKCol}) {
+    for (Runner r : {Runner::kShortK64, Runner::kShortK128, Runner::kShortK64x64, Runner::kShortKCol, Runner::kShortKCol32}) {
       check<gemm::Requant>(p, r, {}, "requant");
       check<gemm::Requant>(p, r, {true, false, false}, "requant");
       check<gemm::Requant>(p, r, {}, "requant", 16);
@@ -194,7 +194,7 @@ TEST(GemmShortK, SeveralTilesPerCta) {
   QUAMBA_REQUIRE_GPU();
   Weights w(1000, 32, 32, 9300);
   Problem p(w, 4100, 32, 9301);
-  for (Runner r : {Runner::kShortK64, Runner::kShortK64x64, Runner::kShortK128, Runner::kShortKCol}) {
+  for (Runner r : {Runner::kShortK64, Runner::kShortK64x64, Runner::kShortK128, Runner::kShortKCol, Runner::kShortKCol32}) {
     check<gemm::Requant>(p, r, {}, "requant", 16);
     check<gemm::DequantF16>(p, r, {false, true, false}, "dequant_f16");
   }
@@ -210,6 +210,7 @@ TEST(GemmShortK, DtProjLongPrompt) {
   Problem p(w, 8192 + 65, 160, 9401);
   check<gemm::Requant>(p, Runner::kShortK64, {}, "requant", 16);
   check<gemm::Requant>(p, Runner::kShortKCol, {}, "requant", 16);
+  check<gemm::Requant>(p, Runner::kShortKCol32, {}, "requant", 16);
   check<gemm::Requant>(p, Runner::kAuto, {}, "requant");
   check_pdl<gemm::Requant>(p, Runner::kShortK64, {}, "requant pdl", 16);
   check_pdl<gemm::Requant>(p, Runner::kShortKCol, {}, "requant pdl", 16);
@@ -238,7 +239,7 @@ TEST(GemmShortK, ExtremeAccumulatorsExact) {
       prm.A = dA.get(); prm.lda = K; prm.W = dW.get(); prm.ldw = K; prm.C = dC.get(); prm.ldc = N;
       for (float alpha : {100.f / static_cast<float>(K * 16384), 1.f / 3.f, 3e-7f}) {
         prm.epilogue.alpha = alpha;
-        for (Runner r : {Runner::kShortK64, Runner::kShortK128, Runner::kShortK64x64, Runner::kShortKCol, Runner::kAuto}) {
+        for (Runner r : {Runner::kShortK64, Runner::kShortK128, Runner::kShortK64x64, Runner::kShortKCol, Runner::kShortKCol32, Runner::kAuto}) {
           SCOPED_TRACE(std::string(runner_name(r)) + " K=" + std::to_string(K) + " pattern " + std::to_string(pattern) +
                        " alpha " + std::to_string(alpha));
           dC.poison(0x5A);
@@ -355,7 +356,7 @@ TEST(GemmPdl, EveryPath) {
     // dt_proj-like K = 160 (auto takes the short-K kernel at M >= 128).
     Weights w(1536, 160, 176, 67);
     Problem p(w, 2100, 192, 68);
-    for (Runner r : {Runner::kAuto, Runner::kShortK64, Runner::kShortK128, Runner::kShortK64x64, Runner::kShortKCol}) {
+    for (Runner r : {Runner::kAuto, Runner::kShortK64, Runner::kShortK128, Runner::kShortK64x64, Runner::kShortKCol, Runner::kShortKCol32}) {
       check_pdl<gemm::Requant>(p, r, {}, "dt_proj", 16);
       check_pdl<gemm::DequantF16>(p, r, {true, true, false}, "dequant_f16");
     }

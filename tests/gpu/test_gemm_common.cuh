@@ -163,7 +163,7 @@ Epi make_epilogue(const Problem& p, const EpiConfig& cfg, float alpha) {
 enum class Runner {
   kAuto, kAutoWorkspace, kSm80SplitK, kGemv, kGemvWide, kGemvWideDeep, kGemvSplitK, kGemvNarrow, kSm80Tile128, kSm80Tile64,
   kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St, kSm90aP160,
-  kSm90aC256St, kSm90aC160, kSm90aP256x160, kSm90aPP160, kSm90aPP128, kShortK64, kShortK128, kShortK64x64, kShortKCol, kSm90aSplitK, kSm90aSplitKCluster
+  kSm90aC256St, kSm90aC160, kSm90aP256x160, kSm90aPP160, kSm90aPP128, kShortK64, kShortK128, kShortK64x64, kShortKCol, kShortKCol32, kSm90aSplitK, kSm90aSplitKCluster
 };
 
 // Every sm90a kernel variant, forced by name (the dispatcher's choice is kSm90a / kAuto).
@@ -203,6 +203,7 @@ const char* runner_name(Runner r) {
     case Runner::kShortK128: return gemm::short_k_name<gemm::ShortKTile128x128>();
     case Runner::kShortK64x64: return gemm::short_k_name<gemm::ShortKTile64x64>();
     case Runner::kShortKCol: return gemm::short_k_name<gemm::ShortKCol128x64>();
+    case Runner::kShortKCol32: return gemm::short_k_name<gemm::ShortKCol128x32>();
   }
   return "?";
 }
@@ -259,6 +260,7 @@ Status run_with(Runner r, const gemm::GemmParams<Epi>& p, cudaStream_t stream = 
     case Runner::kShortK128: return gemm::run_short_k<gemm::ShortKTile128x128>(p, stream);
     case Runner::kShortK64x64: return gemm::run_short_k<gemm::ShortKTile64x64>(p, stream);
     case Runner::kShortKCol: return gemm::run_short_k<gemm::ShortKCol128x64>(p, stream);
+    case Runner::kShortKCol32: return gemm::run_short_k<gemm::ShortKCol128x32>(p, stream);
   }
   return Status::kErrorInternal;
 }
@@ -285,6 +287,7 @@ bool short_k_fits(Runner r, int64_t K) {
     case Runner::kShortK128: return gemm::short_k_layout<gemm::ShortKTile128x128, Out>(K).smem_bytes <= limit;
     case Runner::kShortK64x64: return gemm::short_k_layout<gemm::ShortKTile64x64, Out>(K).smem_bytes <= limit;
     case Runner::kShortKCol: return gemm::short_k_col_smem<gemm::ShortKCol128x64, Out>(K) <= limit;
+    case Runner::kShortKCol32: return gemm::short_k_col_smem<gemm::ShortKCol128x32, Out>(K) <= limit;
     default: return true;
   }
 }

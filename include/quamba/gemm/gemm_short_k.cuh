@@ -103,6 +103,9 @@ struct ShortKColTraits {
 // 4 warps, 128 columns, 64-row tiles, 3 A stages: 69 KiB of shared memory at K = 160 with an int8
 // C (3 CTAs per SM).
 using ShortKCol128x64 = ShortKColTraits<4, 64, 3, 3>;
+// 32-row tiles: half the accumulators, 46 KiB at K = 160 (int8 C), four CTAs per SM and twice the
+// row granularity.
+using ShortKCol128x32 = ShortKColTraits<4, 32, 3, 4>;
 
 template <typename Traits>
 constexpr const char* short_k_name() {
@@ -110,6 +113,7 @@ constexpr const char* short_k_name() {
   else if constexpr (std::is_same_v<Traits, ShortKTile128x128>) return "short_k_128x128";
   else if constexpr (std::is_same_v<Traits, ShortKTile64x64>) return "short_k_64x64";
   else if constexpr (std::is_same_v<Traits, ShortKCol128x64>) return "short_k_col_128x64";
+  else if constexpr (std::is_same_v<Traits, ShortKCol128x32>) return "short_k_col_128x32";
   else return "short_k_custom";
 }
 
