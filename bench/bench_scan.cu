@@ -43,8 +43,8 @@ void report_exps(benchmark::State& state, double exps) {
 }
 
 // Segment-scan traits: SxKxWxM (segments, items, warps, min blocks); state-lane traits:
-// QxTxCxMxG[xRs][xP][xO] (states per lane, chunk tokens, channels per block, min blocks, token
-// groups unrolled (group pairs with xO), reduce through smem, pair lanes, overlapped walk); pipelined-kernel traits: PQxTxCxMxU[xPipe] (...,
+// QxTxCxMxG[xRs][xP][xO][xU] (states per lane, chunk tokens, channels per block, min blocks, token
+// groups unrolled (group pairs with xO), reduce through smem, pair lanes, overlapped walk, unrolled prep); pipelined-kernel traits: PQxTxCxMxU[xPipe] (...,
 // groups unrolled, software-pipelined walk).
 template <class Traits>
 std::string traits_name() {
@@ -59,7 +59,7 @@ std::string traits_name() {
     return "Q" + std::to_string(Traits::kStatesPerLane) + "xT" + std::to_string(Traits::kChunk) + "xC" +
            std::to_string(Traits::kChannels) + "xM" + std::to_string(Traits::kMinBlocks) + "xG" +
            std::to_string(Traits::kGroups) + (Traits::kSmemReduce ? "xRs" : "") + (Traits::kPairLanes ? "xP" : "") +
-           (Traits::kOverlap ? "xO" : "");
+           (Traits::kOverlap ? "xO" : "") + (Traits::kUnrolledPrep ? "xU" : "");
   else
     return "S" + std::to_string(Traits::kSegments) + "xK" + std::to_string(Traits::kItems) + "xW" +
            std::to_string(Traits::kWarps) + "xM" + std::to_string(Traits::kMinBlocks);
@@ -319,6 +319,7 @@ const bool kRegistered = [] {
       ->ArgNames({"E", "L"})->Args({5120, 2048})->Args({5120, 8192})->UseManualTime()->Unit(benchmark::kMicrosecond);
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, false, true>>("baseline");
   register_prefill_i8<DefI8>("new");
+  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, false, true, true, true>>("new");
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 1, false, true, true>>("new");
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 40, 1, int8_t, 1, false, true, true>>("new");
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 4, false, true, true>>("new");
@@ -358,6 +359,8 @@ const bool kRegistered = [] {
   register_prefill_i8<qs::LanePrefillTraits<16, 1, 128, 16, 3, int8_t, 2, true>>("alt");
   register_prefill_i8<qs::LanePrefillTraits<16, 1, 128, 16, 3, int8_t, 1, true>>("alt");
   register_prefill_f16<DefF16>("default");
+  // the previous fp16 default (plain loop, no pair lanes)
+  register_prefill_f16<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 2>>("baseline");
   register_prefill_f16<qs::PrefillTraits<16, 16, 8, 8, 3, __half>>("alt");
   register_prefill_f16<qs::LanePrefillTraits<16, 2, 64, 16, 4, __half, 2>>("alt");
   benchmark::RegisterBenchmark("ScanDecodeI8/N16", BM_DecodeI8)

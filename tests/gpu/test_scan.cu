@@ -313,6 +313,10 @@ TEST(ScanPrefillI8, ExplicitVariants) {
   run_variant_cases<qs::LanePrefillTraits<16, 2, 128, 40, 1, int8_t, 1, false, true, true>>("lanes Q2xT128xC40xG1xPxO");
   run_variant_cases<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, false, true, true>>("lanes Q2xT128xC16xG2xPxO");
   run_variant_cases<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 4, false, true, true>>("lanes Q2xT128xC16xG4xPxO");
+  // Unrolled prep (kUnrolledPrep): every share a whole number of rounds at 16 channels; at 40
+  // (320 threads) the 128 B/C copies are a partial round.
+  run_variant_cases<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, false, true, true, true>>("lanes Q2xT128xC16xG2xPxOxU");
+  run_variant_cases<qs::LanePrefillTraits<16, 2, 128, 40, 1, int8_t, 2, false, true, true, true>>("lanes Q2xT128xC40xG2xPxOxU");
   run_variant_cases<qs::LanePrefillTraits<16, 2, 128, 40, 1, int8_t, 2, false, true>>("lanes Q2xT128xC40xG2xP");
   run_variant_cases<qs::PipedPrefillTraits<16, 2, 64, 16, 3, int8_t>>("piped Q2xT64xC16");
   run_variant_cases<qs::PipedPrefillTraits<16, 2, 64, 40, 1, int8_t>>("piped Q2xT64xC40");
@@ -1025,6 +1029,8 @@ TEST(ScanPrefillF16, ExplicitVariants) {
   run_f16_variant<qs::PrefillTraits<32, 16, 8, 8, 2, __half>>("segment N32");
   run_f16_variant<qs::PrefillTraits<64, 8, 8, 4, 1, __half>>("segment N64");
   run_f16_variant<qs::LanePrefillTraits<16, 2, 64, 16, 4, __half, 2>>("lanes Q2xT64xC16xG2");
+  run_f16_variant<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 2>>("lanes Q2xT128xC16xG2 (previous default)");
+  run_f16_variant<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 2, false, true, true, true>>("lanes Q2xT128xC16xG2xPxOxU");
 }
 
 // fp16 inputs through run_segmented (the default segmented variant of each N).

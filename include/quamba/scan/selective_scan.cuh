@@ -220,7 +220,8 @@ struct PrefillTraits {
 // these pairings holds for all lanes, which halves it (the B/C reads are ~2 of the ~3.5 smem
 // cycles per warp-item of the unpaired layout, the largest per-item cost in the model).
 template <int kDState_, int kStatesPerLane_, int kChunk_, int kChannels_, int kMinBlocks_, typename In_,
-          int kGroups_ = 1, bool kSmemReduce_ = false, bool kPairLanes_ = false, bool kOverlap_ = false>
+          int kGroups_ = 1, bool kSmemReduce_ = false, bool kPairLanes_ = false, bool kOverlap_ = false,
+          bool kUnrolledPrep_ = false>
 struct LanePrefillTraits {
   using In = In_;
   static constexpr int kKernel = 1;  // prefill_lanes_kernel
@@ -236,6 +237,15 @@ struct LanePrefillTraits {
   // outputs straight to global memory (st.global, no y tile) 129. With kOverlap, kGroups is the
   // number of group pairs unrolled (two: 116 µs).
   static constexpr bool kOverlap = kOverlap_;
+  // kUnrolledPrep: the per-chunk copies, the y flush and the conversion run as compile-time
+  // unrolled sequences (each thread's share, no loop) instead of thread-strided loops, whose
+  // trip count the compiler cannot bound because it does not know tid < kThreads (a single copy
+  // then costs ~40 instructions of loop control). 7% fewer instructions at the int8 default.
+  // Measured (H200, E = 5120 / 1536, L = 2048, bench/RESULTS.md run AA): int8 default 118 / 60.5
+  // µs against 116 / 67.7 with the loops, fp16 with pair lanes and the overlapped walk 137 µs.
+  // The int8 E = 5120 case is the one where it loses (reproducibly, ~2%), so the int8 default
+  // keeps the loops; the fp16 default uses it.
+  static constexpr bool kUnrolledPrep = kUnrolledPrep_;
   static constexpr int kGroups = kGroups_;
   static constexpr bool kSmemReduce = kSmemReduce_;
   static constexpr int kDState = kDState_;
@@ -388,6 +398,13 @@ template <int N, typename In>
 struct DefaultPrefillTraits;
 template <typename In>
 struct DefaultPrefillTraits<16, In> { using type = LanePrefillTraits<16, 2, 128, 16, 3, In, 2>; };
+// fp16, N = 16: the int8 default's pair lanes and overlapped walk, with the unrolled prep
+// (kUnrolledPrep): 137 µs at E = 5120, L = 2048 against 226 for the plain configuration above
+// (H200, bench/RESULTS.md run AA).
+template <>
+struct DefaultPrefillTraits<16, __half> {
+  using type = LanePrefillTraits<16, 2, 128, 16, 3, __half, 2, false, true, true, true>;
+};
 // int8, N = 16: pair lanes and the overlapped walk (kOverlap) with two group pairs unrolled,
 // 116 / 444 µs at E = 5120 (L = 2048 / 8192) and 67.7 µs at E = 1536; one pair per iteration
 // 120 / 459 / 71.4; pair lanes with the plain loop (the previous default) 131 / 505 / 88.4 (H100,
@@ -643,6 +660,22 @@ __host__ __device__ constexpr int log2_int(int v) { return v <= 1 ? 0 : 1 + log2
 // states q, q + G, ... of its channel and walks tokens g0 .. g0 + G - 1 of the fp32 tiles (rows
 // of PT floats: δ, δ·u per channel, B, C per state), leaving in v[i] its partial Σ s·C of token
 // g0 + i. Per (token, state): FMUL δ·A, ex2, FMUL δu·B, the state FFMA and the C FFMA.
+// f(i) for i = tid, tid + kThreads, ... below kCount: a thread-strided loop, or with kUnrolled
+// the same indices as a compile-time unrolled sequence (LanePrefillTraits::kUnrolledPrep).
+template <int kCount, int kThreads, bool kUnrolled, class F>
+QUAMBA_DEVICE void for_thread_share(int tid, F&& f) {
+  if constexpr (kUnrolled) {
+#pragma unroll
+    for (int i0 = 0; i0 < kCount; i0 += kThreads) {
+      const int i = i0 + tid;
+      if (kCount % kThreads != 0 && i >= kCount) break;
+      f(i);
+    }
+  } else {
+    for (int i = tid; i < kCount; i += kThreads) f(i);
+  }
+}
+
 template <int G, int Q, int PT>
 QUAMBA_DEVICE void walk_group(const float* dRow, const float* wRow, const float* sBf, const float* sCf, int q,
                               const float (&a2)[Q], float (&st)[Q], int g0, float (&v)[G]) {
@@ -717,29 +750,31 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
 
   // Raw tiles are row-per-token without swizzle: the lanes that read them (prep and output)
   // touch consecutive bytes of one row or one byte of G different rows, both conflict-light.
-  // copy: 16 or 8 bytes per cp.async (std::integral_constant), slots: copies per row.
-  auto load_rows = [&](auto copy, const TensorView<const In, 3>& v, unsigned char* dst, int chunk0, int slots,
+  // copy: 16 or 8 bytes per cp.async, slots: copies per row (both std::integral_constant).
+  auto load_rows = [&](auto copy, auto slots, const TensorView<const In, 3>& v, unsigned char* dst, int chunk0,
                        int64_t c0) {
-    constexpr int kCopy = decltype(copy)::value;
-    for (int s = tid; s < T * slots; s += kThreads) {
-      const int t = s / slots, r = s % slots;
+    constexpr int kCopy = decltype(copy)::value, kSlots = decltype(slots)::value;
+    for_thread_share<T * kSlots, kThreads, Traits::kUnrolledPrep>(tid, [&](int s) {
+      const int t = s / kSlots, r = s % kSlots;
       const int tok = chunk0 + t;
       const bool live = tok < L;
       const In* src =
           live ? v.data + b * v.stride[0] + int64_t(tok) * v.stride[1] + c0 + r * (kCopy / Traits::kInBytes) : v.data;
       if constexpr (kCopy == 16) cp_async_16(dst + s * 16, src, live);
       else cp_async_8(dst + s * 8, src, live);
-    }
+    });
   };
   auto load_chunk = [&](int stage, int chunk0) {
     unsigned char* base = smem + stage * kStage;
     const std::integral_constant<int, kRowCopy> row_copy;
     const std::integral_constant<int, 16> bc_copy;
-    load_rows(row_copy, p.u, base + Traits::kRawU, chunk0, kRowSlots, e0);
-    if constexpr (!kFusedDt) load_rows(row_copy, p.delta, base + Traits::kRawD, chunk0, kRowSlots, e0);
-    if constexpr (kHasZ) load_rows(row_copy, p.z, base + Traits::kRawZ, chunk0, kRowSlots, e0);
-    load_rows(bc_copy, p.Bm, base + Traits::kRawB, chunk0, kBCSlots, 0);
-    load_rows(bc_copy, p.Cm, base + Traits::kRawC, chunk0, kBCSlots, 0);
+    const std::integral_constant<int, kRowSlots> row_slots;
+    const std::integral_constant<int, kBCSlots> bc_slots;
+    load_rows(row_copy, row_slots, p.u, base + Traits::kRawU, chunk0, e0);
+    if constexpr (!kFusedDt) load_rows(row_copy, row_slots, p.delta, base + Traits::kRawD, chunk0, e0);
+    if constexpr (kHasZ) load_rows(row_copy, row_slots, p.z, base + Traits::kRawZ, chunk0, e0);
+    load_rows(bc_copy, bc_slots, p.Bm, base + Traits::kRawB, chunk0, 0);
+    load_rows(bc_copy, bc_slots, p.Cm, base + Traits::kRawC, chunk0, 0);
   };
   // Fused dt_proj: the chunk's dt_x rows, dt_k bytes each, into the single dt_x tile whose rows
   // are dt_k rounded up to 32 bytes (one mma k-step); the pad slots are zero-filled (their
@@ -794,14 +829,14 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
 
   // y tile of chunk c-1 -> global, 16-byte rows; called between barriers (see the loop).
   auto flush_y = [&](int chunk0) {
-    for (int s = tid; s < T * kYSlots; s += kThreads) {
+    for_thread_share<T * kYSlots, kThreads, Traits::kUnrolledPrep>(tid, [&](int s) {
       const int t = s / kYSlots, r = s % kYSlots;
       const int tok = chunk0 + t;
       if (tok < L) {
         __half* dst = p.y.data + b * p.y.stride[0] + int64_t(tok) * p.y.stride[1] + e0 + r * 8;
         *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(sY + s * 8);
       }
-    }
+    });
   };
 
   // Two barriers per chunk. After the first, every thread is done with chunk c-1 (its raw stage,
@@ -866,18 +901,18 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
         const In* rawD = reinterpret_cast<const In*>(stg + Traits::kRawD);
         // Four channels per thread (one 4- or 8-byte read per tile row); channel group fastest so
         // a warp reads consecutive words.
-        for (int idx = tid; idx < T * (CH / 4); idx += kThreads) {
+        for_thread_share<T * (CH / 4), kThreads, Traits::kUnrolledPrep>(tid, [&](int idx) {
           const int t = idx / (CH / 4);
           const Vec<In, 4> uq = *reinterpret_cast<const Vec<In, 4>*>(rawU + t * CH + 4 * prep_c4);
           const Vec<In, 4> dq = *reinterpret_cast<const Vec<In, 4>*>(rawD + t * CH + 4 * prep_c4);
           const bool live = chunk0 + t < L;
 #pragma unroll
           for (int j = 0; j < 4; ++j) put_delta(t, 4 * prep_c4 + j, dq[j], uq[j], prep_bias[j], live);
-        }
+        });
       }
       const In* rawB = reinterpret_cast<const In*>(stg + Traits::kRawB);
       const In* rawC = reinterpret_cast<const In*>(stg + Traits::kRawC);
-      for (int idx = tid; idx < T * (N / 4); idx += kThreads) {
+      for_thread_share<T * (N / 4), kThreads, Traits::kUnrolledPrep>(tid, [&](int idx) {
         const int t = idx / (N / 4);
         const Vec<In, 4> bq = *reinterpret_cast<const Vec<In, 4>*>(rawB + t * N + 4 * prep_n4);
         const Vec<In, 4> cq = *reinterpret_cast<const Vec<In, 4>*>(rawC + t * N + 4 * prep_n4);
@@ -886,7 +921,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
           sBf[(4 * prep_n4 + j) * PT + t] = to_float(bq[j]) * sB;
           sCf[(4 * prep_n4 + j) * PT + t] = to_float(cq[j]) * sC;
         }
-      }
+      });
     }
     __syncthreads();  // fp32 tiles ready; the dt_x tile is consumed
     if (kFusedDt && c + 1 < nchunks) {
