@@ -241,10 +241,12 @@ struct LanePrefillTraits {
   // unrolled sequences (each thread's share, no loop) instead of thread-strided loops, whose
   // trip count the compiler cannot bound because it does not know tid < kThreads (a single copy
   // then costs ~40 instructions of loop control). 7% fewer instructions at the int8 default.
-  // Measured (H200, E = 5120 / 1536, L = 2048, bench/RESULTS.md run AA): int8 default 118 / 60.5
-  // µs against 116 / 67.7 with the loops, fp16 with pair lanes and the overlapped walk 137 µs.
-  // The int8 E = 5120 case is the one where it loses (reproducibly, ~2%), so the int8 default
-  // keeps the loops; the fp16 default uses it.
+  // Measured (H200, L = 2048, bench/RESULTS.md run AA, same run): int8 default traits with it
+  // 119 / 60.3 µs at E = 5120 / 1536 against 117 / 67.9 with the loops; fp16 with pair lanes and
+  // the overlapped walk 138 µs. The int8 E = 5120 case is the one where it loses (reproducibly,
+  // ~2%), so the int8 default keeps the loops; the fp16 default uses it. (Routing the loops
+  // through for_thread_share changed their compiled form: the int8 default measured 117 / 450 µs
+  // at L = 2048 / 8192 against 116 / 446 before, same run.)
   static constexpr bool kUnrolledPrep = kUnrolledPrep_;
   static constexpr int kGroups = kGroups_;
   static constexpr bool kSmemReduce = kSmemReduce_;
@@ -399,8 +401,8 @@ struct DefaultPrefillTraits;
 template <typename In>
 struct DefaultPrefillTraits<16, In> { using type = LanePrefillTraits<16, 2, 128, 16, 3, In, 2>; };
 // fp16, N = 16: the int8 default's pair lanes and overlapped walk, with the unrolled prep
-// (kUnrolledPrep): 137 µs at E = 5120, L = 2048 against 226 for the plain configuration above
-// (H200, bench/RESULTS.md run AA).
+// (kUnrolledPrep): 40.7 / 138 / 533 µs at E = 5120, L = 512 / 2048 / 8192 and 59.5 at E = 1536
+// against 60.9 / 226 / 886 / 95.6 for the plain configuration above (H200, bench/RESULTS.md run AA).
 template <>
 struct DefaultPrefillTraits<16, __half> {
   using type = LanePrefillTraits<16, 2, 128, 16, 3, __half, 2, false, true, true, true>;
