@@ -658,10 +658,6 @@ QUAMBA_DEVICE void reduce_scatter(float (&v)[G], int q) {
 
 __host__ __device__ constexpr int log2_int(int v) { return v <= 1 ? 0 : 1 + log2_int(v / 2); }
 
-// One token group of the state-lane walk (lanes and segmented kernels): lane q owns
-// states q, q + G, ... of its channel and walks tokens g0 .. g0 + G - 1 of the fp32 tiles (rows
-// of PT floats: δ, δ·u per channel, B, C per state), leaving in v[i] its partial Σ s·C of token
-// g0 + i. Per (token, state): FMUL δ·A, ex2, FMUL δu·B, the state FFMA and the C FFMA.
 // f(i) for i = tid, tid + kThreads, ... below kCount: a thread-strided loop, or with kUnrolled
 // the same indices as a compile-time unrolled sequence (LanePrefillTraits::kUnrolledPrep).
 template <int kCount, int kThreads, bool kUnrolled, class F>
@@ -678,6 +674,10 @@ QUAMBA_DEVICE void for_thread_share(int tid, F&& f) {
   }
 }
 
+// One token group of the state-lane walk (lanes and segmented kernels): lane q owns
+// states q, q + G, ... of its channel and walks tokens g0 .. g0 + G - 1 of the fp32 tiles (rows
+// of PT floats: δ, δ·u per channel, B, C per state), leaving in v[i] its partial Σ s·C of token
+// g0 + i. Per (token, state): FMUL δ·A, ex2, FMUL δu·B, the state FFMA and the C FFMA.
 template <int G, int Q, int PT>
 QUAMBA_DEVICE void walk_group(const float* dRow, const float* wRow, const float* sBf, const float* sCf, int q,
                               const float (&a2)[Q], float (&st)[Q], int g0, float (&v)[G]) {
