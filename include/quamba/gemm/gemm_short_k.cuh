@@ -50,6 +50,7 @@
 #include "quamba/core/cuda_check.hpp"
 #include "quamba/core/launch.cuh"
 #include "quamba/core/status.hpp"
+#include "quamba/core/thread_share.cuh"
 #include "quamba/gemm/epilogue.cuh"
 #include "quamba/gemm/gemm_sm80.cuh"
 #include "quamba/gemm/params.cuh"
@@ -380,7 +381,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
   constexpr int kStageBytes = kTM * kPitch;
   constexpr int kWBytes = kBN * kPitch;
   constexpr int kACopies = (kTM * kChunks + kThreads - 1) / kThreads;
-  constexpr int kWCopies = kBN * kChunks / kThreads;  // kBN = kThreads: exactly kChunks
   constexpr int kOutIters = kTM * kRowChunks / 32;
   static_assert(kBN * kChunks % kThreads == 0 && kTM * kRowChunks % 32 == 0, "whole copy passes");
   extern __shared__ __align__(128) uint8_t smem[];
@@ -398,14 +398,12 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     grid_dependency_wait();
     return;
   }
-  // W rows n0 .. n0 + kBN (zeros past N and past K), copy c = tid + i·kThreads: row c / kChunks.
-#pragma unroll
-  for (int i = 0; i < kWCopies; ++i) {
-    const int c = tid + i * kThreads;
+  // W rows n0 .. n0 + kBN (zeros past N and past K), copy c: row c / kChunks.
+  for_thread_share<kBN * kChunks, kThreads>(tid, [&](int c) {
     const int r = c / kChunks, ch = c % kChunks;
     const bool ok = n0 + r < p.N && ch * 16 < p.K;
     ptx::cp_async_16(sW + r * kPitch + ch * 16, ok ? p.W + (n0 + r) * p.ldw + ch * 16 : p.W, ok);
-  }
+  });
   // This thread's A copies: shared offsets and row / chunk of each (the same for every tile).
   int a_row[kACopies];
   uint32_t a_soff[kACopies];

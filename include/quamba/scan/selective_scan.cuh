@@ -89,6 +89,7 @@
 #include "quamba/core/static_switch.hpp"
 #include "quamba/core/status.hpp"
 #include "quamba/core/tensor_view.hpp"
+#include "quamba/core/thread_share.cuh"
 #include "quamba/gemm/epilogue.cuh"
 #include "quamba/gemm/ptx.cuh"
 #include "quamba/scan/scan_common.cuh"
@@ -657,22 +658,6 @@ QUAMBA_DEVICE void reduce_scatter(float (&v)[G], int q) {
 }
 
 __host__ __device__ constexpr int log2_int(int v) { return v <= 1 ? 0 : 1 + log2_int(v / 2); }
-
-// f(i) for i = tid, tid + kThreads, ... below kCount: a thread-strided loop, or with kUnrolled
-// the same indices as a compile-time unrolled sequence (LanePrefillTraits::kUnrolledPrep).
-template <int kCount, int kThreads, bool kUnrolled, class F>
-QUAMBA_DEVICE void for_thread_share(int tid, F&& f) {
-  if constexpr (kUnrolled) {
-#pragma unroll
-    for (int i0 = 0; i0 < kCount; i0 += kThreads) {
-      const int i = i0 + tid;
-      if (kCount % kThreads != 0 && i >= kCount) break;
-      f(i);
-    }
-  } else {
-    for (int i = tid; i < kCount; i += kThreads) f(i);
-  }
-}
 
 // One token group of the state-lane walk (lanes and segmented kernels): lane q owns
 // states q, q + G, ... of its channel and walks tokens g0 .. g0 + G - 1 of the fp32 tiles (rows
