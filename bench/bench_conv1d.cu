@@ -433,6 +433,11 @@ int register_all() {
       add_prefill<Conv1dI8Traits4xS8, int8_t>("i8", mdl, M);
       add_prefill<Conv1dI8Traits16xS8, int8_t>("i8", mdl, M);
       add_prefill<Conv1dF16Traits8x16, __half>("f16", mdl, M);
+      add_prefill<Conv1dF16Traits8x16a4, __half>("f16", mdl, M);
+      add_prefill<Conv1dF16Traits8x8, __half>("f16", mdl, M);
+      add_prefill<Conv1dF16Traits8x8a4, __half>("f16", mdl, M);
+      add_prefill<Conv1dF16Traits4x8, __half>("f16", mdl, M);
+      add_prefill<Conv1dF16Traits4x8a4, __half>("f16", mdl, M);
     }
     for (int64_t B : {1, 64}) {
       const std::string sfx = std::string("/") + mdl.name + "/E=" + std::to_string(mdl.E) + "/B=" + std::to_string(B);

@@ -165,7 +165,8 @@ double off_by_one_limit(int variant) {
 
 // Runs one prefill case twice with two poison bytes and checks every element written, the
 // padding untouched, out against the reference and the final state bit-exact.
-// variant: 0 = run() (its own choice), else one named int8 variant through run_with.
+// variant: 0 = run() (its own choice), else one named variant of the dtype through run_with
+// (int8: 1..kNumVariants, fp16: 1..kNumF16Variants).
 template <typename T>
 Status launch_prefill(const Conv1dParams<T>& p, int variant, cudaStream_t stream = 0) {
   namespace qc = quamba::conv1d;
@@ -193,6 +194,17 @@ Status launch_prefill(const Conv1dParams<T>& p, int variant, cudaStream_t stream
       case 20: return qc::run_with<qc::Conv1dI8Traits4xS8a2F>(p, stream);
       case 21: return qc::run_with<qc::Conv1dI8Traits8x8a4T>(p, stream);
       case 22: return qc::run_with<qc::Conv1dI8Traits4x8T>(p, stream);
+      default: break;
+    }
+  } else {
+    switch (variant) {
+      case 1: return qc::run_with<qc::Conv1dF16Traits8x16>(p, stream);
+      case 2: return qc::run_with<qc::Conv1dF16Traits8x16a4>(p, stream);
+      case 3: return qc::run_with<qc::Conv1dF16Traits8x8>(p, stream);
+      case 4: return qc::run_with<qc::Conv1dF16Traits8x8a4>(p, stream);
+      case 5: return qc::run_with<qc::Conv1dF16Traits4x8>(p, stream);
+      case 6: return qc::run_with<qc::Conv1dF16Traits4x8a4>(p, stream);
+      case 7: return qc::run_with<qc::Conv1dF16Traits1x16>(p, stream);
       default: break;
     }
   }
@@ -343,6 +355,21 @@ TEST(Conv1dPrefillI8, DefaultFormsAndTanhRate) {
     check_prefill<int8_t>({1, 2049, 5120, 4, true, false, true, true, 0}, ++salt, variant);
     check_prefill<int8_t>({1, 2049, 1536, 4, true, false, true, true, 0}, ++salt, variant);
   }
+}
+
+constexpr int kNumF16Variants = 7;
+
+// Every fp16 variant by name: runs shorter than, equal to and longer than a load group and a
+// token run, tails, batch > 1, a strided x and the state in / out.
+TEST(Conv1dPrefillF16, EveryVariant) {
+  QUAMBA_REQUIRE_GPU();
+  uint64_t salt = 1400;
+  for (int variant = 1; variant <= kNumF16Variants; ++variant)
+    for (int K : {2, 3, 4})
+      for (int64_t L : {1, 3, 4, 5, 7, 9, 16, 17, 31, 33, 129, 372}) {
+        check_prefill<__half>({3, L, 96, K, true, true, true, true, 0}, ++salt, variant);
+        check_prefill<__half>({1, L, 48, K, K != 3, K == 4, true, false, 16}, ++salt, variant);
+      }
 }
 
 TEST(Conv1dPrefillF16, ShapeSweep) {

@@ -209,8 +209,15 @@ using Conv1dI8Traits8xS8a2F = Conv1dPrefillTraits<128, 8, 8, 2, 8, true, kSiluPa
 using Conv1dI8Traits4xS8a2F = Conv1dPrefillTraits<128, 4, 8, 2, 10, true, kSiluPairFma>;
 using Conv1dI8Traits8x8a4T = Conv1dPrefillTraits<128, 8, 8, 4, 7, false, kSiluTanh>;
 using Conv1dI8Traits4x8T = Conv1dPrefillTraits<128, 4, 8, 4, 8, false, kSiluTanh>;
-// fp16: 8 halves = one 16-byte access; 1 channel for odd C or unaligned views.
-using Conv1dF16Traits8x16 = Conv1dPrefillTraits<128, 8, 16>;
+// fp16: 8 halves = one 16-byte access, 4 = one 8-byte access (run()'s choice); 1 channel for C %
+// 4 != 0 or unaligned views. kMinBlocks: the largest count that compiles without spills
+// (-Xptxas -v, sm_90a).
+using Conv1dF16Traits8x16 = Conv1dPrefillTraits<128, 8, 16>;  // the previous default: 4 tokens per round
+using Conv1dF16Traits8x16a4 = Conv1dPrefillTraits<128, 8, 16, 4, 3>;
+using Conv1dF16Traits8x8 = Conv1dPrefillTraits<128, 8, 8, 8, 3>;  // the whole run in one round
+using Conv1dF16Traits8x8a4 = Conv1dPrefillTraits<128, 8, 8, 4, 3>;
+using Conv1dF16Traits4x8 = Conv1dPrefillTraits<128, 4, 8, 8, 5>;
+using Conv1dF16Traits4x8a4 = Conv1dPrefillTraits<128, 4, 8, 4, 5>;
 using Conv1dF16Traits1x16 = Conv1dPrefillTraits<128, 1, 16>;
 
 template <int Threads, int Channels>
@@ -626,9 +633,17 @@ __device__ __forceinline__ void load_half_as_float(const __half* p, float (&v)[N
 
 __device__ __forceinline__ float silu_f32(float v) { return __fdividef(v, 1.f + __expf(-v)); }
 
+// fp16 prefill: a thread owns kVec channels and a run of kTokens tokens. Its first kLoadAhead
+// token loads are issued before the taps and the halo, and each later group's loads before the
+// previous group's math (raw fp16 vectors in registers, converted at use), so a thread always has
+// a group of loads in flight while it computes; with kLoadAhead = kTokens the whole run is
+// requested in one round.
 template <typename Traits, int K>
-__global__ void __launch_bounds__(Traits::kThreads) conv1d_prefill_f16_kernel(Conv1dParams<__half> p) {
+__global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
+    conv1d_prefill_f16_kernel(Conv1dParams<__half> p) {
   constexpr int kVec = Traits::kVec;
+  constexpr int kAhead = Traits::kLoadAhead;
+  using HV = Vec<__half, kVec>;
   grid_dependency_wait();
   const int nvec = p.C / kVec;
   const int64_t nchunks = (p.L + Traits::kTokens - 1) / Traits::kTokens;
@@ -640,8 +655,17 @@ __global__ void __launch_bounds__(Traits::kThreads) conv1d_prefill_f16_kernel(Co
   const int c0 = cv * kVec;
   const int64_t t0 = chunk * Traits::kTokens;
   const int64_t t1 = t0 + Traits::kTokens < p.L ? t0 + Traits::kTokens : p.L;
+  const int64_t xts = p.x_token_stride, ots = p.out_token_stride;
   const __half* __restrict__ xb = p.x + b * p.x_batch_stride + c0;
   __half* __restrict__ ob = p.out + b * p.out_batch_stride + c0;
+
+  auto load_group = [&](int64_t tb, HV(&g)[kAhead]) {
+#pragma unroll
+    for (int j = 0; j < kAhead; ++j)
+      if (tb + j < t1) g[j] = *reinterpret_cast<const HV*>(xb + (tb + j) * xts);
+  };
+  HV cur[kAhead];
+  load_group(t0, cur);
 
   float w[kVec][K], bias[kVec];
 #pragma unroll
@@ -656,7 +680,7 @@ __global__ void __launch_bounds__(Traits::kThreads) conv1d_prefill_f16_kernel(Co
   for (int j = 0; j < K - 1; ++j) {
     const int64_t pos = t0 - (K - 1) + j;
     if (pos >= 0) {
-      load_half_as_float(xb + pos * p.x_token_stride, win[j]);
+      load_half_as_float(xb + pos * xts, win[j]);
     } else {
       const __half* s = p.state_in ? p.state_in + b * p.state_in_batch_stride + static_cast<int64_t>(c0) * K + (K + pos) : nullptr;
 #pragma unroll
@@ -664,31 +688,38 @@ __global__ void __launch_bounds__(Traits::kThreads) conv1d_prefill_f16_kernel(Co
     }
   }
 
-  for (int64_t tb = t0; tb < t1; tb += Traits::kLoadAhead) {
-    float nx[Traits::kLoadAhead][kVec];
+  constexpr bool kGroups = Traits::kTokens > kAhead;  // else the run is one group, loaded above
+  for (int64_t tb = t0; tb < t1; tb += kAhead) {
+    const bool more = kGroups && tb + kAhead < t1;
+    HV nxt[kAhead];
+    if (more) load_group(tb + kAhead, nxt);
 #pragma unroll
-    for (int j = 0; j < Traits::kLoadAhead; ++j)
-      if (tb + j < t1) load_half_as_float(xb + (tb + j) * p.x_token_stride, nx[j]);
-#pragma unroll
-    for (int j = 0; j < Traits::kLoadAhead; ++j) {
+    for (int j = 0; j < kAhead; ++j) {
       if (tb + j < t1) {
-        Vec<__half, kVec> o;
+        float nx[kVec];
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) nx[i] = __half2float(cur[j][i]);
+        HV o;
 #pragma unroll
         for (int i = 0; i < kVec; ++i) {
           float acc = bias[i];
 #pragma unroll
           for (int k = 0; k < K - 1; ++k) acc = fmaf(w[i][k], win[k][i], acc);
-          acc = fmaf(w[i][K - 1], nx[j][i], acc);
+          acc = fmaf(w[i][K - 1], nx[i], acc);
           o[i] = __float2half_rn(p.silu ? silu_f32(acc) : acc);
         }
-        *reinterpret_cast<Vec<__half, kVec>*>(ob + (tb + j) * p.out_token_stride) = o;
+        *reinterpret_cast<HV*>(ob + (tb + j) * ots) = o;
 #pragma unroll
         for (int k = 0; k + 1 < K - 1; ++k)
 #pragma unroll
           for (int i = 0; i < kVec; ++i) win[k][i] = win[k + 1][i];
 #pragma unroll
-        for (int i = 0; i < kVec; ++i) win[K - 2][i] = nx[j][i];
+        for (int i = 0; i < kVec; ++i) win[K - 2][i] = nx[i];
       }
+    }
+    if (more) {
+#pragma unroll
+      for (int j = 0; j < kAhead; ++j) cur[j] = nxt[j];
     }
   }
 
@@ -933,7 +964,14 @@ Status run(const Conv1dParams<T>& p, void* /*workspace*/, cudaStream_t stream) {
       return pair_fma ? run_with<Conv1dI8Traits4x8F>(p, stream) : run_with<Conv1dI8Traits4x8P>(p, stream);
     return pair_fma ? run_with<Conv1dI8Traits8x8a4F>(p, stream) : run_with<Conv1dI8Traits8x8a4P>(p, stream);
   } else {
-    return detail::prefill_vec_ok(p, 8) ? run_with<Conv1dF16Traits8x16>(p, stream)
+    // fp16 (H200, bench_conv1d, x a slice of xz, K = 4, µs at E=5120 M=2048 / 8192, E=1536 M=2048 /
+    // 8192; bench/RESULTS.md run AB): 4x8 (8-byte accesses, the whole 8-token run in one round,
+    // 95 registers) 28.5 / 91.6 / 12.9 / 32.7; 4x8a4 31.5 / 108 / 14.4 / 37.6; 8x16a4 with a
+    // register cap 39.5 / 124 / 19.1 / 40.8; the previous default (8x16a4, 187 registers, this
+    // kernel's earlier form) 39.6 / 126 / 19.1 / 41.2 from the previous tree in the same call.
+    // The 8-channel forms need 133-187 registers (fp32 taps, window and converted inputs for 8
+    // channels), so too few threads are resident to keep DRAM busy; still ~35-45% of a copy.
+    return detail::prefill_vec_ok(p, 4) ? run_with<Conv1dF16Traits4x8>(p, stream)
                                         : run_with<Conv1dF16Traits1x16>(p, stream);
   }
 }
