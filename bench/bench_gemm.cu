@@ -74,7 +74,7 @@ struct Shape {
 enum class Variant {
   kAuto, kAutoWorkspace, kSm80SplitK, kSm80Tile128, kSm80Tile64, kGemvWide, kGemvWideDeep, kGemvSplitK, kGemvNarrow,
   kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St,
-  kSm90aP160, kSm90aC256St, kSm90aC160, kSm90aP256x160, kSm90aPP160, kSm90aPP128, kCublasF16, kCublasLtI8, kAutoPdl, kW8A16,
+  kSm90aP160, kSm90aC256St, kSm90aC160, kSm90aP256x160, kSm90aC2A256x160, kSm90aPP160, kSm90aPP128, kCublasF16, kCublasLtI8, kAutoPdl, kW8A16,
   kShortK64, kShortK128, kShortK64x64, kShortKCol, kShortKCol32, kSm90aSplitK, kSm90aSplitKCluster
 };
 
@@ -100,6 +100,7 @@ const char* variant_name(Variant v) {
     case Variant::kSm90aC256St: return gemm::sm90a_name<gemm::Sm90aCluster128x256St>();
     case Variant::kSm90aC160: return gemm::sm90a_name<gemm::Sm90aCluster128x160>();
     case Variant::kSm90aP256x160: return gemm::sm90a_name<gemm::Sm90aPersistent256x160>();
+    case Variant::kSm90aC2A256x160: return gemm::sm90a_name<gemm::Sm90aClusterA256x160>();
     case Variant::kSm90aPP160: return gemm::sm90a_name<gemm::Sm90aPingPong128x160>();
     case Variant::kSm90aPP128: return gemm::sm90a_name<gemm::Sm90aPingPong128x128>();
     case Variant::kCublasF16: return "cublas_f16";
@@ -149,6 +150,7 @@ Status run_variant(Variant v, const gemm::GemmParams<Epi>& p, cudaStream_t st, v
     case Variant::kSm90aC256St: return gemm::run_sm90a<Epi, gemm::Sm90aCluster128x256St>(p, st);
     case Variant::kSm90aC160: return gemm::run_sm90a<Epi, gemm::Sm90aCluster128x160>(p, st);
     case Variant::kSm90aP256x160: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent256x160>(p, st);
+    case Variant::kSm90aC2A256x160: return gemm::run_sm90a<Epi, gemm::Sm90aClusterA256x160>(p, st);
     case Variant::kSm90aPP160: return gemm::run_sm90a<Epi, gemm::Sm90aPingPong128x160>(p, st);
     case Variant::kSm90aPP128: return gemm::run_sm90a<Epi, gemm::Sm90aPingPong128x128>(p, st);
     default: return Status::kErrorNotSupported;
@@ -159,7 +161,7 @@ template <typename Traits, typename Epi>
 int cluster_count() {
   int n = 0;
   const auto kernel = gemm::detail::sm90a_kernel_of<Traits, Epi>();
-  return gemm::detail::max_active_clusters<Traits>(kernel, dim3(Traits::kClusterM), &n) == Status::kSuccess ? n : -1;
+  return gemm::detail::max_active_clusters<Traits>(kernel, dim3(Traits::kCluster), &n) == Status::kSuccess ? n : -1;
 }
 
 // ---- timing ------------------------------------------------------------------------------------
@@ -325,6 +327,7 @@ void bench_ours(benchmark::State& state, const Shape& s, Variant v) {
   // Resident two-CTA clusters of the multicast kernels (the persistent grid is twice this).
   if (v == Variant::kSm90aC256St) state.counters["clusters"] = cluster_count<gemm::Sm90aCluster128x256St, Epi>();
   if (v == Variant::kSm90aC160) state.counters["clusters"] = cluster_count<gemm::Sm90aCluster128x160, Epi>();
+  if (v == Variant::kSm90aC2A256x160) state.counters["clusters"] = cluster_count<gemm::Sm90aClusterA256x160, Epi>();
   bench::report_bytes(state, bytes);
   bench::report_ops(state, 2.0 * s.M * s.N * s.K);
   report_weight_frac(state, double(s.N) * s.K);
@@ -482,8 +485,8 @@ const bool registered = [] {
         if (M >= 128)
           vs.insert(vs.end(), {Variant::kSm90a, Variant::kSm90aTile128, Variant::kSm90aTile256, Variant::kSm90aTile128S7,
                                Variant::kSm90aP256, Variant::kSm90aP256St, Variant::kSm90aP128St, Variant::kSm90aP160,
-                               Variant::kSm90aC256St, Variant::kSm90aC160, Variant::kSm90aP256x160, Variant::kSm90aPP160,
-                               Variant::kSm90aPP128});
+                               Variant::kSm90aC256St, Variant::kSm90aC160, Variant::kSm90aP256x160,
+                               Variant::kSm90aC2A256x160, Variant::kSm90aPP160, Variant::kSm90aPP128});
         if (M == 1) vs.push_back(Variant::kAutoPdl);
         if (s.K <= gemm::kShortKMaxK && M > gemm::kGemvMaxM) vs.insert(vs.end(), {Variant::kShortK64, Variant::kShortK128, Variant::kShortK64x64, Variant::kShortKCol, Variant::kShortKCol32});
         if (s.layer == "lm_head" && M <= 32) vs.push_back(Variant::kW8A16);

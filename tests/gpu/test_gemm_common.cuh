@@ -163,14 +163,15 @@ Epi make_epilogue(const Problem& p, const EpiConfig& cfg, float alpha) {
 enum class Runner {
   kAuto, kAutoWorkspace, kSm80SplitK, kGemv, kGemvWide, kGemvWideDeep, kGemvSplitK, kGemvNarrow, kSm80Tile128, kSm80Tile64,
   kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St, kSm90aP160,
-  kSm90aC256St, kSm90aC160, kSm90aP256x160, kSm90aPP160, kSm90aPP128, kShortK64, kShortK128, kShortK64x64, kShortKCol, kShortKCol32, kSm90aSplitK, kSm90aSplitKCluster
+  kSm90aC256St, kSm90aC160, kSm90aP256x160, kSm90aC2A256x160, kSm90aPP160, kSm90aPP128, kShortK64, kShortK128, kShortK64x64, kShortKCol, kShortKCol32, kSm90aSplitK, kSm90aSplitKCluster
 };
 
 // Every sm90a kernel variant, forced by name (the dispatcher's choice is kSm90a / kAuto).
 inline constexpr Runner kSm90aVariants[] = {Runner::kSm90aTile128, Runner::kSm90aTile256, Runner::kSm90aTile128S7,
                                             Runner::kSm90aP256,    Runner::kSm90aP256St,  Runner::kSm90aP128St,
                                             Runner::kSm90aP160,    Runner::kSm90aC256St,  Runner::kSm90aC160,
-                                            Runner::kSm90aP256x160, Runner::kSm90aPP160,   Runner::kSm90aPP128};
+                                            Runner::kSm90aP256x160, Runner::kSm90aC2A256x160, Runner::kSm90aPP160,
+                                            Runner::kSm90aPP128};
 
 const char* runner_name(Runner r) {
   switch (r) {
@@ -197,6 +198,7 @@ const char* runner_name(Runner r) {
     case Runner::kSm90aC256St: return gemm::sm90a_name<gemm::Sm90aCluster128x256St>();
     case Runner::kSm90aC160: return gemm::sm90a_name<gemm::Sm90aCluster128x160>();
     case Runner::kSm90aP256x160: return gemm::sm90a_name<gemm::Sm90aPersistent256x160>();
+    case Runner::kSm90aC2A256x160: return gemm::sm90a_name<gemm::Sm90aClusterA256x160>();
     case Runner::kSm90aPP160: return gemm::sm90a_name<gemm::Sm90aPingPong128x160>();
     case Runner::kSm90aPP128: return gemm::sm90a_name<gemm::Sm90aPingPong128x128>();
     case Runner::kShortK64: return gemm::short_k_name<gemm::ShortKTile64x128>();
@@ -254,6 +256,7 @@ Status run_with(Runner r, const gemm::GemmParams<Epi>& p, cudaStream_t stream = 
     case Runner::kSm90aC256St: return gemm::run_sm90a<Epi, gemm::Sm90aCluster128x256St>(p, stream);
     case Runner::kSm90aC160: return gemm::run_sm90a<Epi, gemm::Sm90aCluster128x160>(p, stream);
     case Runner::kSm90aP256x160: return gemm::run_sm90a<Epi, gemm::Sm90aPersistent256x160>(p, stream);
+    case Runner::kSm90aC2A256x160: return gemm::run_sm90a<Epi, gemm::Sm90aClusterA256x160>(p, stream);
     case Runner::kSm90aPP160: return gemm::run_sm90a<Epi, gemm::Sm90aPingPong128x160>(p, stream);
     case Runner::kSm90aPP128: return gemm::run_sm90a<Epi, gemm::Sm90aPingPong128x128>(p, stream);
     case Runner::kShortK64: return gemm::run_short_k<gemm::ShortKTile64x128>(p, stream);

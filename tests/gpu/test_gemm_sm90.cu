@@ -50,8 +50,9 @@ TEST(GemmSm90a, EpilogueVariants) {
 // The persistent kernels carry the ring position and barrier parity from tile to tile: many tiles
 // per CTA, with K-slice counts below, at and above the ring depth (1, 4..7, 9 slices of 128 B) and
 // partial M and N tiles in the raster's last band. M = 2100 is 17 row tiles: the last cluster of
-// the multicast kernels has a second CTA wholly below M; N = 2600 leaves the last 128x256 cluster
-// tile with a W half wholly past N.
+// the W-multicast kernels has a second CTA wholly below M; N = 2600 leaves the last 128x256 cluster
+// tile with a W half wholly past N; for the A-sharing 256x160 pairs M = 2100 leaves the last row
+// of units with an A half wholly below M (2100 - 8·256 = 52 rows).
 TEST(GemmSm90a, PersistentManyTilesPerCta) {
   QUAMBA_REQUIRE_SM90A();
   for (int64_t K : {16, 128, 512, 640, 768, 896, 1152}) {
@@ -59,8 +60,8 @@ TEST(GemmSm90a, PersistentManyTilesPerCta) {
     Problem p(w, 2100, K, 9100 + K);
     const std::string label = "K=" + std::to_string(K);
     for (Runner r : {Runner::kSm90aP256, Runner::kSm90aP256St, Runner::kSm90aP128St, Runner::kSm90aP160,
-                     Runner::kSm90aC256St, Runner::kSm90aC160, Runner::kSm90aP256x160, Runner::kSm90aPP160,
-                     Runner::kSm90aPP128}) {
+                     Runner::kSm90aC256St, Runner::kSm90aC160, Runner::kSm90aP256x160, Runner::kSm90aC2A256x160,
+                     Runner::kSm90aPP160, Runner::kSm90aPP128}) {
       check<gemm::Requant>(p, r, {true, false, false}, label, 16);
       check<gemm::Requant>(p, r, {}, label);
       check<gemm::DequantF32>(p, r, {false, true, true}, label);
@@ -219,7 +220,9 @@ TEST(GemmSm90a, OutProjInPlaceResidual) {
   }
 }
 
-// The 256x160 persistent tile (two m64 blocks per consumer warpgroup, setmaxnreg) on out_proj at
+// The 256x160 persistent tile (two m64 blocks per consumer warpgroup, setmaxnreg), alone and in
+// A-sharing pairs on horizontally adjacent tiles (2570 and 2600 columns are 17 column tiles: the
+// last pair's second tile lies wholly past N), on out_proj at
 // d_model 2560 (K = 5120, N = 2560) and around it: odd M (1 and 3 rows of a 256-row tile, 17, 130
 // = one 128-row block past the first m64 pair, 2049 = one row into a ninth row tile), M = 4100
 // (17 row tiles x 16 column tiles = 272 tiles: every CTA runs two or three, so the ring position
@@ -239,13 +242,14 @@ TEST(GemmSm90a, Persistent256x160OutProj) {
     Weights w(c.N, c.K, c.K, 11000 + c.N + c.K);
     Problem p(w, c.M, c.lda, 12000 + c.M + c.K);
     const std::string label = "256x160 lda=" + std::to_string(c.lda);
-    const Runner r = Runner::kSm90aP256x160;
-    check<gemm::DequantF32>(p, r, {false, false, true}, label);
-    check<gemm::DequantF32>(p, r, {true, true, true}, label);
-    check<gemm::DequantF32>(p, r, {false, false, false}, label);
-    check<gemm::DequantF16>(p, r, {true, false, true}, label);
-    check<gemm::Requant>(p, r, {}, label);
-    check<gemm::Requant>(p, r, {true, false, false}, label);
+    for (const Runner r : {Runner::kSm90aP256x160, Runner::kSm90aC2A256x160}) {
+      check<gemm::DequantF32>(p, r, {false, false, true}, label);
+      check<gemm::DequantF32>(p, r, {true, true, true}, label);
+      check<gemm::DequantF32>(p, r, {false, false, false}, label);
+      check<gemm::DequantF16>(p, r, {true, false, true}, label);
+      check<gemm::Requant>(p, r, {}, label);
+      check<gemm::Requant>(p, r, {true, false, false}, label);
+    }
   }
 }
 

@@ -29,11 +29,13 @@
 // stores instead of 2-byte pairs scattered over 8 rows. kClusterM = 2: the persistent kernel runs
 // as clusters of two CTAs on vertically adjacent tiles; each loads its A slice and half of the
 // shared W slice, which TMA multicasts into both rings (W leaves L2 once per pair), and each
-// consumer warp releases a stage to both producers. The persistent kernels also prefetch the
-// residual of a Dequant epilogue into L2 half-way through each tile's K loop. The multicast
-// kernels are correct but measured slower than the one-CTA persistent ones (run_sm90a_auto): with a
-// cluster-scope release on every remote arrive 1.5-1.8x, with the default CTA-scope one (now)
-// 1.01-1.09x (H200, bench/RESULTS.md run X). Split-K (run_sm90a_split_k): the one-tile kernel
+// consumer warp releases a stage to both producers; with kShareA the pair sits on horizontally
+// adjacent tiles and shares A the same way (Sm90aClusterA256x160). The persistent kernels also
+// prefetch the residual of a Dequant epilogue into L2 half-way through each tile's K loop. The
+// multicast kernels are correct but measured slower than the one-CTA persistent ones
+// (run_sm90a_auto): with a cluster-scope release on every remote arrive 1.5-1.8x, with the default
+// CTA-scope one (now) 1.01-1.09x (H200, bench/RESULTS.md run X); the A-sharing 256x160 pairs, with
+// 31% fewer L2 bytes than the one-CTA 256x160, 1.03-1.06x (run AB). Split-K (run_sm90a_split_k): the one-tile kernel
 // over a range of K-slices per CTA (grid z), into a workspace reduced by the split-K reduce kernel;
 // run_sm90a_split_k_cluster: the same K-slices as one cluster per tile, reduced through
 // distributed shared memory (gemm_sm90a_cluster_split_kernel).
@@ -69,7 +71,7 @@ namespace quamba::gemm {
 inline constexpr bool sm90a_dispatch_enabled() { return true; }
 
 template <int kBN_, int kStages_, bool kPersistent_ = false, int kGroupM_ = 1, bool kStagedStore_ = false,
-          int kClusterM_ = 1, int kBM_ = 128, bool kPingPong_ = false>
+          int kClusterM_ = 1, int kBM_ = 128, bool kPingPong_ = false, bool kShareA_ = false>
 struct Sm90aTraits {
   // Two consumer warpgroups, each kBM/2 rows = kMBlocks wgmma m64 row blocks; or, kPingPong, each
   // consumer warpgroup a whole tile of its own (all kBM rows): the two take the persistent CTA's
@@ -106,8 +108,16 @@ struct Sm90aTraits {
   // every W byte leaves L2 once per pair: 32 instead of 48 KiB of L2 traffic per 128x256x128 step.
   // (Motivation: the one-CTA kernels move ~6.8 TB/s out of L2 at both 128 and 256 wide on H100,
   // which points at L2 bandwidth; the multicast kernels nevertheless measured slower, see below.)
-  static constexpr int kClusterM = kClusterM_;
+  // kShareA (with a cluster of two): the pair sits on horizontally adjacent tiles (same A rows)
+  // instead, each CTA loads its own W slice and half of the shared A slice, which TMA multicasts
+  // into both rings (A leaves L2 once per pair). For 256x160 tiles (out_proj) that is 16 + 20 KiB
+  // of L2 reads per CTA and K-slice instead of 32 + 20.
+  static constexpr bool kShareA = kShareA_;
+  static constexpr int kCluster = kClusterM_;               // CTAs per cluster
+  static constexpr int kClusterM = kShareA ? 1 : kCluster;  // tiles per cluster along M (W shared)
+  static constexpr int kClusterN = kShareA ? kCluster : 1;  // tiles per cluster along N (A shared)
   static constexpr int kBoxRowsW = kBN / kClusterM;  // W rows per TMA box (per CTA of the cluster)
+  static constexpr int kBoxRowsA = kBM / kClusterN;  // A rows per TMA box (per CTA of the cluster)
   // +1024: the dynamic smem base is rounded up to 1024 B, the period of the 128-byte swizzle, so
   // the wgmma descriptors can use base offset 0.
   // (+2 barriers: the ping-pong turn of each consumer warpgroup.)
@@ -118,14 +128,16 @@ struct Sm90aTraits {
   static_assert(kMBlocks <= 2, "the persistent kernel's epilogue handles one or two m64 blocks");
   // 256 rows only in the plain persistent kernel, at widths whose accumulators fit 232 registers.
   static_assert(kBM == 128 || (kPersistent && kClusterM == 1 && !kStagedStore && kBN <= 160),
-                "256-row tiles: persistent, one CTA, direct stores, kBN <= 160");
-  static_assert(kClusterM == 1 || (kClusterM == 2 && kPersistent), "W multicast pairs only in the persistent kernel");
-  static_assert(!kPingPong || (kPersistent && kBM == 128 && kClusterM == 1 && !kStagedStore && kBN <= 160),
+                "256-row tiles: persistent, no W multicast, direct stores, kBN <= 160");
+  static_assert(kCluster == 1 || (kCluster == 2 && kPersistent), "multicast pairs only in the persistent kernel");
+  static_assert(!kShareA || kCluster == 2, "A multicast needs a pair");
+  static_assert(!kPingPong || (kPersistent && kBM == 128 && kCluster == 1 && !kStagedStore && kBN <= 160),
                 "ping-pong: persistent, 128-row tiles, one CTA, direct stores, kBN <= 160 (kBN accumulators)");
   static_assert(kGroupM % kClusterM == 0, "raster bands of whole clusters");
   // Each CTA's multicast W box must start on a 1024-byte swizzle period (8 rows of 128 B) so that
   // the two halves form one 128B-swizzled operand for the wgmma descriptor.
   static_assert((kBoxRowsW * kBK) % 1024 == 0, "W half-slices on 1024-byte boundaries");
+  static_assert((kBoxRowsA * kBK) % 1024 == 0, "A half-slices on 1024-byte boundaries");
   static_assert(!kStagedStore || kBN % 128 == 0, "the staging XOR swizzle needs 8 | kBN/16");
   static_assert(kStages >= 2, "a pipeline needs at least two stages");
   static_assert(kGroupM >= 1, "raster bands of at least one M-tile");
@@ -161,6 +173,12 @@ using Sm90aCluster128x160 = Sm90aTraits<160, 6, true, 8, false, 2>;
 // bound (~6.6 TB/s at (1/128 + 1/160) bytes per MAC); 256 rows cut the operand bytes per MAC to
 // 1/256 + 1/160 (-28%), and M = 2048 gives 8 x 16 = 128 tiles, one wave on 132 SMs.
 using Sm90aPersistent256x160 = Sm90aTraits<160, 4, true, 8, false, 1, 256>;
+// The same tile in clusters of two on horizontally adjacent tiles sharing A (kShareA): per CTA
+// and K-slice 36 instead of 52 KiB of L2 reads; out_proj M = 2048 is 64 pairs, one wave.
+// Bit-identical to the one-CTA kernel, and slower: out_proj d_model 2560 M = 2048 / 8192 56.2 /
+// 197 us against 52.9 / 192 (H200, alternating launches, bench/RESULTS.md run AB5), so the one-CTA
+// kernel's L2 read bytes are not what bounds it. Not dispatched; kept, tested and benchmarked.
+using Sm90aClusterA256x160 = Sm90aTraits<160, 4, true, 8, false, 2, 256, false, true>;
 // Ping-pong (kPingPong): 128x160 tiles (out_proj at d_model 2560, as Sm90aPersistent128x160) and
 // 128x128 tiles, each consumer warpgroup one whole tile at a time (kBN accumulators per thread,
 // setmaxnreg as for 256 rows), the epilogue of one tile under the K loop of the next.
@@ -181,6 +199,7 @@ constexpr const char* sm90a_name() {
   else if constexpr (std::is_same_v<Traits, Sm90aPingPong128x160>) return "sm90a_pp_128x160x128_s6_g8";
   else if constexpr (std::is_same_v<Traits, Sm90aPingPong128x128>) return "sm90a_pp_128x128x128_s7_g8";
   else if constexpr (std::is_same_v<Traits, Sm90aPersistent256x160>) return "sm90a_p_256x160x128_s4_g8";
+  else if constexpr (std::is_same_v<Traits, Sm90aClusterA256x160>) return "sm90a_c2a_256x160x128_s4_g8";
   else return "sm90a_custom";
 }
 
@@ -563,7 +582,7 @@ QUAMBA_DEVICE void init_barriers(const Sm90aSmem<Traits>& sm) {
       mbar_init(sm.full_bar + 8 * s, 1);  // the producer's arrive.expect_tx
       // One arrive per reading consumer warp of every CTA whose ring this CTA's W multicast writes
       // into.
-      mbar_init(sm.empty_bar + 8 * s, 4 * Traits::kStageReaders * Traits::kClusterM);
+      mbar_init(sm.empty_bar + 8 * s, 4 * Traits::kStageReaders * Traits::kCluster);
     }
     // Ping-pong: one arrive (by the other consumer warpgroup) per turn.
     mbar_init(sm.turn_bar, 1);
@@ -572,7 +591,7 @@ QUAMBA_DEVICE void init_barriers(const Sm90aSmem<Traits>& sm) {
     quamba::detail::fence_mbarrier_init();
   }
   __syncthreads();
-  if constexpr (Traits::kClusterM > 1) cluster_sync_all();
+  if constexpr (Traits::kCluster > 1) cluster_sync_all();
 }
 
 // A consumer warp is done reading ring position s: tell this CTA's producer and, with W multicast,
@@ -580,7 +599,7 @@ QUAMBA_DEVICE void init_barriers(const Sm90aSmem<Traits>& sm) {
 template <typename Traits>
 QUAMBA_DEVICE void release_stage(const Sm90aSmem<Traits>& sm, uint32_t s) {
   mbar_arrive(sm.empty_bar + 8 * s);
-  if constexpr (Traits::kClusterM > 1) mbar_arrive_remote(sm.empty_bar + 8 * s, cluster_ctarank() ^ 1u);
+  if constexpr (Traits::kCluster > 1) mbar_arrive_remote(sm.empty_bar + 8 * s, cluster_ctarank() ^ 1u);
 }
 
 // The accumulators of m64 row block mb of a consumer warpgroup (constant mb after unrolling, so
@@ -652,6 +671,19 @@ QUAMBA_DEVICE void produce_slice(const Sm90aSmem<Traits>& sm, const CUtensorMap*
   tma_load_2d(sm.sB + s * Traits::kStageBytesB, tma_w, kt * Traits::kBK, n0, sm.full_bar + 8 * s);
 }
 
+// One operand box of ring stage `stage` (its shared-memory base for that operand): the whole box
+// for this CTA, or (kHalf, in a pair) this CTA's half of kBoxRows rows, multicast into half `rank`
+// of the stage of both CTAs.
+template <typename Traits, bool kHalf, int kBoxRows>
+QUAMBA_DEVICE void load_operand_box(uint32_t stage, const CUtensorMap* map, int kt, int row, uint32_t bar,
+                                    uint32_t rank) {
+  if constexpr (kHalf)
+    tma_load_2d_multicast(stage + rank * (kBoxRows * Traits::kBK), map, kt * Traits::kBK, row, bar,
+                          static_cast<uint16_t>((1u << Traits::kCluster) - 1));
+  else
+    tma_load_2d(stage, map, kt * Traits::kBK, row, bar);
+}
+
 // produce_slice in two halves, for a launch as a programmatic dependent: the W half (empty-barrier
 // wait, the full barrier's expected bytes of the whole stage, the W box; with kClusterM = 2 this
 // CTA's W half-slice multicast as in produce_slice_multicast) before the dependency wait, the A box
@@ -663,37 +695,31 @@ QUAMBA_DEVICE void produce_slice_w(const Sm90aSmem<Traits>& sm, const CUtensorMa
   const uint32_t s = it % kStages;
   mbar_wait(sm.empty_bar + 8 * s, ((it / kStages) & 1) ^ 1);
   mbar_arrive_expect_tx(sm.full_bar + 8 * s, Traits::kStageBytesA + Traits::kStageBytesB);
-  if constexpr (Traits::kClusterM > 1)
-    tma_load_2d_multicast(sm.sB + s * Traits::kStageBytesB + rank * (Traits::kBoxRowsW * Traits::kBK), tma_w,
-                          kt * Traits::kBK, w_row, sm.full_bar + 8 * s,
-                          static_cast<uint16_t>((1u << Traits::kClusterM) - 1));
-  else
-    tma_load_2d(sm.sB + s * Traits::kStageBytesB, tma_w, kt * Traits::kBK, w_row, sm.full_bar + 8 * s);
+  load_operand_box<Traits, (Traits::kClusterM > 1), Traits::kBoxRowsW>(sm.sB + s * Traits::kStageBytesB, tma_w, kt,
+                                                                         w_row, sm.full_bar + 8 * s, rank);
 }
+// The A box of a stage: this CTA's A slice, or with kShareA its half (kBoxRowsA rows from a_row)
+// multicast into half `rank` of the A stage of both CTAs.
 template <typename Traits>
 QUAMBA_DEVICE void produce_slice_a(const Sm90aSmem<Traits>& sm, const CUtensorMap* tma_a, uint32_t it, int kt,
-                                   int a_row) {
+                                   int a_row, uint32_t rank = 0) {
   const uint32_t s = it % Traits::kStages;
-  tma_load_2d(sm.sA + s * Traits::kStageBytesA, tma_a, kt * Traits::kBK, a_row, sm.full_bar + 8 * s);
+  load_operand_box<Traits, (Traits::kClusterN > 1), Traits::kBoxRowsA>(sm.sA + s * Traits::kStageBytesA, tma_a, kt,
+                                                                         a_row, sm.full_bar + 8 * s, rank);
 }
 
-// Cluster variant: this CTA's A slice (rows a_row..), and W rows w_row.. (its half, kBoxRowsW
-// rows) multicast into half `rank` of the W stage of both CTAs. The full barrier expects the whole
-// stage (own A + both W halves); the peer's half may complete its bytes before this expect_tx,
-// which the transaction count allows (the phase cannot complete before this thread's arrive).
-// The empty barrier counts the consumer warps of both CTAs, so neither CTA's stage s is
-// overwritten while either CTA still reads it.
+// Cluster variant: the shared operand's half (W rows w_row.., kBoxRowsW of them, or with kShareA
+// A rows a_row.., kBoxRowsA) multicast into half `rank` of that operand's stage in both CTAs, and
+// the other operand's whole box for this CTA alone. The full barrier expects the whole stage; the
+// peer's half may complete its bytes before this expect_tx, which the transaction count allows
+// (the phase cannot complete before this thread's arrive). The empty barrier counts the consumer
+// warps of both CTAs, so neither CTA's stage s is overwritten while either CTA still reads it.
 template <typename Traits>
 QUAMBA_DEVICE void produce_slice_multicast(const Sm90aSmem<Traits>& sm, const CUtensorMap* tma_a,
                                            const CUtensorMap* tma_w, uint32_t it, int kt, int a_row, int w_row,
                                            uint32_t rank) {
-  constexpr int kStages = Traits::kStages;
-  const uint32_t s = it % kStages;
-  mbar_wait(sm.empty_bar + 8 * s, ((it / kStages) & 1) ^ 1);
-  mbar_arrive_expect_tx(sm.full_bar + 8 * s, Traits::kStageBytesA + Traits::kStageBytesB);
-  tma_load_2d(sm.sA + s * Traits::kStageBytesA, tma_a, kt * Traits::kBK, a_row, sm.full_bar + 8 * s);
-  tma_load_2d_multicast(sm.sB + s * Traits::kStageBytesB + rank * (Traits::kBoxRowsW * Traits::kBK), tma_w,
-                        kt * Traits::kBK, w_row, sm.full_bar + 8 * s, static_cast<uint16_t>((1u << Traits::kClusterM) - 1));
+  produce_slice_w(sm, tma_w, it, kt, w_row, rank);
+  produce_slice_a(sm, tma_a, it, kt, a_row, rank);
 }
 
 // Pulls the residual block of the tile at (m0, n0) toward L2 while the tile's K loop still runs, so
@@ -906,18 +932,18 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 // Tile `tile` of the persistent raster: bands of kGroupM M-tiles walked N-tile by N-tile, M fastest
 // within a band. The ~#SMs tiles in flight at a time then touch kGroupM A panels and about
 // #SMs / kGroupM W panels, so each panel comes from DRAM about once and is re-read from L2.
-// With clusters the unit along M is a cluster's kClusterM vertically adjacent tiles (m_units of
-// them); m0 is the first row of the unit.
+// With clusters the unit is a cluster's kClusterM vertically (W shared) or kClusterN horizontally
+// (A shared) adjacent tiles (m_units x n_units of them); (m0, n0) is the unit's first tile.
 template <typename Traits>
-QUAMBA_DEVICE void tile_coords(int64_t tile, int64_t m_units, int64_t n_tiles, int& m0, int& n0) {
+QUAMBA_DEVICE void tile_coords(int64_t tile, int64_t m_units, int64_t n_units, int& m0, int& n0) {
   constexpr int kGroupUnits = Traits::kGroupM / Traits::kClusterM;
-  const int64_t band_tiles = kGroupUnits * n_tiles;
+  const int64_t band_tiles = kGroupUnits * n_units;
   const int64_t band = tile / band_tiles;
   const int64_t first_m = band * kGroupUnits;
   const int64_t rows = m_units - first_m < kGroupUnits ? m_units - first_m : kGroupUnits;
   const int64_t r = tile - band * band_tiles;
   m0 = static_cast<int>((first_m + r % rows) * Traits::kBM * Traits::kClusterM);
-  n0 = static_cast<int>((r / rows) * Traits::kBN);
+  n0 = static_cast<int>((r / rows) * Traits::kBN * Traits::kClusterN);
 }
 
 // The epilogue of a consumer warpgroup's two m64 blocks (rows row0.. and row0 + 64..; kMBlocks = 2).
@@ -954,14 +980,14 @@ QUAMBA_DEVICE void store_two_blocks(const GemmParams<Epilogue>& p, bool pair_ok,
 template <typename Traits, typename Epilogue>
 QUAMBA_DEVICE void pingpong_consumer(const Sm90aSmem<Traits>& sm, const GemmParams<Epilogue>& p, bool pair_ok,
                                      bool wide_ok, int wg, int k_tiles, int64_t first_tile, int64_t tile_stride,
-                                     int64_t m_units, int64_t n_tiles, int64_t tiles) {
+                                     int64_t m_units, int64_t n_units, int64_t tiles) {
   const int lt = threadIdx.x % 128;
   const int lane = lt & 31;
   int32_t acc[Traits::kAccumulators];
   uint32_t turns = 0;
   for (int64_t j = wg; first_tile + j * tile_stride < tiles; j += 2) {
     int m0, n0;
-    tile_coords<Traits>(first_tile + j * tile_stride, m_units, n_tiles, m0, n0);
+    tile_coords<Traits>(first_tile + j * tile_stride, m_units, n_units, m0, n0);
     uint32_t it = static_cast<uint32_t>(j) * static_cast<uint32_t>(k_tiles);
     if (j > 0) mbar_wait(sm.turn_bar + 8 * wg, turns++ & 1);
 #pragma unroll
@@ -996,10 +1022,14 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   const int64_t m_tiles = (p.M + Traits::kBM - 1) / Traits::kBM;
   const int64_t m_units = (m_tiles + Traits::kClusterM - 1) / Traits::kClusterM;
   const int64_t n_tiles = (p.N + Traits::kBN - 1) / Traits::kBN;
-  const int64_t tiles = m_units * n_tiles;
-  const uint32_t rank = Traits::kClusterM > 1 ? cluster_ctarank() : 0u;
-  const int64_t first_tile = blockIdx.x / Traits::kClusterM;
-  const int64_t tile_stride = gridDim.x / Traits::kClusterM;
+  const int64_t n_units = (n_tiles + Traits::kClusterN - 1) / Traits::kClusterN;
+  const int64_t tiles = m_units * n_units;
+  const uint32_t rank = Traits::kCluster > 1 ? cluster_ctarank() : 0u;
+  const int64_t first_tile = blockIdx.x / Traits::kCluster;
+  const int64_t tile_stride = gridDim.x / Traits::kCluster;
+  // This CTA's tile within its cluster's unit at (m0, n0).
+  const int m_off = Traits::kClusterM > 1 ? static_cast<int>(rank) * Traits::kBM : 0;
+  const int n_off = Traits::kClusterN > 1 ? static_cast<int>(rank) * Traits::kBN : 0;
   init_barriers(sm);
 
   if (warpgroup == 0) {
@@ -1013,14 +1043,17 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       uint32_t it = 0;
       for (int64_t tile = first_tile; tile < tiles; tile += tile_stride) {
         int m0, n0;
-        tile_coords<Traits>(tile, m_units, n_tiles, m0, n0);
-        m0 += static_cast<int>(rank) * Traits::kBM;
-        // Boxes wholly outside A or W (the second tile of a cluster past M, the second W half past
-        // N) load in-range rows instead: their products land only in rows / columns that are never
-        // stored, and every box stays inside the tensor.
-        const int a_row = m0 < p.M ? m0 : 0;
-        int w_row = n0 + static_cast<int>(rank) * Traits::kBoxRowsW;
+        tile_coords<Traits>(tile, m_units, n_units, m0, n0);
+        // The boxes this CTA requests: its tile's A and W rows, or its half of the shared operand
+        // (from the unit's first row). Boxes wholly outside A or W (the second tile of a cluster
+        // past M or N, a second half past the end) load in-range rows instead: their products land
+        // only in rows / columns that are never stored, and every box stays inside the tensor.
+        int a_row = Traits::kClusterN > 1 ? m0 + static_cast<int>(rank) * Traits::kBoxRowsA : m0 + m_off;
+        int w_row = Traits::kClusterM > 1 ? n0 + static_cast<int>(rank) * Traits::kBoxRowsW : n0 + n_off;
+        if (a_row >= p.M) a_row = 0;
         if (w_row >= p.N) w_row = 0;
+        m0 += m_off;
+        n0 += n_off;
         // Here, not before the loop: the first tile's coordinates are computed once, and the
         // producer's 40 registers (kSplitRegisters) hold the pre-issue without a spill.
         if (it == 0) {
@@ -1032,11 +1065,11 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         for (int kt = 0; kt < k_tiles; ++kt, ++it) {
           if (lane == 0) {
             if (it < static_cast<uint32_t>(w_early))
-              produce_slice_a(sm, &tma_a, it, kt, a_row);
-            else if constexpr (Traits::kClusterM > 1)
+              produce_slice_a(sm, &tma_a, it, kt, a_row, rank);
+            else if constexpr (Traits::kCluster > 1)
               produce_slice_multicast(sm, &tma_a, &tma_w, it, kt, a_row, w_row, rank);
             else
-              produce_slice(sm, &tma_a, &tma_w, it, kt, a_row, n0);
+              produce_slice(sm, &tma_a, &tma_w, it, kt, a_row, w_row);
           }
           __syncwarp();
           if (kt == k_tiles / 2) prefetch_residual_l2<Traits>(p, m0, n0, lane);
@@ -1051,7 +1084,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     grid_dependency_wait();
     if constexpr (Traits::kPingPong) {
       pingpong_consumer<Traits>(sm, p, pair_ok, wide_ok, warpgroup - 1, k_tiles, first_tile, tile_stride, m_units,
-                                n_tiles, tiles);
+                                n_units, tiles);
     } else {
       const int consumer = warpgroup - 1;
       uint8_t* stage = smem_raw + (sm.sStore - raw) + consumer * 64 * Traits::kBN;
@@ -1059,8 +1092,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       uint32_t it = 0;
       for (int64_t tile = first_tile; tile < tiles; tile += tile_stride) {
         int m0, n0;
-        tile_coords<Traits>(tile, m_units, n_tiles, m0, n0);
-        m0 += static_cast<int>(rank) * Traits::kBM;
+        tile_coords<Traits>(tile, m_units, n_units, m0, n0);
+        m0 += m_off;
+        n0 += n_off;
 #pragma unroll
         for (int i = 0; i < Traits::kAccumulators; ++i) acc[i] = 0;
         for (int kt = 0; kt < k_tiles; ++kt, ++it) consume_slice(sm, acc, it, kt, consumer, lane);
@@ -1076,7 +1110,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       }
     }
   }
-  if constexpr (Traits::kClusterM > 1) cluster_sync_all();
+  if constexpr (Traits::kCluster > 1) cluster_sync_all();
 #else
   __trap();  // built without sm_90a: never produce silent garbage
 #endif
@@ -1239,7 +1273,7 @@ namespace detail {
 // The tensor maps of A and W for tile Traits and the kernel's dynamic shared-memory limit.
 template <typename Traits, typename Epilogue, typename Kernel>
 Status prepare_sm90a(const GemmParams<Epilogue>& p, Kernel kernel, CUtensorMap* tma_a, CUtensorMap* tma_w) {
-  QUAMBA_RETURN_IF_ERROR(make_tensor_map_i8(tma_a, p.A, p.K, p.M, p.lda, Traits::kBM));
+  QUAMBA_RETURN_IF_ERROR(make_tensor_map_i8(tma_a, p.A, p.K, p.M, p.lda, Traits::kBoxRowsA));
   QUAMBA_RETURN_IF_ERROR(make_tensor_map_i8(tma_w, p.W, p.K, p.N, p.ldw, Traits::kBoxRowsW));
   QUAMBA_RETURN_IF_CUDA_ERROR(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
@@ -1262,26 +1296,27 @@ Status run_sm90a(const GemmParams<Epilogue>& p, cudaStream_t stream) {
   const int64_t m_tiles = (p.M + Traits::kBM - 1) / Traits::kBM;
   const int64_t n_tiles = (p.N + Traits::kBN - 1) / Traits::kBN;
   dim3 grid(static_cast<unsigned>(m_tiles), static_cast<unsigned>(n_tiles));
-  if constexpr (Traits::kPersistent && Traits::kClusterM == 1) {
+  if constexpr (Traits::kPersistent && Traits::kCluster == 1) {
     DeviceInfo info;
     QUAMBA_RETURN_IF_ERROR(query_device(&info));
     const int64_t tiles = m_tiles * n_tiles;
     grid = dim3(static_cast<unsigned>(tiles < info.sm_count ? tiles : info.sm_count));
   }
-  if constexpr (Traits::kClusterM > 1) {
+  if constexpr (Traits::kCluster > 1) {
     int clusters = 0;
-    QUAMBA_RETURN_IF_ERROR(detail::max_active_clusters<Traits>(kernel, dim3(Traits::kClusterM), &clusters));
-    const int64_t units = (m_tiles + Traits::kClusterM - 1) / Traits::kClusterM * n_tiles;
+    QUAMBA_RETURN_IF_ERROR(detail::max_active_clusters<Traits>(kernel, dim3(Traits::kCluster), &clusters));
+    const int64_t units = (m_tiles + Traits::kClusterM - 1) / Traits::kClusterM *
+                          ((n_tiles + Traits::kClusterN - 1) / Traits::kClusterN);
     if (units < clusters) clusters = static_cast<int>(units);
     cudaLaunchAttribute attr[2];
     attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = Traits::kClusterM;
+    attr[0].val.clusterDim.x = Traits::kCluster;
     attr[0].val.clusterDim.y = 1;
     attr[0].val.clusterDim.z = 1;
     attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[1].val.programmaticStreamSerializationAllowed = 1;
     cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(static_cast<unsigned>(clusters * Traits::kClusterM));
+    cfg.gridDim = dim3(static_cast<unsigned>(clusters * Traits::kCluster));
     cfg.blockDim = dim3(Traits::kThreads);
     cfg.dynamicSmemBytes = Traits::kSmemBytes;
     cfg.stream = stream;
