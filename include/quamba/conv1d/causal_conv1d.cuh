@@ -688,9 +688,9 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     }
   }
 
-  constexpr bool kGroups = Traits::kTokens > kAhead;  // else the run is one group, loaded above
+  constexpr bool kMultiGroup = Traits::kTokens > kAhead;  // else the run is one group, loaded above
   for (int64_t tb = t0; tb < t1; tb += kAhead) {
-    const bool more = kGroups && tb + kAhead < t1;
+    const bool more = kMultiGroup && tb + kAhead < t1;
     HV nxt[kAhead];
     if (more) load_group(tb + kAhead, nxt);
 #pragma unroll
