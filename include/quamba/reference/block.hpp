@@ -150,6 +150,22 @@ void for_valid_rows(int64_t B, int64_t L, const int32_t* lengths, F&& f) {
     for (int64_t t = 0; t < valid_len(lengths, b, L); ++t) f(b * L + t);
 }
 
+// The scan arguments of sequence b alone, its first lb tokens, with its state read and written in
+// place at `state` (Args: ScanArgs or ScanArgsI8).
+template <typename Args>
+Args sequence_scan_args(const Args& sa, int64_t b, int64_t lb, float* state) {
+  Args one = sa;
+  one.u = sa.u.slice(0, b, 1).slice(1, 0, lb);
+  one.delta = sa.delta.slice(0, b, 1).slice(1, 0, lb);
+  one.Bm = sa.Bm.slice(0, b, 1).slice(1, 0, lb);
+  one.Cm = sa.Cm.slice(0, b, 1).slice(1, 0, lb);
+  one.z = sa.z.slice(0, b, 1).slice(1, 0, lb);
+  one.y = sa.y.slice(0, b, 1).slice(1, 0, lb);
+  one.initial_state = state;
+  one.final_state = state;
+  return one;
+}
+
 // Absmax of the valid rows of an (M, C) view.
 inline void observe_rows(AbsmaxObserver& o, TensorView<const float, 2> v, int64_t B, int64_t L, const int32_t* lengths) {
   for_valid_rows(B, L, lengths, [&](int64_t m) {
@@ -253,16 +269,7 @@ inline Status block_f32(const ModelConfig& c, const LayerWeights& w, const Block
     for (int64_t b = 0; b < B; ++b) {
       const int64_t lb = valid_len(len, b, L);
       if (lb == 0) continue;
-      ScanArgs one = sa;
-      one.u = sa.u.slice(0, b, 1).slice(1, 0, lb);
-      one.delta = sa.delta.slice(0, b, 1).slice(1, 0, lb);
-      one.Bm = sa.Bm.slice(0, b, 1).slice(1, 0, lb);
-      one.Cm = sa.Cm.slice(0, b, 1).slice(1, 0, lb);
-      one.z = sa.z.slice(0, b, 1).slice(1, 0, lb);
-      one.y = sa.y.slice(0, b, 1).slice(1, 0, lb);
-      one.initial_state = io.ssm_state + b * E * N;
-      one.final_state = io.ssm_state + b * E * N;
-      QUAMBA_RETURN_IF_ERROR(selective_scan<float>(one));
+      QUAMBA_RETURN_IF_ERROR(selective_scan<float>(detail::sequence_scan_args(sa, b, lb, io.ssm_state + b * E * N)));
     }
   }
   auto y_v = make_view(static_cast<const float*>(y.data()), M, E);
@@ -402,16 +409,7 @@ inline Status block_i8(const ModelConfig& c, const LayerWeightsI8& w, bool use_h
     // Decode is the L = 1 case of the same recurrence with the state updated in place.
     const int64_t lb = decode ? 1 : valid_len(len, b, L);
     if (lb == 0) continue;
-    ScanArgsI8 one = sa;
-    one.u = sa.u.slice(0, b, 1).slice(1, 0, lb);
-    one.delta = sa.delta.slice(0, b, 1).slice(1, 0, lb);
-    one.Bm = sa.Bm.slice(0, b, 1).slice(1, 0, lb);
-    one.Cm = sa.Cm.slice(0, b, 1).slice(1, 0, lb);
-    one.z = sa.z.slice(0, b, 1).slice(1, 0, lb);
-    one.y = sa.y.slice(0, b, 1).slice(1, 0, lb);
-    one.initial_state = io.ssm_state + b * E * N;
-    one.final_state = io.ssm_state + b * E * N;
-    QUAMBA_RETURN_IF_ERROR(selective_scan_i8(one));
+    QUAMBA_RETURN_IF_ERROR(selective_scan_i8(detail::sequence_scan_args(sa, b, lb, io.ssm_state + b * E * N)));
   }
   auto y_v = make_view(static_cast<const float*>(y.data()), M, E);
 

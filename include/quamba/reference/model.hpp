@@ -49,7 +49,11 @@ struct ModelWeights {
   const float* head() const { return config.tie_embeddings ? embedding.data() : lm_head.data(); }
 };
 
-inline Status validate_model(const ModelWeights& m) {
+namespace detail {
+// What every model form shares: the config, one valid layer per n_layer, the embedding, norm_f and
+// (untied) lm_head sizes. Model: ModelWeights or QuantizedModel.
+template <typename Model>
+Status validate_model_common(const Model& m) {
   const ModelConfig& c = m.config;
   QUAMBA_RETURN_IF_ERROR(validate_config(c));
   if (static_cast<int64_t>(m.layers.size()) != c.n_layer) return Status::kErrorInvalidArgument;
@@ -60,6 +64,9 @@ inline Status validate_model(const ModelWeights& m) {
     return Status::kErrorInvalidArgument;
   return Status::kSuccess;
 }
+}  // namespace detail
+
+inline Status validate_model(const ModelWeights& m) { return detail::validate_model_common(m); }
 
 namespace detail {
 
@@ -199,14 +206,8 @@ inline bool valid_row_quant(const RowQuantI8& t, int64_t rows, int64_t cols) {
 // Checks shapes and scales, O(V) for the int8 head (it does not recompute the dequantized
 // vectors: quantize_model and the checkpoint loader produce them, save_quantized checks them).
 inline Status validate_model(const QuantizedModel& m) {
+  QUAMBA_RETURN_IF_ERROR(detail::validate_model_common(m));
   const ModelConfig& c = m.config;
-  QUAMBA_RETURN_IF_ERROR(validate_config(c));
-  if (static_cast<int64_t>(m.layers.size()) != c.n_layer) return Status::kErrorInvalidArgument;
-  for (const auto& l : m.layers) QUAMBA_RETURN_IF_ERROR(validate_layer(c, l));
-  const size_t VD = static_cast<size_t>(c.vocab * c.d_model);
-  if (m.embedding.size() != VD || m.norm_f.size() != static_cast<size_t>(c.d_model) ||
-      (!c.tie_embeddings && m.lm_head.size() != VD))
-    return Status::kErrorInvalidArgument;
   if (m.recipe.int8_head) {
     if (!detail::valid_row_quant(m.embedding_q, c.vocab, c.d_model)) return Status::kErrorInvalidArgument;
     if (c.tie_embeddings ? !(m.lm_head_q.q.empty() && m.lm_head_q.scale.empty())
