@@ -657,20 +657,6 @@ QUAMBA_DEVICE void finish_tile(const Sm90aSmem<Traits>& sm, int32_t (&acc)[Trait
     for (int g = 1; g <= kWgmmaGroupsInFlight && g <= k_tiles; ++g) release_stage(sm, (it_end - g) % Traits::kStages);
 }
 
-// The producer thread's load of K-slice kt of the tile at (m0, n0) into ring position `it`.
-template <typename Traits>
-QUAMBA_DEVICE void produce_slice(const Sm90aSmem<Traits>& sm, const CUtensorMap* tma_a, const CUtensorMap* tma_w,
-                                 uint32_t it, int kt, int m0, int n0) {
-  constexpr int kStages = Traits::kStages;
-  const uint32_t s = it % kStages;
-  // A fresh barrier counts its "previous" phase (parity 1) as complete, so the first kStages
-  // waits return at once.
-  mbar_wait(sm.empty_bar + 8 * s, ((it / kStages) & 1) ^ 1);
-  mbar_arrive_expect_tx(sm.full_bar + 8 * s, Traits::kStageBytesA + Traits::kStageBytesB);
-  tma_load_2d(sm.sA + s * Traits::kStageBytesA, tma_a, kt * Traits::kBK, m0, sm.full_bar + 8 * s);
-  tma_load_2d(sm.sB + s * Traits::kStageBytesB, tma_w, kt * Traits::kBK, n0, sm.full_bar + 8 * s);
-}
-
 // One operand box of ring stage `stage` (its shared-memory base for that operand): the whole box
 // for this CTA, or (kHalf, in a pair) this CTA's half of kBoxRows rows, multicast into half `rank`
 // of the stage of both CTAs.
@@ -684,42 +670,60 @@ QUAMBA_DEVICE void load_operand_box(uint32_t stage, const CUtensorMap* map, int 
     tma_load_2d(stage, map, kt * Traits::kBK, row, bar);
 }
 
-// produce_slice in two halves, for a launch as a programmatic dependent: the W half (empty-barrier
-// wait, the full barrier's expected bytes of the whole stage, the W box; with kClusterM = 2 this
-// CTA's W half-slice multicast as in produce_slice_multicast) before the dependency wait, the A box
-// after it. The stage completes when both have landed, as with produce_slice.
+// The start of ring position `it`'s refill: wait until its consumers (with pairs: both CTAs')
+// have released it, then announce the whole stage's bytes on its full barrier. A pair's shared
+// half from the peer may land before this expect_tx, which the transaction count allows (the
+// phase cannot complete before this thread's arrive). Returns the stage index.
 template <typename Traits>
-QUAMBA_DEVICE void produce_slice_w(const Sm90aSmem<Traits>& sm, const CUtensorMap* tma_w, uint32_t it, int kt,
-                                   int w_row, uint32_t rank) {
+QUAMBA_DEVICE uint32_t begin_stage(const Sm90aSmem<Traits>& sm, uint32_t it) {
   constexpr int kStages = Traits::kStages;
   const uint32_t s = it % kStages;
+  // A fresh barrier counts its "previous" phase (parity 1) as complete, so the first kStages
+  // waits return at once.
   mbar_wait(sm.empty_bar + 8 * s, ((it / kStages) & 1) ^ 1);
   mbar_arrive_expect_tx(sm.full_bar + 8 * s, Traits::kStageBytesA + Traits::kStageBytesB);
-  load_operand_box<Traits, (Traits::kClusterM > 1), Traits::kBoxRowsW>(sm.sB + s * Traits::kStageBytesB, tma_w, kt,
-                                                                         w_row, sm.full_bar + 8 * s, rank);
+  return s;
 }
-// The A box of a stage: this CTA's A slice, or with kShareA its half (kBoxRowsA rows from a_row)
+
+// The A box of stage s: this CTA's A rows from a_row, or with kShareA its half (kBoxRowsA rows)
 // multicast into half `rank` of the A stage of both CTAs.
 template <typename Traits>
-QUAMBA_DEVICE void produce_slice_a(const Sm90aSmem<Traits>& sm, const CUtensorMap* tma_a, uint32_t it, int kt,
-                                   int a_row, uint32_t rank = 0) {
-  const uint32_t s = it % Traits::kStages;
+QUAMBA_DEVICE void load_a_box(const Sm90aSmem<Traits>& sm, const CUtensorMap* tma_a, uint32_t s, int kt, int a_row,
+                              uint32_t rank) {
   load_operand_box<Traits, (Traits::kClusterN > 1), Traits::kBoxRowsA>(sm.sA + s * Traits::kStageBytesA, tma_a, kt,
                                                                          a_row, sm.full_bar + 8 * s, rank);
 }
-
-// Cluster variant: the shared operand's half (W rows w_row.., kBoxRowsW of them, or with kShareA
-// A rows a_row.., kBoxRowsA) multicast into half `rank` of that operand's stage in both CTAs, and
-// the other operand's whole box for this CTA alone. The full barrier expects the whole stage; the
-// peer's half may complete its bytes before this expect_tx, which the transaction count allows
-// (the phase cannot complete before this thread's arrive). The empty barrier counts the consumer
-// warps of both CTAs, so neither CTA's stage s is overwritten while either CTA still reads it.
+// The W box of stage s: this CTA's W rows from w_row, or with W-sharing pairs (kClusterM = 2) its
+// half (kBoxRowsW rows) multicast into half `rank` of the W stage of both CTAs.
 template <typename Traits>
-QUAMBA_DEVICE void produce_slice_multicast(const Sm90aSmem<Traits>& sm, const CUtensorMap* tma_a,
-                                           const CUtensorMap* tma_w, uint32_t it, int kt, int a_row, int w_row,
-                                           uint32_t rank) {
-  produce_slice_w(sm, tma_w, it, kt, w_row, rank);
-  produce_slice_a(sm, tma_a, it, kt, a_row, rank);
+QUAMBA_DEVICE void load_w_box(const Sm90aSmem<Traits>& sm, const CUtensorMap* tma_w, uint32_t s, int kt, int w_row,
+                              uint32_t rank) {
+  load_operand_box<Traits, (Traits::kClusterM > 1), Traits::kBoxRowsW>(sm.sB + s * Traits::kStageBytesB, tma_w, kt,
+                                                                         w_row, sm.full_bar + 8 * s, rank);
+}
+
+// The producer thread's load of K-slice kt into ring position `it`: A rows from a_row and W rows
+// from w_row (each a whole box, or with a pair this CTA's half of the shared operand).
+template <typename Traits>
+QUAMBA_DEVICE void produce_slice(const Sm90aSmem<Traits>& sm, const CUtensorMap* tma_a, const CUtensorMap* tma_w,
+                                 uint32_t it, int kt, int a_row, int w_row, uint32_t rank = 0) {
+  const uint32_t s = begin_stage(sm, it);
+  load_a_box(sm, tma_a, s, kt, a_row, rank);
+  load_w_box(sm, tma_w, s, kt, w_row, rank);
+}
+
+// produce_slice in two halves, for a launch as a programmatic dependent: the W half (the stage's
+// begin and its W box) before the dependency wait, the A box after it. The stage completes when
+// both have landed, as with produce_slice.
+template <typename Traits>
+QUAMBA_DEVICE void produce_slice_w(const Sm90aSmem<Traits>& sm, const CUtensorMap* tma_w, uint32_t it, int kt,
+                                   int w_row, uint32_t rank) {
+  load_w_box(sm, tma_w, begin_stage(sm, it), kt, w_row, rank);
+}
+template <typename Traits>
+QUAMBA_DEVICE void produce_slice_a(const Sm90aSmem<Traits>& sm, const CUtensorMap* tma_a, uint32_t it, int kt,
+                                   int a_row, uint32_t rank = 0) {
+  load_a_box(sm, tma_a, it % Traits::kStages, kt, a_row, rank);
 }
 
 // Pulls the residual block of the tile at (m0, n0) toward L2 while the tile's K loop still runs, so
@@ -1066,10 +1070,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
           if (lane == 0) {
             if (it < static_cast<uint32_t>(w_early))
               produce_slice_a(sm, &tma_a, it, kt, a_row, rank);
-            else if constexpr (Traits::kCluster > 1)
-              produce_slice_multicast(sm, &tma_a, &tma_w, it, kt, a_row, w_row, rank);
             else
-              produce_slice(sm, &tma_a, &tma_w, it, kt, a_row, w_row);
+              produce_slice(sm, &tma_a, &tma_w, it, kt, a_row, w_row, rank);
           }
           __syncwarp();
           if (kt == k_tiles / 2) prefetch_residual_l2<Traits>(p, m0, n0, lane);
