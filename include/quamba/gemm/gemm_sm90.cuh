@@ -71,7 +71,7 @@ namespace quamba::gemm {
 inline constexpr bool sm90a_dispatch_enabled() { return true; }
 
 template <int kBN_, int kStages_, bool kPersistent_ = false, int kGroupM_ = 1, bool kStagedStore_ = false,
-          int kClusterM_ = 1, int kBM_ = 128, bool kPingPong_ = false, bool kShareA_ = false>
+          int kCluster_ = 1, int kBM_ = 128, bool kPingPong_ = false, bool kShareA_ = false>
 struct Sm90aTraits {
   // Two consumer warpgroups, each kBM/2 rows = kMBlocks wgmma m64 row blocks; or, kPingPong, each
   // consumer warpgroup a whole tile of its own (all kBM rows): the two take the persistent CTA's
@@ -103,9 +103,10 @@ struct Sm90aTraits {
   // stage ring is already being refilled with the next tile while the epilogue runs).
   static constexpr bool kStagedStore = kStagedStore_;
   static constexpr int kStoreBytes = kStagedStore ? kBM * kBN : 0;
-  // kClusterM = 2: a cluster of two CTAs on vertically adjacent tiles (same W columns). Each CTA
-  // loads its own A slice and half of the W slice, which TMA multicasts into both CTAs' rings, so
-  // every W byte leaves L2 once per pair: 32 instead of 48 KiB of L2 traffic per 128x256x128 step.
+  // kCluster = 2 (kClusterM = 2): a cluster of two CTAs on vertically adjacent tiles (same W
+  // columns). Each CTA loads its own A slice and half of the W slice, which TMA multicasts into
+  // both CTAs' rings, so every W byte leaves L2 once per pair: 32 instead of 48 KiB of L2 traffic
+  // per 128x256x128 step.
   // (Motivation: the one-CTA kernels move ~6.8 TB/s out of L2 at both 128 and 256 wide on H100,
   // which points at L2 bandwidth; the multicast kernels nevertheless measured slower, see below.)
   // kShareA (with a cluster of two): the pair sits on horizontally adjacent tiles (same A rows)
@@ -113,7 +114,7 @@ struct Sm90aTraits {
   // into both rings (A leaves L2 once per pair). For 256x160 tiles (out_proj) that is 16 + 20 KiB
   // of L2 reads per CTA and K-slice instead of 32 + 20.
   static constexpr bool kShareA = kShareA_;
-  static constexpr int kCluster = kClusterM_;               // CTAs per cluster
+  static constexpr int kCluster = kCluster_;                // CTAs per cluster
   static constexpr int kClusterM = kShareA ? 1 : kCluster;  // tiles per cluster along M (W shared)
   static constexpr int kClusterN = kShareA ? kCluster : 1;  // tiles per cluster along N (A shared)
   static constexpr int kBoxRowsW = kBN / kClusterM;  // W rows per TMA box (per CTA of the cluster)
