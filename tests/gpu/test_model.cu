@@ -502,14 +502,6 @@ struct StepRig {
     EXPECT_EQ(qb::carve_block_workspace(c, d, B, qb::Dtype::kI8, false, &ws), Status::kSuccess);
     io.B = B; io.residual = res.get(); io.conv_state = conv.get(); io.ssm_state = ssm.get();
     io.num_slots = S; io.state_idx = idx.get(); io.error_flag = flag.get();
-    // Armed as the engine arms them: the fused step computes x_proj in its first kernel.
-    EXPECT_EQ(qb::arm_step_accumulators(&ws, d, nullptr), Status::kSuccess);
-  }
-  // The accumulators after the steps (zero when every kernel cleaned up after itself).
-  std::vector<int32_t> accumulators(const quamba::block::BlockDims& d) const {
-    std::vector<int32_t> h(size_t(quamba::block::step_accumulator_ints(d.Xp)));
-    EXPECT_EQ(cudaMemcpy(h.data(), ws.step_acc, h.size() * sizeof(int32_t), cudaMemcpyDeviceToHost), cudaSuccess);
-    return h;
   }
 };
 
@@ -585,130 +577,6 @@ TEST(GpuBlockStep, FusedStepMatchesEightKernelStep) {
   }
 }
 
-// x_proj inside the fused step's first kernel (atomic int32 adds, the last CTA requantizes)
-// against its own GEMV launch: the int32 sums are exact in any order, so three chained steps give
-// bit-identical states and residuals; the accumulators are zero again afterwards.
-TEST(GpuBlockStep, FusedXProjIsBitIdentical) {
-  QUAMBA_REQUIRE_GPU();
-  namespace qb = quamba::block;
-  for (int64_t D : {64, 192}) {
-    const ref::ModelWeights w = make_model(D, 1, 700 + D);
-    const ref::QuantizedModel q = quantize(w, ref::recipe_quamba(), 71 + D);
-    const DeviceLayer dl(q);
-    const qb::BlockDims& d = dl.d;
-    const int64_t S = 9, E = d.E, K = d.K, N = d.N;
-    for (int64_t B : {1, 2, 8}) {
-      for (bool pdl : {false, true}) {
-        SCOPED_TRACE("D=" + std::to_string(D) + " B=" + std::to_string(B) + (pdl ? " pdl" : ""));
-        std::mt19937_64 rng(uint64_t(D * 31 + B));
-        const int32_t kSlots[8] = {8, 1, 4, 0, 6, 2, 7, 3};
-        const std::vector<int32_t> idx(kSlots, kSlots + B);
-        std::vector<int8_t> conv0(size_t(S * E * K));
-        for (auto& v : conv0) v = int8_t(int(rng() % 255) - 127);
-        const std::vector<float> ssm0 = quamba::test::random_floats(size_t(S * E * N), rng, -2.f, 2.f);
-        const std::vector<float> res0 = quamba::test::random_floats(size_t(B * D), rng, -3.f, 3.f);
-        std::vector<float> res_out[2], ssm_out[2];
-        std::vector<int8_t> conv_out[2];
-        for (int fuse = 0; fuse < 2; ++fuse) {
-          StepRig r(d, B, S, conv0, ssm0, res0, idx);
-          r.io.kernels = qb::StepKernels::kFused;
-          r.io.fuse_x_proj = fuse == 1;
-          r.io.pdl = pdl && quamba::device_supports_pdl(0);
-          for (int step = 0; step < 3; ++step) ASSERT_EQ(qb::step_i8(d, dl.layer, r.ws, r.io, nullptr), Status::kSuccess);
-          ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-          EXPECT_EQ(r.flag.download()[0], 0);
-          for (int32_t v : r.accumulators(d)) ASSERT_EQ(v, 0) << "accumulators not left zero";
-          res_out[fuse] = r.res.download();
-          ssm_out[fuse] = r.ssm.download();
-          conv_out[fuse] = r.conv.download();
-        }
-        EXPECT_EQ(res_out[1], res_out[0]);
-        EXPECT_EQ(ssm_out[1], ssm_out[0]);
-        EXPECT_EQ(conv_out[1], conv_out[0]);
-      }
-    }
-  }
-}
-
-// The in_proj step kernel with the fused x_proj against the kernel without it followed by the
-// x_proj GEMV, on random int8 data: u, xz, the conv states and x_proj's output bit for bit, with
-// x_proj row counts below, at and above the block's 256 threads (a second round of outputs per
-// thread), batch 1..8, a bad slot (u = 0 and the flag, as the unfused kernel), and the
-// accumulators zero after every launch (four launches on the same accumulators).
-TEST(GpuBlockStep, InProjStepFusesXProj) {
-  QUAMBA_REQUIRE_GPU();
-  namespace qb = quamba::block;
-  struct Case { int M, D, E, K, Xp; bool bad_slot; };
-  for (const Case c : {Case{1, 64, 128, 4, 48, false}, Case{3, 96, 256, 3, 256, false},
-                       Case{8, 64, 192, 4, 300, false}, Case{2, 32, 512, 2, 40, true},
-                       Case{1, 2560, 5120, 4, 192, false}}) {
-    SCOPED_TRACE("M=" + std::to_string(c.M) + " D=" + std::to_string(c.D) + " E=" + std::to_string(c.E) +
-                 " Xp=" + std::to_string(c.Xp));
-    std::mt19937_64 rng(uint64_t(c.E * 7 + c.Xp));
-    const int64_t S = c.M + 1;
-    const auto res = quamba::test::random_floats(size_t(c.M) * c.D, rng, -3.f, 3.f);
-    const auto gamma = quamba::test::random_floats(size_t(c.D), rng, 0.5f, 1.5f);
-    const auto w_in = quamba::test::random_int8(size_t(2 * c.E) * c.D, rng, -20, 20);
-    const auto conv_w = quamba::test::random_int8(size_t(c.E) * c.K, rng);
-    const auto conv_b = quamba::test::random_int8(size_t(c.E), rng);
-    const auto state0 = quamba::test::random_int8(size_t(S * c.E * c.K), rng);
-    const auto w_x = quamba::test::random_int8(size_t(c.Xp) * c.E, rng);
-    std::vector<int32_t> slots(size_t(c.M));
-    for (int m = 0; m < c.M; ++m) slots[size_t(m)] = int32_t((m + 1) % S);
-    if (c.bad_slot) slots[1] = int32_t(S) + 3;
-    DeviceBuffer<float> d_res(res), d_gamma(gamma);
-    DeviceBuffer<int8_t> d_win(w_in), d_cw(conv_w), d_cb(conv_b), d_wx(w_x);
-    DeviceBuffer<int32_t> d_slots(slots);
-    DeviceBuffer<int32_t> acc(std::vector<int32_t>(size_t(qb::step_accumulator_ints(c.Xp)), 0));
-    std::vector<int8_t> u_out[2], xz_out[2], xd_out[2], st_out[2];
-    int32_t flag_out[2] = {0, 0};
-    for (int fuse = 0; fuse < 2; ++fuse) {
-      DeviceBuffer<int8_t> state(state0), u(size_t(c.M) * c.E), xz(size_t(c.M) * 2 * c.E), xd(size_t(c.M) * c.Xp);
-      DeviceBuffer<int32_t> flag(std::vector<int32_t>{0});
-      qb::InProjStepParams p;
-      p.M = c.M; p.D = c.D; p.E = c.E; p.K = c.K;
-      p.residual = d_res.get(); p.gamma = d_gamma.get(); p.inv_s_h = 9.f;
-      p.w_in = d_win.get(); p.alpha_in = 0.32f / std::sqrt(float(c.D));  // xz ~ N(0, 20)
-      p.conv_state = state.get(); p.num_slots = S; p.state_idx = d_slots.get(); p.error_flag = flag.get();
-      p.conv_w = d_cw.get(); p.conv_b = d_cb.get();
-      p.conv_scale_wx = 1.f / 256; p.conv_s_b = 0.05f; p.conv_inv_s_u = 4.f;
-      p.u = u.get(); p.xz = xz.get();
-      const float alpha_x = 0.08f / std::sqrt(float(c.E));  // sums of E products, std ~600·√E -> ~50
-      if (fuse) {
-        p.w_x = d_wx.get(); p.Xp = c.Xp; p.alpha_x = alpha_x; p.xd = xd.get(); p.x_acc = acc.get();
-        ASSERT_EQ(qb::can_implement(p), Status::kSuccess);
-      }
-      // Four launches (the conv state shifts each time); the outputs of the last are compared.
-      for (int rep = 0; rep < 4; ++rep) {
-        ASSERT_EQ(qb::run(p, nullptr), Status::kSuccess);
-        if (!fuse) {
-          quamba::gemm::GemmParams<quamba::gemm::Requant> g;
-          g.M = c.M; g.N = c.Xp; g.K = c.E;
-          g.A = u.get(); g.lda = c.E; g.W = d_wx.get(); g.ldw = c.E; g.C = xd.get(); g.ldc = c.Xp;
-          g.epilogue.alpha = alpha_x;
-          ASSERT_EQ(quamba::gemm::run(g, nullptr, nullptr, quamba::gemm::GemmPath::kAuto), Status::kSuccess);
-        }
-        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-        if (fuse)
-          for (int32_t v : acc.download()) ASSERT_EQ(v, 0) << "accumulators not left zero";
-      }
-      u_out[fuse] = u.download(); xz_out[fuse] = xz.download(); xd_out[fuse] = xd.download();
-      st_out[fuse] = state.download(); flag_out[fuse] = flag.download()[0];
-    }
-    EXPECT_EQ(u_out[1], u_out[0]);
-    EXPECT_EQ(xz_out[1], xz_out[0]);
-    EXPECT_EQ(xd_out[1], xd_out[0]);
-    EXPECT_EQ(st_out[1], st_out[0]);
-    EXPECT_EQ(flag_out[1], flag_out[0]);
-    EXPECT_EQ(flag_out[0], c.bad_slot ? 1 : 0);
-    // Not vacuous: the sums are not all zero or saturated.
-    int nonzero = 0, interior = 0;
-    for (int8_t v : xd_out[1]) { nonzero += v != 0; interior += v > -127 && v < 127; }
-    EXPECT_GT(nonzero, int(xd_out[1].size()) / 4);
-    EXPECT_GT(interior, int(xd_out[1].size()) / 4);
-  }
-}
-
 // Validation of the fused step's kernels (host only: runs without a device).
 TEST(GpuBlockStep, CanImplementRules) {
   namespace qb = quamba::block;
@@ -734,15 +602,6 @@ TEST(GpuBlockStep, CanImplementRules) {
   // Shared memory: 8 normalized rows of D bytes plus the kernel's static ~1 KB within 48 KiB.
   { auto p = in(); p.M = 8; p.num_slots = 8; p.D = 6000; EXPECT_EQ(qb::can_implement(p), Status::kSuccess); }
   { auto p = in(); p.M = 8; p.num_slots = 8; p.D = 6016; EXPECT_EQ(qb::can_implement(p), Status::kErrorNotSupported); }
-  // Fused x_proj: all of w_x, xd, x_acc and Xp, whole 16-channel blocks, an aligned w_x.
-  alignas(16) static int32_t acc[64];
-  auto fx = [&] { auto p = in(); p.w_x = i8; p.Xp = 48; p.xd = i8; p.x_acc = acc; return p; };
-  EXPECT_EQ(qb::can_implement(fx()), Status::kSuccess);
-  { auto p = fx(); p.x_acc = nullptr; EXPECT_EQ(qb::can_implement(p), Status::kErrorInvalidArgument); }
-  { auto p = fx(); p.xd = nullptr; EXPECT_EQ(qb::can_implement(p), Status::kErrorInvalidArgument); }
-  { auto p = fx(); p.Xp = 0; EXPECT_EQ(qb::can_implement(p), Status::kErrorInvalidArgument); }
-  { auto p = fx(); p.E = 136; EXPECT_EQ(qb::can_implement(p), Status::kErrorMisaligned) << "E % 16 != 0"; }
-  { auto p = fx(); p.w_x = i8 + 1; EXPECT_EQ(qb::can_implement(p), Status::kErrorMisaligned); }
   auto out = [&] {
     qb::OutProjStepParams p;
     p.M = 1; p.D = 64; p.E = 128;

@@ -75,12 +75,6 @@ struct BlockWorkspace {
   __half* y = nullptr;    // (M, E)  fp16 gated scan output
   void* yo = nullptr;     // (M, E)  int8 rotated+quantized y (W8A8) / fp16 rotated y (calibration)
   void* gemm = nullptr;   // W8A8: split-K partial sums of the int8 GEMMs (gemm::kSplitKWorkspaceBound bytes)
-  // W8A8: the fused decode step's x_proj accumulators (block/step_kernels.cuh). step_acc_storage
-  // is carved with no initial contents; step_acc is null until arm_step_accumulators has zeroed
-  // the storage, and the fused step computes x_proj inside its first kernel only when it is set
-  // (every kernel that uses the accumulators leaves them zero again).
-  int32_t* step_acc_storage = nullptr;
-  int32_t* step_acc = nullptr;
 };
 
 // rotated_scratch: fp16 path only, the kORotated scratch (calibration with a Hadamard size E).
@@ -89,8 +83,7 @@ inline WorkspacePlan block_workspace_plan(const BlockDims& d, int64_t max_rows, 
   WorkspacePlan p;
   p.add<char>(M * d.D * es).add<char>(M * 2 * d.E * es).add<char>(M * d.E * es).add<char>(M * d.Xp * es);
   p.add<char>(M * d.E * es).add<__half>(M * d.E);
-  if (dt == Dtype::kI8)
-    p.add<int8_t>(M * d.E).add<char>(gemm::kSplitKWorkspaceBound).add<int32_t>(size_t(step_accumulator_ints(d.Xp)));
+  if (dt == Dtype::kI8) p.add<int8_t>(M * d.E).add<char>(gemm::kSplitKWorkspaceBound);
   else if (rotated_scratch) p.add<__half>(M * d.E);
   return p;
 }
@@ -110,22 +103,11 @@ inline Status carve_block_workspace(WorkspaceCarver& c, const BlockDims& d, int6
   if (dt == Dtype::kI8) {
     w.yo = c.take<int8_t>(M * d.E);
     w.gemm = c.take<char>(gemm::kSplitKWorkspaceBound);
-    w.step_acc_storage = c.take<int32_t>(size_t(step_accumulator_ints(d.Xp)));
   } else if (rotated_scratch) {
     w.yo = c.take<__half>(M * d.E);
   }
   QUAMBA_RETURN_IF_ERROR(c.status());
   *out = w;
-  return Status::kSuccess;
-}
-
-// Zeroes the fused decode step's x_proj accumulators (on `s`) and enables them (ws->step_acc).
-// Once, after carving; the kernels keep them zero from then on.
-inline Status arm_step_accumulators(BlockWorkspace* ws, const BlockDims& d, cudaStream_t s) {
-  if (!ws || !ws->step_acc_storage) return Status::kErrorInvalidArgument;
-  QUAMBA_RETURN_IF_CUDA_ERROR(
-      cudaMemsetAsync(ws->step_acc_storage, 0, sizeof(int32_t) * size_t(step_accumulator_ints(d.Xp)), s));
-  ws->step_acc = ws->step_acc_storage;
   return Status::kSuccess;
 }
 
@@ -172,9 +154,6 @@ struct StepIO {
   // that layer). The in_proj and scan kernels then read the states before their dependency waits
   // (prefetch_state). Leave false when steps are chained back to back.
   bool states_settled = false;
-  // Fused step: compute x_proj inside the in_proj kernel (InProjStepParams::w_x) when the
-  // workspace's accumulators are armed (BlockWorkspace::step_acc); false: its own GEMV launch.
-  bool fuse_x_proj = true;
 };
 
 // Calibration context of the fp16 forward.
@@ -415,12 +394,6 @@ inline FusedStep fused_step_params(const BlockDims& d, const LayerI8& w, const B
   a.conv_scale_wx = w.s.conv_scale_wx; a.conv_s_b = w.s.conv_s_b; a.conv_inv_s_u = w.s.conv_inv_s_u;
   a.u = static_cast<int8_t*>(ws.u); a.xz = static_cast<int8_t*>(ws.xz); a.pdl = io.pdl;
   a.prefetch_state = io.pdl && io.states_settled;
-  if (io.fuse_x_proj && ws.step_acc) {
-    InProjStepParams t = a;
-    t.w_x = w.x_proj; t.Xp = static_cast<int>(d.Xp); t.alpha_x = w.s.alpha_x;
-    t.xd = static_cast<int8_t*>(ws.xdbl); t.x_acc = ws.step_acc;
-    if (can_implement(t) == Status::kSuccess) a = t;  // else x_proj keeps its own launch
-  }
   OutProjStepParams& o = f.out;
   o.M = a.M; o.D = a.D; o.E = a.E;
   o.y = ws.y; o.rotate = w.use_hadamard; o.factor = w.s.out_factor;
@@ -439,15 +412,14 @@ inline bool fused_step_fits(const FusedStep& f) {
 }
 
 // The W8A8 step as four kernels (step_kernels.cuh): norm + in_proj + conv, x_proj, dt_proj +
-// scan, rotation + out_proj; three when x_proj is fused into the first (f.in.w_x).
+// scan, rotation + out_proj.
 inline Status step_i8_fused(const BlockDims& d, const LayerI8& w, const BlockWorkspace& ws, const StepIO& io,
                             const FusedStep& f, cudaStream_t s) {
   const int64_t B = io.B, E = d.E;
   auto* u = static_cast<int8_t*>(ws.u);
   auto* xd = static_cast<int8_t*>(ws.xdbl);
   QUAMBA_RETURN_IF_ERROR(block::run(f.in, s));
-  if (!f.in.w_x)
-    QUAMBA_RETURN_IF_ERROR(requant_gemm(u, E, w.x_proj, B, d.Xp, E, xd, d.Xp, w.s.alpha_x, ws.gemm, s, io.pdl));
+  QUAMBA_RETURN_IF_ERROR(requant_gemm(u, E, w.x_proj, B, d.Xp, E, xd, d.Xp, w.s.alpha_x, ws.gemm, s, io.pdl));
   scan::DecodeParamsI8 p = step_scan_params(d, w, io, static_cast<int8_t*>(ws.xz), u, xd, ws.y);
   p.dt_x = xd; p.dt_x_stride = d.Xp; p.dt_weight = w.dt_proj; p.dt_k = d.Rp; p.dt_alpha = w.s.alpha_dt;
   p.pdl = io.pdl;

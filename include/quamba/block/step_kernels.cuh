@@ -12,13 +12,7 @@
 //                  of one more dependent kernel); GEMV over in_proj's 2E rows; epilogue per
 //                  output (m, n): requantize; n < E: the causal-conv update of channel n of
 //                  sequence m (state shift, int8 dot, SiLU, requantize) -> u_q; n >= E: z_q.
-//                  With InProjStepParams::w_x set (the model's decode), x_proj is computed here
-//                  as well: each CTA of conv channels adds its channels' share of every x_proj
-//                  sum (an exact int32 dot of its kRows u values) into accumulators with atomic
-//                  adds, and the CTA that arrives last requantizes the sums into xdbl and clears
-//                  the accumulators again. int32 addition is exact and associative, so the result
-//                  is bit-identical to the GEMV's in any arrival order.
-//   x_proj         gemm::run_gemv (pdl), only when it is not fused into in_proj_step.
+//   x_proj         gemm::run_gemv (pdl).
 //   dt_proj + scan scan::run with DecodeParamsI8::dt_weight (pdl).
 //   out_proj_step  prologue: y_q = q(H·y·f) (or q(y·f) without the rotation) of the M rows of
 //                  the scan output, into shared memory (every CTA: 10 KB of L2 reads per row);
@@ -72,18 +66,7 @@ struct InProjStepParams {
   // With pdl: read state_idx and conv_state before the dependency wait. Only when no kernel of
   // the same chain of programmatic launches writes them (scan::DecodeParamsI8::prefetch_state).
   bool prefetch_state = false;
-  // Optional fused x_proj (all four set, or w_x null): xd(m, j) = q(alpha_x · Σ_c w_x(j, c)·u(m, c))
-  // for j < Xp, written with row stride Xp. x_acc: step_accumulator_ints(Xp) int32 that are zero
-  // when the kernel starts; the kernel leaves them zero again (block::arm_step_accumulators).
-  const int8_t* w_x = nullptr;  // (Xp, E), row stride E
-  int Xp = 0;
-  float alpha_x = 1;
-  int8_t* xd = nullptr;         // (M, Xp) out
-  int32_t* x_acc = nullptr;
 };
-
-// Accumulators of the fused x_proj: kStepMaxRows·Xp sums, then the arrival counter.
-inline int64_t step_accumulator_ints(int64_t Xp) { return kStepMaxRows * Xp + 1; }
 
 struct OutProjStepParams {
   int M = 0;                  // rows, 1..kStepMaxRows
@@ -129,8 +112,8 @@ inline constexpr int kStepCtasPerSm = 4;
 template <int kMaxM>
 constexpr size_t in_proj_static_smem() {
   using T = StepInProjGemv<kMaxM>;
-  return sizeof(float) * (T::kThreads / 32) * kMaxM + size_t(kMaxM) * T::kRowsPerBlock * 5 + T::kRowsPerBlock * 5 +
-         8 * kMaxM + 144;
+  return sizeof(float) * (T::kThreads / 32) * kMaxM + size_t(kMaxM) * T::kRowsPerBlock * 4 + T::kRowsPerBlock * 5 +
+         8 * kMaxM + 128;
 }
 inline constexpr size_t kInProjSmemLimit = 48 * 1024;
 
@@ -172,24 +155,10 @@ __global__ void __launch_bounds__(Traits::kThreads) in_proj_step_kernel(const In
   __shared__ int8_t conv_wt[kRows][kW];
   __shared__ int8_t conv_bias[kRows];
   __shared__ int64_t slot_of[kMaxM];
-  // Fused x_proj: the block's u values (kRows channels of each sequence) and the arrival verdict.
-  static_assert(kRows % 16 == 0, "x_proj reads a block's u values as 16-byte chunks");
-  constexpr int kUChunks = kRows / 16;
-  __shared__ alignas(16) int8_t u_blk[kMaxM][kRows];
-  __shared__ int arrived_last;
   grid_dependents_launch();
   const int M = p.M, D = p.D, E = p.E, K = p.K;
   const int64_t N = 2 * static_cast<int64_t>(E);
   const int64_t row_begin = static_cast<int64_t>(blockIdx.x) * kRows;
-  const bool fuse_x = p.w_x != nullptr && row_begin < E;  // can_implement: E % kRows == 0
-  // x_proj weights of this block's channels for output j = threadIdx.x (columns [row_begin,
-  // row_begin + kRows) of row j), requested with the in_proj weights, before the dependency wait.
-  int4 wx[kUChunks];
-  auto load_wx = [&](int j) {
-#pragma unroll
-    for (int c = 0; c < kUChunks; ++c)
-      wx[c] = gemm::ptx::ld_stream_16(p.w_x + static_cast<int64_t>(j) * E + row_begin + 16 * c);
-  };
 
   // Thread t < kMaxM·kRows fetches (m, j) = (t / kRows, t % kRows) into registers; stash_conv
   // moves them to shared memory once the residual loads are in flight as well.
@@ -229,7 +198,6 @@ __global__ void __launch_bounds__(Traits::kThreads) in_proj_step_kernel(const In
   if (p.prefetch_state) fetch_conv();
 
   auto prologue = [&] {
-    if (fuse_x && static_cast<int>(threadIdx.x) < p.Xp) load_wx(static_cast<int>(threadIdx.x));
     grid_dependency_wait();
     if (!p.prefetch_state) fetch_conv();
     // RMSNorm statistics in fp32 as norm::add_rmsnorm: rstd = rsqrt(Σr²/D + eps); h = (r·rstd)·γ.
@@ -301,47 +269,15 @@ __global__ void __launch_bounds__(Traits::kThreads) in_proj_step_kernel(const In
         const int j = static_cast<int>(n - row_begin);
         const int64_t sl = slot_of[m];
         int8_t* uo = p.u + static_cast<int64_t>(m) * E + n;
-        int8_t uv = 0;
         if (sl < 0) {
+          *uo = 0;
           if (p.error_flag) *p.error_flag = 1;
-        } else {
-          uv = conv1d::detail::update_channel_i8<kW>(conv_win[m][j], p.conv_state + (sl * E + n) * K, v, conv_wt[j], K,
-                                                     p.conv_b ? &conv_bias[j] : nullptr, p.conv_s_b, p.conv_scale_wx,
-                                                     p.conv_inv_s_u);
+          return;
         }
-        *uo = uv;
-        if (fuse_x) u_blk[m][j] = uv;
+        *uo = conv1d::detail::update_channel_i8<kW>(conv_win[m][j], p.conv_state + (sl * E + n) * K, v, conv_wt[j], K,
+                                                    p.conv_b ? &conv_bias[j] : nullptr, p.conv_s_b, p.conv_scale_wx,
+                                                    p.conv_inv_s_u);
       });
-  if (!fuse_x) return;
-
-  // x_proj: this block's share of every sum, added into the accumulators (zero partial sums, e.g.
-  // W_x's zero padding rows, are not sent).
-  __syncthreads();  // u_blk complete
-  const int Xp = p.Xp;
-  for (int j = threadIdx.x; j < Xp; j += kThreads) {
-    if (j != static_cast<int>(threadIdx.x)) load_wx(j);
-    for (int m = 0; m < M; ++m) {
-      int acc = 0;
-#pragma unroll
-      for (int c = 0; c < kUChunks; ++c) acc = gemm::detail::dot16(reinterpret_cast<const int4*>(u_blk[m])[c], wx[c], acc);
-      if (acc != 0) atomicAdd(p.x_acc + m * Xp + j, acc);
-    }
-  }
-  // The last block to arrive (threadFenceReduction pattern: every thread's adds are ordered
-  // before the block's arrival) finishes the sums and leaves the accumulators zero.
-  __threadfence();
-  __syncthreads();
-  int32_t* counter = p.x_acc + int64_t(kStepMaxRows) * Xp;
-  if (threadIdx.x == 0) arrived_last = atomicAdd(counter, 1) == E / kRows - 1;
-  __syncthreads();
-  if (!arrived_last) return;
-  __threadfence();
-  const gemm::Requant rqx{p.alpha_x};
-  for (int i = threadIdx.x; i < M * Xp; i += kThreads) {
-    const int m = i / Xp, j = i - m * Xp;
-    p.xd[i] = rqx.apply(atomicExch(p.x_acc + int64_t(m) * Xp + j, 0), m, j);
-  }
-  if (threadIdx.x == 0) atomicExch(counter, 0);
 }
 
 // One power-of-two phase of the Walsh–Hadamard on an fp32 row in shared memory: butterflies over
@@ -507,12 +443,6 @@ inline Status can_implement(const InProjStepParams& p) {
   if (p.M > kStepMaxRows || p.K < 2 || p.K > conv1d::kMaxWidth) return Status::kErrorNotSupported;
   if (p.D % 16 != 0 || !is_aligned(p.residual, 16) || !is_aligned(p.gamma, 16) || !is_aligned(p.w_in, 16))
     return Status::kErrorMisaligned;
-  if (p.w_x) {
-    if (!p.xd || !p.x_acc || p.Xp <= 0) return Status::kErrorInvalidArgument;
-    // Whole 16-row blocks of conv channels (every CTA of the u half adds a full block).
-    if (p.E % detail::StepInProjGemv<1>::kRowsPerBlock != 0 || !is_aligned(p.w_x, 16))
-      return Status::kErrorMisaligned;
-  }
   const size_t static_smem =
       p.M <= 1 ? detail::in_proj_static_smem<1>() : detail::in_proj_static_smem<kStepMaxRows>();
   if (static_cast<size_t>(p.M) * p.D + static_smem > detail::kInProjSmemLimit) return Status::kErrorNotSupported;

@@ -183,14 +183,12 @@ class GpuEngine final : public Engine {
     if (!on) drop_graph();
   }
   // W8A8 decode step kernels (block::StepKernels; default kAuto) with or without programmatic
-  // dependent launch (default: where the device supports it), and with x_proj inside the fused
-  // step's first kernel or as its own launch (default fused: block::StepIO::fuse_x_proj). For
-  // comparisons: every choice computes the same step.
-  void set_step_kernels(block::StepKernels kernels, bool pdl, bool fuse_x_proj = true) {
+  // dependent launch (default: where the device supports it). For comparisons: every choice
+  // computes the same step.
+  void set_step_kernels(block::StepKernels kernels, bool pdl) {
     drop_graph();
     step_kernels_ = kernels;
     pdl_ = pdl && pdl_supported_;
-    fuse_x_proj_ = fuse_x_proj;
   }
   // W8A8 prefill: dt_proj inside the scan (default off, slower on an H100: block::PrefillIO) and
   // programmatic dependent launch of the block's kernels (default: where the device supports
@@ -394,7 +392,6 @@ class GpuEngine final : public Engine {
     QUAMBA_RETURN_IF_ERROR(
         block::carve_model_workspace(workspace_.get(), workspace_.size(), dims_, rows, lrows, dt, rot, &ws_));
     QUAMBA_RETURN_IF_CUDA_ERROR(cudaMemsetAsync(ws_.error_flag, 0, sizeof(int32_t), stream_));
-    if (dt == block::Dtype::kI8) QUAMBA_RETURN_IF_ERROR(block::arm_step_accumulators(&ws_.blk, dims_, stream_));
     return sync();
   }
 
@@ -451,7 +448,7 @@ class GpuEngine final : public Engine {
     else
       QUAMBA_RETURN_IF_ERROR(
           block::step_layers(i8_, ws_, caches_, batch_, nullptr, cublas_, stream_, step_kernels_, pdl_,
-                             /*states_settled=*/true, fuse_x_proj_));  // the chain starts with embed, an ordinary launch
+                             /*states_settled=*/true));  // the chain starts with embed, an ordinary launch
     return block::head(dims_, head_weights(), ws_, ws_.residual, dims_.D, batch_, ws_.logits, cublas_, stream_);
   }
 
@@ -489,7 +486,6 @@ class GpuEngine final : public Engine {
   block::StepKernels step_kernels_ = block::StepKernels::kAuto;
   bool pdl_supported_ = false;
   bool pdl_ = false;
-  bool fuse_x_proj_ = true;
   bool prefill_fuse_dt_ = false;
   bool prefill_pdl_ = false;
   cublasHandle_t cublas_ = nullptr;
