@@ -202,8 +202,12 @@ __global__ void __launch_bounds__(Traits::kThreads) in_proj_step_kernel(const In
     if (!p.prefetch_state) fetch_conv();
     // RMSNorm statistics in fp32 as norm::add_rmsnorm: rstd = rsqrt(Σr²/D + eps); h = (r·rstd)·γ.
     // A thread's float4s of a row stay in registers between the two passes when they fit
-    // (kRegVecs per thread: D <= 8192 at 256 threads), else the row is read again (L2).
-    constexpr int kRegVecs = 8;
+    // (kRegVecs per thread: D <= 3072 at 256 threads, every public Mamba size), else the row is
+    // read again (L2). 3 and not more: with 8 the M = 1 kernel took 128 registers (2 CTAs of 256
+    // threads per SM), with 3 it takes 80 (3 per SM, 396 of the 640 CTAs at d_inner 5120 resident
+    // with their weight loads in flight; ptxas spills 8 bytes, one value stored and loaded once).
+    // H200, TPOT batch 1: 1.61 -> 1.52 ms (run AC).
+    constexpr int kRegVecs = 3;
     const int d4 = D / 4;
     const bool in_regs = d4 <= kRegVecs * kThreads;
     float4 rv[kRegVecs];
