@@ -577,6 +577,90 @@ TEST(GpuBlockStep, FusedStepMatchesEightKernelStep) {
   }
 }
 
+// The out_proj step kernel with its weight rows staged in shared memory (one CTA per row block,
+// cp.async before the dependency wait) against the persistent register form: the same int32
+// sums and epilogue, so the residual rows must be bit-identical. Mamba-2.8B's shape (E = 20·2^8)
+// and smaller ones, rotated and not, batch 1..8.
+TEST(GpuBlockStep, OutProjStagedWeightsBitIdentical) {
+  QUAMBA_REQUIRE_GPU();
+  namespace qb = quamba::block;
+  struct Case { int M, D, E; bool rotate; };
+  for (const Case c : {Case{1, 2560, 5120, true}, Case{8, 768, 1536, true}, Case{3, 64, 128, false},
+                       Case{2, 160, 384, true}, Case{5, 32, 224, false}}) {
+    SCOPED_TRACE("M=" + std::to_string(c.M) + " D=" + std::to_string(c.D) + " E=" + std::to_string(c.E) +
+                 (c.rotate ? " rotated" : ""));
+    std::mt19937_64 rng(uint64_t(c.D) * 7 + uint64_t(c.M));
+    std::vector<__half> y(size_t(c.M) * c.E);
+    for (auto& v : y) v = __float2half(std::normal_distribution<float>(0.f, 1.f)(rng));
+    const auto w = quamba::test::random_int8(size_t(c.D) * c.E, rng);
+    const auto res0 = quamba::test::random_floats(size_t(c.M) * c.D, rng, -3.f, 3.f);
+    DeviceBuffer<__half> dy(y);
+    DeviceBuffer<int8_t> dw(w);
+    std::vector<float> out[2];
+    for (int staged = 0; staged < 2; ++staged) {
+      DeviceBuffer<float> res(res0);
+      qb::OutProjStepParams p;
+      p.M = c.M; p.D = c.D; p.E = c.E;
+      p.y = dy.get(); p.rotate = c.rotate; p.factor = c.rotate ? 12.f / std::sqrt(float(c.E)) : 12.f;
+      p.w_out = dw.get(); p.alpha_out = 1e-4f; p.residual = res.get();
+      p.stage_weights = staged == 1;
+      ASSERT_EQ(qb::can_implement(p), Status::kSuccess);
+      ASSERT_EQ(qb::run(p, nullptr), Status::kSuccess);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      out[staged] = res.download();
+    }
+    EXPECT_EQ(out[1], out[0]);
+    // Where the staged form's shared memory does not fit, run() launched the register form twice.
+    int optin = 0;
+    ASSERT_EQ(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0), cudaSuccess);
+    const size_t staged_smem = size_t(c.M + (c.rotate ? 4 : 0) + 16) * c.E;
+    if (staged_smem > size_t(optin)) std::printf("  staged form needs %zu B > %d B: not launched\n", staged_smem, optin);
+    size_t moved = 0;
+    for (size_t i = 0; i < res0.size(); ++i) moved += out[1][i] != res0[i];
+    EXPECT_GT(moved, res0.size() * 9 / 10) << "the residual barely changed: a vacuous comparison";
+  }
+}
+
+// The same through the model's fused step (three chained steps, states carried): staged and
+// register out_proj give bit-identical residuals and states.
+TEST(GpuBlockStep, StagedOutProjStepBitIdentical) {
+  QUAMBA_REQUIRE_GPU();
+  namespace qb = quamba::block;
+  for (int64_t D : {64, 192}) {
+    const ref::ModelWeights w = make_model(D, 1, 800 + D);
+    const ref::QuantizedModel q = quantize(w, ref::recipe_quamba(), 81 + D);
+    const DeviceLayer dl(q);
+    const qb::BlockDims& d = dl.d;
+    const int64_t S = 9, E = d.E, K = d.K, N = d.N;
+    for (int64_t B : {1, 3}) {
+      SCOPED_TRACE("D=" + std::to_string(D) + " B=" + std::to_string(B));
+      std::mt19937_64 rng(uint64_t(D * 17 + B));
+      const int32_t kSlots[3] = {4, 0, 7};
+      const std::vector<int32_t> idx(kSlots, kSlots + B);
+      std::vector<int8_t> conv0(size_t(S * E * K));
+      for (auto& v : conv0) v = int8_t(int(rng() % 255) - 127);
+      const std::vector<float> ssm0 = quamba::test::random_floats(size_t(S * E * N), rng, -2.f, 2.f);
+      const std::vector<float> res0 = quamba::test::random_floats(size_t(B * D), rng, -3.f, 3.f);
+      std::vector<float> res_out[2], ssm_out[2];
+      std::vector<int8_t> conv_out[2];
+      for (int staged = 0; staged < 2; ++staged) {
+        StepRig r(d, B, S, conv0, ssm0, res0, idx);
+        r.io.kernels = qb::StepKernels::kFused;
+        r.io.stage_out_proj = staged == 1;
+        r.io.pdl = quamba::device_supports_pdl(0);
+        for (int step = 0; step < 3; ++step) ASSERT_EQ(qb::step_i8(d, dl.layer, r.ws, r.io, nullptr), Status::kSuccess);
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        res_out[staged] = r.res.download();
+        ssm_out[staged] = r.ssm.download();
+        conv_out[staged] = r.conv.download();
+      }
+      EXPECT_EQ(res_out[1], res_out[0]);
+      EXPECT_EQ(ssm_out[1], ssm_out[0]);
+      EXPECT_EQ(conv_out[1], conv_out[0]);
+    }
+  }
+}
+
 // The fused in_proj step kernel's two compiled row counts against each other: one sequence
 // (M = 1: its residual row kept in registers between the RMSNorm passes for D <= 3072, read
 // again from L2 above) and the same sequence twice (M = 2, the up-to-8-rows form, which always
