@@ -154,9 +154,6 @@ struct StepIO {
   // that layer). The in_proj and scan kernels then read the states before their dependency waits
   // (prefetch_state). Leave false when steps are chained back to back.
   bool states_settled = false;
-  // Fused step: the out_proj kernel stages each CTA's weight rows in shared memory before its
-  // dependency wait (OutProjStepParams::stage_weights; the same bits).
-  bool stage_out_proj = false;
 };
 
 // Calibration context of the fp16 forward.
@@ -401,7 +398,6 @@ inline FusedStep fused_step_params(const BlockDims& d, const LayerI8& w, const B
   o.M = a.M; o.D = a.D; o.E = a.E;
   o.y = ws.y; o.rotate = w.use_hadamard; o.factor = w.s.out_factor;
   o.w_out = w.out_proj; o.alpha_out = w.s.alpha_out; o.residual = io.residual; o.pdl = io.pdl;
-  o.stage_weights = io.stage_out_proj;
   return f;
 }
 

@@ -16,9 +16,7 @@
 //   dt_proj + scan scan::run with DecodeParamsI8::dt_weight (pdl).
 //   out_proj_step  prologue: y_q = q(H·y·f) (or q(y·f) without the rotation) of the M rows of
 //                  the scan output, into shared memory (every CTA: 10 KB of L2 reads per row);
-//                  GEMV over out_proj's D rows; epilogue r += s·acc (fp32, in place). With
-//                  stage_weights, each CTA first copies its 16 weight rows into shared memory
-//                  (cp.async, before the dependency wait) and the GEMV reads them there.
+//                  GEMV over out_proj's D rows; epilogue r += s·acc (fp32, in place).
 // Numerics: every integer and fp32 operation of the unfused kernels, except two reduction
 // orders: the RMSNorm sum of squares and the Hadamard sums are added in another order, which
 // can move an int8 value by one step where the fp32 result sits on a rounding boundary.
@@ -80,12 +78,6 @@ struct OutProjStepParams {
   float alpha_out = 1;
   float* residual = nullptr;  // (M, D) fp32, r += alpha_out·acc in place
   bool pdl = false;
-  // One CTA per 16-row block whose weight rows are copied into shared memory (cp.async) before
-  // the dependency wait, instead of a persistent grid holding the first chunks in registers:
-  // the whole weight stream is requested while the previous kernel runs. Needs M·E + 4·E + 16·E
-  // bytes of shared memory per CTA (E = 5120: 105 KB); where the device cannot give that, run()
-  // launches the register form. Both compute the same bits.
-  bool stage_weights = false;
 };
 
 namespace detail {
@@ -384,9 +376,7 @@ QUAMBA_DEVICE void rotate_rows_to_i8(const OutProjStepParams& p, int log_p, floa
   }
 }
 
-// kStaged: OutProjStepParams::stage_weights (one row block per CTA, its rows in shared memory);
-// else a persistent grid over the row blocks, the first chunks held in registers.
-template <typename Traits, int kM, bool kStaged = false>
+template <typename Traits, int kM>
 __global__ void __launch_bounds__(Traits::kThreads) out_proj_step_kernel(const OutProjStepParams p, int log_p) {
   constexpr int kThreads = Traits::kThreads;
   extern __shared__ int4 smem_i4[];
@@ -413,25 +403,13 @@ __global__ void __launch_bounds__(Traits::kThreads) out_proj_step_kernel(const O
   ep.alpha = p.alpha_out;
   ep.residual = p.residual;
   ep.ldr = D;
-  auto load_a = [&](int m, int c) { return reinterpret_cast<const int4*>(aq + static_cast<int64_t>(m) * E)[c]; };
-  auto store = [&](int m, int64_t n, int acc) { p.residual[m * static_cast<int64_t>(D) + n] = ep.apply(acc, m, n); };
-  if constexpr (kStaged) {
-    // One row block per CTA: all of its weight rows are copied into shared memory before the
-    // dependency wait (behind the rotation buffer), so the whole block's stream overlaps the
-    // previous kernel, and the GEMV reads them from there.
-    int8_t* rows = reinterpret_cast<int8_t*>(s) + (p.rotate ? 4 * static_cast<int64_t>(E) : 0);
-    const int64_t row_begin = static_cast<int64_t>(blockIdx.x) * Traits::kRowsPerBlock;
-    gemm::detail::stage_rows<Traits::kRowsPerBlock, kThreads>(rows, p.w_out, E, D, E, row_begin);
-    prologue();  // ends with a block barrier
-    gemm::ptx::cp_async_wait<0>();
-    __syncthreads();
-    gemm::detail::gemv_block_rows<Traits>(gemm::detail::SharedRows{rows, E}, D, E, M, row_begin, [] {}, load_a, store);
-  } else {
-    for (int rb = blockIdx.x; rb < row_blocks; rb += gridDim.x)
-      gemm::detail::gemv_block<Traits>(p.w_out, E, D, E, M, static_cast<int64_t>(rb) * Traits::kRowsPerBlock, prologue,
-                                       load_a, store);
-    if (first) grid_dependency_wait();
+  for (int rb = blockIdx.x; rb < row_blocks; rb += gridDim.x) {
+    gemm::detail::gemv_block<Traits>(
+        p.w_out, E, D, E, M, static_cast<int64_t>(rb) * Traits::kRowsPerBlock, prologue,
+        [&](int m, int c) { return reinterpret_cast<const int4*>(aq + static_cast<int64_t>(m) * E)[c]; },
+        [&](int m, int64_t n, int acc) { p.residual[m * static_cast<int64_t>(D) + n] = ep.apply(acc, m, n); });
   }
+  if (first) grid_dependency_wait();
 }
 
 // Persistent grid of the out_proj step: at most kStepCtasPerSm CTAs per SM (fewer where they do
@@ -503,20 +481,11 @@ inline Status run(const OutProjStepParams& p, cudaStream_t stream) {
   return dispatch_int<1, 12, 20, 28>(m, [&](auto kM) {
     return dispatch_int<1, 8>(detail::step_max_m(p.M), [&](auto kMaxM) {
       using Traits = detail::StepOutProjGemv<decltype(kMaxM)::value>;
-      static ResidentCache cache, staged_cache;
-      const auto kernel = detail::out_proj_step_kernel<Traits, decltype(kM)::value>;
-      const auto staged_kernel = detail::out_proj_step_kernel<Traits, decltype(kM)::value, true>;
+      static ResidentCache cache;
       const size_t smem = static_cast<size_t>(p.M) * p.E + (p.rotate ? 4 * static_cast<size_t>(p.E) : 0);
       const int64_t row_blocks = (p.D + Traits::kRowsPerBlock - 1) / Traits::kRowsPerBlock;
-      if (p.stage_weights) {
-        const size_t staged = smem + static_cast<size_t>(Traits::kRowsPerBlock) * p.E;
-        Residency r;
-        if (staged_cache.get(staged_kernel, Traits::kThreads, staged, &r) == Status::kSuccess)
-          return launch_kernel(staged_kernel, dim3(static_cast<unsigned>(row_blocks)), dim3(Traits::kThreads), staged,
-                               stream, p.pdl, p, k);
-        // Does not fit this device: the register form.
-      }
-      return detail::launch_persistent(cache, kernel, Traits::kThreads, smem, row_blocks, stream, p.pdl, p, k);
+      return detail::launch_persistent(cache, detail::out_proj_step_kernel<Traits, decltype(kM)::value>,
+                                       Traits::kThreads, smem, row_blocks, stream, p.pdl, p, k);
     });
   });
 }
