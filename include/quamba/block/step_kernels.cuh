@@ -87,9 +87,10 @@ namespace detail {
 // epilogue never holds the others back); 5 chunks per lane and row are loaded at once: in_proj
 // (K = d_model = 2560) reads a row pair in one round, out_proj (K = d_inner = 5120) in two.
 // in_proj: one CTA of 8 warps per 16-row block (640 CTAs at d_inner 5120), not persistent. Every
-// CTA normalizes the residual again (10 KB of L2 reads per row and CTA), but almost all CTAs are
-// resident at once and issue their first weight loads before the dependency wait, so the whole
-// weight stream is requested while the previous kernel finishes, and the epilogues' conv-state
+// CTA normalizes the residual again (10 KB of L2 reads per row and CTA), but most CTAs are
+// resident at once (three per SM at M = 1: 396 of 640 on 132 SMs) and issue their first weight
+// loads before the dependency wait, so most of the weight stream is requested while the previous
+// kernel finishes, and the epilogues' conv-state
 // round trips of one CTA overlap the others' streams. Measured (H100, TPOT batch 1, same run):
 // 1.94 ms, against 2.08 for a persistent grid of 4 CTAs of 4 warps per SM (the row blocks of a
 // persistent CTA run one after another, each with a full DRAM round trip), 1.98 for 8-row
@@ -205,7 +206,7 @@ __global__ void __launch_bounds__(Traits::kThreads) in_proj_step_kernel(const In
     // (kRegVecs per thread: D <= 3072 at 256 threads, every public Mamba size), else the row is
     // read again (L2). 3 and not more: with 8 the M = 1 kernel took 128 registers (2 CTAs of 256
     // threads per SM), with 3 it takes 80 (3 per SM, 396 of the 640 CTAs at d_inner 5120 resident
-    // with their weight loads in flight; ptxas spills 8 bytes, one value stored and loaded once).
+    // with their weight loads in flight; ptxas reports 8 bytes of spill stores and loads).
     // H200, TPOT batch 1: 1.61 -> 1.52 ms (run AC).
     constexpr int kRegVecs = 3;
     const int d4 = D / 4;
