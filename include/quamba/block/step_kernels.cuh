@@ -90,8 +90,8 @@ namespace detail {
 // CTA normalizes the residual again (10 KB of L2 reads per row and CTA), but most CTAs are
 // resident at once (three per SM at M = 1: 396 of 640 on 132 SMs) and issue their first weight
 // loads before the dependency wait, so most of the weight stream is requested while the previous
-// kernel finishes, and the epilogues' conv-state
-// round trips of one CTA overlap the others' streams. Measured (H100, TPOT batch 1, same run):
+// kernel finishes, and the epilogues' conv-state round trips of one CTA overlap the others'
+// streams. Measured (H100, TPOT batch 1, same run):
 // 1.94 ms, against 2.08 for a persistent grid of 4 CTAs of 4 warps per SM (the row blocks of a
 // persistent CTA run one after another, each with a full DRAM round trip), 1.98 for 8-row
 // CTAs of 4 warps, 2.05 for 4-row CTAs and 2.18 for 4-row CTAs of 2 warps.

@@ -967,8 +967,9 @@ Status run(const Conv1dParams<T>& p, void* /*workspace*/, cudaStream_t stream) {
     // fp16 (H200, bench_conv1d, x a slice of xz, K = 4, µs at E=5120 M=2048 / 8192, E=1536 M=2048 /
     // 8192; bench/RESULTS.md run AB): 4x8 (8-byte accesses, the whole 8-token run in one round,
     // 95 registers) 28.5 / 91.6 / 12.9 / 32.7; 4x8a4 31.5 / 108 / 14.4 / 37.6; 8x16a4 with a
-    // register cap 39.5 / 124 / 19.1 / 40.8; the previous default (8x16a4, 187 registers, this
-    // kernel's earlier form) 39.6 / 126 / 19.1 / 41.2 from the previous tree in the same call.
+    // register cap 39.5 / 124 / 19.1 / 40.8; the previous default (8x16, 4 tokens per round, 187
+    // registers, this kernel's earlier form) 39.6 / 126 / 19.1 / 41.2 from the previous tree in
+    // the same call.
     // The 8-channel forms need 133-187 registers (fp32 taps, window and converted inputs for 8
     // channels), so too few threads are resident to keep DRAM busy; still ~35-45% of a copy.
     return detail::prefill_vec_ok(p, 4) ? run_with<Conv1dF16Traits4x8>(p, stream)
