@@ -638,7 +638,7 @@ TEST(GpuBlockStep, InProjStepRowCountsAgree) {
 
 // The in_proj step kernel with its weight rows staged in shared memory (cp.async before the
 // dependency wait) against the register form: the same sums, conv updates and outputs, bit for
-// bit, at one and several sequences (M = 8 at D = 2560 does not fit the staged form's 48 KiB:
+// bit, at one and several sequences (M = 8 at D = 2560 and M = 1 at D = 3088 do not fit the staged form's 48 KiB:
 // run() takes the register form there, which the comparison then checks trivially).
 TEST(GpuBlockStep, InProjStagedWeightsBitIdentical) {
   QUAMBA_REQUIRE_GPU();
