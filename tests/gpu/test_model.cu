@@ -636,6 +636,52 @@ TEST(GpuBlockStep, InProjStepRowCountsAgree) {
   }
 }
 
+// The in_proj step kernel with its weight rows staged in shared memory (cp.async before the
+// dependency wait) against the register form: the same sums, conv updates and outputs, bit for
+// bit, at one and several sequences (M = 8 at D = 2560 and M = 1 at D = 3088 do not fit the staged form's 48 KiB:
+// run() takes the register form there, which the comparison then checks trivially).
+TEST(GpuBlockStep, InProjStagedWeightsBitIdentical) {
+  QUAMBA_REQUIRE_GPU();
+  namespace qb = quamba::block;
+  struct Case { int M, D; };
+  for (const Case c : {Case{1, 2560}, Case{2, 768}, Case{8, 64}, Case{1, 3088}, Case{8, 2560}}) {
+    const int D = c.D, M = c.M, E = 2 * D, K = 4;
+    SCOPED_TRACE("M=" + std::to_string(M) + " D=" + std::to_string(D));
+    std::mt19937_64 rng(uint64_t(D) * 29 + uint64_t(M));
+    const auto res = quamba::test::random_floats(size_t(M) * D, rng, -3.f, 3.f);
+    const auto gamma = quamba::test::random_floats(size_t(D), rng, 0.5f, 1.5f);
+    const auto w_in = quamba::test::random_int8(size_t(2 * E) * D, rng, -20, 20);
+    const auto conv_w = quamba::test::random_int8(size_t(E) * K, rng);
+    const auto conv_b = quamba::test::random_int8(size_t(E), rng);
+    const auto state0 = quamba::test::random_int8(size_t(M) * E * K, rng);
+    DeviceBuffer<float> d_res(res), d_gamma(gamma);
+    DeviceBuffer<int8_t> d_win(w_in), d_cw(conv_w), d_cb(conv_b);
+    std::vector<int8_t> u[2], xz[2], st[2];
+    for (int staged = 0; staged < 2; ++staged) {
+      DeviceBuffer<int8_t> state(state0), du(size_t(M) * E), dxz(size_t(M) * 2 * E);
+      qb::InProjStepParams p;
+      p.M = M; p.D = D; p.E = E; p.K = K;
+      p.residual = d_res.get(); p.gamma = d_gamma.get(); p.inv_s_h = 9.f;
+      p.w_in = d_win.get(); p.alpha_in = 0.32f / std::sqrt(float(D));
+      p.conv_state = state.get(); p.num_slots = M;
+      p.conv_w = d_cw.get(); p.conv_b = d_cb.get();
+      p.conv_scale_wx = 1.f / 256; p.conv_s_b = 0.05f; p.conv_inv_s_u = 4.f;
+      p.u = du.get(); p.xz = dxz.get();
+      p.stage_weights = staged == 1;
+      ASSERT_EQ(qb::run(p, nullptr), Status::kSuccess);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      u[staged] = du.download(); xz[staged] = dxz.download(); st[staged] = state.download();
+    }
+    EXPECT_EQ(u[1], u[0]);
+    EXPECT_EQ(xz[1], xz[0]);
+    EXPECT_EQ(st[1], st[0]);
+    int distinct = 0;
+    std::vector<bool> seen(256, false);
+    for (int8_t v : xz[0]) if (!seen[size_t(v + 128)]) { seen[size_t(v + 128)] = true; ++distinct; }
+    EXPECT_GT(distinct, 40);
+  }
+}
+
 // Validation of the fused step's kernels (host only: runs without a device).
 TEST(GpuBlockStep, CanImplementRules) {
   namespace qb = quamba::block;

@@ -154,6 +154,9 @@ struct StepIO {
   // that layer). The in_proj and scan kernels then read the states before their dependency waits
   // (prefetch_state). Leave false when steps are chained back to back.
   bool states_settled = false;
+  // Fused step: the in_proj kernel stages each CTA's weight rows in shared memory before its
+  // dependency wait (InProjStepParams::stage_weights; the same bits).
+  bool stage_in_proj = false;
 };
 
 // Calibration context of the fp16 forward.
@@ -394,6 +397,7 @@ inline FusedStep fused_step_params(const BlockDims& d, const LayerI8& w, const B
   a.conv_scale_wx = w.s.conv_scale_wx; a.conv_s_b = w.s.conv_s_b; a.conv_inv_s_u = w.s.conv_inv_s_u;
   a.u = static_cast<int8_t*>(ws.u); a.xz = static_cast<int8_t*>(ws.xz); a.pdl = io.pdl;
   a.prefetch_state = io.pdl && io.states_settled;
+  a.stage_weights = io.stage_in_proj;
   OutProjStepParams& o = f.out;
   o.M = a.M; o.D = a.D; o.E = a.E;
   o.y = ws.y; o.rotate = w.use_hadamard; o.factor = w.s.out_factor;

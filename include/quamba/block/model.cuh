@@ -181,19 +181,21 @@ inline Status step_layers(const DeviceModelF16& m, const ModelWorkspace& ws, con
   return Status::kSuccess;
 }
 
-// kernels / pdl / states_settled: StepIO's switches (which step kernels; programmatic dependent
-// launch; whether the states may be read before the dependency waits). states_settled only when
+// kernels / pdl / states_settled / stage_in_proj: StepIO's switches (which step kernels;
+// programmatic dependent launch; whether the states may be read before the dependency waits;
+// in_proj's weights staged in shared memory). states_settled only when
 // this call's chain of programmatic launches begins with an ordinary launch, e.g. right after
 // block::embed, as the engine's decode does; not when steps are chained back to back.
 inline Status step_layers(const DeviceModelI8& m, const ModelWorkspace& ws, const ModelCaches& c, int64_t B,
                           const int32_t* state_idx, cublasHandle_t, cudaStream_t s,
-                          StepKernels kernels = StepKernels::kAuto, bool pdl = false, bool states_settled = false) {
+                          StepKernels kernels = StepKernels::kAuto, bool pdl = false, bool states_settled = false,
+                          bool stage_in_proj = false) {
   for (int64_t l = 0; l < m.dims.n_layer; ++l) {
     StepIO io;
     io.B = B; io.residual = ws.residual;
     io.conv_state = c.conv_layer(m.dims, l); io.ssm_state = c.ssm_layer(m.dims, l);
     io.num_slots = c.num_slots; io.state_idx = state_idx; io.error_flag = ws.error_flag;
-    io.kernels = kernels; io.pdl = pdl; io.states_settled = states_settled;
+    io.kernels = kernels; io.pdl = pdl; io.states_settled = states_settled; io.stage_in_proj = stage_in_proj;
     QUAMBA_RETURN_IF_ERROR(step_i8(m.dims, m.layers[size_t(l)], ws.blk, io, s));
   }
   return Status::kSuccess;

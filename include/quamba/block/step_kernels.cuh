@@ -66,6 +66,11 @@ struct InProjStepParams {
   // With pdl: read state_idx and conv_state before the dependency wait. Only when no kernel of
   // the same chain of programmatic launches writes them (scan::DecodeParamsI8::prefetch_state).
   bool prefetch_state = false;
+  // Copy each CTA's 16 weight rows into shared memory (cp.async) before the dependency wait
+  // instead of holding its first chunks in registers: fewer registers, more CTAs resident. Used
+  // where M·D + 16·D bytes plus the static part fit in 48 KiB (else the register form); the same
+  // bits either way.
+  bool stage_weights = false;
 };
 
 struct OutProjStepParams {
@@ -105,6 +110,9 @@ template <int kMaxM>
 using StepInProjGemv = gemm::GemvTraits<kMaxM, 32, 8, 2, 5>;
 template <int kMaxM>
 using StepOutProjGemv = gemm::GemvTraits<kMaxM, 32, 8, 2, 5>;
+// The staged in_proj form reads its rows from shared memory: 2 chunks per lane and row suffice.
+template <int kMaxM>
+using StepInProjGemvStaged = gemm::GemvTraits<kMaxM, 32, 8, 2, 2>;
 inline constexpr int kStepCtasPerSm = 4;
 
 // Static shared memory of in_proj_step_kernel (its block reduction and conv inputs, below), an
@@ -141,7 +149,10 @@ QUAMBA_DEVICE void block_sum(float (&v)[kMaxM], float (*red)[kMaxM]) {
 }
 
 // One CTA per block of Traits::kRowsPerBlock rows of in_proj (launched with one CTA per block).
-template <typename Traits>
+// kStaged (InProjStepParams::stage_weights): the block's weight rows are copied into shared
+// memory (behind the normalized rows) before the dependency wait and read from there, so no
+// registers hold them across the prologue.
+template <typename Traits, bool kStaged = false>
 __global__ void __launch_bounds__(Traits::kThreads) in_proj_step_kernel(const InProjStepParams p) {
   constexpr int kMaxM = Traits::kMaxM, kThreads = Traits::kThreads, kRows = Traits::kRowsPerBlock;
   constexpr int kW = conv1d::kMaxWidth;
@@ -196,6 +207,8 @@ __global__ void __launch_bounds__(Traits::kThreads) in_proj_step_kernel(const In
       conv_bias[cj] = bias;
     }
   };
+  int8_t* rows = hq + static_cast<int64_t>(M) * D;  // kStaged: (kRows, D), 16-byte aligned (D % 16 == 0)
+  if constexpr (kStaged) gemm::detail::stage_rows<kRows, kThreads>(rows, p.w_in, D, N, D, row_begin);
   if (p.prefetch_state) fetch_conv();
 
   auto prologue = [&] {
@@ -261,10 +274,8 @@ __global__ void __launch_bounds__(Traits::kThreads) in_proj_step_kernel(const In
     __syncthreads();
   };
   const gemm::Requant rq{p.alpha_in};
-  gemm::detail::gemv_block<Traits>(
-      p.w_in, D, N, D, M, row_begin, prologue,
-      [&](int m, int c) { return reinterpret_cast<const int4*>(hq + m * D)[c]; },
-      [&](int m, int64_t n, int acc) {
+  auto load_a = [&](int m, int c) { return reinterpret_cast<const int4*>(hq + m * D)[c]; };
+  auto store = [&](int m, int64_t n, int acc) {
         const int8_t v = rq.apply(acc, m, n);
         if (n >= E) {
           p.xz[static_cast<int64_t>(m) * N + n] = v;
@@ -282,7 +293,15 @@ __global__ void __launch_bounds__(Traits::kThreads) in_proj_step_kernel(const In
         *uo = conv1d::detail::update_channel_i8<kW>(conv_win[m][j], p.conv_state + (sl * E + n) * K, v, conv_wt[j], K,
                                                     p.conv_b ? &conv_bias[j] : nullptr, p.conv_s_b, p.conv_scale_wx,
                                                     p.conv_inv_s_u);
-      });
+  };
+  if constexpr (kStaged) {
+    prologue();  // ends with a block barrier
+    gemm::ptx::cp_async_wait<0>();
+    __syncthreads();
+    gemm::detail::gemv_block_rows<Traits>(gemm::detail::SharedRows{rows, D}, N, D, M, row_begin, [] {}, load_a, store);
+  } else {
+    gemm::detail::gemv_block<Traits>(p.w_in, D, N, D, M, row_begin, prologue, load_a, store);
+  }
 }
 
 // One power-of-two phase of the Walsh–Hadamard on an fp32 row in shared memory: butterflies over
@@ -468,10 +487,17 @@ inline Status run(const InProjStepParams& p, cudaStream_t stream) {
   QUAMBA_RETURN_IF_ERROR(can_implement(p));
   return dispatch_int<1, 8>(detail::step_max_m(p.M), [&](auto kMaxM) {
     using Traits = detail::StepInProjGemv<decltype(kMaxM)::value>;
+    using Staged = detail::StepInProjGemvStaged<decltype(kMaxM)::value>;
+    static_assert(Staged::kRowsPerBlock == Traits::kRowsPerBlock && Staged::kThreads == Traits::kThreads, "");
     const int64_t row_blocks = (2 * static_cast<int64_t>(p.E) + Traits::kRowsPerBlock - 1) / Traits::kRowsPerBlock;
     if (row_blocks > std::numeric_limits<int>::max()) return Status::kErrorNotSupported;
+    const size_t smem = static_cast<size_t>(p.M) * p.D;
+    const size_t staged = smem + static_cast<size_t>(Traits::kRowsPerBlock) * p.D;
+    if (p.stage_weights && staged + detail::in_proj_static_smem<decltype(kMaxM)::value>() <= detail::kInProjSmemLimit)
+      return launch_kernel(detail::in_proj_step_kernel<Staged, true>, dim3(static_cast<unsigned>(row_blocks)),
+                           dim3(Staged::kThreads), staged, stream, p.pdl, p);
     return launch_kernel(detail::in_proj_step_kernel<Traits>, dim3(static_cast<unsigned>(row_blocks)),
-                         dim3(Traits::kThreads), static_cast<size_t>(p.M) * p.D, stream, p.pdl, p);
+                         dim3(Traits::kThreads), smem, stream, p.pdl, p);
   });
 }
 

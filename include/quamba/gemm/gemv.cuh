@@ -92,16 +92,53 @@ QUAMBA_DEVICE int dot16(const int4& a, const int4& w, int acc) {
   return __dp4a(a.w, w.w, acc);
 }
 
-// One block's share of a GEMV: output rows [row_begin, row_begin + kRowsPerBlock) of N.
+// Where gemv_block reads the weight rows. GlobalRows: W itself, row stride ldw, 16-byte streaming
+// loads. SharedRows: a copy of the block's kRowsPerBlock rows in shared memory, row stride K,
+// where local row j holds W row min(row_begin + j, N - 1) (stage_rows below writes it so).
+struct GlobalRows {
+  const int8_t* W;
+  int64_t ldw;
+  QUAMBA_DEVICE const int4* row(int64_t n, int64_t /*row_begin*/) const {
+    return reinterpret_cast<const int4*>(W + n * ldw);
+  }
+  QUAMBA_DEVICE static int4 load(const int4* p) { return ptx::ld_stream_16(p); }
+};
+struct SharedRows {
+  const int8_t* rows;
+  int64_t K;
+  QUAMBA_DEVICE const int4* row(int64_t n, int64_t row_begin) const {
+    return reinterpret_cast<const int4*>(rows + (n - row_begin) * K);
+  }
+  QUAMBA_DEVICE static int4 load(const int4* p) { return *p; }
+};
+
+// Issues (cp.async, one commit group) the copy of W rows [row_begin, row_begin + kRows) into
+// `rows` (row stride K, 16-byte aligned; K % 16 == 0), rows past N as copies of row N - 1: the
+// layout SharedRows reads. The caller waits (cp_async_wait<0> + a block barrier) before reading.
+template <int kRows, int kThreads>
+QUAMBA_DEVICE void stage_rows(int8_t* rows, const int8_t* W, int64_t ldw, int64_t N, int64_t K, int64_t row_begin) {
+  const int chunks = static_cast<int>(K / 16);
+#pragma unroll
+  for (int j = 0; j < kRows; ++j) {
+    const int64_t n = row_begin + j < N ? row_begin + j : N - 1;
+    const int8_t* src = W + n * ldw;
+    int8_t* dst = rows + j * K;
+    for (int c = threadIdx.x; c < chunks; c += kThreads) ptx::cp_async_16(ptx::smem_u32(dst + 16 * c), src + 16 * c, true);
+  }
+  ptx::cp_async_commit();
+}
+
+// One block's share of a GEMV: output rows [row_begin, row_begin + kRowsPerBlock) of N, the
+// weight rows read through `w` (GlobalRows or SharedRows).
 // The block's first weight loads are issued before `pre()` runs: weights never depend on earlier
 // kernels, so under programmatic dependent launch they are in flight while `pre` waits for the
 // previous kernel (and computes whatever the A rows need, e.g. a normalization into shared
 // memory; `pre` is called by every thread and may synchronize the block).
 // load_a(m, c) returns the 16 bytes of A row m at chunk c; store(m, n, acc) receives the exact
 // int32 sum of output (m, n) (one thread per output).
-template <typename Traits, typename Pre, typename LoadA, typename Store>
-QUAMBA_DEVICE void gemv_block(const int8_t* W, int64_t ldw, int64_t N, int64_t K, int M, int64_t row_begin, Pre&& pre,
-                              LoadA&& load_a, Store&& store) {
+template <typename Traits, typename WRows, typename Pre, typename LoadA, typename Store>
+QUAMBA_DEVICE void gemv_block_rows(const WRows& w_rows, int64_t N, int64_t K, int M, int64_t row_begin, Pre&& pre,
+                                   LoadA&& load_a, Store&& store) {
   constexpr int kG = Traits::kGroupThreads, kR = Traits::kRowsPerGroup, kU = Traits::kUnroll;
   constexpr int kMaxM = Traits::kMaxM;
   const int tid = threadIdx.x;
@@ -114,7 +151,7 @@ QUAMBA_DEVICE void gemv_block(const int8_t* W, int64_t ldw, int64_t N, int64_t K
 #pragma unroll
   for (int r = 0; r < kR; ++r) {
     const int64_t n = n_first + r < N ? n_first + r : N - 1;
-    wrow[r] = reinterpret_cast<const int4*>(W + n * ldw);
+    wrow[r] = w_rows.row(n, row_begin);
   }
 
   int acc[kMaxM][kR];
@@ -129,7 +166,7 @@ QUAMBA_DEVICE void gemv_block(const int8_t* W, int64_t ldw, int64_t N, int64_t K
     for (int u = 0; u < kU; ++u) {
       const int c = c0 + u * kG;
 #pragma unroll
-      for (int r = 0; r < kR; ++r) w[u][r] = c < chunks ? ptx::ld_stream_16(wrow[r] + c) : make_int4(0, 0, 0, 0);
+      for (int r = 0; r < kR; ++r) w[u][r] = c < chunks ? WRows::load(wrow[r] + c) : make_int4(0, 0, 0, 0);
     }
   };
   if (gl < chunks) load_w(gl);
@@ -191,6 +228,14 @@ QUAMBA_DEVICE void gemv_block(const int8_t* W, int64_t ldw, int64_t N, int64_t K
     }
     __syncthreads();  // `partial` is reused when the caller loops over row blocks
   }
+}
+
+// gemv_block_rows over W in global memory (row stride ldw).
+template <typename Traits, typename Pre, typename LoadA, typename Store>
+QUAMBA_DEVICE void gemv_block(const int8_t* W, int64_t ldw, int64_t N, int64_t K, int M, int64_t row_begin, Pre&& pre,
+                              LoadA&& load_a, Store&& store) {
+  gemv_block_rows<Traits>(GlobalRows{W, ldw}, N, K, M, row_begin, static_cast<Pre&&>(pre), static_cast<LoadA&&>(load_a),
+                          static_cast<Store&&>(store));
 }
 
 template <typename Traits, typename Epilogue>

@@ -183,12 +183,14 @@ class GpuEngine final : public Engine {
     if (!on) drop_graph();
   }
   // W8A8 decode step kernels (block::StepKernels; default kAuto) with or without programmatic
-  // dependent launch (default: where the device supports it). For comparisons: every choice
-  // computes the same step.
-  void set_step_kernels(block::StepKernels kernels, bool pdl) {
+  // dependent launch (default: where the device supports it), and with the fused step's in_proj
+  // weights staged in shared memory (block::StepIO::stage_in_proj). For comparisons: every
+  // choice computes the same step.
+  void set_step_kernels(block::StepKernels kernels, bool pdl, bool stage_in_proj = false) {
     drop_graph();
     step_kernels_ = kernels;
     pdl_ = pdl && pdl_supported_;
+    stage_in_proj_ = stage_in_proj;
   }
   // W8A8 prefill: dt_proj inside the scan (default off, slower on an H100: block::PrefillIO) and
   // programmatic dependent launch of the block's kernels (default: where the device supports
@@ -448,7 +450,7 @@ class GpuEngine final : public Engine {
     else
       QUAMBA_RETURN_IF_ERROR(
           block::step_layers(i8_, ws_, caches_, batch_, nullptr, cublas_, stream_, step_kernels_, pdl_,
-                             /*states_settled=*/true));  // the chain starts with embed, an ordinary launch
+                             /*states_settled=*/true, stage_in_proj_));  // the chain starts with embed, an ordinary launch
     return block::head(dims_, head_weights(), ws_, ws_.residual, dims_.D, batch_, ws_.logits, cublas_, stream_);
   }
 
@@ -486,6 +488,7 @@ class GpuEngine final : public Engine {
   block::StepKernels step_kernels_ = block::StepKernels::kAuto;
   bool pdl_supported_ = false;
   bool pdl_ = false;
+  bool stage_in_proj_ = false;
   bool prefill_fuse_dt_ = false;
   bool prefill_pdl_ = false;
   cublasHandle_t cublas_ = nullptr;
