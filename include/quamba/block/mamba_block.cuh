@@ -155,8 +155,9 @@ struct StepIO {
   // (prefetch_state). Leave false when steps are chained back to back.
   bool states_settled = false;
   // Fused step: the in_proj kernel stages each CTA's weight rows in shared memory before its
-  // dependency wait (InProjStepParams::stage_weights; the same bits).
-  bool stage_in_proj = false;
+  // dependency wait (InProjStepParams::stage_weights; the same bits). Default on: TPOT batch 1
+  // 1.42 ms against 1.51 with the rows held in registers (H200, bench/RESULTS.md run AD).
+  bool stage_in_proj = true;
 };
 
 // Calibration context of the fp16 forward.

@@ -189,7 +189,7 @@ inline Status step_layers(const DeviceModelF16& m, const ModelWorkspace& ws, con
 inline Status step_layers(const DeviceModelI8& m, const ModelWorkspace& ws, const ModelCaches& c, int64_t B,
                           const int32_t* state_idx, cublasHandle_t, cudaStream_t s,
                           StepKernels kernels = StepKernels::kAuto, bool pdl = false, bool states_settled = false,
-                          bool stage_in_proj = false) {
+                          bool stage_in_proj = true) {
   for (int64_t l = 0; l < m.dims.n_layer; ++l) {
     StepIO io;
     io.B = B; io.residual = ws.residual;

@@ -184,9 +184,9 @@ class GpuEngine final : public Engine {
   }
   // W8A8 decode step kernels (block::StepKernels; default kAuto) with or without programmatic
   // dependent launch (default: where the device supports it), and with the fused step's in_proj
-  // weights staged in shared memory (block::StepIO::stage_in_proj). For comparisons: every
+  // weights staged in shared memory (block::StepIO::stage_in_proj; default on). For comparisons: every
   // choice computes the same step.
-  void set_step_kernels(block::StepKernels kernels, bool pdl, bool stage_in_proj = false) {
+  void set_step_kernels(block::StepKernels kernels, bool pdl, bool stage_in_proj = true) {
     drop_graph();
     step_kernels_ = kernels;
     pdl_ = pdl && pdl_supported_;
@@ -488,7 +488,7 @@ class GpuEngine final : public Engine {
   block::StepKernels step_kernels_ = block::StepKernels::kAuto;
   bool pdl_supported_ = false;
   bool pdl_ = false;
-  bool stage_in_proj_ = false;
+  bool stage_in_proj_ = true;
   bool prefill_fuse_dt_ = false;
   bool prefill_pdl_ = false;
   cublasHandle_t cublas_ = nullptr;
