@@ -682,6 +682,53 @@ TEST(GpuBlockStep, InProjStagedWeightsBitIdentical) {
   }
 }
 
+// The out_proj step kernel without the rotation (aq = q8(y·factor), here y small integers and
+// factor 1, so aq = y) against the exact host sum: r(m, n) += fp32(acc·alpha) with alpha a power
+// of two, so every fp32 operation is exact but the final add, which host and device both round
+// to nearest. d_model is chosen past what the persistent grid holds at once (16-row blocks, at
+// most 4 CTAs per SM), so CTAs loop over several row blocks and the last block is partial:
+// the residual value each thread requests right after the dependency wait belongs to its first
+// row block only, and later blocks must read their own.
+TEST(GpuBlockStep, OutProjStepExactOverManyRowBlocks) {
+  QUAMBA_REQUIRE_GPU();
+  namespace qb = quamba::block;
+  int dev = 0, sms = 0;
+  ASSERT_EQ(cudaGetDevice(&dev), cudaSuccess);
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), cudaSuccess);
+  const int E = 256;
+  for (const int D : {40, 16 * (4 * sms) * 2 + 8}) {
+    for (const int M : {1, 3}) {
+      SCOPED_TRACE("M=" + std::to_string(M) + " D=" + std::to_string(D));
+      std::mt19937_64 rng(uint64_t(D) * 7 + uint64_t(M));
+      const auto w = quamba::test::random_int8(size_t(D) * E, rng);
+      const auto yq = quamba::test::random_int8(size_t(M) * E, rng, -60, 60);
+      std::vector<__half> y(yq.size());
+      for (size_t i = 0; i < y.size(); ++i) y[i] = __float2half(float(yq[i]));
+      const auto res0 = quamba::test::random_floats(size_t(M) * D, rng, -3.f, 3.f);
+      DeviceBuffer<int8_t> d_w(w);
+      DeviceBuffer<__half> d_y(y);
+      DeviceBuffer<float> d_res(res0);
+      qb::OutProjStepParams p;
+      p.M = M; p.D = D; p.E = E;
+      p.y = d_y.get(); p.rotate = false; p.factor = 1.f;
+      p.w_out = d_w.get(); p.alpha_out = 0.25f; p.residual = d_res.get();
+      ASSERT_EQ(qb::run(p, nullptr), Status::kSuccess);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      const auto got = d_res.download();
+      size_t bad = 0;
+      for (int m = 0; m < M; ++m)
+        for (int n = 0; n < D; ++n) {
+          int32_t acc = 0;
+          for (int k = 0; k < E; ++k) acc += int32_t(yq[size_t(m) * E + k]) * int32_t(w[size_t(n) * E + k]);
+          const float want = float(acc) * 0.25f + res0[size_t(m) * D + n];
+          if (got[size_t(m) * D + n] != want && bad++ < 5)
+            ADD_FAILURE() << "m=" << m << " n=" << n << ": " << got[size_t(m) * D + n] << " want " << want;
+        }
+      EXPECT_EQ(bad, 0u);
+    }
+  }
+}
+
 // Validation of the fused step's kernels (host only: runs without a device).
 TEST(GpuBlockStep, CanImplementRules) {
   namespace qb = quamba::block;

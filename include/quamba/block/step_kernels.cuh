@@ -16,7 +16,9 @@
 //   dt_proj + scan scan::run with DecodeParamsI8::dt_weight (pdl).
 //   out_proj_step  prologue: y_q = q(H·y·f) (or q(y·f) without the rotation) of the M rows of
 //                  the scan output, into shared memory (every CTA: 10 KB of L2 reads per row);
-//                  GEMV over out_proj's D rows; epilogue r += s·acc (fp32, in place).
+//                  GEMV over out_proj's D rows; epilogue r += s·acc (fp32, in place), the r
+//                  values requested right after the dependency wait with y (H200, TPOT batch 1:
+//                  1.37 -> 1.25 ms, bench/RESULTS.md run AD).
 // Numerics: every integer and fp32 operation of the unfused kernels, except two reduction
 // orders: the RMSNorm sum of squares and the Hadamard sums are added in another order, which
 // can move an int8 value by one step where the fp32 result sits on a rounding boundary.
@@ -398,7 +400,8 @@ QUAMBA_DEVICE void rotate_rows_to_i8(const OutProjStepParams& p, int log_p, floa
 
 template <typename Traits, int kM>
 __global__ void __launch_bounds__(Traits::kThreads) out_proj_step_kernel(const OutProjStepParams p, int log_p) {
-  constexpr int kThreads = Traits::kThreads;
+  constexpr int kThreads = Traits::kThreads, kG = Traits::kGroupThreads, kR = Traits::kRowsPerGroup;
+  static_assert(Traits::kGroupInWarp && Traits::kOutputs <= kG, "one output per lane of a group (gemv_block)");
   extern __shared__ int4 smem_i4[];
   grid_dependents_launch();
   const int M = p.M, D = p.D, E = p.E;
@@ -406,11 +409,22 @@ __global__ void __launch_bounds__(Traits::kThreads) out_proj_step_kernel(const O
   int8_t* aq = reinterpret_cast<int8_t*>(smem_i4);
   float* s = reinterpret_cast<float*>(aq + static_cast<int64_t>(M) * E);
   const int row_blocks = (D + Traits::kRowsPerBlock - 1) / Traits::kRowsPerBlock;
+  // The output this thread stores in the CTA's first row block (gemv_block gives output idx of a
+  // group to its lane idx: m = idx / kR, row n_first + idx % kR). Its residual value is requested
+  // right after the dependency wait, with the scan output, instead of by the epilogue after the
+  // GEMV: one L2 round trip less on the step's critical path.
+  const int gl = static_cast<int>(threadIdx.x) % kG;
+  const int pre_m = gl / kR;
+  const int64_t pre_n = static_cast<int64_t>(blockIdx.x) * Traits::kRowsPerBlock +
+                        (static_cast<int>(threadIdx.x) / kG) * kR + gl % kR;
+  const bool pre_lane = gl < Traits::kOutputs && pre_m < M && pre_n < D;
+  float pre_r = 0.f;
   bool first = true;
   auto prologue = [&] {
     if (!first) return;
     first = false;
     grid_dependency_wait();
+    if (pre_lane) pre_r = p.residual[pre_m * static_cast<int64_t>(D) + pre_n];
     if (p.rotate) {
       rotate_rows_to_i8<kM, kThreads>(p, log_p, s, aq);
     } else {
@@ -427,7 +441,12 @@ __global__ void __launch_bounds__(Traits::kThreads) out_proj_step_kernel(const O
     gemm::detail::gemv_block<Traits>(
         p.w_out, E, D, E, M, static_cast<int64_t>(rb) * Traits::kRowsPerBlock, prologue,
         [&](int m, int c) { return reinterpret_cast<const int4*>(aq + static_cast<int64_t>(m) * E)[c]; },
-        [&](int m, int64_t n, int acc) { p.residual[m * static_cast<int64_t>(D) + n] = ep.apply(acc, m, n); });
+        [&](int m, int64_t n, int acc) {
+          const int64_t i = m * static_cast<int64_t>(D) + n;
+          p.residual[i] = (rb == static_cast<int>(blockIdx.x) && pre_lane && m == pre_m && n == pre_n)
+                              ? ep.apply_of(acc, 1.f, 0.f, pre_r)
+                              : ep.apply(acc, m, n);
+        });
   }
   if (first) grid_dependency_wait();
 }

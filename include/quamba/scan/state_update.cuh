@@ -153,6 +153,26 @@ __global__ void __launch_bounds__(Traits::kThreads) decode_kernel(const Params p
   StateSlot<N> st;
   if (p.prefetch_state) st = load_state<N>(p, b, ch, q, E);
 
+  // Inputs written by earlier kernels of the chain (u, z, B, C; dt_x or delta below) are all
+  // requested right after the dependency wait, before any of them is used, so that the critical
+  // path pays one L2 round trip for them instead of one per use (written in use order, the
+  // compiler kept the u, B / C and z loads behind the dt_proj reduction and the state store).
+  using In = typename Io::In;
+  struct Inputs {
+    In u{}, z{};
+    In Bv[4] = {}, Cv[4] = {};
+  } in;
+  auto load_inputs = [&] {
+    in.u = p.u.data[b * p.u.stride[0] + ch];
+    if (p.z.data) in.z = p.z.data[b * p.z.stride[0] + ch];
+    const int64_t bn = b * p.Bm.stride[0] + 4 * q, cn = b * p.Cm.stride[0] + 4 * q;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      in.Bv[j] = p.Bm.data[bn + j];
+      in.Cv[j] = p.Cm.data[cn + j];
+    }
+  };
+
   float dr = 0.f;
   bool have_dr = false;
   if constexpr (std::is_same_v<Params, DecodeParamsI8>) {
@@ -166,12 +186,15 @@ __global__ void __launch_bounds__(Traits::kThreads) decode_kernel(const Params p
 #pragma unroll
       for (int i = 0; i < kPre; ++i) wpre[i] = q + i * G < chunks ? __ldg(wr + q + i * G) : make_int4(0, 0, 0, 0);
       grid_dependency_wait();
-      if (!p.prefetch_state) st = load_state<N>(p, b, ch, q, E);  // in flight during the dt_proj dot product
       const int4* xr = reinterpret_cast<const int4*>(p.dt_x + b * p.dt_x_stride);
+      int4 xpre[kPre];
+#pragma unroll
+      for (int i = 0; i < kPre; ++i) xpre[i] = q + i * G < chunks ? __ldg(xr + q + i * G) : make_int4(0, 0, 0, 0);
+      load_inputs();
+      if (!p.prefetch_state) st = load_state<N>(p, b, ch, q, E);  // in flight during the dt_proj dot product
       int acc = 0;
 #pragma unroll
-      for (int i = 0; i < kPre; ++i)
-        if (q + i * G < chunks) acc = gemm::detail::dot16(__ldg(xr + q + i * G), wpre[i], acc);
+      for (int i = 0; i < kPre; ++i) acc = gemm::detail::dot16(xpre[i], wpre[i], acc);
       for (int c = q + kPre * G; c < chunks; c += G) acc = gemm::detail::dot16(__ldg(xr + c), __ldg(wr + c), acc);
 #pragma unroll
       for (int off = G / 2; off > 0; off >>= 1) acc += __shfl_xor_sync(group_mask, acc, off, G);
@@ -182,11 +205,13 @@ __global__ void __launch_bounds__(Traits::kThreads) decode_kernel(const Params p
   }
   if (!have_dr) {
     grid_dependency_wait();
+    const auto draw = p.delta.data[b * p.delta.stride[0] + ch];
+    load_inputs();
     if (!p.prefetch_state) st = load_state<N>(p, b, ch, q, E);
-    dr = to_float(p.delta.data[b * p.delta.stride[0] + ch]) * Io::s_delta(p) + dt_bias;
+    dr = to_float(draw) * Io::s_delta(p) + dt_bias;
   }
 
-  const float uf = to_float(p.u.data[b * p.u.stride[0] + ch]) * Io::s_u(p);
+  const float uf = to_float(in.u) * Io::s_u(p);
   const float dl = softplus(dr);
   const float du = dl * uf;
 
@@ -195,12 +220,11 @@ __global__ void __launch_bounds__(Traits::kThreads) decode_kernel(const Params p
   if (valid) {
     float4 s4 = st.s4;
     float* s = reinterpret_cast<float*>(&s4);
-    const int64_t bn = b * p.Bm.stride[0] + 4 * q, cn = b * p.Cm.stride[0] + 4 * q;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const float a = ex2(dl * a2[j]);
-      const float Bv = to_float(p.Bm.data[bn + j]) * Io::s_B(p);
-      const float Cv = to_float(p.Cm.data[cn + j]) * Io::s_C(p);
+      const float Bv = to_float(in.Bv[j]) * Io::s_B(p);
+      const float Cv = to_float(in.Cv[j]) * Io::s_C(p);
       s[j] = fmaf(a, s[j], du * Bv);
       acc = fmaf(s[j], Cv, acc);
     }
@@ -210,7 +234,7 @@ __global__ void __launch_bounds__(Traits::kThreads) decode_kernel(const Params p
   for (int off = G / 2; off > 0; off >>= 1) acc += __shfl_xor_sync(group_mask, acc, off, G);
   if (q == 0) {
     float out = acc + d_skip * uf;
-    if (p.z.data) out *= silu(to_float(p.z.data[b * p.z.stride[0] + ch]) * Io::s_z(p));
+    if (p.z.data) out *= silu(to_float(in.z) * Io::s_z(p));
     p.y.data[b * p.y.stride[0] + ch] = valid ? __float2half_rn(out) : __float2half_rn(__int_as_float(0x7fc00000));
   }
 }
