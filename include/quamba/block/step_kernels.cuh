@@ -95,10 +95,13 @@ namespace detail {
 // (K = d_model = 2560) reads a row pair in one round, out_proj (K = d_inner = 5120) in two.
 // in_proj: one CTA of 8 warps per 16-row block (640 CTAs at d_inner 5120), not persistent. Every
 // CTA normalizes the residual again (10 KB of L2 reads per row and CTA), but most CTAs are
-// resident at once (three per SM at M = 1: 396 of 640 on 132 SMs) and issue their first weight
-// loads before the dependency wait, so most of the weight stream is requested while the previous
-// kernel finishes, and the epilogues' conv-state round trips of one CTA overlap the others'
-// streams. Measured (H100, TPOT batch 1, same run):
+// resident at once and issue their weight loads before the dependency wait, so most of the weight
+// stream is requested while the previous kernel finishes, and the epilogues' conv-state round
+// trips of one CTA overlap the others' streams. Two forms: the rows' first chunks held in
+// registers (StepInProjGemv; three CTAs per SM at M = 1: 396 of 640 on 132 SMs) or all 16 rows
+// copied into shared memory (StepInProjGemvStaged, InProjStepParams::stage_weights, the block
+// layer's default: 44 registers, five CTAs per SM by shared memory, H200 TPOT batch 1 1.42 ms
+// against 1.51, bench/RESULTS.md run AD). Measured for the register form (H100, TPOT batch 1, same run):
 // 1.94 ms, against 2.08 for a persistent grid of 4 CTAs of 4 warps per SM (the row blocks of a
 // persistent CTA run one after another, each with a full DRAM round trip), 1.98 for 8-row
 // CTAs of 4 warps, 2.05 for 4-row CTAs and 2.18 for 4-row CTAs of 2 warps.
@@ -278,23 +281,23 @@ __global__ void __launch_bounds__(Traits::kThreads) in_proj_step_kernel(const In
   const gemm::Requant rq{p.alpha_in};
   auto load_a = [&](int m, int c) { return reinterpret_cast<const int4*>(hq + m * D)[c]; };
   auto store = [&](int m, int64_t n, int acc) {
-        const int8_t v = rq.apply(acc, m, n);
-        if (n >= E) {
-          p.xz[static_cast<int64_t>(m) * N + n] = v;
-          return;
-        }
-        // The conv update of channel n of sequence m (conv1d_update_kernel's function).
-        const int j = static_cast<int>(n - row_begin);
-        const int64_t sl = slot_of[m];
-        int8_t* uo = p.u + static_cast<int64_t>(m) * E + n;
-        if (sl < 0) {
-          *uo = 0;
-          if (p.error_flag) *p.error_flag = 1;
-          return;
-        }
-        *uo = conv1d::detail::update_channel_i8<kW>(conv_win[m][j], p.conv_state + (sl * E + n) * K, v, conv_wt[j], K,
-                                                    p.conv_b ? &conv_bias[j] : nullptr, p.conv_s_b, p.conv_scale_wx,
-                                                    p.conv_inv_s_u);
+    const int8_t v = rq.apply(acc, m, n);
+    if (n >= E) {
+      p.xz[static_cast<int64_t>(m) * N + n] = v;
+      return;
+    }
+    // The conv update of channel n of sequence m (conv1d_update_kernel's function).
+    const int j = static_cast<int>(n - row_begin);
+    const int64_t sl = slot_of[m];
+    int8_t* uo = p.u + static_cast<int64_t>(m) * E + n;
+    if (sl < 0) {
+      *uo = 0;
+      if (p.error_flag) *p.error_flag = 1;
+      return;
+    }
+    *uo = conv1d::detail::update_channel_i8<kW>(conv_win[m][j], p.conv_state + (sl * E + n) * K, v, conv_wt[j], K,
+                                                p.conv_b ? &conv_bias[j] : nullptr, p.conv_s_b, p.conv_scale_wx,
+                                                p.conv_inv_s_u);
   };
   if constexpr (kStaged) {
     prologue();  // ends with a block barrier
