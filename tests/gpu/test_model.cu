@@ -577,6 +577,46 @@ TEST(GpuBlockStep, FusedStepMatchesEightKernelStep) {
   }
 }
 
+// The in_proj step kernel's weights and conv inputs at d_model D (E = 2·D, K = 4), drawn from
+// `rng` in one fixed order, on the device; params() points an InProjStepParams at them and at the
+// caller's residual rows, conv states and outputs, with scales that spread xz over many int8
+// values (xz ~ N(0, 20)).
+struct InProjStepWeights {
+  static constexpr int K = 4;
+  int D, E;
+  DeviceBuffer<float> gamma;
+  DeviceBuffer<int8_t> w_in, conv_w, conv_b;
+  InProjStepWeights(int d, std::mt19937_64& rng)
+      : D(d), E(2 * d),
+        gamma(quamba::test::random_floats(size_t(D), rng, 0.5f, 1.5f)),
+        w_in(quamba::test::random_int8(size_t(2 * E) * D, rng, -20, 20)),
+        conv_w(quamba::test::random_int8(size_t(E) * K, rng)),
+        conv_b(quamba::test::random_int8(size_t(E), rng)) {}
+  quamba::block::InProjStepParams params(int M, const float* residual, int8_t* state, int8_t* u, int8_t* xz) const {
+    quamba::block::InProjStepParams p;
+    p.M = M; p.D = D; p.E = E; p.K = K;
+    p.residual = residual; p.gamma = gamma.get(); p.inv_s_h = 9.f;
+    p.w_in = w_in.get(); p.alpha_in = 0.32f / std::sqrt(float(D));
+    p.conv_state = state; p.num_slots = M;
+    p.conv_w = conv_w.get(); p.conv_b = conv_b.get();
+    p.conv_scale_wx = 1.f / 256; p.conv_s_b = 0.05f; p.conv_inv_s_u = 4.f;
+    p.u = u; p.xz = xz;
+    return p;
+  }
+};
+
+// How many of the 256 int8 values occur in v (a comparison of outputs is not vacuous when many do).
+inline int distinct_int8_values(const std::vector<int8_t>& v) {
+  std::vector<bool> seen(256, false);
+  int distinct = 0;
+  for (int8_t x : v)
+    if (!seen[size_t(x + 128)]) {
+      seen[size_t(x + 128)] = true;
+      ++distinct;
+    }
+  return distinct;
+}
+
 // The fused in_proj step kernel's two compiled row counts against each other: one sequence
 // (M = 1: its residual row kept in registers between the RMSNorm passes for D <= 3072, read
 // again from L2 above) and the same sequence twice (M = 2, the up-to-8-rows form, which always
@@ -586,33 +626,21 @@ TEST(GpuBlockStep, InProjStepRowCountsAgree) {
   QUAMBA_REQUIRE_GPU();
   namespace qb = quamba::block;
   for (int D : {64, 2560, 3072, 3088, 4096}) {
-    const int E = 2 * D, K = 4;
     SCOPED_TRACE("D=" + std::to_string(D));
     std::mt19937_64 rng(uint64_t(D) * 13 + 5);
     const auto res1 = quamba::test::random_floats(size_t(D), rng, -3.f, 3.f);
-    const auto gamma = quamba::test::random_floats(size_t(D), rng, 0.5f, 1.5f);
-    const auto w_in = quamba::test::random_int8(size_t(2 * E) * D, rng, -20, 20);
-    const auto conv_w = quamba::test::random_int8(size_t(E) * K, rng);
-    const auto conv_b = quamba::test::random_int8(size_t(E), rng);
+    const InProjStepWeights w(D, rng);
+    const int E = w.E, K = w.K;
     const auto state1 = quamba::test::random_int8(size_t(E) * K, rng);
     std::vector<float> res2(res1);
     res2.insert(res2.end(), res1.begin(), res1.end());
     std::vector<int8_t> state2(state1);
     state2.insert(state2.end(), state1.begin(), state1.end());
-    DeviceBuffer<float> d_gamma(gamma);
-    DeviceBuffer<int8_t> d_win(w_in), d_cw(conv_w), d_cb(conv_b);
     std::vector<int8_t> u[3], xz[3], st[3];
     for (int M : {1, 2}) {
       DeviceBuffer<float> d_res(M == 1 ? res1 : res2);
       DeviceBuffer<int8_t> state(M == 1 ? state1 : state2), du(size_t(M) * E), dxz(size_t(M) * 2 * E);
-      qb::InProjStepParams p;
-      p.M = M; p.D = D; p.E = E; p.K = K;
-      p.residual = d_res.get(); p.gamma = d_gamma.get(); p.inv_s_h = 9.f;
-      p.w_in = d_win.get(); p.alpha_in = 0.32f / std::sqrt(float(D));  // xz ~ N(0, 20)
-      p.conv_state = state.get(); p.num_slots = M;
-      p.conv_w = d_cw.get(); p.conv_b = d_cb.get();
-      p.conv_scale_wx = 1.f / 256; p.conv_s_b = 0.05f; p.conv_inv_s_u = 4.f;
-      p.u = du.get(); p.xz = dxz.get();
+      const qb::InProjStepParams p = w.params(M, d_res.get(), state.get(), du.get(), dxz.get());
       ASSERT_EQ(qb::run(p, nullptr), Status::kSuccess);
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
       const auto hu = du.download(), hxz = dxz.download(), hst = state.download();
@@ -629,10 +657,7 @@ TEST(GpuBlockStep, InProjStepRowCountsAgree) {
       EXPECT_EQ(st[k], st[0]) << "row " << k - 1;
     }
     // Not vacuous: the activations span many int8 values.
-    int distinct = 0;
-    std::vector<bool> seen(256, false);
-    for (int8_t v : xz[0]) if (!seen[size_t(v + 128)]) { seen[size_t(v + 128)] = true; ++distinct; }
-    EXPECT_GT(distinct, 40);
+    EXPECT_GT(distinct_int8_values(xz[0]), 40);
   }
 }
 
@@ -645,28 +670,18 @@ TEST(GpuBlockStep, InProjStagedWeightsBitIdentical) {
   namespace qb = quamba::block;
   struct Case { int M, D; };
   for (const Case c : {Case{1, 2560}, Case{2, 768}, Case{8, 64}, Case{1, 3088}, Case{8, 2560}}) {
-    const int D = c.D, M = c.M, E = 2 * D, K = 4;
+    const int D = c.D, M = c.M;
     SCOPED_TRACE("M=" + std::to_string(M) + " D=" + std::to_string(D));
     std::mt19937_64 rng(uint64_t(D) * 29 + uint64_t(M));
     const auto res = quamba::test::random_floats(size_t(M) * D, rng, -3.f, 3.f);
-    const auto gamma = quamba::test::random_floats(size_t(D), rng, 0.5f, 1.5f);
-    const auto w_in = quamba::test::random_int8(size_t(2 * E) * D, rng, -20, 20);
-    const auto conv_w = quamba::test::random_int8(size_t(E) * K, rng);
-    const auto conv_b = quamba::test::random_int8(size_t(E), rng);
+    const InProjStepWeights w(D, rng);
+    const int E = w.E, K = w.K;
     const auto state0 = quamba::test::random_int8(size_t(M) * E * K, rng);
-    DeviceBuffer<float> d_res(res), d_gamma(gamma);
-    DeviceBuffer<int8_t> d_win(w_in), d_cw(conv_w), d_cb(conv_b);
+    DeviceBuffer<float> d_res(res);
     std::vector<int8_t> u[2], xz[2], st[2];
     for (int staged = 0; staged < 2; ++staged) {
       DeviceBuffer<int8_t> state(state0), du(size_t(M) * E), dxz(size_t(M) * 2 * E);
-      qb::InProjStepParams p;
-      p.M = M; p.D = D; p.E = E; p.K = K;
-      p.residual = d_res.get(); p.gamma = d_gamma.get(); p.inv_s_h = 9.f;
-      p.w_in = d_win.get(); p.alpha_in = 0.32f / std::sqrt(float(D));
-      p.conv_state = state.get(); p.num_slots = M;
-      p.conv_w = d_cw.get(); p.conv_b = d_cb.get();
-      p.conv_scale_wx = 1.f / 256; p.conv_s_b = 0.05f; p.conv_inv_s_u = 4.f;
-      p.u = du.get(); p.xz = dxz.get();
+      qb::InProjStepParams p = w.params(M, d_res.get(), state.get(), du.get(), dxz.get());
       p.stage_weights = staged == 1;
       ASSERT_EQ(qb::run(p, nullptr), Status::kSuccess);
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
@@ -675,10 +690,7 @@ TEST(GpuBlockStep, InProjStagedWeightsBitIdentical) {
     EXPECT_EQ(u[1], u[0]);
     EXPECT_EQ(xz[1], xz[0]);
     EXPECT_EQ(st[1], st[0]);
-    int distinct = 0;
-    std::vector<bool> seen(256, false);
-    for (int8_t v : xz[0]) if (!seen[size_t(v + 128)]) { seen[size_t(v + 128)] = true; ++distinct; }
-    EXPECT_GT(distinct, 40);
+    EXPECT_GT(distinct_int8_values(xz[0]), 40);
   }
 }
 
