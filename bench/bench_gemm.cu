@@ -75,7 +75,8 @@ enum class Variant {
   kAuto, kAutoWorkspace, kSm80SplitK, kSm80Tile128, kSm80Tile64, kGemvWide, kGemvWideDeep, kGemvSplitK, kGemvNarrow,
   kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St,
   kSm90aP160, kSm90aC256St, kSm90aC160, kSm90aP256x160, kSm90aC2A256x160, kSm90aPP160, kSm90aPP128, kCublasF16, kCublasLtI8, kAutoPdl, kW8A16,
-  kShortK64, kShortK128, kShortK64x64, kShortKCol, kShortKCol32, kSm90aSplitK, kSm90aSplitKCluster
+  kShortK64, kShortK128, kShortK64x64, kShortKCol, kShortKCol32, kSm90aSplitK, kSm90aSplitKCluster,
+  kGemvMmaWide, kGemvMmaWide4, kGemvMmaDeep, kGemvMmaShort
 };
 
 const char* variant_name(Variant v) {
@@ -114,6 +115,10 @@ const char* variant_name(Variant v) {
     case Variant::kShortKCol32: return gemm::short_k_name<gemm::ShortKCol128x32>();
     case Variant::kSm90aSplitK: return "sm90a_split_k";
     case Variant::kSm90aSplitKCluster: return "sm90a_split_k_cluster";
+    case Variant::kGemvMmaWide: return gemm::to_string(gemm::GemvMmaKind::kWide);
+    case Variant::kGemvMmaWide4: return gemm::to_string(gemm::GemvMmaKind::kWide4);
+    case Variant::kGemvMmaDeep: return gemm::to_string(gemm::GemvMmaKind::kDeep);
+    case Variant::kGemvMmaShort: return gemm::to_string(gemm::GemvMmaKind::kShort);
   }
   return "?";
 }
@@ -139,6 +144,10 @@ Status run_variant(Variant v, const gemm::GemmParams<Epi>& p, cudaStream_t st, v
     case Variant::kGemvWideDeep: return gemm::run_gemv(p, st, gemm::GemvKind::kWideDeep);
     case Variant::kGemvSplitK: return gemm::run_gemv(p, st, gemm::GemvKind::kSplitK);
     case Variant::kGemvNarrow: return gemm::run_gemv(p, st, gemm::GemvKind::kNarrow);
+    case Variant::kGemvMmaWide: return gemm::run_gemv_mma(p, st, gemm::GemvMmaKind::kWide);
+    case Variant::kGemvMmaWide4: return gemm::run_gemv_mma(p, st, gemm::GemvMmaKind::kWide4);
+    case Variant::kGemvMmaDeep: return gemm::run_gemv_mma(p, st, gemm::GemvMmaKind::kDeep);
+    case Variant::kGemvMmaShort: return gemm::run_gemv_mma(p, st, gemm::GemvMmaKind::kShort);
     case Variant::kSm90a: return gemm::run(p, nullptr, st, gemm::GemmPath::kSm90a);
     case Variant::kSm90aTile128: return gemm::run_sm90a<Epi, gemm::Sm90aTile128x128>(p, st);
     case Variant::kSm90aTile256: return gemm::run_sm90a<Epi, gemm::Sm90aTile128x256>(p, st);
@@ -482,6 +491,8 @@ const bool registered = [] {
         }
         if (M <= gemm::kGemvMaxM)
           vs.insert(vs.end(), {Variant::kGemvWide, Variant::kGemvWideDeep, Variant::kGemvSplitK, Variant::kGemvNarrow});
+        if (M <= gemm::kGemvMmaMaxM)
+          vs.insert(vs.end(), {Variant::kGemvMmaWide, Variant::kGemvMmaWide4, Variant::kGemvMmaDeep, Variant::kGemvMmaShort});
         if (M >= 128)
           vs.insert(vs.end(), {Variant::kSm90a, Variant::kSm90aTile128, Variant::kSm90aTile256, Variant::kSm90aTile128S7,
                                Variant::kSm90aP256, Variant::kSm90aP256St, Variant::kSm90aP128St, Variant::kSm90aP160,

@@ -58,7 +58,7 @@ TEST_P(GemmMamba, AllLayers) {
                           {"lm_head", D, 50280}};
   for (const Layer& L : layers) {
     Weights w(L.N, L.K, L.K, 3000 + D * 13 + L.N);
-    for (int64_t M : {1, 3, 8, 17, 130}) {  // 8: auto takes the mma.sync tile on wide layers
+    for (int64_t M : {1, 3, 8, 17, 32, 130}) {  // 8..32: the tensor-core small-M path
       // in_proj reads the normalized activations directly; the others read strided views
       // (x of xz has pitch 2E; dt of xdbl has pitch R + 32 rounded to 16).
       const int64_t lda = std::string(L.name) == "dt_proj" ? (R + 32 + 15) / 16 * 16 : L.K;
@@ -158,6 +158,31 @@ TEST(GemmConsistency, GemvEqualsTensorCore) {
     QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
     const auto a = c1.download(), b = c2.download();
     EXPECT_TRUE(test::all_equal(a.data(), b.data(), a.size(), "gemv vs sm80 M=" + std::to_string(M)));
+  }
+}
+
+// The tensor-core small-M kernel (gemm/gemv_mma.cuh), every shape by name and through run(): every M
+// from 1 to 32 (1..8, 9..16 and 17..32 take the three batch widths; rows past M are read but never
+// stored), N tails inside a 16-row group and across blocks, K from one 16-byte piece up to past
+// 5120 with 64-byte chunks cut short (K % 64 = 16, 32, 48), padded lda / ldw, every epilogue.
+TEST(GemmGemvMma, Sweep) {
+  QUAMBA_REQUIRE_GPU();
+  struct NK { int64_t N, K; };
+  for (const NK s : {NK{1, 16}, NK{15, 48}, NK{17, 80}, NK{72, 160}, NK{33, 1040}, NK{200, 5136}}) {
+    Weights w(s.N, s.K, s.K + 32, 7000 + s.N + s.K);
+    for (int64_t M = 1; M <= gemm::kGemvMmaMaxM; ++M) {
+      Problem p(w, M, s.K + 16, 7100 + M + s.K);
+      const std::string label = "N=" + std::to_string(s.N) + " K=" + std::to_string(s.K);
+      for (Runner r : kGemvMmaRunners) {
+        check<gemm::Requant>(p, r, {}, label);
+        if (M % 5 == 1) {
+          check<gemm::Requant>(p, r, {true, false, false}, label);
+          check<gemm::DequantF32>(p, r, {true, true, true}, label);
+          check<gemm::DequantF16>(p, r, {false, true, false}, label);
+          check<gemm::Identity>(p, r, {}, label);
+        }
+      }
+    }
   }
 }
 
@@ -366,6 +391,9 @@ TEST(GemmPdl, EveryPath) {
     Problem p(w, 8, 2560, 70);
     for (Runner r : {Runner::kGemv, Runner::kGemvWide, Runner::kGemvSplitK})
       check_pdl<gemm::Requant>(p, r, {}, "gemv");
+    for (Runner r : kGemvMmaRunners) check_pdl<gemm::DequantF32>(p, r, {true, true, true}, "gemv_mma");
+    Problem p32(w, 32, 2560, 71);
+    for (Runner r : kGemvMmaRunners) check_pdl<gemm::Requant>(p32, r, {}, "gemv_mma M=32");
   }
 }
 
@@ -455,7 +483,8 @@ TEST(GemmValidation, StatusCodes) {
     p.M = 4; p.N = 32; p.K = 64; p.A = buf; p.lda = 64; p.W = buf; p.ldw = 64; p.C = out8; p.ldc = 32;
     return p;
   };
-  for (auto path : {gemm::GemmPath::kAuto, gemm::GemmPath::kGemv, gemm::GemmPath::kSm80, gemm::GemmPath::kShortK}) {
+  for (auto path : {gemm::GemmPath::kAuto, gemm::GemmPath::kGemv, gemm::GemmPath::kSm80, gemm::GemmPath::kShortK,
+                    gemm::GemmPath::kGemvMma}) {
     SCOPED_TRACE(gemm::to_string(path));
     auto p = base();
     EXPECT_EQ(gemm::can_implement(p, path), Status::kSuccess);
@@ -492,6 +521,10 @@ TEST(GemmValidation, StatusCodes) {
   auto p = base();
   p.M = 17;
   EXPECT_EQ(gemm::can_implement(p, gemm::GemmPath::kGemv), Status::kErrorNotSupported) << "GEMV is M <= 16";
+  EXPECT_EQ(gemm::can_implement(p, gemm::GemmPath::kGemvMma), Status::kSuccess);
+  p.M = 33;
+  EXPECT_EQ(gemm::can_implement(p, gemm::GemmPath::kGemvMma), Status::kErrorNotSupported) << "gemv_mma is M <= 32";
+  EXPECT_EQ(gemm::run(p, nullptr, 0, gemm::GemmPath::kGemvMma), Status::kErrorNotSupported);
   p = base();
   p.K = 272; p.lda = p.ldw = 272;
   EXPECT_EQ(gemm::can_implement(p, gemm::GemmPath::kShortK), Status::kErrorNotSupported) << "short K is K <= 256";

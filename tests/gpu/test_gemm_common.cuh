@@ -163,8 +163,13 @@ Epi make_epilogue(const Problem& p, const EpiConfig& cfg, float alpha) {
 enum class Runner {
   kAuto, kAutoWorkspace, kSm80SplitK, kGemv, kGemvWide, kGemvWideDeep, kGemvSplitK, kGemvNarrow, kSm80Tile128, kSm80Tile64,
   kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St, kSm90aP160,
-  kSm90aC256St, kSm90aC160, kSm90aP256x160, kSm90aC2A256x160, kSm90aPP160, kSm90aPP128, kShortK64, kShortK128, kShortK64x64, kShortKCol, kShortKCol32, kSm90aSplitK, kSm90aSplitKCluster
+  kSm90aC256St, kSm90aC160, kSm90aP256x160, kSm90aC2A256x160, kSm90aPP160, kSm90aPP128, kShortK64, kShortK128, kShortK64x64, kShortKCol, kShortKCol32, kSm90aSplitK, kSm90aSplitKCluster,
+  kGemvMma, kGemvMmaWide, kGemvMmaWide4, kGemvMmaDeep, kGemvMmaShort
 };
+
+// The tensor-core small-M path (gemm/gemv_mma.cuh): through run() and each shape by name.
+inline constexpr Runner kGemvMmaRunners[] = {Runner::kGemvMma, Runner::kGemvMmaWide, Runner::kGemvMmaWide4,
+                                             Runner::kGemvMmaDeep, Runner::kGemvMmaShort};
 
 // Every sm90a kernel variant, forced by name (the dispatcher's choice is kSm90a / kAuto).
 inline constexpr Runner kSm90aVariants[] = {Runner::kSm90aTile128, Runner::kSm90aTile256, Runner::kSm90aTile128S7,
@@ -206,6 +211,11 @@ const char* runner_name(Runner r) {
     case Runner::kShortK64x64: return gemm::short_k_name<gemm::ShortKTile64x64>();
     case Runner::kShortKCol: return gemm::short_k_name<gemm::ShortKCol128x64>();
     case Runner::kShortKCol32: return gemm::short_k_name<gemm::ShortKCol128x32>();
+    case Runner::kGemvMma: return "gemv_mma";
+    case Runner::kGemvMmaWide: return gemm::to_string(gemm::GemvMmaKind::kWide);
+    case Runner::kGemvMmaWide4: return gemm::to_string(gemm::GemvMmaKind::kWide4);
+    case Runner::kGemvMmaDeep: return gemm::to_string(gemm::GemvMmaKind::kDeep);
+    case Runner::kGemvMmaShort: return gemm::to_string(gemm::GemvMmaKind::kShort);
   }
   return "?";
 }
@@ -264,6 +274,11 @@ Status run_with(Runner r, const gemm::GemmParams<Epi>& p, cudaStream_t stream = 
     case Runner::kShortK64x64: return gemm::run_short_k<gemm::ShortKTile64x64>(p, stream);
     case Runner::kShortKCol: return gemm::run_short_k<gemm::ShortKCol128x64>(p, stream);
     case Runner::kShortKCol32: return gemm::run_short_k<gemm::ShortKCol128x32>(p, stream);
+    case Runner::kGemvMma: return gemm::run(p, nullptr, stream, gemm::GemmPath::kGemvMma);
+    case Runner::kGemvMmaWide: return gemm::run_gemv_mma(p, stream, gemm::GemvMmaKind::kWide);
+    case Runner::kGemvMmaWide4: return gemm::run_gemv_mma(p, stream, gemm::GemvMmaKind::kWide4);
+    case Runner::kGemvMmaDeep: return gemm::run_gemv_mma(p, stream, gemm::GemvMmaKind::kDeep);
+    case Runner::kGemvMmaShort: return gemm::run_gemv_mma(p, stream, gemm::GemvMmaKind::kShort);
   }
   return Status::kErrorInternal;
 }
@@ -307,6 +322,7 @@ std::vector<Runner> runners_for(int64_t M, int64_t K = 0) {
   std::vector<Runner> v{Runner::kAuto, Runner::kAutoWorkspace, Runner::kSm80Tile128, Runner::kSm80Tile64};
   if (M <= gemm::kGemvMaxM)
     v.insert(v.end(), {Runner::kGemv, Runner::kGemvWide, Runner::kGemvWideDeep, Runner::kGemvSplitK, Runner::kGemvNarrow});
+  if (M <= gemm::kGemvMmaMaxM) v.insert(v.end(), std::begin(kGemvMmaRunners), std::end(kGemvMmaRunners));
   if (K > 0 && K <= gemm::kShortKMaxK) v.insert(v.end(), {Runner::kShortK64, Runner::kShortK128, Runner::kShortK64x64});
   return v;
 }

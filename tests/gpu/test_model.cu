@@ -544,7 +544,7 @@ TEST(GpuBlockStep, FusedStepMatchesEightKernelStep) {
           for (int fused = 0; fused < 2; ++fused) {
             StepRig r(d, B, S, conv0, ssm0, res0, idx);
             r.io.kernels = fused == 1 ? qb::StepKernels::kFused : qb::StepKernels::kUnfused;
-            r.io.pdl = pdl && fused == 1;
+            r.io.pdl = pdl;
             r.io.states_settled = settled;
             for (int step = 0; step < 3; ++step) {
               ASSERT_EQ(qb::step_i8(d, dl.layer, r.ws, r.io, nullptr), Status::kSuccess);

@@ -454,14 +454,17 @@ inline Status step_i8(const BlockDims& d, const LayerI8& w, const BlockWorkspace
     p.B = B; p.C = static_cast<int>(E); p.K = static_cast<int>(K);
     p.scale_wx = w.s.conv_scale_wx; p.s_b = w.s.conv_s_b; p.inv_s_out = w.s.conv_inv_s_u;
     p.error_flag = io.error_flag;
+    p.pdl = io.pdl;
     return conv1d::run(p, nullptr, s);
   };
   auto scan = [&](const int8_t* xz, const int8_t* u, const int8_t* xd, const int8_t* dtq, __half* y) {
     scan::DecodeParamsI8 p = detail::step_scan_params(d, w, io, xz, u, xd, y);
     p.delta = detail::cview<int8_t, 2>(dtq, {B, E}, {E, 1});
+    p.pdl = io.pdl;
+    p.prefetch_state = io.pdl && io.states_settled;
     return scan::run(p, nullptr, s);
   };
-  return detail::block_i8(d, w, ws, B, io.residual, s, conv, scan);
+  return detail::block_i8(d, w, ws, B, io.residual, s, conv, scan, /*scan_fuses_dt=*/false, io.pdl);
 }
 
 // ---- fp16 ---------------------------------------------------------------------------------------

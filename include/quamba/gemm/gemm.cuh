@@ -45,11 +45,12 @@
 #include "quamba/gemm/gemm_sm80.cuh"
 #include "quamba/gemm/gemm_sm90.cuh"
 #include "quamba/gemm/gemv.cuh"
+#include "quamba/gemm/gemv_mma.cuh"
 #include "quamba/gemm/params.cuh"
 
 namespace quamba::gemm {
 
-enum class GemmPath { kAuto, kGemv, kSm80, kSm90a, kShortK };
+enum class GemmPath { kAuto, kGemv, kSm80, kSm90a, kShortK, kGemvMma };
 
 // Below this M the 128-row wgmma tile is mostly padding; the mma.sync 64x64 tile is used instead.
 inline constexpr int64_t kSm90aMinM = 128;
@@ -121,6 +122,7 @@ inline const char* to_string(GemmPath p) {
     case GemmPath::kSm80: return "sm80";
     case GemmPath::kSm90a: return "sm90a";
     case GemmPath::kShortK: return "short_k";
+    case GemmPath::kGemvMma: return "gemv_mma";
   }
   return "unknown";
 }
@@ -135,6 +137,7 @@ Status can_implement(const GemmParams<Epilogue>& p, GemmPath path = GemmPath::kA
     case GemmPath::kSm80: return can_implement_sm80<Sm80Tile64x64>(p);
     case GemmPath::kSm90a: return can_implement_sm90a(p);
     case GemmPath::kShortK: return can_implement_short_k(p);
+    case GemmPath::kGemvMma: return can_implement_gemv_mma(p);
   }
   return Status::kErrorNotSupported;
 }
@@ -179,6 +182,7 @@ Status run(const GemmParams<Epilogue>& p, void* workspace, cudaStream_t stream, 
   }
   switch (path) {
     case GemmPath::kGemv: return run_gemv(p, stream);
+    case GemmPath::kGemvMma: return run_gemv_mma(p, stream);
     case GemmPath::kSm80: return run_sm80_auto(p, info.sm_count, workspace, stream);
     case GemmPath::kSm90a:
       if (info.arch != 90) return Status::kErrorArchNotSupported;
