@@ -308,7 +308,8 @@ TEST(GemmSplitK, AllEpilogues) {
 
 // Small batches (8..16 rows) whose plan splits and whose M·N·K reaches kSplitKOverGemvMinMacs:
 // run() with a workspace takes the split-K tile instead of the GEMV (gemm.cuh); every epilogue
-// against the reference. (8, 192, 5120) stays below the threshold and keeps the GEMV.
+// against the reference. (8, 192, 5120) stays below the threshold and keeps the GEMV; (8, 2560,
+// 5120), a wide layer, takes the tensor-core small-M kernel (gemv_mma_worthwhile).
 TEST(GemmSplitK, SmallBatchesWithAWorkspace) {
   QUAMBA_REQUIRE_GPU();
   const VariantShape shapes[] = {{8, 2560, 5120}, {16, 192, 5120}, {12, 1000, 1040}, {9, 600, 2048}, {8, 192, 5120}};
@@ -409,11 +410,15 @@ TEST(GemmDispatch, AutoPathRules) {
   };
   // Decode rows: the GEMV, except where a tile wins (see gemm.cuh).
   EXPECT_EQ(path(1, 10240, 2560, true), GemmPath::kGemv) << "in_proj, 1 row";
-  EXPECT_EQ(path(8, 10240, 2560, false), GemmPath::kSm80) << "in_proj, 8 rows: 160 tiles of 64 columns";
-  EXPECT_EQ(path(4, 10240, 2560, false), GemmPath::kGemv) << "4 rows keep the GEMV";
-  EXPECT_EQ(path(8, 2560, 5120, true), GemmPath::kSm80) << "out_proj, 8 rows, workspace: split-K";
-  EXPECT_EQ(path(8, 2560, 5120, false), GemmPath::kGemv) << "out_proj, 8 rows, no workspace";
-  EXPECT_EQ(path(7, 2560, 5120, true), GemmPath::kGemv) << "fewer than 8 rows";
+  EXPECT_EQ(path(2, 10240, 2560, true), GemmPath::kGemv) << "in_proj, 2 rows";
+  EXPECT_EQ(path(3, 10240, 2560, false), GemmPath::kGemvMma) << "in_proj, 3 rows: tensor-core weight stream";
+  EXPECT_EQ(path(8, 10240, 2560, false), GemmPath::kGemvMma) << "in_proj, 8 rows";
+  EXPECT_EQ(path(32, 10240, 2560, true), GemmPath::kGemvMma) << "in_proj, 32 rows";
+  EXPECT_EQ(path(33, 10240, 2560, true), GemmPath::kSm80) << "past the small-M kernel";
+  EXPECT_EQ(path(8, 2560, 5120, true), GemmPath::kGemvMma) << "out_proj, 8 rows, workspace";
+  EXPECT_EQ(path(8, 2560, 5120, false), GemmPath::kGemvMma) << "out_proj, 8 rows, no workspace";
+  EXPECT_EQ(path(8, 2560, 5120, true, 80), GemmPath::kGemvMma) << "every architecture";
+  EXPECT_EQ(path(32, 1024, 5120, true), GemmPath::kSm80) << "1024 rows of W: split-K tile";
   EXPECT_EQ(path(8, 192, 5120, true), GemmPath::kGemv) << "x_proj, 8 rows: below 2^23 MACs";
   EXPECT_EQ(path(16, 192, 5120, true), GemmPath::kSm80) << "x_proj, 16 rows: split-K";
   EXPECT_EQ(path(8, 5120, 160, false), GemmPath::kSm80) << "dt_proj, 8 rows: short K, 80 tiles";

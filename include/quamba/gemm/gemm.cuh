@@ -8,12 +8,15 @@
 //
 // Paths (GemmPath):
 //   kGemv   M <= 16: weight-streaming dp4a kernel (gemm/gemv.cuh), any sm >= 80.
+//   kGemvMma M <= 32: weight-streaming kernel on mma.sync tensor cores (gemm/gemv_mma.cuh), any
+//           sm >= 80.
 //   kSm80   mma.sync.m16n8k32 tensor-core kernel (gemm/gemm_sm80.cuh), any sm >= 80.
 //   kSm90a  wgmma + TMA kernel (gemm/gemm_sm90.cuh), sm_90 built as 90a only.
 //   kShortK K <= 256: whole-K operand rows, the column-resident kernel (a CTA per column block
 //           and share of the row tiles, W in shared memory once; gemm/gemm_short_k.cuh), any sm >= 80; falls back to kSm80 where its shared memory
 //           does not fit the device.
-//   kAuto   kShortK for M >= 128 and K <= 256 (dt_proj prefill); kGemv for M <= 16 (except 4 < M with at least one 64-column tile per SM, or half
+//   kAuto   kGemvMma for 3 <= M <= 32 on wide layers (N > 1024, K > 256; gemv_mma_worthwhile);
+//           kShortK for M >= 128 and K <= 256 (dt_proj prefill); kGemv for M <= 16 (except 4 < M with at least one 64-column tile per SM, or half
 //           of that with K <= 256: kSm80,
 //           see small_m_mma_worthwhile; and, given a workspace, 8 <= M with M·N·K >= 2^23 where
 //           the split-K plan splits: kSm80); else kSm90a on sm_90 with a 90a build when M >= kSm90aMinM and
@@ -98,10 +101,23 @@ inline bool sm90a_split_worthwhile(int64_t M, int64_t N, int64_t K) {
   return M >= kSm90aSplitMinM && plan_sm90a_split_k(M, N, K).splits > 1;
 }
 
+// Decode batches of a wide layer (in_proj, out_proj, an int8 lm_head): the tensor-core weight
+// stream (gemm/gemv_mma.cuh), whose cost hardly grows with M. H200, bench_gemm D2560 in_proj
+// (N 10240, K 2560), same run (bench/RESULTS.md run AE): gemv_mma_k4 10.0 / 10.0 / 10.1 / 10.8 /
+// 11.8 us at M = 1 / 4 / 8 / 16 / 32, against the dp4a GEMV 8.71 / 14.0 / 22.7 / 32.9 and the
+// 64x64 mma.sync tile (kAuto's previous choice from M = 5) 16.2 / 16.7 / 17.4 at M = 8 / 16 / 32.
+// One row keeps the dp4a GEMV; two are a tie by interpolation, so the kernel starts at three.
+// x_proj (N <= 1024) and dt_proj (K <= 256) keep their paths.
+inline constexpr int64_t kGemvMmaMinM = 3;
+inline bool gemv_mma_worthwhile(int64_t M, int64_t N, int64_t K) {
+  return M >= kGemvMmaMinM && M <= kGemvMmaMaxM && N > 1024 && K > 256;
+}
+
 // The path GemmPath::kAuto takes on a device of compute capability `arch` with `sm_count` SMs,
 // given a workspace or not (host only, no device query; run() applies it, and falls back to
 // kSm80 where kSm90a is chosen but the build has no sm_90a image).
 inline GemmPath auto_path(int64_t M, int64_t N, int64_t K, bool has_workspace, int arch, int sm_count) {
+  if (gemv_mma_worthwhile(M, N, K)) return GemmPath::kGemvMma;
   if (M <= kGemvMaxM && !small_m_mma_worthwhile(M, N, K, sm_count))
     return has_workspace && M >= kSplitKOverGemvMinM && M * N * K >= kSplitKOverGemvMinMacs &&
                    plan_split_k(M, N, K).splits > 1
