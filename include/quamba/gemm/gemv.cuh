@@ -261,6 +261,14 @@ Status can_implement_gemv(const GemmParams<Epilogue>& p) {
 }
 
 #if QUAMBA_HAS_CUDA_COMPILER
+// Launches a weight-stream kernel (this GEMV, gemv_mma.cuh's) over its row blocks: one block of
+// Traits::kThreads threads per Traits::kRowsPerBlock output rows, no dynamic shared memory.
+template <typename Traits, typename Epilogue>
+Status launch_row_blocks(void (*kernel)(GemmParams<Epilogue>), const GemmParams<Epilogue>& p, cudaStream_t stream) {
+  const unsigned blocks = static_cast<unsigned>((p.N + Traits::kRowsPerBlock - 1) / Traits::kRowsPerBlock);
+  return launch_kernel(kernel, dim3(blocks), dim3(Traits::kThreads), 0, stream, p.pdl, p);
+}
+
 // Launches one GEMV variant (kMaxM rounded up from M to a power of two).
 template <template <int> class Variant, typename Epilogue>
 Status run_gemv_variant(const GemmParams<Epilogue>& p, cudaStream_t stream) {
@@ -269,9 +277,7 @@ Status run_gemv_variant(const GemmParams<Epilogue>& p, cudaStream_t stream) {
   const int max_m = p.M <= 1 ? 1 : p.M <= 2 ? 2 : p.M <= 4 ? 4 : p.M <= 8 ? 8 : 16;
   return dispatch_int<1, 2, 4, 8, 16>(max_m, [&](auto kMaxM) {
     using Traits = Variant<decltype(kMaxM)::value>;
-    const unsigned blocks = static_cast<unsigned>((p.N + Traits::kRowsPerBlock - 1) / Traits::kRowsPerBlock);
-    return launch_kernel(detail::gemv_kernel<Traits, Epilogue>, dim3(blocks), dim3(Traits::kThreads), 0, stream,
-                         p.pdl, p);
+    return launch_row_blocks<Traits>(detail::gemv_kernel<Traits, Epilogue>, p, stream);
   });
 }
 

@@ -28,6 +28,7 @@
 #include "quamba/core/static_switch.hpp"
 #include "quamba/core/status.hpp"
 #include "quamba/gemm/epilogue.cuh"
+#include "quamba/gemm/gemv.cuh"
 #include "quamba/gemm/params.cuh"
 #include "quamba/gemm/ptx.cuh"
 
@@ -220,9 +221,7 @@ Status run_gemv_mma_variant(const GemmParams<Epilogue>& p, cudaStream_t stream) 
   const int max_m = p.M <= 8 ? 8 : p.M <= 16 ? 16 : 32;
   return dispatch_int<8, 16, 32>(max_m, [&](auto kMaxM) {
     using Traits = Variant<decltype(kMaxM)::value>;
-    const unsigned blocks = static_cast<unsigned>((p.N + Traits::kRowsPerBlock - 1) / Traits::kRowsPerBlock);
-    return launch_kernel(detail::gemv_mma_kernel<Traits, Epilogue>, dim3(blocks), dim3(Traits::kThreads), 0, stream,
-                         p.pdl, p);
+    return launch_row_blocks<Traits>(detail::gemv_mma_kernel<Traits, Epilogue>, p, stream);
   });
 }
 
