@@ -1,5 +1,5 @@
 // Selective scan benchmarks: W8A8 and fp16 prefill (B = 1, Mamba-2.8b E = 5120 and Mamba-130m
-// E = 1536, N = 16) and the decode state update (E = 5120, batch 1/16/64).
+// E = 1536, N = 16) and the decode state update (E = 5120, batch 1..64, int8 and fp16 inputs).
 //
 // Model (prefill): bytes = u, δ, z read once (1 B each int8, 2 B fp16) + B, C rows + y written
 // (fp16), per token; exponentials = B·L·E·N decay exps (the bound: MUFU ex2 at 16/clk/SM).
@@ -12,6 +12,8 @@
 #include <cmath>
 #include <cstdio>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "common/bench_utils.cuh"
@@ -244,7 +246,10 @@ void BM_PrefillF16(benchmark::State& state) {
   report_exps(state, double(L) * E * N);
 }
 
-void BM_DecodeI8(benchmark::State& state) {
+// Decode, W8A8 (DecodeParamsI8) or fp16 (DecodeParamsF16) inputs; the same fp32 state traffic.
+template <class Params>
+void BM_Decode(benchmark::State& state) {
+  constexpr bool kI8 = std::is_same_v<Params, qs::DecodeParamsI8>;
   const int64_t E = state.range(0), B = state.range(1), N = 16;
   auto rng = quamba::test::make_rng(11);
   // Rotate over enough state pools (> 2x L2 in all) that every launch reads its state from DRAM,
@@ -255,10 +260,6 @@ void BM_DecodeI8(benchmark::State& state) {
   QUAMBA_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
   const double pool_bytes = double(B) * E * N * 4;
   const int kPools = std::max(4, static_cast<int>(std::ceil(2.0 * l2 / pool_bytes)) + 1);
-  DeviceBuffer<int8_t> du(quamba::test::random_int8(B * E, rng)), ddt(quamba::test::random_int8(B * E, rng)),
-      dz(quamba::test::random_int8(B * E, rng)), dBC(quamba::test::random_int8(B * 2 * N, rng)),
-      dA(quamba::test::random_int8(E * N, rng, 0, 127)), dD(quamba::test::random_int8(E, rng)),
-      dbias(quamba::test::random_int8(E, rng));
   DeviceBuffer<float> states(size_t(kPools) * B * E * N);
   {
     const auto one = quamba::test::random_floats(size_t(B) * E * N, rng, -1.f, 1.f);
@@ -267,16 +268,43 @@ void BM_DecodeI8(benchmark::State& state) {
                                    cudaMemcpyHostToDevice));
   }
   DeviceBuffer<__half> dy(static_cast<size_t>(B * E));
-  qs::DecodeParamsI8 p;
-  p.u = quamba::make_view<const int8_t>(du.get(), B, E);
-  p.delta = quamba::make_view<const int8_t>(ddt.get(), B, E);
-  p.z = quamba::make_view<const int8_t>(dz.get(), B, E);
-  p.Bm = quamba::make_strided_view<const int8_t, 2>(dBC.get(), {B, N}, {2 * N, 1});
-  p.Cm = quamba::make_strided_view<const int8_t, 2>(dBC.get() + N, {B, N}, {2 * N, 1});
-  p.s_u = 1.f / 64; p.s_delta = 1.f / 32; p.s_z = 1.f / 32; p.s_B = 1.f / 64; p.s_C = 1.f / 64;
-  p.A_log = dA.get(); p.s_A = 0.0218f;
-  p.D = dD.get(); p.s_D = 1.f / 64;
-  p.delta_bias = dbias.get(); p.s_delta_bias = 1.f / 40;
+  using In = std::conditional_t<kI8, int8_t, uint16_t>;
+  auto inputs = [&](size_t n, float lo, float hi) {
+    if constexpr (kI8) {
+      return quamba::test::random_int8(n, rng);
+    } else {
+      auto f = quamba::test::random_floats(n, rng, lo, hi);
+      std::vector<uint16_t> h(n);
+      for (size_t i = 0; i < n; ++i) h[i] = quamba::float_to_half_bits(f[i]);
+      return h;
+    }
+  };
+  DeviceBuffer<In> du(inputs(B * E, -2, 2)), ddt(inputs(B * E, -4, 3)), dz(inputs(B * E, -4, 4)),
+      dBC(inputs(B * 2 * N, -2, 2));
+  Params p;
+  using T = std::conditional_t<kI8, int8_t, __half>;
+  auto in = [](In* q) { return reinterpret_cast<const T*>(q); };
+  p.u = quamba::make_view<const T>(in(du.get()), B, E);
+  p.delta = quamba::make_view<const T>(in(ddt.get()), B, E);
+  p.z = quamba::make_view<const T>(in(dz.get()), B, E);
+  p.Bm = quamba::make_strided_view<const T, 2>(in(dBC.get()), {B, N}, {2 * N, 1});
+  p.Cm = quamba::make_strided_view<const T, 2>(in(dBC.get()) + N, {B, N}, {2 * N, 1});
+  DeviceBuffer<int8_t> dA, dD, dbias;
+  DeviceBuffer<float> fA, fD, fbias;
+  if constexpr (kI8) {
+    dA.upload(quamba::test::random_int8(E * N, rng, 0, 127));
+    dD.upload(quamba::test::random_int8(E, rng));
+    dbias.upload(quamba::test::random_int8(E, rng));
+    p.s_u = 1.f / 64; p.s_delta = 1.f / 32; p.s_z = 1.f / 32; p.s_B = 1.f / 64; p.s_C = 1.f / 64;
+    p.A_log = dA.get(); p.s_A = 0.0218f;
+    p.D = dD.get(); p.s_D = 1.f / 64;
+    p.delta_bias = dbias.get(); p.s_delta_bias = 1.f / 40;
+  } else {
+    fA.upload(quamba::test::random_floats(E * N, rng, -16.f, -1.f));
+    fD.upload(quamba::test::random_floats(E, rng));
+    fbias.upload(quamba::test::random_floats(E, rng));
+    p.A = fA.get(); p.D = fD.get(); p.delta_bias = fbias.get();
+  }
   p.num_slots = B;
   p.y = quamba::make_view(dy.get(), B, E);
   p.states = states.get();
@@ -286,7 +314,8 @@ void BM_DecodeI8(benchmark::State& state) {
     q.states = states.get() + size_t(i % kPools) * B * E * N;
     return qs::run(q, nullptr, 0);
   }, kPools, /*flush=*/false);
-  const double bytes = double(B) * (E * N * 4.0 * 2 + 3.0 * E + 2.0 * N + 2.0 * E);
+  const double in_bytes = kI8 ? 1.0 : 2.0;
+  const double bytes = double(B) * (E * N * 4.0 * 2 + in_bytes * (3.0 * E + 2.0 * N) + 2.0 * E);
   quamba::bench::report_bytes(state, bytes);
   state.counters["state_GB/s"] = benchmark::Counter(double(B) * E * N * 8.0 * 1e-9,
                                                     benchmark::Counter::kIsIterationInvariantRate);
@@ -363,13 +392,17 @@ const bool kRegistered = [] {
   register_prefill_f16<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 2>>("baseline");
   register_prefill_f16<qs::PrefillTraits<16, 16, 8, 8, 3, __half>>("alt");
   register_prefill_f16<qs::LanePrefillTraits<16, 2, 64, 16, 4, __half, 2>>("alt");
-  benchmark::RegisterBenchmark("ScanDecodeI8/N16", BM_DecodeI8)
-      ->ArgNames({"E", "B"})
-      ->Args({5120, 1})
-      ->Args({5120, 16})
-      ->Args({5120, 64})
-      ->UseManualTime()
-      ->Unit(benchmark::kMicrosecond);
+  for (auto [name, fn] : {std::pair{"ScanDecodeI8/N16", &BM_Decode<qs::DecodeParamsI8>},
+                          std::pair{"ScanDecodeF16/N16", &BM_Decode<qs::DecodeParamsF16>}})
+    benchmark::RegisterBenchmark(name, fn)
+        ->ArgNames({"E", "B"})
+        ->Args({5120, 1})
+        ->Args({5120, 8})
+        ->Args({5120, 16})
+        ->Args({5120, 32})
+        ->Args({5120, 64})
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond);
   return true;
 }();
 

@@ -307,9 +307,9 @@ TEST(GemmSplitK, AllEpilogues) {
 }
 
 // Small batches (8..16 rows) whose plan splits and whose M·N·K reaches kSplitKOverGemvMinMacs:
-// run() with a workspace takes the split-K tile instead of the GEMV (gemm.cuh); every epilogue
-// against the reference. (8, 192, 5120) stays below the threshold and keeps the GEMV; (8, 2560,
-// 5120), a wide layer, takes the tensor-core small-M kernel (gemv_mma_worthwhile).
+// run() with a workspace takes the split-K tile instead of the GEMV (gemm.cuh) for (12, 1000,
+// 1040) and (9, 600, 2048); every epilogue against the reference. (8, 2560, 5120), a wide
+// layer, and the x_proj shapes (N 192) take the tensor-core small-M kernel (gemv_mma_worthwhile).
 TEST(GemmSplitK, SmallBatchesWithAWorkspace) {
   QUAMBA_REQUIRE_GPU();
   const VariantShape shapes[] = {{8, 2560, 5120}, {16, 192, 5120}, {12, 1000, 1040}, {9, 600, 2048}, {8, 192, 5120}};
@@ -419,11 +419,25 @@ TEST(GemmDispatch, AutoPathRules) {
   EXPECT_EQ(path(8, 2560, 5120, false), GemmPath::kGemvMma) << "out_proj, 8 rows, no workspace";
   EXPECT_EQ(path(8, 2560, 5120, true, 80), GemmPath::kGemvMma) << "every architecture";
   EXPECT_EQ(path(32, 1024, 5120, true), GemmPath::kSm80) << "1024 rows of W: split-K tile";
-  EXPECT_EQ(path(8, 192, 5120, true), GemmPath::kGemv) << "x_proj, 8 rows: below 2^23 MACs";
-  EXPECT_EQ(path(16, 192, 5120, true), GemmPath::kSm80) << "x_proj, 16 rows: split-K";
-  EXPECT_EQ(path(8, 5120, 160, false), GemmPath::kSm80) << "dt_proj, 8 rows: short K, 80 tiles";
-  EXPECT_EQ(path(4, 5120, 160, false), GemmPath::kGemv) << "dt_proj, 4 rows";
-  EXPECT_EQ(path(8, 1536, 48, false), GemmPath::kGemv) << "dt_proj at d_model 768: 24 tiles";
+  EXPECT_EQ(path(4, 192, 5120, true), GemmPath::kGemv) << "x_proj, 4 rows: GEMV";
+  EXPECT_EQ(path(5, 192, 5120, true), GemmPath::kGemv) << "x_proj, 5 rows: GEMV";
+  EXPECT_EQ(path(6, 192, 5120, true), GemmPath::kGemvMma) << "x_proj, 6 rows: tensor-core weight stream";
+  EXPECT_EQ(path(16, 192, 5120, true), GemmPath::kGemvMma) << "x_proj, 16 rows";
+  EXPECT_EQ(path(32, 192, 5120, false), GemmPath::kGemvMma) << "x_proj, 32 rows";
+  EXPECT_EQ(path(16, 600, 2048, true), GemmPath::kSm80) << "257..1024 outputs: split-K tile";
+  EXPECT_EQ(path(2, 5120, 160, false), GemmPath::kGemv) << "dt_proj, 2 rows";
+  EXPECT_EQ(path(3, 5120, 160, false), GemmPath::kGemvMma) << "dt_proj, 3 rows: short-K weight stream";
+  EXPECT_EQ(path(32, 5120, 160, true), GemmPath::kGemvMma) << "dt_proj, 32 rows";
+  EXPECT_EQ(path(8, 1536, 48, false), GemmPath::kGemvMma) << "dt_proj at d_model 768";
+  EXPECT_EQ(path(8, 192, 160, false), GemmPath::kGemv) << "narrow and short: GEMV";
+  // Which shape of the small-M kernel (gemv_mma.cuh select_gemv_mma).
+  using gemm::GemvMmaKind;
+  EXPECT_EQ(gemm::select_gemv_mma(10240, 2560), GemvMmaKind::kWide4) << "in_proj: 640 row groups";
+  EXPECT_EQ(gemm::select_gemv_mma(50280, 2560), GemvMmaKind::kWide4) << "lm_head";
+  EXPECT_EQ(gemm::select_gemv_mma(2560, 5120), GemvMmaKind::kWide) << "out_proj: 160 row groups, long K";
+  EXPECT_EQ(gemm::select_gemv_mma(3072, 768), GemvMmaKind::kWide4) << "in_proj at d_model 768: K too short for 8 warps";
+  EXPECT_EQ(gemm::select_gemv_mma(192, 5120), GemvMmaKind::kDeep) << "x_proj";
+  EXPECT_EQ(gemm::select_gemv_mma(5120, 160), GemvMmaKind::kShort) << "dt_proj";
   // Prefill rows: wgmma on sm_90 where the grid is big enough, else mma.sync.
   EXPECT_EQ(path(2048, 10240, 2560, false), GemmPath::kSm90a);
   EXPECT_EQ(path(2048, 10240, 2560, false, 80), GemmPath::kSm80);

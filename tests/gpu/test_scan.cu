@@ -906,6 +906,93 @@ TEST(ScanDecodeI8, StateIndex) {
   }
 }
 
+// The fused dt_proj form (DecodeParamsI8::dt_weight, its own kernel instantiation) against the
+// plain form fed with δraw_q from the reference GEMM + Requant: the δraw_q are bit-identical by
+// contract (state_update.cuh), so y and the updated states must be too. Batch 1 and 3, a padded
+// dt_x row stride, dt_k of one and of ten 16-byte chunks (the kernel preloads four per thread).
+TEST(ScanDecodeI8, FusedDtProjMatchesGemmDeltas) {
+  QUAMBA_REQUIRE_GPU();
+  for (int64_t B : {1, 3})
+    for (int64_t E : {64, 5120})
+      for (int64_t dt_k : {16, 160}) {
+        SCOPED_TRACE("B=" + std::to_string(B) + " E=" + std::to_string(E) + " dt_k=" + std::to_string(dt_k));
+        const int64_t N = 16, x_stride = dt_k + 48;
+        auto rng = quamba::test::make_rng(950 + B * 7 + E + dt_k);
+        auto u = quamba::test::random_int8(B * E, rng), z = quamba::test::random_int8(B * E, rng);
+        auto Bm = quamba::test::random_int8(B * N, rng), Cm = quamba::test::random_int8(B * N, rng);
+        auto A = quamba::test::random_int8(E * N, rng, 0, 127);
+        auto D = quamba::test::random_int8(E, rng), bias = quamba::test::random_int8(E, rng);
+        auto dt_x = quamba::test::random_int8(B * x_stride, rng), dt_w = quamba::test::random_int8(E * dt_k, rng);
+        auto states = quamba::test::random_floats(B * E * N, rng, -2.f, 2.f);
+        const float dt_alpha = 1.0f / (40.0f * static_cast<float>(dt_k));
+        // δraw_q = Requant(dt_x · dt_wᵀ) on the host.
+        std::vector<int32_t> acc(static_cast<size_t>(B * E));
+        std::vector<int8_t> dtq(static_cast<size_t>(B * E));
+        ASSERT_EQ(ref::gemm_i8_i32(quamba::make_strided_view<const int8_t, 2>(dt_x.data(), {B, dt_k}, {x_stride, 1}),
+                                   quamba::make_view<const int8_t>(dt_w.data(), E, dt_k),
+                                   quamba::make_view(acc.data(), B, E)),
+                  Status::kSuccess);
+        ref::EpilogueRef er;
+        er.alpha = dt_alpha;
+        ASSERT_EQ(ref::epilogue_requant(quamba::make_view<const int32_t>(acc.data(), B, E), er,
+                                        quamba::make_view(dtq.data(), B, E)),
+                  Status::kSuccess);
+        DeviceBuffer<int8_t> du(u), dz(z), dB(Bm), dC(Cm), dA(A), dD(D), dbias(bias), ddtq(dtq), dx(dt_x), dw(dt_w);
+        DeviceBuffer<float> s_plain(states), s_fused(states);
+        DeviceBuffer<uint16_t> y_plain(static_cast<size_t>(B * E)), y_fused(static_cast<size_t>(B * E));
+        y_plain.poison(0x5A);
+        y_fused.poison(0x5A);
+        qs::DecodeParamsI8 p;
+        p.u = quamba::make_view<const int8_t>(du.get(), B, E);
+        p.z = quamba::make_view<const int8_t>(dz.get(), B, E);
+        p.Bm = quamba::make_view<const int8_t>(dB.get(), B, N);
+        p.Cm = quamba::make_view<const int8_t>(dC.get(), B, N);
+        p.s_u = 1.f / 64; p.s_delta = 1.f / 32; p.s_z = 1.f / 32; p.s_B = 1.f / 64; p.s_C = 1.f / 64;
+        p.A_log = dA.get(); p.s_A = 0.0218f;
+        p.D = dD.get(); p.s_D = 1.f / 64;
+        p.delta_bias = dbias.get(); p.s_delta_bias = 1.f / 40;
+        p.num_slots = B;
+        auto plain = p;
+        plain.delta = quamba::make_view<const int8_t>(ddtq.get(), B, E);
+        plain.states = s_plain.get();
+        plain.y = quamba::make_view(reinterpret_cast<__half*>(y_plain.get()), B, E);
+        auto fused = p;
+        fused.dt_x = dx.get(); fused.dt_x_stride = x_stride;
+        fused.dt_weight = dw.get(); fused.dt_k = dt_k; fused.dt_alpha = dt_alpha;
+        fused.states = s_fused.get();
+        fused.y = quamba::make_view(reinterpret_cast<__half*>(y_fused.get()), B, E);
+        ASSERT_EQ(qs::run(plain, nullptr, 0), Status::kSuccess);
+        ASSERT_EQ(qs::run(fused, nullptr, 0), Status::kSuccess);
+        QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+        const auto yp = y_plain.download(), yf = y_fused.download();
+        EXPECT_TRUE(quamba::test::all_equal(yf.data(), yp.data(), yp.size(), "fused dt_proj y"));
+        const auto sp = s_plain.download(), sf = s_fused.download();
+        EXPECT_TRUE(quamba::test::all_equal(sf.data(), sp.data(), sp.size(), "fused dt_proj states"));
+        // The plain form itself against the reference recurrence (so the pair cannot agree on garbage).
+        std::vector<float> yref(static_cast<size_t>(B * E)), sref = states;
+        for (int64_t b = 0; b < B; ++b) {
+          ref::ScanArgsI8 a;
+          a.u = quamba::make_view<const int8_t>(u.data() + b * E, 1, 1, E);
+          a.delta = quamba::make_view<const int8_t>(dtq.data() + b * E, 1, 1, E);
+          a.z = quamba::make_view<const int8_t>(z.data() + b * E, 1, 1, E);
+          a.Bm = quamba::make_view<const int8_t>(Bm.data() + b * N, 1, 1, N);
+          a.Cm = quamba::make_view<const int8_t>(Cm.data() + b * N, 1, 1, N);
+          a.s_u = p.s_u; a.s_delta = p.s_delta; a.s_z = p.s_z; a.s_B = p.s_B; a.s_C = p.s_C;
+          a.A_log = A.data(); a.s_A = p.s_A;
+          a.D = D.data(); a.s_D = p.s_D;
+          a.delta_bias = bias.data(); a.s_delta_bias = p.s_delta_bias;
+          a.initial_state = sref.data() + b * E * N;
+          a.final_state = sref.data() + b * E * N;
+          a.y = quamba::make_view(yref.data() + b * E, 1, 1, E);
+          ASSERT_EQ(ref::selective_scan_i8(a), Status::kSuccess);
+        }
+        std::vector<float> yg(yp.size());
+        for (size_t i = 0; i < yp.size(); ++i) yg[i] = quamba::half_bits_to_float(yp[i]);
+        EXPECT_TRUE(quamba::test::all_close(yg, yref, quamba::test::kTolScan, "decode y"));
+        EXPECT_TRUE(quamba::test::all_close(sp, sref, quamba::test::kTolScan, "decode states"));
+      }
+}
+
 // ----- fp16 variants ----------------------------------------------------------------------------
 
 struct F16Problem {

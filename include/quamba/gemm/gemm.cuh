@@ -15,7 +15,8 @@
 //   kShortK K <= 256: whole-K operand rows, the column-resident kernel (a CTA per column block
 //           and share of the row tiles, W in shared memory once; gemm/gemm_short_k.cuh), any sm >= 80; falls back to kSm80 where its shared memory
 //           does not fit the device.
-//   kAuto   kGemvMma for 3 <= M <= 32 on wide layers (N > 1024, K > 256; gemv_mma_worthwhile);
+//   kAuto   kGemvMma for 3 <= M <= 32 on wide layers (N > 1024) and for 6 <= M <= 32 on narrow
+//           ones with a long K (N <= 256, K > 256: x_proj; gemv_mma_worthwhile);
 //           kShortK for M >= 128 and K <= 256 (dt_proj prefill); kGemv for M <= 16 (except 4 < M with at least one 64-column tile per SM, or half
 //           of that with K <= 256: kSm80,
 //           see small_m_mma_worthwhile; and, given a workspace, 8 <= M with M·N·K >= 2^23 where
@@ -107,10 +108,21 @@ inline bool sm90a_split_worthwhile(int64_t M, int64_t N, int64_t K) {
 // 11.8 us at M = 1 / 4 / 8 / 16 / 32, against the dp4a GEMV 8.71 / 14.0 / 22.7 / 32.9 and the
 // 64x64 mma.sync tile (kAuto's previous choice from M = 5) 16.2 / 16.7 / 17.4 at M = 8 / 16 / 32.
 // One row keeps the dp4a GEMV; two are a tie by interpolation, so the kernel starts at three.
-// x_proj (N <= 1024) and dt_proj (K <= 256) keep their paths.
+// The same holds for a short K over many rows (dt_proj, K = dt_rank <= 256): H200, D2560
+// (N 5120, K 160), same run (run AF): gemv_mma_r4 2.20 / 2.92 us at M = 8 / 32 against kAuto's
+// previous choice, the 64x64 mma.sync tile, 3.11 / 4.01 (cuBLAS fp16 3.04 / 3.25).
+// A narrow layer with a long K (x_proj, N = dt_rank + 2·d_state <= 256) takes it from six rows:
+// D2560 (N 192, K 5120), run AF: gemv_mma_k16 4.02 / 4.87 / 5.85 us at M = 8 / 16 / 32 against
+// the dp4a split-K GEMV 5.13 / 8.29 / – and the mma.sync split-K tile (with a workspace) 5.64 /
+// 5.74 / 6.02; at M = 4 the GEMV's 3.42 beats its 3.99 (five rows: a tie by interpolation).
+// Rows of 257..1024 outputs keep their paths (not measured).
 inline constexpr int64_t kGemvMmaMinM = 3;
+inline constexpr int64_t kGemvMmaNarrowMaxN = 256;
+inline constexpr int64_t kGemvMmaNarrowMinM = 6;
 inline bool gemv_mma_worthwhile(int64_t M, int64_t N, int64_t K) {
-  return M >= kGemvMmaMinM && M <= kGemvMmaMaxM && N > 1024 && K > 256;
+  if (M < kGemvMmaMinM || M > kGemvMmaMaxM) return false;
+  if (N > 1024) return true;  // wide layers, long or short K
+  return N <= kGemvMmaNarrowMaxN && K > 256 && M >= kGemvMmaNarrowMinM;
 }
 
 // The path GemmPath::kAuto takes on a device of compute capability `arch` with `sm_count` SMs,

@@ -54,9 +54,9 @@ struct GemvMmaTraits {
 };
 
 // Shapes (evidence: bench_gemm Gemm/gemv_mma_* rows, bench/RESULTS.md run AE).
-// Wide: long rows (in_proj, out_proj, lm_head): 8 warps split one 16-row group's K.
+// Wide: long rows in few row groups (out_proj): 8 warps split one 16-row group's K.
 template <int kMaxM> using GemvMmaWide = GemvMmaTraits<kMaxM, 8, 1, 1, (kMaxM <= 8 ? 4 : 2)>;
-// Wide4 (the default for long rows): 4 warps per 16-row group, more chunks each. H200, in_proj at
+// Wide4 (long rows in many row groups: in_proj, lm_head): 4 warps per 16-row group, more chunks each. H200, in_proj at
 // d_model 2560: 10.0 / 10.1 / 11.8 us at M = 4 / 8 / 32 against Wide's 10.6 / 10.8 / 16.7.
 template <int kMaxM> using GemvMmaWide4 = GemvMmaTraits<kMaxM, 4, 1, 1, (kMaxM <= 8 ? 4 : 2)>;
 // Deep: few long rows (x_proj: N <= 192, K up to 5120): 16 warps per 16-row group.
@@ -77,10 +77,19 @@ inline const char* to_string(GemvMmaKind k) {
   return "gemv_mma_unknown";
 }
 
-// Shape heuristic (host, no device query).
+// Shape heuristic (host, no device query). A block streams 16 weight rows, so N / 16 blocks of
+// kKWarps warps share the weight: a layer with few row groups needs more warps per group to keep
+// enough loads in flight, as long as each warp still gets several 64-byte K chunks. H200,
+// bench_gemm D2560, same run (bench/RESULTS.md run AF): out_proj (N 2560, K 5120; 160 blocks)
+// k8 8.45 / 10.9 us at M = 8 / 32 against k4 13.2 / 16.1 and k16 9.29 / 13.2; in_proj (N 10240,
+// K 2560; 640 blocks) k4 10.2 / 12.1 against k8 11.0 / 16.8; x_proj (N 192) k16 4.02 / 5.85
+// against k8 6.25 / 8.15; dt_proj (K 160) r4 2.20 / 2.92 against k4 2.26 / 2.94.
+inline constexpr int64_t kGemvMmaK8MaxN = 4096;   // below: fewer than 256 row groups
+inline constexpr int64_t kGemvMmaK8MinK = 2048;   // at least 4 chunks per warp of 8
 inline GemvMmaKind select_gemv_mma(int64_t N, int64_t K) {
   if (K <= 256) return GemvMmaKind::kShort;
   if (N <= 1024) return GemvMmaKind::kDeep;
+  if (N < kGemvMmaK8MaxN && K >= kGemvMmaK8MinK) return GemvMmaKind::kWide;
   return GemvMmaKind::kWide4;
 }
 
