@@ -993,6 +993,71 @@ TEST(ScanDecodeI8, FusedDtProjMatchesGemmDeltas) {
       }
 }
 
+// The fused dt_proj form launched with pdl = true as a dependent of a feeder kernel that writes
+// every per-step input late (dt_x, u, z, B, C; tests/common/pdl_chain.cuh), twice back to back
+// (the second update reads the state the first wrote): y and the states bit-identical to the
+// pdl = false sequence, and y not written before the feeder finished. dt_x read through the
+// read-only path was scheduled above the wait by ptxas (sm_90a, CUDA 13.0) and read the poison.
+TEST(ScanDecodeI8, FusedDtProjPdlFed) {
+  QUAMBA_REQUIRE_GPU();
+  const bool pdl_ok = quamba::test::pdl_supported();
+  const int64_t B = 3, E = 5120, N = 16, dt_k = 160, x_stride = 192;
+  auto rng = quamba::test::make_rng(990);
+  const auto u = quamba::test::random_int8(B * E, rng), z = quamba::test::random_int8(B * E, rng);
+  const auto Bm = quamba::test::random_int8(B * N, rng), Cm = quamba::test::random_int8(B * N, rng);
+  const auto A = quamba::test::random_int8(E * N, rng, 0, 127);
+  const auto D = quamba::test::random_int8(E, rng), bias = quamba::test::random_int8(E, rng);
+  const auto dt_x = quamba::test::random_int8(B * x_stride, rng), dt_w = quamba::test::random_int8(E * dt_k, rng);
+  const auto states = quamba::test::random_floats(B * E * N, rng, -2.f, 2.f);
+  DeviceBuffer<int8_t> u_src(u), z_src(z), B_src(Bm), C_src(Cm), x_src(dt_x);
+  DeviceBuffer<int8_t> du(u.size()), dz(z.size()), dB(Bm.size()), dC(Cm.size()), dx(dt_x.size());
+  DeviceBuffer<int8_t> dA(A), dD(D), dbias(bias), dw(dt_w);
+  DeviceBuffer<float> dstates(states.size());
+  DeviceBuffer<uint16_t> dy(static_cast<size_t>(B * E));
+  qs::DecodeParamsI8 p;
+  p.u = quamba::make_view<const int8_t>(du.get(), B, E);
+  p.z = quamba::make_view<const int8_t>(dz.get(), B, E);
+  p.Bm = quamba::make_view<const int8_t>(dB.get(), B, N);
+  p.Cm = quamba::make_view<const int8_t>(dC.get(), B, N);
+  p.s_u = 1.f / 64; p.s_delta = 1.f / 32; p.s_z = 1.f / 32; p.s_B = 1.f / 64; p.s_C = 1.f / 64;
+  p.A_log = dA.get(); p.s_A = 0.0218f;
+  p.D = dD.get(); p.s_D = 1.f / 64;
+  p.delta_bias = dbias.get(); p.s_delta_bias = 1.f / 40;
+  p.num_slots = B;
+  p.states = dstates.get();
+  p.y = quamba::make_view(reinterpret_cast<__half*>(dy.get()), B, E);
+  p.dt_x = dx.get(); p.dt_x_stride = x_stride;
+  p.dt_weight = dw.get(); p.dt_k = dt_k; p.dt_alpha = 1.0f / 6400;
+  constexpr uint8_t kPoison = 0xA5;
+  quamba::test::Stream stream;
+  std::vector<uint16_t> y[2];
+  std::vector<float> st[2];
+  for (int mode = 0; mode < 2; ++mode) {
+    p.pdl = mode == 1 && pdl_ok;
+    SCOPED_TRACE(p.pdl ? "pdl=true" : "pdl=false");
+    for (auto* b : {&du, &dz, &dx}) b->poison(0x7F);
+    dB.upload(Bm);
+    dC.upload(Cm);
+    dstates.upload(states);
+    dy.poison(kPoison);
+    quamba::test::PdlFeed feed;
+    feed.copy(x_src.get(), dx.get(), dt_x.size());
+    feed.copy(u_src.get(), du.get(), u.size());
+    feed.copy(z_src.get(), dz.get(), z.size());
+    const auto run = quamba::test::run_fed_twice(feed, dy.get(), dy.size() * 2, kPoison, stream.get(), [&] {
+      return qs::run(p, nullptr, stream.get());
+    });
+    // B and C are not among the feeder's three copies: uploaded before it.
+    ASSERT_EQ(run.first, Status::kSuccess);
+    ASSERT_EQ(run.second, Status::kSuccess);
+    EXPECT_EQ(run.early, dy.size() * 2) << "y written before the feeder finished, first at byte " << run.early;
+    y[mode] = dy.download();
+    st[mode] = dstates.download();
+  }
+  EXPECT_TRUE(quamba::test::all_equal(y[1].data(), y[0].data(), y[0].size(), "y, pdl against no pdl"));
+  EXPECT_TRUE(quamba::test::all_equal(st[1].data(), st[0].data(), st[0].size(), "states, pdl against no pdl"));
+}
+
 // ----- fp16 variants ----------------------------------------------------------------------------
 
 struct F16Problem {

@@ -240,12 +240,12 @@ __global__ void __launch_bounds__(Traits::kThreads) in_proj_step_kernel(const In
 #pragma unroll
         for (int j = 0; j < kRegVecs; ++j) {
           const int i = static_cast<int>(threadIdx.x) + j * kThreads;
-          rv[j] = i < d4 ? __ldg(row + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+          rv[j] = i < d4 ? load_chained(row + i) : make_float4(0.f, 0.f, 0.f, 0.f);
           ss[m] = fmaf(rv[j].x, rv[j].x, fmaf(rv[j].y, rv[j].y, fmaf(rv[j].z, rv[j].z, fmaf(rv[j].w, rv[j].w, ss[m]))));
         }
       } else {
         for (int i = threadIdx.x; i < d4; i += kThreads) {
-          const float4 r = __ldg(row + i);
+          const float4 r = load_chained(row + i);
           ss[m] = fmaf(r.x, r.x, fmaf(r.y, r.y, fmaf(r.z, r.z, fmaf(r.w, r.w, ss[m]))));
         }
       }
@@ -273,7 +273,7 @@ __global__ void __launch_bounds__(Traits::kThreads) in_proj_step_kernel(const In
           if (i < d4) quantize4(rv[j], m, i, rstd);
         }
       } else {
-        for (int i = threadIdx.x; i < d4; i += kThreads) quantize4(__ldg(row + i), m, i, rstd);
+        for (int i = threadIdx.x; i < d4; i += kThreads) quantize4(load_chained(row + i), m, i, rstd);
       }
     }
     __syncthreads();
@@ -344,7 +344,7 @@ QUAMBA_DEVICE void rotate_rows_to_i8(const OutProjStepParams& p, int log_p, floa
       const int g = g0 + static_cast<int>(threadIdx.x);
       float a[8];
       if (g < runs) {
-        const uint4 raw = __ldg(reinterpret_cast<const uint4*>(y) + g);
+        const uint4 raw = load_chained(reinterpret_cast<const uint4*>(y) + g);
         const __half2* h2 = reinterpret_cast<const __half2*>(&raw);
 #pragma unroll
         for (int j = 0; j < 4; ++j) {

@@ -9,8 +9,15 @@
 //   - call grid_dependency_wait() before reading anything an earlier kernel writes and before
 //     writing anything (an earlier kernel may still read it); every thread calls it, also one
 //     that has nothing to do, so the grid never completes before its prerequisite (which keeps
-//     the chain transitive). After the wait the previous grids' writes are visible to every
-//     load of this grid (PTX griddepcontrol), the read-only path included;
+//     the chain transitive). After the wait the previous grids' writes are visible to this
+//     grid's loads (PTX griddepcontrol);
+//   - read what an earlier kernel of the chain writes with ordinary loads (load_chained()),
+//     never through the non-coherent read-only path (__ldg, ld.global.nc, or a const
+//     __restrict__ pointer the compiler turns into one). That path promises the data does not
+//     change during the kernel's lifetime, and a programmatic dependent's lifetime begins before
+//     its predecessor ends: ptxas may then schedule such a load above the wait. Seen on sm_90a
+//     with CUDA 13.0: the fused dt_proj decode kernel (scan/state_update.cuh) read x_proj's
+//     output from the previous step. Weights and other constants may use it;
 //   - grid_dependents_launch() lets the NEXT kernel's launch begin before this grid ends (else
 //     that happens as this grid's CTAs exit). Early is right for the decode step's small,
 //     latency-bound kernels (their successors load weights before waiting). It is wrong for the
@@ -42,6 +49,13 @@ QUAMBA_DEVICE void grid_dependency_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
 #endif
+}
+
+// A load of data written by an earlier kernel of the chain: ordinary and coherent, ordered after
+// grid_dependency_wait() (see the rules above). Cached in L1 like the read-only path on sm_70+.
+template <typename T>
+QUAMBA_DEVICE T load_chained(const T* p) {
+  return *p;
 }
 
 QUAMBA_DEVICE void grid_dependents_launch() {

@@ -245,7 +245,7 @@ __global__ void __launch_bounds__(Traits::kThreads) gemv_kernel(GemmParams<Epilo
   const int64_t lda16 = p.lda / 16;
   gemv_block<Traits>(
       p.W, p.ldw, p.N, p.K, static_cast<int>(p.M), static_cast<int64_t>(blockIdx.x) * Traits::kRowsPerBlock,
-      [] { grid_dependency_wait(); }, [&](int m, int c) { return __ldg(arow + m * lda16 + c); },
+      [] { grid_dependency_wait(); }, [&](int m, int c) { return load_chained(arow + m * lda16 + c); },
       [&](int m, int64_t n, int acc) { p.C[m * p.ldc + n] = p.epilogue.apply(acc, m, n); });
 }
 

@@ -148,7 +148,7 @@ __global__ void __launch_bounds__(Traits::kThreads) gemv_mma_kernel(GemmParams<E
   auto load_a = [&](int u, int c) {
     const bool ok = c < chunks && 4 * c + t < pieces;
 #pragma unroll
-    for (int j = 0; j < kNT; ++j) a[u][j] = ok ? __ldg(reinterpret_cast<const int4*>(ap[j] + 64 * int64_t(c))) : zero;
+    for (int j = 0; j < kNT; ++j) a[u][j] = ok ? load_chained(reinterpret_cast<const int4*>(ap[j] + 64 * int64_t(c))) : zero;
   };
   auto consume = [&](int u) {
 #pragma unroll

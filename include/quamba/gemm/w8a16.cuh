@@ -37,6 +37,7 @@
 #include <cstdint>
 
 #include "quamba/core/cuda_check.hpp"
+#include "quamba/core/launch.cuh"
 #include "quamba/core/macros.hpp"
 #include "quamba/core/static_switch.hpp"
 #include "quamba/core/status.hpp"
@@ -157,8 +158,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) w8a16_ke
           int4 lo = make_int4(0, 0, 0, 0), hi = make_int4(0, 0, 0, 0);
           if (a_live[tt][h] && c < chunks) {
             const int4* src = reinterpret_cast<const int4*>(arow[tt][h] + 16 * static_cast<int64_t>(c));
-            lo = __ldg(src);
-            hi = __ldg(src + 1);
+            lo = load_chained(src);
+            hi = load_chained(src + 1);
           }
           av[h][0] = lo.x; av[h][1] = lo.y; av[h][2] = lo.z; av[h][3] = lo.w;
           av[h][4] = hi.x; av[h][5] = hi.y; av[h][6] = hi.z; av[h][7] = hi.w;

@@ -182,7 +182,8 @@ __global__ void __launch_bounds__(Traits::kThreads) decode_kernel(const Params p
   if constexpr (kFusedDt) {
     static_assert(std::is_same_v<Params, DecodeParamsI8>, "fused dt_proj: W8A8 only");
     // Fused dt_proj: the channel's G threads split dt_k; the first chunks of the (constant)
-    // weight row are loaded before the wait.
+    // weight row are loaded before the wait. dt_x comes from the previous kernel: ordinary
+    // loads (load_chained, core/launch.cuh), never __ldg.
     constexpr int kPre = 4;
     const int chunks = static_cast<int>(p.dt_k / 16);
     const int4* wr = reinterpret_cast<const int4*>(p.dt_weight + ch * p.dt_k);
@@ -193,13 +194,13 @@ __global__ void __launch_bounds__(Traits::kThreads) decode_kernel(const Params p
     const int4* xr = reinterpret_cast<const int4*>(p.dt_x + b * p.dt_x_stride);
     int4 xpre[kPre];
 #pragma unroll
-    for (int i = 0; i < kPre; ++i) xpre[i] = q + i * G < chunks ? __ldg(xr + q + i * G) : make_int4(0, 0, 0, 0);
+    for (int i = 0; i < kPre; ++i) xpre[i] = q + i * G < chunks ? load_chained(xr + q + i * G) : make_int4(0, 0, 0, 0);
     load_inputs();
     if (!p.prefetch_state) st = load_state<N>(p, b, ch, q, E);  // in flight during the dt_proj dot product
     int acc = 0;
 #pragma unroll
     for (int i = 0; i < kPre; ++i) acc = gemm::detail::dot16(xpre[i], wpre[i], acc);
-    for (int c = q + kPre * G; c < chunks; c += G) acc = gemm::detail::dot16(__ldg(xr + c), __ldg(wr + c), acc);
+    for (int c = q + kPre * G; c < chunks; c += G) acc = gemm::detail::dot16(load_chained(xr + c), __ldg(wr + c), acc);
 #pragma unroll
     for (int off = G / 2; off > 0; off >>= 1) acc += __shfl_xor_sync(group_mask, acc, off, G);
     const gemm::Requant rq{p.dt_alpha};
