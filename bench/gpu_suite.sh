@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds quamba, runs the whole test suite, compute-sanitizer and the benchmarks on a GPU
 # machine, in one go. Logs go to $LOGDIR (default: gpu-logs/), one file per stage:
-#   build.log  ctest.log  sanitizer.log  bench.log (+ bench_<family>.json)
-# Usage: bench/gpu_suite.sh [stages...]   stages: build test sanitize bench (default: all)
+#   build.log  ctest.log  sanitizer.log  bench.log (+ bench_<family>.json)  profile_<row>.txt
+# Usage: bench/gpu_suite.sh [stages...]   stages: build test sanitize bench profile
+#   (default: build test sanitize bench)
 #   BENCH_FILTER=regex      passed to --benchmark_filter (BENCH_FILTER_<family>, e.g.
 #                           BENCH_FILTER_gemm, overrides it for one program)
 #   SANITIZE_TOOLS="memcheck racecheck initcheck synccheck"
@@ -10,6 +11,10 @@
 #                   per-binary filters of tests/gpu/sanitize_filters.txt)
 #   SANITIZE_TIMEOUT=seconds per binary and tool (default 240)
 #   SANITIZE_BINARIES=regex only the test binaries whose name matches (default: all gpu_test_*)
+#   PROFILE_ROWS="row ..."  profile: bench_model rows whose kernels ncu times one by one, one
+#                   profile_<row>.txt each plus its per-kernel table (bench/ncu_kernels.py);
+#                   default: the W8A8 and fp16 decode step at batch 8 and 32, prefill at 2048
+#   PROFILE_LAUNCHES=n      kernels ncu times per row (default 5000: setup plus a few steps)
 # With the -dev packages unpacked into .deps/ (a machine without them installed), export first:
 #   CMAKE_PREFIX_PATH=$PWD/.deps/usr LD_LIBRARY_PATH=$PWD/.deps/usr/lib/x86_64-linux-gnu
 #   PKG_CONFIG_SYSROOT_DIR=$PWD/.deps   (the PCRE2 .pc files say prefix=/usr)
@@ -64,6 +69,18 @@ if has bench; then
     echo "=== $name ${filter}" | tee -a "$LOGDIR/bench.log"
     "$b" --benchmark_min_time=0.05 ${filter:+"--benchmark_filter=$filter"} \
       --benchmark_out="$LOGDIR/${name#quamba_}.json" --benchmark_out_format=json >> "$LOGDIR/bench.log" 2>&1 || rc=1
+  done
+fi
+
+if has profile; then
+  rows=${PROFILE_ROWS:-"TPOT/w8a8/8/ TPOT/fp16/8/ TPOT/w8a8/32/ TPOT/fp16/32/ TTFT/w8a8/2048/ TTFT/fp16/2048/"}
+  for row in $rows; do
+    out="$LOGDIR/profile_$(echo "$row" | tr '/' '_' | sed 's/_$//').txt"
+    ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum \
+      --launch-count "${PROFILE_LAUNCHES:-5000}" --print-summary per-kernel \
+      "$BUILD/bench/quamba_bench_model" --benchmark_filter="^$row" --benchmark_min_time=0.001 > "$out" 2>&1 || rc=1
+    echo "=== profile $row"
+    python3 bench/ncu_kernels.py "$out" | tee "${out%.txt}_table.txt" | grep -E '^\*|^sum' || rc=1
   done
 fi
 exit $rc
