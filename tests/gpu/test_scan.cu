@@ -826,6 +826,45 @@ TEST(ScanDecodeI8, PrefillThenDecodeEqualsLongerPrefill) {
     }
 }
 
+// The decode tests' W8A8 update params: rows u, z (B, E), B and C (B, N), weights A_log (E, N),
+// D and δ bias (E), device pointers, with the scales every decode test uses; δ (or the fused
+// dt_proj fields), states, slots and y are left to the test.
+qs::DecodeParamsI8 decode_params_i8(const int8_t* u, const int8_t* z, const int8_t* Bm, const int8_t* Cm,
+                                    const int8_t* A_log, const int8_t* D, const int8_t* bias, int64_t B, int64_t E,
+                                    int64_t N) {
+  qs::DecodeParamsI8 p;
+  p.u = quamba::make_view<const int8_t>(u, B, E);
+  p.z = quamba::make_view<const int8_t>(z, B, E);
+  p.Bm = quamba::make_view<const int8_t>(Bm, B, N);
+  p.Cm = quamba::make_view<const int8_t>(Cm, B, N);
+  p.s_u = 1.f / 64; p.s_delta = 1.f / 32; p.s_z = 1.f / 32; p.s_B = 1.f / 64; p.s_C = 1.f / 64;
+  p.A_log = A_log; p.s_A = 0.0218f;
+  p.D = D; p.s_D = 1.f / 64;
+  p.delta_bias = bias; p.s_delta_bias = 1.f / 40;
+  return p;
+}
+
+// The reference update of one sequence with p's scales: host rows u, δraw, z (E), B, C (N) of
+// that sequence and the host weights; `state` (E, N) updated in place, y (E) written.
+Status ref_decode_i8(const qs::DecodeParamsI8& p, const int8_t* u, const int8_t* dt, const int8_t* z,
+                     const int8_t* Bm, const int8_t* Cm, const int8_t* A_log, const int8_t* D, const int8_t* bias,
+                     int64_t E, int64_t N, float* state, float* y) {
+  ref::ScanArgsI8 a;
+  a.u = quamba::make_view<const int8_t>(u, 1, 1, E);
+  a.delta = quamba::make_view<const int8_t>(dt, 1, 1, E);
+  a.z = quamba::make_view<const int8_t>(z, 1, 1, E);
+  a.Bm = quamba::make_view<const int8_t>(Bm, 1, 1, N);
+  a.Cm = quamba::make_view<const int8_t>(Cm, 1, 1, N);
+  a.s_u = p.s_u; a.s_delta = p.s_delta; a.s_z = p.s_z; a.s_B = p.s_B; a.s_C = p.s_C;
+  a.A_log = A_log; a.s_A = p.s_A;
+  a.D = D; a.s_D = p.s_D;
+  a.delta_bias = bias; a.s_delta_bias = p.s_delta_bias;
+  a.initial_state = state;
+  a.final_state = state;
+  a.y = quamba::make_view(y, 1, 1, E);
+  return ref::selective_scan_i8(a);
+}
+
 // Decode with state_idx into a pool of slots; an out-of-range slot leaves its state alone and
 // writes NaN.
 TEST(ScanDecodeI8, StateIndex) {
@@ -847,16 +886,8 @@ TEST(ScanDecodeI8, StateIndex) {
     DeviceBuffer<int32_t> didx(idx);
     DeviceBuffer<uint16_t> dy(static_cast<size_t>(B * E));
     dy.poison(0x5A);  // not NaN: the invalid slot's NaN row must be written by the kernel
-    qs::DecodeParamsI8 p;
-    p.u = quamba::make_view<const int8_t>(du.get(), B, E);
+    qs::DecodeParamsI8 p = decode_params_i8(du.get(), dz.get(), dB.get(), dC.get(), dA.get(), dD.get(), dbias.get(), B, E, N);
     p.delta = quamba::make_view<const int8_t>(ddt.get(), B, E);
-    p.z = quamba::make_view<const int8_t>(dz.get(), B, E);
-    p.Bm = quamba::make_view<const int8_t>(dB.get(), B, N);
-    p.Cm = quamba::make_view<const int8_t>(dC.get(), B, N);
-    p.s_u = 1.f / 64; p.s_delta = 1.f / 32; p.s_z = 1.f / 32; p.s_B = 1.f / 64; p.s_C = 1.f / 64;
-    p.A_log = dA.get(); p.s_A = 0.0218f;
-    p.D = dD.get(); p.s_D = 1.f / 64;
-    p.delta_bias = dbias.get(); p.s_delta_bias = 1.f / 40;
     p.states = dstates.get();
     p.num_slots = S;
     p.state_idx = didx.get();
@@ -868,20 +899,10 @@ TEST(ScanDecodeI8, StateIndex) {
     std::vector<float> yref(static_cast<size_t>(B * E), 0.f), sref = states;
     for (int64_t b = 0; b < B; ++b) {
       if (idx[b] < 0) continue;
-      ref::ScanArgsI8 a;
-      a.u = quamba::make_view<const int8_t>(u.data() + b * E, 1, 1, E);
-      a.delta = quamba::make_view<const int8_t>(dt.data() + b * E, 1, 1, E);
-      a.z = quamba::make_view<const int8_t>(z.data() + b * E, 1, 1, E);
-      a.Bm = quamba::make_view<const int8_t>(Bm.data() + b * N, 1, 1, N);
-      a.Cm = quamba::make_view<const int8_t>(Cm.data() + b * N, 1, 1, N);
-      a.s_u = p.s_u; a.s_delta = p.s_delta; a.s_z = p.s_z; a.s_B = p.s_B; a.s_C = p.s_C;
-      a.A_log = A.data(); a.s_A = p.s_A;
-      a.D = D.data(); a.s_D = p.s_D;
-      a.delta_bias = bias.data(); a.s_delta_bias = p.s_delta_bias;
-      a.initial_state = sref.data() + idx[b] * E * N;
-      a.final_state = sref.data() + idx[b] * E * N;
-      a.y = quamba::make_view(yref.data() + b * E, 1, 1, E);
-      ASSERT_EQ(ref::selective_scan_i8(a), Status::kSuccess);
+      ASSERT_EQ(ref_decode_i8(p, u.data() + b * E, dt.data() + b * E, z.data() + b * E, Bm.data() + b * N,
+                              Cm.data() + b * N, A.data(), D.data(), bias.data(), E, N,
+                              sref.data() + idx[b] * E * N, yref.data() + b * E),
+                Status::kSuccess);
     }
     const auto y = dy.download();
     std::vector<float> g, r;
@@ -942,15 +963,8 @@ TEST(ScanDecodeI8, FusedDtProjMatchesGemmDeltas) {
         DeviceBuffer<uint16_t> y_plain(static_cast<size_t>(B * E)), y_fused(static_cast<size_t>(B * E));
         y_plain.poison(0x5A);
         y_fused.poison(0x5A);
-        qs::DecodeParamsI8 p;
-        p.u = quamba::make_view<const int8_t>(du.get(), B, E);
-        p.z = quamba::make_view<const int8_t>(dz.get(), B, E);
-        p.Bm = quamba::make_view<const int8_t>(dB.get(), B, N);
-        p.Cm = quamba::make_view<const int8_t>(dC.get(), B, N);
-        p.s_u = 1.f / 64; p.s_delta = 1.f / 32; p.s_z = 1.f / 32; p.s_B = 1.f / 64; p.s_C = 1.f / 64;
-        p.A_log = dA.get(); p.s_A = 0.0218f;
-        p.D = dD.get(); p.s_D = 1.f / 64;
-        p.delta_bias = dbias.get(); p.s_delta_bias = 1.f / 40;
+        qs::DecodeParamsI8 p =
+            decode_params_i8(du.get(), dz.get(), dB.get(), dC.get(), dA.get(), dD.get(), dbias.get(), B, E, N);
         p.num_slots = B;
         auto plain = p;
         plain.delta = quamba::make_view<const int8_t>(ddtq.get(), B, E);
@@ -970,22 +984,11 @@ TEST(ScanDecodeI8, FusedDtProjMatchesGemmDeltas) {
         EXPECT_TRUE(quamba::test::all_equal(sf.data(), sp.data(), sp.size(), "fused dt_proj states"));
         // The plain form itself against the reference recurrence (so the pair cannot agree on garbage).
         std::vector<float> yref(static_cast<size_t>(B * E)), sref = states;
-        for (int64_t b = 0; b < B; ++b) {
-          ref::ScanArgsI8 a;
-          a.u = quamba::make_view<const int8_t>(u.data() + b * E, 1, 1, E);
-          a.delta = quamba::make_view<const int8_t>(dtq.data() + b * E, 1, 1, E);
-          a.z = quamba::make_view<const int8_t>(z.data() + b * E, 1, 1, E);
-          a.Bm = quamba::make_view<const int8_t>(Bm.data() + b * N, 1, 1, N);
-          a.Cm = quamba::make_view<const int8_t>(Cm.data() + b * N, 1, 1, N);
-          a.s_u = p.s_u; a.s_delta = p.s_delta; a.s_z = p.s_z; a.s_B = p.s_B; a.s_C = p.s_C;
-          a.A_log = A.data(); a.s_A = p.s_A;
-          a.D = D.data(); a.s_D = p.s_D;
-          a.delta_bias = bias.data(); a.s_delta_bias = p.s_delta_bias;
-          a.initial_state = sref.data() + b * E * N;
-          a.final_state = sref.data() + b * E * N;
-          a.y = quamba::make_view(yref.data() + b * E, 1, 1, E);
-          ASSERT_EQ(ref::selective_scan_i8(a), Status::kSuccess);
-        }
+        for (int64_t b = 0; b < B; ++b)
+          ASSERT_EQ(ref_decode_i8(p, u.data() + b * E, dtq.data() + b * E, z.data() + b * E, Bm.data() + b * N,
+                                  Cm.data() + b * N, A.data(), D.data(), bias.data(), E, N, sref.data() + b * E * N,
+                                  yref.data() + b * E),
+                    Status::kSuccess);
         std::vector<float> yg(yp.size());
         for (size_t i = 0; i < yp.size(); ++i) yg[i] = quamba::half_bits_to_float(yp[i]);
         EXPECT_TRUE(quamba::test::all_close(yg, yref, quamba::test::kTolScan, "decode y"));
@@ -1014,15 +1017,7 @@ TEST(ScanDecodeI8, FusedDtProjPdlFed) {
   DeviceBuffer<int8_t> dA(A), dD(D), dbias(bias), dw(dt_w);
   DeviceBuffer<float> dstates(states.size());
   DeviceBuffer<uint16_t> dy(static_cast<size_t>(B * E));
-  qs::DecodeParamsI8 p;
-  p.u = quamba::make_view<const int8_t>(du.get(), B, E);
-  p.z = quamba::make_view<const int8_t>(dz.get(), B, E);
-  p.Bm = quamba::make_view<const int8_t>(dB.get(), B, N);
-  p.Cm = quamba::make_view<const int8_t>(dC.get(), B, N);
-  p.s_u = 1.f / 64; p.s_delta = 1.f / 32; p.s_z = 1.f / 32; p.s_B = 1.f / 64; p.s_C = 1.f / 64;
-  p.A_log = dA.get(); p.s_A = 0.0218f;
-  p.D = dD.get(); p.s_D = 1.f / 64;
-  p.delta_bias = dbias.get(); p.s_delta_bias = 1.f / 40;
+  qs::DecodeParamsI8 p = decode_params_i8(du.get(), dz.get(), dB.get(), dC.get(), dA.get(), dD.get(), dbias.get(), B, E, N);
   p.num_slots = B;
   p.states = dstates.get();
   p.y = quamba::make_view(reinterpret_cast<__half*>(dy.get()), B, E);
