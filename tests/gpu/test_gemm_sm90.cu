@@ -282,7 +282,8 @@ TEST(GemmSm90a, Persistent256x160Validation) {
 
 // The wgmma split-K (run_sm90a_split_k: the one-tile kernel over K-slices into the workspace, then
 // the split-K reduce), every epilogue, on shapes whose plan splits: x_proj at d_model 2560 (N = 192,
-// 128x256 tiles with 64 columns past N) with M tails, a 128x128-tile shape (N <= 128), a K that is
+// one column of 128x192 tiles) with M tails, a 128x192 tile with a partial 8-column group (N = 150),
+// 128x256 tiles past N (N = 200, 201), a 128x128-tile shape (N <= 128), a K that is
 // no multiple of 128 (the last slice ends in TMA's zero fill) and a last slice shorter than the
 // others, a wide N with one row block, odd N (the reduce's partial quads), 16 splits (through auto
 // with a workspace: the workspace form); forced, and through auto with a workspace (the wgmma split-K
@@ -291,7 +292,8 @@ TEST(GemmSm90a, Persistent256x160Validation) {
 TEST(GemmSm90a, SplitKAllEpilogues) {
   QUAMBA_REQUIRE_SM90A();
   for (auto s : {std::array<int64_t, 3>{2048, 192, 5120}, {130, 192, 5120}, {2049, 200, 1040}, {300, 80, 1536},
-                 {129, 2560, 2000}, {640, 36, 4624}, {2048, 201, 2048}, {1100, 37, 3008}, {1024, 192, 16384}}) {
+                 {129, 2560, 2000}, {640, 36, 4624}, {2048, 201, 2048}, {1100, 37, 3008}, {1024, 192, 16384},
+                 {1000, 150, 3008}}) {
     const int64_t M = s[0], N = s[1], K = s[2];
     ASSERT_GT(gemm::plan_sm90a_split_k(M, N, K).splits, 1) << M << "x" << N << "x" << K;
     Weights w(N, K, K + 16, 7300 + N + K);
@@ -339,7 +341,7 @@ TEST(GemmSm90a, SplitKPlanRules) {
         EXPECT_GE(int64_t(s.slice_tiles) * s.splits, k_tiles);
         EXPECT_LT(int64_t(s.slice_tiles) * (s.splits - 1), k_tiles) << "no empty slice";
         EXPECT_LT(2 * tiles, gemm::kSm90aSplitTargetCtas);
-        EXPECT_EQ(s.bn, N <= 128 ? 128 : 256);
+        EXPECT_EQ(s.bn, N <= 128 ? 128 : N <= 192 ? 192 : 256);
         const size_t ws = gemm::sm90a_split_k_workspace_size(M, N, K);
         worst = std::max(worst, ws);
         gemm::GemmParams<gemm::Requant> prm;

@@ -124,7 +124,7 @@ struct Sm90aTraits {
   // (+2 barriers: the ping-pong turn of each consumer warpgroup.)
   static constexpr int kSmemBytes =
       kStages * (kStageBytesA + kStageBytesB) + kStoreBytes + 2 * kStages * 8 + 2 * 8 + 1024;
-  static_assert(kBN == 128 || kBN == 160 || kBN == 256, "wgmma tile width 128, 160 or 256");
+  static_assert(kBN == 128 || kBN == 160 || kBN == 192 || kBN == 256, "wgmma tile width 128, 160, 192 or 256");
   static_assert(kBM == 128 || kBM == 256, "128 or 256 rows (one or two m64 blocks per consumer warpgroup)");
   static_assert(kMBlocks <= 2, "the persistent kernel's epilogue handles one or two m64 blocks");
   // 256 rows only in the plain persistent kernel, at widths whose accumulators fit 232 registers.
@@ -150,6 +150,9 @@ using Sm90aTile128x128 = Sm90aTraits<128, 5>;
 // 4 stages x 48 KiB: 1.5x the MACs per byte of L2 traffic of the 128x128 tile (L2 -> SM bandwidth,
 // not the tensor cores, bounds the smaller tile on H100); 128 accumulators per consumer thread.
 using Sm90aTile128x256 = Sm90aTraits<256, 4>;
+// 5 stages x 40 KiB: the split-K tile for layers 129..192 wide (x_proj: dt_rank + 2·d_state =
+// 192 at d_model 2560), which the 256-wide tile covers with a quarter of its MACs wasted.
+using Sm90aTile128x192 = Sm90aTraits<192, 5>;
 // 7 stages x 32 KiB (224 KiB): the deepest ring that fits, for latency-bound short-K problems.
 using Sm90aTile128x128S7 = Sm90aTraits<128, 7>;
 // Persistent, grouped raster of 8 M-tiles; 4 x 48 KiB ring; direct 2-byte-pair stores.
@@ -326,6 +329,36 @@ QUAMBA_DEVICE void wgmma_m64n160k32_s8(int32_t (&d)[80], uint64_t desc_a, uint64
       : "l"(desc_a), "l"(desc_b), "r"(accumulate));
 }
 
+// D(64 x 192, s32) (+)= A(64 x 32) · B(192 x 32)ᵀ.
+QUAMBA_DEVICE void wgmma_m64n192k32_s8(int32_t (&d)[96], uint64_t desc_a, uint64_t desc_b, int accumulate) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %98, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n192k32.s32.s8.s8 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
+      "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
+      "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95"
+      "}, %96, %97, p;\n"
+      "}\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
+        "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
+        "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]),
+        "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]),
+        "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]),
+        "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]),
+        "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]),
+        "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63]),
+        "+r"(d[64]), "+r"(d[65]), "+r"(d[66]), "+r"(d[67]), "+r"(d[68]), "+r"(d[69]), "+r"(d[70]), "+r"(d[71]),
+        "+r"(d[72]), "+r"(d[73]), "+r"(d[74]), "+r"(d[75]), "+r"(d[76]), "+r"(d[77]), "+r"(d[78]), "+r"(d[79]),
+        "+r"(d[80]), "+r"(d[81]), "+r"(d[82]), "+r"(d[83]), "+r"(d[84]), "+r"(d[85]), "+r"(d[86]), "+r"(d[87]),
+        "+r"(d[88]), "+r"(d[89]), "+r"(d[90]), "+r"(d[91]), "+r"(d[92]), "+r"(d[93]), "+r"(d[94]), "+r"(d[95])
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+}
+
 // D(64 x 256, s32) (+)= A(64 x 32) · B(256 x 32)ᵀ.
 QUAMBA_DEVICE void wgmma_m64n256k32_s8(int32_t (&d)[128], uint64_t desc_a, uint64_t desc_b, int accumulate) {
   asm volatile(
@@ -367,6 +400,7 @@ template <int kBN>
 QUAMBA_DEVICE void wgmma_tile(int32_t (&d)[kBN / 2], uint64_t desc_a, uint64_t desc_b) {
   if constexpr (kBN == 128) wgmma_m64n128k32_s8(d, desc_a, desc_b, 1);
   else if constexpr (kBN == 160) wgmma_m64n160k32_s8(d, desc_a, desc_b, 1);
+  else if constexpr (kBN == 192) wgmma_m64n192k32_s8(d, desc_a, desc_b, 1);
   else wgmma_m64n256k32_s8(d, desc_a, desc_b, 1);
 }
 
@@ -1222,7 +1256,7 @@ Status can_implement_sm90a(const GemmParams<Epilogue>& p) {
 // kernel (gemm_sm80.cuh) adds them and applies the epilogue: bit-identical to the unsplit kernel.
 // Against the mma.sync split-K (64 x 64 tiles), the 128 x 256 tile reads each A row once per 256
 // columns instead of once per 64, the L2 -> SM bytes that bound these problems. The tile is
-// 128 x 128 for N <= 128, else 128 x 256; the workspace ((splits, M, n4) int32) stays within
+// 128 x 128 for N <= 128, 128 x 192 for N <= 192, else 128 x 256; the workspace ((splits, M, n4) int32) stays within
 // kSplitKWorkspaceBound, fewer splits where it would not.
 inline constexpr int64_t kSm90aSplitTargetCtas = 132;  // one wave on a 132-SM H100
 inline constexpr int64_t kSm90aSplitMinTiles = 2;      // 128-byte K-slices per split, at least
@@ -1232,14 +1266,14 @@ inline constexpr int kSm90aMaxClusterSplits = 8;
 struct Sm90aSplitPlan {
   int splits = 1;       // 1: no split
   int slice_tiles = 0;  // 128-byte K-slices per split
-  int bn = 256;         // tile width: 128 or 256
+  int bn = 256;         // tile width: 128, 192 or 256
   int64_t n4 = 0;       // partial row pitch (N rounded up to 4)
 };
 
 inline Sm90aSplitPlan plan_sm90a_split_k(int64_t M, int64_t N, int64_t K) {
   Sm90aSplitPlan s;
   if (M <= 0 || N <= 0 || K <= 0) return s;
-  s.bn = N <= 128 ? 128 : 256;
+  s.bn = N <= 128 ? 128 : N <= 192 ? 192 : 256;
   const int64_t tiles = ((M + 127) / 128) * ((N + s.bn - 1) / s.bn);
   if (2 * tiles >= kSm90aSplitTargetCtas) return s;
   const int64_t k_tiles = (K + 127) / 128;
@@ -1403,7 +1437,9 @@ Status run_sm90a_split_k(const GemmParams<Epilogue>& p, void* workspace, cudaStr
     return launch_kernel(kernel, grid, dim3(Traits::kThreads), Traits::kSmemBytes, stream, q.pdl, tma_a, tma_w, q,
                          true, false, s.slice_tiles, q.M * s.n4);
   };
-  QUAMBA_RETURN_IF_ERROR(s.bn == 128 ? launch_tiles(Sm90aTile128x128{}) : launch_tiles(Sm90aTile128x256{}));
+  QUAMBA_RETURN_IF_ERROR(s.bn == 128   ? launch_tiles(Sm90aTile128x128{})
+                         : s.bn == 192 ? launch_tiles(Sm90aTile128x192{})
+                                       : launch_tiles(Sm90aTile128x256{}));
   return detail::launch_split_k_reduce(p, workspace, s.splits, s.n4, stream);
 }
 
@@ -1452,7 +1488,7 @@ Status run_sm90a_split_k_cluster(const GemmParams<Epilogue>& p, cudaStream_t str
     QUAMBA_RETURN_IF_CUDA_ERROR(cudaLaunchKernelEx(&cfg, kernel, tma_a, tma_w, p, s.slice_tiles));
     return last_launch_status();
   };
-  return s.bn == 128 ? launch(Sm90aTile128x128{}) : launch(Sm90aTile128x256{});
+  return s.bn == 128 ? launch(Sm90aTile128x128{}) : s.bn == 192 ? launch(Sm90aTile128x192{}) : launch(Sm90aTile128x256{});
 }
 
 // Short-K rule of run_sm90a_auto (host only): K <= 256 and the 128 x 128 grid fills its last
