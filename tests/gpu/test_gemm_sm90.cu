@@ -253,6 +253,35 @@ TEST(GemmSm90a, Persistent256x160OutProj) {
   }
 }
 
+// The residual ring of the 256x160 kernel (residual_ring_tile: an fp32 or fp16 output with a
+// residual and neither column scale nor bias, 16-byte aligned residual rows; the CTA's last tile
+// reads its residual from shared memory after bulk copies into the drained stage ring). One tile
+// per CTA (out_proj, M = 2048), tiles past M or N in the same launch (2049; N = 2572 = 16 tiles
+// + 12 columns), two or three tiles per CTA (4100: only each CTA's last tile takes the ring, so
+// ring positions and barrier parities carry across both forms), a single K-slice before the
+// residual positions (K = 80), ldr a multiple of 4 (the ring) and not (the global-load form);
+// forced and through kAuto; then as a programmatic dependent of a feeder that writes A and the
+// residual late (the bulk copies come after the dependency wait). In place: OutProjInPlaceResidual.
+TEST(GemmSm90a, ResidualRingEpilogue) {
+  QUAMBA_REQUIRE_SM90A();
+  struct Case { int64_t M, N, K; };
+  for (const Case c : {Case{2048, 2560, 5120}, Case{2049, 2560, 5120}, Case{4100, 2560, 1024},
+                       Case{300, 2572, 2048}, Case{512, 2560, 80}}) {
+    Weights w(c.N, c.K, c.K, 13000 + c.N + c.K);
+    for (int64_t pad : {0, 4, 1}) {
+      const Problem p(w, c.M, c.K, 14000 + c.M + pad, pad);
+      const std::string label = "ring ldr=" + std::to_string(p.ldr);
+      for (Runner r : {Runner::kSm90aP256x160, Runner::kAuto}) {
+        check<gemm::DequantF32>(p, r, {false, false, true}, label, 4);
+        check<gemm::DequantF16>(p, r, {false, false, true}, label, 8);
+      }
+    }
+  }
+  Weights w(2560, 1024, 1024, 13100);
+  const Problem p(w, 2048, 1024, 13101, 0);
+  check_pdl<gemm::DequantF32>(p, Runner::kSm90aP256x160, {false, false, true}, "ring pdl", 4);
+}
+
 // Validation of the 256x160 variant is the family's (can_implement_sm90a): host-only, no device.
 TEST(GemmSm90a, Persistent256x160Validation) {
   gemm::GemmParams<gemm::DequantF32> prm;

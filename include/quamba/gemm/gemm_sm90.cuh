@@ -124,6 +124,18 @@ struct Sm90aTraits {
   // (+2 barriers: the ping-pong turn of each consumer warpgroup.)
   static constexpr int kSmemBytes =
       kStages * (kStageBytesA + kStageBytesB) + kStoreBytes + 2 * kStages * 8 + 2 * 8 + 1024;
+  // Residual ring (cooperative persistent kernels with two m64 blocks per consumer, kBN <= 160:
+  // the 256x160 out_proj tile): the fp32 residual of a CTA's last tile comes into the stage ring as
+  // kBM/64 extra ring positions of 64 rows each, by 1-D bulk copies that the producer issues as the
+  // tile's last K-slices drain, so the epilogue reads it from shared memory instead of waiting on
+  // ~2·kBN/8 batches of global loads per thread (a third of out_proj's samples, H200 ncu). A
+  // position's rows go into the stage's A region (the first kResRowsInA) and W region (the rest),
+  // kResPitch bytes apart: 32 bytes of padding move each row by 8 banks, so the 16 lanes of a
+  // 64-bit shared load phase (4 rows x 4 column pairs) hit distinct banks.
+  static constexpr int kResPitch = kBN * 4 + 32;
+  static constexpr int kResRowsInA = (kStageBytesA / kResPitch) / 16 * 16;
+  static constexpr bool kResidualRing = kPersistent && !kPingPong && kCluster == 1 && kMBlocks == 2 && kBN <= 160 &&
+                                        kResRowsInA <= 64 && (64 - kResRowsInA) * kResPitch <= kStageBytesB;
   static_assert(kBN == 128 || kBN == 160 || kBN == 192 || kBN == 256, "wgmma tile width 128, 160, 192 or 256");
   static_assert(kBM == 128 || kBM == 256, "128 or 256 rows (one or two m64 blocks per consumer warpgroup)");
   static_assert(kMBlocks <= 2, "the persistent kernel's epilogue handles one or two m64 blocks");
@@ -810,6 +822,94 @@ QUAMBA_DEVICE void produce_slice_a(const Sm90aSmem<Traits>& sm, const CUtensorMa
   load_a_box(sm, tma_a, it % Traits::kStages, kt, a_row, rank);
 }
 
+// Whether the tile at (m0, n0) stages its residual through the ring (Traits::kResidualRing): a
+// Dequant epilogue with a residual and neither column scale nor bias (the out_proj form), pair
+// stores, the whole tile inside C, 16-byte aligned residual rows, and the CTA's last tile (the
+// residual positions are released only after the epilogue, which would hold back the next tile's
+// K-slices). Producer and consumers evaluate it alike, so both count the same ring positions.
+template <typename Traits, typename Epilogue>
+inline constexpr bool kRingResidual =
+    Traits::kResidualRing && (std::is_same_v<Epilogue, DequantF32> || std::is_same_v<Epilogue, DequantF16>);
+
+template <typename Traits, typename Epilogue>
+QUAMBA_DEVICE bool residual_ring_tile(const GemmParams<Epilogue>& p, bool pair_ok, int m0, int n0, bool last_tile) {
+  if constexpr (kRingResidual<Traits, Epilogue>) {
+    const Epilogue& e = p.epilogue;
+    return last_tile && pair_ok && e.residual != nullptr && e.col_scale == nullptr && e.bias == nullptr &&
+           int64_t(m0) + Traits::kBM <= p.M && int64_t(n0) + Traits::kBN <= p.N &&
+           (reinterpret_cast<uintptr_t>(e.residual) & 15u) == 0 && e.ldr % 4 == 0;
+  } else {
+    return false;
+  }
+}
+
+// Shared address of row `row` (0..63) of the residual block in ring stage s.
+template <typename Traits>
+QUAMBA_DEVICE uint32_t residual_row_smem(const Sm90aSmem<Traits>& sm, uint32_t s, int row) {
+  return row < Traits::kResRowsInA ? sm.sA + s * Traits::kStageBytesA + row * Traits::kResPitch
+                                   : sm.sB + s * Traits::kStageBytesB + (row - Traits::kResRowsInA) * Traits::kResPitch;
+}
+
+// Producer warp (converged): the residual of the tile at (m0, n0) into ring positions it ..
+// it + kBM/64 - 1, 64 rows each, one bulk copy per row; returns the position after them.
+template <typename Traits, typename Epilogue>
+QUAMBA_DEVICE uint32_t produce_residual(const Sm90aSmem<Traits>& sm, const GemmParams<Epilogue>& p, uint32_t it,
+                                        int m0, int n0, int lane) {
+  constexpr uint32_t kRowBytes = Traits::kBN * 4;
+  for (int r = 0; r < Traits::kBM / 64; ++r, ++it) {
+    const uint32_t s = it % Traits::kStages;
+    if (lane == 0) {
+      mbar_wait(sm.empty_bar + 8 * s, ((it / Traits::kStages) & 1) ^ 1);
+      mbar_arrive_expect_tx(sm.full_bar + 8 * s, 64 * kRowBytes);
+    }
+    __syncwarp();
+    const float* src = p.epilogue.residual + (int64_t(m0) + 64 * r) * p.epilogue.ldr + n0;
+    for (int row = lane; row < 64; row += 32)
+      quamba::detail::bulk_copy_g2s(residual_row_smem<Traits>(sm, s, row), src + row * p.epilogue.ldr, kRowBytes,
+                                    sm.full_bar + 8 * s);
+  }
+  return it;
+}
+
+// A consumer warpgroup's epilogue of a tile whose residual is in ring positions it .. (see
+// produce_residual): block mb of consumer c is position it + 2c + mb. The formula of store_block's
+// vectorized Dequant path (col_scale and bias null) with the residual from shared memory; then
+// every warp releases all of the tile's residual positions (the other consumer's too: each stage
+// waits for every consumer warp).
+template <typename Traits, typename Epilogue>
+QUAMBA_DEVICE void store_blocks_ring_residual(const Sm90aSmem<Traits>& sm, const uint8_t* smem_base, uint32_t raw,
+                                              const GemmParams<Epilogue>& p, int32_t (&acc)[Traits::kAccumulators],
+                                              uint32_t it, int consumer, int64_t row0, int n0) {
+  using Output = typename Epilogue::Output;
+  constexpr int kStages = Traits::kStages;
+  const int lt = threadIdx.x % 128;
+  const int lane = lt & 31, w = lt >> 5, g = lane >> 2, t = lane & 3;
+  const Epilogue& e = p.epilogue;
+#pragma unroll
+  for (int mb = 0; mb < Traits::kMBlocks; ++mb) {
+    const uint32_t pos = it + consumer * Traits::kMBlocks + mb;
+    const uint32_t s = pos % kStages;
+    mbar_wait(sm.full_bar + 8 * s, (pos / kStages) & 1);
+    const float* r0 = reinterpret_cast<const float*>(smem_base + (residual_row_smem<Traits>(sm, s, w * 16 + g) - raw)) +
+                      2 * t;
+    const float* r1 = r0 + 8 * Traits::kResPitch / 4;
+    const int64_t row = row0 + 64 * mb + w * 16 + g;
+    Output* c0 = p.C + row * p.ldc + n0 + 2 * t;
+    Output* c1 = c0 + 8 * p.ldc;
+    const int32_t(&a)[Traits::kBN / 2] = acc_block<Traits>(acc, mb);
+#pragma unroll
+    for (int j = 0; j < Traits::kBN / 8; ++j) {
+      const float2 ra = *reinterpret_cast<const float2*>(r0 + 8 * j);
+      const float2 rb = *reinterpret_cast<const float2*>(r1 + 8 * j);
+      ptx::store2(c0 + 8 * j, e.apply_of(a[4 * j], 1.0f, 0.0f, ra.x), e.apply_of(a[4 * j + 1], 1.0f, 0.0f, ra.y));
+      ptx::store2(c1 + 8 * j, e.apply_of(a[4 * j + 2], 1.0f, 0.0f, rb.x), e.apply_of(a[4 * j + 3], 1.0f, 0.0f, rb.y));
+    }
+  }
+  __syncwarp();
+  if (lane == 0)
+    for (int r = 0; r < Traits::kBM / 64; ++r) release_stage(sm, (it + r) % kStages);
+}
+
 // Pulls the residual block of the tile at (m0, n0) toward L2 while the tile's K loop still runs, so
 // the epilogue (which all CTAs reach at about the same time) reads it from L2 instead of a burst of
 // DRAM reads (out_proj: 8 bytes of residual + output per 2·K MACs). One warp, 128-byte lines.
@@ -1160,6 +1260,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
           __syncwarp();
           if (kt == k_tiles / 2) prefetch_residual_l2<Traits>(p, m0, n0, lane);
         }
+        if constexpr (kRingResidual<Traits, Epilogue>) {
+          if (residual_ring_tile<Traits>(p, pair_ok, m0, n0, tile + tile_stride >= tiles))
+            it = produce_residual<Traits>(sm, p, it, m0, n0, lane);
+        }
       }
       if (it == 0) grid_dependency_wait();  // a CTA without a tile still waits
     } else {
@@ -1188,10 +1292,20 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         // producer before the epilogue, so the next tile's loads overlap it.
         finish_tile(sm, acc, it, k_tiles, lane, true);
         const int64_t row0 = int64_t(m0) + consumer * Traits::kRowsPerConsumer;
-        if constexpr (Traits::kMBlocks == 1) {
-          store_block<Traits>(p, pair_ok, wide_ok, acc_block<Traits>(acc, 0), row0, n0, stage, consumer);
-        } else {
-          store_two_blocks<Traits>(p, pair_ok, wide_ok, acc, row0, n0, stage, consumer);
+        bool ring = false;
+        if constexpr (kRingResidual<Traits, Epilogue>) {
+          ring = residual_ring_tile<Traits>(p, pair_ok, m0, n0, tile + tile_stride >= tiles);
+          if (ring) {
+            store_blocks_ring_residual<Traits>(sm, smem_raw, raw, p, acc, it, consumer, row0, n0);
+            it += Traits::kBM / 64;
+          }
+        }
+        if (!ring) {
+          if constexpr (Traits::kMBlocks == 1) {
+            store_block<Traits>(p, pair_ok, wide_ok, acc_block<Traits>(acc, 0), row0, n0, stage, consumer);
+          } else {
+            store_two_blocks<Traits>(p, pair_ok, wide_ok, acc, row0, n0, stage, consumer);
+          }
         }
       }
     }
