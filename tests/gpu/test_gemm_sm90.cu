@@ -282,6 +282,17 @@ TEST(GemmSm90a, ResidualRingEpilogue) {
   check_pdl<gemm::DequantF32>(p, Runner::kSm90aP256x160, {false, false, true}, "ring pdl", 4);
 }
 
+// A small residual-ring launch for the sanitizers (racecheck over the shared-memory reuse): 8 tiles
+// of 256x160, two K-slices each, so the four residual positions wrap around the 4-stage ring onto
+// the stages the K-slices just released; fp32 and fp16 outputs, ldr = 640.
+TEST(GemmSm90a, ResidualRingSmall) {
+  QUAMBA_REQUIRE_SM90A();
+  Weights w(640, 256, 256, 13200);
+  const Problem p(w, 512, 256, 13201, 0);
+  check<gemm::DequantF32>(p, Runner::kSm90aP256x160, {false, false, true}, "ring small", 4);
+  check<gemm::DequantF16>(p, Runner::kSm90aP256x160, {false, false, true}, "ring small", 8);
+}
+
 // Validation of the 256x160 variant is the family's (can_implement_sm90a): host-only, no device.
 TEST(GemmSm90a, Persistent256x160Validation) {
   gemm::GemmParams<gemm::DequantF32> prm;
