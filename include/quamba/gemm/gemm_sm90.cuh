@@ -19,8 +19,9 @@
 // Selected by GemmPath::kAuto on sm_90 for M >= kSm90aMinM when the problem has enough 128 x 128
 // tiles to fill half the SMs (gemm.cuh); forced with GemmPath::kSm90a or run_sm90a<Epi, Traits>.
 //
-// Variants (Traits): the one-tile-per-CTA kernel (128x128 s5, 128x128 s7, 128x256 s4) and the
-// persistent kernel (grid = #SMs, each CTA walks tiles in a grouped raster order; its producer
+// Variants (Traits): the one-tile-per-CTA kernel (128x128 s5, 128x128 s7, 128x256 s4; 128x192 s5
+// for split-K) and the persistent kernel (grid = #SMs, each CTA walks tiles in a grouped raster
+// order; its producer
 // keeps loading the next tile's K-slices while the consumers run the epilogue of the current one,
 // so a tile's pipeline fill overlaps the previous epilogue; in the cooperative form the tensor
 // cores still wait for the epilogue; kPingPong: the two consumer warpgroups take whole tiles in
@@ -43,7 +44,9 @@
 // m64 blocks sharing every W slice (160 accumulators per thread; the producer warpgroup hands
 // registers to the consumers with setmaxnreg), which cuts the L2 -> SM operand bytes per MAC by 28%
 // against 128x160. run_sm90a_auto gives Dequant epilogues (out_proj) 256x160 when its tiles fill
-// one wave, else the ping-pong 128x160 (dequant_prefers_256x160).
+// one wave, else the ping-pong 128x160 (dequant_prefers_256x160); the 256x160 kernel's last tile
+// per CTA takes its residual from the stage ring (kResidualRing). Whole 64-row blocks of a
+// per-tensor Requant (finite alpha, no column scale) skip the per-output bounds and tests.
 // Programmatic dependent launch (GemmParams::pdl, core/launch.cuh): every kernel leaves the next
 // launch's trigger implicit (at exit). Its producer thread requests the W slices of the first
 // ring round (of its first tile) before the dependency wait, since no kernel of the chain writes
@@ -128,7 +131,8 @@ struct Sm90aTraits {
   // the 256x160 out_proj tile): the fp32 residual of a CTA's last tile comes into the stage ring as
   // kBM/64 extra ring positions of 64 rows each, by 1-D bulk copies that the producer issues as the
   // tile's last K-slices drain, so the epilogue reads it from shared memory instead of waiting on
-  // ~2·kBN/8 batches of global loads per thread (a third of out_proj's samples, H200 ncu). A
+  // ~2·kBN/8 batches of global loads per thread (a third of out_proj's samples, H200 ncu; the
+  // kernel measured 53.4 -> 51.7 us at M = 2048, less than that share, bench/RESULTS.md run AG). A
   // position's rows go into the stage's A region (the first kResRowsInA) and W region (the rest),
   // kResPitch bytes apart: 32 bytes of padding move each row by 8 banks, so the 16 lanes of a
   // 64-bit shared load phase (4 rows x 4 column pairs) hit distinct banks.
@@ -822,15 +826,16 @@ QUAMBA_DEVICE void produce_slice_a(const Sm90aSmem<Traits>& sm, const CUtensorMa
   load_a_box(sm, tma_a, it % Traits::kStages, kt, a_row, rank);
 }
 
-// Whether the tile at (m0, n0) stages its residual through the ring (Traits::kResidualRing): a
-// Dequant epilogue with a residual and neither column scale nor bias (the out_proj form), pair
-// stores, the whole tile inside C, 16-byte aligned residual rows, and the CTA's last tile (the
-// residual positions are released only after the epilogue, which would hold back the next tile's
-// K-slices). Producer and consumers evaluate it alike, so both count the same ring positions.
+// Kernels whose code contains the residual ring (Traits::kResidualRing, a Dequant epilogue).
 template <typename Traits, typename Epilogue>
 inline constexpr bool kRingResidual =
     Traits::kResidualRing && (std::is_same_v<Epilogue, DequantF32> || std::is_same_v<Epilogue, DequantF16>);
 
+// Whether the tile at (m0, n0) stages its residual through the ring: a Dequant epilogue with a
+// residual and neither column scale nor bias (the out_proj form), pair stores, the whole tile
+// inside C, 16-byte aligned residual rows, and the CTA's last tile (the residual positions are
+// released only after the epilogue, which would hold back the next tile's K-slices). Producer and
+// consumers evaluate it alike, so both count the same ring positions.
 template <typename Traits, typename Epilogue>
 QUAMBA_DEVICE bool residual_ring_tile(const GemmParams<Epilogue>& p, bool pair_ok, int m0, int n0, bool last_tile) {
   if constexpr (kRingResidual<Traits, Epilogue>) {
@@ -1370,8 +1375,8 @@ Status can_implement_sm90a(const GemmParams<Epilogue>& p) {
 // kernel (gemm_sm80.cuh) adds them and applies the epilogue: bit-identical to the unsplit kernel.
 // Against the mma.sync split-K (64 x 64 tiles), the 128 x 256 tile reads each A row once per 256
 // columns instead of once per 64, the L2 -> SM bytes that bound these problems. The tile is
-// 128 x 128 for N <= 128, 128 x 192 for N <= 192, else 128 x 256; the workspace ((splits, M, n4) int32) stays within
-// kSplitKWorkspaceBound, fewer splits where it would not.
+// 128 x 128 for N <= 128, 128 x 192 for N <= 192, else 128 x 256; the workspace ((splits, M, n4)
+// int32) stays within kSplitKWorkspaceBound, fewer splits where it would not.
 inline constexpr int64_t kSm90aSplitTargetCtas = 132;  // one wave on a 132-SM H100
 inline constexpr int64_t kSm90aSplitMinTiles = 2;      // 128-byte K-slices per split, at least
 // Largest split count of the cluster form (run_sm90a_split_k_cluster): the portable cluster size.
