@@ -262,6 +262,7 @@ TEST(GemmSm90a, Persistent256x160OutProj) {
 // residual positions (K = 80), ldr a multiple of 4 (the ring) and not (the global-load form);
 // forced and through kAuto; then as a programmatic dependent of a feeder that writes A and the
 // residual late (the bulk copies come after the dependency wait). In place: OutProjInPlaceResidual.
+static_assert(gemm::Sm90aPersistent256x160::kResidualRing, "the 256x160 kernel carries the residual ring");
 TEST(GemmSm90a, ResidualRingEpilogue) {
   QUAMBA_REQUIRE_SM90A();
   struct Case { int64_t M, N, K; };

@@ -470,11 +470,12 @@ QUAMBA_DEVICE void store_block(const GemmParams<Epilogue>& p, bool pair_ok, bool
       // distinct 16-byte bank groups (the row pitch is a multiple of 128 B, so without the XOR all
       // 8 rows would share one), and the 8 lanes of a 16-byte read phase still read 8 distinct
       // chunks of one row.
-      // A whole block of a plain Requant (per-tensor alpha, finite, no column scale) takes the
-      // short form: no bounds, no column-scale test and no NaN test per element (float(acc)·alpha
-      // is finite), two round_i8_bits low bytes per 2-byte store; the copy-out skips its bounds
-      // too. Same bits as apply() (the general form below spent ~15 instructions per output and
-      // made the epilogue ~30% of in_proj's consumer time, H200 ncu source counters).
+      // A whole block of a plain Requant (per-tensor alpha, finite, no column scale) fills the
+      // staging block in a short form: no bounds, no column-scale test and no NaN test per element
+      // (float(acc)·alpha is finite), two round_i8_bits low bytes per 2-byte store. Same bits as
+      // apply() (the general form below spent ~15 instructions per output and made the epilogue
+      // ~30% of in_proj's consumer time, H200 ncu source counters). Both share the copy-out.
+      bool staged = false;
       if constexpr (std::is_same_v<Epilogue, Requant>) {
         const bool whole = row0 + 64 <= p.M && n0 + Traits::kBN <= p.N;
         if (whole && p.epilogue.col_scale == nullptr && isfinite(p.epilogue.alpha)) {
@@ -487,34 +488,26 @@ QUAMBA_DEVICE void store_block(const GemmParams<Epilogue>& p, bool pair_ok, bool
             for (int h = 0; h < 2; ++h)
               *reinterpret_cast<uint16_t*>(base + 8 * h * Traits::kBN + ((((j >> 1) ^ g) << 4) | ((j & 1) * 8))) =
                   static_cast<uint16_t>(__byte_perm(bits(acc[4 * j + 2 * h]), bits(acc[4 * j + 2 * h + 1]), 0x0040));
-          named_barrier_sync(1 + consumer, 128);
-          int8_t* crow = p.C + row0 * p.ldc + n0;
-#pragma unroll
-          for (int i = 0; i < 64 * kChunks / 128; ++i) {
-            const int q = lt + 128 * i;
-            const int r = q / kChunks, c = q % kChunks;
-            *reinterpret_cast<int4*>(crow + r * p.ldc + 16 * c) =
-                *reinterpret_cast<const int4*>(stage + r * Traits::kBN + ((c ^ (r & 7)) << 4));
-          }
-          named_barrier_sync(1 + consumer, 128);
-          return;
+          staged = true;
         }
       }
+      if (!staged) {
 #pragma unroll
-      for (int j = 0; j < Traits::kBN / 8; ++j) {
-        const int64_t n = n0 + 8 * j + 2 * t;
+        for (int j = 0; j < Traits::kBN / 8; ++j) {
+          const int64_t n = n0 + 8 * j + 2 * t;
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int r = w * 16 + g + 8 * h;
-          const int64_t m = row0 + r;
-          // Out-of-range elements are never evaluated (col_scale[n] would be read past N) and
-          // never stored (the copy-out below skips them).
-          const bool in_m = m < p.M;
-          const int8_t lo = in_m && n < p.N ? p.epilogue.apply(acc[4 * j + 2 * h], m, n) : int8_t(0);
-          const int8_t hi = in_m && n + 1 < p.N ? p.epilogue.apply(acc[4 * j + 2 * h + 1], m, n + 1) : int8_t(0);
-          const int off = r * Traits::kBN + (((j >> 1) ^ (r & 7)) << 4) + (j & 1) * 8 + 2 * t;
-          *reinterpret_cast<uint16_t*>(stage + off) =
-              static_cast<uint16_t>(static_cast<uint8_t>(lo) | (static_cast<uint16_t>(static_cast<uint8_t>(hi)) << 8));
+          for (int h = 0; h < 2; ++h) {
+            const int r = w * 16 + g + 8 * h;
+            const int64_t m = row0 + r;
+            // Out-of-range elements are never evaluated (col_scale[n] would be read past N) and
+            // never stored (the copy-out below skips them).
+            const bool in_m = m < p.M;
+            const int8_t lo = in_m && n < p.N ? p.epilogue.apply(acc[4 * j + 2 * h], m, n) : int8_t(0);
+            const int8_t hi = in_m && n + 1 < p.N ? p.epilogue.apply(acc[4 * j + 2 * h + 1], m, n + 1) : int8_t(0);
+            const int off = r * Traits::kBN + (((j >> 1) ^ (r & 7)) << 4) + (j & 1) * 8 + 2 * t;
+            *reinterpret_cast<uint16_t*>(stage + off) = static_cast<uint16_t>(
+                static_cast<uint8_t>(lo) | (static_cast<uint16_t>(static_cast<uint8_t>(hi)) << 8));
+          }
         }
       }
       named_barrier_sync(1 + consumer, 128);
@@ -773,15 +766,17 @@ QUAMBA_DEVICE void load_operand_box(uint32_t stage, const CUtensorMap* map, int 
 // The start of ring position `it`'s refill: wait until its consumers (with pairs: both CTAs')
 // have released it, then announce the whole stage's bytes on its full barrier. A pair's shared
 // half from the peer may land before this expect_tx, which the transaction count allows (the
-// phase cannot complete before this thread's arrive). Returns the stage index.
+// phase cannot complete before this thread's arrive). `bytes`: what the position will receive
+// (a K-slice's A and W boxes, or a residual block, produce_residual). Returns the stage index.
 template <typename Traits>
-QUAMBA_DEVICE uint32_t begin_stage(const Sm90aSmem<Traits>& sm, uint32_t it) {
+QUAMBA_DEVICE uint32_t begin_stage(const Sm90aSmem<Traits>& sm, uint32_t it,
+                                   uint32_t bytes = Traits::kStageBytesA + Traits::kStageBytesB) {
   constexpr int kStages = Traits::kStages;
   const uint32_t s = it % kStages;
   // A fresh barrier counts its "previous" phase (parity 1) as complete, so the first kStages
   // waits return at once.
   mbar_wait(sm.empty_bar + 8 * s, ((it / kStages) & 1) ^ 1);
-  mbar_arrive_expect_tx(sm.full_bar + 8 * s, Traits::kStageBytesA + Traits::kStageBytesB);
+  mbar_arrive_expect_tx(sm.full_bar + 8 * s, bytes);
   return s;
 }
 
@@ -863,10 +858,7 @@ QUAMBA_DEVICE uint32_t produce_residual(const Sm90aSmem<Traits>& sm, const GemmP
   constexpr uint32_t kRowBytes = Traits::kBN * 4;
   for (int r = 0; r < Traits::kBM / 64; ++r, ++it) {
     const uint32_t s = it % Traits::kStages;
-    if (lane == 0) {
-      mbar_wait(sm.empty_bar + 8 * s, ((it / Traits::kStages) & 1) ^ 1);
-      mbar_arrive_expect_tx(sm.full_bar + 8 * s, 64 * kRowBytes);
-    }
+    if (lane == 0) begin_stage(sm, it, 64 * kRowBytes);
     __syncwarp();
     const float* src = p.epilogue.residual + (int64_t(m0) + 64 * r) * p.epilogue.ldr + n0;
     for (int row = lane; row < 64; row += 32)
