@@ -75,7 +75,7 @@ enum class Variant {
   kAuto, kAutoWorkspace, kSm80SplitK, kSm80Tile128, kSm80Tile64, kGemvWide, kGemvWideDeep, kGemvSplitK, kGemvNarrow,
   kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St,
   kSm90aP160, kSm90aC256St, kSm90aC160, kSm90aP256x160, kSm90aC2A256x160, kSm90aPP160, kSm90aPP128, kCublasF16, kCublasLtI8, kAutoPdl, kW8A16,
-  kShortK64, kShortK128, kShortK64x64, kShortKCol, kShortKCol32, kSm90aSplitK, kSm90aSplitKCluster,
+  kShortK64, kShortK128, kShortK64x64, kShortKCol, kShortKCol32, kSm90aShortK, kSm90aSplitK, kSm90aSplitKCluster,
   kGemvMmaWide, kGemvMmaWide4, kGemvMmaDeep, kGemvMmaShort
 };
 
@@ -113,6 +113,7 @@ const char* variant_name(Variant v) {
     case Variant::kShortK64x64: return gemm::short_k_name<gemm::ShortKTile64x64>();
     case Variant::kShortKCol: return gemm::short_k_name<gemm::ShortKCol128x64>();
     case Variant::kShortKCol32: return gemm::short_k_name<gemm::ShortKCol128x32>();
+    case Variant::kSm90aShortK: return gemm::sm90a_short_k_name<gemm::Sm90aShortK128>();
     case Variant::kSm90aSplitK: return "sm90a_split_k";
     case Variant::kSm90aSplitKCluster: return "sm90a_split_k_cluster";
     case Variant::kGemvMmaWide: return gemm::to_string(gemm::GemvMmaKind::kWide);
@@ -140,6 +141,7 @@ Status run_variant(Variant v, const gemm::GemmParams<Epi>& p, cudaStream_t st, v
     case Variant::kShortK64x64: return gemm::run_short_k<gemm::ShortKTile64x64>(p, st);
     case Variant::kShortKCol: return gemm::run_short_k<gemm::ShortKCol128x64>(p, st);
     case Variant::kShortKCol32: return gemm::run_short_k<gemm::ShortKCol128x32>(p, st);
+    case Variant::kSm90aShortK: return gemm::run_sm90a_short_k<Epi>(p, st);
     case Variant::kGemvWide: return gemm::run_gemv(p, st, gemm::GemvKind::kWide);
     case Variant::kGemvWideDeep: return gemm::run_gemv(p, st, gemm::GemvKind::kWideDeep);
     case Variant::kGemvSplitK: return gemm::run_gemv(p, st, gemm::GemvKind::kSplitK);
@@ -499,7 +501,7 @@ const bool registered = [] {
                                Variant::kSm90aC256St, Variant::kSm90aC160, Variant::kSm90aP256x160,
                                Variant::kSm90aC2A256x160, Variant::kSm90aPP160, Variant::kSm90aPP128});
         if (M == 1) vs.push_back(Variant::kAutoPdl);
-        if (s.K <= gemm::kShortKMaxK && M > gemm::kGemvMaxM) vs.insert(vs.end(), {Variant::kShortK64, Variant::kShortK128, Variant::kShortK64x64, Variant::kShortKCol, Variant::kShortKCol32});
+        if (s.K <= gemm::kShortKMaxK && M > gemm::kGemvMaxM) vs.insert(vs.end(), {Variant::kShortK64, Variant::kShortK128, Variant::kShortK64x64, Variant::kShortKCol, Variant::kShortKCol32, Variant::kSm90aShortK});
         if (s.layer == "lm_head" && M <= 32) vs.push_back(Variant::kW8A16);
         vs.insert(vs.end(), {Variant::kCublasF16, Variant::kCublasLtI8});
         for (Variant v : vs) {

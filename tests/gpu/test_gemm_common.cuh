@@ -164,7 +164,7 @@ enum class Runner {
   kAuto, kAutoWorkspace, kSm80SplitK, kGemv, kGemvWide, kGemvWideDeep, kGemvSplitK, kGemvNarrow, kSm80Tile128, kSm80Tile64,
   kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St, kSm90aP160,
   kSm90aC256St, kSm90aC160, kSm90aP256x160, kSm90aC2A256x160, kSm90aPP160, kSm90aPP128, kShortK64, kShortK128, kShortK64x64, kShortKCol, kShortKCol32, kSm90aSplitK, kSm90aSplitKCluster,
-  kGemvMma, kGemvMmaWide, kGemvMmaWide4, kGemvMmaDeep, kGemvMmaShort
+  kSm90aShortK, kGemvMma, kGemvMmaWide, kGemvMmaWide4, kGemvMmaDeep, kGemvMmaShort
 };
 
 // The tensor-core small-M path (gemm/gemv_mma.cuh): through run() and each shape by name.
@@ -211,6 +211,7 @@ const char* runner_name(Runner r) {
     case Runner::kShortK64x64: return gemm::short_k_name<gemm::ShortKTile64x64>();
     case Runner::kShortKCol: return gemm::short_k_name<gemm::ShortKCol128x64>();
     case Runner::kShortKCol32: return gemm::short_k_name<gemm::ShortKCol128x32>();
+    case Runner::kSm90aShortK: return gemm::sm90a_short_k_name<gemm::Sm90aShortK128>();
     case Runner::kGemvMma: return "gemv_mma";
     case Runner::kGemvMmaWide: return gemm::to_string(gemm::GemvMmaKind::kWide);
     case Runner::kGemvMmaWide4: return gemm::to_string(gemm::GemvMmaKind::kWide4);
@@ -274,6 +275,7 @@ Status run_with(Runner r, const gemm::GemmParams<Epi>& p, cudaStream_t stream = 
     case Runner::kShortK64x64: return gemm::run_short_k<gemm::ShortKTile64x64>(p, stream);
     case Runner::kShortKCol: return gemm::run_short_k<gemm::ShortKCol128x64>(p, stream);
     case Runner::kShortKCol32: return gemm::run_short_k<gemm::ShortKCol128x32>(p, stream);
+    case Runner::kSm90aShortK: return gemm::run_sm90a_short_k<Epi>(p, stream);
     case Runner::kGemvMma: return gemm::run(p, nullptr, stream, gemm::GemmPath::kGemvMma);
     case Runner::kGemvMmaWide: return gemm::run_gemv_mma(p, stream, gemm::GemvMmaKind::kWide);
     case Runner::kGemvMmaWide4: return gemm::run_gemv_mma(p, stream, gemm::GemvMmaKind::kWide4);

@@ -438,6 +438,97 @@ TEST(GemmSm90a, AutoAgreesWithForcedPaths) {
   }
 }
 
+// The short-K wgmma kernel (gemm_sm90_short_k.cuh): every K class (one or two 128-byte pieces,
+// k32 steps 1..8, K tails inside a piece), M and N tails, one tile and many tiles per CTA, every
+// epilogue (the staged 16-byte int8 stores with ldc % 16 == 0, the direct stores otherwise).
+TEST(GemmSm90aShortK, Sweep) {
+  QUAMBA_REQUIRE_SM90A();
+  const std::array<int64_t, 3> shapes[] = {{1, 136, 16},    {17, 8, 32},       {65, 200, 48},   {130, 1000, 96},
+                                           {129, 1536, 128}, {300, 72, 144},   {1000, 5120, 160}, {257, 520, 176},
+                                           {2100, 640, 256}, {4099, 1000, 240}, {64, 128, 224}};
+  for (const auto& s : shapes) {
+    Weights w(s[1], s[2], s[2] + 16, 9500 + s[1] + s[2]);
+    Problem p(w, s[0], s[2] + 32, 9600 + s[0]);
+    const Runner r = Runner::kSm90aShortK;
+    check<gemm::Requant>(p, r, {}, "requant");
+    check<gemm::Requant>(p, r, {true, false, false}, "requant");
+    check<gemm::Requant>(p, r, {}, "requant", 16);
+    check<gemm::Requant>(p, r, {true, false, false}, "requant", 16);
+    check<gemm::Identity>(p, r, {}, "identity");
+    check<gemm::DequantF32>(p, r, {true, true, true}, "dequant_f32");
+    check<gemm::DequantF32>(p, r, {false, false, true}, "dequant_f32");
+    check<gemm::DequantF16>(p, r, {}, "dequant_f16");
+    check<gemm::DequantF16>(p, r, {true, true, false}, "dequant_f16", 16);
+  }
+}
+
+// CTAs whose tile ranges cross column blocks: with one 64-row tile per block (M = 64, N = 40000)
+// every tile of a CTA's range is a new W segment, so both W buffers turn over several times per
+// CTA and consumers pass segments in which they have no tile; with four row tiles per block
+// (M = 200) ranges of ~5 tiles cross one or two boundaries. Also the dt_proj shape of d_model 2560
+// on a long prompt (M tail in every column block) and as a programmatic dependent.
+TEST(GemmSm90aShortK, SegmentsPerCta) {
+  QUAMBA_REQUIRE_SM90A();
+  for (auto s : {std::array<int64_t, 3>{64, 40000, 160}, {200, 20000, 64}, {8257, 5120, 160}}) {
+    Weights w(s[1], s[2], s[2], 9700 + s[1]);
+    Problem p(w, s[0], s[2], 9701 + s[0]);
+    check<gemm::Requant>(p, Runner::kSm90aShortK, {}, "requant", 16);
+    check<gemm::Requant>(p, Runner::kSm90aShortK, {true, false, false}, "requant");
+    check<gemm::DequantF32>(p, Runner::kSm90aShortK, {false, true, true}, "dequant_f32");
+    check_pdl<gemm::Requant>(p, Runner::kSm90aShortK, {}, "requant pdl", 16);
+  }
+  // The dispatcher's choice for dt_proj of d_model 2560 (sm90a_short_k_worthwhile), as the block
+  // calls it.
+  Weights w(5120, 160, 160, 9710);
+  Problem p(w, 2048, 192, 9711);
+  check<gemm::Requant>(p, Runner::kAuto, {}, "dt_proj auto", 16);
+  check_pdl<gemm::Requant>(p, Runner::kAuto, {}, "dt_proj auto pdl", 16);
+}
+
+// Small launches with a few tiles per CTA (the racecheck target of the kernel): 160 tiles of
+// four row blocks over 40 column blocks (some CTAs two tiles); 157 one-tile segments.
+TEST(GemmSm90aShortK, Small) {
+  QUAMBA_REQUIRE_SM90A();
+  for (auto s : {std::array<int64_t, 3>{256, 5120, 160}, {64, 20000, 96}}) {
+    Weights w(s[1], s[2], s[2], 9750 + s[1]);
+    Problem p(w, s[0], s[2], 9751 + s[0]);
+    check<gemm::Requant>(p, Runner::kSm90aShortK, {}, "requant", 16);
+  }
+}
+
+// The dispatch rule inside kShortK (host only): dt_proj of d_model 2560 from a few hundred rows,
+// not the short K of d_model 768 nor grids under four tiles per SM.
+TEST(GemmSm90aShortK, DispatchRule) {
+  EXPECT_TRUE(gemm::sm90a_short_k_worthwhile(2048, 5120, 160, 132));
+  EXPECT_TRUE(gemm::sm90a_short_k_worthwhile(8192, 5120, 160, 132));
+  EXPECT_TRUE(gemm::sm90a_short_k_worthwhile(848, 5120, 160, 132)) << "14 x 40 = 560 tiles";
+  EXPECT_FALSE(gemm::sm90a_short_k_worthwhile(832, 5120, 160, 132)) << "13 x 40 = 520 tiles < 528";
+  EXPECT_FALSE(gemm::sm90a_short_k_worthwhile(128, 5120, 160, 132));
+  EXPECT_FALSE(gemm::sm90a_short_k_worthwhile(8192, 1536, 48, 132)) << "d_model 768: K = 48";
+  EXPECT_FALSE(gemm::sm90a_short_k_worthwhile(8192, 4096, 128, 132)) << "K <= 128";
+  EXPECT_FALSE(gemm::sm90a_short_k_worthwhile(8192, 5120, 272, 132)) << "K > 256";
+  EXPECT_FALSE(gemm::sm90a_short_k_worthwhile(8192, 5120, 160, 0));
+}
+
+TEST(GemmSm90aShortK, Validation) {
+  QUAMBA_REQUIRE_SM90A();
+  Weights w(256, 272, 272, 9800);
+  Problem p(w, 256, 272, 9801);
+  gemm::GemmParams<gemm::Requant> prm;
+  prm.M = 256; prm.N = 256; prm.K = 272; prm.A = p.dA.get(); prm.lda = p.lda; prm.W = w.dev.get(); prm.ldw = w.ldw;
+  DeviceBuffer<int8_t> dC(256 * 256);
+  prm.C = dC.get();
+  prm.ldc = 256;
+  EXPECT_EQ(gemm::can_implement_sm90a_short_k(prm), Status::kErrorNotSupported) << "K > 256";
+  EXPECT_EQ(gemm::run_sm90a_short_k(prm, 0), Status::kErrorNotSupported);
+  prm.K = 160;
+  prm.lda = 168;  // not a multiple of 16
+  EXPECT_EQ(gemm::run_sm90a_short_k(prm, 0), Status::kErrorMisaligned);
+  prm.lda = p.lda;
+  prm.M = 0;
+  EXPECT_EQ(gemm::run_sm90a_short_k(prm, 0), Status::kSuccess) << "M = 0 is a no-op";
+}
+
 // Programmatic dependent launch: every sm90a kernel variant and the dispatcher's choices with
 // pdl = true as a dependent of a kernel that writes A (and the residual) late, then back to back
 // (check_pdl). The producer issues the W slices of its first ring round before the dependency

@@ -14,7 +14,9 @@
 //   kSm90a  wgmma + TMA kernel (gemm/gemm_sm90.cuh), sm_90 built as 90a only.
 //   kShortK K <= 256: whole-K operand rows, the column-resident kernel (a CTA per column block
 //           and share of the row tiles, W in shared memory once; gemm/gemm_short_k.cuh), any sm >= 80; falls back to kSm80 where its shared memory
-//           does not fit the device.
+//           does not fit the device. On sm_90 with a 90a build, where sm90a_short_k_worthwhile
+//           (K > 128, at least four 64 x 128 tiles per SM: dt_proj of d_model 2560 at prefill), the
+//           wgmma short-K kernel instead (gemm/gemm_sm90_short_k.cuh).
 //   kAuto   kGemvMma for 3 <= M <= 32 on wide layers (N > 1024) and for 6 <= M <= 32 on narrow
 //           ones with a long K (N <= 256, K > 256: x_proj; gemv_mma_worthwhile);
 //           kShortK for M >= 128 and K <= 256 (dt_proj prefill); kGemv for M <= 16 (except 4 < M with at least one 64-column tile per SM, or half
@@ -46,6 +48,7 @@
 #include "quamba/core/status.hpp"
 #include "quamba/gemm/epilogue.cuh"
 #include "quamba/gemm/gemm_short_k.cuh"
+#include "quamba/gemm/gemm_sm90_short_k.cuh"
 #include "quamba/gemm/gemm_sm80.cuh"
 #include "quamba/gemm/gemm_sm90.cuh"
 #include "quamba/gemm/gemv.cuh"
@@ -123,6 +126,18 @@ inline bool gemv_mma_worthwhile(int64_t M, int64_t N, int64_t K) {
   if (M < kGemvMmaMinM || M > kGemvMmaMaxM) return false;
   if (N > 1024) return true;  // wide layers, long or short K
   return N <= kGemvMmaNarrowMaxN && K > 256 && M >= kGemvMmaNarrowMinM;
+}
+
+// Within kShortK on sm_90 (host only): the wgmma short-K kernel (gemm_sm90_short_k.cuh) for K > 128
+// with at least four of its 64 x 128 tiles per SM, else the column-resident mma.sync kernel. H200,
+// same run (bench/RESULTS.md run AH), µs, wgmma against mma.sync: d_model 2560 (K = 160, N = 5120)
+// M = 2048 13.0 / 16.7, M = 8192 31.9 / 44.2, M = 128 (80 tiles) 7.09 / 6.58; d_model 768
+// (K = 48, N = 1536) M = 2048 8.59 / 7.52, M = 8192 13.9 / 13.2: with a short K the mma.sync
+// kernel's per-output work is small and the wgmma kernel's epilogue and start dominate.
+inline constexpr int64_t kSm90aShortKMinK = 129;
+inline bool sm90a_short_k_worthwhile(int64_t M, int64_t N, int64_t K, int sm_count) {
+  const int64_t tiles = ((M + 63) / 64) * ((N + 127) / 128);
+  return K >= kSm90aShortKMinK && K <= kSm90aShortKMaxK && sm_count > 0 && tiles >= 4 * int64_t(sm_count);
 }
 
 // The path GemmPath::kAuto takes on a device of compute capability `arch` with `sm_count` SMs,
@@ -226,6 +241,11 @@ Status run(const GemmParams<Epilogue>& p, void* workspace, cudaStream_t stream, 
       }
       return run_sm90a_auto(p, info.sm_count, stream);
     case GemmPath::kShortK: {
+      // sm_90 with the sm_90a image, where sm90a_short_k_worthwhile: W resident, wgmma, consumer
+      // warpgroups overlapping their epilogues (gemm_sm90_short_k.cuh).
+      if (info.arch == 90 && sm90a_short_k_worthwhile(p.M, p.N, p.K, info.sm_count) &&
+          sm90a_short_k_available<Epilogue>())
+        return run_sm90a_short_k(p, stream);
       const Status st = detail::launch_short_k<ShortKCol128x64>(p, info, stream);
       // The tile's shared memory above this device's per-block limit: the pipelined kernel.
       return st == Status::kErrorNotSupported ? run_sm80_auto(p, info.sm_count, workspace, stream) : st;
