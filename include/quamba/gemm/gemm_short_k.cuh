@@ -29,7 +29,9 @@
 // d_model 2560, M = 2048 on an H200 (run Z). Both stay far from the output stream's and the
 // tensor pipe's few microseconds: ncu shows ~25% issue activity with 2.4 resident warps per
 // scheduler, i.e. per-warp latency (the barrier per tile, the epilogue's dependent chains), and
-// cuBLAS fp16 takes 13.3 us on the same shape.
+// cuBLAS fp16 takes 13.3 us on the same shape. On sm_90a, gemm::run sends dt_proj at d_model 2560
+// (K > 128, at least four 64 x 128 tiles per SM) to the wgmma short-K kernel instead
+// (gemm_sm90_short_k.cuh: 13.0 us there, bench/RESULTS.md run AH).
 // Shared memory: rows of round_up(K, 32) + 16 bytes (an odd number of 16-byte chunks, so the eight
 // rows one ldmatrix phase reads fall on distinct bank groups), two stages of (kBM + kBN) rows,
 // and a kBM x (kBN·sizeof(C) + 16)-byte output tile. run_short_k returns kErrorNotSupported where

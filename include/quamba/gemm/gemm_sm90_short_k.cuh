@@ -30,8 +30,10 @@
 // warp arrives on its empty barrier when it passes the segment's end (also where it had no tile
 // there, after that segment's W has landed, so that an arrive never counts toward a later
 // segment's phase), and the producer loads the segment after next into it.
-// Measured (H200, bench/RESULTS.md run AH): dt_proj at d_model 2560, M = 2048 / 8192 in 12.7 / 32.0
-// us against 16.7 / 43.9 for the column-resident mma.sync kernel and 14.8 / 40.8 for cuBLAS fp16.
+// Measured (H200, bench/RESULTS.md run AH): dt_proj at d_model 2560, M = 2048 / 8192 in 13.0 / 31.8
+// us against 16.7 / 44.2 for the column-resident mma.sync kernel and 14.5 / 40.9 for cuBLAS fp16,
+// same run; slower than the mma.sync kernel at K = 48 (d_model 768) and with one tile per CTA,
+// hence gemm::run's rule (sm90a_short_k_worthwhile, gemm.cuh).
 // Programmatic dependent launch (GemmParams::pdl): the producer requests the first two segments'
 // W before the dependency wait, A after it; the consumers wait before their first tile, so the
 // epilogue's reads (residual, col_scale, bias) and C writes come after it. Trigger implicit.
