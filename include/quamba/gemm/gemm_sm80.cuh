@@ -274,12 +274,41 @@ __global__ void __launch_bounds__(256) split_k_reduce_kernel(GemmParams<Epilogue
   const int64_t m = i / quads, n = (i % quads) * 4;
   int acc[4] = {0, 0, 0, 0};
   if (n + 4 <= p.N) {
-    for (int s = 0; s < splits; ++s) {
-      const int4 v = __ldcg(reinterpret_cast<const int4*>(partial + (s * p.M + m) * n4 + n));
+    // Four splits' loads in flight at once (one L2 round trip per four splits instead of per
+    // split); int32 sums are exact in any order.
+    const int32_t* src = partial + m * n4 + n;
+    const int64_t split_stride = p.M * n4;
+    int s = 0;
+    for (; s + 4 <= splits; s += 4) {
+      int4 v[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) v[u] = __ldcg(reinterpret_cast<const int4*>(src + (s + u) * split_stride));
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        acc[0] += v[u].x;
+        acc[1] += v[u].y;
+        acc[2] += v[u].z;
+        acc[3] += v[u].w;
+      }
+    }
+    for (; s < splits; ++s) {
+      const int4 v = __ldcg(reinterpret_cast<const int4*>(src + s * split_stride));
       acc[0] += v.x;
       acc[1] += v.y;
       acc[2] += v.z;
       acc[3] += v.w;
+    }
+    // An int8 quad leaves as one 4-byte store where C allows it (instead of four byte stores).
+    using Output = typename Epilogue::Output;
+    if constexpr (sizeof(Output) == 1) {
+      if (p.ldc % 4 == 0 && (reinterpret_cast<uintptr_t>(p.C) & 3u) == 0) {
+        uint32_t packed = 0;
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+          packed |= static_cast<uint32_t>(static_cast<uint8_t>(p.epilogue.apply(acc[j], m, n + j))) << (8 * j);
+        *reinterpret_cast<uint32_t*>(p.C + m * p.ldc + n) = packed;
+        return;
+      }
     }
   } else {
     // The last quad of a row whose N is not a multiple of 4: the partial kernel never writes
