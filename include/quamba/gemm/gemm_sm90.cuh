@@ -434,6 +434,25 @@ QUAMBA_DEVICE void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
+// The short Requant form of a consumer warpgroup's 64 x kBN int8 block into its staging block
+// (per-tensor alpha, finite, so float(acc)·alpha is finite and needs no NaN test; the caller
+// knows the block is wanted whole): per output I2FP, FMUL and round_i8_bits, two low bytes per
+// 2-byte shared store, chunk c of row r at chunk c ^ (r % 8) (the 128-byte swizzle for kBN = 128).
+// Same bits as Requant::apply.
+// (w, g, t): the thread's warp in the warpgroup, lane / 4 and lane % 4 (the accumulator layout).
+template <int kBN>
+QUAMBA_DEVICE void stage_requant_short(const int32_t (&acc)[kBN / 2], float alpha, uint8_t* stage, int w, int g,
+                                       int t) {
+  const auto bits = [alpha](int32_t a) { return round_i8_bits(__fmul_rn(static_cast<float>(a), alpha)); };
+  uint8_t* base = stage + (w * 16 + g) * kBN + 2 * t;
+#pragma unroll
+  for (int j = 0; j < kBN / 8; ++j)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      *reinterpret_cast<uint16_t*>(base + 8 * h * kBN + ((((j >> 1) ^ g) << 4) | ((j & 1) * 8))) =
+          static_cast<uint16_t>(__byte_perm(bits(acc[4 * j + 2 * h]), bits(acc[4 * j + 2 * h + 1]), 0x0040));
+}
+
 // Whether store_block's Dequant path may take its vectorized form for the 64-row block at (row0,
 // n0): the block lies wholly inside C, C takes pair stores (pair_ok), and col_scale, bias and the
 // residual rows are 8-byte aligned at every even column.
@@ -479,15 +498,7 @@ QUAMBA_DEVICE void store_block(const GemmParams<Epilogue>& p, bool pair_ok, bool
       if constexpr (std::is_same_v<Epilogue, Requant>) {
         const bool whole = row0 + 64 <= p.M && n0 + Traits::kBN <= p.N;
         if (whole && p.epilogue.col_scale == nullptr && isfinite(p.epilogue.alpha)) {
-          const float alpha = p.epilogue.alpha;
-          const auto bits = [alpha](int32_t a) { return round_i8_bits(__fmul_rn(static_cast<float>(a), alpha)); };
-          uint8_t* base = stage + (w * 16 + g) * Traits::kBN + 2 * t;
-#pragma unroll
-          for (int j = 0; j < Traits::kBN / 8; ++j)
-#pragma unroll
-            for (int h = 0; h < 2; ++h)
-              *reinterpret_cast<uint16_t*>(base + 8 * h * Traits::kBN + ((((j >> 1) ^ g) << 4) | ((j & 1) * 8))) =
-                  static_cast<uint16_t>(__byte_perm(bits(acc[4 * j + 2 * h]), bits(acc[4 * j + 2 * h + 1]), 0x0040));
+          stage_requant_short<Traits::kBN>(acc, p.epilogue.alpha, stage, w, g, t);
           staged = true;
         }
       }

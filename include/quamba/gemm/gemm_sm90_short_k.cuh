@@ -165,25 +165,6 @@ QUAMBA_DEVICE void bulk_wait_read() {
 // Generic-proxy shared-memory writes made visible to the async proxy (the TMA store's reads).
 QUAMBA_DEVICE void fence_proxy_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
-// The short Requant form into the staging block (per-tensor alpha, finite; bit-identical to
-// Requant::apply): per output I2FP, FMUL and round_i8_bits, two bytes per 2-byte shared store.
-template <int kBN>
-QUAMBA_DEVICE void stage_requant_block(const int32_t (&acc)[kBN / 2], float alpha, uint32_t block) {
-  const int lt = threadIdx.x % 128;
-  const int lane = lt & 31, w = lt >> 5;
-  const int g = lane >> 2, t = lane & 3;
-  const uint32_t row = block + (w * 16 + g) * kBN + 2 * t;
-  const auto bits = [alpha](int32_t a) { return round_i8_bits(__fmul_rn(static_cast<float>(a), alpha)); };
-#pragma unroll
-  for (int j = 0; j < kBN / 8; ++j)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const uint32_t v = __byte_perm(bits(acc[4 * j + 2 * h]), bits(acc[4 * j + 2 * h + 1]), 0x0040);
-      const uint32_t addr = row + 8 * h * kBN + ((((j >> 1) ^ g) << 4) | ((j & 1) * 8));
-      asm volatile("st.shared.u16 [%0], %1;\n" ::"r"(addr), "h"(static_cast<uint16_t>(v)) : "memory");
-    }
-}
-
 // kKSteps: k32 steps per tile, a compile-time count (a runtime loop of wgmma makes ptxas insert
 // warpgroup.arrive between them, C7519); K <= 32·kKSteps, the bytes past K zero-filled by TMA.
 // tma_c: the int8 C map (128-byte boxes of 64 rows, 128-byte swizzle) when `tma_store` (a plain
@@ -311,7 +292,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
           // reading this one (its issuing thread waited, then passed the barrier below).
           const uint32_t block = store0 + (stores & 1u) * Traits::kStoreBytes;
           named_barrier_sync(1 + consumer, 128);
-          stage_requant_block<Traits::kBN>(acc, p.epilogue.alpha, block);
+          stage_requant_short<Traits::kBN>(acc, p.epilogue.alpha, smem_raw + (block - raw), (lt >> 5), (lt & 31) >> 2,
+                                            lt & 3);
           fence_proxy_async_smem();
           named_barrier_sync(1 + consumer, 128);
           if (lt == 0) {
