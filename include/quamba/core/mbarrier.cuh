@@ -74,6 +74,20 @@ QUAMBA_DEVICE void mbar_wait(uint32_t bar, uint32_t parity) {
         : "memory");
   } while (!done);
 }
+// Non-blocking: whether the phase of `parity` of the barrier at `bar` has completed.
+QUAMBA_DEVICE bool mbar_test(uint32_t bar, uint32_t parity) {
+  uint32_t done;
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "mbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+      "selp.b32 %0, 1, 0, p;\n"
+      "}\n"
+      : "=r"(done)
+      : "r"(bar), "r"(parity)
+      : "memory");
+  return done != 0;
+}
 // Makes barrier initialisation visible to the asynchronous (bulk copy) proxy.
 QUAMBA_DEVICE void fence_mbarrier_init() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
 // `bytes` (a multiple of 16; src and dst 16-byte aligned) from global to shared memory; the

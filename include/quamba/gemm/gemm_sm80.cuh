@@ -383,11 +383,10 @@ template <typename Traits, typename Epilogue>
 Status run_sm80(const GemmParams<Epilogue>& p, cudaStream_t stream) {
   QUAMBA_RETURN_IF_ERROR(can_implement_sm80<Traits>(p));
   if (p.M == 0) return Status::kSuccess;
-  using Output = typename Epilogue::Output;
   auto kernel = detail::gemm_sm80_kernel<Traits, Epilogue>;
   QUAMBA_RETURN_IF_CUDA_ERROR(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
-  const bool pair_ok = p.ldc % 2 == 0 && is_aligned(p.C, 2 * sizeof(Output));
+  const bool pair_ok = c_pairs_aligned(p);
   const dim3 grid(static_cast<unsigned>((p.M + Traits::kBM - 1) / Traits::kBM),
                   static_cast<unsigned>((p.N + Traits::kBN - 1) / Traits::kBN));
   return launch_kernel(kernel, grid, dim3(Traits::kThreads), Traits::kSmemBytes, stream, p.pdl, p,

@@ -1497,10 +1497,9 @@ Status run_sm90a(const GemmParams<Epilogue>& p, cudaStream_t stream) {
   CUtensorMap tma_a, tma_w;
   auto kernel = detail::sm90a_kernel_of<Traits, Epilogue>();
   QUAMBA_RETURN_IF_ERROR(detail::prepare_sm90a<Traits>(p, kernel, &tma_a, &tma_w));
-  using Output = typename Epilogue::Output;
-  const bool pair_ok = p.ldc % 2 == 0 && is_aligned(p.C, 2 * sizeof(Output));
+  const bool pair_ok = c_pairs_aligned(p);
   // 16-byte row chunks of a 1-byte output: every row start and chunk is 16-byte aligned.
-  const bool wide_ok = sizeof(Output) == 1 && p.ldc % 16 == 0 && is_aligned(p.C, 16);
+  const bool wide_ok = c_rows_16b_aligned(p);
   const int64_t m_tiles = (p.M + Traits::kBM - 1) / Traits::kBM;
   const int64_t n_tiles = (p.N + Traits::kBN - 1) / Traits::kBN;
   dim3 grid(static_cast<unsigned>(m_tiles), static_cast<unsigned>(n_tiles));

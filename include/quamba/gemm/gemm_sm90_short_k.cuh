@@ -72,7 +72,7 @@ struct Sm90aShortKTraits {
   static constexpr int kWPieceBytes = kBN * kBK;          // 16 KiB
   static constexpr int kStageBytesA = kPieces * kAPieceBytes;
   static constexpr int kWBytes = kPieces * kWPieceBytes;
-  static constexpr int kStoreBytes = kTileM * kBN;  // one staging block per consumer warpgroup
+  static constexpr int kStoreBytes = kTileM * kBN;  // one staging block (two per consumer warpgroup)
   // +1024: the base is rounded up to the 128-byte swizzle's 1024-byte period (descriptor base
   // offset 0); barriers: full / empty per A stage, full / empty per W buffer.
   // Two staging blocks per consumer (the TMA store of one may still read it while the next fills).
@@ -121,20 +121,7 @@ struct ShortKWalk {
   }
 };
 
-// Non-blocking: whether the phase of `parity` of the barrier at `bar` has completed.
-QUAMBA_DEVICE bool mbar_test(uint32_t bar, uint32_t parity) {
-  uint32_t done;
-  asm volatile(
-      "{\n"
-      ".reg .pred p;\n"
-      "mbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-      "selp.b32 %0, 1, 0, p;\n"
-      "}\n"
-      : "=r"(done)
-      : "r"(bar), "r"(parity)
-      : "memory");
-  return done != 0;
-}
+using quamba::detail::mbar_test;
 
 // 1-D position in a ring of kN slots with its barrier parity (the pass number's low bit).
 template <int kN>
@@ -168,7 +155,8 @@ QUAMBA_DEVICE void fence_proxy_async_smem() { asm volatile("fence.proxy.async.sh
 // kKSteps: k32 steps per tile, a compile-time count (a runtime loop of wgmma makes ptxas insert
 // warpgroup.arrive between them, C7519); K <= 32·kKSteps, the bytes past K zero-filled by TMA.
 // tma_c: the int8 C map (128-byte boxes of 64 rows, 128-byte swizzle) when `tma_store` (a plain
-// Requant into a 16-byte aligned C with ldc % 16 == 0); else every block through store_block.
+// Requant into a 16-byte aligned C with ldc and N multiples of 16); else every block through
+// store_block.
 template <typename Traits, typename Epilogue, int kKSteps>
 __global__ void __launch_bounds__(Traits::kThreads, 1)
     gemm_sm90a_short_k_kernel(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,
@@ -368,9 +356,8 @@ Status run_sm90a_short_k(const GemmParams<Epilogue>& p, cudaStream_t stream) {
   QUAMBA_RETURN_IF_ERROR(detail::make_tensor_map_i8(&tma_w, p.W, p.K, p.N, p.ldw, Traits::kBN));
   DeviceInfo info;
   QUAMBA_RETURN_IF_ERROR(query_device(&info));
-  using Output = typename Epilogue::Output;
-  const bool pair_ok = p.ldc % 2 == 0 && is_aligned(p.C, 2 * sizeof(Output));
-  const bool wide_ok = sizeof(Output) == 1 && p.ldc % 16 == 0 && is_aligned(p.C, 16);
+  const bool pair_ok = c_pairs_aligned(p);
+  const bool wide_ok = c_rows_16b_aligned(p);
   // The TMA store epilogue: a plain Requant (per-tensor, finite alpha) into a 16-byte aligned C.
   bool tma_store = false;
   if constexpr (std::is_same_v<Epilogue, Requant>) {

@@ -42,6 +42,18 @@ struct GemmParams {
   bool pdl = false;
 };
 
+// Store forms C allows (host): two adjacent outputs per store (even ldc, C aligned to two
+// outputs), and, for a 1-byte output, whole 16-byte row chunks (ldc % 16 == 0, C 16-byte aligned).
+template <typename Epilogue>
+bool c_pairs_aligned(const GemmParams<Epilogue>& p) {
+  using Output = typename Epilogue::Output;
+  return p.ldc % 2 == 0 && is_aligned(p.C, 2 * sizeof(Output));
+}
+template <typename Epilogue>
+bool c_rows_16b_aligned(const GemmParams<Epilogue>& p) {
+  return sizeof(typename Epilogue::Output) == 1 && p.ldc % 16 == 0 && is_aligned(p.C, 16);
+}
+
 // Checks shared by every kernel of the family; touches no device state.
 template <typename Epilogue>
 Status check_params(const GemmParams<Epilogue>& p) {
