@@ -278,26 +278,22 @@ __global__ void __launch_bounds__(256) split_k_reduce_kernel(GemmParams<Epilogue
     // split); int32 sums are exact in any order.
     const int32_t* src = partial + m * n4 + n;
     const int64_t split_stride = p.M * n4;
-    int s = 0;
-    for (; s + 4 <= splits; s += 4) {
-      int4 v[4];
-#pragma unroll
-      for (int u = 0; u < 4; ++u) v[u] = __ldcg(reinterpret_cast<const int4*>(src + (s + u) * split_stride));
-#pragma unroll
-      for (int u = 0; u < 4; ++u) {
-        acc[0] += v[u].x;
-        acc[1] += v[u].y;
-        acc[2] += v[u].z;
-        acc[3] += v[u].w;
-      }
-    }
-    for (; s < splits; ++s) {
-      const int4 v = __ldcg(reinterpret_cast<const int4*>(src + s * split_stride));
+    const auto load = [&](int s) { return __ldcg(reinterpret_cast<const int4*>(src + s * split_stride)); };
+    const auto add = [&](const int4& v) {
       acc[0] += v.x;
       acc[1] += v.y;
       acc[2] += v.z;
       acc[3] += v.w;
+    };
+    int s = 0;
+    for (; s + 4 <= splits; s += 4) {
+      int4 v[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) v[u] = load(s + u);
+#pragma unroll
+      for (int u = 0; u < 4; ++u) add(v[u]);
     }
+    for (; s < splits; ++s) add(load(s));
     // An int8 quad leaves as one 4-byte store where C allows it (instead of four byte stores).
     using Output = typename Epilogue::Output;
     if constexpr (sizeof(Output) == 1) {
