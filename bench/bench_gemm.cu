@@ -4,7 +4,9 @@
 // Names: Gemm/<variant>/D<d_model>/<layer>/M<rows>. Variants: auto (the dispatcher), each
 // mma.sync tile (sm80_*), each GEMV (gemv_*, M <= 16), sm90a (its tile heuristic) and each wgmma
 // tile (sm90a_*; M >= 128, when built with 90a and run on sm_90), the wgmma split-K through the
-// workspace (sm90a_split_k) and inside clusters (sm90a_split_k_cluster) where the plan splits,
+// workspace (sm90a_split_k) and inside clusters (sm90a_split_k_cluster: the plan capped at 8
+// splits; _fit: lowered until every cluster is resident at once, what run() takes; _s4.._s7: capped
+// at that many splits) where the plan splits,
 // cublas_f16 (cublasGemmEx, fp16 in/out, fp32 accumulate), cublaslt_i8 (int8 in, int32 out).
 // Layers (D = d_model, E = 2D, R = ceil(D/16)): in_proj K=D N=2E (requant), x_proj K=E N=R+32
 // (requant), dt_proj K=R N=E (requant), out_proj K=E N=D (dequant fp32 + fp32 residual),
@@ -76,6 +78,7 @@ enum class Variant {
   kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St,
   kSm90aP160, kSm90aC256St, kSm90aC160, kSm90aP256x160, kSm90aC2A256x160, kSm90aPP160, kSm90aPP128, kCublasF16, kCublasLtI8, kAutoPdl, kW8A16,
   kShortK64, kShortK128, kShortK64x64, kShortKCol, kShortKCol32, kSm90aShortK, kSm90aSplitK, kSm90aSplitKCluster,
+  kSm90aSplitKClusterFit, kSm90aSplitKClusterS4, kSm90aSplitKClusterS5, kSm90aSplitKClusterS6, kSm90aSplitKClusterS7,
   kGemvMmaWide, kGemvMmaWide4, kGemvMmaDeep, kGemvMmaShort
 };
 
@@ -116,6 +119,11 @@ const char* variant_name(Variant v) {
     case Variant::kSm90aShortK: return gemm::sm90a_short_k_name<gemm::Sm90aShortK128>();
     case Variant::kSm90aSplitK: return "sm90a_split_k";
     case Variant::kSm90aSplitKCluster: return "sm90a_split_k_cluster";
+    case Variant::kSm90aSplitKClusterFit: return "sm90a_split_k_cluster_fit";
+    case Variant::kSm90aSplitKClusterS4: return "sm90a_split_k_cluster_s4";
+    case Variant::kSm90aSplitKClusterS5: return "sm90a_split_k_cluster_s5";
+    case Variant::kSm90aSplitKClusterS6: return "sm90a_split_k_cluster_s6";
+    case Variant::kSm90aSplitKClusterS7: return "sm90a_split_k_cluster_s7";
     case Variant::kGemvMmaWide: return gemm::to_string(gemm::GemvMmaKind::kWide);
     case Variant::kGemvMmaWide4: return gemm::to_string(gemm::GemvMmaKind::kWide4);
     case Variant::kGemvMmaDeep: return gemm::to_string(gemm::GemvMmaKind::kDeep);
@@ -134,6 +142,11 @@ Status run_variant(Variant v, const gemm::GemmParams<Epi>& p, cudaStream_t st, v
     case Variant::kSm80SplitK: return gemm::run_sm80_split_k(p, ws, st);
     case Variant::kSm90aSplitK: return gemm::run_sm90a_split_k(p, ws, st);
     case Variant::kSm90aSplitKCluster: return gemm::run_sm90a_split_k_cluster(p, st);
+    case Variant::kSm90aSplitKClusterFit: return gemm::run_sm90a_split_k_cluster(p, st, /*one_wave=*/true);
+    case Variant::kSm90aSplitKClusterS4: return gemm::run_sm90a_split_k_cluster(p, st, false, 4);
+    case Variant::kSm90aSplitKClusterS5: return gemm::run_sm90a_split_k_cluster(p, st, false, 5);
+    case Variant::kSm90aSplitKClusterS6: return gemm::run_sm90a_split_k_cluster(p, st, false, 6);
+    case Variant::kSm90aSplitKClusterS7: return gemm::run_sm90a_split_k_cluster(p, st, false, 7);
     case Variant::kSm80Tile128: return gemm::run_sm80<gemm::Sm80Tile128x128>(p, st);
     case Variant::kSm80Tile64: return gemm::run_sm80<gemm::Sm80Tile64x64>(p, st);
     case Variant::kShortK64: return gemm::run_short_k<gemm::ShortKTile64x128>(p, st);
@@ -488,8 +501,9 @@ const bool registered = [] {
         if (M >= gemm::kSm90aMinM && gemm::sm90a_split_k_workspace_size(M, s.N, s.K) > 0) {
           if (gemm::split_k_workspace_size(M, s.N, s.K) == 0) vs.push_back(Variant::kAutoWorkspace);
           vs.push_back(Variant::kSm90aSplitK);
-          if (gemm::plan_sm90a_split_k(M, s.N, s.K).splits <= gemm::kSm90aMaxClusterSplits)
-            vs.push_back(Variant::kSm90aSplitKCluster);
+          vs.insert(vs.end(), {Variant::kSm90aSplitKCluster, Variant::kSm90aSplitKClusterFit,
+                               Variant::kSm90aSplitKClusterS4, Variant::kSm90aSplitKClusterS5,
+                               Variant::kSm90aSplitKClusterS6, Variant::kSm90aSplitKClusterS7});
         }
         if (M <= gemm::kGemvMaxM)
           vs.insert(vs.end(), {Variant::kGemvWide, Variant::kGemvWideDeep, Variant::kGemvSplitK, Variant::kGemvNarrow});

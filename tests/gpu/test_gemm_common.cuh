@@ -164,7 +164,7 @@ enum class Runner {
   kAuto, kAutoWorkspace, kSm80SplitK, kGemv, kGemvWide, kGemvWideDeep, kGemvSplitK, kGemvNarrow, kSm80Tile128, kSm80Tile64,
   kSm90a, kSm90aTile128, kSm90aTile256, kSm90aTile128S7, kSm90aP256, kSm90aP256St, kSm90aP128St, kSm90aP160,
   kSm90aC256St, kSm90aC160, kSm90aP256x160, kSm90aC2A256x160, kSm90aPP160, kSm90aPP128, kShortK64, kShortK128, kShortK64x64, kShortKCol, kShortKCol32, kSm90aSplitK, kSm90aSplitKCluster,
-  kSm90aShortK, kGemvMma, kGemvMmaWide, kGemvMmaWide4, kGemvMmaDeep, kGemvMmaShort
+  kSm90aSplitKClusterFit, kSm90aSplitKCluster3, kSm90aShortK, kGemvMma, kGemvMmaWide, kGemvMmaWide4, kGemvMmaDeep, kGemvMmaShort
 };
 
 // The tensor-core small-M path (gemm/gemv_mma.cuh): through run() and each shape by name.
@@ -185,6 +185,8 @@ const char* runner_name(Runner r) {
     case Runner::kSm80SplitK: return "sm80_64x64_split_k";
     case Runner::kSm90aSplitK: return "sm90a_split_k";
     case Runner::kSm90aSplitKCluster: return "sm90a_split_k_cluster";
+    case Runner::kSm90aSplitKClusterFit: return "sm90a_split_k_cluster_fit";
+    case Runner::kSm90aSplitKCluster3: return "sm90a_split_k_cluster_3";
     case Runner::kGemv: return "gemv";
     case Runner::kGemvWide: return gemm::to_string(gemm::GemvKind::kWide);
     case Runner::kGemvWideDeep: return gemm::to_string(gemm::GemvKind::kWideDeep);
@@ -245,6 +247,8 @@ Status run_with(Runner r, const gemm::GemmParams<Epi>& p, cudaStream_t stream = 
       return with_workspace(gemm::split_k_workspace_size(p.M, p.N, p.K),
                             [&](void* w) { return gemm::run_sm80_split_k(p, w, stream); });
     case Runner::kSm90aSplitKCluster: return gemm::run_sm90a_split_k_cluster(p, stream);
+    case Runner::kSm90aSplitKClusterFit: return gemm::run_sm90a_split_k_cluster(p, stream, /*one_wave=*/true);
+    case Runner::kSm90aSplitKCluster3: return gemm::run_sm90a_split_k_cluster(p, stream, false, /*max_splits=*/3);
     case Runner::kSm90aSplitK:
       if (ws) return gemm::run_sm90a_split_k(p, ws, stream);
       return with_workspace(gemm::sm90a_split_k_workspace_size(p.M, p.N, p.K),

@@ -329,7 +329,7 @@ TEST(GemmSm90a, Persistent256x160Validation) {
 // others, a wide N with one row block, odd N (the reduce's partial quads), 16 splits (through auto
 // with a workspace: the workspace form); forced, and through auto with a workspace (the wgmma split-K
 // from kSm90aSplitMinM rows, the mma.sync one below); the cluster form (no workspace) on the shapes
-// whose splits make a cluster, and its refusal on the others.
+// (capped at 8 splits, at 3, and lowered to one resident round).
 TEST(GemmSm90a, SplitKAllEpilogues) {
   QUAMBA_REQUIRE_SM90A();
   for (auto s : {std::array<int64_t, 3>{2048, 192, 5120}, {130, 192, 5120}, {2049, 200, 1040}, {300, 80, 1536},
@@ -346,23 +346,66 @@ TEST(GemmSm90a, SplitKAllEpilogues) {
     check<gemm::DequantF16>(p, Runner::kSm90aSplitK, {false, true, true}, "dequant_f16");
     check<gemm::Requant>(p, Runner::kAutoWorkspace, {}, "requant");
     check<gemm::DequantF32>(p, Runner::kAutoWorkspace, {true, true, true}, "dequant_f32");
-    // The cluster form: the same plan, reduced through distributed shared memory where the splits
-    // make a cluster (at most kSm90aMaxClusterSplits), refused otherwise.
-    if (gemm::plan_sm90a_split_k(M, N, K).splits <= gemm::kSm90aMaxClusterSplits) {
-      check<gemm::Identity>(p, Runner::kSm90aSplitKCluster, {}, "identity");
-      check<gemm::Requant>(p, Runner::kSm90aSplitKCluster, {}, "requant");
-      check<gemm::Requant>(p, Runner::kSm90aSplitKCluster, {true, false, false}, "requant");
-      check<gemm::DequantF32>(p, Runner::kSm90aSplitKCluster, {true, true, true}, "dequant_f32");
-      check<gemm::DequantF16>(p, Runner::kSm90aSplitKCluster, {false, true, true}, "dequant_f16");
-      check<gemm::Requant>(p, Runner::kAuto, {}, "requant");
-    } else {
-      gemm::GemmParams<gemm::Requant> prm;
-      prm.M = M; prm.N = N; prm.K = K; prm.A = p.dA.get(); prm.lda = p.lda; prm.W = w.dev.get(); prm.ldw = w.ldw;
-      DeviceBuffer<int8_t> c(M * N);
-      prm.C = c.get(); prm.ldc = N;
-      EXPECT_EQ(gemm::run_sm90a_split_k_cluster(prm, 0), Status::kErrorNotSupported) << M << "x" << N << "x" << K;
-    }
+    // The cluster form: the same plan, reduced through distributed shared memory, its splits capped
+    // at kSm90aMaxClusterSplits (the 16-split shape regroups its slices into 8); capped at 3 (longer
+    // splits, a last split shorter than the others); and lowered until every tile's cluster is
+    // resident at once (one_wave, what run() takes), or refused where no split count fits.
+    check<gemm::Identity>(p, Runner::kSm90aSplitKCluster, {}, "identity");
+    check<gemm::Requant>(p, Runner::kSm90aSplitKCluster, {}, "requant");
+    check<gemm::Requant>(p, Runner::kSm90aSplitKCluster, {true, false, false}, "requant");
+    check<gemm::DequantF32>(p, Runner::kSm90aSplitKCluster, {true, true, true}, "dequant_f32");
+    check<gemm::DequantF16>(p, Runner::kSm90aSplitKCluster, {false, true, true}, "dequant_f16");
+    check<gemm::Requant>(p, Runner::kSm90aSplitKCluster3, {}, "requant");
+    check<gemm::DequantF32>(p, Runner::kSm90aSplitKCluster3, {true, true, true}, "dequant_f32");
+    gemm::GemmParams<gemm::Requant> prm;
+    prm.M = M; prm.N = N; prm.K = K; prm.A = p.dA.get(); prm.lda = p.lda; prm.W = w.dev.get(); prm.ldw = w.ldw;
+    DeviceBuffer<int8_t> c(M * N);
+    prm.C = c.get(); prm.ldc = N;
+    const Status fit = gemm::run_sm90a_split_k_cluster(prm, 0, /*one_wave=*/true);
+    ASSERT_TRUE(fit == Status::kSuccess || fit == Status::kErrorNotSupported) << to_string(fit);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    if (fit == Status::kSuccess) check<gemm::Requant>(p, Runner::kSm90aSplitKClusterFit, {}, "requant");
+    check<gemm::Requant>(p, Runner::kAuto, {}, "requant");
   }
+}
+
+// A shape whose plan splits (64 tiles of 128 x 192) while its 128 x 128 tiles would fill the SMs
+// unsplit (sm90a_worthwhile): run() splits it first (x_proj at d_model 2560 from ~4200 rows has
+// this form); kAuto and forced kSm90a, with and without a workspace, all bit-exact.
+TEST(GemmSm90a, SplitBeforeUnsplitWideGrid) {
+  QUAMBA_REQUIRE_SM90A();
+  DeviceInfo info;
+  ASSERT_EQ(query_device(&info), Status::kSuccess);
+  const int64_t M = 8192, N = 192, K = 1024;
+  ASSERT_GT(gemm::plan_sm90a_split_k(M, N, K).splits, 1);
+  ASSERT_TRUE(gemm::sm90a_split_worthwhile(M, N, K));
+  if (info.sm_count <= 256) EXPECT_TRUE(gemm::sm90a_worthwhile(M, N, info.sm_count));  // 128 tiles of 128 x 128
+  Weights w(N, K, K, 9100);
+  Problem p(w, M, K, 9200);
+  check<gemm::Requant>(p, Runner::kAuto, {}, "requant");
+  check<gemm::Requant>(p, Runner::kAutoWorkspace, {}, "requant");
+  check<gemm::DequantF32>(p, Runner::kSm90a, {true, true, true}, "dequant_f32");
+}
+
+// cap_sm90a_split_k (host only): the plan's K-slices regrouped into at most the cap's splits, none
+// empty, every slice covered; plans within the cap unchanged.
+TEST(GemmSm90a, SplitKClusterCap) {
+  for (int64_t K : {1040, 2048, 3008, 4624, 5120, 16384})
+    for (int cap = 1; cap <= 9; ++cap) {
+      const auto plan = gemm::plan_sm90a_split_k(1024, 192, K);
+      ASSERT_GT(plan.splits, 1) << K;
+      const auto s = gemm::cap_sm90a_split_k(plan, K, cap);
+      const int64_t k_tiles = (K + 127) / 128;
+      EXPECT_LE(s.splits, std::max(cap, 1)) << K << " cap " << cap;
+      if (plan.splits <= cap) EXPECT_EQ(s.slice_tiles, plan.slice_tiles);
+      EXPECT_GE(int64_t(s.slice_tiles) * s.splits, k_tiles);
+      EXPECT_LT(int64_t(s.slice_tiles) * (s.splits - 1), k_tiles) << "no empty split";
+      EXPECT_EQ(s.bn, plan.bn);
+      EXPECT_EQ(s.n4, plan.n4);
+    }
+  const auto x = gemm::cap_sm90a_split_k(gemm::plan_sm90a_split_k(2048, 192, 5120), 5120, 6);
+  EXPECT_EQ(x.splits, 6) << "40 slices as 6 splits of 7 (the last 5)";
+  EXPECT_EQ(x.slice_tiles, 7);
 }
 
 // The wgmma split-K plan (host only): whole 128-byte K-slices, at least kSm90aSplitMinTiles each,

@@ -229,15 +229,19 @@ Status run(const GemmParams<Epilogue>& p, void* workspace, cudaStream_t stream, 
     case GemmPath::kSm80: return run_sm80_auto(p, info.sm_count, workspace, stream);
     case GemmPath::kSm90a:
       if (info.arch != 90) return Status::kErrorArchNotSupported;
-      if (!sm90a_worthwhile(p.M, p.N, info.sm_count) && sm90a_split_worthwhile(p.M, p.N, p.K)) {
-        // The cluster form where the plan's splits make a cluster and every tile's cluster fits at
-        // once, else the workspace form; else, chosen by kAuto, the mma.sync tiles (H200, x_proj
-        // at d_model 2560, M = 2048, no workspace: 25.0 us against 26.6 for the unsplit wgmma
-        // tiles), forced, the unsplit wgmma tiles.
+      if (sm90a_split_worthwhile(p.M, p.N, p.K)) {
+        // Split first, also where the unsplit wgmma tiles would fill the SMs (their 128-wide tile
+        // count, not the plan's): the cluster form where every tile's cluster fits at once (at
+        // the plan's splits or fewer), else the workspace form; else the unsplit wgmma tiles
+        // where they fill the SMs, else, chosen by kAuto, the mma.sync tiles (H200, x_proj at
+        // d_model 2560, M = 2048, no workspace: 25.0 us against 26.6 for the unsplit wgmma
+        // tiles), forced, the unsplit wgmma tiles. H200 (bench/RESULTS.md run AI), x_proj at
+        // d_model 2560, M = 8192: cluster form 22.2 us, workspace form 26.6, unsplit 30.3.
         const Status c = run_sm90a_split_k_cluster(p, stream, /*one_wave=*/true);
         if (c != Status::kErrorNotSupported) return c;
         if (workspace) return run_sm90a_split_k(p, workspace, stream);
-        if (automatic) return run_sm80_auto(p, info.sm_count, nullptr, stream);
+        if (automatic && !sm90a_worthwhile(p.M, p.N, info.sm_count))
+          return run_sm80_auto(p, info.sm_count, nullptr, stream);
       }
       return run_sm90a_auto(p, info.sm_count, stream);
     case GemmPath::kShortK: {

@@ -38,8 +38,9 @@
 // CTA-scope one (now) 1.01-1.09x (H200, bench/RESULTS.md run X); the A-sharing 256x160 pairs, with
 // 31% fewer L2 bytes than the one-CTA 256x160, 1.03-1.06x (run AB). Split-K (run_sm90a_split_k): the one-tile kernel
 // over a range of K-slices per CTA (grid z), into a workspace reduced by the split-K reduce kernel;
-// run_sm90a_split_k_cluster: the same K-slices as one cluster per tile, reduced through
-// distributed shared memory (gemm_sm90a_cluster_split_kernel).
+// run_sm90a_split_k_cluster: the same K-slices as one cluster per tile (at most 8 splits, fewer
+// where the clusters would not all be resident at once), reduced through distributed shared
+// memory (gemm_sm90a_cluster_split_kernel).
 // kBM = 256 (persistent only, Sm90aPersistent256x160): each consumer warpgroup owns 128 rows as two
 // m64 blocks sharing every W slice (160 accumulators per thread; the producer warpgroup hands
 // registers to the consumers with setmaxnreg), which cuts the L2 -> SM operand bytes per MAC by 28%
@@ -222,6 +223,9 @@ constexpr const char* sm90a_name() {
   else if constexpr (std::is_same_v<Traits, Sm90aClusterA256x160>) return "sm90a_c2a_256x160x128_s4_g8";
   else return "sm90a_custom";
 }
+
+// Largest split count of the cluster form (run_sm90a_split_k_cluster): the portable cluster size.
+inline constexpr int kSm90aMaxClusterSplits = 8;
 
 namespace detail {
 
@@ -1073,7 +1077,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   const int tid = threadIdx.x;
   const int m0 = blockIdx.x * Traits::kBM;
   const int n0 = blockIdx.y * Traits::kBN;
-  const int splits = static_cast<int>(gridDim.z);
+  const int splits = static_cast<int>(gridDim.z);  // at most kSm90aMaxClusterSplits (the launcher)
   const int z = static_cast<int>(blockIdx.z);  // = the rank in the 1 x 1 x splits cluster
   int kt0 = 0, k_tiles = 0;
   split_k_range<Traits>(p.K, split_k_tiles, z, kt0, k_tiles);
@@ -1106,18 +1110,38 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     const int r = r0 + q / kQuads, c = (q % kQuads) * 4;
     const int64_t m = int64_t(m0) + r, n = int64_t(n0) + c;
     if (m >= p.M || n >= p.N) continue;
-    int sum[4] = {0, 0, 0, 0};
+    // Every peer's quad requested before the first is summed: one distributed shared-memory
+    // round trip per quad instead of one per split.
     const uint32_t off = part_addr + static_cast<uint32_t>((r * Split::kPitch + c) * 4);
-    for (int cta = 0; cta < splits; ++cta) {
-      const int4 v = ld_shared_cluster_v4(off, static_cast<uint32_t>(cta));
-      sum[0] += v.x;
-      sum[1] += v.y;
-      sum[2] += v.z;
-      sum[3] += v.w;
+    int4 v[kSm90aMaxClusterSplits];
+#pragma unroll
+    for (int cta = 0; cta < kSm90aMaxClusterSplits; ++cta)
+      if (cta < splits) v[cta] = ld_shared_cluster_v4(off, static_cast<uint32_t>(cta));
+    int sum[4] = {0, 0, 0, 0};
+#pragma unroll
+    for (int cta = 0; cta < kSm90aMaxClusterSplits; ++cta)
+      if (cta < splits) {
+        sum[0] += v[cta].x;
+        sum[1] += v[cta].y;
+        sum[2] += v[cta].z;
+        sum[3] += v[cta].w;
+      }
+    using Out = typename Epilogue::Output;
+    Out* dst = p.C + m * p.ldc + n;
+    if constexpr (sizeof(Out) == 1) {
+      // A whole quad of int8 outputs as one 4-byte store where it is inside C and aligned.
+      if (n + 3 < p.N && (reinterpret_cast<uintptr_t>(dst) & 3) == 0) {
+        uint32_t word = 0;
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          word |= uint32_t(static_cast<uint8_t>(p.epilogue.apply(sum[e], m, n + e))) << (8 * e);
+        *reinterpret_cast<uint32_t*>(dst) = word;
+        continue;
+      }
     }
 #pragma unroll
     for (int e = 0; e < 4; ++e)
-      if (n + e < p.N) p.C[m * p.ldc + n + e] = p.epilogue.apply(sum[e], m, n + e);
+      if (n + e < p.N) dst[e] = p.epilogue.apply(sum[e], m, n + e);
   }
   cluster_sync_all();  // no CTA leaves (taking its shared memory) while a peer may still read it
 #else
@@ -1382,8 +1406,6 @@ Status can_implement_sm90a(const GemmParams<Epilogue>& p) {
 // int32) stays within kSplitKWorkspaceBound, fewer splits where it would not.
 inline constexpr int64_t kSm90aSplitTargetCtas = 132;  // one wave on a 132-SM H100
 inline constexpr int64_t kSm90aSplitMinTiles = 2;      // 128-byte K-slices per split, at least
-// Largest split count of the cluster form (run_sm90a_split_k_cluster): the portable cluster size.
-inline constexpr int kSm90aMaxClusterSplits = 8;
 
 struct Sm90aSplitPlan {
   int splits = 1;       // 1: no split
@@ -1564,18 +1586,35 @@ Status run_sm90a_split_k(const GemmParams<Epilogue>& p, void* workspace, cudaStr
   return detail::launch_split_k_reduce(p, workspace, s.splits, s.n4, stream);
 }
 
+// The plan of plan_sm90a_split_k with at most `max_splits` splits: the same K-slices regrouped
+// into longer splits (host only).
+inline Sm90aSplitPlan cap_sm90a_split_k(Sm90aSplitPlan s, int64_t K, int max_splits) {
+  if (s.splits <= max_splits) return s;
+  const int64_t k_tiles = (K + 127) / 128;
+  const int64_t cap = max_splits < 1 ? 1 : max_splits;
+  const int64_t slice = (k_tiles + cap - 1) / cap;
+  s.slice_tiles = static_cast<int>(slice);
+  s.splits = static_cast<int>((k_tiles + slice - 1) / slice);
+  return s;
+}
+
 // The cluster form of the wgmma split-K (gemm_sm90a_cluster_split_kernel): the plan of
 // plan_sm90a_split_k with each tile's splits as one cluster, reduced through distributed shared
-// memory; no workspace, one launch. kErrorNotSupported where the plan does not split or splits
-// more than kSm90aMaxClusterSplits ways, where no cluster of that size fits the device, or, with
-// one_wave, where the device cannot hold every tile's cluster at once: a second round of clusters
-// makes it slower than the workspace form (H200, x_proj at d_model 2560, M = 2048: 16 clusters of
-// 8, 24.9 us against 19.0; at d_model 768, 16 clusters of 6 in one round, 10.3 against 12.0).
+// memory; no workspace, one launch. The plan's splits are capped at `max_splits` (and at
+// kSm90aMaxClusterSplits, the portable cluster size) by regrouping its K-slices. With one_wave the
+// split count is lowered further, one at a time, until every tile's cluster is resident at once,
+// because a second round of clusters costs more than longer splits (H200, x_proj at d_model 2560,
+// M = 2048: 16 clusters of 8 in two rounds 24.9 us against 19.0 for the workspace form; d_model
+// 768, 16 clusters of 6 in one round, 10.3 against 12.0). kErrorNotSupported where the plan does
+// not split, where no cluster of the size fits the device, or, with one_wave, where no split count
+// of at least two fits in one round.
 template <typename Epilogue>
-Status run_sm90a_split_k_cluster(const GemmParams<Epilogue>& p, cudaStream_t stream, bool one_wave = false) {
+Status run_sm90a_split_k_cluster(const GemmParams<Epilogue>& p, cudaStream_t stream, bool one_wave = false,
+                                 int max_splits = kSm90aMaxClusterSplits) {
   QUAMBA_RETURN_IF_ERROR(can_implement_sm90a(p));
-  const Sm90aSplitPlan s = plan_sm90a_split_k(p.M, p.N, p.K);
-  if (s.splits < 2 || s.splits > kSm90aMaxClusterSplits) return Status::kErrorNotSupported;
+  const Sm90aSplitPlan plan = plan_sm90a_split_k(p.M, p.N, p.K);
+  if (plan.splits < 2) return Status::kErrorNotSupported;
+  const int cap = max_splits < kSm90aMaxClusterSplits ? max_splits : kSm90aMaxClusterSplits;
   auto launch = [&](auto traits) -> Status {
     using Traits = decltype(traits);
     auto kernel = detail::gemm_sm90a_cluster_split_kernel<Traits, Epilogue>;
@@ -1583,15 +1622,23 @@ Status run_sm90a_split_k_cluster(const GemmParams<Epilogue>& p, cudaStream_t str
     if (current_arch() != 90 || !image.get(kernel)) return Status::kErrorArchNotSupported;
     CUtensorMap tma_a, tma_w;
     QUAMBA_RETURN_IF_ERROR(detail::prepare_sm90a<Traits>(p, kernel, &tma_a, &tma_w));
-    const dim3 cluster(1, 1, static_cast<unsigned>(s.splits));
-    int clusters = 0;
-    if (detail::max_active_clusters<Traits>(kernel, cluster, &clusters) != Status::kSuccess) {
-      cudaGetLastError();
-      return Status::kErrorNotSupported;  // no cluster of this size fits the device
+    const int64_t tiles = ((p.M + Traits::kBM - 1) / Traits::kBM) * ((p.N + Traits::kBN - 1) / Traits::kBN);
+    Sm90aSplitPlan s = cap_sm90a_split_k(plan, p.K, cap);
+    for (;;) {
+      if (s.splits < 2) return Status::kErrorNotSupported;
+      int clusters = 0;
+      if (detail::max_active_clusters<Traits>(kernel, dim3(1, 1, static_cast<unsigned>(s.splits)), &clusters) !=
+          Status::kSuccess) {
+        cudaGetLastError();
+        clusters = 0;  // no cluster of this size fits the device
+      }
+      if (clusters > 0 && (!one_wave || int64_t(clusters) >= tiles)) break;
+      if (!one_wave && clusters == 0) return Status::kErrorNotSupported;
+      s = cap_sm90a_split_k(plan, p.K, s.splits - 1);
     }
+    const dim3 cluster(1, 1, static_cast<unsigned>(s.splits));
     const dim3 grid(static_cast<unsigned>((p.M + Traits::kBM - 1) / Traits::kBM),
                     static_cast<unsigned>((p.N + Traits::kBN - 1) / Traits::kBN), cluster.z);
-    if (one_wave && int64_t(clusters) < int64_t(grid.x) * grid.y) return Status::kErrorNotSupported;
     cudaLaunchAttribute attr[2];
     attr[0].id = cudaLaunchAttributeClusterDimension;
     attr[0].val.clusterDim.x = cluster.x;
@@ -1609,7 +1656,9 @@ Status run_sm90a_split_k_cluster(const GemmParams<Epilogue>& p, cudaStream_t str
     QUAMBA_RETURN_IF_CUDA_ERROR(cudaLaunchKernelEx(&cfg, kernel, tma_a, tma_w, p, s.slice_tiles));
     return last_launch_status();
   };
-  return s.bn == 128 ? launch(Sm90aTile128x128{}) : s.bn == 192 ? launch(Sm90aTile128x192{}) : launch(Sm90aTile128x256{});
+  return plan.bn == 128   ? launch(Sm90aTile128x128{})
+         : plan.bn == 192 ? launch(Sm90aTile128x192{})
+                          : launch(Sm90aTile128x256{});
 }
 
 // Short-K rule of run_sm90a_auto (host only): K <= 256 and the 128 x 128 grid fills its last
