@@ -548,7 +548,10 @@ TEST(GemmSm90aShortK, DispatchRule) {
   EXPECT_FALSE(gemm::sm90a_short_k_worthwhile(832, 5120, 160, 132)) << "13 x 40 = 520 tiles < 528";
   EXPECT_FALSE(gemm::sm90a_short_k_worthwhile(128, 5120, 160, 132));
   EXPECT_FALSE(gemm::sm90a_short_k_worthwhile(8192, 1536, 48, 132)) << "d_model 768: K = 48";
-  EXPECT_FALSE(gemm::sm90a_short_k_worthwhile(8192, 4096, 128, 132)) << "K <= 128";
+  EXPECT_TRUE(gemm::sm90a_short_k_worthwhile(8192, 4096, 128, 132)) << "d_model 2048: K = 128";
+  EXPECT_TRUE(gemm::sm90a_short_k_worthwhile(2048, 3072, 96, 132)) << "d_model 1536: K = 96";
+  EXPECT_FALSE(gemm::sm90a_short_k_worthwhile(8192, 2048, 64, 132)) << "d_model 1024: K = 64";
+  EXPECT_FALSE(gemm::sm90a_short_k_worthwhile(8192, 4096, 95, 132)) << "K < 96";
   EXPECT_FALSE(gemm::sm90a_short_k_worthwhile(8192, 5120, 272, 132)) << "K > 256";
   EXPECT_FALSE(gemm::sm90a_short_k_worthwhile(8192, 5120, 160, 0));
 }

@@ -15,7 +15,7 @@
 //   kShortK K <= 256: whole-K operand rows, the column-resident kernel (a CTA per column block
 //           and share of the row tiles, W in shared memory once; gemm/gemm_short_k.cuh), any sm >= 80; falls back to kSm80 where its shared memory
 //           does not fit the device. On sm_90 with a 90a build, where sm90a_short_k_worthwhile
-//           (K > 128, at least four 64 x 128 tiles per SM: dt_proj of d_model 2560 at prefill), the
+//           (K >= 96, at least four 64 x 128 tiles per SM: dt_proj of d_model >= 1536 at prefill), the
 //           wgmma short-K kernel instead (gemm/gemm_sm90_short_k.cuh).
 //   kAuto   kGemvMma for 3 <= M <= 32 on wide layers (N > 1024) and for 6 <= M <= 32 on narrow
 //           ones with a long K (N <= 256, K > 256: x_proj; gemv_mma_worthwhile);
@@ -128,13 +128,15 @@ inline bool gemv_mma_worthwhile(int64_t M, int64_t N, int64_t K) {
   return N <= kGemvMmaNarrowMaxN && K > 256 && M >= kGemvMmaNarrowMinM;
 }
 
-// Within kShortK on sm_90 (host only): the wgmma short-K kernel (gemm_sm90_short_k.cuh) for K > 128
+// Within kShortK on sm_90 (host only): the wgmma short-K kernel (gemm_sm90_short_k.cuh) for K >= 96
 // with at least four of its 64 x 128 tiles per SM, else the column-resident mma.sync kernel. H200,
 // same run (bench/RESULTS.md run AH), µs, wgmma against mma.sync: d_model 2560 (K = 160, N = 5120)
 // M = 2048 13.0 / 16.7, M = 8192 31.9 / 44.2, M = 128 (80 tiles) 7.09 / 6.58; d_model 768
 // (K = 48, N = 1536) M = 2048 8.59 / 7.52, M = 8192 13.9 / 13.2: with a short K the mma.sync
-// kernel's per-output work is small and the wgmma kernel's epilogue and start dominate.
-inline constexpr int64_t kSm90aShortKMinK = 129;
+// kernel's per-output work is small and the wgmma kernel's epilogue and start dominate. Run AI, M =
+// 2048 / 8192: d_model 2048 (K = 128) 11.4 / 26.5 against 12.8 / 31.0; d_model 1536 (K = 96) 9.92 /
+// 21.6 against 10.2 / 22.9; d_model 1024 (K = 64) 8.54 / 16.1 against 8.11 / 16.3.
+inline constexpr int64_t kSm90aShortKMinK = 96;
 inline bool sm90a_short_k_worthwhile(int64_t M, int64_t N, int64_t K, int sm_count) {
   const int64_t tiles = ((M + 63) / 64) * ((N + 127) / 128);
   return K >= kSm90aShortKMinK && K <= kSm90aShortKMaxK && sm_count > 0 && tiles >= 4 * int64_t(sm_count);
