@@ -328,8 +328,8 @@ TEST(GemmSm90a, Persistent256x160Validation) {
 // no multiple of 128 (the last slice ends in TMA's zero fill) and a last slice shorter than the
 // others, a wide N with one row block, odd N (the reduce's partial quads), 16 splits (through auto
 // with a workspace: the workspace form); forced, and through auto with a workspace (the wgmma split-K
-// from kSm90aSplitMinM rows, the mma.sync one below); the cluster form (no workspace) on the shapes
-// (capped at 8 splits, at 3, and lowered to one resident round).
+// from kSm90aSplitMinM rows, the mma.sync one below); the cluster form (no workspace) on every shape:
+// capped at 8 splits, at 3, and lowered to one resident round.
 TEST(GemmSm90a, SplitKAllEpilogues) {
   QUAMBA_REQUIRE_SM90A();
   for (auto s : {std::array<int64_t, 3>{2048, 192, 5120}, {130, 192, 5120}, {2049, 200, 1040}, {300, 80, 1536},
