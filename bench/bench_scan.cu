@@ -61,7 +61,7 @@ std::string traits_name() {
     return "Q" + std::to_string(Traits::kStatesPerLane) + "xT" + std::to_string(Traits::kChunk) + "xC" +
            std::to_string(Traits::kChannels) + "xM" + std::to_string(Traits::kMinBlocks) + "xG" +
            std::to_string(Traits::kGroups) + (Traits::kSmemReduce ? "xRs" : "") + (Traits::kPairLanes ? "xP" : "") +
-           (Traits::kOverlap ? "xO" : "") + (Traits::kUnrolledPrep ? "xU" : "");
+           (Traits::kOverlap ? "xO" : "") + (Traits::kUnrolledPrep ? "xU" : "") + (Traits::kTma ? "xTma" : "");
   else
     return "S" + std::to_string(Traits::kSegments) + "xK" + std::to_string(Traits::kItems) + "xW" +
            std::to_string(Traits::kWarps) + "xM" + std::to_string(Traits::kMinBlocks);
@@ -357,6 +357,9 @@ const bool kRegistered = [] {
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 1, false, true, true>>("new");
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 40, 1, int8_t, 1, false, true, true>>("new");
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 4, false, true, true>>("new");
+  // Bulk tensor copies (kTma, sm_90): the default's traits, and with the unrolled prep.
+  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, false, true, true, false, true>>("new");
+  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, false, true, true, true, true>>("new");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 40, 1, int8_t, 1, true>>("new");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 16, 3, int8_t, 1, true>>("new");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 40, 1, int8_t, 8>>("new");
@@ -393,6 +396,8 @@ const bool kRegistered = [] {
   register_prefill_i8<qs::LanePrefillTraits<16, 1, 128, 16, 3, int8_t, 2, true>>("alt");
   register_prefill_i8<qs::LanePrefillTraits<16, 1, 128, 16, 3, int8_t, 1, true>>("alt");
   register_prefill_f16<DefF16>("default");
+  register_prefill_f16<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 2, false, true, true, true, true>>("new");
+  register_prefill_f16<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 2, false, true, true, false, true>>("new");
   // the previous fp16 default (plain loop, no pair lanes)
   register_prefill_f16<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 2>>("baseline");
   register_prefill_f16<qs::PrefillTraits<16, 16, 8, 8, 3, __half>>("alt");

@@ -331,6 +331,35 @@ TEST(ScanPrefillI8, ExplicitVariants) {
   run_variant_cases<qs::PipedPrefillTraits<64, 4, 64, 16, 2, int8_t>>("piped N64");
 }
 
+// Whether the device runs sm_90 code: the bulk-copy variants (LanePrefillTraits::kTma) run there
+// and refuse below it.
+bool sm90_device() {
+  int dev = 0, major = 0;
+  QUAMBA_CUDA_CHECK(cudaGetDevice(&dev));
+  QUAMBA_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  return major >= 9;
+}
+
+// Bulk tensor copies in and out (kTma) on the shapes of ExplicitVariants (tails of every chunk
+// length, batch 2, strided z and B/C views, y poisoned around the tile stores), N = 16 and 32.
+TEST(ScanPrefillI8, BulkCopyVariants) {
+  QUAMBA_REQUIRE_GPU();
+  using Tma = qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, false, true, true, false, true>;
+  if (!sm90_device()) {
+    Case c{1, 64, 96, 16};
+    I8Problem pr(c);
+    EXPECT_EQ(qs::launch_prefill<Tma>(pr.params(), 0), Status::kErrorArchNotSupported);
+    return;
+  }
+  run_variant_cases<Tma>("lanes Q2xT128xC16xG2xPxOxTma");
+  run_variant_cases<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, false, true, true, true, true>>(
+      "lanes Q2xT128xC16xG2xPxOxUxTma");
+  run_variant_cases<qs::LanePrefillTraits<16, 2, 64, 16, 4, int8_t, 2, false, false, false, false, true>>(
+      "lanes Q2xT64xC16xG2xTma");
+  run_variant_cases<qs::LanePrefillTraits<32, 2, 128, 16, 2, int8_t, 1, false, false, false, false, true>>(
+      "lanes N32 Q2xT128xC16xTma");
+}
+
 // Mamba-2.8b width over several chunks, batch 2, with an initial state: the default and the
 // 40-channel pipelined candidate (128 blocks at E = 5120, one per SM of a 132-SM H100).
 TEST(ScanPrefillI8, WideModelLong) {
@@ -545,6 +574,7 @@ TEST(ScanPrefillI8, FusedDtProjExplicitVariants) {
   check(qs::LanePrefillTraits<16, 2, 128, 8, 5, int8_t, 2, false, true, true>{}, "lanes Q2xT128xC8 pair overlap");
   check(qs::LanePrefillTraits<16, 1, 128, 16, 3, int8_t, 2>{}, "lanes Q1xT128xC16xG2");
   check(qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 1, true>{}, "lanes smem reduce");
+  if (sm90_device()) check(qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, false, true, true, false, true>{}, "lanes Tma");
 }
 
 // The chunked prefill with the fused dt_proj carries the state exactly as one whole call.
@@ -1178,6 +1208,8 @@ TEST(ScanPrefillF16, ExplicitVariants) {
   run_f16_variant<qs::LanePrefillTraits<16, 2, 64, 16, 4, __half, 2>>("lanes Q2xT64xC16xG2");
   run_f16_variant<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 2>>("lanes Q2xT128xC16xG2 (previous default)");
   run_f16_variant<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 2, false, true, true, true>>("lanes Q2xT128xC16xG2xPxOxU");
+  if (sm90_device())
+    run_f16_variant<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 2, false, true, true, true, true>>("lanes Q2xT128xC16xG2xPxOxUxTma");
 }
 
 // fp16 inputs through run_segmented (the default segmented variant of each N).

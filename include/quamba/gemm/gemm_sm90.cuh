@@ -66,6 +66,7 @@
 #include "quamba/core/launch.cuh"
 #include "quamba/core/mbarrier.cuh"
 #include "quamba/core/status.hpp"
+#include "quamba/core/tensor_map.hpp"
 #include "quamba/gemm/epilogue.cuh"
 #include "quamba/gemm/gemm_sm80.cuh"
 #include "quamba/gemm/params.cuh"
@@ -1350,21 +1351,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 
 #endif  // QUAMBA_HAS_CUDA_COMPILER
 
-// cuTensorMapEncodeTiled through the runtime (no link against libcuda).
-inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
-  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* f = nullptr;
-    cudaDriverEntryPointQueryResult q{};
-#if CUDART_VERSION >= 12050
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) != cudaSuccess)
-      f = nullptr;
-#else
-    if (cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &f, cudaEnableDefault, &q) != cudaSuccess) f = nullptr;
-#endif
-    return q == cudaDriverEntryPointSuccess ? reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f) : nullptr;
-  }();
-  return fn;
-}
+using quamba::detail::tensor_map_encoder;
 
 // 2-D int8 tensor map over a row-major (rows, inner) matrix with row pitch `pitch` bytes; boxes of
 // box_rows x 128 bytes, 128-byte swizzle, zero fill outside the matrix.

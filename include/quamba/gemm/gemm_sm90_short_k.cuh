@@ -144,13 +144,9 @@ QUAMBA_DEVICE void tma_store_2d(const CUtensorMap* map, uint32_t src, int c_inne
                "r"(src), "r"(c_inner), "r"(c_row)
                : "memory");
 }
-QUAMBA_DEVICE void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
-template <int kPending>
-QUAMBA_DEVICE void bulk_wait_read() {
-  asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(kPending) : "memory");
-}
-// Generic-proxy shared-memory writes made visible to the async proxy (the TMA store's reads).
-QUAMBA_DEVICE void fence_proxy_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+using quamba::detail::bulk_commit;
+using quamba::detail::bulk_wait_read;
+using quamba::detail::fence_proxy_async_smem;
 
 // kKSteps: k32 steps per tile, a compile-time count (a runtime loop of wgmma makes ptxas insert
 // warpgroup.arrive between them, C7519); K <= 32·kKSteps, the bytes past K zero-filled by TMA.

@@ -85,9 +85,11 @@
 
 #include "quamba/core/cuda_check.hpp"
 #include "quamba/core/launch.cuh"
+#include "quamba/core/mbarrier.cuh"
 #include "quamba/core/numeric.hpp"
 #include "quamba/core/static_switch.hpp"
 #include "quamba/core/status.hpp"
+#include "quamba/core/tensor_map.hpp"
 #include "quamba/core/tensor_view.hpp"
 #include "quamba/core/thread_share.cuh"
 #include "quamba/gemm/epilogue.cuh"
@@ -137,6 +139,15 @@ struct PrefillParamsF16 {
   TensorView<__half, 3> y;
   bool pdl = false;  // as PrefillParamsI8::pdl
 };
+
+// Tensor maps of the bulk-copy form (LanePrefillTraits::kTma): u, δ, z, B, C and y, each as
+// (channels, tokens, batch); built by launch_prefill for every launch.
+struct PrefillMaps {
+  CUtensorMap u, delta, z, Bm, Cm, y;
+};
+struct NoPrefillMaps {};
+template <bool kTma>
+using PrefillMapsFor = std::conditional_t<kTma, PrefillMaps, NoPrefillMaps>;
 
 namespace detail {
 
@@ -222,7 +233,7 @@ struct PrefillTraits {
 // cycles per warp-item of the unpaired layout, the largest per-item cost in the model).
 template <int kDState_, int kStatesPerLane_, int kChunk_, int kChannels_, int kMinBlocks_, typename In_,
           int kGroups_ = 1, bool kSmemReduce_ = false, bool kPairLanes_ = false, bool kOverlap_ = false,
-          bool kUnrolledPrep_ = false>
+          bool kUnrolledPrep_ = false, bool kTma_ = false>
 struct LanePrefillTraits {
   using In = In_;
   static constexpr int kKernel = 1;  // prefill_lanes_kernel
@@ -249,6 +260,13 @@ struct LanePrefillTraits {
   // through for_thread_share changed their compiled form: the int8 default measured 117 / 450 µs
   // at L = 2048 / 8192 against 116 / 446 before, same run.)
   static constexpr bool kUnrolledPrep = kUnrolledPrep_;
+  // kTma (sm_90 and up, launch_prefill refuses elsewhere): one thread requests the chunk's raw
+  // tiles as bulk tensor copies (TMA, one per tile, completing on the stage's mbarrier; tokens
+  // past L arrive as zeros) and sends each y tile out as one bulk tensor store (tokens past L
+  // dropped), instead of every thread issuing its share of 16-byte cp.async copies and y stores.
+  // Those copy loops were ~8% of the default's instructions and ~15% of its warps' stall samples
+  // (loop control, instruction-cache misses; bench/RESULTS.md run AJ).
+  static constexpr bool kTma = kTma_;
   static constexpr int kGroups = kGroups_;
   static constexpr bool kSmemReduce = kSmemReduce_;
   static constexpr int kDState = kDState_;
@@ -294,7 +312,9 @@ struct LanePrefillTraits {
   static constexpr int kRedPitch = kLanes + 4;
   static constexpr int kRedChannel = kLanes * (kLanes + 5);
   static constexpr int kOffRed = kOffY + kChunk * kChannels * 2;
-  static constexpr int kSmemBytes = kOffRed + (kSmemReduce ? kChannels * kRedChannel * 4 : 0);
+  // kTma: the two stages' mbarriers (8 bytes each).
+  static constexpr int kOffBar = kOffRed + (kSmemReduce ? kChannels * kRedChannel * 4 : 0);
+  static constexpr int kSmemBytes = kOffBar + (kTma ? 16 : 0);
   // Dynamic shared memory of a launch: with the fused dt_proj, dt_k > 0 (see the stage layout).
   static constexpr size_t smem_bytes(int64_t dt_k) {
     return dt_k > 0 ? static_cast<size_t>(kSmemBytes - kFusedShrink) + static_cast<size_t>(kChunk) * ((dt_k + 31) / 32 * 32)
@@ -315,6 +335,11 @@ struct LanePrefillTraits {
   static_assert(!kPairLanes || (kChannelsPerWarp >= 2 && !kSmemReduce), "pair lanes: two channels per warp, shuffle reduce");
   static_assert(!kOverlap || (!kSmemReduce && (kChunk / kLanes) % (2 * kGroups) == 0),
                 "overlapped walk: shuffle reduce, groups taken in pairs (kGroups pairs unrolled)");
+  // Bulk tensor copies: rows of whole 16-byte pieces, every tile at a 128-byte boundary, boxes of
+  // at most 256 tokens.
+  static_assert(!kTma || (kRowCopy == 16 && kTileBytes % 128 == 0 && kBCBytes % 128 == 0 && kOffY % 128 == 0 &&
+                          (kChannels * 2) % 16 == 0 && kChunk <= 256),
+                "bulk-copy tiles: 16-byte rows, 128-byte aligned tiles, at most 256 tokens");
 };
 
 // Pipelined state-lane variant (prefill_piped_kernel): the state-lane walk with pair lanes, one
@@ -423,6 +448,20 @@ template <typename In>
 struct DefaultPrefillTraits<32, In> { using type = LanePrefillTraits<32, 2, 128, 16, 2, In>; };
 template <typename In>
 struct DefaultPrefillTraits<64, In> { using type = LanePrefillTraits<64, 4, 64, 16, 2, In>; };
+
+// What run() launches on sm_90 and up (void: DefaultPrefillTraits everywhere). N = 16: the
+// default's geometry with bulk tensor copies (kTma) and the unrolled prep, int8 106 / 405 µs at
+// E = 5120, L = 2048 / 8192 and 57.4 at E = 1536, against 117 / 451 / 67.9 for DefaultPrefillTraits;
+// fp16 126 / 482 / 55.8 against 138 / 533 / 59.7 (H200, same run, bench/RESULTS.md run AJ). With
+// the copy loops gone, the unrolled prep gains for int8 too (106 against 108 without it).
+template <int N, typename In>
+struct DefaultPrefillTmaTraits {
+  using type = void;
+};
+template <typename In>
+struct DefaultPrefillTmaTraits<16, In> {
+  using type = LanePrefillTraits<16, 2, 128, 16, 3, In, 2, false, true, true, true, true>;
+};
 
 // ---- Kernel ----------------------------------------------------------------------------------
 
@@ -709,7 +748,8 @@ QUAMBA_DEVICE float gate_output(float y, In uq, In zq, float Dv, float su, float
 // per-token partial sums (kLanes-1 shuffles per lane), lane q ends with token q's Σ_n s·C and
 // writes its gated output to the y tile; (5) the y tile leaves as 16-byte rows.
 template <class Traits, class Params, bool kHasZ, bool kFusedDt = false>
-__global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_lanes_kernel(const Params p) {
+__global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
+    prefill_lanes_kernel(const Params p, const __grid_constant__ PrefillMapsFor<Traits::kTma> maps) {
   using Io = PrefillIo<Params>;
   using In = typename Io::In;
   static_assert(std::is_same<In, typename Traits::In>::value, "traits built for another input type");
@@ -722,12 +762,14 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
   constexpr int kShrink = kFusedDt ? Traits::kFusedShrink : 0;
   constexpr int kStage = Traits::kStageBytes - kShrink / 2;
 
-  extern __shared__ __align__(16) unsigned char smem[];
+  extern __shared__ __align__(128) unsigned char smem[];
   float* sD = reinterpret_cast<float*>(smem + Traits::kOffDelta - kShrink);
   float* sDU = reinterpret_cast<float*>(smem + Traits::kOffDU - kShrink);
   float* sBf = reinterpret_cast<float*>(smem + Traits::kOffBf - kShrink);
   float* sCf = reinterpret_cast<float*>(smem + Traits::kOffCf - kShrink);
   __half* sY = reinterpret_cast<__half*>(smem + Traits::kOffY - kShrink);
+  // kTma: the stages' mbarriers (stage s at bar0 + 8·s).
+  [[maybe_unused]] const uint32_t bar0 = gemm::ptx::smem_u32(smem + Traits::kOffBar - kShrink);
 
   const int tid = threadIdx.x;
   const int64_t b = blockIdx.y;
@@ -753,6 +795,21 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
   };
   auto load_chunk = [&](int stage, int chunk0) {
     unsigned char* base = smem + stage * kStage;
+    if constexpr (Traits::kTma) {
+      if (tid == 0) {
+        constexpr uint32_t kBytes = (3 - (kFusedDt ? 1 : 0) - (kHasZ ? 0 : 1)) * Traits::kTileBytes + 2 * Traits::kBCBytes;
+        const uint32_t bar = bar0 + 8u * static_cast<uint32_t>(stage);
+        const uint32_t dst = gemm::ptx::smem_u32(base);
+        const int ce = static_cast<int>(e0), cb = static_cast<int>(b);
+        quamba::detail::mbar_arrive_expect_tx(bar, kBytes);
+        quamba::detail::tma_load_3d(dst + Traits::kRawU, &maps.u, ce, chunk0, cb, bar);
+        if constexpr (!kFusedDt) quamba::detail::tma_load_3d(dst + Traits::kRawD, &maps.delta, ce, chunk0, cb, bar);
+        if constexpr (kHasZ) quamba::detail::tma_load_3d(dst + Traits::kRawZ, &maps.z, ce, chunk0, cb, bar);
+        quamba::detail::tma_load_3d(dst + Traits::kRawB, &maps.Bm, 0, chunk0, cb, bar);
+        quamba::detail::tma_load_3d(dst + Traits::kRawC, &maps.Cm, 0, chunk0, cb, bar);
+      }
+      return;
+    }
     const std::integral_constant<int, kRowCopy> row_copy;
     const std::integral_constant<int, 16> bc_copy;
     const std::integral_constant<int, kRowSlots> row_slots;
@@ -814,8 +871,17 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
 #pragma unroll
   for (int j = 0; j < Q; ++j) st[j] = p.initial_state ? p.initial_state[(b * E + e) * N + q + j * G] : 0.f;
 
-  // y tile of chunk c-1 -> global, 16-byte rows; called between barriers (see the loop).
+  // y tile of chunk c-1 -> global, 16-byte rows; called between barriers (see the loop). kTma:
+  // thread 0 sends the tile as one bulk store (every thread fenced its y writes for the async
+  // proxy before the barrier) and waits for it to have read the tile before the walk rewrites it.
   auto flush_y = [&](int chunk0) {
+    if constexpr (Traits::kTma) {
+      if (tid == 0) {
+        quamba::detail::tma_store_3d(&maps.y, gemm::ptx::smem_u32(sY), static_cast<int>(e0), chunk0, static_cast<int>(b));
+        quamba::detail::bulk_commit();
+      }
+      return;
+    }
     for_thread_share<T * kYSlots, kThreads, Traits::kUnrolledPrep>(tid, [&](int s) {
       const int t = s / kYSlots, r = s % kYSlots;
       const int tok = chunk0 + t;
@@ -841,12 +907,21 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
   };
 
   const int nchunks = (L + T - 1) / T;
+  if constexpr (Traits::kTma) {
+    if (tid == 0) {
+      quamba::detail::mbar_init(bar0, 1);
+      quamba::detail::mbar_init(bar0 + 8, 1);
+      quamba::detail::fence_mbarrier_init();
+    }
+    __syncthreads();
+  }
   load_chunk(0, 0);
   load_dtx(0);
   cp_async_commit();
   for (int c = 0; c < nchunks; ++c) {
     const int chunk0 = c * T;
     cp_async_wait<0>();  // this thread's copies of chunk c (the only groups in flight)
+    if constexpr (Traits::kTma) quamba::detail::mbar_wait(bar0 + 8u * static_cast<uint32_t>(c & 1), (c >> 1) & 1);
     __syncthreads();     // everyone's copies of chunk c visible; chunk c-1 fully consumed
     if (c + 1 < nchunks) {
       load_chunk((c + 1) & 1, chunk0 + T);  // lands during chunk c's compute
@@ -910,6 +985,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
         }
       });
     }
+    if (Traits::kTma && tid == 0) quamba::detail::bulk_wait_read<0>();  // y tile of chunk c-1 read
     __syncthreads();  // fp32 tiles ready; the dt_x tile is consumed
     if (kFusedDt && c + 1 < nchunks) {
       load_dtx(chunk0 + T);  // lands during chunk c's walk
@@ -961,9 +1037,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
         store(g0, finish(g0, v));
       }
     }
+    if constexpr (Traits::kTma) quamba::detail::fence_proxy_async_smem();  // y tile -> the bulk store
   }
   __syncthreads();  // last y tile complete
   flush_y((nchunks - 1) * T);
+  if (Traits::kTma && tid == 0) quamba::detail::bulk_wait<0>();
   if (p.final_state) {
     // Each lane wrote nothing else to final_state's rows; initial_state (possibly the same
     // buffer) was read by this same lane before the loop, so aliasing is safe.
@@ -1257,6 +1335,36 @@ Status check_prefill(const Params& p) {
   return Status::kSuccess;
 }
 
+// Tensor map of a (B, L, C) view for boxes of `box_c` channels x `box_t` tokens of one sequence.
+template <class T3>
+Status make_view_map(CUtensorMap* map, const T3& v, uint32_t box_c, uint32_t box_t) {
+  using Elem = std::remove_const_t<std::remove_pointer_t<decltype(v.data)>>;
+  constexpr uint64_t kEs = sizeof(Elem);
+  const CUtensorMapDataType type = kEs == 1 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  const uint64_t rows = static_cast<uint64_t>(v.stride[1]) * kEs;
+  // A single sequence's batch stride is never used; give the map a valid one.
+  const uint64_t planes = v.shape[0] > 1 ? static_cast<uint64_t>(v.stride[0]) * kEs : rows * static_cast<uint64_t>(v.shape[1]);
+  const uint64_t dims[3] = {static_cast<uint64_t>(v.shape[2]), static_cast<uint64_t>(v.shape[1]),
+                            static_cast<uint64_t>(v.shape[0])};
+  const uint64_t strides[2] = {rows, planes};
+  const uint32_t box[3] = {box_c, box_t, 1u};
+  return quamba::detail::make_tensor_map_3d(map, type, v.data, dims, strides, box);
+}
+
+// The bulk-copy form's maps (LanePrefillTraits::kTma); kErrorNotSupported where the driver
+// refuses one (the caller then takes the copy-loop form).
+template <class Traits, class Params>
+Status make_prefill_maps(const Params& p, PrefillMaps* m) {
+  constexpr uint32_t kC = Traits::kChannels, kT = Traits::kChunk, kN = Traits::kDState;
+  const bool ok = make_view_map(&m->u, p.u, kC, kT) == Status::kSuccess &&
+                  (fused_dt(p) || make_view_map(&m->delta, p.delta, kC, kT) == Status::kSuccess) &&
+                  (!p.z.data || make_view_map(&m->z, p.z, kC, kT) == Status::kSuccess) &&
+                  make_view_map(&m->Bm, p.Bm, kN, kT) == Status::kSuccess &&
+                  make_view_map(&m->Cm, p.Cm, kN, kT) == Status::kSuccess &&
+                  make_view_map(&m->y, p.y, kC, kT) == Status::kSuccess;
+  return ok ? Status::kSuccess : Status::kErrorNotSupported;
+}
+
 // Dynamic shared memory of a launch (dt_k > 0: the fused dt_proj, state-lane kernels only).
 template <class Traits>
 size_t prefill_smem(int64_t dt_k) {
@@ -1269,7 +1377,9 @@ size_t prefill_smem(int64_t dt_k) {
 // ---- Launch ----------------------------------------------------------------------------------
 
 // Launches one explicit Traits variant (benchmarks name variants this way). Assumes
-// can_implement(p) succeeded and p.Bm.shape[2] == Traits::kDState.
+// can_implement(p) succeeded and p.Bm.shape[2] == Traits::kDState. The bulk-copy form
+// (LanePrefillTraits::kTma) returns kErrorArchNotSupported where the device or the loaded kernel
+// image is below sm_90, kErrorNotSupported where a tensor map cannot describe a view.
 // The fused dt_proj (PrefillParamsI8::dt_weight) runs only in the state-lane kernel
 // (LanePrefillTraits with kFusedDtOk); other variants return kErrorNotSupported for it.
 template <class Traits, class Params>
@@ -1315,7 +1425,17 @@ Status launch_prefill(const Params& p, cudaStream_t stream) {
           QUAMBA_RETURN_IF_ERROR(opt_in_smem(kernel, smem));
         }
       }
-      return launch_kernel(kernel, grid, dim3(Traits::kThreads), smem, stream, p.pdl, p);
+      if constexpr (Traits::kKernel == 1) {
+        PrefillMapsFor<Traits::kTma> maps{};
+        if constexpr (Traits::kTma) {
+          static quamba::detail::Sm90ImageCache image;
+          if (!image.get(kernel)) return Status::kErrorArchNotSupported;
+          QUAMBA_RETURN_IF_ERROR(detail::make_prefill_maps<Traits>(p, &maps));
+        }
+        return launch_kernel(kernel, grid, dim3(Traits::kThreads), smem, stream, p.pdl, p, maps);
+      } else {
+        return launch_kernel(kernel, grid, dim3(Traits::kThreads), smem, stream, p.pdl, p);
+      }
     });
   });
 }
@@ -1332,7 +1452,13 @@ Status run_prefill(const Params& p, cudaStream_t stream) {
   QUAMBA_RETURN_IF_ERROR(detail::check_prefill(p));
   using In = typename detail::PrefillIo<Params>::In;
   return dispatch_int<16, 32, 64>(static_cast<int>(p.Bm.shape[2]), [&](auto n) {
-    return launch_prefill<typename DefaultPrefillTraits<decltype(n)::value, In>::type>(p, stream);
+    constexpr int kN = decltype(n)::value;
+    using Tma = typename DefaultPrefillTmaTraits<kN, In>::type;
+    if constexpr (!std::is_void_v<Tma>) {
+      const Status s = launch_prefill<Tma>(p, stream);
+      if (s != Status::kErrorArchNotSupported && s != Status::kErrorNotSupported) return s;
+    }
+    return launch_prefill<typename DefaultPrefillTraits<kN, In>::type>(p, stream);
   });
 }
 
