@@ -27,6 +27,20 @@ QUAMBA_DEVICE float to_float(int8_t v) {
 QUAMBA_DEVICE float to_float(__half v) { return __half2float(v); }
 QUAMBA_DEVICE float to_float(float v) { return v; }
 
+// Four packed values -> fp32. int8: the sign bits of all four flipped at once (offset binary,
+// byte + 128), each byte permuted under the exponent of 2^23 and 2^23 + 128 subtracted: the same
+// exact values as to_float(int8_t) in ~2.25 instructions each instead of 3 (no per-byte sign
+// extension).
+QUAMBA_DEVICE void to_float4(const Vec<int8_t, 4>& q, float (&f)[4]) {
+  const unsigned w = reinterpret_cast<const unsigned&>(q) ^ 0x80808080u;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) f[i] = __int_as_float(static_cast<int>(__byte_perm(w, 0x4B000000u, 0x7540u | i))) - 8388736.0f;
+}
+QUAMBA_DEVICE void to_float4(const Vec<__half, 4>& q, float (&f)[4]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) f[i] = __half2float(q[i]);
+}
+
 // exp2 as a single ex2.approx (rel. error ~2^-22): the decay exponential is the op the prefill
 // is bound by, so it must be exactly one MUFU instruction. ftz is harmless: a decay below
 // 2^-126 is zero for any state magnitude we keep.

@@ -862,6 +862,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
   // multiple of CH/4 (N/4), so the delta_bias loads happen once per thread, not per token.
   static_assert(kThreads % (CH / 4) == 0 && kThreads % (N / 4) == 0, "prep groups are thread-invariant");
   const int prep_c4 = tid % (CH / 4), prep_n4 = tid % (N / 4);
+  constexpr bool kLoadsFirst =
+      Traits::kUnrolledPrep && (T * (CH / 4)) % kThreads == 0 && (T * (N / 4)) % kThreads == 0;
   float prep_bias[4];
 #pragma unroll
   for (int j = 0; j < 4; ++j) prep_bias[j] = Io::bias(p, e0 + 4 * prep_c4 + j);
@@ -898,12 +900,12 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
   // rewritten only after the second barrier, i.e. after every thread has flushed it.
   // δ and δ·u of (token t, block channel ch) from the raw δ byte, the same expression for the
   // loaded and the fused δ so both give the same bits.
-  auto put_delta = [&](int t, int ch, In dq, In uq, float bias, bool live) {
-    const float arg = to_float(dq) * sdt + bias;
+  auto put_delta = [&](int t, int ch, float dq, float uq, float bias, bool live) {
+    const float arg = dq * sdt + bias;
     const float sp = Traits::kOverlap ? softplus_select(arg) : softplus(arg);
     const float d = live ? sp : 0.f;  // δ = 0: identity past L
     sD[ch * PT + t] = d;
-    sDU[ch * PT + t] = d * (to_float(uq) * su);
+    sDU[ch * PT + t] = d * (uq * su);
   };
 
   const int nchunks = (L + T - 1) / T;
@@ -932,6 +934,21 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     const unsigned char* stg = smem + (c & 1) * kStage;
     {
       const In* rawU = reinterpret_cast<const In*>(stg + Traits::kRawU);
+      const In* rawB = reinterpret_cast<const In*>(stg + Traits::kRawB);
+      const In* rawC = reinterpret_cast<const In*>(stg + Traits::kRawC);
+      // kLoadsFirst: every raw word of this thread's share is loaded before the first fp32 tile
+      // store (the compiler does not hoist a shared load above a shared store it cannot prove
+      // disjoint, so the interleaved form waits out each load's latency).
+      constexpr int kRB = kLoadsFirst ? T * (N / 4) / kThreads : 1;
+      [[maybe_unused]] Vec<In, 4> bq[kRB], cq[kRB];
+      if constexpr (kLoadsFirst) {
+#pragma unroll
+        for (int r = 0; r < kRB; ++r) {
+          const int t = (r * kThreads + tid) / (N / 4);
+          bq[r] = *reinterpret_cast<const Vec<In, 4>*>(rawB + t * N + 4 * prep_n4);
+          cq[r] = *reinterpret_cast<const Vec<In, 4>*>(rawC + t * N + 4 * prep_n4);
+        }
+      }
       if constexpr (kFusedDt) {
         // δraw = q(dt_x · dt_weightᵀ · α) for the chunk's T tokens × CH channels: mma.sync
         // m16n8k32 int8 tiles (16 tokens × 8 channels) split over the warps. A fragments come from
@@ -956,34 +973,61 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
 #pragma unroll
           for (int r = 0; r < 4; ++r) {
             const int t = mt * 16 + gid + (r >> 1) * 8, ch = nt * 8 + 2 * tig + (r & 1);
-            put_delta(t, ch, rq.apply(acc[r], 0, 0), rawU[t * CH + ch], Io::bias(p, e0 + ch), chunk0 + t < L);
+            put_delta(t, ch, to_float(rq.apply(acc[r], 0, 0)), to_float(rawU[t * CH + ch]), Io::bias(p, e0 + ch),
+                      chunk0 + t < L);
           }
         }
       } else {
         const In* rawD = reinterpret_cast<const In*>(stg + Traits::kRawD);
         // Four channels per thread (one 4- or 8-byte read per tile row); channel group fastest so
         // a warp reads consecutive words.
-        for_thread_share<T * (CH / 4), kThreads, Traits::kUnrolledPrep>(tid, [&](int idx) {
-          const int t = idx / (CH / 4);
-          const Vec<In, 4> uq = *reinterpret_cast<const Vec<In, 4>*>(rawU + t * CH + 4 * prep_c4);
-          const Vec<In, 4> dq = *reinterpret_cast<const Vec<In, 4>*>(rawD + t * CH + 4 * prep_c4);
+        auto convert = [&](int t, const Vec<In, 4>& uq, const Vec<In, 4>& dq) {
+          float uf[4], df[4];
+          to_float4(uq, uf);
+          to_float4(dq, df);
           const bool live = chunk0 + t < L;
 #pragma unroll
-          for (int j = 0; j < 4; ++j) put_delta(t, 4 * prep_c4 + j, dq[j], uq[j], prep_bias[j], live);
-        });
+          for (int j = 0; j < 4; ++j) put_delta(t, 4 * prep_c4 + j, df[j], uf[j], prep_bias[j], live);
+        };
+        if constexpr (kLoadsFirst) {
+          constexpr int kRD = T * (CH / 4) / kThreads;
+          Vec<In, 4> uq[kRD], dq[kRD];
+#pragma unroll
+          for (int r = 0; r < kRD; ++r) {
+            const int t = (r * kThreads + tid) / (CH / 4);
+            uq[r] = *reinterpret_cast<const Vec<In, 4>*>(rawU + t * CH + 4 * prep_c4);
+            dq[r] = *reinterpret_cast<const Vec<In, 4>*>(rawD + t * CH + 4 * prep_c4);
+          }
+#pragma unroll
+          for (int r = 0; r < kRD; ++r) convert((r * kThreads + tid) / (CH / 4), uq[r], dq[r]);
+        } else {
+          for_thread_share<T * (CH / 4), kThreads, Traits::kUnrolledPrep>(tid, [&](int idx) {
+            const int t = idx / (CH / 4);
+            convert(t, *reinterpret_cast<const Vec<In, 4>*>(rawU + t * CH + 4 * prep_c4),
+                    *reinterpret_cast<const Vec<In, 4>*>(rawD + t * CH + 4 * prep_c4));
+          });
+        }
       }
-      const In* rawB = reinterpret_cast<const In*>(stg + Traits::kRawB);
-      const In* rawC = reinterpret_cast<const In*>(stg + Traits::kRawC);
-      for_thread_share<T * (N / 4), kThreads, Traits::kUnrolledPrep>(tid, [&](int idx) {
-        const int t = idx / (N / 4);
-        const Vec<In, 4> bq = *reinterpret_cast<const Vec<In, 4>*>(rawB + t * N + 4 * prep_n4);
-        const Vec<In, 4> cq = *reinterpret_cast<const Vec<In, 4>*>(rawC + t * N + 4 * prep_n4);
+      auto put_bc = [&](int t, const Vec<In, 4>& b4, const Vec<In, 4>& c4) {
+        float bf[4], cf[4];
+        to_float4(b4, bf);
+        to_float4(c4, cf);
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
-          sBf[(4 * prep_n4 + j) * PT + t] = to_float(bq[j]) * sB;
-          sCf[(4 * prep_n4 + j) * PT + t] = to_float(cq[j]) * sC;
+          sBf[(4 * prep_n4 + j) * PT + t] = bf[j] * sB;
+          sCf[(4 * prep_n4 + j) * PT + t] = cf[j] * sC;
         }
-      });
+      };
+      if constexpr (kLoadsFirst) {
+#pragma unroll
+        for (int r = 0; r < kRB; ++r) put_bc((r * kThreads + tid) / (N / 4), bq[r], cq[r]);
+      } else {
+        for_thread_share<T * (N / 4), kThreads, Traits::kUnrolledPrep>(tid, [&](int idx) {
+          const int t = idx / (N / 4);
+          put_bc(t, *reinterpret_cast<const Vec<In, 4>*>(rawB + t * N + 4 * prep_n4),
+                 *reinterpret_cast<const Vec<In, 4>*>(rawC + t * N + 4 * prep_n4));
+        });
+      }
     }
     if (Traits::kTma && tid == 0) quamba::detail::bulk_wait_read<0>();  // y tile of chunk c-1 read
     __syncthreads();  // fp32 tiles ready; the dt_x tile is consumed
