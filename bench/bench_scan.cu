@@ -360,6 +360,12 @@ const bool kRegistered = [] {
   // Bulk tensor copies (kTma, sm_90): the default's traits, and with the unrolled prep.
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, false, true, true, false, true>>("new");
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, false, true, true, true, true>>("new");
+  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 1, false, true, true, true, true>>("new");
+  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 4, false, true, true, true, true>>("new");
+  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 8, false, true, true, true, true>>("new");
+  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 2, int8_t, 4, false, true, true, true, true>>("new");
+  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 32, 2, int8_t, 2, false, true, true, true, true>>("new");
+  register_prefill_i8<qs::LanePrefillTraits<16, 2, 64, 16, 4, int8_t, 2, false, true, true, true, true>>("new");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 40, 1, int8_t, 1, true>>("new");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 16, 3, int8_t, 1, true>>("new");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 40, 1, int8_t, 8>>("new");
@@ -382,6 +388,7 @@ const bool kRegistered = [] {
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 128, 16, 3, int8_t>>("alt");
   register_prefill_i8<qs::PipedPrefillTraits<16, 4, 64, 16, 3, int8_t>>("alt");
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 40, 1, int8_t, 2, false, true>>("alt");
+  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, true, true, true, true, true>>("alt");
   // Alternatives kept for the choice of default: the segment-scan kernel (default before the
   // state-lane one) and state-lane kernels with 1, 2 or 4 states per lane and 64- or 128-token
   // chunks.
@@ -397,6 +404,7 @@ const bool kRegistered = [] {
   register_prefill_i8<qs::LanePrefillTraits<16, 1, 128, 16, 3, int8_t, 1, true>>("alt");
   register_prefill_f16<DefF16>("default");
   register_prefill_f16<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 2, false, true, true, true, true>>("new");
+  register_prefill_f16<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 4, false, true, true, true, true>>("new");
   register_prefill_f16<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 2, false, true, true, false, true>>("new");
   // the previous fp16 default (plain loop, no pair lanes)
   register_prefill_f16<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 2>>("baseline");

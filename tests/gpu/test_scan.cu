@@ -356,6 +356,12 @@ TEST(ScanPrefillI8, BulkCopyVariants) {
       "lanes Q2xT128xC16xG2xPxOxUxTma");
   run_variant_cases<qs::LanePrefillTraits<16, 2, 64, 16, 4, int8_t, 2, false, false, false, false, true>>(
       "lanes Q2xT64xC16xG2xTma");
+  run_variant_cases<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, true, true, true, true, true>>(
+      "lanes Q2xT128xC16xG2xRsxPxOxUxTma");
+  run_variant_cases<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 4, false, true, true, true, true>>(
+      "lanes Q2xT128xC16xG4xPxOxUxTma");
+  run_variant_cases<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 8, false, true, true, true, true>>(
+      "lanes Q2xT128xC16xG8xPxOxUxTma");
   run_variant_cases<qs::LanePrefillTraits<32, 2, 128, 16, 2, int8_t, 1, false, false, false, false, true>>(
       "lanes N32 Q2xT128xC16xTma");
 }
@@ -1210,6 +1216,8 @@ TEST(ScanPrefillF16, ExplicitVariants) {
   run_f16_variant<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 2, false, true, true, true>>("lanes Q2xT128xC16xG2xPxOxU");
   if (sm90_device())
     run_f16_variant<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 2, false, true, true, true, true>>("lanes Q2xT128xC16xG2xPxOxUxTma");
+  if (sm90_device())
+    run_f16_variant<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 4, false, true, true, true, true>>("lanes Q2xT128xC16xG4xPxOxUxTma");
 }
 
 // fp16 inputs through run_segmented (the default segmented variant of each N).

@@ -58,6 +58,11 @@
 //   previous chunk's y flush run between them, during the conversion. Positions past L load
 //   as zeros and get δ = 0: decay 1, input 0, so the carried and final states are exact for
 //   any L.
+//   On sm_90 run() takes the bulk-copy form of it (LanePrefillTraits::kTma, DefaultPrefillTmaTraits):
+//   one thread requests a chunk's raw tiles as tensor copies (TMA) that complete on the stage's
+//   mbarrier, and each y tile leaves as one tensor store, so the walking warps run no copy loops
+//   (their loop control and instruction-cache misses were ~15% of the warps' stall samples):
+//   103 µs at L = 2048 on an H200 against 117 for the copy-loop form (bench/RESULTS.md run AJ).
 //   The previous segment-scan kernel (prefill_kernel, PrefillTraits) is kept as a benchmarked
 //   alternative: kSegments lanes share a channel, each holding kItems consecutive tokens, and
 //   combine (decay, value) aggregates with a shuffle scan per state per chunk. It costs ≈ 4
@@ -225,7 +230,10 @@ struct PrefillTraits {
 // see kOverlap, which makes the overlap explicit; with it, kGroups counts group pairs).
 // kSmemReduce: the per-token partial sums meet through shared memory (each lane stores its G
 // partials as float4s, then sums one token's column: G/4 STS.128 + G LDS + G-1 FADD) instead of
-// the shuffle reduce-scatter (G-1 SHFL + G-1 FADD + 2(G-1) selects).
+// the shuffle reduce-scatter (G-1 SHFL + G-1 FADD + 2(G-1) selects). With pair lanes, the
+// overlapped walk and bulk copies it measured 117 µs against 105 for the shuffle form (E = 5120,
+// L = 2048, H200, run AJ): fewer instructions, but its two __syncwarp per group keep the
+// compiler from interleaving the next group's walk with this group's reduce.
 // kPairLanes: lane bit 0 selects the channel and bits 1.. the state group, so lanes 2i and 2i+1
 // read the same B/C address and lanes i and i^2 the same δ/δu address. Shared memory returns 128
 // bytes (one register per lane) per cycle; an LDS.128 costs 4 cycles for a warp unless one of
@@ -332,9 +340,9 @@ struct LanePrefillTraits {
                 "u/δ/z rows are whole 8- or 16-byte copies, channels whole warps");
   static_assert(kDState % 4 == 0 && kBCSlots >= 1 && kYSlots >= 1, "B/C and y rows are whole 16-byte slots");
   static_assert(kSmemBytes % 16 == 0, "smem carve-up keeps 16-byte alignment");
-  static_assert(!kPairLanes || (kChannelsPerWarp >= 2 && !kSmemReduce), "pair lanes: two channels per warp, shuffle reduce");
-  static_assert(!kOverlap || (!kSmemReduce && (kChunk / kLanes) % (2 * kGroups) == 0),
-                "overlapped walk: shuffle reduce, groups taken in pairs (kGroups pairs unrolled)");
+  static_assert(!kPairLanes || kChannelsPerWarp >= 2, "pair lanes: two channels per warp");
+  static_assert(!kOverlap || (kChunk / kLanes) % (2 * kGroups) == 0,
+                "overlapped walk: groups taken in pairs (kGroups pairs unrolled)");
   // Bulk tensor copies: rows of whole 16-byte pieces, every tile at a 128-byte boundary, boxes of
   // at most 256 tokens.
   static_assert(!kTma || (kRowCopy == 16 && kTileBytes % 128 == 0 && kBCBytes % 128 == 0 && kOffY % 128 == 0 &&
@@ -450,17 +458,23 @@ template <typename In>
 struct DefaultPrefillTraits<64, In> { using type = LanePrefillTraits<64, 4, 64, 16, 2, In>; };
 
 // What run() launches on sm_90 and up (void: DefaultPrefillTraits everywhere). N = 16: the
-// default's geometry with bulk tensor copies (kTma) and the unrolled prep, int8 106 / 405 µs at
-// E = 5120, L = 2048 / 8192 and 57.4 at E = 1536, against 117 / 451 / 67.9 for DefaultPrefillTraits;
-// fp16 126 / 482 / 55.8 against 138 / 533 / 59.7 (H200, same run, bench/RESULTS.md run AJ). With
-// the copy loops gone, the unrolled prep gains for int8 too (106 against 108 without it).
+// default's geometry with bulk tensor copies (kTma) and the unrolled prep. int8, four group pairs
+// per loop iteration: 103 / 394 µs at E = 5120, L = 2048 / 8192 and 53.0 at E = 1536, against
+// 117 / 451 / 67.9 for DefaultPrefillTraits before this form existed (H200, bench/RESULTS.md run
+// AJ). With the copy loops gone the unrolled prep gains for int8 too (106 against 108 without it,
+// two pairs), and so do more pairs per iteration (one 105 / 400, two 105 / 401, four 103 / 394).
+// fp16, two pairs: 124 / 476 / 54.6 against 132 / 508 / 56.4 for DefaultPrefillTraits (same run).
 template <int N, typename In>
 struct DefaultPrefillTmaTraits {
   using type = void;
 };
-template <typename In>
-struct DefaultPrefillTmaTraits<16, In> {
-  using type = LanePrefillTraits<16, 2, 128, 16, 3, In, 2, false, true, true, true, true>;
+template <>
+struct DefaultPrefillTmaTraits<16, int8_t> {
+  using type = LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 4, false, true, true, true, true>;
+};
+template <>
+struct DefaultPrefillTmaTraits<16, __half> {
+  using type = LanePrefillTraits<16, 2, 128, 16, 3, __half, 2, false, true, true, true, true>;
 };
 
 // ---- Kernel ----------------------------------------------------------------------------------
@@ -1048,7 +1062,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
 #pragma unroll
         for (int k = 0; k < G; k += 4)
           *reinterpret_cast<float4*>(red + q * Traits::kRedPitch + k) = make_float4(v[k], v[k + 1], v[k + 2], v[k + 3]);
-        __syncwarp();  // a channel's lanes are one aligned group of this warp
+        __syncwarp();  // a channel's lanes are all in this warp
         float sum = red[q];
 #pragma unroll
         for (int r = 1; r < G; ++r) sum += red[r * Traits::kRedPitch + q];
