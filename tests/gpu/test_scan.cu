@@ -331,13 +331,13 @@ TEST(ScanPrefillI8, ExplicitVariants) {
   run_variant_cases<qs::PipedPrefillTraits<64, 4, 64, 16, 2, int8_t>>("piped N64");
 }
 
-// Whether the device runs sm_90 code: the bulk-copy variants (LanePrefillTraits::kTma) run there
-// and refuse below it.
-bool sm90_device() {
-  int dev = 0, major = 0;
-  QUAMBA_CUDA_CHECK(cudaGetDevice(&dev));
-  QUAMBA_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-  return major >= 9;
+// Whether the bulk-copy variants (LanePrefillTraits::kTma) run here: what launch_prefill checks,
+// a device of compute capability 9.0 or newer and an sm_90 image of the kernel (a build without
+// a 90 target runs its compute_80 PTX, where they refuse).
+template <class Traits, class Params = qs::PrefillParamsI8>
+bool bulk_copy_runs() {
+  quamba::detail::Sm90ImageCache image;
+  return image.get(qs::detail::prefill_lanes_kernel<Traits, Params, true, false>);
 }
 
 // Bulk tensor copies in and out (kTma) on the shapes of ExplicitVariants (tails of every chunk
@@ -345,7 +345,7 @@ bool sm90_device() {
 TEST(ScanPrefillI8, BulkCopyVariants) {
   QUAMBA_REQUIRE_GPU();
   using Tma = qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, false, true, true, false, true>;
-  if (!sm90_device()) {
+  if (!bulk_copy_runs<Tma>()) {
     Case c{1, 64, 96, 16};
     I8Problem pr(c);
     EXPECT_EQ(qs::launch_prefill<Tma>(pr.params(), 0), Status::kErrorArchNotSupported);
@@ -580,7 +580,8 @@ TEST(ScanPrefillI8, FusedDtProjExplicitVariants) {
   check(qs::LanePrefillTraits<16, 2, 128, 8, 5, int8_t, 2, false, true, true>{}, "lanes Q2xT128xC8 pair overlap");
   check(qs::LanePrefillTraits<16, 1, 128, 16, 3, int8_t, 2>{}, "lanes Q1xT128xC16xG2");
   check(qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 1, true>{}, "lanes smem reduce");
-  if (sm90_device()) check(qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, false, true, true, false, true>{}, "lanes Tma");
+  using Tma = qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, false, true, true, false, true>;
+  if (bulk_copy_runs<Tma>()) check(Tma{}, "lanes Tma");
 }
 
 // The chunked prefill with the fused dt_proj carries the state exactly as one whole call.
@@ -1214,10 +1215,10 @@ TEST(ScanPrefillF16, ExplicitVariants) {
   run_f16_variant<qs::LanePrefillTraits<16, 2, 64, 16, 4, __half, 2>>("lanes Q2xT64xC16xG2");
   run_f16_variant<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 2>>("lanes Q2xT128xC16xG2 (previous default)");
   run_f16_variant<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 2, false, true, true, true>>("lanes Q2xT128xC16xG2xPxOxU");
-  if (sm90_device())
-    run_f16_variant<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 2, false, true, true, true, true>>("lanes Q2xT128xC16xG2xPxOxUxTma");
-  if (sm90_device())
-    run_f16_variant<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 4, false, true, true, true, true>>("lanes Q2xT128xC16xG4xPxOxUxTma");
+  using Tma2 = qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 2, false, true, true, true, true>;
+  using Tma4 = qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 4, false, true, true, true, true>;
+  if (bulk_copy_runs<Tma2, qs::PrefillParamsF16>()) run_f16_variant<Tma2>("lanes Q2xT128xC16xG2xPxOxUxTma");
+  if (bulk_copy_runs<Tma4, qs::PrefillParamsF16>()) run_f16_variant<Tma4>("lanes Q2xT128xC16xG4xPxOxUxTma");
 }
 
 // fp16 inputs through run_segmented (the default segmented variant of each N).

@@ -459,11 +459,11 @@ struct DefaultPrefillTraits<64, In> { using type = LanePrefillTraits<64, 4, 64, 
 
 // What run() launches on sm_90 and up (void: DefaultPrefillTraits everywhere). N = 16: the
 // default's geometry with bulk tensor copies (kTma) and the unrolled prep. int8, four group pairs
-// per loop iteration: 103 / 394 µs at E = 5120, L = 2048 / 8192 and 53.0 at E = 1536, against
-// 117 / 451 / 67.9 for DefaultPrefillTraits before this form existed (H200, bench/RESULTS.md run
-// AJ). With the copy loops gone the unrolled prep gains for int8 too (106 against 108 without it,
-// two pairs), and so do more pairs per iteration (one 105 / 400, two 105 / 401, four 103 / 394).
-// fp16, two pairs: 124 / 476 / 54.6 against 132 / 508 / 56.4 for DefaultPrefillTraits (same run).
+// per loop iteration: 103 / 395 µs at E = 5120, L = 2048 / 8192 and 53.1 at E = 1536, against
+// 118 / 450 / 68.3 for DefaultPrefillTraits in the same run (H200, bench/RESULTS.md run AJ). With
+// the copy loops gone the unrolled prep gains for int8 too (106 against 108 without it, two
+// pairs), and so do more pairs per iteration (one 105 / 400, two 105 / 401, four 103 / 394, eight
+// 109 / 415). fp16, two pairs: 124 / 477 / 54.5 against 132 / 507 / 56.2 (same run).
 template <int N, typename In>
 struct DefaultPrefillTmaTraits {
   using type = void;
