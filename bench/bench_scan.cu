@@ -357,7 +357,10 @@ const bool kRegistered = [] {
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 1, false, true, true>>("new");
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 40, 1, int8_t, 1, false, true, true>>("new");
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 4, false, true, true>>("new");
-  // Bulk tensor copies (kTma, sm_90): the default's traits, and with the unrolled prep.
+  // Tensor copies (kTma, sm_90; bench/RESULTS.md run AJ): the copy-loop default's traits with
+  // them, then with the unrolled prep and one, two, four (run()'s on sm_90) or eight group pairs
+  // per iteration, four pairs with 2 blocks per SM in the launch bounds, 32-channel blocks and
+  // 64-token chunks.
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, false, true, true, false, true>>("new");
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, false, true, true, true, true>>("new");
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 1, false, true, true, true, true>>("new");
@@ -402,6 +405,8 @@ const bool kRegistered = [] {
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, true>>("alt");
   register_prefill_i8<qs::LanePrefillTraits<16, 1, 128, 16, 3, int8_t, 2, true>>("alt");
   register_prefill_i8<qs::LanePrefillTraits<16, 1, 128, 16, 3, int8_t, 1, true>>("alt");
+  // "default": DefaultPrefillTraits (the copy-loop kernel, run()'s choice below sm_90); run() on
+  // sm_90 takes DefaultPrefillTmaTraits, the first "new" entry.
   register_prefill_f16<DefF16>("default");
   register_prefill_f16<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 2, false, true, true, true, true>>("new");
   register_prefill_f16<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 4, false, true, true, true, true>>("new");
