@@ -84,7 +84,7 @@ QUAMBA_DEVICE void mbar_wait(uint32_t bar, uint32_t parity) {
 }
 // Non-blocking: whether the phase of `parity` of the barrier at `bar` has completed.
 QUAMBA_DEVICE bool mbar_test(uint32_t bar, uint32_t parity) {
-  uint32_t done;
+  uint32_t done = 0;
   QUAMBA_SM90_ASM(
       "{\n"
       ".reg .pred p;\n"
