@@ -760,7 +760,9 @@ QUAMBA_DEVICE float gate_output(float y, In uq, In zq, float Dv, float su, float
 // chain is one FFMA per token (4 cycles), the exps are off it, so a warp keeps issuing without
 // any cross-lane dependency; (4) every kLanes tokens the channel's lanes reduce-scatter their
 // per-token partial sums (kLanes-1 shuffles per lane), lane q ends with token q's Σ_n s·C and
-// writes its gated output to the y tile; (5) the y tile leaves as 16-byte rows.
+// writes its gated output to the y tile; (5) the y tile leaves as 16-byte rows (kTma: the chunk's
+// raw tiles arrive by tensor copies on the stage's mbarrier and the y tile leaves as one tensor
+// store, see LanePrefillTraits::kTma).
 template <class Traits, class Params, bool kHasZ, bool kFusedDt = false>
 __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     prefill_lanes_kernel(const Params p, const __grid_constant__ PrefillMapsFor<Traits::kTma> maps) {
@@ -911,9 +913,10 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
   // Two barriers per chunk. After the first, every thread is done with chunk c-1 (its raw stage,
   // fp32 tiles and y tile), so chunk c+1 may load into that stage and chunk c-1's y tile is
   // flushed while chunk c is converted; the second publishes the fp32 tiles. The y tile is
-  // rewritten only after the second barrier, i.e. after every thread has flushed it.
-  // δ and δ·u of (token t, block channel ch) from the raw δ byte, the same expression for the
-  // loaded and the fused δ so both give the same bits.
+  // rewritten only after the second barrier, i.e. after every thread has flushed it (kTma: after
+  // thread 0's bulk_wait_read before the second barrier).
+  // δ and δ·u of (token t, block channel ch) from the raw δ and u values converted to float
+  // (not yet scaled), the same expression for the loaded and the fused δ so both give the same bits.
   auto put_delta = [&](int t, int ch, float dq, float uq, float bias, bool live) {
     const float arg = dq * sdt + bias;
     const float sp = Traits::kOverlap ? softplus_select(arg) : softplus(arg);
