@@ -172,7 +172,7 @@ QUAMBA_DEVICE void segmented_body(const Params& p, const SegmentArgs& sa, int se
   constexpr int kRowSlots = Traits::kRowSlots, kBCSlots = Traits::kBCSlots, kYSlots = Traits::kYSlots;
   constexpr int kRowCopy = Traits::kRowCopy;
 
-  extern __shared__ __align__(16) unsigned char smem[];
+  extern __shared__ __align__(128) unsigned char smem[];
   float* sD = reinterpret_cast<float*>(smem + Traits::kOffDelta);
   float* sDU = reinterpret_cast<float*>(smem + Traits::kOffDU);
   float* sBf = reinterpret_cast<float*>(smem + Traits::kOffBf);

@@ -502,7 +502,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
   constexpr int kRowSlots = Traits::kRowSlots, kBCSlots = Traits::kBCSlots, kYSlots = Traits::kYSlots;
   constexpr int kElemsPerSlot = 16 / Traits::kInBytes;
 
-  extern __shared__ __align__(16) unsigned char smem[];
+  extern __shared__ __align__(128) unsigned char smem[];
   float* sBf = reinterpret_cast<float*>(smem + Traits::kOffBf);
   float* sCf = reinterpret_cast<float*>(smem + Traits::kOffCf);
   unsigned char* sY = smem + Traits::kOffY;
@@ -1126,7 +1126,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks) prefill_
   constexpr int kRowSlots = Traits::kRowSlots, kBCSlots = Traits::kBCSlots, kYSlots = Traits::kYSlots;
   constexpr int kRowCopy = Traits::kRowCopy, kStages = Traits::kStages;
 
-  extern __shared__ __align__(16) unsigned char smem[];
+  extern __shared__ __align__(128) unsigned char smem[];
 
   const int tid = threadIdx.x;
   const int64_t b = blockIdx.y;
