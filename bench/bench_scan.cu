@@ -215,7 +215,8 @@ void BM_PrefillI8FusedDt(benchmark::State& state) {
   state.counters["blocks_per_sm"] = per_sm;
 }
 
-template <class Traits>
+// kRun: time qs::run (its choice of variant) instead of launching Traits.
+template <class Traits, bool kRun = false>
 void BM_PrefillF16(benchmark::State& state) {
   const int64_t E = state.range(0), L = state.range(1), N = Traits::kDState;
   auto rng = quamba::test::make_rng(7);
@@ -240,7 +241,7 @@ void BM_PrefillF16(benchmark::State& state) {
   p.A = dA.get(); p.D = dD.get(); p.delta_bias = dbias.get();
   p.y = quamba::make_view(dy.get(), 1, L, E);
   if (qs::can_implement(p) != Status::kSuccess) { state.SkipWithError("can_implement failed"); return; }
-  quamba::bench::time_gpu(state, [&](int) { return qs::launch_prefill<Traits>(p, 0); });
+  quamba::bench::time_gpu(state, [&](int) { return kRun ? qs::run(p, nullptr, 0) : qs::launch_prefill<Traits>(p, 0); });
   const double bytes = double(L) * (2.0 * 3 * E + 4.0 * N + 2.0 * E);
   quamba::bench::report_bytes(state, bytes);
   report_exps(state, double(L) * E * N);
@@ -335,10 +336,10 @@ void register_prefill_i8(const char* tag) {
   b->UseManualTime()->Unit(benchmark::kMicrosecond);
 }
 
-template <class Traits>
+template <class Traits, bool kRun = false>
 void register_prefill_f16(const char* tag) {
-  const std::string name = std::string("ScanPrefillF16/") + tag + "/" + traits_name<Traits>();
-  auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_PrefillF16<Traits>);
+  const std::string name = std::string("ScanPrefillF16/") + tag + "/" + (kRun ? "run" : traits_name<Traits>());
+  auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_PrefillF16<Traits, kRun>);
   b->ArgNames({"E", "L"})->Args({5120, 512})->Args({5120, 2048})->Args({5120, 8192})->Args({1536, 2048});
   b->UseManualTime()->Unit(benchmark::kMicrosecond);
 }
@@ -369,6 +370,11 @@ const bool kRegistered = [] {
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 2, int8_t, 4, false, true, true, true, true>>("new");
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 32, 2, int8_t, 2, false, true, true, true, true>>("new");
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 64, 16, 4, int8_t, 2, false, true, true, true, true>>("new");
+  // 20-channel blocks (E = 5120: 256 blocks, two per SM; rows loaded from 16-byte boundaries),
+  // four and two group pairs; 24-channel blocks (E = 1536 / 3072: 64 / 128 blocks).
+  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 20, 2, int8_t, 4, false, true, true, true, true>>("new");
+  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 20, 2, int8_t, 2, false, true, true, true, true>>("new");
+  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 24, 2, int8_t, 4, false, true, true, true, true>>("new");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 40, 1, int8_t, 1, true>>("new");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 16, 3, int8_t, 1, true>>("new");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 40, 1, int8_t, 8>>("new");
@@ -408,6 +414,10 @@ const bool kRegistered = [] {
   // "default": DefaultPrefillTraits (the copy-loop kernel, run()'s choice below sm_90); run() on
   // sm_90 takes DefaultPrefillTmaTraits, the first "new" entry.
   register_prefill_f16<DefF16>("default");
+  register_prefill_f16<DefF16, true>("default");
+  // run()'s 20-channel fp16 variant at E = 5120 (WidePrefillTmaTraits) and 24-channel blocks.
+  register_prefill_f16<qs::LanePrefillTraits<16, 2, 128, 20, 2, __half, 2, false, true, true, true, true>>("new");
+  register_prefill_f16<qs::LanePrefillTraits<16, 2, 128, 24, 2, __half, 2, false, true, true, true, true>>("new");
   register_prefill_f16<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 2, false, true, true, true, true>>("new");
   register_prefill_f16<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 4, false, true, true, true, true>>("new");
   register_prefill_f16<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 2, false, true, true, false, true>>("new");

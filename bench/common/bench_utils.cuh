@@ -24,6 +24,7 @@
 #include <vector>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 
 #include "common/cuda_utils.cuh"
 #include "quamba/core/status.hpp"
@@ -93,13 +94,23 @@ class L2Flusher {
 
 // Times `launch(i)` for i in [0, inner) per benchmark iteration with one event pair, after an
 // L2 flush, and reports the per-launch time. `launch` returns the library's Status (or void).
-// A warm-up batch runs first (module load, first-touch).
+// A warm-up batch runs first (module load, first-touch); a Status other than success there skips
+// the row with an error instead of timing launches that did nothing.
 template <typename Launch>
 void time_gpu(benchmark::State& state, Launch&& launch, int inner = 1, bool flush = true, cudaStream_t s = 0) {
+  for (int i = 0; i < inner; ++i) {
+    if constexpr (std::is_same_v<decltype(launch(i)), quamba::Status>) {
+      if (launch(i) != quamba::Status::kSuccess) {
+        state.SkipWithError("launch failed");
+        return;
+      }
+    } else {
+      launch(i);
+    }
+  }
   cudaEvent_t a, b;
   QUAMBA_CUDA_CHECK(cudaEventCreate(&a));
   QUAMBA_CUDA_CHECK(cudaEventCreate(&b));
-  for (int i = 0; i < inner; ++i) launch(i);
   QUAMBA_CUDA_CHECK(cudaStreamSynchronize(s));
   QUAMBA_CUDA_CHECK(cudaGetLastError());
   for (auto _ : state) {

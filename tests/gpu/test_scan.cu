@@ -283,7 +283,7 @@ template <class Traits>
 void run_variant_cases(const char* name) {
   SCOPED_TRACE(name);
   uint64_t seed = 800;
-  const int64_t E = Traits::kChannels == 40 ? 80 : 96;
+  const int64_t E = 96 % Traits::kChannels == 0 ? 96 : 80;  // 20 / 40 channels: 80
   for (int64_t L : {1, 5, 63, 64, 65, 128, 129, 300, 1134}) {
     Case c{2, L, E, Traits::kDState};
     c.seed = seed++;
@@ -364,6 +364,16 @@ TEST(ScanPrefillI8, BulkCopyVariants) {
       "lanes Q2xT128xC16xG8xPxOxUxTma");
   run_variant_cases<qs::LanePrefillTraits<32, 2, 128, 16, 2, int8_t, 1, false, false, false, false, true>>(
       "lanes N32 Q2xT128xC16xTma");
+  // Blocks whose first channel is not on a 16-byte boundary (20 channels at E = 80: rows loaded
+  // from 0, 16, 32, 48 with the block's channels 0, 4, 8, 12 bytes in; y copied out by the
+  // threads), 24 channels (rows 8 bytes in every other block; y by tensor store), and a partial
+  // last round of the B/C conversion (160 and 192 threads).
+  run_variant_cases<qs::LanePrefillTraits<16, 2, 128, 20, 2, int8_t, 4, false, true, true, true, true>>(
+      "lanes Q2xT128xC20xG4xPxOxUxTma");
+  run_variant_cases<qs::LanePrefillTraits<16, 2, 128, 20, 2, int8_t, 2, false, true, true, false, true>>(
+      "lanes Q2xT128xC20xG2xPxOxTma");
+  run_variant_cases<qs::LanePrefillTraits<16, 2, 128, 24, 2, int8_t, 4, false, true, true, true, true>>(
+      "lanes Q2xT128xC24xG4xPxOxUxTma");
 }
 
 // Mamba-2.8b width over several chunks, batch 2, with an initial state: the default and the
@@ -1193,7 +1203,7 @@ void run_f16_variant(const char* name) {
   for (int64_t L : {1, 129, 300, 2049}) {
     const int64_t B = L > 1000 ? 1 : 2;
     SCOPED_TRACE(std::string(name) + " fp16 B" + std::to_string(B) + " L" + std::to_string(L));
-    F16Problem pr(B, L, 64, Traits::kDState, seed++);
+    F16Problem pr(B, L, Traits::kChannels == 20 ? 80 : 64, Traits::kDState, seed++);
     auto p = pr.params();
     ASSERT_EQ(qs::can_implement(p), Status::kSuccess);
     pr.y.dev.poison(0xFF);
@@ -1219,6 +1229,35 @@ TEST(ScanPrefillF16, ExplicitVariants) {
   using Tma4 = qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 4, false, true, true, true, true>;
   if (bulk_copy_runs<Tma2, qs::PrefillParamsF16>()) run_f16_variant<Tma2>("lanes Q2xT128xC16xG2xPxOxUxTma");
   if (bulk_copy_runs<Tma4, qs::PrefillParamsF16>()) run_f16_variant<Tma4>("lanes Q2xT128xC16xG4xPxOxUxTma");
+  // run()'s wide fp16 variant (WidePrefillTmaTraits: rows 8 bytes in for every other block, y
+  // copied out by the threads).
+  using Wide = qs::WidePrefillTmaTraits<16, __half>::type;
+  if (bulk_copy_runs<Wide, qs::PrefillParamsF16>()) run_f16_variant<Wide>("lanes Q2xT128xC20xG2xPxOxUxTma");
+}
+
+// Mamba-2.8b width through run(): on a card where the 20-channel fp16 blocks take fewer waves
+// than the 16-channel ones (132-SM H100 / H200) run() launches them; either way the result
+// matches the reference, with an initial state and batch 2.
+TEST(ScanPrefillF16, WideModel) {
+  QUAMBA_REQUIRE_GPU();
+  for (int64_t B : {1, 2}) {
+    SCOPED_TRACE("fp16 E5120 B" + std::to_string(B));
+    F16Problem pr(B, 300, 5120, 16, 1300 + B);
+    auto p = pr.params();
+    using Wide = qs::WidePrefillTmaTraits<16, __half>::type;
+    using Tma = qs::DefaultPrefillTmaTraits<16, __half>::type;
+    if (bulk_copy_runs<Wide, qs::PrefillParamsF16>())
+      std::printf("[   INFO   ] fp16 E = 5120, B = %lld: run() takes %s-channel blocks\n", static_cast<long long>(B),
+                  qs::detail::wide_block_pays<Wide, Tma>(p) ? "20" : "16");
+    pr.y.dev.poison(0xFF);
+    pr.dfinal.poison(0xFF);
+    ASSERT_EQ(qs::run(p, nullptr, 0), Status::kSuccess);
+    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+    std::vector<float> yref, fref;
+    pr.reference(yref, fref);
+    EXPECT_TRUE(check_y(pr.y, pr.y.dev.download(), yref, quamba::test::kTolScan, "fp16 E5120"));
+    EXPECT_TRUE(quamba::test::all_close(pr.dfinal.download(), fref, quamba::test::kTolScan, "fp16 E5120 final_state"));
+  }
 }
 
 // fp16 inputs through run_segmented (the default segmented variant of each N).

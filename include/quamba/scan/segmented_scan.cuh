@@ -72,6 +72,7 @@ struct SegmentedPrefillTraits : Lane {
   static_assert(Lane::kKernel == 1 && Lane::kStateLanes, "built on the state-lane kernel's traits");
   static_assert(!Lane::kSmemReduce, "the segmented kernel reduces by shuffles only");
   static_assert(!Lane::kOverlap, "the segmented kernel walks groups in the plain loop");
+  static_assert(!Lane::kTma && Lane::kYCopy == 16, "the segmented kernel copies 16-byte u/δ/z and y rows");
   static_assert(kTargetBlocks >= 1 && kMinSegmentChunks >= 1 && kMaxSegments >= 1 && kMaxSegments <= 65535,
                 "plan bounds (grid z ≤ 65535)");
 };

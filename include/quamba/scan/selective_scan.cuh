@@ -86,6 +86,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <numeric>
 #include <type_traits>
 
 #include "quamba/core/cuda_check.hpp"
@@ -293,9 +294,23 @@ struct LanePrefillTraits {
   static constexpr int kRowBytes = kChannels * kInBytes;
   static constexpr int kRowCopy = kRowBytes % 16 == 0 ? 16 : 8;
   static constexpr int kRowSlots = kRowBytes / kRowCopy;
+  // Elements per raw u/δ/z tile row. A tensor-copy box starts and ends on 16-byte boundaries of
+  // a row, so with kTma a block whose first channel e0 is not on one (20 int8 channels: e0 = 20·i)
+  // loads from e0 rounded down and finds its channels e0 mod kAlignElems elements into the row (at
+  // most kRowOffMax); the rest of the row is neighbours' channels, never read. The copy loops fill
+  // exactly kChannels.
+  static constexpr int kAlignElems = 16 / kInBytes;
+  static constexpr int kRowOffMax = kTma ? kAlignElems - std::gcd(kChannels, kAlignElems) : 0;
+  static constexpr int kRowPitch =
+      kTma ? (kChannels + kRowOffMax + kAlignElems - 1) / kAlignElems * kAlignElems : kChannels;
   static constexpr int kBCSlots = kDState * kInBytes / 16;
-  static constexpr int kYSlots = kChannels * 2 / 16;
-  static constexpr int kTileBytes = kChunk * kChannels * kInBytes;
+  // y tile rows (kChannels fp16) leave in 16-byte pieces, or 8-byte ones when a row is not whole
+  // 16-byte pieces (20 channels); the tensor store needs 16-byte rows (kTmaY), else the threads
+  // copy the tile out as the copy-loop form does.
+  static constexpr int kYCopy = (kChannels * 2) % 16 == 0 ? 16 : 8;
+  static constexpr int kYSlots = kChannels * 2 / kYCopy;
+  static constexpr bool kTmaY = kTma && kYCopy == 16;
+  static constexpr int kTileBytes = kChunk * kRowPitch * kInBytes;
   static constexpr int kBCBytes = kChunk * kDState * kInBytes;
   // A raw stage holds the chunk's u | z | B | C | δ rows. δ comes last so that the fused-dt_proj
   // form (PrefillParamsI8::dt_weight), which has no δ tile, drops it from the end of each stage:
@@ -335,9 +350,8 @@ struct LanePrefillTraits {
   static_assert(kDState % kStatesPerLane == 0 && kLanes >= 4 && kLanes <= 32 && (kLanes & (kLanes - 1)) == 0,
                 "lanes per channel: power of two, 4..32 (a token group is read as float4s)");
   static_assert(kChunk % (kLanes * kGroups) == 0 && kChunk % 4 == 0, "a chunk is whole token groups");
-  static_assert(kChannels % 8 == 0 && kChannels % kChannelsPerWarp == 0 && kRowBytes % kRowCopy == 0 &&
-                    (kRowCopy == 8 || kRowCopy == 16),
-                "u/δ/z rows are whole 8- or 16-byte copies, channels whole warps");
+  static_assert(kChannels % 4 == 0 && kChannels % kChannelsPerWarp == 0 && (kTma || kRowBytes % kRowCopy == 0),
+                "u/δ/z rows are whole 8- or 16-byte copies (or tensor-copy rows), channels whole warps");
   static_assert(kDState % 4 == 0 && kBCSlots >= 1 && kYSlots >= 1, "B/C and y rows are whole 16-byte slots");
   static_assert(kSmemBytes % 16 == 0, "smem carve-up keeps 16-byte alignment");
   static_assert(!kPairLanes || kChannelsPerWarp >= 2, "pair lanes: two channels per warp");
@@ -345,9 +359,9 @@ struct LanePrefillTraits {
                 "overlapped walk: groups taken in pairs (kGroups pairs unrolled)");
   // Bulk tensor copies: rows of whole 16-byte pieces, every tile at a 128-byte boundary, boxes of
   // at most 256 tokens.
-  static_assert(!kTma || (kRowCopy == 16 && kTileBytes % 128 == 0 && kBCBytes % 128 == 0 && kOffY % 128 == 0 &&
-                          (kChannels * 2) % 16 == 0 && kChunk <= 256),
-                "bulk-copy tiles: 16-byte rows, 128-byte aligned tiles, at most 256 tokens");
+  static_assert(!kTma || (kTileBytes % 128 == 0 && kBCBytes % 128 == 0 && (!kTmaY || kOffY % 128 == 0) &&
+                          kChunk <= 256 && kRowPitch <= 256),
+                "bulk-copy tiles: 128-byte aligned tiles, boxes of at most 256 tokens and channels");
 };
 
 // Pipelined state-lane variant (prefill_piped_kernel): the state-lane walk with pair lanes, one
@@ -475,6 +489,22 @@ struct DefaultPrefillTmaTraits<16, int8_t> {
 template <>
 struct DefaultPrefillTmaTraits<16, __half> {
   using type = LanePrefillTraits<16, 2, 128, 16, 3, __half, 2, false, true, true, true, true>;
+};
+
+// A wider block run() takes on sm_90 where it needs fewer waves than DefaultPrefillTmaTraits
+// (void: none). fp16, N = 16: 20 channels per block. The fp16 16-channel block's shared memory
+// (77 KB) holds two blocks per SM, so E = 5120 (320 blocks) is two waves on a 132-SM card and
+// 256 blocks of 20 are one: 112 / 422 µs at L = 2048 / 8192 against 124 / 474 (H200,
+// bench/RESULTS.md run AK). int8 keeps 16: its 320 blocks are one wave at three per SM, and a
+// warp scheduler holds three walking warps either way (20-channel blocks of five warps, two per
+// SM, put three on two of the four schedulers), so 20 measured slower there (113 against 102).
+template <int N, typename In>
+struct WidePrefillTmaTraits {
+  using type = void;
+};
+template <>
+struct WidePrefillTmaTraits<16, __half> {
+  using type = LanePrefillTraits<16, 2, 128, 20, 2, __half, 2, false, true, true, true, true>;
 };
 
 // ---- Kernel ----------------------------------------------------------------------------------
@@ -773,7 +803,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
   constexpr int G = Traits::kLanes, Q = Traits::kStatesPerLane, CH = Traits::kChannels, T = Traits::kChunk;
   constexpr int N = Traits::kDState, PT = Traits::kPitch, kThreads = Traits::kThreads;
   constexpr int kRowSlots = Traits::kRowSlots, kBCSlots = Traits::kBCSlots, kYSlots = Traits::kYSlots;
-  constexpr int kRowCopy = Traits::kRowCopy;
+  constexpr int kRowCopy = Traits::kRowCopy, RP = Traits::kRowPitch;
   // The fused form has no δ tile (see the traits' stage layout).
   constexpr int kShrink = kFusedDt ? Traits::kFusedShrink : 0;
   constexpr int kStage = Traits::kStageBytes - kShrink / 2;
@@ -792,6 +822,9 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
   const int64_t E = p.u.shape[2];
   const int L = static_cast<int>(p.u.shape[1]);
   const int64_t e0 = static_cast<int64_t>(blockIdx.x) * CH;
+  // kTma: u/δ/z boxes start at e0 rounded down to 16 bytes; the block's channels begin roff
+  // elements into each raw row (LanePrefillTraits::kRowPitch).
+  const int roff = Traits::kTma ? static_cast<int>(e0 % Traits::kAlignElems) : 0;
 
   // Raw tiles are row-per-token without swizzle: the lanes that read them (prep and output)
   // touch consecutive bytes of one row or one byte of G different rows, both conflict-light.
@@ -816,7 +849,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         constexpr uint32_t kBytes = (3 - (kFusedDt ? 1 : 0) - (kHasZ ? 0 : 1)) * Traits::kTileBytes + 2 * Traits::kBCBytes;
         const uint32_t bar = bar0 + 8u * static_cast<uint32_t>(stage);
         const uint32_t dst = gemm::ptx::smem_u32(base);
-        const int ce = static_cast<int>(e0), cb = static_cast<int>(b);
+        const int ce = static_cast<int>(e0) - roff, cb = static_cast<int>(b);
         quamba::detail::mbar_arrive_expect_tx(bar, kBytes);
         quamba::detail::tma_load_3d(dst + Traits::kRawU, &maps.u, ce, chunk0, cb, bar);
         if constexpr (!kFusedDt) quamba::detail::tma_load_3d(dst + Traits::kRawD, &maps.delta, ce, chunk0, cb, bar);
@@ -878,8 +911,12 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
   // multiple of CH/4 (N/4), so the delta_bias loads happen once per thread, not per token.
   static_assert(kThreads % (CH / 4) == 0 && kThreads % (N / 4) == 0, "prep groups are thread-invariant");
   const int prep_c4 = tid % (CH / 4), prep_n4 = tid % (N / 4);
-  constexpr bool kLoadsFirst =
-      Traits::kUnrolledPrep && (T * (CH / 4)) % kThreads == 0 && (T * (N / 4)) % kThreads == 0;
+  // kLoadsFirst (with the unrolled prep): each thread's share of the conversion in rounds of
+  // kThreads items, the last round partial where the item count is not a multiple (20 channels:
+  // 160 threads, 512 B/C items); round r of a thread is live when item r·kThreads + tid exists.
+  constexpr bool kLoadsFirst = Traits::kUnrolledPrep;
+  constexpr int kBCItems = T * (N / 4), kDItems = T * (CH / 4);
+  auto round_live = [&](int items, int r) { return (r + 1) * kThreads <= items || r * kThreads + tid < items; };
   float prep_bias[4];
 #pragma unroll
   for (int j = 0; j < 4; ++j) prep_bias[j] = Io::bias(p, e0 + 4 * prep_c4 + j);
@@ -893,19 +930,21 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
   // thread 0 sends the tile as one bulk store (every thread fenced its y writes for the async
   // proxy before the barrier) and waits for it to have read the tile before the walk rewrites it.
   auto flush_y = [&](int chunk0) {
-    if constexpr (Traits::kTma) {
+    if constexpr (Traits::kTmaY) {
       if (tid == 0) {
         quamba::detail::tma_store_3d(&maps.y, gemm::ptx::smem_u32(sY), static_cast<int>(e0), chunk0, static_cast<int>(b));
         quamba::detail::bulk_commit();
       }
       return;
     }
+    constexpr int kYHalves = Traits::kYCopy / 2;
     for_thread_share<T * kYSlots, kThreads, Traits::kUnrolledPrep>(tid, [&](int s) {
       const int t = s / kYSlots, r = s % kYSlots;
       const int tok = chunk0 + t;
       if (tok < L) {
-        __half* dst = p.y.data + b * p.y.stride[0] + int64_t(tok) * p.y.stride[1] + e0 + r * 8;
-        *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(sY + s * 8);
+        __half* dst = p.y.data + b * p.y.stride[0] + int64_t(tok) * p.y.stride[1] + e0 + r * kYHalves;
+        if constexpr (kYHalves == 8) *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(sY + s * 8);
+        else *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<const uint2*>(sY + s * 4);
       }
     });
   };
@@ -950,17 +989,18 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
 
     const unsigned char* stg = smem + (c & 1) * kStage;
     {
-      const In* rawU = reinterpret_cast<const In*>(stg + Traits::kRawU);
+      const In* rawU = reinterpret_cast<const In*>(stg + Traits::kRawU) + roff;
       const In* rawB = reinterpret_cast<const In*>(stg + Traits::kRawB);
       const In* rawC = reinterpret_cast<const In*>(stg + Traits::kRawC);
       // kLoadsFirst: every raw word of this thread's share is loaded before the first fp32 tile
       // store (the compiler does not hoist a shared load above a shared store it cannot prove
       // disjoint, so the interleaved form waits out each load's latency).
-      constexpr int kRB = kLoadsFirst ? T * (N / 4) / kThreads : 1;
-      [[maybe_unused]] Vec<In, 4> bq[kRB], cq[kRB];
+      constexpr int kRB = kLoadsFirst ? (kBCItems + kThreads - 1) / kThreads : 1;
+      [[maybe_unused]] Vec<In, 4> bq[kRB] = {}, cq[kRB] = {};
       if constexpr (kLoadsFirst) {
 #pragma unroll
         for (int r = 0; r < kRB; ++r) {
+          if (!round_live(kBCItems, r)) break;
           const int t = (r * kThreads + tid) / (N / 4);
           bq[r] = *reinterpret_cast<const Vec<In, 4>*>(rawB + t * N + 4 * prep_n4);
           cq[r] = *reinterpret_cast<const Vec<In, 4>*>(rawC + t * N + 4 * prep_n4);
@@ -990,12 +1030,12 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
 #pragma unroll
           for (int r = 0; r < 4; ++r) {
             const int t = mt * 16 + gid + (r >> 1) * 8, ch = nt * 8 + 2 * tig + (r & 1);
-            put_delta(t, ch, to_float(rq.apply(acc[r], 0, 0)), to_float(rawU[t * CH + ch]), Io::bias(p, e0 + ch),
+            put_delta(t, ch, to_float(rq.apply(acc[r], 0, 0)), to_float(rawU[t * RP + ch]), Io::bias(p, e0 + ch),
                       chunk0 + t < L);
           }
         }
       } else {
-        const In* rawD = reinterpret_cast<const In*>(stg + Traits::kRawD);
+        const In* rawD = reinterpret_cast<const In*>(stg + Traits::kRawD) + roff;
         // Four channels per thread (one 4- or 8-byte read per tile row); channel group fastest so
         // a warp reads consecutive words.
         auto convert = [&](int t, const Vec<In, 4>& uq, const Vec<In, 4>& dq) {
@@ -1007,21 +1047,25 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
           for (int j = 0; j < 4; ++j) put_delta(t, 4 * prep_c4 + j, df[j], uf[j], prep_bias[j], live);
         };
         if constexpr (kLoadsFirst) {
-          constexpr int kRD = T * (CH / 4) / kThreads;
-          Vec<In, 4> uq[kRD], dq[kRD];
+          constexpr int kRD = (kDItems + kThreads - 1) / kThreads;
+          Vec<In, 4> uq[kRD] = {}, dq[kRD] = {};
 #pragma unroll
           for (int r = 0; r < kRD; ++r) {
+            if (!round_live(kDItems, r)) break;
             const int t = (r * kThreads + tid) / (CH / 4);
-            uq[r] = *reinterpret_cast<const Vec<In, 4>*>(rawU + t * CH + 4 * prep_c4);
-            dq[r] = *reinterpret_cast<const Vec<In, 4>*>(rawD + t * CH + 4 * prep_c4);
+            uq[r] = *reinterpret_cast<const Vec<In, 4>*>(rawU + t * RP + 4 * prep_c4);
+            dq[r] = *reinterpret_cast<const Vec<In, 4>*>(rawD + t * RP + 4 * prep_c4);
           }
 #pragma unroll
-          for (int r = 0; r < kRD; ++r) convert((r * kThreads + tid) / (CH / 4), uq[r], dq[r]);
+          for (int r = 0; r < kRD; ++r) {
+            if (!round_live(kDItems, r)) break;
+            convert((r * kThreads + tid) / (CH / 4), uq[r], dq[r]);
+          }
         } else {
           for_thread_share<T * (CH / 4), kThreads, Traits::kUnrolledPrep>(tid, [&](int idx) {
             const int t = idx / (CH / 4);
-            convert(t, *reinterpret_cast<const Vec<In, 4>*>(rawU + t * CH + 4 * prep_c4),
-                    *reinterpret_cast<const Vec<In, 4>*>(rawD + t * CH + 4 * prep_c4));
+            convert(t, *reinterpret_cast<const Vec<In, 4>*>(rawU + t * RP + 4 * prep_c4),
+                    *reinterpret_cast<const Vec<In, 4>*>(rawD + t * RP + 4 * prep_c4));
           });
         }
       }
@@ -1037,7 +1081,10 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
       };
       if constexpr (kLoadsFirst) {
 #pragma unroll
-        for (int r = 0; r < kRB; ++r) put_bc((r * kThreads + tid) / (N / 4), bq[r], cq[r]);
+        for (int r = 0; r < kRB; ++r) {
+          if (!round_live(kBCItems, r)) break;
+          put_bc((r * kThreads + tid) / (N / 4), bq[r], cq[r]);
+        }
       } else {
         for_thread_share<T * (N / 4), kThreads, Traits::kUnrolledPrep>(tid, [&](int idx) {
           const int t = idx / (N / 4);
@@ -1046,7 +1093,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         });
       }
     }
-    if (Traits::kTma && tid == 0) quamba::detail::bulk_wait_read<0>();  // y tile of chunk c-1 read
+    if (Traits::kTmaY && tid == 0) quamba::detail::bulk_wait_read<0>();  // y tile of chunk c-1 read
     __syncthreads();  // fp32 tiles ready; the dt_x tile is consumed
     if (kFusedDt && c + 1 < nchunks) {
       load_dtx(chunk0 + T);  // lands during chunk c's walk
@@ -1055,8 +1102,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
 
     const float* dRow = sD + chl * PT;
     const float* wRow = sDU + chl * PT;
-    const In* rawU = reinterpret_cast<const In*>(stg + Traits::kRawU);
-    const In* rawZ = reinterpret_cast<const In*>(stg + Traits::kRawZ);
+    const In* rawU = reinterpret_cast<const In*>(stg + Traits::kRawU) + roff;
+    const In* rawZ = reinterpret_cast<const In*>(stg + Traits::kRawZ) + roff;
     auto walk = [&](int g0, float (&v)[G]) { walk_group<G, Q, PT>(dRow, wRow, sBf, sCf, q, a2, st, g0, v); };
     // Reduce-scatter of a walked group and its gated output (returned).
     auto finish = [&](int g0, float (&v)[G]) {
@@ -1075,7 +1122,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         reduce_scatter<G / 2, G, kShift>(v, q);  // lane q now holds token g0 + q
       }
       const int t = g0 + q;
-      return gate_output<kHasZ, Traits::kOverlap>(v[0], rawU[t * CH + chl], kHasZ ? rawZ[t * CH + chl] : In{}, Dv,
+      return gate_output<kHasZ, Traits::kOverlap>(v[0], rawU[t * RP + chl], kHasZ ? rawZ[t * RP + chl] : In{}, Dv,
                                                    su, sz);
     };
     auto store = [&](int g0, float out) { sY[(g0 + q) * CH + chl] = __float2half_rn(out); };
@@ -1098,11 +1145,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         store(g0, finish(g0, v));
       }
     }
-    if constexpr (Traits::kTma) quamba::detail::fence_proxy_async_smem();  // y tile -> the bulk store
+    if constexpr (Traits::kTmaY) quamba::detail::fence_proxy_async_smem();  // y tile -> the bulk store
   }
   __syncthreads();  // last y tile complete
   flush_y((nchunks - 1) * T);
-  if (Traits::kTma && tid == 0) quamba::detail::bulk_wait<0>();
+  if (Traits::kTmaY && tid == 0) quamba::detail::bulk_wait<0>();
   if (p.final_state) {
     // Each lane wrote nothing else to final_state's rows; initial_state (possibly the same
     // buffer) was read by this same lane before the loop, so aliasing is safe.
@@ -1416,13 +1463,15 @@ Status make_view_map(CUtensorMap* map, const T3& v, uint32_t box_c, uint32_t box
 // refuses one (the caller then takes the copy-loop form).
 template <class Traits, class Params>
 Status make_prefill_maps(const Params& p, PrefillMaps* m) {
-  constexpr uint32_t kC = Traits::kChannels, kT = Traits::kChunk, kN = Traits::kDState;
-  const bool ok = make_view_map(&m->u, p.u, kC, kT) == Status::kSuccess &&
-                  (fused_dt(p) || make_view_map(&m->delta, p.delta, kC, kT) == Status::kSuccess) &&
-                  (!p.z.data || make_view_map(&m->z, p.z, kC, kT) == Status::kSuccess) &&
+  // u/δ/z boxes are whole raw tile rows (kRowPitch channels, past E zero-filled); the y map only
+  // where the y tile leaves as a tensor store (kTmaY).
+  constexpr uint32_t kC = Traits::kChannels, kRow = Traits::kRowPitch, kT = Traits::kChunk, kN = Traits::kDState;
+  const bool ok = make_view_map(&m->u, p.u, kRow, kT) == Status::kSuccess &&
+                  (fused_dt(p) || make_view_map(&m->delta, p.delta, kRow, kT) == Status::kSuccess) &&
+                  (!p.z.data || make_view_map(&m->z, p.z, kRow, kT) == Status::kSuccess) &&
                   make_view_map(&m->Bm, p.Bm, kN, kT) == Status::kSuccess &&
                   make_view_map(&m->Cm, p.Cm, kN, kT) == Status::kSuccess &&
-                  make_view_map(&m->y, p.y, kC, kT) == Status::kSuccess;
+                  (!Traits::kTmaY || make_view_map(&m->y, p.y, kC, kT) == Status::kSuccess);
   return ok ? Status::kSuccess : Status::kErrorNotSupported;
 }
 
@@ -1508,6 +1557,32 @@ inline Status can_implement(const PrefillParamsF16& p) { return detail::check_pr
 inline size_t workspace_size(const PrefillParamsI8&) { return 0; }
 inline size_t workspace_size(const PrefillParamsF16&) { return 0; }
 
+namespace detail {
+
+// Waves of a state-lane launch for p: blocks over (SMs x blocks per SM); 0 where unknown.
+template <class Traits, class Params>
+int64_t prefill_waves(const Params& p) {
+  static ResidentCache cache;  // one per variant
+  Residency r;
+  if (cache.get(prefill_lanes_kernel<Traits, Params, true, false>, Traits::kThreads, Traits::kSmemBytes, &r) !=
+      Status::kSuccess)
+    return 0;
+  const int64_t blocks = p.u.shape[2] / Traits::kChannels * p.u.shape[0];
+  return (blocks + r.total() - 1) / r.total();
+}
+
+// True where the wider variant takes fewer waves than the default for p (see WidePrefillTmaTraits).
+template <class Wide, class Narrow, class Params>
+bool wide_block_pays(const Params& p) {
+  if (fused_dt(p) || p.u.shape[2] % Wide::kChannels != 0) return false;
+  const int64_t wide = prefill_waves<Wide>(p), narrow = prefill_waves<Narrow>(p);
+  return wide > 0 && narrow > 0 && wide < narrow;
+}
+
+inline bool falls_back(Status s) { return s == Status::kErrorArchNotSupported || s == Status::kErrorNotSupported; }
+
+}  // namespace detail
+
 template <class Params>
 Status run_prefill(const Params& p, cudaStream_t stream) {
   QUAMBA_RETURN_IF_ERROR(detail::check_prefill(p));
@@ -1515,9 +1590,16 @@ Status run_prefill(const Params& p, cudaStream_t stream) {
   return dispatch_int<16, 32, 64>(static_cast<int>(p.Bm.shape[2]), [&](auto n) {
     constexpr int kN = decltype(n)::value;
     using Tma = typename DefaultPrefillTmaTraits<kN, In>::type;
+    using Wide = typename WidePrefillTmaTraits<kN, In>::type;
     if constexpr (!std::is_void_v<Tma>) {
+      if constexpr (!std::is_void_v<Wide>) {
+        if (detail::wide_block_pays<Wide, Tma>(p)) {
+          const Status s = launch_prefill<Wide>(p, stream);
+          if (!detail::falls_back(s)) return s;
+        }
+      }
       const Status s = launch_prefill<Tma>(p, stream);
-      if (s != Status::kErrorArchNotSupported && s != Status::kErrorNotSupported) return s;
+      if (!detail::falls_back(s)) return s;
     }
     return launch_prefill<typename DefaultPrefillTraits<kN, In>::type>(p, stream);
   });
