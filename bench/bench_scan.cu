@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -328,11 +329,40 @@ void BM_Decode(benchmark::State& state) {
   report_exps(state, double(B) * E * N);
 }
 
+// Prefill shapes (E, L): QUAMBA_BENCH_SCAN_SHAPES="E:L,E:L,..." replaces the default list (for
+// example E = 2112 / 4224 / 6336, one / two / three 16-channel blocks on every SM of a 132-SM
+// card); an entry that does not parse stops the program with a one-line message.
+std::vector<std::pair<int64_t, int64_t>> prefill_shapes() {
+  const char* env = std::getenv("QUAMBA_BENCH_SCAN_SHAPES");
+  if (env == nullptr || *env == '\0') return {{5120, 512}, {5120, 2048}, {5120, 8192}, {1536, 2048}};
+  std::vector<std::pair<int64_t, int64_t>> out;
+  const std::string spec(env);
+  size_t pos = 0;
+  while (pos <= spec.size()) {
+    const size_t end = std::min(spec.find(',', pos), spec.size());
+    const std::string item = spec.substr(pos, end - pos);
+    long long e = 0, l = 0;
+    char tail = 0;
+    if (std::sscanf(item.c_str(), "%lld:%lld%c", &e, &l, &tail) != 2 || e <= 0 || l <= 0) {
+      std::fprintf(stderr, "QUAMBA_BENCH_SCAN_SHAPES: '%s' is not E:L with positive integers\n", item.c_str());
+      std::exit(2);
+    }
+    out.emplace_back(e, l);
+    pos = end + 1;
+  }
+  return out;
+}
+
+void add_prefill_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"E", "L"});
+  for (auto [e, l] : prefill_shapes()) b->Args({e, l});
+}
+
 template <class Traits, bool kRun = false>
 void register_prefill_i8(const char* tag) {
   const std::string name = std::string("ScanPrefillI8/") + tag + "/" + (kRun ? "run" : traits_name<Traits>());
   auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_PrefillI8<Traits, kRun>);
-  b->ArgNames({"E", "L"})->Args({5120, 512})->Args({5120, 2048})->Args({5120, 8192})->Args({1536, 2048});
+  add_prefill_shapes(b);
   b->UseManualTime()->Unit(benchmark::kMicrosecond);
 }
 
@@ -340,7 +370,7 @@ template <class Traits, bool kRun = false>
 void register_prefill_f16(const char* tag) {
   const std::string name = std::string("ScanPrefillF16/") + tag + "/" + (kRun ? "run" : traits_name<Traits>());
   auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_PrefillF16<Traits, kRun>);
-  b->ArgNames({"E", "L"})->Args({5120, 512})->Args({5120, 2048})->Args({5120, 8192})->Args({1536, 2048});
+  add_prefill_shapes(b);
   b->UseManualTime()->Unit(benchmark::kMicrosecond);
 }
 

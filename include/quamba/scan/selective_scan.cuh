@@ -494,10 +494,10 @@ struct DefaultPrefillTmaTraits<16, __half> {
 // A wider block run() takes on sm_90 where it needs fewer waves than DefaultPrefillTmaTraits
 // (void: none). fp16, N = 16: 20 channels per block. The fp16 16-channel block's shared memory
 // (77 KB) holds two blocks per SM, so E = 5120 (320 blocks) is two waves on a 132-SM card and
-// 256 blocks of 20 are one: 112 / 422 µs at L = 2048 / 8192 against 124 / 474 (H200,
+// 256 blocks of 20 are one: 112 / 423 µs at L = 2048 / 8192 against 124 / 476 (H200,
 // bench/RESULTS.md run AK). int8 keeps 16: its 320 blocks are one wave at three per SM, and a
 // warp scheduler holds three walking warps either way (20-channel blocks of five warps, two per
-// SM, put three on two of the four schedulers), so 20 measured slower there (113 against 102).
+// SM, put three on two of the four schedulers), so 20 measured slower there (114 against 103).
 template <int N, typename In>
 struct WidePrefillTmaTraits {
   using type = void;
