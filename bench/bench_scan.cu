@@ -401,10 +401,11 @@ const bool kRegistered = [] {
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 32, 2, int8_t, 2, false, true, true, true, true>>("new");
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 64, 16, 4, int8_t, 2, false, true, true, true, true>>("new");
   // 20-channel blocks (E = 5120: 256 blocks, two per SM; rows loaded from 16-byte boundaries),
-  // four and two group pairs; 24-channel blocks (E = 1536 / 3072: 64 / 128 blocks).
-  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 20, 2, int8_t, 4, false, true, true, true, true>>("new");
-  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 20, 2, int8_t, 2, false, true, true, true, true>>("new");
-  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 24, 2, int8_t, 4, false, true, true, true, true>>("new");
+  // four and two group pairs; 24-channel blocks (E = 1536 / 3072: 64 / 128 blocks). Measured
+  // slower than 16 channels for int8 (bench/RESULTS.md run AK): "alt".
+  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 20, 2, int8_t, 4, false, true, true, true, true>>("alt");
+  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 20, 2, int8_t, 2, false, true, true, true, true>>("alt");
+  register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 24, 2, int8_t, 4, false, true, true, true, true>>("alt");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 40, 1, int8_t, 1, true>>("new");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 16, 3, int8_t, 1, true>>("new");
   register_prefill_i8<qs::PipedPrefillTraits<16, 2, 64, 40, 1, int8_t, 8>>("new");
@@ -445,9 +446,10 @@ const bool kRegistered = [] {
   // sm_90 takes DefaultPrefillTmaTraits, the first "new" entry.
   register_prefill_f16<DefF16>("default");
   register_prefill_f16<DefF16, true>("default");
-  // run()'s 20-channel fp16 variant at E = 5120 (WidePrefillTmaTraits) and 24-channel blocks.
+  // run()'s 20-channel fp16 variant at E = 5120 (WidePrefillTmaTraits) and 24-channel blocks
+  // (no gain at E = 1536 / 3072, run AK: "alt").
   register_prefill_f16<qs::LanePrefillTraits<16, 2, 128, 20, 2, __half, 2, false, true, true, true, true>>("new");
-  register_prefill_f16<qs::LanePrefillTraits<16, 2, 128, 24, 2, __half, 2, false, true, true, true, true>>("new");
+  register_prefill_f16<qs::LanePrefillTraits<16, 2, 128, 24, 2, __half, 2, false, true, true, true, true>>("alt");
   register_prefill_f16<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 2, false, true, true, true, true>>("new");
   register_prefill_f16<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 4, false, true, true, true, true>>("new");
   register_prefill_f16<qs::LanePrefillTraits<16, 2, 128, 16, 3, __half, 2, false, true, true, false, true>>("new");

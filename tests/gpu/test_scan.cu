@@ -1174,6 +1174,22 @@ struct F16Problem {
   }
 };
 
+// Runs `launch(p)` on pr's params with y and the final state poisoned and checks both against
+// the reference.
+template <class Launch>
+void check_f16_launch(F16Problem& pr, Launch&& launch, const std::string& name) {
+  const auto p = pr.params();
+  ASSERT_EQ(qs::can_implement(p), Status::kSuccess);
+  pr.y.dev.poison(0xFF);
+  pr.dfinal.poison(0xFF);
+  ASSERT_EQ(launch(p), Status::kSuccess);
+  QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<float> yref, fref;
+  pr.reference(yref, fref);
+  EXPECT_TRUE(check_y(pr.y, pr.y.dev.download(), yref, quamba::test::kTolScan, name));
+  EXPECT_TRUE(quamba::test::all_close(pr.dfinal.download(), fref, quamba::test::kTolScan, name + " final_state"));
+}
+
 TEST(ScanPrefillF16, Sweep) {
   QUAMBA_REQUIRE_GPU();
   uint64_t seed = 1000;
@@ -1182,16 +1198,7 @@ TEST(ScanPrefillF16, Sweep) {
       const int64_t B = L > 1000 ? 1 : 2;
       SCOPED_TRACE("fp16 B" + std::to_string(B) + " L" + std::to_string(L) + " N" + std::to_string(N));
       F16Problem pr(B, L, 64, N, seed++);
-      auto p = pr.params();
-      ASSERT_EQ(qs::can_implement(p), Status::kSuccess);
-      pr.y.dev.poison(0xFF);
-      pr.dfinal.poison(0xFF);
-      ASSERT_EQ(qs::run(p, nullptr, 0), Status::kSuccess);
-      QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
-      std::vector<float> yref, fref;
-      pr.reference(yref, fref);
-      EXPECT_TRUE(check_y(pr.y, pr.y.dev.download(), yref, quamba::test::kTolScan, "fp16"));
-      EXPECT_TRUE(quamba::test::all_close(pr.dfinal.download(), fref, quamba::test::kTolScan, "fp16 final_state"));
+      check_f16_launch(pr, [](const qs::PrefillParamsF16& p) { return qs::run(p, nullptr, 0); }, "fp16");
     }
 }
 
@@ -1204,16 +1211,7 @@ void run_f16_variant(const char* name) {
     const int64_t B = L > 1000 ? 1 : 2;
     SCOPED_TRACE(std::string(name) + " fp16 B" + std::to_string(B) + " L" + std::to_string(L));
     F16Problem pr(B, L, Traits::kChannels == 20 ? 80 : 64, Traits::kDState, seed++);
-    auto p = pr.params();
-    ASSERT_EQ(qs::can_implement(p), Status::kSuccess);
-    pr.y.dev.poison(0xFF);
-    pr.dfinal.poison(0xFF);
-    ASSERT_EQ(qs::launch_prefill<Traits>(p, 0), Status::kSuccess);
-    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
-    std::vector<float> yref, fref;
-    pr.reference(yref, fref);
-    EXPECT_TRUE(check_y(pr.y, pr.y.dev.download(), yref, quamba::test::kTolScan, name));
-    EXPECT_TRUE(quamba::test::all_close(pr.dfinal.download(), fref, quamba::test::kTolScan, std::string(name) + " final_state"));
+    check_f16_launch(pr, [](const qs::PrefillParamsF16& p) { return qs::launch_prefill<Traits>(p, 0); }, name);
   }
 }
 
@@ -1243,20 +1241,12 @@ TEST(ScanPrefillF16, WideModel) {
   for (int64_t B : {1, 2}) {
     SCOPED_TRACE("fp16 E5120 B" + std::to_string(B));
     F16Problem pr(B, 300, 5120, 16, 1300 + B);
-    auto p = pr.params();
     using Wide = qs::WidePrefillTmaTraits<16, __half>::type;
     using Tma = qs::DefaultPrefillTmaTraits<16, __half>::type;
     if (bulk_copy_runs<Wide, qs::PrefillParamsF16>())
       std::printf("[   INFO   ] fp16 E = 5120, B = %lld: run() takes %s-channel blocks\n", static_cast<long long>(B),
-                  qs::detail::wide_block_pays<Wide, Tma>(p) ? "20" : "16");
-    pr.y.dev.poison(0xFF);
-    pr.dfinal.poison(0xFF);
-    ASSERT_EQ(qs::run(p, nullptr, 0), Status::kSuccess);
-    QUAMBA_CUDA_CHECK(cudaDeviceSynchronize());
-    std::vector<float> yref, fref;
-    pr.reference(yref, fref);
-    EXPECT_TRUE(check_y(pr.y, pr.y.dev.download(), yref, quamba::test::kTolScan, "fp16 E5120"));
-    EXPECT_TRUE(quamba::test::all_close(pr.dfinal.download(), fref, quamba::test::kTolScan, "fp16 E5120 final_state"));
+                  qs::detail::wide_block_pays<Wide, Tma>(pr.params()) ? "20" : "16");
+    check_f16_launch(pr, [](const qs::PrefillParamsF16& p) { return qs::run(p, nullptr, 0); }, "fp16 E5120");
   }
 }
 
