@@ -442,8 +442,9 @@ const bool kRegistered = [] {
   register_prefill_i8<qs::LanePrefillTraits<16, 2, 128, 16, 3, int8_t, 2, true>>("alt");
   register_prefill_i8<qs::LanePrefillTraits<16, 1, 128, 16, 3, int8_t, 2, true>>("alt");
   register_prefill_i8<qs::LanePrefillTraits<16, 1, 128, 16, 3, int8_t, 1, true>>("alt");
-  // "default": DefaultPrefillTraits (the copy-loop kernel, run()'s choice below sm_90); run() on
-  // sm_90 takes DefaultPrefillTmaTraits, the first "new" entry.
+  // "default": DefaultPrefillTraits (the copy-loop kernel, run()'s choice below sm_90) and
+  // "default/run", run() itself: on sm_90 DefaultPrefillTmaTraits (the 16-channel "new" entry
+  // with two pairs) or, where it takes fewer waves, WidePrefillTmaTraits (the 20-channel one).
   register_prefill_f16<DefF16>("default");
   register_prefill_f16<DefF16, true>("default");
   // run()'s 20-channel fp16 variant at E = 5120 (WidePrefillTmaTraits) and 24-channel blocks
